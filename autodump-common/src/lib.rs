@@ -1,0 +1,124 @@
+//! Types shared by the eBPF probes and the agent: map keys, map values, stat slots and map names.
+//!
+//! Every type is `#[repr(C)]` with fields ordered so that there is no implicit padding: the kernel
+//! hashes keys byte by byte, so a padding byte left uninitialised would split one key into many.
+#![no_std]
+
+/// Key of the on-CPU sample counts and of the off-CPU totals.
+///
+/// `stack_epoch` names the stack-map generation that holds the two stack ids (see [`Control`]);
+/// off-CPU keys can point at an older generation than the one they are counted in, because a
+/// thread's stack is taken when it blocks and its time is added when it wakes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackKey {
+    pub tid: u32,
+    /// Negative: the kernel's error code from `bpf_get_stackid`.
+    pub user_stack_id: i32,
+    /// Negative: the kernel's error code from `bpf_get_stackid`.
+    pub kernel_stack_id: i32,
+    pub stack_epoch: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// The thread was still runnable when it was switched out (preempted or yielded): its off-CPU
+/// time is time spent waiting for a CPU, not blocked.
+pub const FLAG_RUNNABLE: u32 = 1;
+
+/// Off-CPU accounting per blocked thread, keyed by tid: where and when it was switched out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuStart {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at switch-out.
+    pub start_ns: u64,
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+    pub stack_epoch: u32,
+    pub flags: u32,
+}
+
+/// Off-CPU time summed per [`StackKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuTotal {
+    pub total_ns: u64,
+    /// How many blocks were summed into `total_ns`.
+    pub count: u64,
+}
+
+/// The single entry of the `CONTROL` array, written by the agent.
+///
+/// The probes count into generation `epoch % 2` of the double-buffered maps; the agent bumps the
+/// epoch, waits for in-flight probes to finish, then drains and clears the other generation. Nothing
+/// is lost and nothing is counted twice.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    pub epoch: u32,
+}
+
+/// Slots of the per-CPU `STATS` array: every event the probes could not record is counted.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// On-CPU samples of the target that were counted.
+    CpuSamples = 0,
+    CpuUserStackErrors,
+    CpuKernelStackErrors,
+    /// Samples lost because the sample-count map was full.
+    CpuCountsFull,
+    /// Switch-outs of the target's threads that were recorded.
+    OffCpuSwitches,
+    OffCpuUserStackErrors,
+    OffCpuKernelStackErrors,
+    /// Switch-outs lost because the per-thread start map was full.
+    OffCpuStartFull,
+    /// Blocks lost because the off-CPU totals map was full.
+    OffCpuTotalsFull,
+}
+
+impl Stat {
+    pub const COUNT: u32 = 9;
+    pub const ALL: [Stat; Stat::COUNT as usize] = [
+        Stat::CpuSamples,
+        Stat::CpuUserStackErrors,
+        Stat::CpuKernelStackErrors,
+        Stat::CpuCountsFull,
+        Stat::OffCpuSwitches,
+        Stat::OffCpuUserStackErrors,
+        Stat::OffCpuKernelStackErrors,
+        Stat::OffCpuStartFull,
+        Stat::OffCpuTotalsFull,
+    ];
+}
+
+/// Deepest stack the kernel records (its `PERF_MAX_STACK_DEPTH`).
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Map names, as the agent looks them up in the loaded object.
+pub mod maps {
+    pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+    pub const CPU_COUNTS: [&str; 2] = ["CPU_COUNTS_0", "CPU_COUNTS_1"];
+    pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
+    pub const OFFCPU_START: &str = "OFFCPU_START";
+    pub const CONTROL: &str = "CONTROL";
+    pub const STATS: &str = "STATS";
+}
+
+/// Names of the read-only globals the agent sets before loading.
+pub mod globals {
+    /// The tgid (process id) to profile.
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+    /// Byte offset of `pid` in `struct task_struct`, found in the kernel's BTF at run time.
+    pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), made only of integers, with no padding (see the module comment).
+    unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::OffCpuStart {}
+    unsafe impl aya::Pod for super::OffCpuTotal {}
+    unsafe impl aya::Pod for super::Control {}
+}

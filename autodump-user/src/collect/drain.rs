@@ -1,0 +1,221 @@
+//! Drains the probes' maps: flip the generation, wait for probes in flight, read and clear the
+//! retired one. Each sample and each microsecond blocked is read exactly once.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use autodump_common::{Control, StackKey, Stat, FLAG_RUNNABLE};
+use aya::maps::MapError;
+use serde::Serialize;
+
+use super::stack_tables::{Frames, StackRef, StackTables};
+use crate::probes::ProbeMaps;
+
+/// How long to wait after a flip for probes that read the old epoch to finish. A probe runs for
+/// microseconds with preemption off; the margin covers a vCPU descheduled by the hypervisor.
+pub const FLIP_GRACE: Duration = Duration::from_millis(10);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read BPF map {map}: {source}")]
+pub struct DrainError {
+    map: &'static str,
+    source: MapError,
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DrainError {
+    move |source| DrainError { map, source }
+}
+
+/// One side of a stack as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RawStack {
+    /// Instruction pointers, innermost first (empty: no frames on that side, e.g. no kernel
+    /// frames for a sample taken in user mode).
+    Frames(Frames),
+    /// The kernel could not record it: a stack-map hash collision or a full map. Counted.
+    Lost,
+}
+
+/// Counts for one (thread, user stack, kernel stack).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawSample {
+    pub tid: u32,
+    pub user: RawStack,
+    pub kernel: RawStack,
+    /// Off-CPU only: the thread was runnable (preempted), not blocked.
+    pub runnable: bool,
+    /// On-CPU: samples. Off-CPU: blocks.
+    pub count: u64,
+    /// Off-CPU only: time blocked.
+    pub off_cpu_ns: u64,
+}
+
+/// Everything recorded in one generation.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub cpu: Vec<RawSample>,
+    pub offcpu: Vec<RawSample>,
+}
+
+/// Totals of the probes' per-CPU `STATS` slots since load.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ProbeStats {
+    pub cpu_samples: u64,
+    pub cpu_user_stack_errors: u64,
+    pub cpu_kernel_stack_errors: u64,
+    pub cpu_counts_full: u64,
+    pub offcpu_switches: u64,
+    pub offcpu_user_stack_errors: u64,
+    pub offcpu_kernel_stack_errors: u64,
+    pub offcpu_start_full: u64,
+    pub offcpu_totals_full: u64,
+}
+
+pub struct Drainer {
+    maps: ProbeMaps,
+    epoch: u32,
+    tables: StackTables,
+}
+
+impl Drainer {
+    pub fn new(maps: ProbeMaps) -> Self {
+        Self {
+            maps,
+            epoch: 0,
+            tables: StackTables::default(),
+        }
+    }
+
+    /// Switches the probes to the next generation, then reads and clears the one they wrote.
+    pub fn drain(&mut self) -> Result<Drained, DrainError> {
+        let retired = self.epoch;
+        self.epoch = retired.wrapping_add(1);
+        self.maps
+            .control
+            .set(0, Control { epoch: self.epoch }, 0)
+            .map_err(map_err("CONTROL"))?;
+        std::thread::sleep(FLIP_GRACE);
+        let gen = (retired % 2) as usize;
+
+        let stacks = &mut self.maps.stacks[gen];
+        let ids: Vec<u32> = stacks
+            .stack_ids()
+            .collect::<Result<_, _>>()
+            .map_err(map_err("STACKS"))?;
+        let mut table = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A stack may vanish between listing and reading only if something else deletes it.
+            if let Ok(trace) = stacks.get(&id, 0) {
+                table.push((id, trace.frames().iter().map(|f| f.ip).collect::<Frames>()));
+            }
+            stacks.remove(&id).map_err(map_err("STACKS"))?;
+        }
+        self.tables.retire(retired, table);
+
+        let mut drained = Drained::default();
+        for (key, samples) in
+            take_all(&mut self.maps.cpu_counts[gen]).map_err(map_err("CPU_COUNTS"))?
+        {
+            drained.cpu.push(self.sample(&key, samples, 0));
+        }
+        for (key, total) in
+            take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))?
+        {
+            drained
+                .offcpu
+                .push(self.sample(&key, total.count, total.total_ns));
+        }
+
+        let mut blocked_refs = HashSet::new();
+        for entry in self.maps.offcpu_start.iter() {
+            let (_, start) = entry.map_err(map_err("OFFCPU_START"))?;
+            for id in [start.user_stack_id, start.kernel_stack_id] {
+                if let Ok(id) = u32::try_from(id) {
+                    blocked_refs.insert((start.stack_epoch, id) as StackRef);
+                }
+            }
+        }
+        self.tables.prune(retired, blocked_refs);
+        Ok(drained)
+    }
+
+    /// Threads blocked now, with their time from switch-out to `now_ns` (CLOCK_MONOTONIC).
+    /// Used when a recording window closes, after the probes are detached and drained.
+    pub fn still_blocked(&self, now_ns: u64) -> Result<Vec<RawSample>, DrainError> {
+        let mut samples = Vec::new();
+        for entry in self.maps.offcpu_start.iter() {
+            let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
+            let key = StackKey {
+                tid,
+                user_stack_id: start.user_stack_id,
+                kernel_stack_id: start.kernel_stack_id,
+                stack_epoch: start.stack_epoch,
+                flags: start.flags,
+            };
+            samples.push(self.sample(&key, 1, now_ns.saturating_sub(start.start_ns)));
+        }
+        Ok(samples)
+    }
+
+    /// Sums the probes' per-CPU stat slots.
+    pub fn stats(&self) -> Result<ProbeStats, DrainError> {
+        let mut totals = [0u64; Stat::COUNT as usize];
+        for stat in Stat::ALL {
+            let per_cpu = self
+                .maps
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(map_err("STATS"))?;
+            totals[stat as usize] = per_cpu.iter().sum();
+        }
+        let t = |s: Stat| totals[s as usize];
+        Ok(ProbeStats {
+            cpu_samples: t(Stat::CpuSamples),
+            cpu_user_stack_errors: t(Stat::CpuUserStackErrors),
+            cpu_kernel_stack_errors: t(Stat::CpuKernelStackErrors),
+            cpu_counts_full: t(Stat::CpuCountsFull),
+            offcpu_switches: t(Stat::OffCpuSwitches),
+            offcpu_user_stack_errors: t(Stat::OffCpuUserStackErrors),
+            offcpu_kernel_stack_errors: t(Stat::OffCpuKernelStackErrors),
+            offcpu_start_full: t(Stat::OffCpuStartFull),
+            offcpu_totals_full: t(Stat::OffCpuTotalsFull),
+        })
+    }
+
+    fn sample(&self, key: &StackKey, count: u64, off_cpu_ns: u64) -> RawSample {
+        RawSample {
+            tid: key.tid,
+            user: self.resolve(key.stack_epoch, key.user_stack_id),
+            kernel: self.resolve(key.stack_epoch, key.kernel_stack_id),
+            runnable: key.flags & FLAG_RUNNABLE != 0,
+            count,
+            off_cpu_ns,
+        }
+    }
+
+    fn resolve(&self, epoch: u32, id: i32) -> RawStack {
+        match u32::try_from(id) {
+            // -EFAULT: nothing to walk (a user-mode sample has no kernel frames).
+            Err(_) if id == -libc::EFAULT => RawStack::Frames(Arc::from([])),
+            Err(_) => RawStack::Lost,
+            Ok(id) => match self.tables.get(epoch, id) {
+                Some(frames) => RawStack::Frames(frames.clone()),
+                None if epoch == self.epoch => self.maps.stacks[(epoch % 2) as usize]
+                    .get(&id, 0)
+                    .map(|t| RawStack::Frames(t.frames().iter().map(|f| f.ip).collect()))
+                    .unwrap_or(RawStack::Lost),
+                None => RawStack::Lost,
+            },
+        }
+    }
+}
+
+/// Reads every entry of a map no probe writes to any more, then deletes them.
+fn take_all<V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, StackKey, V>,
+) -> Result<Vec<(StackKey, V)>, MapError> {
+    let entries: Vec<(StackKey, V)> = map.iter().collect::<Result<_, _>>()?;
+    for (key, _) in &entries {
+        map.remove(key)?;
+    }
+    Ok(entries)
+}

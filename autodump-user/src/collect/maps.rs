@@ -1,0 +1,142 @@
+//! /proc/PID/maps: which file backs each address, so that stacks can be symbolized by file
+//! offset (which still works after the process has exited) and pprof can list its mappings.
+
+use std::sync::Arc;
+
+/// One executable mapping of the target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// Offset in the file of `start`.
+    pub file_offset: u64,
+    /// Path as the kernel shows it (" (deleted)" removed), or a pseudo name like "[vdso]".
+    pub path: Arc<str>,
+}
+
+impl Mapping {
+    /// True for mappings backed by a file that can be opened for symbols.
+    pub fn is_file(&self) -> bool {
+        self.path.starts_with('/')
+    }
+
+    /// The file name alone, for frames that cannot be symbolized: `libfoo.so+0x1234`.
+    pub fn module(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// The executable mappings of one process, sorted by address.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryMap {
+    mappings: Vec<Mapping>,
+}
+
+impl MemoryMap {
+    /// Parses the text of /proc/PID/maps, keeping executable mappings only. Lines that do not
+    /// parse are skipped: the file is read while the process changes it.
+    pub fn parse(text: &str) -> Self {
+        let mut mappings: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
+        mappings.sort_by_key(|m| m.start);
+        Self { mappings }
+    }
+
+    pub fn read(pid: u32) -> std::io::Result<Self> {
+        Ok(Self::parse(&std::fs::read_to_string(format!(
+            "/proc/{pid}/maps"
+        ))?))
+    }
+
+    pub fn find(&self, addr: u64) -> Option<&Mapping> {
+        let i = self.mappings.partition_point(|m| m.start <= addr);
+        self.mappings[..i].last().filter(|m| addr < m.end)
+    }
+
+    /// Adds the mappings of `newer` that this map does not have: libraries loaded later are
+    /// learnt, and mappings of unloaded ones are kept for stacks recorded before.
+    pub fn merge(&mut self, newer: MemoryMap) {
+        for m in newer.mappings {
+            if !self.mappings.contains(&m) {
+                self.mappings.push(m);
+            }
+        }
+        self.mappings.sort_by_key(|m| m.start);
+    }
+
+    pub fn len(&self) -> usize {
+        self.mappings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mappings.is_empty()
+    }
+}
+
+fn parse_line(line: &str) -> Option<Mapping> {
+    // address perms offset dev inode [path]; the path may contain spaces.
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?;
+    let offset = fields.next()?;
+    let _dev = fields.next()?;
+    let _inode = fields.next()?;
+    let path = fields.next().map(str::trim).unwrap_or("");
+    if perms.as_bytes().get(2) != Some(&b'x') || path.is_empty() {
+        return None;
+    }
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    if end <= start {
+        return None;
+    }
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    Some(Mapping {
+        start,
+        end,
+        file_offset: u64::from_str_radix(offset, 16).ok()?,
+        path: path.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+00400000-00401000 r--p 00000000 fe:01 123 /usr/bin/app
+00401000-00402000 r-xp 00001000 fe:01 123 /usr/bin/app
+7f0000000000-7f0000100000 r-xp 00020000 fe:01 456 /usr/lib/my lib.so (deleted)
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+7ffe00000000-7ffe00001000 rw-p 00000000 00:00 0 [stack]
+garbage line
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn keeps_executable_mappings() {
+        let map = MemoryMap::parse(MAPS);
+        assert_eq!(map.len(), 4);
+        let app = map.find(0x401800).unwrap();
+        assert_eq!(
+            (app.start, app.file_offset, app.module()),
+            (0x401000, 0x1000, "app")
+        );
+        let lib = map.find(0x7f0000000010).unwrap();
+        assert_eq!(&*lib.path, "/usr/lib/my lib.so");
+        assert!(lib.is_file());
+        assert!(!map.find(0x7ffd00000001).unwrap().is_file());
+        assert!(map.find(0x400800).is_none(), "not executable");
+        assert!(map.find(0x402000).is_none(), "end is exclusive");
+        assert!(map.find(0).is_none());
+    }
+
+    #[test]
+    fn merge_keeps_old_and_adds_new() {
+        let mut map = MemoryMap::parse("00401000-00402000 r-xp 00001000 fe:01 123 /a\n");
+        map.merge(MemoryMap::parse("00501000-00502000 r-xp 00000000 fe:01 124 /b\n00401000-00402000 r-xp 00001000 fe:01 123 /a\n"));
+        assert_eq!(map.len(), 2);
+        assert_eq!(&*map.find(0x401000).unwrap().path, "/a");
+        assert_eq!(&*map.find(0x501000).unwrap().path, "/b");
+    }
+}

@@ -1,0 +1,12 @@
+//! autodump: an out-of-process eBPF profiler. The data flows one way:
+//! probes → collect (drain maps, read /proc) → symbolize → record (profiles) → write (bundle).
+
+pub mod cli;
+pub mod collect;
+pub mod error;
+pub mod probes;
+pub mod progress;
+pub mod record;
+pub mod run;
+pub mod symbolize;
+pub mod write;

@@ -1,0 +1,46 @@
+//! `autodump-agent`: parse the command line, run, and turn any failure into one line on stderr
+//! and a distinct exit code (see `autodump::error::ExitCode`).
+
+use std::process::ExitCode;
+
+use autodump::{cli::Cli, error::AgentError};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("autodump-agent: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(autodump::run::record(cli)) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = e.downcast_ref::<AgentError>().map_or(1, |a| a.code as i32);
+            let message = format!("{e:#}").replace('\n', " ");
+            eprintln!("autodump-agent: error: {message}");
+            ExitCode::from(code as u8)
+        }
+    }
+}

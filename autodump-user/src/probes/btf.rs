@@ -1,0 +1,183 @@
+//! A minimal reader of the kernel's BTF: the byte offset of one field of one struct.
+//!
+//! Rust eBPF has no CO-RE relocations, so the probes read `next->pid` at an offset found here at
+//! run time. aya keeps its BTF type model private; this reader walks the type section, bounded by
+//! the section's own lengths, and never trusts a count without checking it against the data.
+
+use std::path::Path;
+
+/// Where the running kernel publishes its BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read {path}: {source} (this kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("BTF data is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("struct {0} has no field {1} in BTF")]
+    NoField(String, String),
+}
+
+/// Byte offset of `field` in `struct strukt`, read from the file at `path`.
+pub fn field_offset_in_file(path: &Path, strukt: &str, field: &str) -> Result<u32, BtfError> {
+    let data = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    field_offset(&data, strukt, field)
+}
+
+/// Byte offset of `field` in `struct strukt` in raw (little-endian, native) BTF data.
+pub fn field_offset(data: &[u8], strukt: &str, field: &str) -> Result<u32, BtfError> {
+    let btf = Sections::parse(data)?;
+    let mut pos = 0usize;
+    while pos < btf.types.len() {
+        let name_off = btf.u32_at(pos)?;
+        let info = btf.u32_at(pos + 4)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kind_flag = info >> 31 == 1;
+        let members = pos + 12;
+        if kind == KIND_STRUCT && btf.string(name_off)? == strukt {
+            for i in 0..vlen {
+                let member = members + i * 12;
+                if btf.string(btf.u32_at(member)?)? == field {
+                    let raw = btf.u32_at(member + 8)?;
+                    // With kind_flag the top 8 bits hold a bitfield size; the offset is in bits.
+                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
+                    return Ok(bits / 8);
+                }
+            }
+            return Err(BtfError::NoField(strukt.into(), field.into()));
+        }
+        pos = members + trailing_len(kind, vlen).ok_or(BtfError::Malformed("unknown type kind"))?;
+    }
+    Err(BtfError::NoStruct(strukt.into()))
+}
+
+/// Bytes that follow the 12-byte common header of a type of `kind` with `vlen` entries.
+fn trailing_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                   // ARRAY
+        4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+        6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+        _ => return None,
+    })
+}
+
+struct Sections<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+}
+
+impl<'a> Sections<'a> {
+    fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+        let word = |at: usize| -> Result<u32, BtfError> {
+            data.get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .ok_or(BtfError::Malformed("header is truncated"))
+        };
+        let magic = data.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        if magic != Some(BTF_MAGIC) {
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
+        }
+        let hdr_len = word(4)? as usize;
+        let section = |off: usize, len: usize| {
+            let start = hdr_len
+                .checked_add(off)
+                .ok_or(BtfError::Malformed("section offset overflows"))?;
+            let end = start
+                .checked_add(len)
+                .ok_or(BtfError::Malformed("section length overflows"))?;
+            data.get(start..end)
+                .ok_or(BtfError::Malformed("section lies outside the data"))
+        };
+        Ok(Self {
+            types: section(word(8)? as usize, word(12)? as usize)?,
+            strings: section(word(16)? as usize, word(20)? as usize)?,
+        })
+    }
+
+    fn u32_at(&self, at: usize) -> Result<u32, BtfError> {
+        self.types
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or(BtfError::Malformed("type section is truncated"))
+    }
+
+    fn string(&self, offset: u32) -> Result<&'a str, BtfError> {
+        let tail = self
+            .strings
+            .get(offset as usize..)
+            .ok_or(BtfError::Malformed("string offset out of range"))?;
+        let end = tail
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(BtfError::Malformed("unterminated string"))?;
+        std::str::from_utf8(&tail[..end]).map_err(|_| BtfError::Malformed("string is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_task_struct_pid_in_this_kernel() {
+        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+            eprintln!("skipped: {VMLINUX_BTF} is not readable here");
+            return;
+        };
+        let pid = field_offset(&data, "task_struct", "pid").unwrap();
+        let tgid = field_offset(&data, "task_struct", "tgid").unwrap();
+        // pid_t pid; pid_t tgid; sit next to each other in every kernel since 2.6.
+        assert_eq!(tgid, pid + 4);
+        assert!(pid > 100, "pid offset {pid} is implausibly small");
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        assert!(matches!(
+            field_offset(b"", "a", "b"),
+            Err(BtfError::Malformed(_))
+        ));
+        assert!(matches!(
+            field_offset(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0], "a", "b"),
+            Err(BtfError::Malformed(_))
+        ));
+        let mut header = vec![0x9f, 0xeb, 1, 0];
+        for word in [24u32, 0, 1000, 0, 0] {
+            header.extend_from_slice(&word.to_le_bytes());
+        }
+        assert!(matches!(
+            field_offset(&header, "a", "b"),
+            Err(BtfError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn reports_missing_struct_and_field() {
+        let Ok(data) = std::fs::read(VMLINUX_BTF) else {
+            return;
+        };
+        assert!(matches!(
+            field_offset(&data, "no_such_struct_x", "pid"),
+            Err(BtfError::NoStruct(_))
+        ));
+        assert!(matches!(
+            field_offset(&data, "task_struct", "no_such_field_x"),
+            Err(BtfError::NoField(..))
+        ));
+    }
+}

@@ -1,0 +1,226 @@
+//! Loads the embedded eBPF object, sets its globals and map sizes, and attaches the two probes:
+//! a `cpu-clock` perf event on every online CPU and a `sched_switch` BTF tracepoint.
+
+pub mod btf;
+pub mod privilege;
+
+use std::path::Path;
+
+use autodump_common::{globals, maps, Control, OffCpuStart, OffCpuTotal, StackKey};
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
+    programs::{
+        perf_event::{
+            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
+        },
+        tp_btf::BtfTracePointLinkId,
+        BtfTracePoint, PerfEvent,
+    },
+    Btf, Ebpf, EbpfLoader,
+};
+
+use crate::error::{AgentError, ExitCode};
+
+const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autodump"));
+const ON_CPU: &str = "on_cpu_sample";
+const SCHED_SWITCH: &str = "sched_switch";
+
+/// What to load, from the command line.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    pub pid: u32,
+    pub frequency_hz: u64,
+    pub stack_slots: u32,
+    pub count_slots: u32,
+    pub thread_slots: u32,
+}
+
+/// The maps the collector drains, each generation in a pair indexed by `epoch % 2`.
+pub struct ProbeMaps {
+    pub stacks: [StackTraceMap<MapData>; 2],
+    pub cpu_counts: [HashMap<MapData, StackKey, u64>; 2],
+    pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
+    pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
+    pub control: Array<MapData, Control>,
+    pub stats: PerCpuArray<MapData, u64>,
+}
+
+/// Loaded and attached probes. Dropping this detaches everything and frees the maps.
+pub struct Probes {
+    ebpf: Ebpf,
+    perf_links: Vec<PerfEventLinkId>,
+    switch_link: Option<BtfTracePointLinkId>,
+}
+
+impl Probes {
+    /// Loads the object and takes its maps; nothing is attached yet.
+    pub fn load(config: &ProbeConfig) -> Result<(Self, ProbeMaps), AgentError> {
+        privilege::check()?;
+        raise_memlock_limit();
+        let pid_offset =
+            btf::field_offset_in_file(Path::new(btf::VMLINUX_BTF), "task_struct", "pid")
+                .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(globals::TARGET_TGID, &config.pid, true)
+            .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+            .map_max_entries(maps::OFFCPU_START, config.thread_slots);
+        for gen in 0..2 {
+            loader
+                .map_max_entries(maps::STACKS[gen], config.stack_slots)
+                .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
+                .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots);
+        }
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| classify("load the eBPF object", &e))?;
+        let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
+        Ok((
+            Self {
+                ebpf,
+                perf_links: Vec::new(),
+                switch_link: None,
+            },
+            maps,
+        ))
+    }
+
+    /// Routes the probes' aya-log messages into the agent's log.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        match aya_log::EbpfLogger::init(&mut self.ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                tracing::debug!("probe logging unavailable: {e}");
+                None
+            }
+        }
+    }
+
+    /// Attaches the on-CPU sampler to every online CPU and the sched_switch probe.
+    pub fn attach(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| {
+            AgentError::new(
+                ExitCode::KernelUnsupported,
+                format!("cannot list CPUs ({what}): {e}"),
+            )
+        })?;
+        let program: &mut PerfEvent = program_mut(&mut self.ebpf, ON_CPU)?;
+        program
+            .load()
+            .map_err(|e| classify("load the on-CPU sampler", &e))?;
+        for cpu in cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(|e| classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
+            self.perf_links.push(link);
+        }
+        let btf = Btf::from_sys_fs().map_err(|e| classify("read the kernel's BTF", &e))?;
+        let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, SCHED_SWITCH)?;
+        program
+            .load(SCHED_SWITCH, &btf)
+            .map_err(|e| classify("load the sched_switch probe", &e))?;
+        self.switch_link = Some(
+            program
+                .attach()
+                .map_err(|e| classify("attach the sched_switch probe", &e))?,
+        );
+        Ok(())
+    }
+
+    /// Detaches both probes; the maps stay readable.
+    pub fn detach(&mut self) {
+        if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, ON_CPU) {
+            for link in std::mem::take(&mut self.perf_links) {
+                let _ = program.detach(link);
+            }
+        }
+        if let Some(link) = self.switch_link.take() {
+            if let Ok(program) = program_mut::<BtfTracePoint>(&mut self.ebpf, SCHED_SWITCH) {
+                let _ = program.detach(link);
+            }
+        }
+    }
+}
+
+fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, AgentError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| {
+            AgentError::new(
+                ExitCode::Internal,
+                format!("program {name} missing from the eBPF object"),
+            )
+        })
+}
+
+fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
+    fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T, String> {
+        let map = ebpf
+            .take_map(name)
+            .ok_or_else(|| format!("map {name} missing from the eBPF object"))?;
+        T::try_from(map).map_err(|_| format!("map {name} has an unexpected type"))
+    }
+    Ok(ProbeMaps {
+        stacks: [take(ebpf, maps::STACKS[0])?, take(ebpf, maps::STACKS[1])?],
+        cpu_counts: [
+            take(ebpf, maps::CPU_COUNTS[0])?,
+            take(ebpf, maps::CPU_COUNTS[1])?,
+        ],
+        offcpu_totals: [
+            take(ebpf, maps::OFFCPU_TOTALS[0])?,
+            take(ebpf, maps::OFFCPU_TOTALS[1])?,
+        ],
+        offcpu_start: take(ebpf, maps::OFFCPU_START)?,
+        control: take(ebpf, maps::CONTROL)?,
+        stats: take(ebpf, maps::STATS)?,
+    })
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Turns a load or attach failure into an error with the right exit code: permission problems
+/// are the operator's to fix, anything else means the kernel cannot run the probes.
+fn classify(what: &str, error: &(dyn std::error::Error + 'static)) -> AgentError {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                return AgentError::new(
+                    ExitCode::Permission,
+                    format!(
+                        "cannot {what}: permission denied; run as root or grant {}",
+                        privilege::NEEDED
+                    ),
+                );
+            }
+        }
+        source = e.source();
+    }
+    let detail = error.to_string();
+    let detail = detail.lines().next().unwrap_or_default();
+    AgentError::new(
+        ExitCode::KernelUnsupported,
+        format!("cannot {what}: {detail}"),
+    )
+}

@@ -1,0 +1,304 @@
+//! A symbolized profile: unique (thread, stack) pairs with their counts. Every writer (folded,
+//! flamegraph, pprof) reads from this one model.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::symbolize::{Frame, Location};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// On-CPU samples from the cpu-clock sampler.
+    Cpu,
+    /// Time blocked (or waiting for a CPU), from sched_switch.
+    OffCpu,
+}
+
+/// Pseudo frames that stand where the kernel could not give a real one.
+pub mod pseudo {
+    pub const USER_STACK_LOST: &str = "[user stack lost]";
+    pub const KERNEL_STACK_LOST: &str = "[kernel stack lost]";
+    /// Off-CPU leaf: the thread was preempted or yielded, and waited for a CPU.
+    pub const RUNNABLE: &str = "[runnable]";
+}
+
+/// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SampleKey {
+    pub thread: Arc<str>,
+    pub stack: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleValue {
+    /// On-CPU: samples. Off-CPU: blocks.
+    pub count: u64,
+    /// On-CPU: samples × sampling period. Off-CPU: time off the CPU.
+    pub nanos: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum LocationKey {
+    User(u64),
+    Kernel(u64),
+    Pseudo(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub kind: ProfileKind,
+    pub locations: Vec<Arc<Location>>,
+    /// The key each location was interned under, by the same index.
+    location_keys: Vec<LocationKey>,
+    location_ids: HashMap<LocationKey, u32>,
+    pub samples: HashMap<SampleKey, SampleValue>,
+}
+
+/// A stack to add, innermost first, already symbolized.
+pub enum StackPart<'a> {
+    User(&'a [Arc<Location>]),
+    Kernel(&'a [Arc<Location>]),
+    Pseudo(&'static str),
+}
+
+impl Profile {
+    pub fn new(kind: ProfileKind) -> Self {
+        Self {
+            kind,
+            locations: Vec::new(),
+            location_keys: Vec::new(),
+            location_ids: HashMap::new(),
+            samples: HashMap::new(),
+        }
+    }
+
+    /// Adds `value` to the sample of `thread` whose stack is the concatenation of `parts`.
+    pub fn add(&mut self, thread: Arc<str>, parts: &[StackPart<'_>], value: SampleValue) {
+        let mut stack = Vec::new();
+        for part in parts {
+            match part {
+                StackPart::User(locs) => stack.extend(
+                    locs.iter()
+                        .map(|l| self.intern(LocationKey::User(l.address), l)),
+                ),
+                StackPart::Kernel(locs) => stack.extend(
+                    locs.iter()
+                        .map(|l| self.intern(LocationKey::Kernel(l.address), l)),
+                ),
+                StackPart::Pseudo(name) => {
+                    let loc = Location {
+                        address: 0,
+                        kernel: false,
+                        mapping: None,
+                        frames: vec![Frame {
+                            function: Arc::from(*name),
+                            file: None,
+                            line: None,
+                        }],
+                    };
+                    stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(loc)));
+                }
+            }
+        }
+        let entry = self.samples.entry(SampleKey { thread, stack }).or_default();
+        entry.count += value.count;
+        entry.nanos += value.nanos;
+    }
+
+    /// Adds every sample of `other` (a later slice of the same process).
+    pub fn merge(&mut self, other: &Profile) {
+        for (key, value) in &other.samples {
+            let stack = key
+                .stack
+                .iter()
+                .map(|&i| {
+                    self.intern(
+                        other.location_keys[i as usize],
+                        &other.locations[i as usize],
+                    )
+                })
+                .collect();
+            let entry = self
+                .samples
+                .entry(SampleKey {
+                    thread: key.thread.clone(),
+                    stack,
+                })
+                .or_default();
+            entry.count += value.count;
+            entry.nanos += value.nanos;
+        }
+    }
+
+    fn intern(&mut self, key: LocationKey, location: &Arc<Location>) -> u32 {
+        *self.location_ids.entry(key).or_insert_with(|| {
+            self.locations.push(location.clone());
+            self.location_keys.push(key);
+            (self.locations.len() - 1) as u32
+        })
+    }
+
+    pub fn total(&self) -> SampleValue {
+        self.samples
+            .values()
+            .fold(SampleValue::default(), |acc, v| SampleValue {
+                count: acc.count + v.count,
+                nanos: acc.nanos + v.nanos,
+            })
+    }
+
+    /// Function names of a stack, outermost first (the order of folded stacks). Kernel
+    /// functions carry the `_[k]` suffix, as in Brendan Gregg's stackcollapse tools.
+    pub fn names_root_first(&self, key: &SampleKey) -> Vec<String> {
+        let mut names = Vec::new();
+        for &i in key.stack.iter().rev() {
+            let loc = &self.locations[i as usize];
+            for frame in loc.frames.iter().rev() {
+                if loc.kernel {
+                    names.push(format!("{}_[k]", frame.function));
+                } else {
+                    names.push(frame.function.to_string());
+                }
+            }
+        }
+        names
+    }
+
+    /// Samples in a stable order: heaviest first, then by key.
+    pub fn sorted_samples(&self) -> Vec<(&SampleKey, &SampleValue)> {
+        let mut v: Vec<_> = self.samples.iter().collect();
+        v.sort_by(|a, b| {
+            b.1.nanos
+                .cmp(&a.1.nanos)
+                .then(b.1.count.cmp(&a.1.count))
+                .then(a.0.cmp(b.0))
+        });
+        v
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn loc(address: u64, name: &str, kernel: bool) -> Arc<Location> {
+        Arc::new(Location {
+            address,
+            kernel,
+            mapping: None,
+            frames: vec![Frame {
+                function: name.into(),
+                file: None,
+                line: None,
+            }],
+        })
+    }
+
+    /// main -> work -> spin on one thread, main -> idle on another, plus a kernel leaf.
+    pub fn sample_profile() -> Profile {
+        let mut p = Profile::new(ProfileKind::Cpu);
+        let (main, work, spin, idle) = (
+            loc(1, "main", false),
+            loc(2, "work", false),
+            loc(3, "spin", false),
+            loc(4, "idle", false),
+        );
+        let k = loc(0xffff_0001, "do_syscall_64", true);
+        p.add(
+            "worker".into(),
+            &[StackPart::User(&[spin.clone(), work.clone(), main.clone()])],
+            SampleValue {
+                count: 30,
+                nanos: 300,
+            },
+        );
+        p.add(
+            "worker".into(),
+            &[StackPart::User(&[spin, work, main.clone()])],
+            SampleValue {
+                count: 10,
+                nanos: 100,
+            },
+        );
+        p.add(
+            "app".into(),
+            &[StackPart::Kernel(&[k]), StackPart::User(&[idle, main])],
+            SampleValue {
+                count: 5,
+                nanos: 50,
+            },
+        );
+        p
+    }
+
+    #[test]
+    fn adds_up_identical_stacks() {
+        let p = sample_profile();
+        assert_eq!(p.samples.len(), 2);
+        assert_eq!(
+            p.total(),
+            SampleValue {
+                count: 45,
+                nanos: 450
+            }
+        );
+        assert_eq!(p.locations.len(), 5, "locations are interned");
+    }
+
+    #[test]
+    fn names_run_root_first_with_kernel_suffix() {
+        let p = sample_profile();
+        let sorted = p.sorted_samples();
+        assert_eq!(p.names_root_first(sorted[0].0), ["main", "work", "spin"]);
+        assert_eq!(
+            p.names_root_first(sorted[1].0),
+            ["main", "idle", "do_syscall_64_[k]"]
+        );
+    }
+
+    #[test]
+    fn merge_equals_adding_twice() {
+        let mut a = sample_profile();
+        a.merge(&sample_profile());
+        assert_eq!(
+            a.total(),
+            SampleValue {
+                count: 90,
+                nanos: 900
+            }
+        );
+        assert_eq!(a.samples.len(), 2);
+        assert_eq!(a.locations.len(), 5);
+    }
+
+    #[test]
+    fn inlined_frames_expand_outermost_first() {
+        let mut p = Profile::new(ProfileKind::Cpu);
+        let inlined = Arc::new(Location {
+            address: 9,
+            kernel: false,
+            mapping: None,
+            frames: vec![
+                Frame {
+                    function: "inner".into(),
+                    file: None,
+                    line: None,
+                },
+                Frame {
+                    function: "outer".into(),
+                    file: None,
+                    line: None,
+                },
+            ],
+        });
+        p.add(
+            "t".into(),
+            &[
+                StackPart::Pseudo(pseudo::RUNNABLE),
+                StackPart::User(&[inlined]),
+            ],
+            SampleValue { count: 1, nanos: 1 },
+        );
+        let key = p.samples.keys().next().unwrap().clone();
+        assert_eq!(p.names_root_first(&key), ["outer", "inner", "[runnable]"]);
+    }
+}

@@ -1,0 +1,245 @@
+//! Turns instruction pointers into function names with blazesym, once per unique address.
+//!
+//! User addresses are translated through the target's memory map into (file, file offset) and
+//! symbolized from the ELF file itself, so stacks recorded just before the target exits still
+//! get names. Inlined functions and source lines come from DWARF when the binary has it. An
+//! address that cannot be symbolized becomes `module+0xoffset`, never nothing.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use blazesym::symbolize::{
+    source::{Elf, Kernel, Source},
+    Input, Sym, Symbolized, Symbolizer as Blaze,
+};
+
+use crate::collect::maps::{Mapping, MemoryMap};
+
+/// One function in a stack.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    pub function: Arc<str>,
+    pub file: Option<Arc<str>>,
+    pub line: Option<u32>,
+}
+
+/// What one instruction pointer stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub address: u64,
+    pub kernel: bool,
+    pub mapping: Option<Mapping>,
+    /// Innermost first: functions inlined at this address, then the function that holds it.
+    pub frames: Vec<Frame>,
+}
+
+pub struct Symbolizer {
+    blaze: Blaze,
+    pid: u32,
+    memory: MemoryMap,
+    user: HashMap<u64, Arc<Location>>,
+    kernel: HashMap<u64, Arc<Location>>,
+    elf_paths: HashMap<Arc<str>, PathBuf>,
+}
+
+impl Symbolizer {
+    pub fn new(pid: u32) -> Self {
+        Self {
+            blaze: Blaze::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .build(),
+            pid,
+            memory: MemoryMap::default(),
+            user: HashMap::new(),
+            kernel: HashMap::new(),
+            elf_paths: HashMap::new(),
+        }
+    }
+
+    /// Learns mappings the target added since the last call. Call while the target is alive,
+    /// before symbolizing what was recorded in the interval.
+    pub fn refresh_maps(&mut self) {
+        if let Ok(current) = MemoryMap::read(self.pid) {
+            self.memory.merge(current);
+        }
+    }
+
+    /// Symbolizes user-space addresses (already adjusted: see [`lookup_addresses`]).
+    pub fn user(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
+        let missing: Vec<u64> = unique_missing(addrs, &self.user);
+        let mut by_file: HashMap<Arc<str>, Vec<(u64, u64)>> = HashMap::new();
+        for &addr in &missing {
+            match self.memory.find(addr).cloned() {
+                Some(m) if m.is_file() => {
+                    by_file
+                        .entry(m.path.clone())
+                        .or_default()
+                        .push((addr, addr - m.start + m.file_offset));
+                }
+                mapping => {
+                    let location = unknown(addr, false, mapping);
+                    self.user.insert(addr, Arc::new(location));
+                }
+            }
+        }
+        for (path, entries) in by_file {
+            let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
+            let elf = Source::Elf(Elf::new(self.elf_path(&path)));
+            let results = self
+                .blaze
+                .symbolize(&elf, Input::FileOffset(&offsets))
+                .unwrap_or_default();
+            for (i, &(addr, _)) in entries.iter().enumerate() {
+                let mapping = self.memory.find(addr).cloned();
+                let location = match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => located(addr, false, mapping, sym),
+                    _ => unknown(addr, false, mapping),
+                };
+                self.user.insert(addr, Arc::new(location));
+            }
+        }
+        addrs.iter().map(|a| self.user[a].clone()).collect()
+    }
+
+    /// Symbolizes kernel addresses from kallsyms.
+    pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
+        let missing = unique_missing(addrs, &self.kernel);
+        if !missing.is_empty() {
+            let source = Source::Kernel(Kernel {
+                vmlinux: blazesym::MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            let results = self
+                .blaze
+                .symbolize(&source, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, &addr) in missing.iter().enumerate() {
+                let location = match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
+                    _ => unknown(addr, true, None),
+                };
+                self.kernel.insert(addr, Arc::new(location));
+            }
+        }
+        addrs.iter().map(|a| self.kernel[a].clone()).collect()
+    }
+
+    /// Where to open a mapped file: through the target's root while it lives (containers see
+    /// other files), else the path itself.
+    fn elf_path(&mut self, path: &Arc<str>) -> PathBuf {
+        let pid = self.pid;
+        self.elf_paths
+            .entry(path.clone())
+            .or_insert_with(|| {
+                let rooted = PathBuf::from(format!("/proc/{pid}/root{path}"));
+                if rooted.exists() {
+                    rooted
+                } else {
+                    PathBuf::from(&**path)
+                }
+            })
+            .clone()
+    }
+}
+
+/// Return addresses point after the call; looking up `ip - 1` for every frame but the
+/// innermost names the calling line, not the next one (as perf and pprof do).
+pub fn lookup_addresses(ips: &[u64]) -> Vec<u64> {
+    ips.iter()
+        .enumerate()
+        .map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) })
+        .collect()
+}
+
+fn unique_missing(addrs: &[u64], cache: &HashMap<u64, Arc<Location>>) -> Vec<u64> {
+    let mut missing: Vec<u64> = addrs
+        .iter()
+        .copied()
+        .filter(|a| !cache.contains_key(a))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}
+
+fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) -> Location {
+    let frame = |name: &str, info: Option<&blazesym::symbolize::CodeInfo<'_>>| Frame {
+        function: Arc::from(name),
+        file: info.map(|i| Arc::from(i.to_path().to_string_lossy().as_ref())),
+        line: info.and_then(|i| i.line),
+    };
+    let mut frames: Vec<Frame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|f| frame(&f.name, f.code_info.as_ref()))
+        .collect();
+    frames.push(frame(&sym.name, sym.code_info.as_deref()));
+    Location {
+        address,
+        kernel,
+        mapping,
+        frames,
+    }
+}
+
+/// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
+fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>) -> Location {
+    let name = match (&mapping, kernel) {
+        (_, true) => format!("[kernel]+{address:#x}"),
+        (Some(m), false) => format!("{}+{:#x}", m.module(), address - m.start + m.file_offset),
+        (None, false) => format!("[unknown]+{address:#x}"),
+    };
+    Location {
+        address,
+        kernel,
+        mapping,
+        frames: vec![Frame {
+            function: name.into(),
+            file: None,
+            line: None,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn marker_function_for_symbolizer_test() -> u64 {
+        marker_function_for_symbolizer_test as *const () as u64
+    }
+
+    #[test]
+    fn names_a_function_of_this_test_binary() {
+        let mut s = Symbolizer::new(std::process::id());
+        s.refresh_maps();
+        let addr = marker_function_for_symbolizer_test();
+        let loc = s.user(&[addr]);
+        let names: Vec<&str> = loc[0].frames.iter().map(|f| &*f.function).collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains("marker_function_for_symbolizer_test")),
+            "got {names:?}"
+        );
+        assert!(loc[0].mapping.is_some());
+    }
+
+    #[test]
+    fn unmapped_addresses_keep_a_name() {
+        let mut s = Symbolizer::new(std::process::id());
+        s.refresh_maps();
+        let loc = s.user(&[0x10]);
+        assert_eq!(&*loc[0].frames[0].function, "[unknown]+0x10");
+    }
+
+    #[test]
+    fn return_addresses_are_moved_into_the_call() {
+        assert_eq!(lookup_addresses(&[100, 200, 300]), vec![100, 199, 299]);
+        assert!(lookup_addresses(&[]).is_empty());
+    }
+}

@@ -1,0 +1,165 @@
+//! Writes a bundle atomically: every file goes into a hidden temporary directory beside the
+//! destination, is synced, and the directory is renamed into place. A reader never sees a
+//! partial bundle, and a failure leaves nothing behind.
+
+use std::{
+    fs::{self, File},
+    io::{self, Write},
+    os::unix::fs::DirBuilderExt,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot create output directory {path}: {source}")]
+    CreateOut { path: PathBuf, source: io::Error },
+    #[error("output directory {path} is not writable: {source}")]
+    NotWritable { path: PathBuf, source: io::Error },
+    #[error("cannot write bundle {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// Bundles reveal code structure: only the owner (root) may read them.
+const DIR_MODE: u32 = 0o700;
+
+/// Creates `out` if needed and proves it writable, so a bad `--out` fails before recording.
+pub fn prepare_out_dir(out: &Path) -> Result<(), BundleError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(out)
+        .map_err(|source| BundleError::CreateOut {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    let probe = out.join(format!(".autodump-write-test-{}", std::process::id()));
+    let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
+    let _ = fs::remove_file(&probe);
+    result.map_err(|source| BundleError::NotWritable {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `files` as the bundle `out/name` and returns its path. If that name is taken, a
+/// numeric suffix is added; an existing bundle is never touched.
+pub fn write_bundle(
+    out: &Path,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf, BundleError> {
+    prepare_out_dir(out)?;
+    let tmp = out.join(format!(".tmp-{name}-{}", std::process::id()));
+    let err = |source| BundleError::Write {
+        path: out.join(name),
+        source,
+    };
+    let result = (|| {
+        let _ = fs::remove_dir_all(&tmp);
+        fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
+        for (file, bytes) in files {
+            let mut f = File::create(tmp.join(file))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        File::open(&tmp)?.sync_all()?;
+        let dest = free_name(out, name);
+        // rename(2) refuses to replace a non-empty directory, so a racing writer cannot clobber.
+        fs::rename(&tmp, &dest)?;
+        File::open(out)?.sync_all()?;
+        Ok(dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result.map_err(err)
+}
+
+fn free_name(out: &Path, name: &str) -> PathBuf {
+    let first = out.join(name);
+    if !first.exists() {
+        return first;
+    }
+    (2..)
+        .map(|n| out.join(format!("{name}-{n}")))
+        .find(|p| !p.exists())
+        .expect("unbounded range")
+}
+
+/// `<comm>-<pid>-<UTC YYYYmmddTHHMMSSZ>-<reason>`, with the comm made safe for a file name.
+pub fn bundle_name(comm: &str, pid: u32, unix_secs: u64, reason: &str) -> String {
+    let comm: String = comm
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let comm = comm.trim_start_matches('.');
+    let comm = if comm.is_empty() { "process" } else { comm };
+    format!(
+        "{comm}-{pid}-{}-{reason}",
+        super::time::compact_utc(unix_secs)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("autodump-bundle-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn writes_atomically_and_never_overwrites() {
+        let out = scratch("atomic");
+        let first = write_bundle(&out, "app-1-x-record", &[("a.txt", b"one".to_vec())]).unwrap();
+        let second = write_bundle(&out, "app-1-x-record", &[("a.txt", b"two".to_vec())]).unwrap();
+        assert_eq!(first, out.join("app-1-x-record"));
+        assert_eq!(second, out.join("app-1-x-record-2"));
+        assert_eq!(fs::read(first.join("a.txt")).unwrap(), b"one");
+        let leftovers: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary directory may remain");
+        fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing() {
+        let out = scratch("fail");
+        let result = write_bundle(&out, "b", &[("no/such/dir.txt", vec![1])]);
+        assert!(matches!(result, Err(BundleError::Write { .. })));
+        assert_eq!(fs::read_dir(&out).unwrap().count(), 0);
+        fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn unusable_out_dir_is_reported() {
+        assert!(matches!(
+            prepare_out_dir(Path::new("/proc/self/no-such")),
+            Err(BundleError::CreateOut { .. })
+        ));
+    }
+
+    #[test]
+    fn names_are_safe() {
+        assert_eq!(
+            bundle_name("my app/1", 42, 0, "record"),
+            "my_app_1-42-19700101T000000Z-record"
+        );
+        assert_eq!(
+            bundle_name("..", 1, 0, "record"),
+            "process-1-19700101T000000Z-record"
+        );
+    }
+}

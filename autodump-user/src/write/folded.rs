@@ -1,0 +1,106 @@
+//! Folded stacks (`thread;root;...;leaf count`), the input format of flamegraph tools.
+//! On-CPU counts are samples; off-CPU counts are microseconds.
+
+use std::collections::HashMap;
+
+use crate::record::profile::{Profile, ProfileKind};
+
+/// One line per unique stack of names, heaviest first; the root frame is the thread name.
+/// Stacks that differ only in addresses within the same functions are merged.
+pub fn folded(profile: &Profile) -> String {
+    let mut lines: HashMap<String, (u64, u64)> = HashMap::new();
+    for (key, value) in &profile.samples {
+        let mut line = sanitize(&key.thread);
+        for name in profile.names_root_first(key) {
+            line.push(';');
+            line.push_str(&sanitize(&name));
+        }
+        let sum = lines.entry(line).or_default();
+        sum.0 += value.count;
+        sum.1 += value.nanos;
+    }
+    let mut weighted: Vec<(String, u64)> = lines
+        .into_iter()
+        .map(|(line, (count, nanos))| (line, weight(profile.kind, count, nanos)))
+        .filter(|(_, w)| *w > 0)
+        .collect();
+    weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    weighted
+        .into_iter()
+        .map(|(line, w)| format!("{line} {w}\n"))
+        .collect()
+}
+
+/// The folded weight: samples on-CPU, microseconds (rounded) off-CPU.
+pub fn weight(kind: ProfileKind, count: u64, nanos: u64) -> u64 {
+    match kind {
+        ProfileKind::Cpu => count,
+        ProfileKind::OffCpu => (nanos + 500) / 1000,
+    }
+}
+
+/// `;` separates frames and a newline ends a line: neither may appear inside a name.
+fn sanitize(name: &str) -> String {
+    name.replace(';', ":").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::profile::{tests::sample_profile, Profile, SampleValue, StackPart};
+
+    #[test]
+    fn folds_root_first_heaviest_first() {
+        assert_eq!(
+            folded(&sample_profile()),
+            "worker;main;work;spin 40\napp;main;idle;do_syscall_64_[k] 5\n"
+        );
+    }
+
+    #[test]
+    fn merges_stacks_with_the_same_names() {
+        let mut p = Profile::new(ProfileKind::Cpu);
+        let (a, b) = (
+            crate::record::profile::tests::loc(1, "f", false),
+            crate::record::profile::tests::loc(2, "f", false),
+        );
+        p.add(
+            "t".into(),
+            &[StackPart::User(&[a])],
+            SampleValue { count: 2, nanos: 0 },
+        );
+        p.add(
+            "t".into(),
+            &[StackPart::User(&[b])],
+            SampleValue { count: 3, nanos: 0 },
+        );
+        assert_eq!(folded(&p), "t;f 5\n");
+    }
+
+    #[test]
+    fn off_cpu_weights_are_microseconds() {
+        let mut p = Profile::new(ProfileKind::OffCpu);
+        let l = crate::record::profile::tests::loc(1, "block;ed", false);
+        p.add(
+            "t\n1".into(),
+            &[StackPart::User(&[l.clone()])],
+            SampleValue {
+                count: 2,
+                nanos: 1_500_400,
+            },
+        );
+        p.add(
+            "t2".into(),
+            &[StackPart::User(&[l])],
+            SampleValue {
+                count: 1,
+                nanos: 400,
+            },
+        );
+        assert_eq!(
+            folded(&p),
+            "t 1;block:ed 1500\n",
+            "sub-microsecond stacks are left out"
+        );
+    }
+}
