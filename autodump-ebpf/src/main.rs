@@ -72,19 +72,9 @@ struct Generation {
 fn generation() -> Generation {
     let epoch = CONTROL.get(0).map_or(0, |c| c.epoch);
     if epoch & 1 == 0 {
-        Generation {
-            epoch,
-            stacks: &STACKS_0,
-            cpu_counts: &CPU_COUNTS_0,
-            offcpu_totals: &OFFCPU_TOTALS_0,
-        }
+        Generation { epoch, stacks: &STACKS_0, cpu_counts: &CPU_COUNTS_0, offcpu_totals: &OFFCPU_TOTALS_0 }
     } else {
-        Generation {
-            epoch,
-            stacks: &STACKS_1,
-            cpu_counts: &CPU_COUNTS_1,
-            offcpu_totals: &OFFCPU_TOTALS_1,
-        }
+        Generation { epoch, stacks: &STACKS_1, cpu_counts: &CPU_COUNTS_1, offcpu_totals: &OFFCPU_TOTALS_1 }
     }
 }
 
@@ -140,12 +130,7 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
     let gen = generation();
     let key = StackKey {
         tid: pid_tgid as u32,
-        user_stack_id: stack_id(
-            &ctx,
-            gen.stacks,
-            BPF_F_USER_STACK as u64,
-            Stat::CpuUserStackErrors,
-        ),
+        user_stack_id: stack_id(&ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::CpuUserStackErrors),
         kernel_stack_id: stack_id(&ctx, gen.stacks, 0, Stat::CpuKernelStackErrors),
         stack_epoch: gen.epoch,
         flags: 0,
@@ -160,10 +145,7 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
         }
         None => {
             if count(Stat::CpuCountsFull) {
-                warn!(
-                    &ctx,
-                    "on-CPU count map is full; further losses are counted in stats"
-                );
+                warn!(&ctx, "on-CPU count map is full; further losses are counted in stats");
             }
         }
     }
@@ -194,12 +176,7 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
     let gen = generation();
     let start = OffCpuStart {
         start_ns: now,
-        user_stack_id: stack_id(
-            ctx,
-            gen.stacks,
-            BPF_F_USER_STACK as u64,
-            Stat::OffCpuUserStackErrors,
-        ),
+        user_stack_id: stack_id(ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors),
         kernel_stack_id: stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors),
         stack_epoch: gen.epoch,
         flags: if prev_state == 0 { FLAG_RUNNABLE } else { 0 },
@@ -207,10 +184,7 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
     if OFFCPU_START.insert(&tid, &start, 0).is_ok() {
         count(Stat::OffCpuSwitches);
     } else if count(Stat::OffCpuStartFull) {
-        warn!(
-            ctx,
-            "off-CPU thread map is full; further losses are counted in stats"
-        );
+        warn!(ctx, "off-CPU thread map is full; further losses are counted in stats");
     }
 }
 
@@ -232,9 +206,7 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32, now: u64) {
         stack_epoch: start.stack_epoch,
         flags: start.flags,
     };
-    let _ = gen
-        .offcpu_totals
-        .insert(&key, &OffCpuTotal::default(), BPF_NOEXIST as u64);
+    let _ = gen.offcpu_totals.insert(&key, &OffCpuTotal::default(), BPF_NOEXIST as u64);
     match gen.offcpu_totals.get_ptr_mut(&key) {
         Some(total) => {
             // SAFETY: points into the map entry; only this thread's switch-in adds to its key.
@@ -245,10 +217,7 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32, now: u64) {
         }
         None => {
             if count(Stat::OffCpuTotalsFull) {
-                warn!(
-                    ctx,
-                    "off-CPU totals map is full; further losses are counted in stats"
-                );
+                warn!(ctx, "off-CPU totals map is full; further losses are counted in stats");
             }
         }
     }

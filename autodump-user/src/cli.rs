@@ -71,6 +71,10 @@ pub struct Cli {
     #[arg(long, default_value_t = defaults::THREAD_SLOTS, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
     pub thread_slots: u32,
 
+    /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
+    #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
+    pub btf: PathBuf,
+
     /// Log filter, as in RUST_LOG (e.g. info, debug, autodump=trace).
     #[arg(long, default_value = "info", env = "AUTODUMP_LOG")]
     pub log: String,
@@ -81,14 +85,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let parsed = match text.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(text).map_err(|e| {
-            format!("'{text}' is not a duration ({e}); write it like 10s, 500ms or 2m")
-        })?,
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("'{text}' is not a duration ({e}); write it like 10s, 500ms or 2m"))?,
     };
     if parsed.is_zero() {
-        return Err(format!(
-            "'{text}' is zero; give a positive duration like 10s"
-        ));
+        return Err(format!("'{text}' is zero; give a positive duration like 10s"));
     }
     Ok(parsed)
 }
@@ -117,9 +118,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("abc")
-            .unwrap_err()
-            .contains("not a duration"));
+        assert!(parse_duration("abc").unwrap_err().contains("not a duration"));
         assert!(parse_duration("0s").unwrap_err().contains("zero"));
     }
 

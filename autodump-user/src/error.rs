@@ -28,9 +28,6 @@ pub struct AgentError {
 
 impl AgentError {
     pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }

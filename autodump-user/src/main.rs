@@ -1,7 +1,7 @@
 //! `autodump-agent`: parse the command line, run, and turn any failure into one line on stderr
 //! and a distinct exit code (see `autodump::error::ExitCode`).
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use autodump::{cli::Cli, error::AgentError};
 use clap::Parser;
@@ -10,21 +10,28 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
+        Err(e) if e.use_stderr() => {
+            // One line: clap's first paragraph names the flag and the problem; --help has the rest.
+            let rendered = e.render().to_string();
+            let paragraph: Vec<&str> = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            let message = paragraph.join(" ");
+            eprintln!("autodump-agent: error: {} (see --help)", message.trim_start_matches("error: "));
             return ExitCode::from(e.exit_code() as u8);
+        }
+        Err(e) => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
         }
     };
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("autodump-agent: error: cannot start the runtime: {e}");

@@ -35,8 +35,7 @@ pub async fn record(cli: Cli) -> anyhow::Result<PathBuf> {
         ProcessError::NotFound(_) => AgentError::new(ExitCode::NoSuchProcess, e.to_string()),
         _ => AgentError::new(ExitCode::Internal, e.to_string()),
     })?;
-    bundle::prepare_out_dir(&cli.out)
-        .map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
+    bundle::prepare_out_dir(&cli.out).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
 
     let config = ProbeConfig {
         pid: cli.pid,
@@ -44,6 +43,7 @@ pub async fn record(cli: Cli) -> anyhow::Result<PathBuf> {
         stack_slots: cli.stack_slots,
         count_slots: cli.count_slots,
         thread_slots: cli.thread_slots,
+        btf: cli.btf.clone(),
     };
     let (mut probes, maps) = Probes::load(&config)?;
     spawn_probe_logger(&mut probes);
@@ -73,23 +73,10 @@ pub async fn record(cli: Cli) -> anyhow::Result<PathBuf> {
     recorder.add_off_cpu(&blocked);
     let stats = drainer.stats().map_err(internal)?;
 
-    let summary = build_summary(
-        &cli,
-        &recorder,
-        start,
-        end,
-        stats,
-        stop == Stop::TargetExited,
-    );
-    let recording = Recording {
-        cpu: &recorder.cpu,
-        offcpu: &recorder.offcpu,
-        start,
-        end,
-        summary,
-    };
-    let path = write::write_bundle(&cli.out, &recording)
-        .map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
+    let summary = build_summary(&cli, &recorder, start, end, stats, stop == Stop::TargetExited);
+    let recording = Recording { cpu: &recorder.cpu, offcpu: &recorder.offcpu, start, end, summary };
+    let path =
+        write::write_bundle(&cli.out, &recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
     tracing::info!(path = %path.display(), reason = "record", "bundle written");
     Ok(path)
 }
@@ -140,10 +127,7 @@ fn build_summary(
     exited: bool,
 ) -> summary::Summary {
     let target = recorder.target();
-    let (start_s, end_s) = (
-        write::time::unix_secs_f64(start),
-        write::time::unix_secs_f64(end),
-    );
+    let (start_s, end_s) = (write::time::unix_secs_f64(start), write::time::unix_secs_f64(end));
     let cpu = recorder.cpu.total();
     let offcpu = recorder.offcpu.total();
     let mut notes = Vec::new();
@@ -155,24 +139,20 @@ fn build_summary(
         + dropped.offcpu_user_stack_errors
         + dropped.offcpu_kernel_stack_errors;
     if lost > 0 {
-        notes.push(format!("{lost} stacks could not be recorded (stack-map collisions or a full map); raise --stack-slots"));
+        notes.push(format!(
+            "{lost} stacks could not be recorded (stack-map collisions or a full map); raise --stack-slots"
+        ));
     }
     summary::Summary {
         format_version: summary::FORMAT_VERSION,
-        reason: summary::Reason {
-            kind: "record".into(),
-        },
+        reason: summary::Reason { kind: "record".into() },
         pid: target.pid,
         comm: target.comm.clone(),
         exe: target.exe.display().to_string(),
         kernel: summary::kernel_release(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         frequency_hz: cli.frequency,
-        window: summary::Window {
-            start: start_s,
-            end: end_s,
-            duration_s: end_s - start_s,
-        },
+        window: summary::Window { start: start_s, end: end_s, duration_s: end_s - start_s },
         cpu: summary::CpuTotals {
             samples: cpu.count,
             cpu_seconds: cpu.count as f64 / cli.frequency as f64,
@@ -186,14 +166,7 @@ fn build_summary(
         },
         dropped,
         target: summary::TargetState { exited },
-        threads: recorder
-            .threads
-            .iter()
-            .map(|(&tid, name)| summary::Thread {
-                tid,
-                name: name.to_string(),
-            })
-            .collect(),
+        threads: recorder.threads.iter().map(|(&tid, name)| summary::Thread { tid, name: name.to_string() }).collect(),
         notes,
     }
 }
@@ -209,9 +182,7 @@ fn spawn_probe_logger(probes: &mut Probes) {
     };
     // SAFETY: the logger owns its ring-buffer fd and keeps it open for as long as it lives,
     // and the AsyncFd owns the logger.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-    };
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
     let Ok(mut fd) = registered else { return };
     tokio::spawn(async move {
         while let Ok(mut guard) = fd.readable_mut().await {

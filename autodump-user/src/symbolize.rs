@@ -44,11 +44,7 @@ pub struct Symbolizer {
 impl Symbolizer {
     pub fn new(pid: u32) -> Self {
         Self {
-            blaze: Blaze::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .build(),
+            blaze: Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build(),
             pid,
             memory: MemoryMap::default(),
             user: HashMap::new(),
@@ -72,10 +68,7 @@ impl Symbolizer {
         for &addr in &missing {
             match self.memory.find(addr).cloned() {
                 Some(m) if m.is_file() => {
-                    by_file
-                        .entry(m.path.clone())
-                        .or_default()
-                        .push((addr, addr - m.start + m.file_offset));
+                    by_file.entry(m.path.clone()).or_default().push((addr, addr - m.start + m.file_offset));
                 }
                 mapping => {
                     let location = unknown(addr, false, mapping);
@@ -86,10 +79,7 @@ impl Symbolizer {
         for (path, entries) in by_file {
             let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
             let elf = Source::Elf(Elf::new(self.elf_path(&path)));
-            let results = self
-                .blaze
-                .symbolize(&elf, Input::FileOffset(&offsets))
-                .unwrap_or_default();
+            let results = self.blaze.symbolize(&elf, Input::FileOffset(&offsets)).unwrap_or_default();
             for (i, &(addr, _)) in entries.iter().enumerate() {
                 let mapping = self.memory.find(addr).cloned();
                 let location = match results.get(i) {
@@ -111,10 +101,7 @@ impl Symbolizer {
                 debug_syms: false,
                 ..Kernel::default()
             });
-            let results = self
-                .blaze
-                .symbolize(&source, Input::AbsAddr(&missing))
-                .unwrap_or_default();
+            let results = self.blaze.symbolize(&source, Input::AbsAddr(&missing)).unwrap_or_default();
             for (i, &addr) in missing.iter().enumerate() {
                 let location = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
@@ -147,18 +134,11 @@ impl Symbolizer {
 /// Return addresses point after the call; looking up `ip - 1` for every frame but the
 /// innermost names the calling line, not the next one (as perf and pprof do).
 pub fn lookup_addresses(ips: &[u64]) -> Vec<u64> {
-    ips.iter()
-        .enumerate()
-        .map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) })
-        .collect()
+    ips.iter().enumerate().map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) }).collect()
 }
 
 fn unique_missing(addrs: &[u64], cache: &HashMap<u64, Arc<Location>>) -> Vec<u64> {
-    let mut missing: Vec<u64> = addrs
-        .iter()
-        .copied()
-        .filter(|a| !cache.contains_key(a))
-        .collect();
+    let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !cache.contains_key(a)).collect();
     missing.sort_unstable();
     missing.dedup();
     missing
@@ -170,19 +150,9 @@ fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) 
         file: info.map(|i| Arc::from(i.to_path().to_string_lossy().as_ref())),
         line: info.and_then(|i| i.line),
     };
-    let mut frames: Vec<Frame> = sym
-        .inlined
-        .iter()
-        .rev()
-        .map(|f| frame(&f.name, f.code_info.as_ref()))
-        .collect();
+    let mut frames: Vec<Frame> = sym.inlined.iter().rev().map(|f| frame(&f.name, f.code_info.as_ref())).collect();
     frames.push(frame(&sym.name, sym.code_info.as_deref()));
-    Location {
-        address,
-        kernel,
-        mapping,
-        frames,
-    }
+    Location { address, kernel, mapping, frames }
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
@@ -192,16 +162,7 @@ fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>) -> Location {
         (Some(m), false) => format!("{}+{:#x}", m.module(), address - m.start + m.file_offset),
         (None, false) => format!("[unknown]+{address:#x}"),
     };
-    Location {
-        address,
-        kernel,
-        mapping,
-        frames: vec![Frame {
-            function: name.into(),
-            file: None,
-            line: None,
-        }],
-    }
+    Location { address, kernel, mapping, frames: vec![Frame { function: name.into(), file: None, line: None }] }
 }
 
 #[cfg(test)]
@@ -220,12 +181,7 @@ mod tests {
         let addr = marker_function_for_symbolizer_test();
         let loc = s.user(&[addr]);
         let names: Vec<&str> = loc[0].frames.iter().map(|f| &*f.function).collect();
-        assert!(
-            names
-                .iter()
-                .any(|n| n.contains("marker_function_for_symbolizer_test")),
-            "got {names:?}"
-        );
+        assert!(names.iter().any(|n| n.contains("marker_function_for_symbolizer_test")), "got {names:?}");
         assert!(loc[0].mapping.is_some());
     }
 

@@ -1,1 +1,193 @@
+//! Helpers for the integration tests: build and own fixture processes, run the real agent
+//! against them, and read the bundle it writes.
+//!
+//! Tests that need BPF call [`require_bpf`]: without root they are reported as skipped, except
+//! under `AUTODUMP_REQUIRE_BPF=1` (set by CI), where they fail instead.
 
+pub mod bundle;
+pub mod fixture;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+pub use bundle::Bundle;
+pub use fixture::{fixture_bin, Fixture};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests live in the workspace").to_path_buf()
+}
+
+/// The agent binary: `AUTODUMP_AGENT` (set by `cargo xtask test`) or the release build.
+pub fn agent() -> PathBuf {
+    let path = std::env::var_os("AUTODUMP_AGENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/release/autodump-agent"));
+    assert!(path.exists(), "agent binary {} not found: run `cargo xtask test`", path.display());
+    path
+}
+
+/// True if this test can load BPF. Otherwise prints why it is skipped, or panics when
+/// `AUTODUMP_REQUIRE_BPF=1` says skipping is not allowed.
+pub fn require_bpf(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    if root && btf {
+        return true;
+    }
+    let why = if root { "the kernel has no BTF" } else { "BPF needs root" };
+    if std::env::var("AUTODUMP_REQUIRE_BPF").as_deref() == Ok("1") {
+        panic!("{test}: {why}, and AUTODUMP_REQUIRE_BPF=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// A fresh, empty directory for one test's bundles.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = workspace().join("target/test-scratch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// How an agent run ended.
+#[derive(Debug)]
+pub struct AgentRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl AgentRun {
+    /// The bundle whose path the agent printed as its last line of stdout.
+    pub fn bundle(&self) -> Bundle {
+        assert_eq!(self.code, 0, "agent failed: {}", self.stderr);
+        let last = self.stdout.lines().last().unwrap_or_else(|| panic!("agent printed nothing; stderr: {}", self.stderr));
+        Bundle::open(Path::new(last))
+    }
+}
+
+/// Runs the agent to completion.
+pub fn run_agent(args: &[&str]) -> AgentRun {
+    let out = Command::new(agent()).args(args).output().expect("run the agent");
+    AgentRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// An agent started in the background, for tests that act while it records.
+pub struct RunningAgent {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl RunningAgent {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(agent())
+            .args(args)
+            .env("AUTODUMP_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the agent");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, stderr_lines: rx, stderr_seen: Vec::new() }
+    }
+
+    /// Waits until the agent logs that its probes are attached.
+    pub fn wait_recording(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let started = line.contains("recording");
+                    self.stderr_seen.push(line);
+                    if started {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("agent did not start recording within {timeout:?}; stderr: {:?}", self.stderr_seen);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the agent to exit.
+    pub fn finish(mut self) -> AgentRun {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut out, &mut stdout).expect("read agent stdout");
+        }
+        let status = self.child.wait().expect("wait for the agent");
+        let mut stderr = self.stderr_seen.join("\n");
+        for line in self.stderr_lines.try_iter() {
+            stderr.push('\n');
+            stderr.push_str(&line);
+        }
+        AgentRun { code: status.code().unwrap_or(-1), stdout, stderr }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// CPU time of each thread of `pid`, by thread name, in clock ticks (utime + stime).
+pub fn thread_cpu_ticks(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut ticks = std::collections::HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("read tasks").flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let t: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        *ticks.entry(name).or_default() += t;
+    }
+    ticks
+}
+
+/// Clock ticks per second (USER_HZ).
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// Asserts `actual` is within `tolerance` (a fraction) of `expected`.
+#[track_caller]
+pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
+    let error = (actual - expected).abs() / expected.abs().max(f64::EPSILON);
+    assert!(
+        error <= tolerance,
+        "{what}: got {actual:.3}, expected {expected:.3} ± {:.0}% (off by {:.1}%)",
+        tolerance * 100.0,
+        error * 100.0
+    );
+    eprintln!("{what}: got {actual:.3}, expected {expected:.3} (off by {:.1}%)", error * 100.0);
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | lint`.
+//! Each task installs what it needs first (idempotently) and says what it does.
+
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "autodump project tasks")]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: nightly rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Build the self-contained agent: target/release/autodump-agent.
+    Build,
+    /// Build and run the agent as root; arguments after `--` go to the agent.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests, then integration tests with real probes on fixture processes.
+    Test {
+        /// Only integration tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// rustfmt check and clippy with warnings denied.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    match Xtask::parse().task {
+        Task::Setup => setup::all(),
+        Task::Build => build().map(|_| ()),
+        Task::Run { args } => {
+            let agent = build()?;
+            let mut cmd = util::as_root(&agent);
+            cmd.args(&args);
+            util::exec(cmd)
+        }
+        Task::Test { filter } => test(filter),
+        Task::Lint => {
+            setup::toolchain()?;
+            util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+            util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        }
+    }
+}
+
+fn build() -> Result<std::path::PathBuf> {
+    setup::toolchain()?;
+    util::run(util::cargo().args(["build", "--release", "-p", "autodump-user"]))?;
+    Ok(util::root().join("target/release/autodump-agent"))
+}
+
+fn test(filter: Option<String>) -> Result<()> {
+    setup::all()?;
+    let agent = build()?;
+    if filter.is_none() {
+        util::step("unit tests");
+        util::run(util::cargo().args(["test", "--workspace", "--exclude", "autodump-tests"]))?;
+    }
+    util::step("integration tests (real probes on fixture processes, one at a time)");
+    let mut cmd = util::as_root(std::path::Path::new("cargo"));
+    cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]);
+    cmd.args(filter);
+    cmd.env("AUTODUMP_AGENT", &agent);
+    util::run(&mut cmd)
+}

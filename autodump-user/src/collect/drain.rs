@@ -78,29 +78,19 @@ pub struct Drainer {
 
 impl Drainer {
     pub fn new(maps: ProbeMaps) -> Self {
-        Self {
-            maps,
-            epoch: 0,
-            tables: StackTables::default(),
-        }
+        Self { maps, epoch: 0, tables: StackTables::default() }
     }
 
     /// Switches the probes to the next generation, then reads and clears the one they wrote.
     pub fn drain(&mut self) -> Result<Drained, DrainError> {
         let retired = self.epoch;
         self.epoch = retired.wrapping_add(1);
-        self.maps
-            .control
-            .set(0, Control { epoch: self.epoch }, 0)
-            .map_err(map_err("CONTROL"))?;
+        self.maps.control.set(0, Control { epoch: self.epoch }, 0).map_err(map_err("CONTROL"))?;
         std::thread::sleep(FLIP_GRACE);
         let gen = (retired % 2) as usize;
 
         let stacks = &mut self.maps.stacks[gen];
-        let ids: Vec<u32> = stacks
-            .stack_ids()
-            .collect::<Result<_, _>>()
-            .map_err(map_err("STACKS"))?;
+        let ids: Vec<u32> = stacks.stack_ids().collect::<Result<_, _>>().map_err(map_err("STACKS"))?;
         let mut table = Vec::with_capacity(ids.len());
         for id in ids {
             // A stack may vanish between listing and reading only if something else deletes it.
@@ -112,17 +102,11 @@ impl Drainer {
         self.tables.retire(retired, table);
 
         let mut drained = Drained::default();
-        for (key, samples) in
-            take_all(&mut self.maps.cpu_counts[gen]).map_err(map_err("CPU_COUNTS"))?
-        {
+        for (key, samples) in take_all(&mut self.maps.cpu_counts[gen]).map_err(map_err("CPU_COUNTS"))? {
             drained.cpu.push(self.sample(&key, samples, 0));
         }
-        for (key, total) in
-            take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))?
-        {
-            drained
-                .offcpu
-                .push(self.sample(&key, total.count, total.total_ns));
+        for (key, total) in take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))? {
+            drained.offcpu.push(self.sample(&key, total.count, total.total_ns));
         }
 
         let mut blocked_refs = HashSet::new();
@@ -160,11 +144,7 @@ impl Drainer {
     pub fn stats(&self) -> Result<ProbeStats, DrainError> {
         let mut totals = [0u64; Stat::COUNT as usize];
         for stat in Stat::ALL {
-            let per_cpu = self
-                .maps
-                .stats
-                .get(&(stat as u32), 0)
-                .map_err(map_err("STATS"))?;
+            let per_cpu = self.maps.stats.get(&(stat as u32), 0).map_err(map_err("STATS"))?;
             totals[stat as usize] = per_cpu.iter().sum();
         }
         let t = |s: Stat| totals[s as usize];

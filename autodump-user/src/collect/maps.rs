@@ -42,9 +42,7 @@ impl MemoryMap {
     }
 
     pub fn read(pid: u32) -> std::io::Result<Self> {
-        Ok(Self::parse(&std::fs::read_to_string(format!(
-            "/proc/{pid}/maps"
-        ))?))
+        Ok(Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
     }
 
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
@@ -91,12 +89,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
         return None;
     }
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    Some(Mapping {
-        start,
-        end,
-        file_offset: u64::from_str_radix(offset, 16).ok()?,
-        path: path.into(),
-    })
+    Some(Mapping { start, end, file_offset: u64::from_str_radix(offset, 16).ok()?, path: path.into() })
 }
 
 #[cfg(test)]
@@ -118,10 +111,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let map = MemoryMap::parse(MAPS);
         assert_eq!(map.len(), 4);
         let app = map.find(0x401800).unwrap();
-        assert_eq!(
-            (app.start, app.file_offset, app.module()),
-            (0x401000, 0x1000, "app")
-        );
+        assert_eq!((app.start, app.file_offset, app.module()), (0x401000, 0x1000, "app"));
         let lib = map.find(0x7f0000000010).unwrap();
         assert_eq!(&*lib.path, "/usr/lib/my lib.so");
         assert!(lib.is_file());
@@ -134,7 +124,9 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn merge_keeps_old_and_adds_new() {
         let mut map = MemoryMap::parse("00401000-00402000 r-xp 00001000 fe:01 123 /a\n");
-        map.merge(MemoryMap::parse("00501000-00502000 r-xp 00000000 fe:01 124 /b\n00401000-00402000 r-xp 00001000 fe:01 123 /a\n"));
+        map.merge(MemoryMap::parse(
+            "00501000-00502000 r-xp 00000000 fe:01 124 /b\n00401000-00402000 r-xp 00001000 fe:01 123 /a\n",
+        ));
         assert_eq!(map.len(), 2);
         assert_eq!(&*map.find(0x401000).unwrap().path, "/a");
         assert_eq!(&*map.find(0x501000).unwrap().path, "/b");

@@ -8,11 +8,7 @@ pub enum ProcessError {
     #[error("no process with pid {0} (check the pid; inside a container, use the host's pid)")]
     NotFound(u32),
     #[error("cannot read /proc/{pid}/{file}: {source}")]
-    Read {
-        pid: u32,
-        file: &'static str,
-        source: io::Error,
-    },
+    Read { pid: u32, file: &'static str, source: io::Error },
     #[error("/proc/{pid}/stat is malformed")]
     MalformedStat { pid: u32 },
 }
@@ -59,22 +55,15 @@ pub struct Target {
 impl Target {
     pub fn open(pid: u32) -> Result<Self, ProcessError> {
         let stat = read_stat(pid)?;
-        let exe = fs::read_link(format!("/proc/{pid}/exe"))
-            .unwrap_or_else(|_| PathBuf::from(format!("[{}]", stat.comm)));
-        Ok(Self {
-            pid,
-            comm: stat.comm,
-            exe,
-            start_ticks: stat.start_ticks,
-        })
+        let exe =
+            fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_else(|_| PathBuf::from(format!("[{}]", stat.comm)));
+        Ok(Self { pid, comm: stat.comm, exe, start_ticks: stat.start_ticks })
     }
 
     /// True while the process with this pid is the one we opened and has not exited.
     pub fn is_alive(&self) -> bool {
         match read_stat(self.pid) {
-            Ok(stat) => {
-                stat.start_ticks == self.start_ticks && stat.state != 'Z' && stat.state != 'X'
-            }
+            Ok(stat) => stat.start_ticks == self.start_ticks && stat.state != 'Z' && stat.state != 'X',
             Err(_) => false,
         }
     }
@@ -86,11 +75,7 @@ impl Target {
             return names;
         };
         for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|t| t.parse::<u32>().ok())
-            else {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
                 continue;
             };
             if let Ok(comm) = fs::read_to_string(task.path().join("comm")) {
@@ -102,15 +87,10 @@ impl Target {
 }
 
 pub fn read_stat(pid: u32) -> Result<Stat, ProcessError> {
-    let text =
-        fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => ProcessError::NotFound(pid),
-            _ => ProcessError::Read {
-                pid,
-                file: "stat",
-                source,
-            },
-        })?;
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ProcessError::NotFound(pid),
+        _ => ProcessError::Read { pid, file: "stat", source },
+    })?;
     parse_stat(&text).ok_or(ProcessError::MalformedStat { pid })
 }
 
@@ -142,9 +122,6 @@ mod tests {
         let me = Target::open(std::process::id()).unwrap();
         assert!(me.is_alive());
         assert!(me.thread_names().contains_key(&std::process::id()));
-        assert!(matches!(
-            Target::open(u32::MAX - 1),
-            Err(ProcessError::NotFound(_))
-        ));
+        assert!(matches!(Target::open(u32::MAX - 1), Err(ProcessError::NotFound(_))));
     }
 }

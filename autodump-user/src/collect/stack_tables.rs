@@ -31,8 +31,7 @@ pub struct StackTables {
 impl StackTables {
     /// Adds every stack of the generation `epoch`, just read out of the kernel.
     pub fn retire(&mut self, epoch: u32, stacks: impl IntoIterator<Item = (u32, Frames)>) {
-        self.kept
-            .extend(stacks.into_iter().map(|(id, frames)| ((epoch, id), frames)));
+        self.kept.extend(stacks.into_iter().map(|(id, frames)| ((epoch, id), frames)));
     }
 
     pub fn get(&self, epoch: u32, id: u32) -> Option<&Frames> {
@@ -44,8 +43,7 @@ impl StackTables {
     pub fn prune(&mut self, retired: u32, blocked_now: HashSet<StackRef>) {
         let previous = std::mem::replace(&mut self.previous_refs, blocked_now);
         let now = &self.previous_refs;
-        self.kept
-            .retain(|r, _| r.0 == retired || now.contains(r) || previous.contains(r));
+        self.kept.retain(|r, _| r.0 == retired || now.contains(r) || previous.contains(r));
     }
 
     pub fn len(&self) -> usize {
@@ -70,11 +68,7 @@ mod tests {
         let mut t = StackTables::default();
         t.retire(1, [(7, frames(0x10)), (8, frames(0x20))]);
         t.prune(1, HashSet::new());
-        assert_eq!(
-            t.get(1, 7).map(|f| f[0]),
-            Some(0x10),
-            "a thread that woke right after the flip"
-        );
+        assert_eq!(t.get(1, 7).map(|f| f[0]), Some(0x10), "a thread that woke right after the flip");
         t.retire(2, []);
         t.prune(2, HashSet::new());
         assert!(t.is_empty(), "nobody refers to epoch 1 any more");

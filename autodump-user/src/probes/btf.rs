@@ -15,10 +15,7 @@ const KIND_STRUCT: u32 = 4;
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read {path}: {source} (this kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("BTF data is malformed: {0}")]
     Malformed(&'static str),
     #[error("BTF has no struct {0}")]
@@ -29,10 +26,7 @@ pub enum BtfError {
 
 /// Byte offset of `field` in `struct strukt`, read from the file at `path`.
 pub fn field_offset_in_file(path: &Path, strukt: &str, field: &str) -> Result<u32, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
     field_offset(&data, strukt, field)
 }
 
@@ -68,10 +62,10 @@ pub fn field_offset(data: &[u8], strukt: &str, field: &str) -> Result<u32, BtfEr
 fn trailing_len(kind: u32, vlen: usize) -> Option<usize> {
     Some(match kind {
         1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
-        2 | 7..=12 | 16 | 18 => 0, // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
-        3 => 12,                   // ARRAY
+        2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG
+        3 => 12,                      // ARRAY
         4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
-        6 | 13 => 8 * vlen,        // ENUM, FUNC_PROTO
+        6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
         _ => return None,
     })
 }
@@ -94,14 +88,9 @@ impl<'a> Sections<'a> {
         }
         let hdr_len = word(4)? as usize;
         let section = |off: usize, len: usize| {
-            let start = hdr_len
-                .checked_add(off)
-                .ok_or(BtfError::Malformed("section offset overflows"))?;
-            let end = start
-                .checked_add(len)
-                .ok_or(BtfError::Malformed("section length overflows"))?;
-            data.get(start..end)
-                .ok_or(BtfError::Malformed("section lies outside the data"))
+            let start = hdr_len.checked_add(off).ok_or(BtfError::Malformed("section offset overflows"))?;
+            let end = start.checked_add(len).ok_or(BtfError::Malformed("section length overflows"))?;
+            data.get(start..end).ok_or(BtfError::Malformed("section lies outside the data"))
         };
         Ok(Self {
             types: section(word(8)? as usize, word(12)? as usize)?,
@@ -117,14 +106,8 @@ impl<'a> Sections<'a> {
     }
 
     fn string(&self, offset: u32) -> Result<&'a str, BtfError> {
-        let tail = self
-            .strings
-            .get(offset as usize..)
-            .ok_or(BtfError::Malformed("string offset out of range"))?;
-        let end = tail
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(BtfError::Malformed("unterminated string"))?;
+        let tail = self.strings.get(offset as usize..).ok_or(BtfError::Malformed("string offset out of range"))?;
+        let end = tail.iter().position(|&b| b == 0).ok_or(BtfError::Malformed("unterminated string"))?;
         std::str::from_utf8(&tail[..end]).map_err(|_| BtfError::Malformed("string is not UTF-8"))
     }
 }
@@ -148,22 +131,13 @@ mod tests {
 
     #[test]
     fn rejects_garbage_and_truncation() {
-        assert!(matches!(
-            field_offset(b"", "a", "b"),
-            Err(BtfError::Malformed(_))
-        ));
-        assert!(matches!(
-            field_offset(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0], "a", "b"),
-            Err(BtfError::Malformed(_))
-        ));
+        assert!(matches!(field_offset(b"", "a", "b"), Err(BtfError::Malformed(_))));
+        assert!(matches!(field_offset(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0], "a", "b"), Err(BtfError::Malformed(_))));
         let mut header = vec![0x9f, 0xeb, 1, 0];
         for word in [24u32, 0, 1000, 0, 0] {
             header.extend_from_slice(&word.to_le_bytes());
         }
-        assert!(matches!(
-            field_offset(&header, "a", "b"),
-            Err(BtfError::Malformed(_))
-        ));
+        assert!(matches!(field_offset(&header, "a", "b"), Err(BtfError::Malformed(_))));
     }
 
     #[test]
@@ -171,13 +145,7 @@ mod tests {
         let Ok(data) = std::fs::read(VMLINUX_BTF) else {
             return;
         };
-        assert!(matches!(
-            field_offset(&data, "no_such_struct_x", "pid"),
-            Err(BtfError::NoStruct(_))
-        ));
-        assert!(matches!(
-            field_offset(&data, "task_struct", "no_such_field_x"),
-            Err(BtfError::NoField(..))
-        ));
+        assert!(matches!(field_offset(&data, "no_such_struct_x", "pid"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(field_offset(&data, "task_struct", "no_such_field_x"), Err(BtfError::NoField(..))));
     }
 }

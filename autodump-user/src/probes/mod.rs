@@ -4,15 +4,11 @@
 pub mod btf;
 pub mod privilege;
 
-use std::path::Path;
-
 use autodump_common::{globals, maps, Control, OffCpuStart, OffCpuTotal, StackKey};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
     programs::{
-        perf_event::{
-            PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent,
-        },
+        perf_event::{PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent},
         tp_btf::BtfTracePointLinkId,
         BtfTracePoint, PerfEvent,
     },
@@ -33,6 +29,8 @@ pub struct ProbeConfig {
     pub stack_slots: u32,
     pub count_slots: u32,
     pub thread_slots: u32,
+    /// The kernel's BTF file.
+    pub btf: std::path::PathBuf,
 }
 
 /// The maps the collector drains, each generation in a pair indexed by `epoch % 2`.
@@ -48,6 +46,7 @@ pub struct ProbeMaps {
 /// Loaded and attached probes. Dropping this detaches everything and frees the maps.
 pub struct Probes {
     ebpf: Ebpf,
+    btf: Btf,
     perf_links: Vec<PerfEventLinkId>,
     switch_link: Option<BtfTracePointLinkId>,
 }
@@ -57,9 +56,11 @@ impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<(Self, ProbeMaps), AgentError> {
         privilege::check()?;
         raise_memlock_limit();
-        let pid_offset =
-            btf::field_offset_in_file(Path::new(btf::VMLINUX_BTF), "task_struct", "pid")
-                .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
+        let pid_offset = btf::field_offset_in_file(&config.btf, "task_struct", "pid")
+            .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
+        let btf = Btf::parse_file(&config.btf, aya::Endianness::default()).map_err(|e| {
+            AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
+        })?;
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::TARGET_TGID, &config.pid, true)
@@ -71,18 +72,9 @@ impl Probes {
                 .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots);
         }
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| classify("load the eBPF object", &e))?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
-        Ok((
-            Self {
-                ebpf,
-                perf_links: Vec::new(),
-                switch_link: None,
-            },
-            maps,
-        ))
+        Ok((Self { ebpf, btf, perf_links: Vec::new(), switch_link: None }, maps))
     }
 
     /// Routes the probes' aya-log messages into the agent's log.
@@ -99,15 +91,10 @@ impl Probes {
     /// Attaches the on-CPU sampler to every online CPU and the sched_switch probe.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| {
-            AgentError::new(
-                ExitCode::KernelUnsupported,
-                format!("cannot list CPUs ({what}): {e}"),
-            )
+            AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
         })?;
         let program: &mut PerfEvent = program_mut(&mut self.ebpf, ON_CPU)?;
-        program
-            .load()
-            .map_err(|e| classify("load the on-CPU sampler", &e))?;
+        program.load().map_err(|e| classify("load the on-CPU sampler", &e))?;
         for cpu in cpus {
             let link = program
                 .attach(
@@ -119,16 +106,9 @@ impl Probes {
                 .map_err(|e| classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
             self.perf_links.push(link);
         }
-        let btf = Btf::from_sys_fs().map_err(|e| classify("read the kernel's BTF", &e))?;
         let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, SCHED_SWITCH)?;
-        program
-            .load(SCHED_SWITCH, &btf)
-            .map_err(|e| classify("load the sched_switch probe", &e))?;
-        self.switch_link = Some(
-            program
-                .attach()
-                .map_err(|e| classify("attach the sched_switch probe", &e))?,
-        );
+        program.load(SCHED_SWITCH, &self.btf).map_err(|e| classify("load the sched_switch probe", &e))?;
+        self.switch_link = Some(program.attach().map_err(|e| classify("attach the sched_switch probe", &e))?);
         Ok(())
     }
 
@@ -153,31 +133,18 @@ where
 {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
-        .ok_or_else(|| {
-            AgentError::new(
-                ExitCode::Internal,
-                format!("program {name} missing from the eBPF object"),
-            )
-        })
+        .ok_or_else(|| AgentError::new(ExitCode::Internal, format!("program {name} missing from the eBPF object")))
 }
 
 fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
     fn take<T: TryFrom<aya::maps::Map>>(ebpf: &mut Ebpf, name: &str) -> Result<T, String> {
-        let map = ebpf
-            .take_map(name)
-            .ok_or_else(|| format!("map {name} missing from the eBPF object"))?;
+        let map = ebpf.take_map(name).ok_or_else(|| format!("map {name} missing from the eBPF object"))?;
         T::try_from(map).map_err(|_| format!("map {name} has an unexpected type"))
     }
     Ok(ProbeMaps {
         stacks: [take(ebpf, maps::STACKS[0])?, take(ebpf, maps::STACKS[1])?],
-        cpu_counts: [
-            take(ebpf, maps::CPU_COUNTS[0])?,
-            take(ebpf, maps::CPU_COUNTS[1])?,
-        ],
-        offcpu_totals: [
-            take(ebpf, maps::OFFCPU_TOTALS[0])?,
-            take(ebpf, maps::OFFCPU_TOTALS[1])?,
-        ],
+        cpu_counts: [take(ebpf, maps::CPU_COUNTS[0])?, take(ebpf, maps::CPU_COUNTS[1])?],
+        offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,
         control: take(ebpf, maps::CONTROL)?,
         stats: take(ebpf, maps::STATS)?,
@@ -186,16 +153,10 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: a plain syscall with a valid pointer.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            std::io::Error::last_os_error()
-        );
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
 }
 
@@ -208,10 +169,7 @@ fn classify(what: &str, error: &(dyn std::error::Error + 'static)) -> AgentError
             if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
                 return AgentError::new(
                     ExitCode::Permission,
-                    format!(
-                        "cannot {what}: permission denied; run as root or grant {}",
-                        privilege::NEEDED
-                    ),
+                    format!("cannot {what}: permission denied; run as root or grant {}", privilege::NEEDED),
                 );
             }
         }
@@ -219,8 +177,5 @@ fn classify(what: &str, error: &(dyn std::error::Error + 'static)) -> AgentError
     }
     let detail = error.to_string();
     let detail = detail.lines().next().unwrap_or_default();
-    AgentError::new(
-        ExitCode::KernelUnsupported,
-        format!("cannot {what}: {detail}"),
-    )
+    AgentError::new(ExitCode::KernelUnsupported, format!("cannot {what}: {detail}"))
 }

@@ -13,10 +13,7 @@ const CAP_BPF: u32 = 39;
 
 /// Effective capability set of this process, from /proc/self/status.
 pub fn effective_caps() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| parse_cap_eff(&s))
-        .unwrap_or(0)
+    std::fs::read_to_string("/proc/self/status").ok().and_then(|s| parse_cap_eff(&s)).unwrap_or(0)
 }
 
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
@@ -34,10 +31,7 @@ pub fn check() -> Result<(), AgentError> {
     if sufficient(effective_caps()) {
         return Ok(());
     }
-    Err(AgentError::new(
-        ExitCode::Permission,
-        format!("missing privileges: run as root (sudo) or grant {NEEDED}"),
-    ))
+    Err(AgentError::new(ExitCode::Permission, format!("missing privileges: run as root (sudo) or grant {NEEDED}")))
 }
 
 #[cfg(test)]
@@ -55,9 +49,7 @@ mod tests {
     fn decides_sufficiency() {
         assert!(sufficient(0x1ff_ffff_ffff));
         assert!(sufficient(1 << CAP_SYS_ADMIN));
-        assert!(sufficient(
-            (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_SYS_PTRACE)
-        ));
+        assert!(sufficient((1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_SYS_PTRACE)));
         assert!(!sufficient((1 << CAP_BPF) | (1 << CAP_PERFMON)));
         assert!(!sufficient(0));
     }

@@ -49,10 +49,7 @@ impl Recorder {
 
     pub fn add(&mut self, drained: &Drained) {
         for sample in &drained.cpu {
-            let value = SampleValue {
-                count: sample.count,
-                nanos: sample.count * self.cpu_period_ns,
-            };
+            let value = SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns };
             self.add_sample(ProfileKind::Cpu, sample, value);
         }
         self.add_off_cpu(&drained.offcpu);
@@ -60,10 +57,7 @@ impl Recorder {
 
     pub fn add_off_cpu(&mut self, samples: &[RawSample]) {
         for sample in samples {
-            let value = SampleValue {
-                count: sample.count,
-                nanos: sample.off_cpu_ns,
-            };
+            let value = SampleValue { count: sample.count, nanos: sample.off_cpu_ns };
             self.add_sample(ProfileKind::OffCpu, sample, value);
         }
     }
@@ -75,23 +69,15 @@ impl Recorder {
             RawStack::Lost => None,
         };
         let kernel = match &sample.kernel {
-            RawStack::Frames(ips) => Some(without_probe_frames(
-                self.symbolizer.kernel(&lookup_addresses(ips)),
-            )),
+            RawStack::Frames(ips) => Some(without_probe_frames(self.symbolizer.kernel(&lookup_addresses(ips)))),
             RawStack::Lost => None,
         };
         let mut parts = Vec::with_capacity(3);
         if sample.runnable {
             parts.push(StackPart::Pseudo(pseudo::RUNNABLE));
         }
-        parts.push(kernel.as_deref().map_or(
-            StackPart::Pseudo(pseudo::KERNEL_STACK_LOST),
-            StackPart::Kernel,
-        ));
-        parts.push(
-            user.as_deref()
-                .map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User),
-        );
+        parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
+        parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));
         let profile = match kind {
             ProfileKind::Cpu => &mut self.cpu,
             ProfileKind::OffCpu => &mut self.offcpu,
@@ -102,10 +88,7 @@ impl Recorder {
     /// The thread's name; a thread that lived and died between two reads of /proc is named
     /// by its tid.
     fn thread_name(&mut self, tid: u32) -> Arc<str> {
-        self.threads
-            .entry(tid)
-            .or_insert_with(|| format!("tid-{tid}").into())
-            .clone()
+        self.threads.entry(tid).or_insert_with(|| format!("tid-{tid}").into()).clone()
     }
 
     pub fn target(&self) -> &Target {
@@ -117,11 +100,9 @@ impl Recorder {
 /// tracepoint trampoline that ran it): they are autodump's, not the workload's.
 fn without_probe_frames(mut locations: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
     let is_probe = |l: &Arc<Location>| {
-        l.frames.iter().any(|f| {
-            ["bpf_prog_", "bpf_trace_run", "__bpf_trace_"]
-                .iter()
-                .any(|p| f.function.starts_with(p))
-        })
+        l.frames
+            .iter()
+            .any(|f| ["bpf_prog_", "bpf_trace_run", "__bpf_trace_"].iter().any(|p| f.function.starts_with(p)))
     };
     let probe_frames = locations.iter().take_while(|l| is_probe(l)).count();
     locations.drain(..probe_frames);

@@ -76,24 +76,18 @@ impl Profile {
         let mut stack = Vec::new();
         for part in parts {
             match part {
-                StackPart::User(locs) => stack.extend(
-                    locs.iter()
-                        .map(|l| self.intern(LocationKey::User(l.address), l)),
-                ),
-                StackPart::Kernel(locs) => stack.extend(
-                    locs.iter()
-                        .map(|l| self.intern(LocationKey::Kernel(l.address), l)),
-                ),
+                StackPart::User(locs) => {
+                    stack.extend(locs.iter().map(|l| self.intern(LocationKey::User(l.address), l)))
+                }
+                StackPart::Kernel(locs) => {
+                    stack.extend(locs.iter().map(|l| self.intern(LocationKey::Kernel(l.address), l)))
+                }
                 StackPart::Pseudo(name) => {
                     let loc = Location {
                         address: 0,
                         kernel: false,
                         mapping: None,
-                        frames: vec![Frame {
-                            function: Arc::from(*name),
-                            file: None,
-                            line: None,
-                        }],
+                        frames: vec![Frame { function: Arc::from(*name), file: None, line: None }],
                     };
                     stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(loc)));
                 }
@@ -110,20 +104,9 @@ impl Profile {
             let stack = key
                 .stack
                 .iter()
-                .map(|&i| {
-                    self.intern(
-                        other.location_keys[i as usize],
-                        &other.locations[i as usize],
-                    )
-                })
+                .map(|&i| self.intern(other.location_keys[i as usize], &other.locations[i as usize]))
                 .collect();
-            let entry = self
-                .samples
-                .entry(SampleKey {
-                    thread: key.thread.clone(),
-                    stack,
-                })
-                .or_default();
+            let entry = self.samples.entry(SampleKey { thread: key.thread.clone(), stack }).or_default();
             entry.count += value.count;
             entry.nanos += value.nanos;
         }
@@ -138,12 +121,10 @@ impl Profile {
     }
 
     pub fn total(&self) -> SampleValue {
-        self.samples
-            .values()
-            .fold(SampleValue::default(), |acc, v| SampleValue {
-                count: acc.count + v.count,
-                nanos: acc.nanos + v.nanos,
-            })
+        self.samples.values().fold(SampleValue::default(), |acc, v| SampleValue {
+            count: acc.count + v.count,
+            nanos: acc.nanos + v.nanos,
+        })
     }
 
     /// Function names of a stack, outermost first (the order of folded stacks). Kernel
@@ -166,12 +147,7 @@ impl Profile {
     /// Samples in a stable order: heaviest first, then by key.
     pub fn sorted_samples(&self) -> Vec<(&SampleKey, &SampleValue)> {
         let mut v: Vec<_> = self.samples.iter().collect();
-        v.sort_by(|a, b| {
-            b.1.nanos
-                .cmp(&a.1.nanos)
-                .then(b.1.count.cmp(&a.1.count))
-                .then(a.0.cmp(b.0))
-        });
+        v.sort_by(|a, b| b.1.nanos.cmp(&a.1.nanos).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(b.0)));
         v
     }
 }
@@ -185,47 +161,26 @@ pub(crate) mod tests {
             address,
             kernel,
             mapping: None,
-            frames: vec![Frame {
-                function: name.into(),
-                file: None,
-                line: None,
-            }],
+            frames: vec![Frame { function: name.into(), file: None, line: None }],
         })
     }
 
     /// main -> work -> spin on one thread, main -> idle on another, plus a kernel leaf.
     pub fn sample_profile() -> Profile {
         let mut p = Profile::new(ProfileKind::Cpu);
-        let (main, work, spin, idle) = (
-            loc(1, "main", false),
-            loc(2, "work", false),
-            loc(3, "spin", false),
-            loc(4, "idle", false),
-        );
+        let (main, work, spin, idle) =
+            (loc(1, "main", false), loc(2, "work", false), loc(3, "spin", false), loc(4, "idle", false));
         let k = loc(0xffff_0001, "do_syscall_64", true);
         p.add(
             "worker".into(),
             &[StackPart::User(&[spin.clone(), work.clone(), main.clone()])],
-            SampleValue {
-                count: 30,
-                nanos: 300,
-            },
+            SampleValue { count: 30, nanos: 300 },
         );
-        p.add(
-            "worker".into(),
-            &[StackPart::User(&[spin, work, main.clone()])],
-            SampleValue {
-                count: 10,
-                nanos: 100,
-            },
-        );
+        p.add("worker".into(), &[StackPart::User(&[spin, work, main.clone()])], SampleValue { count: 10, nanos: 100 });
         p.add(
             "app".into(),
             &[StackPart::Kernel(&[k]), StackPart::User(&[idle, main])],
-            SampleValue {
-                count: 5,
-                nanos: 50,
-            },
+            SampleValue { count: 5, nanos: 50 },
         );
         p
     }
@@ -234,13 +189,7 @@ pub(crate) mod tests {
     fn adds_up_identical_stacks() {
         let p = sample_profile();
         assert_eq!(p.samples.len(), 2);
-        assert_eq!(
-            p.total(),
-            SampleValue {
-                count: 45,
-                nanos: 450
-            }
-        );
+        assert_eq!(p.total(), SampleValue { count: 45, nanos: 450 });
         assert_eq!(p.locations.len(), 5, "locations are interned");
     }
 
@@ -249,23 +198,14 @@ pub(crate) mod tests {
         let p = sample_profile();
         let sorted = p.sorted_samples();
         assert_eq!(p.names_root_first(sorted[0].0), ["main", "work", "spin"]);
-        assert_eq!(
-            p.names_root_first(sorted[1].0),
-            ["main", "idle", "do_syscall_64_[k]"]
-        );
+        assert_eq!(p.names_root_first(sorted[1].0), ["main", "idle", "do_syscall_64_[k]"]);
     }
 
     #[test]
     fn merge_equals_adding_twice() {
         let mut a = sample_profile();
         a.merge(&sample_profile());
-        assert_eq!(
-            a.total(),
-            SampleValue {
-                count: 90,
-                nanos: 900
-            }
-        );
+        assert_eq!(a.total(), SampleValue { count: 90, nanos: 900 });
         assert_eq!(a.samples.len(), 2);
         assert_eq!(a.locations.len(), 5);
     }
@@ -278,24 +218,13 @@ pub(crate) mod tests {
             kernel: false,
             mapping: None,
             frames: vec![
-                Frame {
-                    function: "inner".into(),
-                    file: None,
-                    line: None,
-                },
-                Frame {
-                    function: "outer".into(),
-                    file: None,
-                    line: None,
-                },
+                Frame { function: "inner".into(), file: None, line: None },
+                Frame { function: "outer".into(), file: None, line: None },
             ],
         });
         p.add(
             "t".into(),
-            &[
-                StackPart::Pseudo(pseudo::RUNNABLE),
-                StackPart::User(&[inlined]),
-            ],
+            &[StackPart::Pseudo(pseudo::RUNNABLE), StackPart::User(&[inlined])],
             SampleValue { count: 1, nanos: 1 },
         );
         let key = p.samples.keys().next().unwrap().clone();

@@ -28,32 +28,19 @@ pub fn prepare_out_dir(out: &Path) -> Result<(), BundleError> {
         .recursive(true)
         .mode(DIR_MODE)
         .create(out)
-        .map_err(|source| BundleError::CreateOut {
-            path: out.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| BundleError::CreateOut { path: out.to_path_buf(), source })?;
     let probe = out.join(format!(".autodump-write-test-{}", std::process::id()));
     let result = File::create(&probe).and_then(|mut f| f.write_all(b"ok"));
     let _ = fs::remove_file(&probe);
-    result.map_err(|source| BundleError::NotWritable {
-        path: out.to_path_buf(),
-        source,
-    })
+    result.map_err(|source| BundleError::NotWritable { path: out.to_path_buf(), source })
 }
 
 /// Writes `files` as the bundle `out/name` and returns its path. If that name is taken, a
 /// numeric suffix is added; an existing bundle is never touched.
-pub fn write_bundle(
-    out: &Path,
-    name: &str,
-    files: &[(&str, Vec<u8>)],
-) -> Result<PathBuf, BundleError> {
+pub fn write_bundle(out: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, BundleError> {
     prepare_out_dir(out)?;
     let tmp = out.join(format!(".tmp-{name}-{}", std::process::id()));
-    let err = |source| BundleError::Write {
-        path: out.join(name),
-        source,
-    };
+    let err = |source| BundleError::Write { path: out.join(name), source };
     let result = (|| {
         let _ = fs::remove_dir_all(&tmp);
         fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
@@ -80,30 +67,16 @@ fn free_name(out: &Path, name: &str) -> PathBuf {
     if !first.exists() {
         return first;
     }
-    (2..)
-        .map(|n| out.join(format!("{name}-{n}")))
-        .find(|p| !p.exists())
-        .expect("unbounded range")
+    (2..).map(|n| out.join(format!("{name}-{n}"))).find(|p| !p.exists()).expect("unbounded range")
 }
 
 /// `<comm>-<pid>-<UTC YYYYmmddTHHMMSSZ>-<reason>`, with the comm made safe for a file name.
 pub fn bundle_name(comm: &str, pid: u32, unix_secs: u64, reason: &str) -> String {
-    let comm: String = comm
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let comm: String =
+        comm.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
     let comm = comm.trim_start_matches('.');
     let comm = if comm.is_empty() { "process" } else { comm };
-    format!(
-        "{comm}-{pid}-{}-{reason}",
-        super::time::compact_utc(unix_secs)
-    )
+    format!("{comm}-{pid}-{}-{reason}", super::time::compact_utc(unix_secs))
 }
 
 #[cfg(test)]
@@ -111,8 +84,7 @@ mod tests {
     use super::*;
 
     fn scratch(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("autodump-bundle-test-{tag}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("autodump-bundle-test-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -145,21 +117,12 @@ mod tests {
 
     #[test]
     fn unusable_out_dir_is_reported() {
-        assert!(matches!(
-            prepare_out_dir(Path::new("/proc/self/no-such")),
-            Err(BundleError::CreateOut { .. })
-        ));
+        assert!(matches!(prepare_out_dir(Path::new("/proc/self/no-such")), Err(BundleError::CreateOut { .. })));
     }
 
     #[test]
     fn names_are_safe() {
-        assert_eq!(
-            bundle_name("my app/1", 42, 0, "record"),
-            "my_app_1-42-19700101T000000Z-record"
-        );
-        assert_eq!(
-            bundle_name("..", 1, 0, "record"),
-            "process-1-19700101T000000Z-record"
-        );
+        assert_eq!(bundle_name("my app/1", 42, 0, "record"), "my_app_1-42-19700101T000000Z-record");
+        assert_eq!(bundle_name("..", 1, 0, "record"), "process-1-19700101T000000Z-record");
     }
 }

@@ -53,11 +53,7 @@ mod tests {
 
     #[test]
     fn draws_titled_svg() {
-        let caption = Caption {
-            comm: "app",
-            pid: 7,
-            window: "10 s",
-        };
+        let caption = Caption { comm: "app", pid: 7, window: "10 s" };
         let svg = String::from_utf8(flamegraph_svg(&sample_profile(), &caption).unwrap()).unwrap();
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("on-CPU app (pid 7)"));
@@ -67,11 +63,7 @@ mod tests {
 
     #[test]
     fn empty_profile_still_draws() {
-        let caption = Caption {
-            comm: "app",
-            pid: 7,
-            window: "1 s",
-        };
+        let caption = Caption { comm: "app", pid: 7, window: "1 s" };
         let svg = flamegraph_svg(&Profile::new(ProfileKind::OffCpu), &caption).unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("no samples"));
     }

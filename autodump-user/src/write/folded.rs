@@ -25,10 +25,7 @@ pub fn folded(profile: &Profile) -> String {
         .filter(|(_, w)| *w > 0)
         .collect();
     weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    weighted
-        .into_iter()
-        .map(|(line, w)| format!("{line} {w}\n"))
-        .collect()
+    weighted.into_iter().map(|(line, w)| format!("{line} {w}\n")).collect()
 }
 
 /// The folded weight: samples on-CPU, microseconds (rounded) off-CPU.
@@ -51,29 +48,16 @@ mod tests {
 
     #[test]
     fn folds_root_first_heaviest_first() {
-        assert_eq!(
-            folded(&sample_profile()),
-            "worker;main;work;spin 40\napp;main;idle;do_syscall_64_[k] 5\n"
-        );
+        assert_eq!(folded(&sample_profile()), "worker;main;work;spin 40\napp;main;idle;do_syscall_64_[k] 5\n");
     }
 
     #[test]
     fn merges_stacks_with_the_same_names() {
         let mut p = Profile::new(ProfileKind::Cpu);
-        let (a, b) = (
-            crate::record::profile::tests::loc(1, "f", false),
-            crate::record::profile::tests::loc(2, "f", false),
-        );
-        p.add(
-            "t".into(),
-            &[StackPart::User(&[a])],
-            SampleValue { count: 2, nanos: 0 },
-        );
-        p.add(
-            "t".into(),
-            &[StackPart::User(&[b])],
-            SampleValue { count: 3, nanos: 0 },
-        );
+        let (a, b) =
+            (crate::record::profile::tests::loc(1, "f", false), crate::record::profile::tests::loc(2, "f", false));
+        p.add("t".into(), &[StackPart::User(&[a])], SampleValue { count: 2, nanos: 0 });
+        p.add("t".into(), &[StackPart::User(&[b])], SampleValue { count: 3, nanos: 0 });
         assert_eq!(folded(&p), "t;f 5\n");
     }
 
@@ -81,26 +65,8 @@ mod tests {
     fn off_cpu_weights_are_microseconds() {
         let mut p = Profile::new(ProfileKind::OffCpu);
         let l = crate::record::profile::tests::loc(1, "block;ed", false);
-        p.add(
-            "t\n1".into(),
-            &[StackPart::User(&[l.clone()])],
-            SampleValue {
-                count: 2,
-                nanos: 1_500_400,
-            },
-        );
-        p.add(
-            "t2".into(),
-            &[StackPart::User(&[l])],
-            SampleValue {
-                count: 1,
-                nanos: 400,
-            },
-        );
-        assert_eq!(
-            folded(&p),
-            "t 1;block:ed 1500\n",
-            "sub-microsecond stacks are left out"
-        );
+        p.add("t\n1".into(), &[StackPart::User(&[l.clone()])], SampleValue { count: 2, nanos: 1_500_400 });
+        p.add("t2".into(), &[StackPart::User(&[l])], SampleValue { count: 1, nanos: 400 });
+        assert_eq!(folded(&p), "t 1;block:ed 1500\n", "sub-microsecond stacks are left out");
     }
 }

@@ -31,10 +31,7 @@ pub enum WriteError {
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error("cannot render {what}: {source}")]
-    Render {
-        what: &'static str,
-        source: std::io::Error,
-    },
+    Render { what: &'static str, source: std::io::Error },
     #[error("cannot encode summary: {0}")]
     Summary(#[from] serde_json::Error),
 }
@@ -43,18 +40,9 @@ pub enum WriteError {
 pub fn write_bundle(out: &std::path::Path, rec: &Recording<'_>) -> Result<PathBuf, WriteError> {
     let s = &rec.summary;
     let start_secs = time::unix_secs_f64(rec.start);
-    let window = format!(
-        "{}, {:.1} s",
-        time::readable_utc(start_secs as u64),
-        s.window.duration_s
-    );
-    let caption = Caption {
-        comm: &s.comm,
-        pid: s.pid,
-        window: &window,
-    };
-    let render =
-        |what, r: std::io::Result<Vec<u8>>| r.map_err(|source| WriteError::Render { what, source });
+    let window = format!("{}, {:.1} s", time::readable_utc(start_secs as u64), s.window.duration_s);
+    let caption = Caption { comm: &s.comm, pid: s.pid, window: &window };
+    let render = |what, r: std::io::Result<Vec<u8>>| r.map_err(|source| WriteError::Render { what, source });
     let meta = PprofMeta {
         time_nanos: (start_secs * 1e9) as i64,
         duration_nanos: (s.window.duration_s * 1e9) as i64,
@@ -64,28 +52,10 @@ pub fn write_bundle(out: &std::path::Path, rec: &Recording<'_>) -> Result<PathBu
     let files = vec![
         ("cpu.folded", folded::folded(rec.cpu).into_bytes()),
         ("offcpu.folded", folded::folded(rec.offcpu).into_bytes()),
-        (
-            "cpu.svg",
-            render("cpu.svg", flamegraph::flamegraph_svg(rec.cpu, &caption))?,
-        ),
-        (
-            "offcpu.svg",
-            render(
-                "offcpu.svg",
-                flamegraph::flamegraph_svg(rec.offcpu, &caption),
-            )?,
-        ),
-        (
-            "cpu.pb.gz",
-            render("cpu.pb.gz", pprof::gzipped(&pprof::encode(rec.cpu, &meta)))?,
-        ),
-        (
-            "offcpu.pb.gz",
-            render(
-                "offcpu.pb.gz",
-                pprof::gzipped(&pprof::encode(rec.offcpu, &meta)),
-            )?,
-        ),
+        ("cpu.svg", render("cpu.svg", flamegraph::flamegraph_svg(rec.cpu, &caption))?),
+        ("offcpu.svg", render("offcpu.svg", flamegraph::flamegraph_svg(rec.offcpu, &caption))?),
+        ("cpu.pb.gz", render("cpu.pb.gz", pprof::gzipped(&pprof::encode(rec.cpu, &meta)))?),
+        ("offcpu.pb.gz", render("offcpu.pb.gz", pprof::gzipped(&pprof::encode(rec.offcpu, &meta)))?),
         ("summary.json", serde_json::to_vec_pretty(s)?),
     ];
     let name = bundle::bundle_name(&s.comm, s.pid, start_secs as u64, &s.reason.kind);
@@ -94,10 +64,7 @@ pub fn write_bundle(out: &std::path::Path, rec: &Recording<'_>) -> Result<PathBu
 
 /// Off-CPU time of samples whose leaf is the runnable pseudo frame, in microseconds.
 pub fn runnable_us(offcpu: &Profile) -> u64 {
-    let runnable = offcpu
-        .locations
-        .iter()
-        .position(|l| l.address == 0 && &*l.frames[0].function == pseudo::RUNNABLE);
+    let runnable = offcpu.locations.iter().position(|l| l.address == 0 && &*l.frames[0].function == pseudo::RUNNABLE);
     let Some(runnable) = runnable else { return 0 };
     offcpu
         .samples

@@ -47,21 +47,16 @@ impl Strings {
 
 pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
     let mut strings = Strings::new();
-    let mut vt = |t: &str, u: &str| pb::ValueType {
-        r#type: strings.get(t),
-        unit: strings.get(u),
-    };
+    let mut vt = |t: &str, u: &str| pb::ValueType { r#type: strings.get(t), unit: strings.get(u) };
     let (sample_type, period_type, period) = match profile.kind {
         ProfileKind::Cpu => (
             vec![vt("samples", "count"), vt("cpu", "nanoseconds")],
             Some(vt("cpu", "nanoseconds")),
             (1_000_000_000 / meta.frequency_hz.max(1)) as i64,
         ),
-        ProfileKind::OffCpu => (
-            vec![vt("samples", "count"), vt("off_cpu", "nanoseconds")],
-            Some(vt("off_cpu", "nanoseconds")),
-            1,
-        ),
+        ProfileKind::OffCpu => {
+            (vec![vt("samples", "count"), vt("off_cpu", "nanoseconds")], Some(vt("off_cpu", "nanoseconds")), 1)
+        }
     };
 
     let mut mappings: Vec<pb::Mapping> = Vec::new();
@@ -89,38 +84,23 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
             .frames
             .iter()
             .map(|frame| {
-                let name = if loc.kernel {
-                    format!("{}_[k]", frame.function)
-                } else {
-                    frame.function.to_string()
-                };
+                let name = if loc.kernel { format!("{}_[k]", frame.function) } else { frame.function.to_string() };
                 let file = frame.file.as_deref().unwrap_or("").to_string();
-                let function_id = *function_ids
-                    .entry((name.clone(), file.clone()))
-                    .or_insert_with(|| {
-                        let id = functions.len() as u64 + 1;
-                        functions.push(pb::Function {
-                            id,
-                            name: strings.get(&name),
-                            system_name: strings.get(&name),
-                            filename: strings.get(&file),
-                            start_line: 0,
-                        });
-                        id
+                let function_id = *function_ids.entry((name.clone(), file.clone())).or_insert_with(|| {
+                    let id = functions.len() as u64 + 1;
+                    functions.push(pb::Function {
+                        id,
+                        name: strings.get(&name),
+                        system_name: strings.get(&name),
+                        filename: strings.get(&file),
+                        start_line: 0,
                     });
-                pb::Line {
-                    function_id,
-                    line: frame.line.map_or(0, i64::from),
-                }
+                    id
+                });
+                pb::Line { function_id, line: frame.line.map_or(0, i64::from) }
             })
             .collect();
-        locations.push(pb::Location {
-            id: i as u64 + 1,
-            mapping_id,
-            address: loc.address,
-            line,
-            is_folded: false,
-        });
+        locations.push(pb::Location { id: i as u64 + 1, mapping_id, address: loc.address, line, is_folded: false });
     }
 
     let thread_key = strings.get("thread");
@@ -130,14 +110,12 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
         .map(|(key, value)| pb::Sample {
             location_id: key.stack.iter().map(|&i| u64::from(i) + 1).collect(),
             value: vec![value.count as i64, value.nanos as i64],
-            label: vec![pb::Label {
-                key: thread_key,
-                str: strings.get(&key.thread),
-                ..Default::default()
-            }],
+            label: vec![pb::Label { key: thread_key, str: strings.get(&key.thread), ..Default::default() }],
         })
         .collect();
     let comment = vec![strings.get(&meta.comment)];
+    // The time-valued type is what a reader wants first (a string-table index, not a position).
+    let default_sample_type = sample_type[1].r#type;
     pb::Profile {
         sample_type,
         sample: samples,
@@ -149,7 +127,7 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
         period_type,
         period,
         comment,
-        default_sample_type: 1,
+        default_sample_type,
         string_table: strings.table,
     }
 }
@@ -181,21 +159,16 @@ mod tests {
         let encoded = encode(&sample_profile(), &meta());
         let bytes = gzipped(&encoded).unwrap();
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut raw)
-            .unwrap();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
         let decoded = pb::Profile::decode(&raw[..]).unwrap();
         assert_eq!(decoded, encoded);
 
         let s = |i: i64| decoded.string_table[i as usize].as_str();
         assert_eq!(s(0), "");
-        let types: Vec<_> = decoded
-            .sample_type
-            .iter()
-            .map(|t| (s(t.r#type), s(t.unit)))
-            .collect();
+        let types: Vec<_> = decoded.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
         assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
         assert_eq!(decoded.period, 1_000_000_000 / 99);
+        assert_eq!(s(decoded.default_sample_type), "cpu");
         let total: i64 = decoded.sample.iter().map(|x| x.value[0]).sum();
         assert_eq!(total, 45);
 
@@ -210,10 +183,7 @@ mod tests {
         assert_eq!(names, ["spin", "work", "main"]);
         assert_eq!(s(heaviest.label[0].key), "thread");
         assert_eq!(s(heaviest.label[0].str), "worker");
-        assert!(decoded
-            .function
-            .iter()
-            .any(|f| s(f.name) == "do_syscall_64_[k]"));
+        assert!(decoded.function.iter().any(|f| s(f.name) == "do_syscall_64_[k]"));
     }
 
     #[test]

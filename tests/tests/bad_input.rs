@@ -1,0 +1,88 @@
+//! Bad input: one clear line on stderr and a distinct exit code, never a panic.
+
+use std::process::Command;
+
+use autodump_tests::{agent, require_bpf, run_agent, scratch_dir, AgentRun, Fixture};
+
+/// Exit codes documented in README.md.
+const USAGE: i32 = 2;
+const NO_SUCH_PROCESS: i32 = 3;
+const PERMISSION: i32 = 4;
+const KERNEL_UNSUPPORTED: i32 = 5;
+const OUTPUT: i32 = 6;
+
+#[track_caller]
+fn assert_fails(run: &AgentRun, code: i32, mentions: &str) {
+    assert_eq!(run.code, code, "exit code; stderr: {}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr, got {lines:?}");
+    assert!(lines[0].starts_with("autodump-agent: error: "), "got {:?}", lines[0]);
+    assert!(lines[0].contains(mentions), "{:?} should mention {mentions:?}", lines[0]);
+    assert!(!run.stderr.contains("panicked"), "never a panic");
+    assert!(run.stdout.is_empty(), "nothing on stdout when failing");
+}
+
+/// A pid that is not in use: the highest the kernel hands out.
+fn unused_pid() -> String {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+    (1..max).rev().find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()).expect("a free pid").to_string()
+}
+
+#[test]
+fn invalid_values_are_usage_errors() {
+    let me = std::process::id().to_string();
+    assert_fails(&run_agent(&["--pid", &me, "--duration", "abc"]), USAGE, "abc");
+    assert_fails(&run_agent(&["--pid", &me, "--frequency", "0"]), USAGE, "frequency");
+    assert_fails(&run_agent(&["--pid", &me, "--duration", "0s"]), USAGE, "zero");
+    assert_fails(&run_agent(&["--pid", "nope"]), USAGE, "nope");
+    assert_fails(&run_agent(&[]), USAGE, "--pid");
+}
+
+#[test]
+fn missing_process_is_reported() {
+    assert_fails(&run_agent(&["--pid", &unused_pid(), "--duration", "1s"]), NO_SUCH_PROCESS, "no process with pid");
+}
+
+#[test]
+fn unusable_output_directory_is_reported() {
+    let me = std::process::id().to_string();
+    let file = scratch_dir("bad_out").join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let under_file = file.join("sub");
+    assert_fails(&run_agent(&["--pid", &me, "--duration", "1s", "--out", under_file.to_str().unwrap()]), OUTPUT, "output directory");
+    assert_fails(&run_agent(&["--pid", &me, "--duration", "1s", "--out", "/proc/autodump"]), OUTPUT, "/proc/autodump");
+}
+
+#[test]
+fn kernel_without_btf_is_reported() {
+    if !require_bpf("kernel_without_btf_is_reported") {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let out = scratch_dir("no_btf");
+    let run = run_agent(&["--pid", &me, "--duration", "1s", "--out", out.to_str().unwrap(), "--btf", "/nonexistent/vmlinux"]);
+    assert_fails(&run, KERNEL_UNSUPPORTED, "BTF");
+}
+
+#[test]
+fn missing_privileges_are_reported() {
+    if !require_bpf("missing_privileges_are_reported") {
+        return;
+    }
+    // Drop to nobody with no capabilities; the target and --out stay readable.
+    let fixture = Fixture::start("two_threads", &[]);
+    let out = scratch_dir("no_priv");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(agent())
+        .args(["--pid", &fixture.pid.to_string(), "--duration", "1s", "--out", out.to_str().unwrap()])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let run = AgentRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    assert_fails(&run, PERMISSION, "CAP_BPF");
+}

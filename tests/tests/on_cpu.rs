@@ -1,0 +1,59 @@
+//! On-CPU sampling on a fixture with two threads at known duty cycles: total samples match
+//! frequency × CPU time, and each thread's share lands in its own function.
+
+use std::time::{Duration, Instant};
+
+use autodump_tests::{assert_close, require_bpf, scratch_dir, thread_cpu_ticks, ticks_per_second, Fixture, RunningAgent};
+
+const FREQUENCY: u64 = 99;
+/// Sample counts within 10% of frequency × CPU time: the kernel adjusts the cpu-clock period
+/// to hit the frequency, and /proc's CPU time has 10 ms granularity.
+const COUNT_TOLERANCE: f64 = 0.10;
+/// Each thread's share of the samples within 5 percentage points of its share of CPU time.
+const SHARE_TOLERANCE: f64 = 0.05;
+
+#[test]
+fn sample_counts_and_shares_match_cpu_time() {
+    if !require_bpf("sample_counts_and_shares_match_cpu_time") {
+        return;
+    }
+    let fixture = Fixture::start("two_threads", &[]);
+    let out = scratch_dir("on_cpu");
+    let freq = FREQUENCY.to_string();
+    let pid = fixture.pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--frequency", &freq, "--out", out.to_str().unwrap()]);
+    agent.wait_recording(Duration::from_secs(30));
+    let (t0, before) = (Instant::now(), thread_cpu_ticks(fixture.pid));
+    let run = agent.finish();
+    let (elapsed, after) = (t0.elapsed().as_secs_f64(), thread_cpu_ticks(fixture.pid));
+    let bundle = run.bundle();
+    let window = bundle.window_seconds();
+
+    // CPU seconds each thread would have used over exactly the agent's window.
+    let cpu = |thread: &str| (after[thread] - before[thread]) as f64 / ticks_per_second() * window / elapsed;
+    let (hot, warm) = (cpu("hot"), cpu("warm"));
+    eprintln!("window {window:.2}s: hot {hot:.2} CPU-s, warm {warm:.2} CPU-s");
+    assert!(hot > 0.5 * window, "the hot thread should be mostly on CPU (got {hot:.2}s of {window:.2}s)");
+
+    let summary = bundle.summary();
+    let samples = summary["cpu"]["samples"].as_u64().unwrap() as f64;
+    let expected = (hot + warm) * FREQUENCY as f64;
+    assert_close("total on-CPU samples", samples, expected, COUNT_TOLERANCE);
+
+    let folded_total = bundle.weight("cpu.folded", |_| true) as f64;
+    assert_eq!(folded_total, samples, "cpu.folded holds every sample");
+    let hot_samples = bundle.weight_in("cpu.folded", "hot", "hot_spin") as f64;
+    let warm_samples = bundle.weight_in("cpu.folded", "warm", "warm_spin") as f64;
+    assert_close("hot_spin samples", hot_samples, hot * FREQUENCY as f64, COUNT_TOLERANCE);
+    assert_close("warm_spin samples", warm_samples, warm * FREQUENCY as f64, COUNT_TOLERANCE * 2.0);
+    let share = hot_samples / samples;
+    let expected_share = hot / (hot + warm);
+    assert!(
+        (share - expected_share).abs() <= SHARE_TOLERANCE,
+        "hot_spin share {share:.3}, expected {expected_share:.3} ± {SHARE_TOLERANCE}"
+    );
+    // Frames walk from the spinning function up through its caller.
+    assert!(bundle.folded("cpu.folded").iter().any(|f| f.frames.windows(2).any(|w| w == ["hot_spin", "burn_until"])));
+    assert_eq!(summary["dropped"]["cpu_user_stack_errors"], 0);
+    assert_eq!(summary["reason"]["kind"], "record");
+}

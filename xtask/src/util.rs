@@ -1,0 +1,67 @@
+//! Small helpers for running commands and printing what is done.
+
+use std::{
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// `program` run as root: directly when we are root, else through `sudo -E`.
+pub fn as_root(program: &Path) -> Command {
+    let mut cmd = if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg("env").arg(format!("PATH={}", std::env::var("PATH").unwrap_or_default())).arg(program);
+        c
+    };
+    cmd.current_dir(root());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed: {status}", cmd.get_program());
+    }
+    Ok(())
+}
+
+/// Replaces this process with `cmd`, so signals and the exit code reach the user unchanged.
+pub fn exec(mut cmd: Command) -> Result<()> {
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot run {:?}", cmd.get_program()))
+}
+
+/// Runs `cmd` and returns its stdout, or None if it cannot run or fails.
+pub fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
