@@ -136,8 +136,8 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
         flags: 0,
     };
     // Insert-if-absent then add atomically: several CPUs may count the same key at once.
-    let _ = gen.cpu_counts.insert(&key, &0, BPF_NOEXIST as u64);
-    match gen.cpu_counts.get_ptr_mut(&key) {
+    let _ = gen.cpu_counts.insert(key, 0, BPF_NOEXIST as u64);
+    match gen.cpu_counts.get_ptr_mut(key) {
         Some(value) => {
             // SAFETY: `value` points into the map entry, which outlives this program run.
             unsafe { add(value, 1) };
@@ -181,7 +181,7 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
         stack_epoch: gen.epoch,
         flags: if prev_state == 0 { FLAG_RUNNABLE } else { 0 },
     };
-    if OFFCPU_START.insert(&tid, &start, 0).is_ok() {
+    if OFFCPU_START.insert(tid, start, 0).is_ok() {
         count(Stat::OffCpuSwitches);
     } else if count(Stat::OffCpuStartFull) {
         warn!(ctx, "off-CPU thread map is full; further losses are counted in stats");
@@ -191,10 +191,10 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
 #[inline(always)]
 fn switch_in(ctx: &BtfTracePointContext, tid: u32, now: u64) {
     // SAFETY: the entry is read once and copied; it is deleted below.
-    let Some(start) = (unsafe { OFFCPU_START.get(&tid) }).copied() else {
+    let Some(start) = (unsafe { OFFCPU_START.get(tid) }).copied() else {
         return;
     };
-    let _ = OFFCPU_START.remove(&tid);
+    let _ = OFFCPU_START.remove(tid);
     if now < start.start_ns {
         return;
     }
@@ -206,8 +206,8 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32, now: u64) {
         stack_epoch: start.stack_epoch,
         flags: start.flags,
     };
-    let _ = gen.offcpu_totals.insert(&key, &OffCpuTotal::default(), BPF_NOEXIST as u64);
-    match gen.offcpu_totals.get_ptr_mut(&key) {
+    let _ = gen.offcpu_totals.insert(key, OffCpuTotal::default(), BPF_NOEXIST as u64);
+    match gen.offcpu_totals.get_ptr_mut(key) {
         Some(total) => {
             // SAFETY: points into the map entry; only this thread's switch-in adds to its key.
             unsafe {

@@ -35,7 +35,8 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         cmd.env("GOCACHE", out_dir.join("gocache")).env("GO111MODULE", "off");
         cmd
     };
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e} (run `cargo xtask setup`)"));
+    let out =
+        cmd.output().unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e} (run `cargo xtask setup`)"));
     assert!(out.status.success(), "building fixture {name} failed: {}", String::from_utf8_lossy(&out.stderr));
     bin
 }

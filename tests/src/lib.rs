@@ -69,7 +69,8 @@ impl AgentRun {
     /// The bundle whose path the agent printed as its last line of stdout.
     pub fn bundle(&self) -> Bundle {
         assert_eq!(self.code, 0, "agent failed: {}", self.stderr);
-        let last = self.stdout.lines().last().unwrap_or_else(|| panic!("agent printed nothing; stderr: {}", self.stderr));
+        let last =
+            self.stdout.lines().last().unwrap_or_else(|| panic!("agent printed nothing; stderr: {}", self.stderr));
         Bundle::open(Path::new(last))
     }
 }

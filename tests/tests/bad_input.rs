@@ -49,7 +49,11 @@ fn unusable_output_directory_is_reported() {
     let file = scratch_dir("bad_out").join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let under_file = file.join("sub");
-    assert_fails(&run_agent(&["--pid", &me, "--duration", "1s", "--out", under_file.to_str().unwrap()]), OUTPUT, "output directory");
+    assert_fails(
+        &run_agent(&["--pid", &me, "--duration", "1s", "--out", under_file.to_str().unwrap()]),
+        OUTPUT,
+        "output directory",
+    );
     assert_fails(&run_agent(&["--pid", &me, "--duration", "1s", "--out", "/proc/autodump"]), OUTPUT, "/proc/autodump");
 }
 
@@ -60,7 +64,8 @@ fn kernel_without_btf_is_reported() {
     }
     let me = std::process::id().to_string();
     let out = scratch_dir("no_btf");
-    let run = run_agent(&["--pid", &me, "--duration", "1s", "--out", out.to_str().unwrap(), "--btf", "/nonexistent/vmlinux"]);
+    let run =
+        run_agent(&["--pid", &me, "--duration", "1s", "--out", out.to_str().unwrap(), "--btf", "/nonexistent/vmlinux"]);
     assert_fails(&run, KERNEL_UNSUPPORTED, "BTF");
 }
 

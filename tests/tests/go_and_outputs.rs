@@ -61,15 +61,22 @@ fn go_functions_are_named_and_files_open_in_pprof() {
     assert!(bundle.read("cpu.svg").contains("on-CPU gospin"), "title names kind and process");
 
     // The bundle is complete, named as documented, and nothing temporary is left beside it.
-    let mut files: Vec<String> =
-        std::fs::read_dir(&bundle.dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(&bundle.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     files.sort();
-    assert_eq!(files, ["cpu.folded", "cpu.pb.gz", "cpu.svg", "offcpu.folded", "offcpu.pb.gz", "offcpu.svg", "summary.json"]);
+    assert_eq!(
+        files,
+        ["cpu.folded", "cpu.pb.gz", "cpu.svg", "offcpu.folded", "offcpu.pb.gz", "offcpu.svg", "summary.json"]
+    );
     let name = bundle.dir.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with(&format!("gospin-{pid}-")) && name.ends_with("Z-record"), "bundle name {name}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "exactly one entry in --out");
     let summary = bundle.summary();
-    for field in ["pid", "comm", "exe", "kernel", "agent_version", "frequency_hz", "window", "cpu", "offcpu", "dropped"] {
+    for field in ["pid", "comm", "exe", "kernel", "agent_version", "frequency_hz", "window", "cpu", "offcpu", "dropped"]
+    {
         assert!(!summary[field].is_null(), "summary.json lacks {field}");
     }
     assert_eq!(summary["pid"], fixture.pid);
@@ -84,7 +91,8 @@ fn target_exit_mid_recording_still_writes_the_bundle() {
     let mut fixture = Fixture::start("two_threads", &[]);
     let out = scratch_dir("exit");
     let pid = fixture.pid.to_string();
-    let mut agent = autodump_tests::RunningAgent::start(&["--pid", &pid, "--duration", "30s", "--out", out.to_str().unwrap()]);
+    let mut agent =
+        autodump_tests::RunningAgent::start(&["--pid", &pid, "--duration", "30s", "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     fixture.kill();

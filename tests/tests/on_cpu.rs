@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use autodump_tests::{assert_close, require_bpf, scratch_dir, thread_cpu_ticks, ticks_per_second, Fixture, RunningAgent};
+use autodump_tests::{
+    assert_close, require_bpf, scratch_dir, thread_cpu_ticks, ticks_per_second, Fixture, RunningAgent,
+};
 
 const FREQUENCY: u64 = 99;
 /// Sample counts within 10% of frequency × CPU time: the kernel adjusts the cpu-clock period
@@ -21,7 +23,8 @@ fn sample_counts_and_shares_match_cpu_time() {
     let out = scratch_dir("on_cpu");
     let freq = FREQUENCY.to_string();
     let pid = fixture.pid.to_string();
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--frequency", &freq, "--out", out.to_str().unwrap()]);
+    let mut agent =
+        RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--frequency", &freq, "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
     let (t0, before) = (Instant::now(), thread_cpu_ticks(fixture.pid));
     let run = agent.finish();

@@ -9,6 +9,7 @@
 //! - of older epochs, only the stacks that blocked threads referred to at this drain or the
 //!   previous one (a thread seen blocked at drain N and woken after the flip of drain N+1 is
 //!   counted into the generation drained at N+2).
+//!
 //! Memory is bounded by the stacks of one interval plus one stack per blocked thread.
 
 use std::{

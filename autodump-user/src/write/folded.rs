@@ -65,7 +65,7 @@ mod tests {
     fn off_cpu_weights_are_microseconds() {
         let mut p = Profile::new(ProfileKind::OffCpu);
         let l = crate::record::profile::tests::loc(1, "block;ed", false);
-        p.add("t\n1".into(), &[StackPart::User(&[l.clone()])], SampleValue { count: 2, nanos: 1_500_400 });
+        p.add("t\n1".into(), &[StackPart::User(std::slice::from_ref(&l))], SampleValue { count: 2, nanos: 1_500_400 });
         p.add("t2".into(), &[StackPart::User(&[l])], SampleValue { count: 1, nanos: 400 });
         assert_eq!(folded(&p), "t 1;block:ed 1500\n", "sub-microsecond stacks are left out");
     }
