@@ -91,6 +91,12 @@ fn count(stat: Stat) -> bool {
     }
 }
 
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
 /// Atomic add into a map value that other CPUs may update at the same time.
 ///
 /// # Safety
@@ -154,19 +160,18 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
 
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
-    // SAFETY: a plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Most switches on a host are not the target's: they pay for one compare and one lookup.
     // Arguments: 0 preempt, 1 prev, 2 next, 3 prev_state. `current` is still `prev` here.
     let prev_state: u32 = ctx.arg(3);
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == target_tgid() && prev_state & TASK_DEAD == 0 {
-        switch_out(&ctx, pid_tgid as u32, prev_state, now);
+        switch_out(&ctx, pid_tgid as u32, prev_state, now_ns());
     }
     let next: *const u8 = ctx.arg(2);
     // SAFETY: `next` is a valid task_struct; the offset comes from the kernel's own BTF.
     let next_offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) } as usize;
     if let Ok(next_tid) = unsafe { bpf_probe_read_kernel(next.add(next_offset) as *const u32) } {
-        switch_in(&ctx, next_tid, now);
+        switch_in(&ctx, next_tid);
     }
     0
 }
@@ -189,12 +194,13 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
 }
 
 #[inline(always)]
-fn switch_in(ctx: &BtfTracePointContext, tid: u32, now: u64) {
+fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
     // SAFETY: the entry is read once and copied; it is deleted below.
     let Some(start) = (unsafe { OFFCPU_START.get(tid) }).copied() else {
         return;
     };
     let _ = OFFCPU_START.remove(tid);
+    let now = now_ns();
     if now < start.start_ns {
         return;
     }
