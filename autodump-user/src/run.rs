@@ -73,7 +73,21 @@ pub async fn record(cli: Cli) -> anyhow::Result<PathBuf> {
     recorder.add_off_cpu(&blocked);
     let stats = drainer.stats().map_err(internal)?;
 
-    let summary = build_summary(&cli, &recorder, start, end, stats, stop == Stop::TargetExited);
+    let target = recorder.target();
+    let summary = summary::build(&summary::Facts {
+        reason: "record",
+        pid: target.pid,
+        comm: &target.comm,
+        exe: &target.exe.display().to_string(),
+        frequency_hz: cli.frequency,
+        start,
+        end,
+        cpu: &recorder.cpu,
+        offcpu: &recorder.offcpu,
+        threads: &recorder.threads,
+        dropped: stats,
+        exited: stop == Stop::TargetExited,
+    });
     let recording = Recording { cpu: &recorder.cpu, offcpu: &recorder.offcpu, start, end, summary };
     let path =
         write::write_bundle(&cli.out, &recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
@@ -116,59 +130,6 @@ async fn watch_until_stop(
     };
     progress.finish();
     Ok(stop)
-}
-
-fn build_summary(
-    cli: &Cli,
-    recorder: &Recorder,
-    start: SystemTime,
-    end: SystemTime,
-    dropped: crate::collect::drain::ProbeStats,
-    exited: bool,
-) -> summary::Summary {
-    let target = recorder.target();
-    let (start_s, end_s) = (write::time::unix_secs_f64(start), write::time::unix_secs_f64(end));
-    let cpu = recorder.cpu.total();
-    let offcpu = recorder.offcpu.total();
-    let mut notes = Vec::new();
-    if exited {
-        notes.push("the target exited before the window closed; the bundle holds what was recorded until then".into());
-    }
-    let lost = dropped.cpu_user_stack_errors
-        + dropped.cpu_kernel_stack_errors
-        + dropped.offcpu_user_stack_errors
-        + dropped.offcpu_kernel_stack_errors;
-    if lost > 0 {
-        notes.push(format!(
-            "{lost} stacks could not be recorded (stack-map collisions or a full map); raise --stack-slots"
-        ));
-    }
-    summary::Summary {
-        format_version: summary::FORMAT_VERSION,
-        reason: summary::Reason { kind: "record".into() },
-        pid: target.pid,
-        comm: target.comm.clone(),
-        exe: target.exe.display().to_string(),
-        kernel: summary::kernel_release(),
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        frequency_hz: cli.frequency,
-        window: summary::Window { start: start_s, end: end_s, duration_s: end_s - start_s },
-        cpu: summary::CpuTotals {
-            samples: cpu.count,
-            cpu_seconds: cpu.count as f64 / cli.frequency as f64,
-            distinct_stacks: recorder.cpu.samples.len(),
-        },
-        offcpu: summary::OffCpuTotals {
-            total_us: offcpu.nanos / 1000,
-            runnable_us: write::runnable_us(&recorder.offcpu),
-            blocks: offcpu.count,
-            distinct_stacks: recorder.offcpu.samples.len(),
-        },
-        dropped,
-        target: summary::TargetState { exited },
-        threads: recorder.threads.iter().map(|(&tid, name)| summary::Thread { tid, name: name.to_string() }).collect(),
-        notes,
-    }
 }
 
 fn internal(e: impl std::fmt::Display) -> AgentError {

@@ -15,7 +15,7 @@ use bundle::BundleError;
 use flamegraph::Caption;
 use pprof::PprofMeta;
 
-use crate::record::profile::{pseudo, Profile};
+use crate::record::profile::Profile;
 
 /// Everything a bundle is made of.
 pub struct Recording<'a> {
@@ -60,16 +60,4 @@ pub fn write_bundle(out: &std::path::Path, rec: &Recording<'_>) -> Result<PathBu
     ];
     let name = bundle::bundle_name(&s.comm, s.pid, start_secs as u64, &s.reason.kind);
     Ok(bundle::write_bundle(out, &name, &files)?)
-}
-
-/// Off-CPU time of samples whose leaf is the runnable pseudo frame, in microseconds.
-pub fn runnable_us(offcpu: &Profile) -> u64 {
-    let runnable = offcpu.locations.iter().position(|l| l.address == 0 && &*l.frames[0].function == pseudo::RUNNABLE);
-    let Some(runnable) = runnable else { return 0 };
-    offcpu
-        .samples
-        .iter()
-        .filter(|(k, _)| k.stack.first() == Some(&(runnable as u32)))
-        .map(|(_, v)| v.nanos / 1000)
-        .sum()
 }
