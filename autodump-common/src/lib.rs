@@ -38,6 +38,20 @@ pub struct OffCpuStart {
     pub flags: u32,
 }
 
+impl OffCpuStart {
+    /// The key this thread's blocked time is counted under.
+    #[inline(always)]
+    pub fn key(&self, tid: u32) -> StackKey {
+        StackKey {
+            tid,
+            user_stack_id: self.user_stack_id,
+            kernel_stack_id: self.kernel_stack_id,
+            stack_epoch: self.stack_epoch,
+            flags: self.flags,
+        }
+    }
+}
+
 /// Off-CPU time summed per [`StackKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

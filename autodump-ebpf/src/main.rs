@@ -205,13 +205,7 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
         return;
     }
     let gen = generation();
-    let key = StackKey {
-        tid,
-        user_stack_id: start.user_stack_id,
-        kernel_stack_id: start.kernel_stack_id,
-        stack_epoch: start.stack_epoch,
-        flags: start.flags,
-    };
+    let key = start.key(tid);
     let _ = gen.offcpu_totals.insert(key, OffCpuTotal::default(), BPF_NOEXIST as u64);
     match gen.offcpu_totals.get_ptr_mut(key) {
         Some(total) => {

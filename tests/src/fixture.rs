@@ -2,7 +2,6 @@
 //! killed when the test drops them.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{mpsc, Mutex},
@@ -57,15 +56,7 @@ impl Fixture {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start fixture {name}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = super::line_channel(child.stdout.take().expect("piped"));
         let pid = child.id();
         let fixture = Self { child, pid, lines };
         let first = fixture.next_line(Duration::from_secs(10));

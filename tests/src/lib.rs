@@ -101,16 +101,8 @@ impl RunningAgent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start the agent");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, stderr_lines: rx, stderr_seen: Vec::new() }
+        let stderr_lines = line_channel(child.stderr.take().expect("piped"));
+        Self { child, stderr_lines, stderr_seen: Vec::new() }
     }
 
     /// Waits until the agent logs that its probes are attached.
@@ -158,6 +150,19 @@ impl Drop for RunningAgent {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Lines read from `reader` on a thread of their own, so a test can wait with a timeout.
+pub fn line_channel(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// CPU time of each thread of `pid`, by thread name, in clock ticks (utime + stime).

@@ -128,14 +128,7 @@ impl Drainer {
         let mut samples = Vec::new();
         for entry in self.maps.offcpu_start.iter() {
             let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
-            let key = StackKey {
-                tid,
-                user_stack_id: start.user_stack_id,
-                kernel_stack_id: start.kernel_stack_id,
-                stack_epoch: start.stack_epoch,
-                flags: start.flags,
-            };
-            samples.push(self.sample(&key, 1, now_ns.saturating_sub(start.start_ns)));
+            samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns)));
         }
         Ok(samples)
     }
