@@ -72,6 +72,17 @@ pub struct Control {
     pub epoch: u32,
 }
 
+/// How the target process ended, from `sched_process_exit` of its last thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// `task_struct::exit_code`: the signal in bits 0-6 (bit 7: core dumped), or the exit
+    /// status in bits 8-15.
+    pub exit_code: u32,
+    /// 1 once the target's last thread has exited.
+    pub seen: u32,
+}
+
 /// Slots of the per-CPU `STATS` array: every event the probes could not record is counted.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +128,7 @@ pub mod maps {
     pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
     pub const OFFCPU_START: &str = "OFFCPU_START";
     pub const CONTROL: &str = "CONTROL";
+    pub const EXIT: &str = "EXIT";
     pub const STATS: &str = "STATS";
 }
 
@@ -126,6 +138,8 @@ pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Byte offset of `pid` in `struct task_struct`, found in the kernel's BTF at run time.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// Byte offset of `exit_code` in `struct task_struct`.
+    pub const TASK_EXIT_CODE_OFFSET: &str = "TASK_EXIT_CODE_OFFSET";
 }
 
 #[cfg(feature = "user")]
@@ -135,4 +149,5 @@ mod pod {
     unsafe impl aya::Pod for super::OffCpuStart {}
     unsafe impl aya::Pod for super::OffCpuTotal {}
     unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::ExitInfo {}
 }

@@ -11,7 +11,7 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
-use autodump_common::{Control, OffCpuStart, OffCpuTotal, StackKey, Stat, FLAG_RUNNABLE};
+use autodump_common::{Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, FLAG_RUNNABLE};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -27,6 +27,9 @@ static TARGET_TGID: u32 = 0;
 /// Offset of `pid` in `struct task_struct`, from the kernel's BTF (Rust eBPF has no CO-RE).
 #[no_mangle]
 static TASK_PID_OFFSET: u32 = 0;
+/// Offset of `exit_code` in `struct task_struct`, from the kernel's BTF.
+#[no_mangle]
+static TASK_EXIT_CODE_OFFSET: u32 = 0;
 
 /// Default map sizes; the agent resizes them before load from its flags.
 const STACK_SLOTS: u32 = 8192;
@@ -58,6 +61,9 @@ static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entri
 static OFFCPU_START: HashMap<u32, OffCpuStart> = HashMap::with_max_entries(THREAD_SLOTS, 0);
 #[map]
 static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+/// How the target ended: written once, by its last thread's exit.
+#[map]
+static EXIT: Array<ExitInfo> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
@@ -221,6 +227,22 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
             }
         }
     }
+}
+
+/// The last thread of the target exits: keep its exit code (signal or status) for the agent.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
+    // Arguments: 0 the exiting task (also `current`), 1 group_dead.
+    let group_dead: u64 = ctx.arg(1);
+    if (bpf_get_current_pid_tgid() >> 32) as u32 != target_tgid() || group_dead & 0xff == 0 {
+        return 0;
+    }
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: `task` is a valid task_struct; the offset comes from the kernel's own BTF.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_EXIT_CODE_OFFSET) } as usize;
+    let exit_code = unsafe { bpf_probe_read_kernel(task.add(offset) as *const u32) }.unwrap_or(0);
+    let _ = EXIT.set(0, ExitInfo { exit_code, seen: 1 }, 0);
+    0
 }
 
 #[cfg(not(test))]

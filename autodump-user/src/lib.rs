@@ -9,4 +9,5 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod symbolize;
+pub mod trigger;
 pub mod write;

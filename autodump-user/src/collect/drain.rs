@@ -56,6 +56,31 @@ pub struct Drained {
     pub offcpu: Vec<RawSample>,
 }
 
+/// How a process ended: killed by `signal`, or exited with `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+}
+
+impl ExitStatus {
+    /// Decodes `task_struct::exit_code` (the wait(2) status layout).
+    pub fn from_exit_code(raw: u32) -> Self {
+        let signal = (raw & 0x7f) as i32;
+        if signal == 0 {
+            Self { code: Some(((raw >> 8) & 0xff) as i32), signal: None, core_dumped: false }
+        } else {
+            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0 }
+        }
+    }
+
+    /// A non-zero exit or death by a signal.
+    pub fn is_abnormal(&self) -> bool {
+        self.signal.is_some() || self.code != Some(0)
+    }
+}
+
 /// Totals of the probes' per-CPU `STATS` slots since load.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ProbeStats {
@@ -133,6 +158,12 @@ impl Drainer {
         Ok(samples)
     }
 
+    /// How the target ended, once its last thread has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        let info = self.maps.exit.get(&0, 0).ok()?;
+        (info.seen != 0).then(|| ExitStatus::from_exit_code(info.exit_code))
+    }
+
     /// Sums the probes' per-CPU stat slots.
     pub fn stats(&self) -> Result<ProbeStats, DrainError> {
         let mut totals = [0u64; Stat::COUNT as usize];
@@ -191,4 +222,23 @@ fn take_all<V: aya::Pod>(
         map.remove(key)?;
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitStatus;
+
+    #[test]
+    fn decodes_exit_codes() {
+        assert_eq!(ExitStatus::from_exit_code(0), ExitStatus { code: Some(0), signal: None, core_dumped: false });
+        assert_eq!(ExitStatus::from_exit_code(3 << 8), ExitStatus { code: Some(3), signal: None, core_dumped: false });
+        assert_eq!(
+            ExitStatus::from_exit_code(11 | 0x80),
+            ExitStatus { code: None, signal: Some(11), core_dumped: true }
+        );
+        assert_eq!(ExitStatus::from_exit_code(9).signal, Some(9));
+        assert!(!ExitStatus::from_exit_code(0).is_abnormal());
+        assert!(ExitStatus::from_exit_code(1 << 8).is_abnormal());
+        assert!(ExitStatus::from_exit_code(6).is_abnormal());
+    }
 }

@@ -1,7 +1,9 @@
 //! Collection: drain the probes' maps each interval, and read the target from /proc.
 
+pub mod cgroup;
 pub mod drain;
 pub mod maps;
+pub mod metrics;
 pub mod process;
 pub mod stack_tables;
 
@@ -11,4 +13,9 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: a valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Seconds since the Unix epoch, as used in summaries.
+pub fn unix_now(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

@@ -4,7 +4,7 @@
 pub mod btf;
 pub mod privilege;
 
-use autodump_common::{globals, maps, Control, OffCpuStart, OffCpuTotal, StackKey};
+use autodump_common::{globals, maps, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
     programs::{
@@ -20,6 +20,7 @@ use crate::error::{AgentError, ExitCode};
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autodump"));
 const ON_CPU: &str = "on_cpu_sample";
 const SCHED_SWITCH: &str = "sched_switch";
+const PROCESS_EXIT: &str = "process_exit";
 
 /// What to load, from the command line.
 #[derive(Clone, Debug)]
@@ -40,6 +41,7 @@ pub struct ProbeMaps {
     pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
     pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
     pub control: Array<MapData, Control>,
+    pub exit: Array<MapData, ExitInfo>,
     pub stats: PerCpuArray<MapData, u64>,
 }
 
@@ -49,6 +51,7 @@ pub struct Probes {
     btf: Btf,
     perf_links: Vec<PerfEventLinkId>,
     switch_link: Option<BtfTracePointLinkId>,
+    exit_link: Option<BtfTracePointLinkId>,
 }
 
 impl Probes {
@@ -58,6 +61,8 @@ impl Probes {
         raise_memlock_limit();
         let pid_offset = btf::field_offset_in_file(&config.btf, "task_struct", "pid")
             .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
+        let exit_code_offset = btf::field_offset_in_file(&config.btf, "task_struct", "exit_code")
+            .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
         let btf = Btf::parse_file(&config.btf, aya::Endianness::default()).map_err(|e| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
@@ -65,6 +70,7 @@ impl Probes {
         loader
             .override_global(globals::TARGET_TGID, &config.pid, true)
             .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+            .override_global(globals::TASK_EXIT_CODE_OFFSET, &exit_code_offset, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots);
         for gen in 0..2 {
             loader
@@ -74,7 +80,7 @@ impl Probes {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
-        Ok((Self { ebpf, btf, perf_links: Vec::new(), switch_link: None }, maps))
+        Ok((Self { ebpf, btf, perf_links: Vec::new(), switch_link: None, exit_link: None }, maps))
     }
 
     /// Routes the probes' aya-log messages into the agent's log.
@@ -106,21 +112,26 @@ impl Probes {
                 .map_err(|e| classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
             self.perf_links.push(link);
         }
-        let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, SCHED_SWITCH)?;
-        program.load(SCHED_SWITCH, &self.btf).map_err(|e| classify("load the sched_switch probe", &e))?;
-        self.switch_link = Some(program.attach().map_err(|e| classify("attach the sched_switch probe", &e))?);
+        self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
+        self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
         Ok(())
     }
 
-    /// Detaches both probes; the maps stay readable.
+    fn attach_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<BtfTracePointLinkId, AgentError> {
+        let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
+        program.load(tracepoint, &self.btf).map_err(|e| classify(&format!("load the {tracepoint} probe"), &e))?;
+        program.attach().map_err(|e| classify(&format!("attach the {tracepoint} probe"), &e))
+    }
+
+    /// Detaches every probe; the maps stay readable.
     pub fn detach(&mut self) {
         if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, ON_CPU) {
             for link in std::mem::take(&mut self.perf_links) {
                 let _ = program.detach(link);
             }
         }
-        if let Some(link) = self.switch_link.take() {
-            if let Ok(program) = program_mut::<BtfTracePoint>(&mut self.ebpf, SCHED_SWITCH) {
+        for (name, link) in [(SCHED_SWITCH, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
+            if let (Some(link), Ok(program)) = (link, program_mut::<BtfTracePoint>(&mut self.ebpf, name)) {
                 let _ = program.detach(link);
             }
         }
@@ -147,6 +158,7 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,
         control: take(ebpf, maps::CONTROL)?,
+        exit: take(ebpf, maps::EXIT)?,
         stats: take(ebpf, maps::STATS)?,
     })
 }

@@ -1,0 +1,154 @@
+//! Process metrics sampled each interval from /proc: CPU, RSS, threads and open files.
+//! The set is open: a metric a process does not have (goroutines, later) is `None`.
+
+use std::{fs, time::SystemTime};
+
+use serde::Serialize;
+
+use super::{cgroup, process};
+
+/// A metric that rules can watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// CPU usage in percent of one core.
+    Cpu,
+    /// Resident memory in bytes.
+    Rss,
+    Threads,
+    /// Open file descriptors.
+    Fds,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cpu => "cpu",
+            Metric::Rss => "rss",
+            Metric::Threads => "threads",
+            Metric::Fds => "fds",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// One reading of every metric, as written to summary.json.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MetricSample {
+    /// Unix seconds.
+    pub t: f64,
+    /// Percent of one core since the previous sample (absent on the first).
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u64>,
+    pub fds: Option<u64>,
+}
+
+impl MetricSample {
+    pub fn get(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Cpu => self.cpu_percent,
+            Metric::Rss => self.rss_bytes.map(|v| v as f64),
+            Metric::Threads => self.threads.map(|v| v as f64),
+            Metric::Fds => self.fds.map(|v| v as f64),
+        }
+    }
+}
+
+/// What percentages in rules are relative to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Effective memory limit (cgroup, else host), bytes.
+    pub memory_bytes: u64,
+    /// Soft RLIMIT_NOFILE of the process.
+    pub open_files: Option<u64>,
+}
+
+impl Limits {
+    pub fn read(pid: u32) -> Self {
+        let open_files =
+            fs::read_to_string(format!("/proc/{pid}/limits")).ok().and_then(|t| parse_open_files_limit(&t));
+        Self { memory_bytes: cgroup::memory_limit(pid), open_files }
+    }
+}
+
+/// The soft "Max open files" limit from /proc/PID/limits.
+pub fn parse_open_files_limit(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
+}
+
+/// Samples one process; remembers the previous CPU reading to compute a rate.
+pub struct MetricSampler {
+    pid: u32,
+    previous_cpu: Option<(u64, SystemTime)>,
+    ticks_per_second: f64,
+    page_size: u64,
+}
+
+impl MetricSampler {
+    pub fn new(pid: u32) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        Self { pid, previous_cpu: None, ticks_per_second: ticks.max(1) as f64, page_size: page.max(1) as u64 }
+    }
+
+    pub fn sample(&mut self) -> Result<MetricSample, process::ProcessError> {
+        let now = SystemTime::now();
+        let stat = process::read_stat(self.pid)?;
+        let cpu_percent = self.previous_cpu.and_then(|(ticks, at)| {
+            let seconds = now.duration_since(at).ok()?.as_secs_f64();
+            (seconds > 0.0)
+                .then(|| stat.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second / seconds * 100.0)
+        });
+        self.previous_cpu = Some((stat.cpu_ticks, now));
+        let rss_bytes = fs::read_to_string(format!("/proc/{}/statm", self.pid))
+            .ok()
+            .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|pages| pages * self.page_size);
+        let fds = fs::read_dir(format!("/proc/{}/fd", self.pid)).ok().map(|d| d.count() as u64);
+        Ok(MetricSample { t: crate::collect::unix_now(now), cpu_percent, rss_bytes, threads: Some(stat.threads), fds })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for m in Metric::ALL {
+            assert_eq!(Metric::from_name(m.name()), Some(m));
+        }
+        assert_eq!(Metric::from_name("goroutines"), None);
+    }
+
+    #[test]
+    fn reads_open_files_limit() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units\n\
+                    Max open files            1024                 524288               files\n";
+        assert_eq!(parse_open_files_limit(text), Some(1024));
+        assert_eq!(parse_open_files_limit("Max open files unlimited unlimited files\n"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let mut sampler = MetricSampler::new(std::process::id());
+        let first = sampler.sample().unwrap();
+        assert_eq!(first.cpu_percent, None, "no rate before a second reading");
+        let spin = std::time::Instant::now();
+        while spin.elapsed().as_millis() < 150 {
+            std::hint::black_box(spin.elapsed());
+        }
+        let second = sampler.sample().unwrap();
+        assert!(second.cpu_percent.unwrap() > 10.0, "{second:?}");
+        assert!(second.rss_bytes.unwrap() > 1 << 20);
+        assert!(second.threads.unwrap() >= 1);
+        assert!(second.fds.unwrap() >= 3);
+        assert_eq!(second.get(Metric::Threads), second.threads.map(|t| t as f64));
+    }
+}
