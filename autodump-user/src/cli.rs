@@ -20,6 +20,31 @@ pub mod defaults {
     pub const COUNT_SLOTS: u32 = 16384;
     /// Threads of the target that can be blocked at once and still be accounted.
     pub const THREAD_SLOTS: u32 = 16384;
+    /// How far back before a trigger a bundle reaches.
+    pub const LOOKBACK: &str = "30s";
+    /// How long recording goes on after a trigger before the bundle is written.
+    pub const AFTER: &str = "10s";
+    /// No rule fires until the agent has watched this long.
+    pub const WARMUP: &str = "10s";
+    /// The rolling mean a rule compares against covers this much of the recent past.
+    pub const BASELINE: &str = "30s";
+    /// A metric that fired does not fire again for this long.
+    pub const COOLDOWN: &str = "60s";
+    /// At most this many bundles per rolling hour.
+    pub const MAX_BUNDLES_PER_HOUR: u32 = 10;
+    /// Bundles kept in --out; the oldest go first.
+    pub const MAX_BUNDLES: usize = 50;
+    /// Disk the bundles in --out may use.
+    pub const MAX_DISK: &str = "1GiB";
+}
+
+/// When the target ends, whether to write an `exit` bundle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    Always,
+    /// Killed by a signal, or a non-zero exit code.
+    Abnormal,
+    Never,
 }
 
 const EXAMPLES: &str = "\
@@ -75,9 +100,82 @@ pub struct Cli {
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
     pub btf: PathBuf,
 
+    /// Watch mode: a rule `METRIC:min=X,diff=Y%,abs=Z` (repeatable). Metrics: cpu (% of a core),
+    /// rss (bytes like 512MiB, or % of the memory limit), threads, fds (count, or % of the
+    /// open-files limit). Keys left out keep the default; `METRIC:off` turns a metric off.
+    #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule_spec)]
+    pub rules: Vec<RuleSpec>,
+
+    /// Watch mode: a TOML file with a [rules] table (`cpu = "min=10%,diff=25%,abs=80%"`);
+    /// --rule flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Watch mode: how far back before a trigger a bundle reaches.
+    #[arg(long, default_value = defaults::LOOKBACK, value_parser = parse_duration)]
+    pub lookback: Duration,
+
+    /// Watch mode: how long to keep recording after a trigger before writing the bundle.
+    #[arg(long, default_value = defaults::AFTER, value_parser = parse_duration)]
+    pub after: Duration,
+
+    /// Watch mode: no rule fires until the agent has watched this long.
+    #[arg(long, default_value = defaults::WARMUP, value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Watch mode: the rolling mean rules compare against covers this much of the recent past.
+    #[arg(long, default_value = defaults::BASELINE, value_parser = parse_duration)]
+    pub baseline: Duration,
+
+    /// Watch mode: a metric that fired does not fire again for this long.
+    #[arg(long, default_value = defaults::COOLDOWN, value_parser = parse_duration)]
+    pub cooldown: Duration,
+
+    /// Watch mode: at most this many rule bundles per rolling hour.
+    #[arg(long, default_value_t = defaults::MAX_BUNDLES_PER_HOUR, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_bundles_per_hour: u32,
+
+    /// Watch mode: write an `exit` bundle when the target ends.
+    #[arg(long, value_enum, default_value_t = OnExit::Abnormal)]
+    pub on_exit: OnExit,
+
+    /// Keep at most this many bundles in --out (oldest removed first).
+    #[arg(long, default_value_t = defaults::MAX_BUNDLES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_bundles: usize,
+
+    /// Keep the bundles in --out under this size (e.g. 500MiB, 2GiB).
+    #[arg(long, default_value = defaults::MAX_DISK, value_parser = parse_size)]
+    pub max_disk: u64,
+
     /// Log filter, as in RUST_LOG (e.g. info, debug, autodump=trace).
     #[arg(long, default_value = "info", env = "AUTODUMP_LOG")]
     pub log: String,
+}
+
+/// `--rule` as given: the metric, and its rule or None for `METRIC:off`.
+pub type RuleSpec = (crate::collect::metrics::Metric, Option<crate::trigger::rule::Rule>);
+
+fn parse_rule_spec(text: &str) -> Result<RuleSpec, String> {
+    crate::trigger::rule::Rule::parse_spec(text).map_err(|e| e.to_string())
+}
+
+/// A byte size: a number with an optional KiB/MiB/GiB/TiB suffix.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a size; write it like 500MiB or 2GiB"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        "TiB" | "T" => 40,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'; use KiB, MiB, GiB or TiB")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("'{text}' must be above zero and fit in 64 bits"))
 }
 
 /// A positive duration in humantime syntax ("10s", "250ms", "1m30s"); a bare number means seconds.
@@ -120,6 +218,27 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("abc").unwrap_err().contains("not a duration"));
         assert!(parse_duration("0s").unwrap_err().contains("zero"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("0").is_err());
+    }
+
+    #[test]
+    fn watch_flags_parse() {
+        let cli = parse(&["--pid", "1", "--rule", "cpu:abs=50%", "--rule", "fds:off", "--on-exit", "always"]).unwrap();
+        assert_eq!(cli.rules.len(), 2);
+        assert_eq!(cli.rules[1], (crate::collect::metrics::Metric::Fds, None));
+        assert_eq!(cli.on_exit, OnExit::Always);
+        assert_eq!(cli.lookback, Duration::from_secs(30));
+        let err = parse(&["--pid", "1", "--rule", "disk:min=1"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("unknown metric"));
     }
 
     #[test]

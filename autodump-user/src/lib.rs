@@ -3,11 +3,15 @@
 
 pub mod cli;
 pub mod collect;
+pub mod config;
 pub mod error;
+pub mod incident;
 pub mod probes;
 pub mod progress;
 pub mod record;
 pub mod run;
+pub mod session;
 pub mod symbolize;
 pub mod trigger;
+pub mod watch;
 pub mod write;

@@ -38,11 +38,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(autodump::run::record(cli)) {
-        Ok(path) => {
-            println!("{}", path.display());
-            ExitCode::SUCCESS
+    let result = runtime.block_on(async move {
+        match cli.duration {
+            Some(duration) => autodump::run::record(cli, duration).await.map(|path| println!("{}", path.display())),
+            None => {
+                let rules = autodump::config::rules(cli.config.as_deref(), &cli.rules)?;
+                autodump::watch::watch(cli, rules).await
+            }
         }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.downcast_ref::<AgentError>().map_or(1, |a| a.code as i32);
             let message = format!("{e:#}").replace('\n', " ");

@@ -147,13 +147,13 @@ impl Drainer {
         Ok(drained)
     }
 
-    /// Threads blocked now, with their time from switch-out to `now_ns` (CLOCK_MONOTONIC).
-    /// Used when a recording window closes, after the probes are detached and drained.
-    pub fn still_blocked(&self, now_ns: u64) -> Result<Vec<RawSample>, DrainError> {
+    /// Threads blocked now, with their time from switch-out (or `floor_ns`, if later) to
+    /// `now_ns`, both CLOCK_MONOTONIC. Used when a window closes.
+    pub fn still_blocked(&self, now_ns: u64, floor_ns: u64) -> Result<Vec<RawSample>, DrainError> {
         let mut samples = Vec::new();
         for entry in self.maps.offcpu_start.iter() {
             let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
-            samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns)));
+            samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns.max(floor_ns))));
         }
         Ok(samples)
     }

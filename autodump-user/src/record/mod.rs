@@ -1,5 +1,7 @@
-//! Recording: symbolize what each drain brings and add it to the on-CPU and off-CPU profiles.
+//! Recording: symbolize what each drain brings into on-CPU and off-CPU profiles, and keep
+//! them as slices in the flight recorder.
 
+pub mod flight;
 pub mod profile;
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -14,9 +16,31 @@ use crate::{
     symbolize::{lookup_addresses, Location, Symbolizer},
 };
 
-pub struct Recorder {
+/// The on-CPU and off-CPU profiles of one stretch of time.
+#[derive(Clone, Debug)]
+pub struct Profiles {
     pub cpu: Profile,
     pub offcpu: Profile,
+}
+
+impl Profiles {
+    pub fn new() -> Self {
+        Self { cpu: Profile::new(ProfileKind::Cpu), offcpu: Profile::new(ProfileKind::OffCpu) }
+    }
+
+    pub fn merge(&mut self, other: &Profiles) {
+        self.cpu.merge(&other.cpu);
+        self.offcpu.merge(&other.offcpu);
+    }
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Recorder {
     /// Every thread seen, by tid: its latest name.
     pub threads: BTreeMap<u32, Arc<str>>,
     symbolizer: Symbolizer,
@@ -27,8 +51,6 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(target: Target, frequency_hz: u64) -> Self {
         Self {
-            cpu: Profile::new(ProfileKind::Cpu),
-            offcpu: Profile::new(ProfileKind::OffCpu),
             threads: BTreeMap::new(),
             symbolizer: Symbolizer::new(target.pid),
             target,
@@ -47,22 +69,26 @@ impl Recorder {
         self.symbolizer.refresh_maps();
     }
 
-    pub fn add(&mut self, drained: &Drained) {
+    /// Symbolizes one drain into fresh profiles.
+    pub fn profiles(&mut self, drained: &Drained) -> Profiles {
+        let mut profiles = Profiles::new();
         for sample in &drained.cpu {
             let value = SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns };
-            self.add_sample(ProfileKind::Cpu, sample, value);
+            self.add_sample(&mut profiles.cpu, sample, value);
         }
-        self.add_off_cpu(&drained.offcpu);
+        self.add_off_cpu(&mut profiles.offcpu, &drained.offcpu);
+        profiles
     }
 
-    pub fn add_off_cpu(&mut self, samples: &[RawSample]) {
+    /// Adds off-CPU samples (e.g. threads still blocked when a window closes) to `profile`.
+    pub fn add_off_cpu(&mut self, profile: &mut Profile, samples: &[RawSample]) {
         for sample in samples {
             let value = SampleValue { count: sample.count, nanos: sample.off_cpu_ns };
-            self.add_sample(ProfileKind::OffCpu, sample, value);
+            self.add_sample(profile, sample, value);
         }
     }
 
-    fn add_sample(&mut self, kind: ProfileKind, sample: &RawSample, value: SampleValue) {
+    fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {
         let thread = self.thread_name(sample.tid);
         let user = match &sample.user {
             RawStack::Frames(ips) => Some(self.symbolizer.user(&lookup_addresses(ips))),
@@ -78,10 +104,6 @@ impl Recorder {
         }
         parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
         parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));
-        let profile = match kind {
-            ProfileKind::Cpu => &mut self.cpu,
-            ProfileKind::OffCpu => &mut self.offcpu,
-        };
         profile.add(thread, &parts, value);
     }
 

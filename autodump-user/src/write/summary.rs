@@ -1,14 +1,20 @@
 //! `summary.json`: why the bundle was written, what was recorded, and what was lost.
 //! Every field is documented in README.md ("summary.json").
 
-use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::Serialize;
 
-use super::time::unix_secs_f64;
 use crate::{
-    collect::drain::ProbeStats,
-    record::profile::{pseudo, Profile},
+    collect::{
+        drain::{ExitStatus, ProbeStats},
+        metrics::MetricSample,
+    },
+    record::{
+        profile::{pseudo, Profile},
+        Profiles,
+    },
+    trigger::{Crossed, Fired},
 };
 
 /// Bumped when a field changes meaning or disappears.
@@ -31,22 +37,83 @@ pub struct Summary {
     pub dropped: ProbeStats,
     pub target: TargetState,
     pub threads: Vec<Thread>,
+    /// Metric samples over the window (watch mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricSample>,
+    /// How the target ended, when it died during the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+    /// Rule bundles: the stacks whose share of on-CPU samples grew most after the trigger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regressed_stacks: Vec<Regression>,
     /// Facts a reader needs to interpret the numbers (e.g. the target exited early).
     pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Reason {
-    /// `record` for a fixed-time recording.
+    /// `rule` (a rule fired), `manual` (SIGUSR1), `exit` (the target died), `record` (--duration).
     pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// `abs` (the high-water mark) or `diff` (over the rolling mean).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crossed: Option<Crossed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Reason {
+    pub fn of_kind(kind: &str) -> Self {
+        Self {
+            kind: kind.into(),
+            metric: None,
+            value: None,
+            baseline_mean: None,
+            threshold: None,
+            crossed: None,
+            rule: None,
+        }
+    }
+
+    pub fn from_fired(f: &Fired) -> Self {
+        Self {
+            kind: "rule".into(),
+            metric: Some(f.metric.name().into()),
+            value: Some(f.value),
+            baseline_mean: f.baseline_mean,
+            threshold: Some(f.threshold),
+            crossed: Some(f.crossed),
+            rule: Some(f.rule.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
 pub struct Window {
     /// Unix seconds.
     pub start: f64,
+    /// When the rule fired, SIGUSR1 came or the target died (absent in record mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<f64>,
     pub end: f64,
     pub duration_s: f64,
+}
+
+/// A stack whose share of on-CPU samples grew after the trigger.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Regression {
+    /// Folded: `thread;root;...;leaf`.
+    pub stack: String,
+    /// Share of on-CPU samples before the trigger, 0 to 1.
+    pub before_share: f64,
+    pub after_share: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,25 +151,28 @@ pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// What a summary is made from.
+/// What a summary is made from. Times are Unix seconds.
 pub struct Facts<'a> {
-    pub reason: &'a str,
+    pub reason: Reason,
     pub pid: u32,
     pub comm: &'a str,
     pub exe: &'a str,
     pub frequency_hz: u64,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub cpu: &'a Profile,
-    pub offcpu: &'a Profile,
+    pub start: f64,
+    pub trigger: Option<f64>,
+    pub end: f64,
+    pub profiles: &'a Profiles,
     pub threads: &'a BTreeMap<u32, Arc<str>>,
     pub dropped: ProbeStats,
     pub exited: bool,
+    pub exit: Option<ExitStatus>,
+    pub metrics: Vec<MetricSample>,
+    pub regressed: Vec<Regression>,
 }
 
-pub fn build(f: &Facts<'_>) -> Summary {
-    let (start, end) = (unix_secs_f64(f.start), unix_secs_f64(f.end));
-    let (cpu, offcpu) = (f.cpu.total(), f.offcpu.total());
+pub fn build(f: Facts<'_>) -> Summary {
+    let (start, end) = (f.start, f.end);
+    let (cpu, offcpu) = (f.profiles.cpu.total(), f.profiles.offcpu.total());
     let mut notes = Vec::new();
     if f.exited {
         notes.push("the target exited before the window closed; the bundle holds what was recorded until then".into());
@@ -121,28 +191,31 @@ pub fn build(f: &Facts<'_>) -> Summary {
     }
     Summary {
         format_version: FORMAT_VERSION,
-        reason: Reason { kind: f.reason.into() },
+        reason: f.reason,
         pid: f.pid,
         comm: f.comm.into(),
         exe: f.exe.into(),
         kernel: kernel_release(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         frequency_hz: f.frequency_hz,
-        window: Window { start, end, duration_s: end - start },
+        window: Window { start, trigger: f.trigger, end, duration_s: end - start },
         cpu: CpuTotals {
             samples: cpu.count,
             cpu_seconds: cpu.count as f64 / f.frequency_hz as f64,
-            distinct_stacks: f.cpu.samples.len(),
+            distinct_stacks: f.profiles.cpu.samples.len(),
         },
         offcpu: OffCpuTotals {
             total_us: offcpu.nanos / 1000,
-            runnable_us: runnable_us(f.offcpu),
+            runnable_us: runnable_us(&f.profiles.offcpu),
             blocks: offcpu.count,
-            distinct_stacks: f.offcpu.samples.len(),
+            distinct_stacks: f.profiles.offcpu.samples.len(),
         },
         dropped: f.dropped,
         target: TargetState { exited: f.exited },
         threads: f.threads.iter().map(|(&tid, name)| Thread { tid, name: name.to_string() }).collect(),
+        metrics: f.metrics,
+        exit: f.exit,
+        regressed_stacks: f.regressed,
         notes,
     }
 }
@@ -163,14 +236,31 @@ fn runnable_us(offcpu: &Profile) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::record::profile::{tests::sample_profile, ProfileKind, SampleValue, StackPart};
 
+    fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Facts<'a> {
+        Facts {
+            reason: Reason::of_kind("record"),
+            pid: 7,
+            comm: "app",
+            exe: "/usr/bin/app",
+            frequency_hz: 99,
+            start: 1_700_000_000.0,
+            trigger: None,
+            end: 1_700_000_002.5,
+            profiles,
+            threads,
+            dropped: ProbeStats::default(),
+            exited: false,
+            exit: None,
+            metrics: Vec::new(),
+            regressed: Vec::new(),
+        }
+    }
+
     #[test]
     fn summarizes_totals_window_threads_and_losses() {
-        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut offcpu = Profile::new(ProfileKind::OffCpu);
         let loc = crate::record::profile::tests::loc(1, "wait", false);
         let user = [loc];
@@ -182,20 +272,8 @@ mod tests {
         );
         let threads = BTreeMap::from([(7, Arc::from("worker")), (8, Arc::from("app"))]);
         let dropped = ProbeStats { cpu_user_stack_errors: 2, offcpu_totals_full: 1, ..ProbeStats::default() };
-        let summary = build(&Facts {
-            reason: "record",
-            pid: 7,
-            comm: "app",
-            exe: "/usr/bin/app",
-            frequency_hz: 99,
-            start,
-            end: start + Duration::from_millis(2500),
-            cpu: &sample_profile(),
-            offcpu: &offcpu,
-            threads: &threads,
-            dropped,
-            exited: true,
-        });
+        let profiles = Profiles { cpu: sample_profile(), offcpu };
+        let summary = build(Facts { dropped, exited: true, ..facts(&profiles, &threads) });
         assert_eq!(summary.cpu.samples, 45);
         assert!((summary.cpu.cpu_seconds - 45.0 / 99.0).abs() < 1e-9);
         assert_eq!(summary.cpu.distinct_stacks, 2);
@@ -211,25 +289,47 @@ mod tests {
         assert_eq!(json["dropped"]["cpu_user_stack_errors"], 2);
         assert_eq!(json["threads"][0]["name"], "worker");
         assert_eq!(json["format_version"], FORMAT_VERSION);
+        assert!(json.get("metrics").is_none() && json.get("exit").is_none(), "record bundles omit watch fields");
+        assert!(json["window"].get("trigger").is_none());
+    }
+
+    #[test]
+    fn rule_bundles_say_why() {
+        let profiles = Profiles::new();
+        let threads = BTreeMap::new();
+        let fired = Fired {
+            metric: crate::collect::metrics::Metric::Cpu,
+            t: 1_700_000_001.0,
+            value: 99.0,
+            baseline_mean: Some(3.0),
+            threshold: 80.0,
+            crossed: Crossed::Abs,
+            rule: "cpu:min=10%,diff=25%,abs=80%".into(),
+        };
+        let metrics = vec![MetricSample { t: 1_700_000_001.0, cpu_percent: Some(99.0), ..Default::default() }];
+        let exit = Some(ExitStatus::from_exit_code(11));
+        let summary = build(Facts {
+            reason: Reason::from_fired(&fired),
+            trigger: Some(fired.t),
+            metrics,
+            exit,
+            ..facts(&profiles, &threads)
+        });
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["reason"]["kind"], "rule");
+        assert_eq!(json["reason"]["metric"], "cpu");
+        assert_eq!(json["reason"]["baseline_mean"], 3.0);
+        assert_eq!(json["reason"]["threshold"], 80.0);
+        assert_eq!(json["reason"]["crossed"], "abs");
+        assert_eq!(json["window"]["trigger"], 1_700_000_001.0);
+        assert_eq!(json["metrics"][0]["cpu_percent"], 99.0);
+        assert_eq!(json["exit"]["signal"], 11);
     }
 
     #[test]
     fn a_clean_recording_has_no_notes() {
-        let empty = Profile::new(ProfileKind::OffCpu);
-        let summary = build(&Facts {
-            reason: "record",
-            pid: 1,
-            comm: "x",
-            exe: "/x",
-            frequency_hz: 99,
-            start: SystemTime::UNIX_EPOCH,
-            end: SystemTime::UNIX_EPOCH,
-            cpu: &empty,
-            offcpu: &empty,
-            threads: &BTreeMap::new(),
-            dropped: ProbeStats::default(),
-            exited: false,
-        });
+        let (profiles, threads) = (Profiles::new(), BTreeMap::new());
+        let summary = build(facts(&profiles, &threads));
         assert!(summary.notes.is_empty());
         assert_eq!(summary.offcpu.runnable_us, 0);
     }

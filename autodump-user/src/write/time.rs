@@ -1,12 +1,5 @@
 //! UTC timestamps for bundle names and titles, without a calendar dependency.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Seconds since the Unix epoch, as a float (the unit of `summary.json`).
-pub fn unix_secs_f64(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// (year, month, day, hour, minute, second) in UTC.
 pub fn utc_parts(unix_secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = (unix_secs / 86_400) as i64;

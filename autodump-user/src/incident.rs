@@ -1,0 +1,138 @@
+//! Turns what the flight recorder holds into one incident bundle: the window around a trigger,
+//! its profiles, the metric charts, the diff and the summary.
+
+use std::path::PathBuf;
+
+use crate::{
+    collect::{
+        drain::ExitStatus,
+        metrics::{Limits, Metric, MetricSample},
+    },
+    record::{flight::FlightRecorder, profile::Profile},
+    session::Session,
+    trigger::{Fired, Trigger},
+    write::{
+        self,
+        chart::Series,
+        diff::{regressions, TOP_REGRESSIONS},
+        summary::{self, Reason},
+        Recording, WatchExtras,
+    },
+};
+
+/// Why a bundle is written.
+#[derive(Clone, Debug)]
+pub enum Incident {
+    Rule(Fired),
+    Manual,
+    Exit(Option<ExitStatus>),
+}
+
+impl Incident {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Incident::Rule(_) => "rule",
+            Incident::Manual => "manual",
+            Incident::Exit(_) => "exit",
+        }
+    }
+}
+
+/// The bundle's window, Unix seconds: [from, to) with the trigger in between.
+pub struct Span {
+    pub from: f64,
+    pub trigger: f64,
+    pub to: f64,
+}
+
+/// What writing a bundle needs besides the flight recorder.
+pub struct Context<'a> {
+    pub session: &'a mut Session,
+    pub flight: &'a FlightRecorder,
+    pub trigger: &'a Trigger,
+    pub limits: &'a Limits,
+    pub frequency_hz: u64,
+    /// Add threads blocked right now (not for exit bundles: the process is gone).
+    pub include_blocked_now: bool,
+}
+
+pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let (start, end) = ctx.flight.coverage(span.from, span.to).unwrap_or((span.from, span.to));
+    let mut profiles = ctx.flight.profiles(span.from, span.to);
+    if ctx.include_blocked_now {
+        let blocked = ctx.session.blocked_now(start)?;
+        profiles.offcpu.merge(&blocked);
+    }
+    let metrics = ctx.flight.metrics(start, end);
+    let (before, after): (Profile, Profile) = match incident {
+        Incident::Rule(_) => {
+            (ctx.flight.profiles(span.from, span.trigger).cpu, ctx.flight.profiles(span.trigger, span.to).cpu)
+        }
+        _ => (Profile::new(profiles.cpu.kind), Profile::new(profiles.cpu.kind)),
+    };
+    let fired = match incident {
+        Incident::Rule(f) => Some(f),
+        _ => None,
+    };
+    let summary = summary::build(summary::Facts {
+        reason: fired.map_or_else(|| Reason::of_kind(incident.kind()), Reason::from_fired),
+        pid: ctx.session.target.pid,
+        comm: &ctx.session.target.comm,
+        exe: &ctx.session.target.exe.display().to_string(),
+        frequency_hz: ctx.frequency_hz,
+        start,
+        trigger: Some(span.trigger),
+        end,
+        profiles: &profiles,
+        threads: &ctx.session.recorder.threads,
+        dropped: ctx.session.stats()?,
+        exited: matches!(incident, Incident::Exit(_)),
+        exit: match incident {
+            Incident::Exit(status) => *status,
+            _ => None,
+        },
+        regressed: if fired.is_some() { regressions(&before, &after, TOP_REGRESSIONS) } else { Vec::new() },
+        metrics: metrics.clone(),
+    });
+    let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
+    let recording = Recording {
+        profiles: &profiles,
+        summary,
+        watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
+    };
+    Ok(write::write_bundle(out, &recording)?)
+}
+
+/// One chart per metric that has values: its line, the mean before the trigger (the rule's own
+/// baseline for the metric that fired) and its threshold.
+fn charts(
+    metrics: &[MetricSample],
+    trigger_t: f64,
+    fired: Option<&Fired>,
+    trigger: &Trigger,
+    limits: &Limits,
+) -> Vec<Series> {
+    Metric::ALL
+        .into_iter()
+        .filter_map(|metric| {
+            let points: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.t, m.get(metric)?))).collect();
+            if points.is_empty() {
+                return None;
+            }
+            let earlier: Vec<f64> = points.iter().filter(|p| p.0 < trigger_t).map(|p| p.1).collect();
+            let mean_before = (!earlier.is_empty()).then(|| earlier.iter().sum::<f64>() / earlier.len() as f64);
+            let rule = trigger.rules().find(|r| r.metric == metric);
+            let (baseline_mean, threshold) = match fired.filter(|f| f.metric == metric) {
+                Some(f) => (f.baseline_mean, Some(f.threshold)),
+                None => (mean_before, rule.and_then(|r| r.abs).and_then(|a| a.resolve(metric, limits))),
+            };
+            let unit = match metric {
+                Metric::Cpu => "% of one core",
+                Metric::Rss => "bytes",
+                Metric::Threads => "threads",
+                Metric::Fds => "open files",
+            };
+            Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })
+        })
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! One profiling session of one process, shared by record and watch mode: open the target,
+//! load and attach the probes, turn each drain into a flight-recorder slice, and stop cleanly.
+
+use std::time::SystemTime;
+
+use crate::{
+    cli::Cli,
+    collect::{
+        drain::{Drainer, ExitStatus, ProbeStats},
+        monotonic_ns,
+        process::{ProcessError, Target},
+        unix_now,
+    },
+    error::{AgentError, ExitCode},
+    probes::{ProbeConfig, Probes},
+    record::{flight::Slice, profile::Profile, Recorder},
+    write::bundle,
+};
+
+pub struct Session {
+    pub target: Target,
+    pub recorder: Recorder,
+    probes: Probes,
+    drainer: Drainer,
+    /// Unix seconds when the current slice began.
+    slice_start: f64,
+}
+
+impl Session {
+    /// Checks the target and the output directory, then loads and attaches the probes.
+    pub fn start(cli: &Cli) -> Result<Self, AgentError> {
+        let target = Target::open(cli.pid).map_err(|e| match e {
+            ProcessError::NotFound(_) => AgentError::new(ExitCode::NoSuchProcess, e.to_string()),
+            _ => internal(e),
+        })?;
+        bundle::prepare_out_dir(&cli.out).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
+        let config = ProbeConfig {
+            pid: cli.pid,
+            frequency_hz: cli.frequency,
+            stack_slots: cli.stack_slots,
+            count_slots: cli.count_slots,
+            thread_slots: cli.thread_slots,
+            btf: cli.btf.clone(),
+        };
+        let (mut probes, maps) = Probes::load(&config)?;
+        spawn_probe_logger(&mut probes);
+        let mut recorder = Recorder::new(target.clone(), cli.frequency);
+        recorder.observe_target();
+        probes.attach(cli.frequency)?;
+        tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
+        Ok(Self { target, recorder, probes, drainer: Drainer::new(maps), slice_start: unix_now(SystemTime::now()) })
+    }
+
+    /// Ends the current slice: learns new threads and mappings, drains, symbolizes.
+    pub fn tick(&mut self) -> Result<Slice, AgentError> {
+        self.recorder.observe_target();
+        let drained = self.drainer.drain().map_err(internal)?;
+        let profiles = self.recorder.profiles(&drained);
+        Ok(self.next_slice(profiles))
+    }
+
+    /// Detaches the probes and returns the last slice, with every thread still blocked counted
+    /// up to now (but not before `not_before`, Unix seconds).
+    pub fn stop(&mut self, not_before: f64) -> Result<Slice, AgentError> {
+        let (now_unix, now_ns) = (unix_now(SystemTime::now()), monotonic_ns());
+        self.probes.detach();
+        if self.target.is_alive() {
+            self.recorder.observe_target();
+        }
+        // Two drains: the generation in use at detach, then the one the first flip switched to.
+        let mut profiles = self.recorder.profiles(&self.drainer.drain().map_err(internal)?);
+        profiles.merge(&self.recorder.profiles(&self.drainer.drain().map_err(internal)?));
+        let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
+        let blocked = self.drainer.still_blocked(now_ns, floor_ns).map_err(internal)?;
+        self.recorder.add_off_cpu(&mut profiles.offcpu, &blocked);
+        Ok(self.next_slice(profiles))
+    }
+
+    /// Threads blocked right now, counted from `not_before` (Unix seconds) or their block.
+    pub fn blocked_now(&mut self, not_before: f64) -> Result<Profile, AgentError> {
+        let (now_unix, now_ns) = (unix_now(SystemTime::now()), monotonic_ns());
+        let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
+        let blocked = self.drainer.still_blocked(now_ns, floor_ns).map_err(internal)?;
+        let mut profile = Profile::new(crate::record::profile::ProfileKind::OffCpu);
+        self.recorder.add_off_cpu(&mut profile, &blocked);
+        Ok(profile)
+    }
+
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.drainer.exit_status()
+    }
+
+    pub fn stats(&self) -> Result<ProbeStats, AgentError> {
+        self.drainer.stats().map_err(internal)
+    }
+
+    fn next_slice(&mut self, profiles: crate::record::Profiles) -> Slice {
+        let end = unix_now(SystemTime::now());
+        let slice = Slice { start: self.slice_start, end, profiles };
+        self.slice_start = end;
+        slice
+    }
+}
+
+pub fn internal(e: impl std::fmt::Display) -> AgentError {
+    AgentError::new(ExitCode::Internal, e.to_string())
+}
+
+/// Forwards the probes' aya-log messages into the agent's log while the runtime lives.
+fn spawn_probe_logger(probes: &mut Probes) {
+    let Some(logger) = probes.take_logger() else { return };
+    // SAFETY: the logger owns its ring-buffer fd and keeps it open for as long as it lives,
+    // and the AsyncFd owns the logger.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let Ok(mut fd) = registered else { return };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,71 @@
+//! `index.html`: one page with the reason, the metrics chart and every flamegraph, opening from
+//! disk with no network (all files are siblings; SVGs are embedded with <object>).
+
+use std::fmt::Write;
+
+use super::{chart::escape, summary::Summary, time::readable_utc};
+
+pub fn index_html(summary: &Summary, has_diff: bool) -> String {
+    let r = &summary.reason;
+    let mut why = format!("<b>{}</b>", escape(&r.kind));
+    if let (Some(metric), Some(value)) = (&r.metric, r.value) {
+        let _ = write!(why, ": {} = {value:.1}", escape(metric));
+        if let Some(mean) = r.baseline_mean {
+            let _ = write!(why, ", baseline mean {mean:.1}");
+        }
+        if let Some(t) = r.threshold {
+            let _ = write!(why, ", threshold {t:.1}");
+        }
+        if let Some(rule) = &r.rule {
+            let _ = write!(why, " <code>{}</code>", escape(rule));
+        }
+    }
+    if let Some(exit) = &summary.exit {
+        match (exit.signal, exit.code) {
+            (Some(sig), _) => {
+                let _ = write!(why, ": killed by signal {sig}");
+            }
+            (None, Some(code)) => {
+                let _ = write!(why, ": exited with code {code}");
+            }
+            _ => {}
+        }
+    }
+    let w = &summary.window;
+    let trigger = w.trigger.map(|t| format!(", trigger {}", readable_utc(t as u64))).unwrap_or_default();
+    let mut graphs = String::new();
+    let mut graph = |file: &str, caption: &str| {
+        let _ = write!(
+            graphs,
+            r#"<h2>{caption}</h2><object type="image/svg+xml" data="{file}" width="100%">{file}</object><p><a href="{file}">{file}</a></p>"#
+        );
+    };
+    graph("cpu.svg", "On-CPU");
+    graph("offcpu.svg", "Off-CPU (where threads block)");
+    if has_diff {
+        graph("cpu-diff.svg", "On-CPU: after the trigger against before");
+    }
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>autodump: {comm} ({pid}) {kind}</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:1300px}} object{{border:1px solid #ddd}} code{{background:#f3f3f3}}</style>
+</head><body>
+<h1>{comm} (pid {pid})</h1>
+<p>{why}</p>
+<p>Window: {start} to {end} ({dur:.1} s){trigger}. {samples} on-CPU samples, {offcpu:.1} s off-CPU.
+Files: <a href="summary.json">summary.json</a>, <a href="cpu.pb.gz">cpu.pb.gz</a>, <a href="offcpu.pb.gz">offcpu.pb.gz</a>,
+<a href="cpu.folded">cpu.folded</a>, <a href="offcpu.folded">offcpu.folded</a>.</p>
+<h2>Metrics</h2><img src="metrics.svg" alt="metrics over the window">
+{graphs}
+</body></html>
+"#,
+        comm = escape(&summary.comm),
+        pid = summary.pid,
+        kind = escape(&r.kind),
+        start = readable_utc(w.start as u64),
+        end = readable_utc(w.end as u64),
+        dur = w.duration_s,
+        samples = summary.cpu.samples,
+        offcpu = summary.offcpu.total_us as f64 / 1e6,
+    )
+}
