@@ -49,16 +49,20 @@ pub enum OnExit {
 
 const EXAMPLES: &str = "\
 Examples:
+  sudo autodump-agent --pid 1234
+      Watch process 1234; when a rule fires, write a bundle covering the 30 s before and 10 s
+      after, under /var/tmp/autodump. `kill -USR1` the agent for a bundle now.
+  sudo autodump-agent --pid 1234 --rule cpu:abs=50% --rule rss:abs=2GiB --lookback 60s
+      The same with a CPU high-water mark of half a core and a 2 GiB memory one.
   sudo autodump-agent --pid 1234 --duration 10s
-      Record 10 seconds of process 1234, write one bundle under /var/tmp/autodump, print its path.
-  sudo autodump-agent --pid $(pidof my-service) --out ./bundles --frequency 199
-      Record until Ctrl-C or until the process exits, sampling at 199 Hz.
+      Record 10 seconds, write one bundle, print its path and exit.
 
 Exit codes: 0 ok, 1 internal error, 2 invalid arguments, 3 no such process,
 4 missing privileges, 5 kernel unsupported, 6 output directory unusable.";
 
-/// Out-of-process eBPF profiler: records where a process spends time on and off the CPU,
-/// and writes flamegraphs, pprof profiles and folded stacks into a bundle directory.
+/// Out-of-process eBPF profiler: records where a process spends time on and off the CPU and,
+/// when it misbehaves, saves the scene (from before the anomaly until after it) as flamegraphs,
+/// pprof profiles and folded stacks in a bundle directory.
 #[derive(Debug, Parser)]
 #[command(name = "autodump-agent", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -66,8 +70,8 @@ pub struct Cli {
     #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: u32,
 
-    /// Record for this long, then write one bundle and exit (e.g. 10s, 1m30s).
-    /// Without it, record until Ctrl-C (SIGINT/SIGTERM) or until the target exits.
+    /// Record mode: record for this long, then write one bundle and exit (e.g. 10s, 1m30s).
+    /// Without it, watch the process until SIGINT/SIGTERM or until it ends.
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 

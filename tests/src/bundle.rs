@@ -52,6 +52,22 @@ impl Bundle {
         self.weight(file, |f| f.frames[0] == thread && f.frames.iter().any(|x| x == function))
     }
 
+    /// Parses `file` as XML; panics at the first error.
+    pub fn assert_well_formed_xml(&self, file: &str) {
+        let text = self.read(file);
+        let mut reader = quick_xml::Reader::from_str(&text);
+        let mut elements = 0;
+        loop {
+            match reader.read_event() {
+                Ok(quick_xml::events::Event::Eof) => break,
+                Ok(quick_xml::events::Event::Start(_) | quick_xml::events::Event::Empty(_)) => elements += 1,
+                Ok(_) => {}
+                Err(e) => panic!("{file} is not well-formed XML at {}: {e}", reader.buffer_position()),
+            }
+        }
+        assert!(elements > 3, "{file} is nearly empty");
+    }
+
     /// Window length from summary.json, in seconds.
     pub fn window_seconds(&self) -> f64 {
         self.summary()["window"]["duration_s"].as_f64().expect("window.duration_s")

@@ -88,6 +88,8 @@ pub fn run_agent(args: &[&str]) -> AgentRun {
 /// An agent started in the background, for tests that act while it records.
 pub struct RunningAgent {
     child: Child,
+    stdout_lines: mpsc::Receiver<String>,
+    stdout_seen: Vec<String>,
     stderr_lines: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
 }
@@ -102,7 +104,8 @@ impl RunningAgent {
             .spawn()
             .expect("start the agent");
         let stderr_lines = line_channel(child.stderr.take().expect("piped"));
-        Self { child, stderr_lines, stderr_seen: Vec::new() }
+        let stdout_lines = line_channel(child.stdout.take().expect("piped"));
+        Self { child, stdout_lines, stdout_seen: Vec::new(), stderr_lines, stderr_seen: Vec::new() }
     }
 
     /// Waits until the agent logs that its probes are attached.
@@ -127,15 +130,44 @@ impl RunningAgent {
         self.child.id()
     }
 
+    /// Waits for the next bundle path the agent prints (watch mode prints one per bundle).
+    pub fn next_bundle(&mut self, timeout: Duration) -> Option<Bundle> {
+        let line = self.stdout_lines.recv_timeout(timeout).ok()?;
+        self.stdout_seen.push(line.clone());
+        Some(Bundle::open(Path::new(&line)))
+    }
+
+    /// Sends `signal` to the agent.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits up to `timeout` for the agent to exit on its own; None if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Waits for the agent to exit.
     pub fn finish(mut self) -> AgentRun {
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            std::io::Read::read_to_string(&mut out, &mut stdout).expect("read agent stdout");
-        }
         let status = self.child.wait().expect("wait for the agent");
+        // The reader threads end at EOF, after the agent exits.
+        let mut stdout = self.stdout_seen.join("\n");
+        for line in self.stdout_lines.iter() {
+            if !stdout.is_empty() {
+                stdout.push('\n');
+            }
+            stdout.push_str(&line);
+        }
         let mut stderr = self.stderr_seen.join("\n");
-        for line in self.stderr_lines.try_iter() {
+        for line in self.stderr_lines.iter() {
             stderr.push('\n');
             stderr.push_str(&line);
         }

@@ -10,8 +10,9 @@ use crate::util::{is_root, output, run, step};
 /// bpf-linker release that links against the nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
-/// Debian packages the tests use: Go builds the Go fixture and `go tool pprof` reads our files.
-const TEST_PACKAGES: &[(&str, &str)] = &[("golang-go", "go"), ("gcc", "gcc")];
+/// Debian packages the tests use, with the command each provides: Go builds the Go fixture and
+/// `go tool pprof` reads our files; Chromium renders a bundle's index.html.
+const TEST_PACKAGES: &[(&str, &str)] = &[("golang-go", "go"), ("gcc", "gcc"), ("chromium", "chromium")];
 
 pub fn all() -> Result<()> {
     toolchain()?;

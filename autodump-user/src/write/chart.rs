@@ -19,6 +19,8 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
 const TOP: f64 = 28.0;
 const PLOT: f64 = 80.0;
+/// A threshold more than this many times the largest value is named, not drawn.
+const OFF_SCALE: f64 = 5.0;
 
 /// Renders the charts; `trigger` and the window are Unix seconds.
 pub fn metrics_svg(series: &[Series], start: f64, end: f64, trigger: Option<f64>) -> String {
@@ -35,7 +37,13 @@ pub fn metrics_svg(series: &[Series], start: f64, end: f64, trigger: Option<f64>
     let x = |t: f64| LEFT + (t - start).clamp(0.0, span) / span * (WIDTH - LEFT - RIGHT);
     for (i, s) in series.iter().enumerate() {
         let top = i as f64 * PANEL + TOP;
-        let max = s.points.iter().map(|p| p.1).chain(s.baseline_mean).chain(s.threshold).fold(0.0_f64, f64::max);
+        let data_max = s.points.iter().map(|p| p.1).chain(s.baseline_mean).fold(0.0_f64, f64::max);
+        // A threshold far above the data would flatten the line: name it instead of drawing it.
+        let (threshold, off_scale) = match s.threshold {
+            Some(t) if data_max > 0.0 && t > OFF_SCALE * data_max => (None, Some(t)),
+            t => (t, None),
+        };
+        let max = threshold.map_or(data_max, |t| t.max(data_max));
         let max = if max > 0.0 { max * 1.1 } else { 1.0 };
         let y = |v: f64| top + PLOT - v / max * PLOT;
         let _ = writeln!(
@@ -45,6 +53,15 @@ pub fn metrics_svg(series: &[Series], start: f64, end: f64, trigger: Option<f64>
             escape(&s.name),
             escape(&s.unit)
         );
+        if let Some(t) = off_scale {
+            let _ = writeln!(
+                svg,
+                r##"<text x="{}" y="{}" fill="#d33" text-anchor="end">threshold {} (off scale)</text>"##,
+                WIDTH - RIGHT,
+                top - 8.0,
+                human(t)
+            );
+        }
         let _ = writeln!(
             svg,
             r##"<rect x="{LEFT}" y="{top}" width="{}" height="{PLOT}" fill="#f7f7f7" stroke="#ccc"/>"##,
@@ -52,13 +69,17 @@ pub fn metrics_svg(series: &[Series], start: f64, end: f64, trigger: Option<f64>
         );
         let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, LEFT - 6.0, top + 10.0, human(max));
         let _ = writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">0</text>"#, LEFT - 6.0, top + PLOT);
-        for (value, color, label) in [(s.baseline_mean, "#2a7", "baseline mean"), (s.threshold, "#d33", "threshold")] {
+        // The baseline is labelled on the left and the threshold on the right, so they never collide.
+        let lines = [
+            (s.baseline_mean, "#2a7", "baseline mean", LEFT + 4.0, "start"),
+            (threshold, "#d33", "threshold", WIDTH - RIGHT - 4.0, "end"),
+        ];
+        for (value, color, label, label_x, anchor) in lines {
             if let Some(v) = value {
                 let _ = writeln!(
                     svg,
-                    r#"<line x1="{LEFT}" x2="{}" y1="{y}" y2="{y}" stroke="{color}" stroke-dasharray="5,4"/><text x="{}" y="{}" fill="{color}" text-anchor="end">{label} {}</text>"#,
+                    r#"<line x1="{LEFT}" x2="{}" y1="{y}" y2="{y}" stroke="{color}" stroke-dasharray="5,4"/><text x="{label_x}" y="{}" fill="{color}" text-anchor="{anchor}">{label} {}</text>"#,
                     WIDTH - RIGHT,
-                    WIDTH - RIGHT - 4.0,
                     y(v) - 4.0,
                     human(v),
                     y = y(v)
@@ -131,6 +152,20 @@ mod tests {
         assert!(svg.contains("baseline mean 3") && svg.contains("threshold 80"));
         assert_eq!(svg.matches(">trigger<").count(), 2);
         assert!(svg.contains("rss &lt;x&gt;"), "names are escaped");
+    }
+
+    #[test]
+    fn far_thresholds_do_not_flatten_the_line() {
+        let series = vec![Series {
+            name: "rss".into(),
+            unit: "bytes".into(),
+            points: vec![(0.0, 1e6), (1.0, 2e6)],
+            baseline_mean: Some(1.5e6),
+            threshold: Some(2e10),
+        }];
+        let svg = metrics_svg(&series, 0.0, 1.0, None);
+        assert!(svg.contains("threshold 20G (off scale)"));
+        assert!(svg.contains(">2.2M<"), "the axis fits the data");
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub fn index_html(summary: &Summary, has_diff: bool) -> String {
     }
     format!(
         r#"<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>autodump: {comm} ({pid}) {kind}</title>
+<html lang="en"><head><meta charset="utf-8"/><title>autodump: {comm} ({pid}) {kind}</title>
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:1300px}} object{{border:1px solid #ddd}} code{{background:#f3f3f3}}</style>
 </head><body>
 <h1>{comm} (pid {pid})</h1>
@@ -55,7 +55,7 @@ pub fn index_html(summary: &Summary, has_diff: bool) -> String {
 <p>Window: {start} to {end} ({dur:.1} s){trigger}. {samples} on-CPU samples, {offcpu:.1} s off-CPU.
 Files: <a href="summary.json">summary.json</a>, <a href="cpu.pb.gz">cpu.pb.gz</a>, <a href="offcpu.pb.gz">offcpu.pb.gz</a>,
 <a href="cpu.folded">cpu.folded</a>, <a href="offcpu.folded">offcpu.folded</a>.</p>
-<h2>Metrics</h2><img src="metrics.svg" alt="metrics over the window">
+<h2>Metrics</h2><img src="metrics.svg" alt="metrics over the window"/>
 {graphs}
 </body></html>
 "#,
