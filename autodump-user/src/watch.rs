@@ -123,9 +123,11 @@ impl Watch {
     /// The target is gone: finish the bundle that was due, then write the exit bundle if the
     /// policy asks for it.
     fn target_ended(&mut self, pending: Option<Pending>) -> anyhow::Result<()> {
-        let died = now();
         let lookback = self.cli.lookback.as_secs_f64();
-        self.flight.push_slice(self.session.stop(died - lookback)?);
+        let last = self.session.stop(now() - lookback)?;
+        // The last slice holds the final moments: the windows end where it ends.
+        let died = last.end;
+        self.flight.push_slice(last);
         let status = self.session.exit_status();
         tracing::warn!(pid = self.cli.pid, ?status, "target exited");
         if let Some(p) = pending {

@@ -24,10 +24,9 @@ pub enum BtfError {
     NoField(String, String),
 }
 
-/// Byte offset of `field` in `struct strukt`, read from the file at `path`.
-pub fn field_offset_in_file(path: &Path, strukt: &str, field: &str) -> Result<u32, BtfError> {
-    let data = std::fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
-    field_offset(&data, strukt, field)
+/// The raw BTF in the file at `path`.
+pub fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
+    std::fs::read(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })
 }
 
 /// Byte offset of `field` in `struct strukt` in raw (little-endian, native) BTF data.

@@ -48,7 +48,8 @@ pub struct ProbeMaps {
 /// Loaded and attached probes. Dropping this detaches everything and frees the maps.
 pub struct Probes {
     ebpf: Ebpf,
-    btf: Btf,
+    /// The kernel's types, needed until the tracepoints are loaded (then dropped: it is large).
+    btf: Option<Btf>,
     perf_links: Vec<PerfEventLinkId>,
     switch_link: Option<BtfTracePointLinkId>,
     exit_link: Option<BtfTracePointLinkId>,
@@ -59,11 +60,11 @@ impl Probes {
     pub fn load(config: &ProbeConfig) -> Result<(Self, ProbeMaps), AgentError> {
         privilege::check()?;
         raise_memlock_limit();
-        let pid_offset = btf::field_offset_in_file(&config.btf, "task_struct", "pid")
-            .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
-        let exit_code_offset = btf::field_offset_in_file(&config.btf, "task_struct", "exit_code")
-            .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, e.to_string()))?;
-        let btf = Btf::parse_file(&config.btf, aya::Endianness::default()).map_err(|e| {
+        let unsupported = |e: btf::BtfError| AgentError::new(ExitCode::KernelUnsupported, e.to_string());
+        let raw = btf::read(&config.btf).map_err(unsupported)?;
+        let pid_offset = btf::field_offset(&raw, "task_struct", "pid").map_err(unsupported)?;
+        let exit_code_offset = btf::field_offset(&raw, "task_struct", "exit_code").map_err(unsupported)?;
+        let btf = Btf::parse(&raw, aya::Endianness::default()).map_err(|e| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
         let mut loader = EbpfLoader::new();
@@ -80,7 +81,7 @@ impl Probes {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
-        Ok((Self { ebpf, btf, perf_links: Vec::new(), switch_link: None, exit_link: None }, maps))
+        Ok((Self { ebpf, btf: Some(btf), perf_links: Vec::new(), switch_link: None, exit_link: None }, maps))
     }
 
     /// Routes the probes' aya-log messages into the agent's log.
@@ -114,12 +115,14 @@ impl Probes {
         }
         self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
         self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
+        self.btf = None;
         Ok(())
     }
 
     fn attach_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<BtfTracePointLinkId, AgentError> {
+        let btf = self.btf.as_ref().ok_or_else(|| AgentError::new(ExitCode::Internal, "probes attached twice"))?;
         let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
-        program.load(tracepoint, &self.btf).map_err(|e| classify(&format!("load the {tracepoint} probe"), &e))?;
+        program.load(tracepoint, btf).map_err(|e| classify(&format!("load the {tracepoint} probe"), &e))?;
         program.attach().map_err(|e| classify(&format!("attach the {tracepoint} probe"), &e))
     }
 
