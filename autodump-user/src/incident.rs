@@ -64,6 +64,8 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         profiles.offcpu.merge(&blocked);
     }
     let metrics = ctx.flight.metrics(start, end);
+    // A dead process has no goroutines to read.
+    let goroutines = if matches!(incident, Incident::Exit(_)) { None } else { ctx.session.goroutine_profile() };
     let (before, after): (Profile, Profile) = match incident {
         Incident::Rule(_) => {
             (ctx.flight.profiles(span.from, span.trigger).cpu, ctx.flight.profiles(span.trigger, span.to).cpu)
@@ -93,11 +95,13 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         },
         regressed: if fired.is_some() { regressions(&before, &after, TOP_REGRESSIONS) } else { Vec::new() },
         metrics: metrics.clone(),
+        go: ctx.session.go_status(),
     });
     let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
     let recording = Recording {
         profiles: &profiles,
         summary,
+        goroutines: goroutines.as_ref(),
         watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
     };
     Ok(write::write_bundle(out, &recording)?)
@@ -131,6 +135,7 @@ fn charts(
                 Metric::Rss => "bytes",
                 Metric::Threads => "threads",
                 Metric::Fds => "open files",
+                Metric::Goroutines => "goroutines",
             };
             Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })
         })

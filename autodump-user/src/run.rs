@@ -50,6 +50,8 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     };
     progress.finish();
 
+    // The goroutines as the window closes (the process must still be there to be read).
+    let goroutines = if exited { None } else { session.goroutine_profile() };
     let last = session.stop(unix_now(start))?;
     totals.merge(&last.profiles);
     let end = SystemTime::now();
@@ -69,8 +71,9 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
         exit: session.exit_status().filter(|_| exited),
         metrics: Vec::new(),
         regressed: Vec::new(),
+        go: session.go_status(),
     });
-    let recording = Recording { profiles: &totals, summary, watch: None };
+    let recording = Recording { profiles: &totals, summary, goroutines: goroutines.as_ref(), watch: None };
     let path =
         write::write_bundle(&cli.out, &recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
     tracing::info!(path = %path.display(), reason = "record", "bundle written");

@@ -7,6 +7,7 @@ use crate::{
     cli::Cli,
     collect::{
         drain::{Drainer, ExitStatus, ProbeStats},
+        goruntime::GoSupport,
         monotonic_ns,
         process::{ProcessError, Target},
         unix_now,
@@ -20,6 +21,8 @@ use crate::{
 pub struct Session {
     pub target: Target,
     pub recorder: Recorder,
+    /// Whether this is a Go program whose goroutines can be read.
+    pub go: GoSupport,
     probes: Probes,
     drainer: Drainer,
     /// Unix seconds when the current slice began.
@@ -42,13 +45,19 @@ impl Session {
             thread_slots: cli.thread_slots,
             btf: cli.btf.clone(),
         };
+        let go = GoSupport::detect(cli.pid);
+        match &go {
+            GoSupport::Ready(_) => tracing::info!("Go program: goroutines are counted and dumped"),
+            GoSupport::Unavailable(why) => tracing::warn!("Go program, but goroutines cannot be read: {why}"),
+            GoSupport::NotGo => {}
+        }
         let (mut probes, maps) = Probes::load(&config)?;
         spawn_probe_logger(&mut probes);
         let mut recorder = Recorder::new(target.clone(), cli.frequency);
         recorder.observe_target();
         probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
-        Ok(Self { target, recorder, probes, drainer: Drainer::new(maps), slice_start: unix_now(SystemTime::now()) })
+        Ok(Self { target, recorder, go, probes, drainer: Drainer::new(maps), slice_start: unix_now(SystemTime::now()) })
     }
 
     /// Ends the current slice: learns new threads and mappings, drains, symbolizes.
@@ -84,6 +93,53 @@ impl Session {
         let mut profile = Profile::new(crate::record::profile::ProfileKind::OffCpu);
         self.recorder.add_off_cpu(&mut profile, &blocked);
         Ok(profile)
+    }
+
+    /// Live goroutines now, for a Go program whose runtime can be read.
+    pub fn goroutine_count(&self) -> Option<u64> {
+        match &self.go {
+            GoSupport::Ready(rt) => {
+                let started = std::time::Instant::now();
+                let count = rt.count().map_err(|e| tracing::debug!("goroutine count: {e}")).ok();
+                tracing::debug!(?count, took_us = started.elapsed().as_micros() as u64, "goroutines counted");
+                count
+            }
+            _ => None,
+        }
+    }
+
+    /// A snapshot of every goroutine's stack, for a Go program whose runtime can be read.
+    pub fn goroutine_profile(&mut self) -> Option<Profile> {
+        let GoSupport::Ready(rt) = &self.go else { return None };
+        let started = std::time::Instant::now();
+        match rt.goroutines() {
+            Ok(goroutines) => {
+                let read = started.elapsed();
+                let profile = self.recorder.goroutine_profile(&goroutines);
+                tracing::debug!(
+                    goroutines = goroutines.len(),
+                    read_ms = read.as_secs_f64() * 1e3,
+                    total_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "goroutines dumped"
+                );
+                Some(profile)
+            }
+            Err(e) => {
+                tracing::warn!("cannot dump goroutines: {e}");
+                None
+            }
+        }
+    }
+
+    /// What summaries say about Go: absent for other programs.
+    pub fn go_status(&self) -> Option<crate::write::summary::GoStatus> {
+        match &self.go {
+            GoSupport::NotGo => None,
+            GoSupport::Ready(_) => Some(crate::write::summary::GoStatus { goroutines_available: true, reason: None }),
+            GoSupport::Unavailable(why) => {
+                Some(crate::write::summary::GoStatus { goroutines_available: false, reason: Some(why.clone()) })
+            }
+        }
     }
 
     pub fn exit_status(&self) -> Option<ExitStatus> {

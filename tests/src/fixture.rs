@@ -11,15 +11,20 @@ use std::{
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
 /// Builds fixture `name` (`name.c` with gcc, or `name.go` with go) unless it is up to date.
-/// C fixtures keep frame pointers so that stacks walk through them.
+/// C fixtures keep frame pointers so that stacks walk through them. `NAME-stripped` is the Go
+/// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF).
 pub fn fixture_bin(name: &str) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = super::workspace().join("tests/fixtures");
     let out_dir = super::workspace().join("target/fixtures");
     std::fs::create_dir_all(&out_dir).expect("create target/fixtures");
     let bin = out_dir.join(name);
-    let c = src_dir.join(format!("{name}.c"));
-    let source = if c.exists() { c } else { src_dir.join(format!("{name}.go")) };
+    let (base, stripped) = match name.strip_suffix("-stripped") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let c = src_dir.join(format!("{base}.c"));
+    let source = if c.exists() { c } else { src_dir.join(format!("{base}.go")) };
     let newer = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if bin.exists() && newer(&bin) >= newer(&source) && newer(&bin) >= newer(&src_dir.join("raw_syscall.h")) {
         return bin;
@@ -30,7 +35,11 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         cmd
     } else {
         let mut cmd = Command::new("go");
-        cmd.arg("build").arg("-o").arg(&bin).arg(&source);
+        cmd.arg("build").arg("-o").arg(&bin);
+        if stripped {
+            cmd.arg("-ldflags=-s -w");
+        }
+        cmd.arg(&source);
         cmd.env("GOCACHE", out_dir.join("gocache")).env("GO111MODULE", "off");
         cmd
     };

@@ -2,6 +2,7 @@
 
 pub mod cgroup;
 pub mod drain;
+pub mod goruntime;
 pub mod maps;
 pub mod metrics;
 pub mod process;

@@ -11,6 +11,7 @@ use profile::{pseudo, Profile, ProfileKind, SampleValue, StackPart};
 use crate::{
     collect::{
         drain::{Drained, RawSample, RawStack},
+        goruntime::Goroutine,
         process::Target,
     },
     symbolize::{lookup_addresses, Location, Symbolizer},
@@ -86,6 +87,20 @@ impl Recorder {
             let value = SampleValue { count: sample.count, nanos: sample.off_cpu_ns };
             self.add_sample(profile, sample, value);
         }
+    }
+
+    /// A profile of goroutines: one per stack and state, symbolized like the rest.
+    pub fn goroutine_profile(&mut self, goroutines: &[Goroutine]) -> Profile {
+        let mut profile = Profile::new(ProfileKind::Goroutines);
+        for g in goroutines {
+            // Every saved pc of a parked goroutine is a return address: look up the call.
+            let addrs: Vec<u64> = g.frames.iter().map(|a| a.saturating_sub(1)).collect();
+            let locations = self.symbolizer.user(&addrs);
+            let part =
+                if locations.is_empty() { StackPart::Pseudo(pseudo::NO_STACK) } else { StackPart::User(&locations) };
+            profile.add(g.state.as_str().into(), &[part], SampleValue { count: 1, nanos: 0 });
+        }
+        profile
     }
 
     fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {

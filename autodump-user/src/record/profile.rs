@@ -11,6 +11,8 @@ pub enum ProfileKind {
     Cpu,
     /// Time blocked (or waiting for a CPU), from sched_switch.
     OffCpu,
+    /// A snapshot of a Go program's goroutines; the root frame is the goroutine's state.
+    Goroutines,
 }
 
 /// Pseudo frames that stand where the kernel could not give a real one.
@@ -19,6 +21,8 @@ pub mod pseudo {
     pub const KERNEL_STACK_LOST: &str = "[kernel stack lost]";
     /// Off-CPU leaf: the thread was preempted or yielded, and waited for a CPU.
     pub const RUNNABLE: &str = "[runnable]";
+    /// A goroutine whose stack could not be read (running, or its registers not saved).
+    pub const NO_STACK: &str = "[no stack]";
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.

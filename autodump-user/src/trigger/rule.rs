@@ -33,7 +33,7 @@ impl Threshold {
             Threshold::PercentOfLimit(p) => match metric {
                 Metric::Rss => Some(p / 100.0 * limits.memory_bytes as f64),
                 Metric::Fds => limits.open_files.map(|l| p / 100.0 * l as f64),
-                Metric::Cpu | Metric::Threads => Some(p),
+                Metric::Cpu | Metric::Threads | Metric::Goroutines => Some(p),
             },
         }
     }
@@ -58,6 +58,8 @@ impl Rule {
             Metric::Rss => (Threshold::PercentOfLimit(30.0), 25.0, Threshold::PercentOfLimit(80.0)),
             Metric::Threads => (Threshold::Value(50.0), 50.0, Threshold::Value(1000.0)),
             Metric::Fds => (Threshold::Value(64.0), 50.0, Threshold::PercentOfLimit(80.0)),
+            // holmes's goroutine defaults.
+            Metric::Goroutines => (Threshold::Value(3000.0), 20.0, Threshold::Value(200_000.0)),
         };
         Rule { metric, min, diff_percent: Some(diff), abs: Some(abs) }
     }
@@ -124,7 +126,7 @@ fn parse_threshold(metric: Metric, text: &str) -> Result<Threshold, String> {
         (Metric::Rss, "MiB" | "M") => bytes(20),
         (Metric::Rss, "GiB" | "G") => bytes(30),
         (Metric::Rss, "TiB" | "T") => bytes(40),
-        (Metric::Threads | Metric::Fds, "") => Ok(Threshold::Value(value)),
+        (Metric::Threads | Metric::Fds | Metric::Goroutines, "") => Ok(Threshold::Value(value)),
         (m, u) => Err(format!("unit '{u}' does not fit metric {}", m.name())),
     }
 }
@@ -193,6 +195,14 @@ mod tests {
                 Rule { abs: Some(Threshold::Value(1.5 * (1u64 << 30) as f64)), ..Rule::default_for(Metric::Rss) },
             ),
             ("cpu", Rule::default_for(Metric::Cpu)),
+            (
+                "goroutines:min=500,abs=3000",
+                Rule {
+                    min: Threshold::Value(500.0),
+                    abs: Some(Threshold::Value(3000.0)),
+                    ..Rule::default_for(Metric::Goroutines)
+                },
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(&Rule::parse(text).unwrap(), expected, "{text}");

@@ -30,6 +30,11 @@ pub fn flamegraph_svg(profile: &Profile, caption: &Caption<'_>) -> std::io::Resu
             options.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Blue);
             "off-CPU"
         }
+        ProfileKind::Goroutines => {
+            options.colors = Palette::Basic(BasicPalette::Aqua);
+            options.count_name = "goroutines".into();
+            "goroutines of"
+        }
     };
     options.title = format!("{} {} (pid {})", kind, caption.comm, caption.pid);
     options.subtitle = Some(caption.window.to_string());

@@ -31,7 +31,7 @@ pub fn folded(profile: &Profile) -> String {
 /// The folded weight: samples on-CPU, microseconds (rounded) off-CPU.
 pub fn weight(kind: ProfileKind, count: u64, nanos: u64) -> u64 {
     match kind {
-        ProfileKind::Cpu => count,
+        ProfileKind::Cpu | ProfileKind::Goroutines => count,
         ProfileKind::OffCpu => (nanos + 500) / 1000,
     }
 }

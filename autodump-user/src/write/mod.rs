@@ -6,6 +6,7 @@ pub mod chart;
 pub mod diff;
 pub mod flamegraph;
 pub mod folded;
+pub mod goroutines;
 pub mod index;
 pub mod pprof;
 pub mod pprof_proto;
@@ -25,6 +26,8 @@ use crate::record::{profile::Profile, Profiles};
 pub struct Recording<'a> {
     pub profiles: &'a Profiles,
     pub summary: summary::Summary,
+    /// Go programs: every goroutine's stack at the time of writing.
+    pub goroutines: Option<&'a Profile>,
     /// Watch-mode bundles add a metrics chart, an index page and, for rules, a diff.
     pub watch: Option<WatchExtras<'a>>,
 }
@@ -68,6 +71,12 @@ pub fn write_bundle(out: &std::path::Path, rec: &Recording<'_>) -> Result<PathBu
         ("offcpu.pb.gz", render("offcpu.pb.gz", pprof::gzipped(&pprof::encode(offcpu, &meta)))?),
         ("summary.json", serde_json::to_vec_pretty(s)?),
     ];
+    if let Some(g) = rec.goroutines {
+        files.push(("goroutines.folded", folded::folded(g).into_bytes()));
+        files.push(("goroutines.txt", goroutines::goroutines_txt(g).into_bytes()));
+        files.push(("goroutines.svg", render("goroutines.svg", flamegraph::flamegraph_svg(g, &caption))?));
+        files.push(("goroutines.pb.gz", render("goroutines.pb.gz", pprof::gzipped(&pprof::encode(g, &meta)))?));
+    }
     if let Some(extras) = &rec.watch {
         let chart = chart::metrics_svg(&extras.charts, s.window.start, s.window.end, s.window.trigger);
         files.push(("metrics.svg", chart.into_bytes()));

@@ -57,6 +57,7 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
         ProfileKind::OffCpu => {
             (vec![vt("samples", "count"), vt("off_cpu", "nanoseconds")], Some(vt("off_cpu", "nanoseconds")), 1)
         }
+        ProfileKind::Goroutines => (vec![vt("goroutine", "count")], Some(vt("goroutine", "count")), 1),
     };
 
     let mut mappings: Vec<pb::Mapping> = Vec::new();
@@ -103,19 +104,24 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
         locations.push(pb::Location { id: i as u64 + 1, mapping_id, address: loc.address, line, is_folded: false });
     }
 
-    let thread_key = strings.get("thread");
+    // The root of a goroutine stack is its state; of a thread's stack, the thread's name.
+    let thread_key = strings.get(if profile.kind == ProfileKind::Goroutines { "state" } else { "thread" });
+    let values = |v: &crate::record::profile::SampleValue| match profile.kind {
+        ProfileKind::Goroutines => vec![v.count as i64],
+        _ => vec![v.count as i64, v.nanos as i64],
+    };
     let samples = profile
         .sorted_samples()
         .into_iter()
         .map(|(key, value)| pb::Sample {
             location_id: key.stack.iter().map(|&i| u64::from(i) + 1).collect(),
-            value: vec![value.count as i64, value.nanos as i64],
+            value: values(value),
             label: vec![pb::Label { key: thread_key, str: strings.get(&key.thread), ..Default::default() }],
         })
         .collect();
     let comment = vec![strings.get(&meta.comment)];
     // The time-valued type is what a reader wants first (a string-table index, not a position).
-    let default_sample_type = sample_type[1].r#type;
+    let default_sample_type = sample_type.last().map_or(0, |t| t.r#type);
     pb::Profile {
         sample_type,
         sample: samples,
@@ -184,6 +190,18 @@ mod tests {
         assert_eq!(s(heaviest.label[0].key), "thread");
         assert_eq!(s(heaviest.label[0].str), "worker");
         assert!(decoded.function.iter().any(|f| s(f.name) == "do_syscall_64_[k]"));
+    }
+
+    #[test]
+    fn goroutines_have_one_value_and_a_state_label() {
+        let mut p = sample_profile();
+        p.kind = ProfileKind::Goroutines;
+        let encoded = encode(&p, &meta());
+        let s = |i: i64| encoded.string_table[i as usize].as_str();
+        assert_eq!(encoded.sample_type.len(), 1);
+        assert_eq!((s(encoded.sample_type[0].r#type), s(encoded.sample_type[0].unit)), ("goroutine", "count"));
+        assert!(encoded.sample.iter().all(|x| x.value.len() == 1));
+        assert_eq!(s(encoded.sample[0].label[0].key), "state");
     }
 
     #[test]

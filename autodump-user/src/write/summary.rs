@@ -43,6 +43,9 @@ pub struct Summary {
     /// How the target ended, when it died during the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// Go programs: whether goroutines could be read, and the dump's total.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoStatus>,
     /// Rule bundles: the stacks whose share of on-CPU samples grew most after the trigger.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regressed_stacks: Vec<Regression>,
@@ -104,6 +107,15 @@ pub struct Window {
     pub trigger: Option<f64>,
     pub end: f64,
     pub duration_s: f64,
+}
+
+/// Go-specific facts of a bundle.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoStatus {
+    /// False for a Go binary whose goroutines cannot be read (e.g. stripped with -ldflags=-s -w).
+    pub goroutines_available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A stack whose share of on-CPU samples grew after the trigger.
@@ -168,6 +180,7 @@ pub struct Facts<'a> {
     pub exit: Option<ExitStatus>,
     pub metrics: Vec<MetricSample>,
     pub regressed: Vec<Regression>,
+    pub go: Option<GoStatus>,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -216,6 +229,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         metrics: f.metrics,
         exit: f.exit,
         regressed_stacks: f.regressed,
+        go: f.go,
         notes,
     }
 }
@@ -256,6 +270,7 @@ mod tests {
             exit: None,
             metrics: Vec::new(),
             regressed: Vec::new(),
+            go: None,
         }
     }
 

@@ -1,0 +1,121 @@
+//! Reads another process's memory with `process_vm_readv`, without stopping it. Every read is
+//! bounded; a short read is an error, never a partly filled buffer taken as data.
+
+use super::GoError;
+
+/// Largest single read (a guard against garbage lengths).
+const MAX_READ: usize = 1 << 20;
+/// iovecs per syscall (the kernel's IOV_MAX).
+const IOV_MAX: usize = 1024;
+
+pub struct Memory {
+    pid: libc::pid_t,
+}
+
+impl Memory {
+    pub fn new(pid: u32) -> Self {
+        Self { pid: pid as libc::pid_t }
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
+        if buf.len() > MAX_READ || addr == 0 {
+            return Err(GoError::Read(addr));
+        }
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: both iovecs describe valid memory: `buf` locally; the remote side is checked
+        // by the kernel, which returns an error instead of faulting.
+        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+        if n != buf.len() as isize {
+            return Err(GoError::Read(addr));
+        }
+        Ok(())
+    }
+
+    pub fn u64(&self, addr: u64) -> Result<u64, GoError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub fn i32(&self, addr: u64) -> Result<i32, GoError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    /// Reads `len` bytes at each address, many per syscall. A block that cannot be read whole
+    /// comes back as None.
+    pub fn read_many(&self, addrs: &[u64], len: usize) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::with_capacity(addrs.len());
+        for chunk in addrs.chunks(IOV_MAX) {
+            let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|_| vec![0u8; len]).collect();
+            let local: Vec<libc::iovec> =
+                bufs.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: len }).collect();
+            let remote: Vec<libc::iovec> =
+                chunk.iter().map(|&a| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: len }).collect();
+            // SAFETY: as in `read`; the kernel stops at the first remote iovec it cannot read.
+            let n = unsafe {
+                libc::process_vm_readv(self.pid, local.as_ptr(), chunk.len() as _, remote.as_ptr(), chunk.len() as _, 0)
+            };
+            let whole = if n > 0 { n as usize / len } else { 0 };
+            for (i, mut buf) in bufs.into_iter().enumerate() {
+                if i < whole {
+                    out.push(Some(buf));
+                } else {
+                    // The kernel stopped at the first block it could not read: read the rest
+                    // one by one, so one bad address does not hide the good ones after it.
+                    out.push(self.read(chunk[i], &mut buf).ok().map(|_| buf));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Little-endian integer at `offset` of `block`, if it fits.
+pub fn field_u64(block: &[u8], offset: u64) -> Option<u64> {
+    Some(u64::from_le_bytes(field::<8>(block, offset)?))
+}
+
+pub fn field_u32(block: &[u8], offset: u64) -> Option<u32> {
+    Some(u32::from_le_bytes(field::<4>(block, offset)?))
+}
+
+fn field<const N: usize>(block: &[u8], offset: u64) -> Option<[u8; N]> {
+    let start = usize::try_from(offset).ok()?;
+    block.get(start..start.checked_add(N)?)?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_memory_and_rejects_bad_addresses() {
+        let value: u64 = 0x1122_3344_5566_7788;
+        let mem = Memory::new(std::process::id());
+        assert_eq!(mem.u64(&value as *const u64 as u64).unwrap(), value);
+        assert!(mem.u64(0).is_err());
+        assert!(mem.u64(8).is_err(), "unmapped");
+        let data = [1u64, 2, 3];
+        let addrs: Vec<u64> =
+            data.iter().map(|v| v as *const u64 as u64).chain([16]).chain([&data[0] as *const u64 as u64]).collect();
+        let got: Vec<Option<u64>> =
+            mem.read_many(&addrs, 8).into_iter().map(|b| b.map(|b| field_u64(&b, 0).unwrap())).collect();
+        assert_eq!(
+            got,
+            vec![Some(1), Some(2), Some(3), None, Some(1)],
+            "a bad address does not hide the ones after it"
+        );
+    }
+
+    #[test]
+    fn fields_are_bounds_checked() {
+        let block = [1u8, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+        assert_eq!(field_u64(&block, 0), Some(1));
+        assert_eq!(field_u32(&block, 8), Some(2));
+        assert_eq!(field_u64(&block, 8), None);
+        assert_eq!(field_u32(&block, u64::MAX), None);
+    }
+}

@@ -1,0 +1,320 @@
+//! Go programs from outside: the exact goroutine count (as `runtime.NumGoroutine()` computes it)
+//! and every goroutine's stack, read from the live process's memory without stopping it.
+//!
+//! Addresses come from the binary's symbol table (plus the load bias of a PIE), struct layouts
+//! from its DWARF. The target changes while it is read: every read is bounded, and an
+//! inconsistent count is read again.
+
+mod layout;
+mod memory;
+
+use std::path::Path;
+
+use layout::Layout;
+use memory::{field_u32, field_u64, Memory};
+use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoError {
+    #[error("cannot read the executable: {0}")]
+    Binary(String),
+    #[error("the binary has no symbol table (built with -ldflags=-s?): {0} not found")]
+    NoSymbol(&'static str),
+    #[error("the binary's DWARF does not describe {0} (built with -ldflags=-w?)")]
+    Layout(String),
+    #[error("cannot read target memory at {0:#x}")]
+    Read(u64),
+    #[error("goroutine count stayed inconsistent after {0} reads")]
+    Inconsistent(u32),
+}
+
+impl From<gimli::Error> for GoError {
+    fn from(e: gimli::Error) -> Self {
+        GoError::Binary(format!("DWARF: {e}"))
+    }
+}
+
+/// Whether goroutines can be read for a process.
+pub enum GoSupport {
+    /// Not a Go program: no goroutine metric, no error.
+    NotGo,
+    /// A Go program whose goroutines cannot be read, and why (said in summaries).
+    Unavailable(String),
+    Ready(Box<GoRuntime>),
+}
+
+/// `g.atomicstatus` values (runtime2.go); `_Gscan` (0x1000) is masked off.
+const G_IDLE: u32 = 0;
+const G_RUNNABLE: u32 = 1;
+const G_RUNNING: u32 = 2;
+const G_SYSCALL: u32 = 3;
+const G_WAITING: u32 = 4;
+const G_DEAD: u32 = 6;
+const G_SCAN: u32 = 0x1000;
+/// Guards against garbage: more goroutines or Ps than this means a bad read.
+const MAX_GOROUTINES: u64 = 10_000_000;
+const MAX_PROCS: u64 = 65_536;
+/// Frames walked per goroutine.
+pub const MAX_FRAMES: usize = 64;
+/// Reads of the count before giving up on an inconsistent one.
+const COUNT_TRIES: u32 = 5;
+
+struct Offsets {
+    g_size: u64,
+    g_stack_lo: u64,
+    g_stack_hi: u64,
+    g_sched_pc: u64,
+    g_sched_bp: u64,
+    g_status: u64,
+    g_waitreason: u64,
+    g_startpc: u64,
+    sched_gfree_n: u64,
+    sched_ngsys: u64,
+    p_gfree_n: u64,
+}
+
+struct Addresses {
+    allgs: u64,
+    allglen: u64,
+    allp: u64,
+    sched: u64,
+    wait_reasons: u64,
+    wait_reasons_len: u64,
+}
+
+pub struct GoRuntime {
+    memory: Memory,
+    at: Addresses,
+    off: Offsets,
+    /// Functions by start address, to tell runtime-internal goroutines from user ones.
+    functions: Vec<(u64, String)>,
+    wait_reasons: Vec<String>,
+}
+
+/// One goroutine: its state (wait reason when waiting) and return addresses, innermost first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goroutine {
+    pub state: String,
+    pub frames: Vec<u64>,
+}
+
+impl GoSupport {
+    /// Inspects the executable of `pid` (through /proc, so a replaced file does not matter).
+    pub fn detect(pid: u32) -> GoSupport {
+        let exe = format!("/proc/{pid}/exe");
+        let Ok(data) = std::fs::read(&exe) else { return GoSupport::NotGo };
+        let Ok(elf) = object::File::parse(&*data) else { return GoSupport::NotGo };
+        let is_go = elf.section_by_name(".go.buildinfo").is_some() || elf.section_by_name(".gopclntab").is_some();
+        if !is_go {
+            return GoSupport::NotGo;
+        }
+        match GoRuntime::open(pid, &elf, Path::new(&exe)) {
+            Ok(rt) => GoSupport::Ready(Box::new(rt)),
+            Err(e) => GoSupport::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl GoRuntime {
+    fn open(pid: u32, elf: &object::File<'_>, exe: &Path) -> Result<Self, GoError> {
+        let bias = load_bias(pid, elf, exe);
+        let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
+            elf.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| (s.address() + bias, s.size()))
+                .ok_or(GoError::NoSymbol(name))
+        };
+        let (wait_reasons, wait_reasons_size) = symbol("runtime.waitReasonStrings")?;
+        let at = Addresses {
+            allgs: symbol("runtime.allgs")?.0,
+            allglen: symbol("runtime.allglen")?.0,
+            allp: symbol("runtime.allp")?.0,
+            sched: symbol("runtime.sched")?.0,
+            wait_reasons,
+            wait_reasons_len: wait_reasons_size / 16,
+        };
+        let layout = Layout::parse(elf)?;
+        let off = Offsets {
+            g_size: layout.size("runtime.g")?,
+            g_stack_lo: layout.offset("runtime.g", &["stack", "lo"])?,
+            g_stack_hi: layout.offset("runtime.g", &["stack", "hi"])?,
+            g_sched_pc: layout.offset("runtime.g", &["sched", "pc"])?,
+            g_sched_bp: layout.offset("runtime.g", &["sched", "bp"])?,
+            g_status: layout.offset("runtime.g", &["atomicstatus"])?,
+            g_waitreason: layout.offset("runtime.g", &["waitreason"])?,
+            g_startpc: layout.offset("runtime.g", &["startpc"])?,
+            sched_gfree_n: layout.offset("runtime.schedt", &["gFree", "n"])?,
+            sched_ngsys: layout.offset("runtime.schedt", &["ngsys"])?,
+            p_gfree_n: layout.offset("runtime.p", &["gFree", "n"])?,
+        };
+        let mut functions: Vec<(u64, String)> = elf
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text)
+            .filter_map(|s| Some((s.address() + bias, s.name().ok()?.to_string())))
+            .collect();
+        functions.sort_unstable();
+        let mut rt = Self { memory: Memory::new(pid), at, off, functions, wait_reasons: Vec::new() };
+        rt.wait_reasons = rt.read_wait_reasons();
+        rt.count()?; // fail now, not at the first tick, if the layout is wrong
+        Ok(rt)
+    }
+
+    /// Live goroutines, computed as `runtime.gcount()` does: all goroutines ever created, less
+    /// the free ones (global and per-P lists) and the runtime's own.
+    pub fn count(&self) -> Result<u64, GoError> {
+        for _ in 0..COUNT_TRIES {
+            if let Some(n) = self.try_count()? {
+                return Ok(n);
+            }
+        }
+        Err(GoError::Inconsistent(COUNT_TRIES))
+    }
+
+    fn try_count(&self) -> Result<Option<u64>, GoError> {
+        let m = &self.memory;
+        let allglen = m.u64(self.at.allglen)?;
+        let global_free = i64::from(m.i32(self.at.sched + self.off.sched_gfree_n)?);
+        let system = i64::from(m.i32(self.at.sched + self.off.sched_ngsys)?);
+        let (allp, nprocs) = (m.u64(self.at.allp)?, m.u64(self.at.allp + 8)?);
+        if allglen > MAX_GOROUTINES || nprocs > MAX_PROCS {
+            return Ok(None);
+        }
+        let mut per_p_free = 0i64;
+        for i in 0..nprocs {
+            let p = m.u64(allp + 8 * i)?;
+            per_p_free += i64::from(m.i32(p + self.off.p_gfree_n)?);
+        }
+        let n = allglen as i64 - global_free - system - per_p_free;
+        Ok((n >= 1 && n <= allglen as i64).then_some(n as u64))
+    }
+
+    /// Every user goroutine with its stack, walked by frame pointers from its saved registers.
+    /// Goroutines that are dead, or the runtime's own, are left out (as NumGoroutine does).
+    pub fn goroutines(&self) -> Result<Vec<Goroutine>, GoError> {
+        let m = &self.memory;
+        let len = m.u64(self.at.allglen)?.min(m.u64(self.at.allgs + 8)?);
+        if len > MAX_GOROUTINES {
+            return Err(GoError::Inconsistent(1));
+        }
+        let base = m.u64(self.at.allgs)?;
+        let slots: Vec<u64> = (0..len).map(|i| base + 8 * i).collect();
+        let pointers: Vec<u64> =
+            m.read_many(&slots, 8).into_iter().flatten().filter_map(|b| field_u64(&b, 0)).collect();
+        let blocks = m.read_many(&pointers, self.off.g_size as usize);
+        let mut walks = Vec::new();
+        for block in blocks.into_iter().flatten() {
+            let field = |o| field_u64(&block, o).unwrap_or(0);
+            let status = field_u32(&block, self.off.g_status).unwrap_or(G_DEAD) & !G_SCAN;
+            if status == G_DEAD || status == G_IDLE || self.is_system(field(self.off.g_startpc)) {
+                continue;
+            }
+            let state = self.state(status, block.get(self.off.g_waitreason as usize).copied().unwrap_or(0));
+            let pc = field(self.off.g_sched_pc);
+            walks.push(Walk {
+                state,
+                frames: if pc == 0 { Vec::new() } else { vec![pc] },
+                bp: field(self.off.g_sched_bp),
+                stack: (field(self.off.g_stack_lo), field(self.off.g_stack_hi)),
+            });
+        }
+        self.walk_stacks(&mut walks);
+        Ok(walks.into_iter().map(|w| Goroutine { state: w.state, frames: w.frames }).collect())
+    }
+
+    /// Walks all stacks a frame at a time, reading one level for every goroutine per batch:
+    /// [bp] is the caller's bp and [bp+8] the return address (amd64 frame pointers).
+    fn walk_stacks(&self, walks: &mut [Walk]) {
+        for _ in 0..MAX_FRAMES {
+            let live: Vec<usize> = (0..walks.len()).filter(|&i| walks[i].bp != 0).collect();
+            if live.is_empty() {
+                break;
+            }
+            let addrs: Vec<u64> = live.iter().map(|&i| walks[i].bp).collect();
+            for (&i, block) in live.iter().zip(self.memory.read_many(&addrs, 16)) {
+                let w = &mut walks[i];
+                let (Some(next_bp), Some(ret)) =
+                    (block.as_deref().and_then(|b| field_u64(b, 0)), block.as_deref().and_then(|b| field_u64(b, 8)))
+                else {
+                    w.bp = 0;
+                    continue;
+                };
+                if ret == 0 || w.frames.len() >= MAX_FRAMES {
+                    w.bp = 0;
+                    continue;
+                }
+                w.frames.push(ret);
+                // The chain must climb the goroutine's own stack, or it is garbage.
+                w.bp = if next_bp > w.bp && next_bp < w.stack.1 && next_bp >= w.stack.0 { next_bp } else { 0 };
+            }
+        }
+    }
+
+    fn state(&self, status: u32, wait_reason: u8) -> String {
+        match status {
+            G_RUNNABLE => "runnable".into(),
+            G_RUNNING => "running".into(),
+            G_SYSCALL => "syscall".into(),
+            G_WAITING => self
+                .wait_reasons
+                .get(wait_reason as usize)
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .unwrap_or_else(|| "waiting".into()),
+            other => format!("status {other}"),
+        }
+    }
+
+    /// A goroutine started in the runtime (other than runtime.main) is the runtime's own, as in
+    /// `isSystemGoroutine`.
+    fn is_system(&self, startpc: u64) -> bool {
+        let i = self.functions.partition_point(|(a, _)| *a <= startpc);
+        let Some((_, name)) = i.checked_sub(1).and_then(|i| self.functions.get(i)) else { return false };
+        name.starts_with("runtime.") && name != "runtime.main" && name != "runtime.handleAsyncEvent"
+    }
+
+    fn read_wait_reasons(&self) -> Vec<String> {
+        (0..self.at.wait_reasons_len.min(256))
+            .map(|i| {
+                let entry = self.at.wait_reasons + 16 * i;
+                let (Ok(ptr), Ok(len)) = (self.memory.u64(entry), self.memory.u64(entry + 8)) else {
+                    return String::new();
+                };
+                if len == 0 || len > 128 {
+                    return String::new();
+                }
+                let mut buf = vec![0u8; len as usize];
+                match self.memory.read(ptr, &mut buf) {
+                    Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+                    Err(_) => String::new(),
+                }
+            })
+            .collect()
+    }
+}
+
+struct Walk {
+    state: String,
+    frames: Vec<u64>,
+    bp: u64,
+    stack: (u64, u64),
+}
+
+/// How far a position-independent executable was moved at load: where its first segment is
+/// mapped, less where the file says it goes. 0 for fixed-address executables (Go's default).
+fn load_bias(pid: u32, elf: &object::File<'_>, exe: &Path) -> u64 {
+    if elf.kind() != ObjectKind::Dynamic {
+        return 0;
+    }
+    let target = std::fs::read_link(exe).unwrap_or_default();
+    let lowest = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    maps.lines()
+        .filter(|l| l.ends_with(&*target.to_string_lossy()))
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let start = u64::from_str_radix(f.next()?.split('-').next()?, 16).ok()?;
+            let offset = u64::from_str_radix(f.nth(1)?, 16).ok()?;
+            (offset == 0).then_some(start.wrapping_sub(lowest))
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,109 @@
+//! Go services from outside: the goroutine count read from the live process matches what the
+//! program itself reports, the goroutines rule fires on a leak, the dump counts the leaked
+//! goroutines at their blocking function, and non-Go or stripped binaries degrade cleanly.
+
+use std::{process::Command, time::Duration};
+
+use autodump_tests::{require_bpf, run_agent, scratch_dir, Fixture, RunningAgent};
+
+/// The agent's readings and the program's own `runtime.NumGoroutine()` within 2%.
+const COUNT_TOLERANCE: f64 = 0.02;
+const LEAKED: u64 = 5000;
+
+#[test]
+fn goroutine_leak_is_counted_exactly_and_dumped() {
+    if !require_bpf("goroutine_leak_is_counted_exactly_and_dumped") {
+        return;
+    }
+    let fixture = Fixture::start("goleak", &["6", &(LEAKED / 1000).to_string()]);
+    let out = scratch_dir("go_leak");
+    let pid = fixture.pid.to_string();
+    let mut agent = RunningAgent::start(&[
+        "--pid",
+        &pid,
+        "--out",
+        out.to_str().unwrap(),
+        "--interval",
+        "500ms",
+        "--warmup",
+        "3s",
+        "--lookback",
+        "10s",
+        "--after",
+        "8s",
+        "--rule",
+        "goroutines:min=500,diff=50%,abs=3000",
+        "--rule",
+        "cpu:off",
+    ]);
+    agent.wait_recording(Duration::from_secs(30));
+    let bundle = agent.next_bundle(Duration::from_secs(40)).expect("the goroutines rule fires");
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
+    let summary = bundle.summary();
+    assert_eq!(summary["reason"]["metric"], "goroutines");
+    assert_eq!(summary["go"]["goroutines_available"], true);
+
+    // The program's own readings: (unix seconds, NumGoroutine), every 250 ms.
+    let mut own = Vec::new();
+    while let Some(line) = fixture.next_line(Duration::from_millis(100)) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.first() == Some(&"count") {
+            own.push((f[1].parse::<f64>().unwrap(), f[2].parse::<f64>().unwrap()));
+        }
+    }
+    // Compare where the program's count was the same just before and just after our reading.
+    let mut compared = 0;
+    for m in summary["metrics"].as_array().unwrap() {
+        let (t, ours) = (m["t"].as_f64().unwrap(), m["goroutines"].as_f64().expect("goroutines sampled"));
+        let before = own.iter().rev().find(|o| o.0 <= t);
+        let after = own.iter().find(|o| o.0 > t);
+        if let (Some(b), Some(a)) = (before, after) {
+            if b.1 == a.1 && a.0 - b.0 < 0.5 {
+                let error = (ours - b.1).abs() / b.1;
+                assert!(error <= COUNT_TOLERANCE, "at {t:.2}: we read {ours}, the program says {}", b.1);
+                compared += 1;
+            }
+        }
+    }
+    eprintln!("{compared} readings matched the program's own count within {COUNT_TOLERANCE}");
+    assert!(compared >= 8, "too few steady moments to compare ({compared})");
+
+    // The dump, taken when the bundle is written (after the leak), counts every leaked goroutine.
+    let leaked = bundle.weight("goroutines.folded", |f| f.frames.iter().any(|x| x == "main.notifier")) as f64;
+    assert!((leaked - LEAKED as f64).abs() <= LEAKED as f64 * COUNT_TOLERANCE, "{leaked} goroutines in main.notifier");
+    let first = bundle.folded("goroutines.folded")[0].clone();
+    assert_eq!(first.frames[0], "chan receive", "the root frame is the wait reason");
+    let text = bundle.read("goroutines.txt");
+    assert!(text.starts_with("goroutine profile: total "), "{}", &text[..80.min(text.len())]);
+    assert!(text.contains("\n# state: chan receive\n") && text.contains("\tmain.notifier\t"));
+    bundle.assert_well_formed_xml("goroutines.svg");
+    let top = Command::new("go")
+        .args(["tool", "pprof", "-top", "-symbolize=none"])
+        .arg(bundle.dir.join("goroutines.pb.gz"))
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(top.status.success() && String::from_utf8_lossy(&top.stdout).contains("runtime.gopark"));
+}
+
+#[test]
+fn non_go_and_stripped_go_programs_degrade_cleanly() {
+    if !require_bpf("non_go_and_stripped_go_programs_degrade_cleanly") {
+        return;
+    }
+    let out = scratch_dir("go_degrade");
+    let c = Fixture::start("two_threads", &[]);
+    let bundle = run_agent(&["--pid", &c.pid.to_string(), "--duration", "2s", "--out", out.to_str().unwrap()]).bundle();
+    assert!(bundle.summary().get("go").is_none(), "no Go section for a C program");
+    assert!(!bundle.dir.join("goroutines.txt").exists());
+
+    let stripped = Fixture::start("gospin-stripped", &[]);
+    let run = run_agent(&["--pid", &stripped.pid.to_string(), "--duration", "2s", "--out", out.to_str().unwrap()]);
+    let bundle = run.bundle();
+    let summary = bundle.summary();
+    assert_eq!(summary["go"]["goroutines_available"], false);
+    assert!(summary["go"]["reason"].as_str().unwrap().contains("symbol table"), "{}", summary["go"]);
+    assert!(!bundle.dir.join("goroutines.txt").exists());
+    assert!(summary["cpu"]["samples"].as_u64().unwrap() > 50, "everything else still works");
+}
