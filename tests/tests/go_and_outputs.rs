@@ -57,10 +57,21 @@ fn go_functions_are_named_and_files_open_in_pprof() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(
-        files,
-        ["cpu.folded", "cpu.pb.gz", "cpu.svg", "offcpu.folded", "offcpu.pb.gz", "offcpu.svg", "summary.json"]
-    );
+    // A Go program's bundle also holds its goroutines.
+    let expected = [
+        "cpu.folded",
+        "cpu.pb.gz",
+        "cpu.svg",
+        "goroutines.folded",
+        "goroutines.pb.gz",
+        "goroutines.svg",
+        "goroutines.txt",
+        "offcpu.folded",
+        "offcpu.pb.gz",
+        "offcpu.svg",
+        "summary.json",
+    ];
+    assert_eq!(files, expected);
     let name = bundle.dir.file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with(&format!("gospin-{pid}-")) && name.ends_with("Z-record"), "bundle name {name}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "exactly one entry in --out");
