@@ -68,8 +68,11 @@ struct Offsets {
     g_status: u64,
     g_waitreason: u64,
     g_startpc: u64,
-    sched_gfree_n: u64,
+    /// Where the global free-goroutine counts are: `gFree.n` (Go 1.19 to 1.2x), or the sizes of
+    /// the two lists `gFree.stack` and `gFree.noStack` (newer runtimes).
+    sched_gfree: Vec<u64>,
     sched_ngsys: u64,
+    /// `p.gFree.n`, or `p.gFree.size` in newer runtimes.
     p_gfree_n: u64,
 }
 
@@ -143,9 +146,17 @@ impl GoRuntime {
             g_status: layout.offset("runtime.g", &["atomicstatus"])?,
             g_waitreason: layout.offset("runtime.g", &["waitreason"])?,
             g_startpc: layout.offset("runtime.g", &["startpc"])?,
-            sched_gfree_n: layout.offset("runtime.schedt", &["gFree", "n"])?,
+            sched_gfree: match layout.offset("runtime.schedt", &["gFree", "n"]) {
+                Ok(n) => vec![n],
+                Err(_) => vec![
+                    layout.offset("runtime.schedt", &["gFree", "stack", "size"])?,
+                    layout.offset("runtime.schedt", &["gFree", "noStack", "size"])?,
+                ],
+            },
             sched_ngsys: layout.offset("runtime.schedt", &["ngsys"])?,
-            p_gfree_n: layout.offset("runtime.p", &["gFree", "n"])?,
+            p_gfree_n: layout
+                .offset("runtime.p", &["gFree", "n"])
+                .or_else(|_| layout.offset("runtime.p", &["gFree", "size"]))?,
         };
         let mut functions: Vec<(u64, String)> = elf
             .symbols()
@@ -173,7 +184,10 @@ impl GoRuntime {
     fn try_count(&self) -> Result<Option<u64>, GoError> {
         let m = &self.memory;
         let allglen = m.u64(self.at.allglen)?;
-        let global_free = i64::from(m.i32(self.at.sched + self.off.sched_gfree_n)?);
+        let mut global_free = 0i64;
+        for offset in &self.off.sched_gfree {
+            global_free += i64::from(m.i32(self.at.sched + offset)?);
+        }
         let system = i64::from(m.i32(self.at.sched + self.off.sched_ngsys)?);
         let (allp, nprocs) = (m.u64(self.at.allp)?, m.u64(self.at.allp + 8)?);
         if allglen > MAX_GOROUTINES || nprocs > MAX_PROCS {
