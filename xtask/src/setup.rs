@@ -11,8 +11,10 @@ use crate::util::{is_root, output, run, step};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the tests use, with the command each provides: Go builds the Go fixture and
-/// `go tool pprof` reads our files; Chromium renders a bundle's index.html.
-const TEST_PACKAGES: &[(&str, &str)] = &[("golang-go", "go"), ("gcc", "gcc"), ("chromium", "chromium")];
+/// `go tool pprof` reads our files; Chromium renders a bundle's index.html; bpftool lists the
+/// kernel's loaded programs (nothing of ours may stay behind).
+const TEST_PACKAGES: &[(&str, &str)] =
+    &[("golang-go", "go"), ("gcc", "gcc"), ("chromium", "chromium"), ("bpftool", "bpftool")];
 
 pub fn all() -> Result<()> {
     toolchain()?;
