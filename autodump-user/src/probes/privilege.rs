@@ -53,4 +53,11 @@ mod tests {
         assert!(!sufficient((1 << CAP_BPF) | (1 << CAP_PERFMON)));
         assert!(!sufficient(0));
     }
+
+    #[test]
+    fn names_what_is_missing() {
+        assert_eq!(missing((1 << CAP_BPF) | (1 << CAP_PERFMON)), ["CAP_SYS_PTRACE"]);
+        assert_eq!(missing(0), ["CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE"]);
+        assert!(missing(1 << CAP_SYS_ADMIN).is_empty());
+    }
 }

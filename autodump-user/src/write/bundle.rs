@@ -3,9 +3,9 @@
 //! partial bundle, and a failure leaves nothing behind.
 
 use std::{
-    fs::{self, File},
+    fs::{self, File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::DirBuilderExt,
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
 };
 
@@ -21,6 +21,7 @@ pub enum BundleError {
 
 /// Bundles reveal code structure: only the owner (root) may read them.
 const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
 
 /// Creates `out` if needed and proves it writable, so a bad `--out` fails before recording.
 pub fn prepare_out_dir(out: &Path) -> Result<(), BundleError> {
@@ -45,7 +46,13 @@ pub fn write_bundle(out: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result
         let _ = fs::remove_dir_all(&tmp);
         fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
         for (file, bytes) in files {
-            let mut f = File::create(tmp.join(file))?;
+            // A fresh file, never one that exists or a symlink planted in its place.
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(tmp.join(file))?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }
@@ -97,6 +104,9 @@ mod tests {
         assert_eq!(first, out.join("app-1-x-record"));
         assert_eq!(second, out.join("app-1-x-record-2"));
         assert_eq!(fs::read(first.join("a.txt")).unwrap(), b"one");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(fs::metadata(first.join("a.txt")).unwrap().permissions().mode() & 0o777, 0o600);
         let leftovers: Vec<_> = fs::read_dir(&out)
             .unwrap()
             .flatten()

@@ -1,0 +1,50 @@
+//! Least privilege: as an unprivileged user holding exactly CAP_BPF, CAP_PERFMON and
+//! CAP_SYS_PTRACE (as README says) the agent works; without any one of them it fails clearly.
+
+use std::process::Command;
+
+use autodump_tests::{agent, require_bpf, scratch_dir, AgentRun, Bundle, Fixture};
+
+const CAPS: [&str; 3] = ["bpf", "perfmon", "sys_ptrace"];
+
+/// Runs the agent as nobody with exactly `caps` (setpriv, from util-linux).
+fn run_as_nobody_with(caps: &[&str], pid: u32, out: &std::path::Path) -> AgentRun {
+    let set =
+        std::iter::once("-all".to_string()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(agent())
+        .args(["--pid", &pid.to_string(), "--duration", "2s", "--out", out.to_str().unwrap()])
+        .output()
+        .expect("run setpriv");
+    AgentRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn runs_with_exactly_the_documented_capabilities() {
+    if !require_bpf("runs_with_exactly_the_documented_capabilities") {
+        return;
+    }
+    let fixture = Fixture::start("two_threads", &[]);
+    let out = scratch_dir("least_privilege");
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    let run = run_as_nobody_with(&CAPS, fixture.pid, &out);
+    let bundle: Bundle = run.bundle();
+    assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 50, "probes, /proc and symbols all work");
+    assert!(bundle.summary()["offcpu"]["total_us"].as_u64().unwrap() > 0);
+
+    for dropped in CAPS {
+        let fewer: Vec<&str> = CAPS.iter().copied().filter(|c| *c != dropped).collect();
+        let run = run_as_nobody_with(&fewer, fixture.pid, &out);
+        assert_eq!(run.code, 4, "without {dropped}: {}", run.stderr);
+        let name = format!("CAP_{}", dropped.to_uppercase());
+        assert!(run.stderr.lines().count() == 1 && run.stderr.contains(&name), "names {name}: {}", run.stderr);
+    }
+}
