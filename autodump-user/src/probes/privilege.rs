@@ -27,11 +27,25 @@ pub fn sufficient(caps: u64) -> bool {
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_SYS_PTRACE))
 }
 
+/// The needed capabilities that `caps` lacks, by name (none when CAP_SYS_ADMIN covers them).
+pub fn missing(caps: u64) -> Vec<&'static str> {
+    if sufficient(caps) {
+        return Vec::new();
+    }
+    [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON"), (CAP_SYS_PTRACE, "CAP_SYS_PTRACE")]
+        .into_iter()
+        .filter(|&(cap, _)| caps & (1u64 << cap) == 0)
+        .map(|(_, name)| name)
+        .collect()
+}
+
 pub fn check() -> Result<(), AgentError> {
-    if sufficient(effective_caps()) {
+    let missing = missing(effective_caps());
+    if missing.is_empty() {
         return Ok(());
     }
-    Err(AgentError::new(ExitCode::Permission, format!("missing privileges: run as root (sudo) or grant {NEEDED}")))
+    let message = format!("missing {}: run as root (sudo) or grant {NEEDED}", missing.join(", "));
+    Err(AgentError::new(ExitCode::Permission, message))
 }
 
 #[cfg(test)]
