@@ -65,6 +65,16 @@ pub struct AgentRun {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for AgentRun {
+    fn from(out: std::process::Output) -> Self {
+        AgentRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl AgentRun {
     /// The bundle whose path the agent printed as its last line of stdout.
     pub fn bundle(&self) -> Bundle {
@@ -77,12 +87,7 @@ impl AgentRun {
 
 /// Runs the agent to completion.
 pub fn run_agent(args: &[&str]) -> AgentRun {
-    let out = Command::new(agent()).args(args).output().expect("run the agent");
-    AgentRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    AgentRun::from(Command::new(agent()).args(args).output().expect("run the agent"))
 }
 
 /// An agent started in the background, for tests that act while it records.

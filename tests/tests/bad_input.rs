@@ -84,10 +84,6 @@ fn missing_privileges_are_reported() {
         .args(["--pid", &fixture.pid.to_string(), "--duration", "1s", "--out", out.to_str().unwrap()])
         .output()
         .expect("run setpriv (util-linux)");
-    let run = AgentRun {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = AgentRun::from(output);
     assert_fails(&run, PERMISSION, "CAP_BPF");
 }

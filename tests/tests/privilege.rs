@@ -19,11 +19,7 @@ fn run_as_nobody_with(caps: &[&str], pid: u32, out: &std::path::Path) -> AgentRu
         .args(["--pid", &pid.to_string(), "--duration", "2s", "--out", out.to_str().unwrap()])
         .output()
         .expect("run setpriv");
-    AgentRun {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    AgentRun::from(output)
 }
 
 #[test]
