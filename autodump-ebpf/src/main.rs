@@ -119,6 +119,14 @@ fn target_tgid() -> u32 {
     unsafe { core::ptr::read_volatile(&TARGET_TGID) }
 }
 
+/// True for the target's threads, and only while the target lives: once its last thread has
+/// exited, a new process that reuses the pid is never recorded (the agent may notice the exit
+/// only at its next tick). Non-target events return at the first compare.
+#[inline(always)]
+fn is_target(tgid: u32) -> bool {
+    tgid == target_tgid() && EXIT.get(0).is_none_or(|e| e.seen == 0)
+}
+
 #[inline(always)]
 fn stack_id<C: StackIdContext>(ctx: &C, stacks: &StackTrace, flags: u64, failed: Stat) -> i32 {
     match ctx.get_stackid(stacks, flags) {
@@ -136,7 +144,7 @@ fn stack_id<C: StackIdContext>(ctx: &C, stacks: &StackTrace, flags: u64, failed:
 #[perf_event]
 pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != target_tgid() {
+    if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
     let gen = generation();
@@ -170,7 +178,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     // Arguments: 0 preempt, 1 prev, 2 next, 3 prev_state. `current` is still `prev` here.
     let prev_state: u32 = ctx.arg(3);
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == target_tgid() && prev_state & TASK_DEAD == 0 {
+    if is_target((pid_tgid >> 32) as u32) && prev_state & TASK_DEAD == 0 {
         switch_out(&ctx, pid_tgid as u32, prev_state, now_ns());
     }
     let next: *const u8 = ctx.arg(2);
@@ -234,7 +242,8 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
 pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
     // Arguments: 0 the exiting task (also `current`), 1 group_dead.
     let group_dead: u64 = ctx.arg(1);
-    if (bpf_get_current_pid_tgid() >> 32) as u32 != target_tgid() || group_dead & 0xff == 0 {
+    // Only the target's own end: a later process reusing its pid must not overwrite it.
+    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) || group_dead & 0xff == 0 {
         return 0;
     }
     let task: *const u8 = ctx.arg(0);

@@ -216,3 +216,53 @@ fn vanished_or_read_only_output_directory() {
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
     no_temporaries(&out);
 }
+
+/// Starts fixture `name` so that it gets `pid`, steering the kernel's next pid with
+/// ns_last_pid; other processes may take it first, so it tries a few times.
+fn start_with_pid(name: &str, args: &[&str], pid: u32) -> Option<Fixture> {
+    autodump_tests::fixture_bin(name); // built before the race
+    for _ in 0..50 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let fixture = Fixture::start(name, args);
+        if fixture.pid == pid {
+            return Some(fixture);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_reused_pid_is_never_profiled() {
+    if !require_bpf("a_reused_pid_is_never_profiled") {
+        return;
+    }
+    let mut target = Fixture::start("two_threads", &[]);
+    let pid = target.pid;
+    let out = scratch_dir("fault_pid_reuse");
+    // A 5 s interval: the agent notices the exit only at its next tick, seconds later.
+    let mut agent =
+        RunningAgent::start(&["--pid", &pid.to_string(), "--out", out.to_str().unwrap(), "--interval", "5s"]);
+    agent.wait_recording(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    target.kill();
+    let killed = Instant::now();
+    let newcomer = start_with_pid("stacky", &["2"], pid).expect("a new process with the same pid");
+    let bundle = agent.next_bundle(Duration::from_secs(15)).expect("an exit bundle for the original target");
+    assert!(killed.elapsed() > Duration::from_secs(2), "the newcomer ran for seconds before the agent looked");
+    assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
+    drop(newcomer);
+
+    let summary = bundle.summary();
+    assert_eq!(summary["reason"]["kind"], "exit");
+    assert_eq!(summary["exit"]["signal"], libc::SIGKILL, "the original's end, not the newcomer's");
+    for file in ["cpu.folded", "offcpu.folded"] {
+        for line in bundle.folded(file) {
+            assert!(
+                ["hot", "warm", "two_threads"].contains(&line.frames[0].as_str()),
+                "{file} has a stranger's stack: {:?}",
+                line.frames
+            );
+        }
+    }
+    assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 0, "the original target is there");
+}
