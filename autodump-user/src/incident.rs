@@ -51,7 +51,6 @@ pub struct Context<'a> {
     pub flight: &'a FlightRecorder,
     pub trigger: &'a Trigger,
     pub limits: &'a Limits,
-    pub frequency_hz: u64,
     /// Add threads blocked right now (not for exit bundles: the process is gone).
     pub include_blocked_now: bool,
 }
@@ -76,18 +75,11 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         Incident::Rule(f) => Some(f),
         _ => None,
     };
+    let reason = fired.map_or_else(|| Reason::of_kind(incident.kind()), Reason::from_fired);
     let summary = summary::build(summary::Facts {
-        reason: fired.map_or_else(|| Reason::of_kind(incident.kind()), Reason::from_fired),
-        pid: ctx.session.target.pid,
-        comm: &ctx.session.target.comm,
-        exe: &ctx.session.target.exe.display().to_string(),
-        frequency_hz: ctx.frequency_hz,
         start,
         trigger: Some(span.trigger),
         end,
-        profiles: &profiles,
-        threads: &ctx.session.recorder.threads,
-        dropped: ctx.session.stats()?,
         exited: matches!(incident, Incident::Exit(_)),
         exit: match incident {
             Incident::Exit(status) => *status,
@@ -95,7 +87,7 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         },
         regressed: if fired.is_some() { regressions(&before, &after, TOP_REGRESSIONS) } else { Vec::new() },
         metrics: metrics.clone(),
-        go: ctx.session.go_status(),
+        ..ctx.session.facts(reason, &profiles)?
     });
     let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
     let recording = Recording {

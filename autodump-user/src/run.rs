@@ -56,22 +56,11 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     totals.merge(&last.profiles);
     let end = SystemTime::now();
     let summary = summary::build(summary::Facts {
-        reason: summary::Reason::of_kind("record"),
-        pid: session.target.pid,
-        comm: &session.target.comm,
-        exe: &session.target.exe.display().to_string(),
-        frequency_hz: cli.frequency,
         start: unix_now(start),
-        trigger: None,
         end: unix_now(end),
-        profiles: &totals,
-        threads: &session.recorder.threads,
-        dropped: session.stats()?,
         exited,
         exit: session.exit_status().filter(|_| exited),
-        metrics: Vec::new(),
-        regressed: Vec::new(),
-        go: session.go_status(),
+        ..session.facts(summary::Reason::of_kind("record"), &totals)?
     });
     let recording = Recording { profiles: &totals, summary, goroutines: goroutines.as_ref(), watch: None };
     let path =

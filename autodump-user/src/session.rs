@@ -14,8 +14,11 @@ use crate::{
     },
     error::{AgentError, ExitCode},
     probes::{ProbeConfig, Probes},
-    record::{flight::Slice, profile::Profile, Recorder},
-    write::bundle,
+    record::{flight::Slice, profile::Profile, Profiles, Recorder},
+    write::{
+        bundle,
+        summary::{Facts, Reason},
+    },
 };
 
 pub struct Session {
@@ -23,6 +26,7 @@ pub struct Session {
     pub recorder: Recorder,
     /// Whether this is a Go program whose goroutines can be read.
     pub go: GoSupport,
+    frequency_hz: u64,
     probes: Probes,
     drainer: Drainer,
     /// Unix seconds when the current slice began.
@@ -57,7 +61,15 @@ impl Session {
         recorder.observe_target();
         probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
-        Ok(Self { target, recorder, go, probes, drainer: Drainer::new(maps), slice_start: unix_now(SystemTime::now()) })
+        Ok(Self {
+            target,
+            recorder,
+            go,
+            frequency_hz: cli.frequency,
+            probes,
+            drainer: Drainer::new(maps),
+            slice_start: unix_now(SystemTime::now()),
+        })
     }
 
     /// Ends the current slice: learns new threads and mappings, drains, symbolizes.
@@ -79,20 +91,44 @@ impl Session {
         // Two drains: the generation in use at detach, then the one the first flip switched to.
         let mut profiles = self.recorder.profiles(&self.drainer.drain().map_err(internal)?);
         profiles.merge(&self.recorder.profiles(&self.drainer.drain().map_err(internal)?));
-        let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
-        let blocked = self.drainer.still_blocked(now_ns, floor_ns).map_err(internal)?;
-        self.recorder.add_off_cpu(&mut profiles.offcpu, &blocked);
+        profiles.offcpu.merge(&self.blocked((now_unix, now_ns), not_before)?);
         Ok(self.next_slice(profiles))
     }
 
     /// Threads blocked right now, counted from `not_before` (Unix seconds) or their block.
     pub fn blocked_now(&mut self, not_before: f64) -> Result<Profile, AgentError> {
-        let (now_unix, now_ns) = (unix_now(SystemTime::now()), monotonic_ns());
+        self.blocked((unix_now(SystemTime::now()), monotonic_ns()), not_before)
+    }
+
+    /// Threads blocked at `now` (Unix seconds, CLOCK_MONOTONIC ns), counted from `not_before`.
+    fn blocked(&mut self, (now_unix, now_ns): (f64, u64), not_before: f64) -> Result<Profile, AgentError> {
         let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
         let blocked = self.drainer.still_blocked(now_ns, floor_ns).map_err(internal)?;
         let mut profile = Profile::new(crate::record::profile::ProfileKind::OffCpu);
         self.recorder.add_off_cpu(&mut profile, &blocked);
         Ok(profile)
+    }
+
+    /// A summary's facts about the target and the probes; callers add the window and reason.
+    pub fn facts<'a>(&'a self, reason: Reason, profiles: &'a Profiles) -> Result<Facts<'a>, AgentError> {
+        Ok(Facts {
+            reason,
+            pid: self.target.pid,
+            comm: &self.target.comm,
+            exe: self.target.exe.display().to_string(),
+            frequency_hz: self.frequency_hz,
+            start: 0.0,
+            trigger: None,
+            end: 0.0,
+            profiles,
+            threads: &self.recorder.threads,
+            dropped: self.stats()?,
+            exited: false,
+            exit: None,
+            metrics: Vec::new(),
+            regressed: Vec::new(),
+            go: self.go_status(),
+        })
     }
 
     /// Live goroutines now, for a Go program whose runtime can be read.

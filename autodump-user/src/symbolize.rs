@@ -64,11 +64,11 @@ impl Symbolizer {
     /// Symbolizes user-space addresses (already adjusted: see [`lookup_addresses`]).
     pub fn user(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
         let missing: Vec<u64> = unique_missing(addrs, &self.user);
-        let mut by_file: HashMap<Arc<str>, Vec<(u64, u64)>> = HashMap::new();
+        let mut by_file: HashMap<Arc<str>, Vec<(u64, Mapping)>> = HashMap::new();
         for &addr in &missing {
             match self.memory.find(addr).cloned() {
                 Some(m) if m.is_file() => {
-                    by_file.entry(m.path.clone()).or_default().push((addr, addr - m.start + m.file_offset));
+                    by_file.entry(m.path.clone()).or_default().push((addr, m));
                 }
                 mapping => {
                     let location = unknown(addr, false, mapping);
@@ -77,11 +77,11 @@ impl Symbolizer {
             }
         }
         for (path, entries) in by_file {
-            let offsets: Vec<u64> = entries.iter().map(|&(_, off)| off).collect();
+            let offsets: Vec<u64> = entries.iter().map(|(addr, m)| addr - m.start + m.file_offset).collect();
             let elf = Source::Elf(Elf::new(self.elf_path(&path)));
             let results = self.blaze.symbolize(&elf, Input::FileOffset(&offsets)).unwrap_or_default();
-            for (i, &(addr, _)) in entries.iter().enumerate() {
-                let mapping = self.memory.find(addr).cloned();
+            for (i, (addr, mapping)) in entries.into_iter().enumerate() {
+                let mapping = Some(mapping);
                 let location = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => located(addr, false, mapping, sym),
                     _ => unknown(addr, false, mapping),

@@ -150,7 +150,6 @@ impl Watch {
             flight: &self.flight,
             trigger: &self.trigger,
             limits: &self.limits,
-            frequency_hz: self.cli.frequency,
             include_blocked_now,
         };
         match incident::write(ctx, &incident, span, &self.cli.out) {

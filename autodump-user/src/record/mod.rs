@@ -127,10 +127,6 @@ impl Recorder {
     fn thread_name(&mut self, tid: u32) -> Arc<str> {
         self.threads.entry(tid).or_insert_with(|| format!("tid-{tid}").into()).clone()
     }
-
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
 }
 
 /// Drops the innermost kernel frames that belong to the probe itself (the BPF program and the
