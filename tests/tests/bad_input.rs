@@ -1,13 +1,11 @@
-//! Bad input: one clear line on stderr and a distinct exit code, never a panic.
+//! Bad input: one clear line on stderr and a distinct exit code, never a panic. (Missing
+//! privileges, exit code 4, are tested in privilege.rs.)
 
-use std::process::Command;
-
-use autodump_tests::{agent, require_bpf, run_agent, scratch_dir, AgentRun, Fixture};
+use autodump_tests::{require_bpf, run_agent, scratch_dir, AgentRun};
 
 /// Exit codes documented in README.md.
 const USAGE: i32 = 2;
 const NO_SUCH_PROCESS: i32 = 3;
-const PERMISSION: i32 = 4;
 const KERNEL_UNSUPPORTED: i32 = 5;
 const OUTPUT: i32 = 6;
 
@@ -67,23 +65,4 @@ fn kernel_without_btf_is_reported() {
     let run =
         run_agent(&["--pid", &me, "--duration", "1s", "--out", out.to_str().unwrap(), "--btf", "/nonexistent/vmlinux"]);
     assert_fails(&run, KERNEL_UNSUPPORTED, "BTF");
-}
-
-#[test]
-fn missing_privileges_are_reported() {
-    if !require_bpf("missing_privileges_are_reported") {
-        return;
-    }
-    // Drop to nobody with no capabilities; the target and --out stay readable.
-    let fixture = Fixture::start("two_threads", &[]);
-    let out = scratch_dir("no_priv");
-    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(agent())
-        .args(["--pid", &fixture.pid.to_string(), "--duration", "1s", "--out", out.to_str().unwrap()])
-        .output()
-        .expect("run setpriv (util-linux)");
-    let run = AgentRun::from(output);
-    assert_fails(&run, PERMISSION, "CAP_BPF");
 }

@@ -36,12 +36,20 @@ fn runs_with_exactly_the_documented_capabilities() {
     assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 50, "probes, /proc and symbols all work");
     assert!(bundle.summary()["offcpu"]["total_us"].as_u64().unwrap() > 0);
 
-    for dropped in CAPS {
-        let fewer: Vec<&str> = CAPS.iter().copied().filter(|c| *c != dropped).collect();
-        let run = run_as_nobody_with(&fewer, fixture.pid, &out);
-        assert_eq!(run.code, 4, "without {dropped}: {}", run.stderr);
-        let name = format!("CAP_{}", dropped.to_uppercase());
+    // Without any one of them, and without all of them: exit 4 and one line naming what is missing.
+    let mut cases: Vec<(Vec<&str>, String)> = CAPS
+        .iter()
+        .map(|dropped| {
+            (CAPS.iter().copied().filter(|c| c != dropped).collect(), format!("CAP_{}", dropped.to_uppercase()))
+        })
+        .collect();
+    cases.push((Vec::new(), "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE".into()));
+    for (caps, missing) in cases {
+        let run = run_as_nobody_with(&caps, fixture.pid, &out);
+        assert_eq!(run.code, 4, "with {caps:?}: {}", run.stderr);
         let line = run.stderr.trim();
-        assert!(line.lines().count() == 1 && line.contains(&format!("missing {name}:")), "names {name}: {line}");
+        assert_eq!(line.lines().count(), 1, "one line: {line}");
+        assert!(line.starts_with(&format!("autodump-agent: error: missing {missing}:")), "names {missing}: {line}");
+        assert!(run.stdout.is_empty());
     }
 }
