@@ -216,6 +216,21 @@ pub fn thread_cpu_ticks(pid: u32) -> std::collections::HashMap<String, u64> {
     ticks
 }
 
+/// The machine's stolen time so far (the `steal` column of /proc/stat, in clock ticks): time a
+/// hypervisor ran something else on our virtual CPUs.
+pub fn steal_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
+    let cpu = stat.lines().next().expect("/proc/stat's first line");
+    cpu.split_whitespace().nth(8).expect("steal column").parse().expect("steal ticks")
+}
+
+/// The fraction of the machine's CPU time stolen between two `steal_ticks` readings `elapsed`
+/// seconds apart.
+pub fn steal_fraction(before: u64, after: u64, elapsed: f64) -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    ((after - before) as f64 / ticks_per_second() / (cpus * elapsed)).min(0.9)
+}
+
 /// Clock ticks per second (USER_HZ).
 pub fn ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
