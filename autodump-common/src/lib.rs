@@ -26,11 +26,12 @@ pub struct StackKey {
 /// time is time spent waiting for a CPU, not blocked.
 pub const FLAG_RUNNABLE: u32 = 1;
 
-/// Off-CPU accounting per blocked thread, keyed by tid: where and when it was switched out.
+/// Off-CPU accounting per thread, keyed by tid: where and when it was last switched out. A
+/// thread keeps its slot until it exits; `start_ns` is 0 while it runs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OffCpuStart {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at switch-out.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at switch-out; 0: the thread is not blocked.
     pub start_ns: u64,
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
@@ -39,6 +40,11 @@ pub struct OffCpuStart {
 }
 
 impl OffCpuStart {
+    /// True while the thread is switched out.
+    pub fn is_blocked(&self) -> bool {
+        self.start_ns != 0
+    }
+
     /// The key this thread's blocked time is counted under.
     #[inline(always)]
     pub fn key(&self, tid: u32) -> StackKey {
@@ -126,6 +132,7 @@ pub mod maps {
     pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
     pub const CPU_COUNTS: [&str; 2] = ["CPU_COUNTS_0", "CPU_COUNTS_1"];
     pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
+    pub const KERNEL_STACK_CACHE: [&str; 2] = ["KERNEL_STACK_CACHE_0", "KERNEL_STACK_CACHE_1"];
     pub const OFFCPU_START: &str = "OFFCPU_START";
     pub const CONTROL: &str = "CONTROL";
     pub const EXIT: &str = "EXIT";
@@ -138,8 +145,12 @@ pub mod globals {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Byte offset of `pid` in `struct task_struct`, found in the kernel's BTF at run time.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// Byte offset of `tgid` in `struct task_struct`.
+    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
     /// Byte offset of `exit_code` in `struct task_struct`.
     pub const TASK_EXIT_CODE_OFFSET: &str = "TASK_EXIT_CODE_OFFSET";
+    /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
+    pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
 }
 
 #[cfg(feature = "user")]

@@ -14,7 +14,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use autodump_common::{Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, FLAG_RUNNABLE};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, perf_event},
     maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::{tracing::StackIdContext, BtfTracePointContext, PerfEventContext},
@@ -27,7 +27,14 @@ static TARGET_TGID: u32 = 0;
 /// Offset of `pid` in `struct task_struct`, from the kernel's BTF (Rust eBPF has no CO-RE).
 #[no_mangle]
 static TASK_PID_OFFSET: u32 = 0;
+/// Offset of `tgid` in `struct task_struct`, from the kernel's BTF.
+#[no_mangle]
+static TASK_TGID_OFFSET: u32 = 0;
 /// Offset of `exit_code` in `struct task_struct`, from the kernel's BTF.
+/// Nonzero: walk the kernel stack at every off-CPU switch instead of once per user stack and
+/// generation (see `kernel_stack_for`).
+#[no_mangle]
+static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
 #[no_mangle]
 static TASK_EXIT_CODE_OFFSET: u32 = 0;
 
@@ -55,6 +62,11 @@ static CPU_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SL
 static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
 static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+/// Off-CPU kernel stack id by (switch flags, user stack id), per generation: see `kernel_stack_for`.
+#[map]
+static KERNEL_STACK_CACHE_0: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
+#[map]
+static KERNEL_STACK_CACHE_1: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
 
 /// Threads of the target that are switched out, by tid.
 #[map]
@@ -72,15 +84,28 @@ struct Generation {
     stacks: &'static StackTrace,
     cpu_counts: &'static HashMap<StackKey, u64>,
     offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
+    kernel_stack_cache: &'static HashMap<u64, i32>,
 }
 
 #[inline(always)]
 fn generation() -> Generation {
     let epoch = CONTROL.get(0).map_or(0, |c| c.epoch);
     if epoch & 1 == 0 {
-        Generation { epoch, stacks: &STACKS_0, cpu_counts: &CPU_COUNTS_0, offcpu_totals: &OFFCPU_TOTALS_0 }
+        Generation {
+            epoch,
+            stacks: &STACKS_0,
+            cpu_counts: &CPU_COUNTS_0,
+            offcpu_totals: &OFFCPU_TOTALS_0,
+            kernel_stack_cache: &KERNEL_STACK_CACHE_0,
+        }
     } else {
-        Generation { epoch, stacks: &STACKS_1, cpu_counts: &CPU_COUNTS_1, offcpu_totals: &OFFCPU_TOTALS_1 }
+        Generation {
+            epoch,
+            stacks: &STACKS_1,
+            cpu_counts: &CPU_COUNTS_1,
+            offcpu_totals: &OFFCPU_TOTALS_1,
+            kernel_stack_cache: &KERNEL_STACK_CACHE_1,
+        }
     }
 }
 
@@ -111,6 +136,17 @@ fn now_ns() -> u64 {
 unsafe fn add(dst: *mut u64, n: u64) {
     // SAFETY: per the contract above.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, n) };
+}
+
+/// The entry for `key`, created zeroed if absent: a lookup first, because the key usually exists
+/// and a failed insert takes the bucket lock. Several CPUs may create the same key at once, so
+/// the insert must not overwrite (`BPF_NOEXIST`). None when the map is full.
+#[inline(always)]
+fn entry<V: Default>(map: &HashMap<StackKey, V>, key: StackKey) -> Option<*mut V> {
+    map.get_ptr_mut(key).or_else(|| {
+        let _ = map.insert(key, V::default(), BPF_NOEXIST as u64);
+        map.get_ptr_mut(key)
+    })
 }
 
 #[inline(always)]
@@ -155,9 +191,8 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
         stack_epoch: gen.epoch,
         flags: 0,
     };
-    // Insert-if-absent then add atomically: several CPUs may count the same key at once.
-    let _ = gen.cpu_counts.insert(key, 0, BPF_NOEXIST as u64);
-    match gen.cpu_counts.get_ptr_mut(key) {
+    // Several CPUs may count the same key at once: add atomically.
+    match entry(gen.cpu_counts, key) {
         Some(value) => {
             // SAFETY: `value` points into the map entry, which outlives this program run.
             unsafe { add(value, 1) };
@@ -172,20 +207,41 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
     0
 }
 
+/// Reads a `u32` field of a task. A BTF tracepoint's task arguments are typed pointers, and the
+/// offset is a constant to the verifier (a frozen read-only global), so this is one plain load
+/// that the verifier checks against the kernel's BTF, not a helper call.
+///
+/// # Safety
+/// `task` must be a `task_struct` argument of a BTF tracepoint and `offset` one of the globals
+/// above, holding the offset of a 4-byte field.
+#[inline(always)]
+unsafe fn task_field(task: *const u8, offset: &'static u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { *(task.add(core::ptr::read_volatile(offset) as usize) as *const u32) }
+}
+
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
-    // Most switches on a host are not the target's: they pay for one compare and one lookup.
+    // Most switches on a host are not the target's: they pay for two loads and two compares.
     // Arguments: 0 preempt, 1 prev, 2 next, 3 prev_state. `current` is still `prev` here.
-    let prev_state: u32 = ctx.arg(3);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_target((pid_tgid >> 32) as u32) && prev_state & TASK_DEAD == 0 {
-        switch_out(&ctx, pid_tgid as u32, prev_state, now_ns());
-    }
+    let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    // SAFETY: `next` is a valid task_struct; the offset comes from the kernel's own BTF.
-    let next_offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) } as usize;
-    if let Ok(next_tid) = unsafe { bpf_probe_read_kernel(next.add(next_offset) as *const u32) } {
-        switch_in(&ctx, next_tid);
+    // SAFETY: `prev` and `next` are the tracepoint's task_struct arguments.
+    let (prev_tgid, next_tgid) = unsafe { (task_field(prev, &TASK_TGID_OFFSET), task_field(next, &TASK_TGID_OFFSET)) };
+    if is_target(prev_tgid) {
+        let prev_state: u32 = ctx.arg(3);
+        // SAFETY: as above.
+        let tid = unsafe { task_field(prev, &TASK_PID_OFFSET) };
+        if prev_state & TASK_DEAD == 0 {
+            switch_out(&ctx, tid, prev_state, now_ns());
+        } else {
+            // The thread's last switch: free its slot.
+            let _ = OFFCPU_START.remove(tid);
+        }
+    }
+    if next_tgid == target_tgid() {
+        // SAFETY: as above.
+        switch_in(&ctx, unsafe { task_field(next, &TASK_PID_OFFSET) });
     }
     0
 }
@@ -193,35 +249,79 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
     let gen = generation();
+    let flags = if prev_state == 0 { FLAG_RUNNABLE } else { 0 };
+    let user_stack_id = stack_id(ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors);
     let start = OffCpuStart {
         start_ns: now,
-        user_stack_id: stack_id(ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors),
-        kernel_stack_id: stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors),
+        user_stack_id,
+        kernel_stack_id: kernel_stack_for(ctx, &gen, user_stack_id, flags),
         stack_epoch: gen.epoch,
-        flags: if prev_state == 0 { FLAG_RUNNABLE } else { 0 },
+        flags,
     };
-    if OFFCPU_START.insert(tid, start, 0).is_ok() {
+    // A thread keeps its slot while it lives, rewritten in place: an insert or delete at every
+    // switch would take the bucket lock twice. `start_ns` goes last, as it marks the slot in use.
+    let stored = match OFFCPU_START.get_ptr_mut(tid) {
+        Some(slot) => {
+            // SAFETY: the slot is this thread's; only its own switches write it, one at a time.
+            unsafe {
+                core::ptr::write_volatile(slot, OffCpuStart { start_ns: 0, ..start });
+                core::ptr::write_volatile(&raw mut (*slot).start_ns, now);
+            }
+            true
+        }
+        None => OFFCPU_START.insert(tid, start, 0).is_ok(),
+    };
+    if stored {
         count(Stat::OffCpuSwitches);
     } else if count(Stat::OffCpuStartFull) {
         warn!(ctx, "off-CPU thread map is full; further losses are counted in stats");
     }
 }
 
+/// The kernel stack of a switch-out. Walking it costs about three times the user stack and the
+/// map updates together, and a thread that blocks at the same user stack (which ends at the
+/// same syscall instruction) almost always blocks on the same kernel path. So by default the
+/// kernel stack is walked once per (user stack, runnable or not) and generation, and reused;
+/// the agent says so in every summary, and `--offcpu-kernel-stacks every-switch` turns it off.
+#[inline(always)]
+fn kernel_stack_for(ctx: &BtfTracePointContext, gen: &Generation, user_stack_id: i32, flags: u32) -> i32 {
+    // SAFETY: a plain read of a global the loader filled in.
+    let every_switch = unsafe { core::ptr::read_volatile(&KERNEL_STACK_EVERY_SWITCH) } != 0;
+    if every_switch || user_stack_id < 0 {
+        return stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors);
+    }
+    let cache_key = (flags as u64) << 32 | user_stack_id as u64;
+    // SAFETY: the value is copied out at once.
+    if let Some(id) = unsafe { gen.kernel_stack_cache.get(&cache_key) } {
+        return *id;
+    }
+    let id = stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors);
+    if id >= 0 {
+        // A full cache only means the next switch here walks again.
+        let _ = gen.kernel_stack_cache.insert(&cache_key, &id, 0);
+    }
+    id
+}
+
 #[inline(always)]
 fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
-    // SAFETY: the entry is read once and copied; it is deleted below.
-    let Some(start) = (unsafe { OFFCPU_START.get(tid) }).copied() else {
+    let Some(slot) = OFFCPU_START.get_ptr_mut(tid) else {
         return;
     };
-    let _ = OFFCPU_START.remove(tid);
+    // SAFETY: the slot is this thread's (see `switch_out`); it is copied, then marked free.
+    let start = unsafe { core::ptr::read_volatile(slot) };
+    if start.start_ns == 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(&raw mut (*slot).start_ns, 0) };
     let now = now_ns();
     if now < start.start_ns {
         return;
     }
     let gen = generation();
     let key = start.key(tid);
-    let _ = gen.offcpu_totals.insert(key, OffCpuTotal::default(), BPF_NOEXIST as u64);
-    match gen.offcpu_totals.get_ptr_mut(key) {
+    match entry(gen.offcpu_totals, key) {
         Some(total) => {
             // SAFETY: points into the map entry; only this thread's switch-in adds to its key.
             unsafe {
@@ -247,9 +347,8 @@ pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     let task: *const u8 = ctx.arg(0);
-    // SAFETY: `task` is a valid task_struct; the offset comes from the kernel's own BTF.
-    let offset = unsafe { core::ptr::read_volatile(&TASK_EXIT_CODE_OFFSET) } as usize;
-    let exit_code = unsafe { bpf_probe_read_kernel(task.add(offset) as *const u32) }.unwrap_or(0);
+    // SAFETY: `task` is the tracepoint's task_struct argument.
+    let exit_code = unsafe { task_field(task, &TASK_EXIT_CODE_OFFSET) };
     let _ = EXIT.set(0, ExitInfo { exit_code, seen: 1 }, 0);
     0
 }

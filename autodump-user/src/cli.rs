@@ -4,6 +4,24 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
+/// How often the off-CPU probe walks the kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelStacks {
+    /// Once per (user stack, runnable or blocked) per drain interval; later switches there reuse it.
+    PerUserStack,
+    /// At every switch-out: exact, at about three times the probe's cost.
+    EverySwitch,
+}
+
+impl KernelStacks {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PerUserStack => "per-user-stack",
+            Self::EverySwitch => "every-switch",
+        }
+    }
+}
+
 /// Every default a user may want to change, in one place.
 pub mod defaults {
     /// On-CPU sampling frequency (Hz). 99, not 100, to avoid sampling in lockstep with timers.
@@ -99,6 +117,11 @@ pub struct Cli {
     /// How many of the target's threads can be blocked at once and still be accounted.
     #[arg(long, default_value_t = defaults::THREAD_SLOTS, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
     pub thread_slots: u32,
+
+    /// Off-CPU kernel stacks: walked once per user stack per interval and reused
+    /// (per-user-stack, about 3x cheaper per context switch), or walked at every switch.
+    #[arg(long, value_enum, default_value_t = KernelStacks::PerUserStack)]
+    pub offcpu_kernel_stacks: KernelStacks,
 
     /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]

@@ -27,6 +27,7 @@ pub struct Session {
     /// Whether this is a Go program whose goroutines can be read.
     pub go: GoSupport,
     frequency_hz: u64,
+    offcpu_kernel_stacks: crate::cli::KernelStacks,
     probes: Probes,
     drainer: Drainer,
     /// Unix seconds when the current slice began.
@@ -47,6 +48,7 @@ impl Session {
             stack_slots: cli.stack_slots,
             count_slots: cli.count_slots,
             thread_slots: cli.thread_slots,
+            kernel_stack_every_switch: cli.offcpu_kernel_stacks == crate::cli::KernelStacks::EverySwitch,
             btf: cli.btf.clone(),
         };
         let go = GoSupport::detect(cli.pid);
@@ -66,6 +68,7 @@ impl Session {
             recorder,
             go,
             frequency_hz: cli.frequency,
+            offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
             probes,
             drainer: Drainer::new(maps),
             slice_start: unix_now(SystemTime::now()),
@@ -74,9 +77,19 @@ impl Session {
 
     /// Ends the current slice: learns new threads and mappings, drains, symbolizes.
     pub fn tick(&mut self) -> Result<Slice, AgentError> {
+        let started = std::time::Instant::now();
         self.recorder.observe_target();
+        let observed = started.elapsed();
         let drained = self.drainer.drain().map_err(internal)?;
+        let drained_at = started.elapsed();
         let profiles = self.recorder.profiles(&drained);
+        tracing::debug!(
+            stacks = drained.cpu.len() + drained.offcpu.len(),
+            observe_us = observed.as_micros() as u64,
+            drain_us = (drained_at - observed).as_micros() as u64,
+            symbolize_us = (started.elapsed() - drained_at).as_micros() as u64,
+            "tick"
+        );
         Ok(self.next_slice(profiles))
     }
 
@@ -117,6 +130,7 @@ impl Session {
             comm: &self.target.comm,
             exe: self.target.exe.display().to_string(),
             frequency_hz: self.frequency_hz,
+            offcpu_kernel_stacks: self.offcpu_kernel_stacks.name(),
             start: 0.0,
             trigger: None,
             end: 0.0,

@@ -11,13 +11,27 @@ const STUCK_AFTER_S: &str = "2.5";
 
 #[test]
 fn blocked_time_per_function_matches_known_sleeps() {
-    if !require_bpf("blocked_time_per_function_matches_known_sleeps") {
-        return;
+    if require_bpf("blocked_time_per_function_matches_known_sleeps") {
+        check_blocked_times("per-user-stack");
     }
+}
+
+/// The exact mode walks every kernel stack; the default reuses one per user stack. Both must
+/// give the same times and each thread its own kernel path.
+#[test]
+fn kernel_stacks_at_every_switch_give_the_same_times() {
+    if require_bpf("kernel_stacks_at_every_switch_give_the_same_times") {
+        check_blocked_times("every-switch");
+    }
+}
+
+fn check_blocked_times(kernel_stacks: &str) {
     let fixture = Fixture::start("blocker", &[STUCK_AFTER_S]);
     let out = scratch_dir("off_cpu");
     let pid = fixture.pid.to_string();
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--out", out.to_str().unwrap()]);
+    let args =
+        ["--pid", &pid, "--duration", "6s", "--offcpu-kernel-stacks", kernel_stacks, "--out", out.to_str().unwrap()];
+    let mut agent = RunningAgent::start(&args);
     agent.wait_recording(Duration::from_secs(30));
     let blocked_line = fixture.next_line(Duration::from_secs(10)).expect("the stuck thread blocks");
     let blocked_at: f64 = blocked_line.strip_prefix("blocked ").expect("blocked <time>").parse().unwrap();
@@ -37,9 +51,24 @@ fn blocked_time_per_function_matches_known_sleeps() {
     assert!(blocked_at < window_end, "the stuck thread must block inside the window");
     assert_close("block_forever seconds", us("stuck", "block_forever"), window_end - blocked_at, TOLERANCE);
 
-    // Kernel frames show where in the kernel they blocked.
-    let pipe_stacks = bundle.folded("offcpu.folded");
-    assert!(pipe_stacks.iter().any(|f| f.frames[0] == "reader" && f.frames.iter().any(|x| x.ends_with("_[k]"))));
+    // Kernel frames show where in the kernel each thread blocked, never another's path.
+    assert_eq!(summary["offcpu"]["kernel_stacks"], kernel_stacks);
+    let folded = bundle.folded("offcpu.folded");
+    let kernel_path = |thread: &str, user_leaf: &str, kernel_fn: &str| {
+        let of_leaf: Vec<_> =
+            folded.iter().filter(|f| f.frames[0] == thread && f.frames.iter().any(|x| x == user_leaf)).collect();
+        assert!(!of_leaf.is_empty(), "no off-CPU stacks of {thread} in {user_leaf}");
+        let in_kernel_fn = |x: &String| x.ends_with("_[k]") && x.contains(kernel_fn);
+        let with = of_leaf.iter().filter(|f| f.frames.iter().any(in_kernel_fn)).count();
+        assert_eq!(with, of_leaf.len(), "{thread}: every {user_leaf} stack blocks in {kernel_fn}: {of_leaf:?}");
+    };
+    // Names vary by kernel version (pipe_read or anon_pipe_read; do_nanosleep).
+    kernel_path("reader", "wait_on_pipe", "pipe_read");
+    kernel_path("sleeper", "sleep_in_nanosleep", "nanosleep");
+    assert!(
+        !folded.iter().any(|f| f.frames[0] == "sleeper" && f.frames.iter().any(|x| x.contains("pipe_read"))),
+        "the sleeper must never get the reader's kernel path"
+    );
     assert_eq!(summary["dropped"]["offcpu_start_full"], 0);
     assert_eq!(summary["dropped"]["offcpu_totals_full"], 0);
     let total_us = summary["offcpu"]["total_us"].as_u64().unwrap();

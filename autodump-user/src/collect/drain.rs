@@ -133,10 +133,15 @@ impl Drainer {
         for (key, total) in take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))? {
             drained.offcpu.push(self.sample(&key, total.count, total.total_ns));
         }
+        // Its kernel stack ids named stacks of the map just cleared.
+        take_all(&mut self.maps.kernel_stack_cache[gen]).map_err(map_err("KERNEL_STACK_CACHE"))?;
 
         let mut blocked_refs = HashSet::new();
         for entry in self.maps.offcpu_start.iter() {
             let (_, start) = entry.map_err(map_err("OFFCPU_START"))?;
+            if !start.is_blocked() {
+                continue;
+            }
             for id in [start.user_stack_id, start.kernel_stack_id] {
                 if let Ok(id) = u32::try_from(id) {
                     blocked_refs.insert((start.stack_epoch, id) as StackRef);
@@ -153,6 +158,9 @@ impl Drainer {
         let mut samples = Vec::new();
         for entry in self.maps.offcpu_start.iter() {
             let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
+            if !start.is_blocked() {
+                continue;
+            }
             samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns.max(floor_ns))));
         }
         Ok(samples)
@@ -213,15 +221,14 @@ impl Drainer {
     }
 }
 
-/// Reads every entry of a map no probe writes to any more, then deletes them.
-fn take_all<V: aya::Pod>(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, StackKey, V>,
-) -> Result<Vec<(StackKey, V)>, MapError> {
-    let entries: Vec<(StackKey, V)> = map.iter().collect::<Result<_, _>>()?;
-    for (key, _) in &entries {
-        map.remove(key)?;
-    }
-    Ok(entries)
+/// Reads every entry of a map no probe writes to any more, deleting them as it goes.
+fn take_all<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+) -> Result<Vec<(K, V)>, MapError> {
+    use std::os::fd::AsFd;
+    let data = aya::maps::IterableMap::<K, V>::map(map);
+    super::batch::take_all(data.fd().as_fd())
+        .map_err(|io_error| aya::sys::SyscallError { call: "bpf_map_lookup_and_delete_batch", io_error }.into())
 }
 
 #[cfg(test)]

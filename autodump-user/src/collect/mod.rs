@@ -1,5 +1,6 @@
 //! Collection: drain the probes' maps each interval, and read the target from /proc.
 
+pub mod batch;
 pub mod cgroup;
 pub mod drain;
 pub mod goruntime;

@@ -30,6 +30,8 @@ pub struct ProbeConfig {
     pub stack_slots: u32,
     pub count_slots: u32,
     pub thread_slots: u32,
+    /// Walk the off-CPU kernel stack at every switch instead of once per user stack.
+    pub kernel_stack_every_switch: bool,
     /// The kernel's BTF file.
     pub btf: std::path::PathBuf,
 }
@@ -39,6 +41,7 @@ pub struct ProbeMaps {
     pub stacks: [StackTraceMap<MapData>; 2],
     pub cpu_counts: [HashMap<MapData, StackKey, u64>; 2],
     pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
+    pub kernel_stack_cache: [HashMap<MapData, u64, i32>; 2],
     pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
     pub control: Array<MapData, Control>,
     pub exit: Array<MapData, ExitInfo>,
@@ -63,21 +66,26 @@ impl Probes {
         let unsupported = |e: btf::BtfError| AgentError::new(ExitCode::KernelUnsupported, e.to_string());
         let raw = btf::read(&config.btf).map_err(unsupported)?;
         let pid_offset = btf::field_offset(&raw, "task_struct", "pid").map_err(unsupported)?;
+        let tgid_offset = btf::field_offset(&raw, "task_struct", "tgid").map_err(unsupported)?;
         let exit_code_offset = btf::field_offset(&raw, "task_struct", "exit_code").map_err(unsupported)?;
         let btf = Btf::parse(&raw, aya::Endianness::default()).map_err(|e| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
+        let every_switch = u32::from(config.kernel_stack_every_switch);
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::TARGET_TGID, &config.pid, true)
             .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
+            .override_global(globals::TASK_TGID_OFFSET, &tgid_offset, true)
             .override_global(globals::TASK_EXIT_CODE_OFFSET, &exit_code_offset, true)
+            .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots);
         for gen in 0..2 {
             loader
                 .map_max_entries(maps::STACKS[gen], config.stack_slots)
                 .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
-                .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots);
+                .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
+                .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
@@ -159,6 +167,7 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         stacks: [take(ebpf, maps::STACKS[0])?, take(ebpf, maps::STACKS[1])?],
         cpu_counts: [take(ebpf, maps::CPU_COUNTS[0])?, take(ebpf, maps::CPU_COUNTS[1])?],
         offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
+        kernel_stack_cache: [take(ebpf, maps::KERNEL_STACK_CACHE[0])?, take(ebpf, maps::KERNEL_STACK_CACHE[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,
         control: take(ebpf, maps::CONTROL)?,
         exit: take(ebpf, maps::EXIT)?,

@@ -144,6 +144,9 @@ pub struct OffCpuTotals {
     /// Switch-outs whose time was counted.
     pub blocks: u64,
     pub distinct_stacks: usize,
+    /// How kernel stacks were taken: `per-user-stack` (walked once per user stack per drain
+    /// interval and reused for later blocks there) or `every-switch`.
+    pub kernel_stacks: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,6 +173,7 @@ pub struct Facts<'a> {
     pub comm: &'a str,
     pub exe: String,
     pub frequency_hz: u64,
+    pub offcpu_kernel_stacks: &'static str,
     pub start: f64,
     pub trigger: Option<f64>,
     pub end: f64,
@@ -222,6 +226,7 @@ pub fn build(f: Facts<'_>) -> Summary {
             runnable_us: runnable_us(&f.profiles.offcpu),
             blocks: offcpu.count,
             distinct_stacks: f.profiles.offcpu.samples.len(),
+            kernel_stacks: f.offcpu_kernel_stacks,
         },
         dropped: f.dropped,
         target: TargetState { exited: f.exited },
@@ -260,6 +265,7 @@ mod tests {
             comm: "app",
             exe: "/usr/bin/app".into(),
             frequency_hz: 99,
+            offcpu_kernel_stacks: "per-user-stack",
             start: 1_700_000_000.0,
             trigger: None,
             end: 1_700_000_002.5,
