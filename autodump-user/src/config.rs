@@ -36,7 +36,7 @@ pub fn rules(config: Option<&Path>, flags: &[RuleSpec]) -> Result<BTreeMap<Metri
     Ok(set.into_iter().filter_map(|(m, r)| Some((m, r?))).collect())
 }
 
-fn parse_file(text: &str) -> Result<Vec<RuleSpec>, String> {
+pub fn parse_file(text: &str) -> Result<Vec<RuleSpec>, String> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
     file.rules
         .iter()

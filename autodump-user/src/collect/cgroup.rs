@@ -42,7 +42,7 @@ pub fn parse_limit(text: &str) -> Option<u64> {
 pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    kib.checked_mul(1024)
 }
 
 /// The memory a process may use before it is limited: the smallest of its cgroup limits and
@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(parse_limit("536870912\n"), Some(512 << 20));
         assert_eq!(parse_limit(""), None);
         assert_eq!(parse_mem_total("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24_576_000 * 1024));
+        // Found by the cgroup_files fuzz target: a value whose bytes overflow u64.
+        assert_eq!(parse_mem_total("MemTotal: 44494444444444444444 kB"), None);
+        assert_eq!(parse_mem_total("MemTotal: 18014398509481984 kB"), None);
     }
 
     #[test]

@@ -89,6 +89,11 @@ pub fn parse_open_files_limit(text: &str) -> Option<u64> {
     line.trim_start_matches("Max open files").split_whitespace().next()?.parse().ok()
 }
 
+/// Resident bytes from /proc/PID/statm (its second field counts pages).
+pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse::<u64>().ok()?.checked_mul(page_size)
+}
+
 /// Samples one process; remembers the previous CPU reading to compute a rate.
 pub struct MetricSampler {
     pid: u32,
@@ -115,8 +120,7 @@ impl MetricSampler {
         self.previous_cpu = Some((stat.cpu_ticks, now));
         let rss_bytes = fs::read_to_string(format!("/proc/{}/statm", self.pid))
             .ok()
-            .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
-            .map(|pages| pages * self.page_size);
+            .and_then(|t| parse_statm_rss(&t, self.page_size));
         let fds = fs::read_dir(format!("/proc/{}/fd", self.pid)).ok().map(|d| d.count() as u64);
         Ok(MetricSample {
             t: crate::collect::unix_now(now),
@@ -139,6 +143,13 @@ mod tests {
             assert_eq!(Metric::from_name(m.name()), Some(m));
         }
         assert_eq!(Metric::from_name("disk"), None);
+    }
+
+    #[test]
+    fn reads_resident_pages_without_overflow() {
+        assert_eq!(parse_statm_rss("1000 250 10 1 0 100 0\n", 4096), Some(250 * 4096));
+        assert_eq!(parse_statm_rss("1 18446744073709551615", 4096), None);
+        assert_eq!(parse_statm_rss("1", 4096), None);
     }
 
     #[test]

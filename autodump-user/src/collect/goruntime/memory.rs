@@ -1,5 +1,8 @@
 //! Reads another process's memory with `process_vm_readv`, without stopping it. Every read is
 //! bounded; a short read is an error, never a partly filled buffer taken as data.
+//!
+//! The Go reader sees memory only through [`RemoteMemory`], so that it can also be run over a
+//! byte image: the tests and the fuzz target feed it garbage.
 
 use super::GoError;
 
@@ -8,16 +11,63 @@ const MAX_READ: usize = 1 << 20;
 /// iovecs per syscall (the kernel's IOV_MAX).
 const IOV_MAX: usize = 1024;
 
-pub struct Memory {
+/// Memory of the process being read, which may change or vanish at any moment.
+pub trait RemoteMemory: Send + Sync {
+    /// Fills `buf` from `addr`, whole or not at all.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError>;
+
+    fn u64(&self, addr: u64) -> Result<u64, GoError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn i32(&self, addr: u64) -> Result<i32, GoError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    /// Reads `len` bytes at each address. A block that cannot be read whole comes back as None.
+    fn read_many(&self, addrs: &[u64], len: usize) -> Vec<Option<Vec<u8>>> {
+        addrs
+            .iter()
+            .map(|&a| {
+                let mut buf = vec![0u8; len];
+                self.read(a, &mut buf).ok().map(|_| buf)
+            })
+            .collect()
+    }
+}
+
+/// A byte image of memory starting at `base`; reads outside it fail.
+pub struct ImageMemory {
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl RemoteMemory for ImageMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
+        let start = addr.checked_sub(self.base).and_then(|o| usize::try_from(o).ok());
+        let src = start.and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?)).ok_or(GoError::Read(addr))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// A live process's memory, through `process_vm_readv`.
+pub struct ProcessMemory {
     pid: libc::pid_t,
 }
 
-impl Memory {
+impl ProcessMemory {
     pub fn new(pid: u32) -> Self {
         Self { pid: pid as libc::pid_t }
     }
+}
 
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
+impl RemoteMemory for ProcessMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
         if buf.len() > MAX_READ || addr == 0 {
             return Err(GoError::Read(addr));
         }
@@ -32,21 +82,8 @@ impl Memory {
         Ok(())
     }
 
-    pub fn u64(&self, addr: u64) -> Result<u64, GoError> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    pub fn i32(&self, addr: u64) -> Result<i32, GoError> {
-        let mut b = [0u8; 4];
-        self.read(addr, &mut b)?;
-        Ok(i32::from_le_bytes(b))
-    }
-
-    /// Reads `len` bytes at each address, many per syscall. A block that cannot be read whole
-    /// comes back as None.
-    pub fn read_many(&self, addrs: &[u64], len: usize) -> Vec<Option<Vec<u8>>> {
+    /// Many blocks per syscall.
+    fn read_many(&self, addrs: &[u64], len: usize) -> Vec<Option<Vec<u8>>> {
         let mut out = Vec::with_capacity(addrs.len());
         for chunk in addrs.chunks(IOV_MAX) {
             let mut bufs: Vec<Vec<u8>> = chunk.iter().map(|_| vec![0u8; len]).collect();
@@ -94,7 +131,7 @@ mod tests {
     #[test]
     fn reads_own_memory_and_rejects_bad_addresses() {
         let value: u64 = 0x1122_3344_5566_7788;
-        let mem = Memory::new(std::process::id());
+        let mem = ProcessMemory::new(std::process::id());
         assert_eq!(mem.u64(&value as *const u64 as u64).unwrap(), value);
         assert!(mem.u64(0).is_err());
         assert!(mem.u64(8).is_err(), "unmapped");
@@ -108,6 +145,16 @@ mod tests {
             vec![Some(1), Some(2), Some(3), None, Some(1)],
             "a bad address does not hide the ones after it"
         );
+    }
+
+    #[test]
+    fn images_read_whole_blocks_or_nothing() {
+        let mem = ImageMemory { base: 0x1000, bytes: (0u8..16).collect() };
+        assert_eq!(mem.u64(0x1008).unwrap(), u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]));
+        assert!(mem.u64(0x1009).is_err(), "runs past the end");
+        assert!(mem.u64(0xfff).is_err(), "starts before the base");
+        assert!(mem.u64(u64::MAX).is_err());
+        assert_eq!(mem.read_many(&[0x1000, 0x2000], 4), vec![Some(vec![0, 1, 2, 3]), None]);
     }
 
     #[test]

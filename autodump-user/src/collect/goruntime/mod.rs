@@ -5,14 +5,18 @@
 //! from its DWARF. The target changes while it is read: every read is bounded, and an
 //! inconsistent count is read again.
 
+#[cfg(test)]
+mod image_tests;
 mod layout;
-mod memory;
+pub mod memory;
+mod shape;
 
 use std::path::Path;
 
 use layout::Layout;
-use memory::{field_u32, field_u64, Memory};
+use memory::{field_u32, field_u64, ProcessMemory, RemoteMemory};
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
+pub use shape::{Addresses, Offsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoError {
@@ -54,39 +58,16 @@ const G_SCAN: u32 = 0x1000;
 /// Guards against garbage: more goroutines or Ps than this means a bad read.
 const MAX_GOROUTINES: u64 = 10_000_000;
 const MAX_PROCS: u64 = 65_536;
+/// Goroutines a dump reads at most: each costs a read of its `g` (about 400 bytes) and its
+/// frames, so this bounds a dump's memory (tens of MiB) however large or garbled the list is.
+pub const MAX_DUMPED_GOROUTINES: u64 = 100_000;
 /// Frames walked per goroutine.
 pub const MAX_FRAMES: usize = 64;
 /// Reads of the count before giving up on an inconsistent one.
 const COUNT_TRIES: u32 = 5;
 
-struct Offsets {
-    g_size: u64,
-    g_stack_lo: u64,
-    g_stack_hi: u64,
-    g_sched_pc: u64,
-    g_sched_bp: u64,
-    g_status: u64,
-    g_waitreason: u64,
-    g_startpc: u64,
-    /// Where the global free-goroutine counts are: `gFree.n` (Go 1.19 to 1.2x), or the sizes of
-    /// the two lists `gFree.stack` and `gFree.noStack` (newer runtimes).
-    sched_gfree: Vec<u64>,
-    sched_ngsys: u64,
-    /// `p.gFree.n`, or `p.gFree.size` in newer runtimes.
-    p_gfree_n: u64,
-}
-
-struct Addresses {
-    allgs: u64,
-    allglen: u64,
-    allp: u64,
-    sched: u64,
-    wait_reasons: u64,
-    wait_reasons_len: u64,
-}
-
 pub struct GoRuntime {
-    memory: Memory,
+    memory: Box<dyn RemoteMemory>,
     at: Addresses,
     off: Offsets,
     /// Functions by start address, to tell runtime-internal goroutines from user ones.
@@ -164,10 +145,23 @@ impl GoRuntime {
             .filter_map(|s| Some((s.address() + bias, s.name().ok()?.to_string())))
             .collect();
         functions.sort_unstable();
-        let mut rt = Self { memory: Memory::new(pid), at, off, functions, wait_reasons: Vec::new() };
-        rt.wait_reasons = rt.read_wait_reasons();
+        let rt = Self::from_parts(Box::new(ProcessMemory::new(pid)), at, off, functions);
         rt.count()?; // fail now, not at the first tick, if the layout is wrong
         Ok(rt)
+    }
+
+    /// A reader over `memory`, with the globals at `at` and struct layouts `off`; `functions`
+    /// (start address, name) sorted by address. `open` finds these in the binary; tests and the
+    /// fuzz target make them up.
+    pub fn from_parts(
+        memory: Box<dyn RemoteMemory>,
+        at: Addresses,
+        off: Offsets,
+        functions: Vec<(u64, String)>,
+    ) -> Self {
+        let mut rt = Self { memory, at, off, functions, wait_reasons: Vec::new() };
+        rt.wait_reasons = rt.read_wait_reasons();
+        rt
     }
 
     /// Live goroutines, computed as `runtime.gcount()` does: all goroutines ever created, less
@@ -182,7 +176,7 @@ impl GoRuntime {
     }
 
     fn try_count(&self) -> Result<Option<u64>, GoError> {
-        let m = &self.memory;
+        let m = &*self.memory;
         let allglen = m.u64(self.at.allglen)?;
         let mut global_free = 0i64;
         for offset in &self.off.sched_gfree {
@@ -195,8 +189,10 @@ impl GoRuntime {
         }
         let mut per_p_free = 0i64;
         for i in 0..nprocs {
-            let p = m.u64(allp + 8 * i)?;
-            per_p_free += i64::from(m.i32(p + self.off.p_gfree_n)?);
+            // Pointers read from the target may be garbage: address arithmetic wraps, and the
+            // read of a bad address fails.
+            let p = m.u64(allp.wrapping_add(8 * i))?;
+            per_p_free += i64::from(m.i32(p.wrapping_add(self.off.p_gfree_n))?);
         }
         let n = allglen as i64 - global_free - system - per_p_free;
         Ok((n >= 1 && n <= allglen as i64).then_some(n as u64))
@@ -205,13 +201,17 @@ impl GoRuntime {
     /// Every user goroutine with its stack, walked by frame pointers from its saved registers.
     /// Goroutines that are dead, or the runtime's own, are left out (as NumGoroutine does).
     pub fn goroutines(&self) -> Result<Vec<Goroutine>, GoError> {
-        let m = &self.memory;
+        let m = &*self.memory;
         let len = m.u64(self.at.allglen)?.min(m.u64(self.at.allgs + 8)?);
         if len > MAX_GOROUTINES {
             return Err(GoError::Inconsistent(1));
         }
+        if len > MAX_DUMPED_GOROUTINES {
+            tracing::warn!(goroutines = len, "dumping only the first {MAX_DUMPED_GOROUTINES} goroutines");
+        }
+        let len = len.min(MAX_DUMPED_GOROUTINES);
         let base = m.u64(self.at.allgs)?;
-        let slots: Vec<u64> = (0..len).map(|i| base + 8 * i).collect();
+        let slots: Vec<u64> = (0..len).map(|i| base.wrapping_add(8 * i)).collect();
         let pointers: Vec<u64> =
             m.read_many(&slots, 8).into_iter().flatten().filter_map(|b| field_u64(&b, 0)).collect();
         let blocks = m.read_many(&pointers, self.off.g_size as usize);

@@ -1,0 +1,66 @@
+//! What the Go reader must know of a runtime: where its globals are and how its structs are laid
+//! out. `GoRuntime::open` finds both in the binary; `over_image` makes them up for tests and
+//! fuzzing.
+
+use super::{memory::ImageMemory, GoRuntime};
+
+/// Where the runtime's globals are in the process, from the binary's symbol table.
+#[derive(Clone, Debug)]
+pub struct Addresses {
+    pub allgs: u64,
+    pub allglen: u64,
+    pub allp: u64,
+    pub sched: u64,
+    pub wait_reasons: u64,
+    pub wait_reasons_len: u64,
+}
+
+/// Where fields sit in the runtime's structs, from the binary's DWARF.
+#[derive(Clone, Debug)]
+pub struct Offsets {
+    pub g_size: u64,
+    pub g_stack_lo: u64,
+    pub g_stack_hi: u64,
+    pub g_sched_pc: u64,
+    pub g_sched_bp: u64,
+    pub g_status: u64,
+    pub g_waitreason: u64,
+    pub g_startpc: u64,
+    /// Where the global free-goroutine counts are: `gFree.n` (Go 1.19 to 1.2x), or the sizes of
+    /// the two lists `gFree.stack` and `gFree.noStack` (newer runtimes).
+    pub sched_gfree: Vec<u64>,
+    pub sched_ngsys: u64,
+    /// `p.gFree.n`, or `p.gFree.size` in newer runtimes.
+    pub p_gfree_n: u64,
+}
+
+impl GoRuntime {
+    /// A reader over a byte image of memory at `base`, with made-up globals and layout (like Go
+    /// 1.19's on amd64): the globals sit in the image's first 192 bytes, at the offsets
+    /// the image tests spell out. For tests and the fuzz target, which feed it garbage.
+    pub fn over_image(base: u64, bytes: Vec<u8>) -> Self {
+        let at = Addresses {
+            allgs: base,
+            allglen: base + 16,
+            allp: base + 24,
+            sched: base + 40,
+            wait_reasons: base + 128,
+            wait_reasons_len: 4,
+        };
+        let off = Offsets {
+            g_size: 96,
+            g_stack_lo: 0,
+            g_stack_hi: 8,
+            g_sched_pc: 56,
+            g_sched_bp: 80,
+            g_status: 88,
+            g_waitreason: 92,
+            g_startpc: 64,
+            sched_gfree: vec![8, 16],
+            sched_ngsys: 24,
+            p_gfree_n: 32,
+        };
+        let functions = vec![(base, "runtime.gcBgMarkWorker".to_string()), (base + 64, "main.main".to_string())];
+        Self::from_parts(Box::new(ImageMemory { base, bytes }), at, off, functions)
+    }
+}

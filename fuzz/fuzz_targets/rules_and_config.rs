@@ -1,0 +1,19 @@
+//! The rule syntax (`--rule cpu:min=10%,diff=25%,abs=80%`), sizes and durations of flags, and
+//! the TOML config file.
+#![no_main]
+
+use autodump::{
+    cli::{parse_duration, parse_size},
+    config::parse_file,
+    trigger::rule::Rule,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = Rule::parse_spec(&text);
+    let _ = Rule::parse(&text);
+    let _ = parse_size(&text);
+    let _ = parse_duration(&text);
+    let _ = parse_file(&text);
+});
