@@ -1,6 +1,8 @@
-//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | lint`.
+//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | lint | fuzz | bench`.
 //! Each task installs what it needs first (idempotently) and says what it does.
 
+mod bench;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -32,6 +34,15 @@ enum Task {
     },
     /// rustfmt check and clippy with warnings denied.
     Lint,
+    /// Fuzz the parsers of outside data (all targets, or the ones named) for a while each.
+    Fuzz {
+        targets: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
+    /// Overhead and footprint against perf and offcputime, written to BENCHMARKS.md.
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -45,6 +56,8 @@ fn main() -> Result<()> {
             util::exec(cmd)
         }
         Task::Test { filter } => test(filter),
+        Task::Bench(opts) => bench::run_all(opts),
+        Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
         Task::Lint => {
             setup::toolchain()?;
             util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
@@ -58,7 +71,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn build() -> Result<std::path::PathBuf> {
+pub(crate) fn build() -> Result<std::path::PathBuf> {
     setup::toolchain()?;
     util::run(util::cargo().args(["build", "--release", "-p", "autodump-user"]))?;
     Ok(util::root().join("target/release/autodump-agent"))
@@ -70,6 +83,8 @@ fn test(filter: Option<String>) -> Result<()> {
     if filter.is_none() {
         util::step("unit tests");
         util::run(util::cargo().args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"]))?;
+        util::step(&format!("fuzz targets, {} s each", fuzz::SECONDS_IN_TEST));
+        fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST)?;
     }
     util::step("integration tests (real probes on fixture processes, one at a time)");
     let mut cmd = util::as_root(std::path::Path::new("cargo"));

@@ -1,0 +1,135 @@
+//! `cargo xtask bench`: autodump's overhead and footprint against the tools a user would
+//! otherwise run (perf, offcputime), measured in the same run on the same machine, written to
+//! BENCHMARKS.md.
+
+mod agent;
+mod bpf_stats;
+mod process;
+mod rows;
+mod stats;
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    setup,
+    util::{output, root, run, step},
+};
+
+/// Packages the bench runs as peers: `perf` (linux-perf) and `offcputime` (libbpf-tools).
+const BENCH_PACKAGES: &[(&str, &str)] =
+    &[("linux-perf", "perf"), ("libbpf-tools", "offcputime"), ("bpftool", "bpftool")];
+/// Fixtures the bench runs, from tests/fixtures.
+const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky"];
+
+/// Bench settings; each has a flag.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Options {
+    /// Repetitions of each timed configuration (interleaved A B C A B C …).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Rounds of fixed work per thread in the CPU-bound target (about 2 s alone here).
+    #[arg(long, default_value_t = 1_500_000)]
+    pub cpu_rounds: u64,
+    /// Round trips in the context-switch-heavy target (about 1.3 s alone here).
+    #[arg(long, default_value_t = 200_000)]
+    pub round_trips: u64,
+    /// How long the agent watches the busy many-stack target for its footprint.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    pub footprint: Duration,
+    /// Where the markdown report goes.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    pub out: PathBuf,
+}
+
+/// What every row needs: the agent, the fixtures, a scratch directory.
+pub struct Bench {
+    pub opts: Options,
+    pub agent: PathBuf,
+    pub bin: PathBuf,
+    pub scratch: PathBuf,
+    pub cpus: usize,
+}
+
+impl Bench {
+    pub fn fixture(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// A fresh, empty scratch directory for one tool run.
+    pub fn fresh_scratch(&self) -> Result<PathBuf> {
+        let dir = self.scratch.join("run");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+pub fn run_all(opts: Options) -> Result<()> {
+    setup::all()?;
+    setup::apt_packages(BENCH_PACKAGES)?;
+    let agent = crate::build()?;
+    let bin = root().join("target/bench");
+    std::fs::create_dir_all(&bin)?;
+    for name in FIXTURES {
+        step(&format!("building fixture {name}"));
+        let src = root().join("tests/fixtures").join(format!("{name}.c"));
+        run(Command::new("gcc")
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(bin.join(name))
+            .arg(&src))?;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bench = Bench { scratch: bin.join("scratch"), opts, agent, bin, cpus };
+
+    let mut md = header(&bench);
+    md += &rows::cpu_bound(&bench)?;
+    md += &rows::switch_heavy(&bench)?;
+    md += &rows::probe_costs(&bench)?;
+    md += &agent::footprint(&bench)?;
+    md += &agent::dump(&bench)?;
+    let out = root().join(&bench.opts.out);
+    std::fs::write(&out, md).with_context(|| format!("cannot write {}", out.display()))?;
+    step(&format!("wrote {}", out.display()));
+    Ok(())
+}
+
+fn header(bench: &Bench) -> String {
+    let kernel = output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `cargo xtask bench` (reproduce the whole file with `sudo cargo xtask bench --reps {} --footprint {}`).",
+        bench.opts.reps,
+        humantime::format_duration(bench.opts.footprint)
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {} CPUs ({cpu}), kernel {}. Timed runs are interleaved (alone, autodump, peer, then the next \
+         repetition in rotated order); each cell is the median (min–max) of {} runs. Ratios compare medians.\n",
+        bench.cpus,
+        kernel.trim(),
+        bench.opts.reps
+    );
+    md
+}
+
+/// `path` relative to the workspace, for commands a reader can paste.
+pub fn shown(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}

@@ -1,0 +1,176 @@
+//! The processes a benchmark run is made of: a fixture that starts its timed work on SIGUSR1,
+//! and the tool watching it (autodump, perf, offcputime), each started and stopped the same way.
+
+use std::{
+    io::{BufRead, BufReader, Lines},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+/// How long a tool may take to attach before the run is abandoned.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a tool's kernel objects appear, a moment for it to finish attaching on every CPU.
+const ATTACH_SETTLE: Duration = Duration::from_millis(500);
+
+/// Sends `signal` (a name such as USR1) to `pid`.
+pub fn signal(pid: u32, signal: &str) -> Result<()> {
+    crate::util::run(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).stderr(Stdio::null()))
+}
+
+/// A fixture that prints "ready", waits for SIGUSR1, does fixed work and prints its seconds.
+pub struct Target {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Target {
+    pub fn start(program: &Path, args: &[String]) -> Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        match lines.next() {
+            Some(Ok(line)) if line == "ready" => Ok(Self { child, lines }),
+            other => bail!("{} did not get ready: {other:?}", program.display()),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Starts the timed work and waits for it: its wall seconds.
+    pub fn run(mut self) -> Result<f64> {
+        signal(self.pid(), "USR1")?;
+        let line = self.lines.next().context("the target printed no time")??;
+        self.child.wait()?;
+        line.trim().parse().with_context(|| format!("bad time from the target: {line:?}"))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What watches the target during a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ToolKind {
+    Alone,
+    Autodump,
+    Perf,
+    Offcputime,
+}
+
+impl ToolKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Alone => "alone",
+            Self::Autodump => "autodump (defaults)",
+            Self::Perf => "perf record -F 99 -g",
+            Self::Offcputime => "offcputime",
+        }
+    }
+
+    /// The tool's command line for `pid`, writing into `scratch`.
+    pub fn command(self, agent: &Path, pid: u32, scratch: &Path) -> Option<Vec<String>> {
+        let pid = pid.to_string();
+        let s = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
+        match self {
+            Self::Alone => None,
+            Self::Autodump => s(&[&agent.to_string_lossy(), "--pid", &pid, "--out", &scratch.to_string_lossy()]),
+            Self::Perf => {
+                let data = scratch.join("perf.data");
+                s(&["perf", "record", "-q", "-F", "99", "-g", "-p", &pid, "-o", &data.to_string_lossy()])
+            }
+            Self::Offcputime => s(&["offcputime", "-p", &pid]),
+        }
+    }
+}
+
+/// A running tool, attached to its target.
+pub struct Tool {
+    child: Child,
+    pub stdout: Receiver<String>,
+    pub stderr: Receiver<String>,
+}
+
+/// Lines of `stream`, as they come.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Tool {
+    /// Starts `argv` and waits until it has attached: autodump says "watching"; perf and
+    /// offcputime hold a perf event or BPF link open.
+    pub fn start(kind: ToolKind, argv: &[String], extra_env: &[(&str, &str)]) -> Result<Self> {
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", argv[0]))?;
+        let stdout = lines_of(child.stdout.take().expect("piped"));
+        let stderr = lines_of(child.stderr.take().expect("piped"));
+        let tool = Self { child, stdout, stderr };
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        loop {
+            let attached = match kind {
+                ToolKind::Autodump => tool.stderr.try_iter().any(|l| l.contains("watching")),
+                _ => holds_kernel_object(tool.child.id()),
+            };
+            if attached {
+                std::thread::sleep(ATTACH_SETTLE);
+                return Ok(tool);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not attach within {ATTACH_TIMEOUT:?}", argv[0]);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGINT, as a user would stop it, then waits.
+    pub fn stop(&mut self) -> Result<()> {
+        signal(self.child.id(), "INT")?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Tool {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True when `pid` holds a perf event or a BPF link: the tool has attached.
+fn holds_kernel_object(pid: u32) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().filter_map(|fd| std::fs::read_link(fd.path()).ok()).any(|link: PathBuf| {
+        let link = link.to_string_lossy();
+        link.contains("[perf_event]") || link.contains("bpf_link")
+    })
+}

@@ -1,0 +1,146 @@
+//! The rows of BENCHMARKS.md, each measured and rendered as a markdown section.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    bpf_stats::{self, StatsSwitch},
+    process::{Target, Tool, ToolKind},
+    shown,
+    stats::Series,
+    Bench,
+};
+use crate::util::step;
+
+/// Times `target_args` alone and under each tool, interleaved; returns a markdown table.
+fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolKind]) -> Result<String> {
+    let mut series: HashMap<ToolKind, Series> = HashMap::new();
+    for rep in 0..bench.opts.reps {
+        for i in 0..tools.len() {
+            let kind = tools[(i + rep) % tools.len()];
+            let target = Target::start(&bench.fixture(fixture), target_args)?;
+            let scratch = bench.fresh_scratch()?;
+            let tool = match kind.command(&bench.agent, target.pid(), &scratch) {
+                Some(argv) => Some(Tool::start(kind, &argv, &[])?),
+                None => None,
+            };
+            let seconds = target.run()?;
+            if let Some(mut tool) = tool {
+                tool.stop()?;
+            }
+            eprintln!("    rep {}: {:<22} {seconds:.3} s", rep + 1, kind.label());
+            series.entry(kind).or_default().0.push(seconds);
+        }
+    }
+    let alone = series[&ToolKind::Alone].median();
+    let mut md = String::from("| configuration | wall seconds | ratio to alone | command |\n|---|---|---|---|\n");
+    for kind in tools {
+        let s = &series[kind];
+        let argv =
+            kind.command(&bench.agent, 0, std::path::Path::new("OUT")).map(|a| a.join(" ").replace(" 0", " PID"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.3} | `{}` |",
+            kind.label(),
+            s.show(3),
+            s.median() / alone,
+            argv.unwrap_or_else(|| format!("{} {}", shown(&bench.fixture(fixture)), target_args.join(" ")))
+        );
+    }
+    Ok(md)
+}
+
+pub fn cpu_bound(bench: &Bench) -> Result<String> {
+    step("1/5 CPU-bound target: alone, autodump, perf record");
+    let _stats = StatsSwitch::set(false)?;
+    let args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
+    let table = slowdown(bench, "bench_cpu", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Perf])?;
+    Ok(format!(
+        "## 1. CPU-bound target\n\n`bench_cpu {} {}`: one thread per CPU doing fixed work; it starts on SIGUSR1, \
+         after the tool has attached. Wall time of the work.\n\n{table}\n",
+        args[0], args[1]
+    ))
+}
+
+pub fn switch_heavy(bench: &Bench) -> Result<String> {
+    step("2/5 context-switch-heavy target: alone, autodump, offcputime");
+    let _stats = StatsSwitch::set(false)?;
+    let args = vec![bench.opts.round_trips.to_string()];
+    let table = slowdown(bench, "bench_pingpong", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Offcputime])?;
+    Ok(format!(
+        "## 2. Context-switch-heavy target\n\n`bench_pingpong {}`: two threads on one CPU bounce a byte over \
+         pipes; every hop blocks one thread and wakes the other (two switches per round trip).\n\n{table}\n",
+        args[0]
+    ))
+}
+
+/// ns per run of each of the tool's programs while `target` does its work.
+fn program_cost(
+    bench: &Bench,
+    kind: ToolKind,
+    fixture: &str,
+    args: &[String],
+    watch_other: bool,
+) -> Result<HashMap<String, (u64, u64)>> {
+    let target = Target::start(&bench.fixture(fixture), args)?;
+    // Non-target cost: the tool watches an idle process while the target switches.
+    let mut idle = std::process::Command::new("sleep").arg("600").spawn()?;
+    let watched = if watch_other { idle.id() } else { target.pid() };
+    let scratch = bench.fresh_scratch()?;
+    let argv = kind.command(&bench.agent, watched, &scratch).context("a tool is needed")?;
+    let loaded_before = bpf_stats::snapshot()?;
+    let mut tool = Tool::start(kind, &argv, &[])?;
+    let start = bpf_stats::snapshot()?;
+    target.run()?;
+    let end = bpf_stats::snapshot()?;
+    tool.stop()?;
+    let _ = idle.kill();
+    let _ = idle.wait();
+    Ok(bpf_stats::delta(&loaded_before, &start, &end))
+}
+
+pub fn probe_costs(bench: &Bench) -> Result<String> {
+    step("3/5 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
+    let _stats = StatsSwitch::set(true)?;
+    let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
+    let pp_args = vec![bench.opts.round_trips.to_string()];
+    let cases: [(&str, ToolKind, &str, &[String], bool, &str); 5] = [
+        ("on-CPU sample, target", ToolKind::Autodump, "bench_cpu", &cpu_args, false, "on_cpu_sample"),
+        ("sched_switch, target switching", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "sched_switch"),
+        ("sched_switch, target switching", ToolKind::Offcputime, "bench_pingpong", &pp_args, false, "sched_switch"),
+        ("sched_switch, other threads switching", ToolKind::Autodump, "bench_pingpong", &pp_args, true, "sched_switch"),
+        (
+            "sched_switch, other threads switching",
+            ToolKind::Offcputime,
+            "bench_pingpong",
+            &pp_args,
+            true,
+            "sched_switch",
+        ),
+    ];
+    let mut md = String::from(
+        "## 3. Probe cost (kernel.bpf_stats_enabled)\n\nRun time per program run as the kernel accounts it \
+         (`bpftool prog show`: run_time_ns / run_cnt), over the timed work of one run. The accounting itself \
+         (two clock reads per run) is included in every number.\n\n\
+         | event | tool | runs | ns per run (median of runs) |\n|---|---|---|---|\n",
+    );
+    for (event, kind, fixture, args, other, program) in cases {
+        let mut per_run = Series::default();
+        let mut runs = 0;
+        for _ in 0..bench.opts.reps.min(3) {
+            let costs = program_cost(bench, kind, fixture, args, other)?;
+            // offcputime names its program after the tracepoint too, in either of two flavours.
+            let (ns, cnt) =
+                costs.iter().filter(|(n, _)| n.starts_with(program)).fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
+            if cnt == 0 {
+                bail!("{} ran no {program} program during the work (programs: {costs:?})", kind.label());
+            }
+            per_run.0.push(ns as f64 / cnt as f64);
+            runs = cnt;
+        }
+        eprintln!("    {event:<40} {:<22} {} ns", kind.label(), per_run.show(0));
+        let _ = writeln!(md, "| {event} | {} | {runs} | {} |", kind.label(), per_run.show(0));
+    }
+    Ok(md + "\n")
+}
