@@ -67,6 +67,7 @@ pub async fn watch(cli: Cli, rules: BTreeMap<Metric, Rule>) -> anyhow::Result<()
     let mut tick = tokio::time::interval(w.cli.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut late = LateTicks::new(w.cli.interval);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -78,6 +79,7 @@ pub async fn watch(cli: Cli, rules: BTreeMap<Metric, Rule>) -> anyhow::Result<()
                 w.write(Incident::Manual, Span { from: now - w.cli.lookback.as_secs_f64(), trigger: now, to: now }, true);
             }
             _ = tick.tick() => {
+                late.observe();
                 if !w.session.target.is_alive() {
                     w.target_ended(pending.take())?;
                     return Ok(());
@@ -111,8 +113,35 @@ pub async fn watch(cli: Cli, rules: BTreeMap<Metric, Rule>) -> anyhow::Result<()
         w.flight.push_slice(w.session.tick()?);
         w.write_rule_bundle(p.fired, now());
     }
-    tracing::info!("stopping; probes detached");
+    tracing::info!(ticks = late.ticks, missed_intervals = late.missed, "stopping; probes detached");
     Ok(())
+}
+
+/// Counts intervals the agent missed: a tick later than twice the interval after the previous
+/// one (a bundle write or a starved agent) stands for the ticks that did not happen. No data is
+/// lost then, but that slice covers more than one interval.
+struct LateTicks {
+    interval: std::time::Duration,
+    last: std::time::Instant,
+    ticks: u64,
+    missed: u64,
+}
+
+impl LateTicks {
+    fn new(interval: std::time::Duration) -> Self {
+        Self { interval, last: std::time::Instant::now(), ticks: 0, missed: 0 }
+    }
+
+    fn observe(&mut self) {
+        let gap = self.last.elapsed();
+        self.last = std::time::Instant::now();
+        self.ticks += 1;
+        if gap > 2 * self.interval {
+            let missed = (gap.as_secs_f64() / self.interval.as_secs_f64()) as u64 - 1;
+            self.missed += missed;
+            tracing::warn!(gap_ms = gap.as_millis() as u64, missed, "the agent fell behind; intervals missed");
+        }
+    }
 }
 
 impl Watch {

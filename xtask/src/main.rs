@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | lint | fuzz | bench`.
+//! Project tasks: `cargo xtask setup | build | run -- ARGS | test | lint | fuzz | bench | soak`.
 //! Each task installs what it needs first (idempotently) and says what it does.
 
 mod bench;
 mod fuzz;
 mod setup;
+mod soak;
 mod util;
 
 use anyhow::Result;
@@ -41,6 +42,12 @@ enum Task {
         #[arg(long, default_value_t = 300)]
         seconds: u64,
     },
+    /// The agent for minutes against a churning target: RSS bounded, no interval missed, every
+    /// bundle complete. Not part of `test`.
+    Soak {
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
     /// Overhead and footprint against perf and offcputime, written to BENCHMARKS.md.
     Bench(bench::Options),
 }
@@ -57,6 +64,7 @@ fn main() -> Result<()> {
         }
         Task::Test { filter } => test(filter),
         Task::Bench(opts) => bench::run_all(opts),
+        Task::Soak { duration } => soak::run_soak(duration),
         Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
         Task::Lint => {
             setup::toolchain()?;

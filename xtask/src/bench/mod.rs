@@ -4,7 +4,7 @@
 
 mod agent;
 mod bpf_stats;
-mod process;
+pub mod process;
 mod rows;
 mod stats;
 
