@@ -337,6 +337,14 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
     }
 }
 
+/// Measurement only, never attached unless asked (`--bench-empty-probe`, used by `cargo xtask
+/// bench`): a sched_switch program that does nothing, so that the kernel's own per-run
+/// accounting can be told apart from the cost of `sched_switch` on the same events.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_empty(_ctx: BtfTracePointContext) -> u32 {
+    0
+}
+
 /// The last thread of the target exits: keep its exit code (signal or status) for the agent.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(ctx: BtfTracePointContext) -> u32 {

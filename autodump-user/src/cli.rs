@@ -123,6 +123,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = KernelStacks::PerUserStack)]
     pub offcpu_kernel_stacks: KernelStacks,
 
+    /// Benchmarks only: also attach an empty sched_switch program, whose kernel-accounted cost
+    /// is the floor that the real probe's cost is measured against.
+    #[arg(long, hide = true)]
+    pub bench_empty_probe: bool,
+
     /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -49,6 +49,7 @@ impl Session {
             count_slots: cli.count_slots,
             thread_slots: cli.thread_slots,
             kernel_stack_every_switch: cli.offcpu_kernel_stacks == crate::cli::KernelStacks::EverySwitch,
+            empty_switch_probe: cli.bench_empty_probe,
             btf: cli.btf.clone(),
         };
         let go = GoSupport::detect(cli.pid);
@@ -61,6 +62,7 @@ impl Session {
         spawn_probe_logger(&mut probes);
         let mut recorder = Recorder::new(target.clone(), cli.frequency);
         recorder.observe_target();
+        recorder.warm_up();
         probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
         Ok(Self {

@@ -61,6 +61,19 @@ impl Symbolizer {
         }
     }
 
+    /// Loads now what the first symbolization would load while the target is profiled: the
+    /// kernel's symbols (kallsyms, about 200,000 lines) and the executable's symbol tables. A
+    /// one-time cost, moved to start-up. Nothing is cached under a real address.
+    pub fn warm_up(&mut self, exe: &std::path::Path) {
+        let _ = self.blaze.symbolize(&kernel_source(), Input::AbsAddr(&[KERNEL_TEXT]));
+        let exe = exe.to_string_lossy();
+        let exe_mapping = self.memory.mappings().find(|m| *m.path == *exe).cloned();
+        if let Some(m) = exe_mapping {
+            let elf = Source::Elf(Elf::new(self.elf_path(&m.path)));
+            let _ = self.blaze.symbolize(&elf, Input::FileOffset(&[m.file_offset]));
+        }
+    }
+
     /// Symbolizes user-space addresses (already adjusted: see [`lookup_addresses`]).
     pub fn user(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
         let missing: Vec<u64> = unique_missing(addrs, &self.user);
@@ -96,12 +109,7 @@ impl Symbolizer {
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
         let missing = unique_missing(addrs, &self.kernel);
         if !missing.is_empty() {
-            let source = Source::Kernel(Kernel {
-                vmlinux: blazesym::MaybeDefault::None,
-                debug_syms: false,
-                ..Kernel::default()
-            });
-            let results = self.blaze.symbolize(&source, Input::AbsAddr(&missing)).unwrap_or_default();
+            let results = self.blaze.symbolize(&kernel_source(), Input::AbsAddr(&missing)).unwrap_or_default();
             for (i, &addr) in missing.iter().enumerate() {
                 let location = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
@@ -129,6 +137,14 @@ impl Symbolizer {
             })
             .clone()
     }
+}
+
+/// Where x86-64 kernel text starts without KASLR: any kernel address makes blazesym load kallsyms.
+const KERNEL_TEXT: u64 = 0xffff_ffff_8100_0000;
+
+/// Kernel frames: kallsyms only (no vmlinux with DWARF on most hosts).
+fn kernel_source() -> Source<'static> {
+    Source::Kernel(Kernel { vmlinux: blazesym::MaybeDefault::None, debug_syms: false, ..Kernel::default() })
 }
 
 /// Return addresses point after the call; looking up `ip - 1` for every frame but the

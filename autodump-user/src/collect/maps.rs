@@ -45,6 +45,10 @@ impl MemoryMap {
         Ok(Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
     }
 
+    pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
+        self.mappings.iter()
+    }
+
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
         self.mappings[..i].last().filter(|m| addr < m.end)

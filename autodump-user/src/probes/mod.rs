@@ -21,6 +21,7 @@ const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/aut
 const ON_CPU: &str = "on_cpu_sample";
 const SCHED_SWITCH: &str = "sched_switch";
 const PROCESS_EXIT: &str = "process_exit";
+const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
 
 /// What to load, from the command line.
 #[derive(Clone, Debug)]
@@ -32,6 +33,8 @@ pub struct ProbeConfig {
     pub thread_slots: u32,
     /// Walk the off-CPU kernel stack at every switch instead of once per user stack.
     pub kernel_stack_every_switch: bool,
+    /// Also attach an empty sched_switch program (benchmarks: the accounting floor).
+    pub empty_switch_probe: bool,
     /// The kernel's BTF file.
     pub btf: std::path::PathBuf,
 }
@@ -56,6 +59,7 @@ pub struct Probes {
     perf_links: Vec<PerfEventLinkId>,
     switch_link: Option<BtfTracePointLinkId>,
     exit_link: Option<BtfTracePointLinkId>,
+    empty_switch_probe: bool,
 }
 
 impl Probes {
@@ -89,7 +93,15 @@ impl Probes {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
-        Ok((Self { ebpf, btf: Some(btf), perf_links: Vec::new(), switch_link: None, exit_link: None }, maps))
+        let probes = Self {
+            ebpf,
+            btf: Some(btf),
+            perf_links: Vec::new(),
+            switch_link: None,
+            exit_link: None,
+            empty_switch_probe: config.empty_switch_probe,
+        };
+        Ok((probes, maps))
     }
 
     /// Routes the probes' aya-log messages into the agent's log.
@@ -123,6 +135,10 @@ impl Probes {
         }
         self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
         self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
+        if self.empty_switch_probe {
+            // Detached when the object is dropped, with the agent.
+            self.attach_tracepoint(SCHED_SWITCH_EMPTY, "sched_switch")?;
+        }
         self.btf = None;
         Ok(())
     }

@@ -59,6 +59,11 @@ impl Recorder {
         }
     }
 
+    /// Loads kernel and executable symbols ahead of the first drain (see `Symbolizer::warm_up`).
+    pub fn warm_up(&mut self) {
+        self.symbolizer.warm_up(&self.target.exe);
+    }
+
     /// Reads thread names and memory mappings while the target lives. Call before each drain,
     /// so that threads and libraries that appear and vanish within an interval are still named.
     pub fn observe_target(&mut self) {

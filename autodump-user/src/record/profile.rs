@@ -135,17 +135,20 @@ impl Profile {
     /// functions carry the `_[k]` suffix, as in Brendan Gregg's stackcollapse tools.
     pub fn names_root_first(&self, key: &SampleKey) -> Vec<String> {
         let mut names = Vec::new();
+        self.for_each_name_root_first(key, |name, kernel| {
+            names.push(if kernel { format!("{name}_[k]") } else { name.to_string() })
+        });
+        names
+    }
+
+    /// Calls `f(function, is_kernel)` for each frame of a stack, root first, without copying.
+    pub fn for_each_name_root_first(&self, key: &SampleKey, mut f: impl FnMut(&str, bool)) {
         for &i in key.stack.iter().rev() {
             let loc = &self.locations[i as usize];
             for frame in loc.frames.iter().rev() {
-                if loc.kernel {
-                    names.push(format!("{}_[k]", frame.function));
-                } else {
-                    names.push(frame.function.to_string());
-                }
+                f(&frame.function, loc.kernel);
             }
         }
-        names
     }
 
     /// Samples in a stable order: heaviest first, then by key.

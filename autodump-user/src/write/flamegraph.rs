@@ -5,8 +5,7 @@ use inferno::flamegraph::{
     from_lines, Options,
 };
 
-use super::folded::folded;
-use crate::record::profile::{Profile, ProfileKind};
+use crate::record::profile::ProfileKind;
 
 /// What the title says about the recording.
 pub struct Caption<'a> {
@@ -16,9 +15,10 @@ pub struct Caption<'a> {
     pub window: &'a str,
 }
 
-pub fn flamegraph_svg(profile: &Profile, caption: &Caption<'_>) -> std::io::Result<Vec<u8>> {
+/// The flamegraph of a profile of `kind`, drawn from its folded stacks (`folded::folded`).
+pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> std::io::Result<Vec<u8>> {
     let mut options = Options::default();
-    let kind = match profile.kind {
+    let kind = match kind {
         ProfileKind::Cpu => {
             options.colors = Palette::Basic(BasicPalette::Hot);
             options.count_name = "samples".into();
@@ -40,7 +40,6 @@ pub fn flamegraph_svg(profile: &Profile, caption: &Caption<'_>) -> std::io::Resu
     options.subtitle = Some(caption.window.to_string());
     options.hash = true;
     options.deterministic = true;
-    let text = folded(profile);
     let mut svg = Vec::new();
     if text.is_empty() {
         // inferno refuses empty input; draw an explicit empty graph instead of failing.
@@ -54,12 +53,13 @@ pub fn flamegraph_svg(profile: &Profile, caption: &Caption<'_>) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::profile::tests::sample_profile;
+    use crate::{record::profile::tests::sample_profile, write::folded::folded};
 
     #[test]
     fn draws_titled_svg() {
         let caption = Caption { comm: "app", pid: 7, window: "10 s" };
-        let svg = String::from_utf8(flamegraph_svg(&sample_profile(), &caption).unwrap()).unwrap();
+        let svg =
+            String::from_utf8(flamegraph_svg(ProfileKind::Cpu, &folded(&sample_profile()), &caption).unwrap()).unwrap();
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("on-CPU app (pid 7)"));
         assert!(svg.contains("spin"));
@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn empty_profile_still_draws() {
         let caption = Caption { comm: "app", pid: 7, window: "1 s" };
-        let svg = flamegraph_svg(&Profile::new(ProfileKind::OffCpu), &caption).unwrap();
+        let svg = flamegraph_svg(ProfileKind::OffCpu, "", &caption).unwrap();
         assert!(String::from_utf8(svg).unwrap().contains("no samples"));
     }
 }

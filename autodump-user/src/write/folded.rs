@@ -10,11 +10,15 @@ use crate::record::profile::{Profile, ProfileKind};
 pub fn folded(profile: &Profile) -> String {
     let mut lines: HashMap<String, (u64, u64)> = HashMap::new();
     for (key, value) in &profile.samples {
-        let mut line = sanitize(&key.thread);
-        for name in profile.names_root_first(key) {
+        let mut line = String::with_capacity(256);
+        push_sanitized(&mut line, &key.thread);
+        profile.for_each_name_root_first(key, |name, kernel| {
             line.push(';');
-            line.push_str(&sanitize(&name));
-        }
+            push_sanitized(&mut line, name);
+            if kernel {
+                line.push_str("_[k]");
+            }
+        });
         let sum = lines.entry(line).or_default();
         sum.0 += value.count;
         sum.1 += value.nanos;
@@ -37,8 +41,12 @@ pub fn weight(kind: ProfileKind, count: u64, nanos: u64) -> u64 {
 }
 
 /// `;` separates frames and a newline ends a line: neither may appear inside a name.
-fn sanitize(name: &str) -> String {
-    name.replace(';', ":").replace(['\n', '\r'], " ")
+fn push_sanitized(line: &mut String, name: &str) {
+    if name.contains([';', '\n', '\r']) {
+        line.push_str(&name.replace(';', ":").replace(['\n', '\r'], " "));
+    } else {
+        line.push_str(name);
+    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,8 @@ pub fn footprint(bench: &Bench) -> Result<String> {
          {}.\n\n| measure | value |\n|---|---|\n\
          | CPU, steady state (utime+stime per wall second) | {:.2}% of one core |\n\
          | RSS, steady state | {} MiB (median, min–max) |\n\
-         | peak RSS (VmHWM, includes start-up) | {peak:.1} MiB |\n         | bundles the default rules wrote meanwhile (included above) | {bundles} |\n\n",
+         | peak RSS (VmHWM, includes start-up) | {peak:.1} MiB |\n\
+         | bundles the default rules wrote meanwhile (included above) | {bundles} |\n\n",
         2 * bench.cpus,
         humantime::format_duration(total),
         humantime::format_duration(WARMUP),

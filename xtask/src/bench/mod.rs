@@ -43,6 +43,9 @@ pub struct Options {
     /// How long the agent watches the busy many-stack target for its footprint.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub footprint: Duration,
+    /// Only these rows (1 to 5, comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub rows: Vec<u8>,
     /// Where the markdown report goes.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
@@ -89,11 +92,19 @@ pub fn run_all(opts: Options) -> Result<()> {
     let bench = Bench { scratch: bin.join("scratch"), opts, agent, bin, cpus };
 
     let mut md = header(&bench);
-    md += &rows::cpu_bound(&bench)?;
-    md += &rows::switch_heavy(&bench)?;
-    md += &rows::probe_costs(&bench)?;
-    md += &agent::footprint(&bench)?;
-    md += &agent::dump(&bench)?;
+    let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
+    let rows: [(u8, fn(&Bench) -> Result<String>); 5] = [
+        (1, rows::cpu_bound),
+        (2, rows::switch_heavy),
+        (3, rows::probe_costs),
+        (4, agent::footprint),
+        (5, agent::dump),
+    ];
+    for (row, measure) in rows {
+        if wanted(row) {
+            md += &measure(&bench)?;
+        }
+    }
     let out = root().join(&bench.opts.out);
     std::fs::write(&out, md).with_context(|| format!("cannot write {}", out.display()))?;
     step(&format!("wrote {}", out.display()));

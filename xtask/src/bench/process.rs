@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 
 /// How long a tool may take to attach before the run is abandoned.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-/// After a tool's kernel objects appear, a moment for it to finish attaching on every CPU.
-const ATTACH_SETTLE: Duration = Duration::from_millis(500);
+/// After a tool has attached, time for it to finish starting up (for autodump, its first drain
+/// interval), so that timed work measures the steady state.
+const ATTACH_SETTLE: Duration = Duration::from_millis(1500);
 
 /// Sends `signal` (a name such as USR1) to `pid`.
 pub fn signal(pid: u32, signal: &str) -> Result<()> {
@@ -117,7 +118,7 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 impl Tool {
-    /// Starts `argv` and waits until it has attached: autodump says "watching"; perf and
+    /// Starts `argv` and waits until it has attached: autodump says "recording"; perf and
     /// offcputime hold a perf event or BPF link open.
     pub fn start(kind: ToolKind, argv: &[String], extra_env: &[(&str, &str)]) -> Result<Self> {
         let mut child = Command::new(&argv[0])
@@ -133,7 +134,7 @@ impl Tool {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
             let attached = match kind {
-                ToolKind::Autodump => tool.stderr.try_iter().any(|l| l.contains("watching")),
+                ToolKind::Autodump => tool.stderr.try_iter().any(|l| l.contains("recording")),
                 _ => holds_kernel_object(tool.child.id()),
             };
             if attached {

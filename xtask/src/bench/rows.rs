@@ -75,6 +75,9 @@ pub fn switch_heavy(bench: &Bench) -> Result<String> {
     ))
 }
 
+/// The kernel keeps 15 characters of a program's name.
+const EMPTY_PROBE: &str = "sched_switch_em";
+
 /// ns per run of each of the tool's programs while `target` does its work.
 fn program_cost(
     bench: &Bench,
@@ -88,7 +91,11 @@ fn program_cost(
     let mut idle = std::process::Command::new("sleep").arg("600").spawn()?;
     let watched = if watch_other { idle.id() } else { target.pid() };
     let scratch = bench.fresh_scratch()?;
-    let argv = kind.command(&bench.agent, watched, &scratch).context("a tool is needed")?;
+    let mut argv = kind.command(&bench.agent, watched, &scratch).context("a tool is needed")?;
+    if kind == ToolKind::Autodump && watch_other {
+        // An empty program on the same events: the kernel's accounting floor.
+        argv.push("--bench-empty-probe".into());
+    }
     let loaded_before = bpf_stats::snapshot()?;
     let mut tool = Tool::start(kind, &argv, &[])?;
     let start = bpf_stats::snapshot()?;
@@ -126,21 +133,30 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
          | event | tool | runs | ns per run (median of runs) |\n|---|---|---|---|\n",
     );
     for (event, kind, fixture, args, other, program) in cases {
-        let mut per_run = Series::default();
+        let (mut per_run, mut floor) = (Series::default(), Series::default());
         let mut runs = 0;
         for _ in 0..bench.opts.reps.min(3) {
             let costs = program_cost(bench, kind, fixture, args, other)?;
-            // offcputime names its program after the tracepoint too, in either of two flavours.
-            let (ns, cnt) =
-                costs.iter().filter(|(n, _)| n.starts_with(program)).fold((0, 0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
-            if cnt == 0 {
+            let Some(&(ns, cnt)) = costs.get(program).filter(|c| c.1 > 0) else {
                 bail!("{} ran no {program} program during the work (programs: {costs:?})", kind.label());
-            }
+            };
             per_run.0.push(ns as f64 / cnt as f64);
             runs = cnt;
+            if let Some(&(ns, cnt)) = costs.get(EMPTY_PROBE).filter(|c| c.1 > 0) {
+                floor.0.push(ns as f64 / cnt as f64);
+            }
         }
         eprintln!("    {event:<40} {:<22} {} ns", kind.label(), per_run.show(0));
         let _ = writeln!(md, "| {event} | {} | {runs} | {} |", kind.label(), per_run.show(0));
+        if !floor.0.is_empty() {
+            eprintln!("    {event:<40} {:<22} {} ns", "empty program", floor.show(0));
+            let _ = writeln!(
+                md,
+                "| {event}: an empty program on the same events (the accounting floor) | autodump \
+                 `--bench-empty-probe` | {runs} | {} |",
+                floor.show(0)
+            );
+        }
     }
     Ok(md + "\n")
 }
