@@ -292,13 +292,13 @@ fn kernel_stack_for(ctx: &BtfTracePointContext, gen: &Generation, user_stack_id:
     }
     let cache_key = (flags as u64) << 32 | user_stack_id as u64;
     // SAFETY: the value is copied out at once.
-    if let Some(id) = unsafe { gen.kernel_stack_cache.get(&cache_key) } {
+    if let Some(id) = unsafe { gen.kernel_stack_cache.get(cache_key) } {
         return *id;
     }
     let id = stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors);
     if id >= 0 {
         // A full cache only means the next switch here walks again.
-        let _ = gen.kernel_stack_cache.insert(&cache_key, &id, 0);
+        let _ = gen.kernel_stack_cache.insert(cache_key, id, 0);
     }
     id
 }

@@ -93,7 +93,8 @@ pub fn run_all(opts: Options) -> Result<()> {
 
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
-    let rows: [(u8, fn(&Bench) -> Result<String>); 5] = [
+    type Row = fn(&Bench) -> Result<String>;
+    let rows: [(u8, Row); 5] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),

@@ -107,17 +107,44 @@ fn program_cost(
     Ok(bpf_stats::delta(&loaded_before, &start, &end))
 }
 
+/// One row of the probe-cost table.
+struct Case<'a> {
+    event: &'static str,
+    tool: ToolKind,
+    fixture: &'static str,
+    args: &'a [String],
+    /// The tool watches an idle process while the fixture's threads switch.
+    other_threads: bool,
+    /// The program whose cost the row reports.
+    program: &'static str,
+}
+
 pub fn probe_costs(bench: &Bench) -> Result<String> {
     step("3/5 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
     let _stats = StatsSwitch::set(true)?;
     let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let pp_args = vec![bench.opts.round_trips.to_string()];
-    let cases: [(&str, ToolKind, &str, &[String], bool, &str); 5] = [
-        ("on-CPU sample, target", ToolKind::Autodump, "bench_cpu", &cpu_args, false, "on_cpu_sample"),
-        ("sched_switch, target switching", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "sched_switch"),
-        ("sched_switch, target switching", ToolKind::Offcputime, "bench_pingpong", &pp_args, false, "sched_switch"),
-        ("sched_switch, other threads switching", ToolKind::Autodump, "bench_pingpong", &pp_args, true, "sched_switch"),
-        (
+    let case = |event, tool, fixture, args, other_threads, program| Case {
+        event,
+        tool,
+        fixture,
+        args,
+        other_threads,
+        program,
+    };
+    let cases = [
+        case("on-CPU sample, target", ToolKind::Autodump, "bench_cpu", &cpu_args, false, "on_cpu_sample"),
+        case("sched_switch, target switching", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "sched_switch"),
+        case("sched_switch, target switching", ToolKind::Offcputime, "bench_pingpong", &pp_args, false, "sched_switch"),
+        case(
+            "sched_switch, other threads switching",
+            ToolKind::Autodump,
+            "bench_pingpong",
+            &pp_args,
+            true,
+            "sched_switch",
+        ),
+        case(
             "sched_switch, other threads switching",
             ToolKind::Offcputime,
             "bench_pingpong",
@@ -132,7 +159,7 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
          (two clock reads per run) is included in every number.\n\n\
          | event | tool | runs | ns per run (median of runs) |\n|---|---|---|---|\n",
     );
-    for (event, kind, fixture, args, other, program) in cases {
+    for Case { event, tool: kind, fixture, args, other_threads: other, program } in cases {
         let (mut per_run, mut floor) = (Series::default(), Series::default());
         let mut runs = 0;
         for _ in 0..bench.opts.reps.min(3) {
