@@ -60,7 +60,9 @@ impl Session {
         }
         let (mut probes, maps) = Probes::load(&config)?;
         spawn_probe_logger(&mut probes);
-        let mut recorder = Recorder::new(target.clone(), cli.frequency);
+        // Watch mode forgets threads gone for longer than any bundle reaches back.
+        let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
+        let mut recorder = Recorder::new(target.clone(), cli.frequency, forget_after);
         recorder.observe_target();
         recorder.warm_up();
         probes.attach(cli.frequency)?;

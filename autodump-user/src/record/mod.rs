@@ -4,7 +4,11 @@
 pub mod flight;
 pub mod profile;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use profile::{pseudo, Profile, ProfileKind, SampleValue, StackPart};
 
@@ -42,17 +46,24 @@ impl Default for Profiles {
 }
 
 pub struct Recorder {
-    /// Every thread seen, by tid: its latest name.
+    /// Every thread seen (within `forget_after`), by tid: its latest name.
     pub threads: BTreeMap<u32, Arc<str>>,
+    /// When each thread was last seen alive.
+    last_seen: HashMap<u32, Instant>,
+    /// A thread gone this long is forgotten (watch mode: longer than any bundle reaches back),
+    /// so that a target that creates threads all the time does not grow the agent for ever.
+    forget_after: Option<Duration>,
     symbolizer: Symbolizer,
     target: Target,
     cpu_period_ns: u64,
 }
 
 impl Recorder {
-    pub fn new(target: Target, frequency_hz: u64) -> Self {
+    pub fn new(target: Target, frequency_hz: u64, forget_after: Option<Duration>) -> Self {
         Self {
             threads: BTreeMap::new(),
+            last_seen: HashMap::new(),
+            forget_after,
             symbolizer: Symbolizer::new(target.pid),
             target,
             cpu_period_ns: 1_000_000_000 / frequency_hz,
@@ -67,10 +78,18 @@ impl Recorder {
     /// Reads thread names and memory mappings while the target lives. Call before each drain,
     /// so that threads and libraries that appear and vanish within an interval are still named.
     pub fn observe_target(&mut self) {
+        let now = Instant::now();
         for (tid, name) in self.target.thread_names() {
             if self.threads.get(&tid).map(|n| &**n) != Some(name.as_str()) {
                 self.threads.insert(tid, name.into());
             }
+            self.last_seen.insert(tid, now);
+        }
+        if let Some(horizon) = self.forget_after {
+            let last_seen = &mut self.last_seen;
+            // Threads named only from samples (`tid-N`) were never seen: their clock starts now.
+            self.threads.retain(|tid, _| now.duration_since(*last_seen.entry(*tid).or_insert(now)) < horizon);
+            last_seen.retain(|tid, _| self.threads.contains_key(tid));
         }
         self.symbolizer.refresh_maps();
     }
@@ -145,4 +164,39 @@ fn without_probe_frames(mut locations: Vec<Arc<Location>>) -> Vec<Arc<Location>>
     let probe_frames = locations.iter().take_while(|l| is_probe(l)).count();
     locations.drain(..probe_frames);
     locations
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Recorder;
+    use crate::collect::process::Target;
+
+    fn tid() -> u32 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() as u32 }
+    }
+
+    #[test]
+    fn threads_gone_past_the_horizon_are_forgotten() {
+        let me = Target::open(std::process::id()).unwrap();
+        let mut recorder = Recorder::new(me, 99, Some(Duration::from_millis(200)));
+        let (seen, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let worker = std::thread::spawn(move || {
+            seen.0.send(tid()).unwrap();
+            done.1.recv().unwrap();
+        });
+        let worker_tid = seen.1.recv().unwrap();
+        recorder.observe_target();
+        assert!(recorder.threads.contains_key(&worker_tid));
+        done.0.send(()).unwrap();
+        worker.join().unwrap();
+        recorder.observe_target();
+        assert!(recorder.threads.contains_key(&worker_tid), "still within the horizon");
+        std::thread::sleep(Duration::from_millis(300));
+        recorder.observe_target();
+        assert!(!recorder.threads.contains_key(&worker_tid), "gone past the horizon");
+        assert!(recorder.threads.contains_key(&tid()), "a live thread stays");
+    }
 }

@@ -133,7 +133,9 @@ fn header(bench: &Bench) -> String {
     let _ = writeln!(
         md,
         "Machine: {} CPUs ({cpu}), kernel {}. Timed runs are interleaved (alone, autodump, peer, then the next \
-         repetition in rotated order); each cell is the median (min–max) of {} runs. Ratios compare medians.\n",
+         repetition in rotated order); each cell is the median (min–max) of {} runs. Ratios compare medians.\n\n\
+         Targets (issue 5): CPU-bound slowdown at most 1%; switch-heavy slowdown at most half of offcputime's; \
+         sched_switch for other threads at most 60 ns; agent at most 1% of a core and 64 MiB; dump within 1 s.\n",
         bench.cpus,
         kernel.trim(),
         bench.opts.reps

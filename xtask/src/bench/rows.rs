@@ -37,8 +37,9 @@ fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolK
     let mut md = String::from("| configuration | wall seconds | ratio to alone | command |\n|---|---|---|---|\n");
     for kind in tools {
         let s = &series[kind];
-        let argv =
-            kind.command(&bench.agent, 0, std::path::Path::new("OUT")).map(|a| a.join(" ").replace(" 0", " PID"));
+        let argv = kind
+            .command(&bench.agent, 0, std::path::Path::new("OUT"))
+            .map(|a| a.join(" ").replace(" 0", " PID").replace(&*bench.agent.to_string_lossy(), &shown(&bench.agent)));
         let _ = writeln!(
             md,
             "| {} | {} | {:.3} | `{}` |",
@@ -75,7 +76,8 @@ pub fn switch_heavy(bench: &Bench) -> Result<String> {
     ))
 }
 
-/// The kernel keeps 15 characters of a program's name.
+/// The empty program's name (the kernel keeps 15 characters; bpftool shows the whole name when
+/// the program's BTF has it).
 const EMPTY_PROBE: &str = "sched_switch_em";
 
 /// ns per run of each of the tool's programs while `target` does its work.
@@ -169,7 +171,8 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
             };
             per_run.0.push(ns as f64 / cnt as f64);
             runs = cnt;
-            if let Some(&(ns, cnt)) = costs.get(EMPTY_PROBE).filter(|c| c.1 > 0) {
+            let empty = costs.iter().find(|(name, _)| name.starts_with(EMPTY_PROBE)).map(|(_, c)| *c);
+            if let Some((ns, cnt)) = empty.filter(|c| c.1 > 0) {
                 floor.0.push(ns as f64 / cnt as f64);
             }
         }
