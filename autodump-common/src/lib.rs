@@ -41,6 +41,7 @@ pub struct OffCpuStart {
 
 impl OffCpuStart {
     /// True while the thread is switched out.
+    #[inline(always)]
     pub fn is_blocked(&self) -> bool {
         self.start_ns != 0
     }

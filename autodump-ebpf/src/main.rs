@@ -31,12 +31,12 @@ static TASK_PID_OFFSET: u32 = 0;
 #[no_mangle]
 static TASK_TGID_OFFSET: u32 = 0;
 /// Offset of `exit_code` in `struct task_struct`, from the kernel's BTF.
+#[no_mangle]
+static TASK_EXIT_CODE_OFFSET: u32 = 0;
 /// Nonzero: walk the kernel stack at every off-CPU switch instead of once per user stack and
 /// generation (see `kernel_stack_for`).
 #[no_mangle]
 static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
-#[no_mangle]
-static TASK_EXIT_CODE_OFFSET: u32 = 0;
 
 /// Default map sizes; the agent resizes them before load from its flags.
 const STACK_SLOTS: u32 = 8192;
@@ -68,7 +68,8 @@ static KERNEL_STACK_CACHE_0: HashMap<u64, i32> = HashMap::with_max_entries(STACK
 #[map]
 static KERNEL_STACK_CACHE_1: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
 
-/// Threads of the target that are switched out, by tid.
+/// Every thread of the target that has switched out since attach, by tid, until it exits:
+/// where and when it last switched out (`start_ns` 0 while it runs).
 #[map]
 static OFFCPU_START: HashMap<u32, OffCpuStart> = HashMap::with_max_entries(THREAD_SLOTS, 0);
 #[map]
@@ -310,7 +311,7 @@ fn switch_in(ctx: &BtfTracePointContext, tid: u32) {
     };
     // SAFETY: the slot is this thread's (see `switch_out`); it is copied, then marked free.
     let start = unsafe { core::ptr::read_volatile(slot) };
-    if start.start_ns == 0 {
+    if !start.is_blocked() {
         return;
     }
     // SAFETY: as above.

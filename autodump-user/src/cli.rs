@@ -5,21 +5,13 @@ use std::{path::PathBuf, time::Duration};
 use clap::Parser;
 
 /// How often the off-CPU probe walks the kernel stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KernelStacks {
     /// Once per (user stack, runnable or blocked) per drain interval; later switches there reuse it.
     PerUserStack,
     /// At every switch-out: exact, at about three times the probe's cost.
     EverySwitch,
-}
-
-impl KernelStacks {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PerUserStack => "per-user-stack",
-            Self::EverySwitch => "every-switch",
-        }
-    }
 }
 
 /// Every default a user may want to change, in one place.

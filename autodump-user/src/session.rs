@@ -134,7 +134,7 @@ impl Session {
             comm: &self.target.comm,
             exe: self.target.exe.display().to_string(),
             frequency_hz: self.frequency_hz,
-            offcpu_kernel_stacks: self.offcpu_kernel_stacks.name(),
+            offcpu_kernel_stacks: self.offcpu_kernel_stacks,
             start: 0.0,
             trigger: None,
             end: 0.0,

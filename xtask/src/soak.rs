@@ -5,15 +5,14 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    bench::process::{Target, Tool, ToolKind},
-    util::{root, run, step},
+    bench::process::{build_fixture, status_mib, Target, Tool, ToolKind},
+    util::{root, step},
 };
 
 /// RSS is compared against its value at this point, after start-up and the first bundles' worth
@@ -36,16 +35,6 @@ const BUNDLE_FILES: &[&str] = &[
     "index.html",
 ];
 
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS")?;
-    Ok(kib / 1024.0)
-}
-
 /// What is wrong with `bundle`, if anything.
 fn incomplete(bundle: &Path) -> Option<String> {
     let missing: Vec<&str> = BUNDLE_FILES.iter().copied().filter(|f| !bundle.join(f).is_file()).collect();
@@ -64,13 +53,7 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     let dir = root().join("target/soak");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let churn = dir.join("churn");
-    step("building the churning target");
-    run(Command::new("gcc")
-        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-        .arg(&churn)
-        .arg(root().join("tests/fixtures/churn.c"))
-        .arg("-ldl"))?;
+    let churn = build_fixture("churn", &dir)?;
     let target = Target::start(&churn, &[])?;
     let out = dir.join("bundles");
     let argv = ToolKind::Autodump.command(&agent, target.pid(), &out).expect("a tool");
@@ -80,14 +63,14 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     let (mut at_warm, mut peak_after_warm) = (None, 0.0f64);
     while started.elapsed() < duration {
         std::thread::sleep(Duration::from_secs(5));
-        let rss = rss_mib(tool.pid())?;
+        let rss = status_mib(tool.pid(), "VmRSS:")?;
         if started.elapsed() >= WARM {
             at_warm.get_or_insert(rss);
             peak_after_warm = peak_after_warm.max(rss);
         }
         eprintln!("    {:>4} s: agent RSS {rss:.1} MiB", started.elapsed().as_secs());
     }
-    let at_end = rss_mib(tool.pid())?;
+    let at_end = status_mib(tool.pid(), "VmRSS:")?;
     tool.stop()?;
     drop(target);
 

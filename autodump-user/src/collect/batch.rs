@@ -52,10 +52,14 @@ pub fn take_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec
         let ret = unsafe {
             libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_BATCH, &raw mut attr, size_of::<BatchAttr>())
         };
-        let done = ret != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT);
-        if ret != 0 && !done {
-            return Err(io::Error::last_os_error());
-        }
+        // ENOENT: the walk reached the end (the last entries may still come with it).
+        let done = match ret {
+            0 => false,
+            _ => match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENOENT) => true,
+                e => return Err(e),
+            },
+        };
         let filled = (attr.count as usize).min(ENTRIES_PER_CALL);
         // SAFETY: the kernel filled the first `filled` keys and values.
         out.extend((0..filled).map(|i| unsafe { (keys[i].assume_init(), values[i].assume_init()) }));

@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::Serialize;
 
 use crate::{
+    cli::KernelStacks,
     collect::{
         drain::{ExitStatus, ProbeStats},
         metrics::MetricSample,
@@ -146,7 +147,7 @@ pub struct OffCpuTotals {
     pub distinct_stacks: usize,
     /// How kernel stacks were taken: `per-user-stack` (walked once per user stack per drain
     /// interval and reused for later blocks there) or `every-switch`.
-    pub kernel_stacks: &'static str,
+    pub kernel_stacks: KernelStacks,
 }
 
 #[derive(Debug, Serialize)]
@@ -173,7 +174,7 @@ pub struct Facts<'a> {
     pub comm: &'a str,
     pub exe: String,
     pub frequency_hz: u64,
-    pub offcpu_kernel_stacks: &'static str,
+    pub offcpu_kernel_stacks: KernelStacks,
     pub start: f64,
     pub trigger: Option<f64>,
     pub end: f64,
@@ -265,7 +266,7 @@ mod tests {
             comm: "app",
             exe: "/usr/bin/app".into(),
             frequency_hz: 99,
-            offcpu_kernel_stacks: "per-user-stack",
+            offcpu_kernel_stacks: KernelStacks::PerUserStack,
             start: 1_700_000_000.0,
             trigger: None,
             end: 1_700_000_002.5,

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    process::{signal, Target, Tool, ToolKind},
+    process::{cpu_seconds, signal, status_mib, Target, Tool, ToolKind},
     stats::Series,
     Bench,
 };
@@ -26,22 +26,6 @@ const DUMP_FREQUENCY: &str = "999";
 const DUMP_STACK_SLOTS: &str = "65536";
 /// Dump row: recording after each trigger.
 const DUMP_AFTER: &str = "2s";
-
-/// A process's CPU seconds (utime + stime) so far; /proc counts in USER_HZ, 100 on Linux.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..].split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(ticks as f64 / 100.0)
-}
-
-/// A `Vm*` line of /proc/PID/status, in MiB.
-fn status_mib(pid: u32, key: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key}"))?;
-    let kib: f64 = line.split_whitespace().nth(1).context("bad status")?.parse()?;
-    Ok(kib / 1024.0)
-}
 
 /// The busy many-stack target: stacky with two threads per CPU, every thread walking 4,096
 /// distinct stacks.

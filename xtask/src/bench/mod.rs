@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     setup,
-    util::{output, root, run, step},
+    util::{output, root, step},
 };
 
 /// Packages the bench runs as peers: `perf` (linux-perf) and `offcputime` (libbpf-tools).
@@ -81,12 +81,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let bin = root().join("target/bench");
     std::fs::create_dir_all(&bin)?;
     for name in FIXTURES {
-        step(&format!("building fixture {name}"));
-        let src = root().join("tests/fixtures").join(format!("{name}.c"));
-        run(Command::new("gcc")
-            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(bin.join(name))
-            .arg(&src))?;
+        process::build_fixture(name, &bin)?;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bench = Bench { scratch: bin.join("scratch"), opts, agent, bin, cpus };

@@ -22,6 +22,37 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
     crate::util::run(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).stderr(Stdio::null()))
 }
 
+/// A process's CPU seconds (utime + stime) so far; /proc counts in USER_HZ, 100 on Linux.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(ticks as f64 / 100.0)
+}
+
+/// A `Vm*` line of /proc/PID/status, in MiB.
+pub fn status_mib(pid: u32, key: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key}"))?;
+    let kib: f64 = line.split_whitespace().nth(1).context("bad status")?.parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// Builds C fixture `name` (tests/fixtures/NAME.c) into `dir` as the tests build theirs: with
+/// frame pointers, so that stacks walk. Returns the binary.
+pub fn build_fixture(name: &str, dir: &Path) -> Result<PathBuf> {
+    crate::util::step(&format!("building fixture {name}"));
+    let bin = dir.join(name);
+    crate::util::run(
+        Command::new("gcc")
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&bin)
+            .arg(crate::util::root().join("tests/fixtures").join(format!("{name}.c")))
+            .arg("-ldl"),
+    )?;
+    Ok(bin)
+}
+
 /// A fixture that prints "ready", waits for SIGUSR1, does fixed work and prints its seconds.
 pub struct Target {
     child: Child,

@@ -13,32 +13,31 @@ fn put(img: &mut [u8], at: u64, v: u64) {
 /// Two waiting goroutines of main.main, one with a three-frame stack, one with two; one P.
 fn image() -> Vec<u8> {
     let mut img = vec![0u8; 0x700];
-    let p = |img: &mut Vec<u8>, at, v| put(img, at, v);
-    p(&mut img, 0, BASE + 0x200); // allgs.ptr
-    p(&mut img, 8, 2); // allgs.len
-    p(&mut img, 16, 2); // allglen
-    p(&mut img, 24, BASE + 0x300); // allp.ptr
-    p(&mut img, 32, 1); // allp.len
+    put(&mut img, 0, BASE + 0x200); // allgs.ptr
+    put(&mut img, 8, 2); // allgs.len
+    put(&mut img, 16, 2); // allglen
+    put(&mut img, 24, BASE + 0x300); // allp.ptr
+    put(&mut img, 32, 1); // allp.len
     for i in 0..4 {
-        p(&mut img, 128 + 16 * i, BASE + 0x180); // waitReasonStrings[i]
-        p(&mut img, 128 + 16 * i + 8, 12);
+        put(&mut img, 128 + 16 * i, BASE + 0x180); // waitReasonStrings[i]
+        put(&mut img, 128 + 16 * i + 8, 12);
     }
     img[0x180..0x180 + 12].copy_from_slice(b"chan receive");
-    p(&mut img, 0x200, BASE + 0x400);
-    p(&mut img, 0x208, BASE + 0x500);
-    p(&mut img, 0x300, BASE + 0x380);
+    put(&mut img, 0x200, BASE + 0x400);
+    put(&mut img, 0x208, BASE + 0x500);
+    put(&mut img, 0x300, BASE + 0x380);
     for (g, bp) in [(0x400, 0x610), (0x500, 0x650)] {
-        p(&mut img, g, BASE + 0x600); // stack.lo
-        p(&mut img, g + 8, BASE + 0x700); // stack.hi
-        p(&mut img, g + 56, 0x40_1000); // sched.pc
-        p(&mut img, g + 64, BASE + 64); // startpc: main.main
-        p(&mut img, g + 80, BASE + bp); // sched.bp
+        put(&mut img, g, BASE + 0x600); // stack.lo
+        put(&mut img, g + 8, BASE + 0x700); // stack.hi
+        put(&mut img, g + 56, 0x40_1000); // sched.pc
+        put(&mut img, g + 64, BASE + 64); // startpc: main.main
+        put(&mut img, g + 80, BASE + bp); // sched.bp
         img[g as usize + 88] = 4; // _Gwaiting
     }
-    p(&mut img, 0x610, BASE + 0x630);
-    p(&mut img, 0x618, 0x40_1234);
-    p(&mut img, 0x638, 0x40_1300);
-    p(&mut img, 0x658, 0x40_1400);
+    put(&mut img, 0x610, BASE + 0x630);
+    put(&mut img, 0x618, 0x40_1234);
+    put(&mut img, 0x638, 0x40_1300);
+    put(&mut img, 0x658, 0x40_1400);
     img
 }
 
