@@ -96,7 +96,7 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         goroutines: goroutines.as_ref(),
         watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
     };
-    Ok(write::write_bundle(out, &recording)?)
+    Ok(write::write_bundle(out, recording)?)
 }
 
 /// One chart per metric that has values: its line, the mean before the trigger (the rule's own

@@ -64,7 +64,7 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     });
     let recording = Recording { profiles: &totals, summary, goroutines: goroutines.as_ref(), watch: None };
     let path =
-        write::write_bundle(&cli.out, &recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
+        write::write_bundle(&cli.out, recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
     tracing::info!(path = %path.display(), reason = "record", "bundle written");
     Ok(path)
 }

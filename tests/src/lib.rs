@@ -142,6 +142,20 @@ impl RunningAgent {
         Some(Bundle::open(Path::new(&line)))
     }
 
+    /// The next bundle, or a panic naming `what` was expected, whether the agent is still
+    /// running, and everything it logged, so a missing bundle can be told apart from a crash.
+    pub fn expect_bundle(&mut self, timeout: Duration, what: &str) -> Bundle {
+        if let Some(bundle) = self.next_bundle(timeout) {
+            return bundle;
+        }
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("the agent exited ({status})"),
+            _ => "the agent is still running".to_string(),
+        };
+        self.stderr_seen.extend(self.stderr_lines.try_iter());
+        panic!("no bundle within {timeout:?}: expected {what}; {state}; stderr:\n{}", self.stderr_seen.join("\n"));
+    }
+
     /// Sends `signal` to the agent.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill with our own child's pid.

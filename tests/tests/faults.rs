@@ -164,7 +164,7 @@ fn full_disk_drops_the_bundle_and_writing_resumes() {
     let fixture = Fixture::start("two_threads", &[]);
     let mut agent = manual_only_agent(&fixture, &disk.dir);
     agent.signal(libc::SIGUSR1);
-    let first = agent.next_bundle(Duration::from_secs(10)).expect("a bundle while there is room");
+    let first = agent.expect_bundle(Duration::from_secs(10), "a bundle while there is room");
     let first_files = files_of(&first);
 
     // Fill the disk to the last byte.
@@ -180,7 +180,7 @@ fn full_disk_drops_the_bundle_and_writing_resumes() {
 
     std::fs::remove_file(&filler).unwrap();
     agent.signal(libc::SIGUSR1);
-    let again = agent.next_bundle(Duration::from_secs(10)).expect("writing resumes when space returns");
+    let again = agent.expect_bundle(Duration::from_secs(10), "writing resumes when space returns");
     assert_ne!(again.dir, first.dir);
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
@@ -201,7 +201,7 @@ fn vanished_or_read_only_output_directory() {
 
     std::fs::remove_dir_all(&out).unwrap();
     agent.signal(libc::SIGUSR1);
-    let recreated = agent.next_bundle(Duration::from_secs(10)).expect("the directory is made again");
+    let recreated = agent.expect_bundle(Duration::from_secs(10), "the directory is made again");
     let kept = files_of(&recreated);
 
     disk.remount("ro");
@@ -210,7 +210,7 @@ fn vanished_or_read_only_output_directory() {
     assert!(agent.wait_exit(Duration::from_millis(100)).is_none(), "the agent keeps running");
     disk.remount("rw");
     agent.signal(libc::SIGUSR1);
-    assert!(agent.next_bundle(Duration::from_secs(10)).is_some(), "writing resumes");
+    agent.expect_bundle(Duration::from_secs(10), "writing resumes");
     assert_eq!(files_of(&recreated), kept, "the earlier bundle is intact");
     agent.signal(libc::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
@@ -247,7 +247,7 @@ fn a_reused_pid_is_never_profiled() {
     target.kill();
     let killed = Instant::now();
     let newcomer = start_with_pid("stacky", &["2"], pid).expect("a new process with the same pid");
-    let bundle = agent.next_bundle(Duration::from_secs(15)).expect("an exit bundle for the original target");
+    let bundle = agent.expect_bundle(Duration::from_secs(15), "an exit bundle for the original target");
     assert!(killed.elapsed() > Duration::from_secs(2), "the newcomer ran for seconds before the agent looked");
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0));
     drop(newcomer);

@@ -45,7 +45,7 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
     let fixture = Fixture::start("misbehave", &["cpu", "12"]);
     let mut agent = start_agent(&fixture, "watch_cpu", &[]);
     let spike = misbehaviour_start(&fixture);
-    let bundle = agent.next_bundle(Duration::from_secs(30)).expect("a rule bundle");
+    let bundle = agent.expect_bundle(Duration::from_secs(30), "a rule bundle");
     // The spike lasts 8 s and stays over the high-water mark: the cooldown holds back repeats.
     assert!(agent.next_bundle(Duration::from_secs(8)).is_none(), "one bundle per spike");
     stop(agent, libc::SIGINT);
@@ -112,7 +112,7 @@ fn leak_fires_rule(mode: &str, metric: &str, rule: &str, function: &str) {
     let fixture = Fixture::start("misbehave", &[mode, "5"]);
     let mut agent = start_agent(&fixture, &format!("watch_{mode}"), &["--rule", rule, "--rule", "cpu:off"]);
     let started = misbehaviour_start(&fixture);
-    let bundle = agent.next_bundle(Duration::from_secs(40)).unwrap_or_else(|| panic!("no bundle for the {mode} leak"));
+    let bundle = agent.expect_bundle(Duration::from_secs(40), &format!("a bundle for the {mode} leak"));
     stop(agent, libc::SIGTERM);
     let summary = bundle.summary();
     assert_eq!(summary["reason"]["kind"], "rule");
@@ -123,6 +123,8 @@ fn leak_fires_rule(mode: &str, metric: &str, rule: &str, function: &str) {
     let trigger = summary["window"]["trigger"].as_f64().unwrap();
     eprintln!("{mode}: fired {:.2} s after the leak began, at {value}", trigger - started);
     assert!(trigger > started, "fired only once the leak began");
+    // The process may sit idle after its leak: the diff is still drawn, and the bundle complete.
+    bundle.assert_well_formed_xml("cpu-diff.svg");
     let in_function = |file: &str| bundle.weight(file, |f| f.frames.iter().any(|x| x == function));
     assert!(in_function("offcpu.folded") + in_function("cpu.folded") > 0, "{function} shows in the bundle");
 }
@@ -156,7 +158,7 @@ fn segfault_leaves_an_exit_bundle_with_the_signal() {
     let fixture = Fixture::start("misbehave", &["segv", "3"]);
     let mut agent = start_agent(&fixture, "watch_segv", &["--rule", "cpu:off"]);
     misbehaviour_start(&fixture);
-    let bundle = agent.next_bundle(Duration::from_secs(20)).expect("an exit bundle");
+    let bundle = agent.expect_bundle(Duration::from_secs(20), "an exit bundle");
     assert_eq!(agent.wait_exit(Duration::from_secs(5)), Some(0), "the agent exits 0 once the target is gone");
     let summary = bundle.summary();
     assert_eq!(summary["reason"]["kind"], "exit");
@@ -181,7 +183,7 @@ fn manual_bundle_on_sigusr1_and_none_for_steady_load() {
     let watching = Instant::now();
     std::thread::sleep(Duration::from_secs(8));
     agent.signal(libc::SIGUSR1);
-    let manual = agent.next_bundle(Duration::from_secs(10)).expect("a manual bundle");
+    let manual = agent.expect_bundle(Duration::from_secs(10), "a manual bundle");
     assert_eq!(manual.summary()["reason"]["kind"], "manual");
     assert!(manual.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "calm_work")) > 0);
     manual.assert_well_formed_xml("index.html");

@@ -24,10 +24,13 @@ pub fn diff_svg(before: &Profile, after: &Profile, title: &str) -> std::io::Resu
     options.count_name = "samples".into();
     options.deterministic = true;
     let mut svg = Vec::new();
-    if lines.trim().is_empty() {
-        flamegraph::from_lines(&mut options, ["[no samples] 1 1"], &mut svg)?;
-    } else {
+    // Widths are the after-trigger counts; inferno refuses a graph whose widths are all zero (an
+    // idle process after the trigger), so that case is drawn as an explicit empty graph.
+    let after_weight = |line: &str| line.rsplit_once(' ').and_then(|(_, w)| w.parse::<f64>().ok());
+    if lines.lines().any(|l| after_weight(l).is_some_and(|w| w > 0.0)) {
         flamegraph::from_lines(&mut options, lines.lines(), &mut svg)?;
+    } else {
+        flamegraph::from_lines(&mut options, ["[no on-CPU samples after the trigger] 1 1"], &mut svg)?;
     }
     Ok(svg)
 }
@@ -91,7 +94,18 @@ mod tests {
         let svg = diff_svg(&profile(&[("calm", 90)]), &profile(&[("calm", 10), ("spike", 90)]), "diff").unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.contains("spike") && svg.trim_end().ends_with("</svg>"));
-        let empty = Profile::new(ProfileKind::Cpu);
-        assert!(String::from_utf8(diff_svg(&empty, &empty, "diff").unwrap()).unwrap().contains("no samples"));
+    }
+
+    #[test]
+    fn draws_an_empty_side_instead_of_failing() {
+        let (empty, busy) = (Profile::new(ProfileKind::Cpu), profile(&[("calm", 10)]));
+        let draw =
+            |before: &Profile, after: &Profile| String::from_utf8(diff_svg(before, after, "diff").unwrap()).unwrap();
+        // Nothing after the trigger (the process went idle), or nothing at all: an explicit empty graph.
+        assert!(draw(&busy, &empty).contains("no on-CPU samples after the trigger"));
+        assert!(draw(&empty, &empty).contains("no on-CPU samples after the trigger"));
+        // Nothing before it: everything after is new.
+        let svg = draw(&empty, &busy);
+        assert!(svg.contains("calm") && svg.trim_end().ends_with("</svg>"));
     }
 }
