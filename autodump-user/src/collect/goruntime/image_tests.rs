@@ -76,3 +76,25 @@ fn garbage_counts_are_rejected() {
     assert!(rt.goroutines().is_err());
     assert!(runtime(vec![0u8; 16]).count().is_err(), "globals outside the image cannot be read");
 }
+
+#[test]
+fn states_of_newer_runtimes_are_named_and_dead_extra_goroutines_left_out() {
+    // (status, what the dump says, or None when the goroutine is not in it)
+    let cases = [
+        (4, Some("chan receive")),
+        (0x1004, Some("chan receive")), // _Gscan | _Gwaiting: being scanned by the GC
+        (1, Some("runnable")),
+        (9, Some("preempted")),
+        (10, Some("leaked")), // _Gleaked
+        (6, None),            // _Gdead
+        (11, None),           // _Gdeadextra: dead, kept for an extra M
+        (0, None),            // _Gidle
+    ];
+    for (status, want) in cases {
+        let mut img = image();
+        img[0x400 + 88..0x400 + 92].copy_from_slice(&(status as u32).to_le_bytes());
+        let gs = runtime(img).goroutines().unwrap();
+        let first = (gs.len() == 2).then(|| gs[0].state.as_str());
+        assert_eq!(first, want, "status {status:#x}: {gs:?}");
+    }
+}

@@ -47,13 +47,21 @@ pub enum GoSupport {
     Ready(Box<GoRuntime>),
 }
 
-/// `g.atomicstatus` values (runtime2.go); `_Gscan` (0x1000) is masked off.
+/// `g.atomicstatus` values (runtime2.go); `_Gscan` (0x1000) is masked off. The values are
+/// stable across Go versions: states that were retired keep their numbers, new ones are added.
 const G_IDLE: u32 = 0;
 const G_RUNNABLE: u32 = 1;
 const G_RUNNING: u32 = 2;
 const G_SYSCALL: u32 = 3;
 const G_WAITING: u32 = 4;
 const G_DEAD: u32 = 6;
+const G_COPYSTACK: u32 = 8;
+const G_PREEMPTED: u32 = 9;
+/// Newer runtimes: a goroutine the GC found leaked (alive, never to wake).
+const G_LEAKED: u32 = 10;
+/// Newer runtimes: a dead goroutine kept for an extra M (cgo callbacks); before, it was
+/// `_Gdead`. Counted in `sched.ngsys`, so not in `NumGoroutine()`.
+const G_DEAD_EXTRA: u32 = 11;
 const G_SCAN: u32 = 0x1000;
 /// Guards against garbage: more goroutines or Ps than this means a bad read.
 const MAX_GOROUTINES: u64 = 10_000_000;
@@ -219,7 +227,7 @@ impl GoRuntime {
         for block in blocks.into_iter().flatten() {
             let field = |o| field_u64(&block, o).unwrap_or(0);
             let status = field_u32(&block, self.off.g_status).unwrap_or(G_DEAD) & !G_SCAN;
-            if status == G_DEAD || status == G_IDLE || self.is_system(field(self.off.g_startpc)) {
+            if matches!(status, G_DEAD | G_DEAD_EXTRA | G_IDLE) || self.is_system(field(self.off.g_startpc)) {
                 continue;
             }
             let state = self.state(status, block.get(self.off.g_waitreason as usize).copied().unwrap_or(0));
@@ -268,6 +276,9 @@ impl GoRuntime {
             G_RUNNABLE => "runnable".into(),
             G_RUNNING => "running".into(),
             G_SYSCALL => "syscall".into(),
+            G_COPYSTACK => "copystack".into(),
+            G_PREEMPTED => "preempted".into(),
+            G_LEAKED => "leaked".into(),
             G_WAITING => self
                 .wait_reasons
                 .get(wait_reason as usize)
