@@ -10,19 +10,27 @@ use std::{
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
+/// The GOROOT of the newest Go in Debian unstable, which `cargo xtask setup` unpacks into
+/// target/go-toolchains (xtask/src/newer_go.rs), and its version; None if it is not there.
+pub fn newer_go() -> Option<(PathBuf, String)> {
+    let goroot = super::workspace().join("target/go-toolchains/newest");
+    let version = std::fs::read_to_string(goroot.join("VERSION")).ok()?;
+    goroot.join("bin/go").exists().then(|| (goroot, version.lines().next().unwrap_or_default().to_string()))
+}
+
 /// Builds fixture `name` (`name.c` with gcc, or `name.go` with go) unless it is up to date.
 /// C fixtures keep frame pointers so that stacks walk through them. `NAME-stripped` is the Go
-/// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF).
+/// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF); `NAME-newest-go` is
+/// NAME built with `newer_go()` instead of Debian 12's Go.
 pub fn fixture_bin(name: &str) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = super::workspace().join("tests/fixtures");
     let out_dir = super::workspace().join("target/fixtures");
     std::fs::create_dir_all(&out_dir).expect("create target/fixtures");
     let bin = out_dir.join(name);
-    let (base, stripped) = match name.strip_suffix("-stripped") {
-        Some(base) => (base, true),
-        None => (name, false),
-    };
+    let stripped = name.ends_with("-stripped");
+    let newest = name.ends_with("-newest-go");
+    let base = name.trim_end_matches("-stripped").trim_end_matches("-newest-go");
     let c = src_dir.join(format!("{base}.c"));
     let source = if c.exists() { c } else { src_dir.join(format!("{base}.go")) };
     let newer = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -35,12 +43,19 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         cmd
     } else {
         let mut cmd = Command::new("go");
+        if newest {
+            let (goroot, _) = newer_go().expect("the newer Go is unpacked (run `cargo xtask setup`)");
+            cmd = Command::new(goroot.join("bin/go"));
+            cmd.env("GOROOT", &goroot);
+        }
         cmd.arg("build").arg("-o").arg(&bin);
         if stripped {
             cmd.arg("-ldflags=-s -w");
         }
         cmd.arg(&source);
-        cmd.env("GOCACHE", out_dir.join("gocache")).env("GO111MODULE", "off");
+        // One build cache per toolchain; never fetch another toolchain.
+        let cache = if newest { "gocache-newest" } else { "gocache" };
+        cmd.env("GOCACHE", out_dir.join(cache)).env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
         cmd
     };
     let out =

@@ -12,11 +12,33 @@ const LEAKED: u64 = 5000;
 
 #[test]
 fn goroutine_leak_is_counted_exactly_and_dumped() {
-    if !require_bpf("goroutine_leak_is_counted_exactly_and_dumped") {
+    if require_bpf("goroutine_leak_is_counted_exactly_and_dumped") {
+        leak_is_counted_exactly_and_dumped("goleak", "go_leak");
+    }
+}
+
+/// The same against a runtime of today's layout: Debian 12's Go 1.19 keeps the free counts in
+/// `gFree.n`, newer runtimes in list sizes (`gFree.stack.size`, `p.gFree.size`).
+#[test]
+fn the_same_with_the_newest_go_in_debian() {
+    if !require_bpf("the_same_with_the_newest_go_in_debian") {
         return;
     }
-    let fixture = Fixture::start("goleak", &["6", &(LEAKED / 1000).to_string()]);
-    let out = scratch_dir("go_leak");
+    let Some((_, version)) = autodump_tests::fixture::newer_go() else {
+        let why = "the newer Go is not in target/go-toolchains (`cargo xtask setup` fetches it)";
+        assert!(std::env::var("AUTODUMP_REQUIRE_BPF").as_deref() != Ok("1"), "{why}");
+        eprintln!("SKIPPED the_same_with_the_newest_go_in_debian: {why}");
+        return;
+    };
+    eprintln!("fixture built with {version}");
+    leak_is_counted_exactly_and_dumped("goleak-newest-go", "go_leak_newest");
+}
+
+/// A leak of `LEAKED` goroutines in `fixture`: the goroutines rule fires, our counts equal the
+/// program's own `NumGoroutine()`, and the dump finds every leaked goroutine where it blocks.
+fn leak_is_counted_exactly_and_dumped(fixture: &str, scratch: &str) {
+    let fixture = Fixture::start(fixture, &["6", &(LEAKED / 1000).to_string()]);
+    let out = scratch_dir(scratch);
     let pid = fixture.pid.to_string();
     let mut agent = RunningAgent::start(&[
         "--pid",

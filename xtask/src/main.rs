@@ -3,6 +3,7 @@
 
 mod bench;
 mod fuzz;
+mod newer_go;
 mod setup;
 mod soak;
 mod util;

@@ -18,7 +18,8 @@ const TEST_PACKAGES: &[(&str, &str)] =
 
 pub fn all() -> Result<()> {
     toolchain()?;
-    apt_packages(TEST_PACKAGES)
+    apt_packages(TEST_PACKAGES)?;
+    crate::newer_go::ensure()
 }
 
 /// Nightly with rust-src (the eBPF crate builds core for the BPF target) and bpf-linker.
