@@ -19,6 +19,8 @@ const FREQUENCY: u64 = 99;
 const COUNT_TOLERANCE: f64 = 0.10;
 /// Each thread's share of the samples within 5 percentage points of its share of CPU time.
 const SHARE_TOLERANCE: f64 = 0.05;
+/// At most 1% of samples without their user stack (stack-map hash collisions).
+const MAX_LOST_STACKS: f64 = 0.01;
 
 #[test]
 fn sample_counts_and_shares_match_cpu_time() {
@@ -65,6 +67,10 @@ fn sample_counts_and_shares_match_cpu_time() {
     );
     // Frames walk from the spinning function up through its caller.
     assert!(bundle.folded("cpu.folded").iter().any(|f| f.frames.windows(2).any(|w| w == ["hot_spin", "burn_until"])));
-    assert_eq!(summary["dropped"]["cpu_user_stack_errors"], 0);
+    // A sample whose user stack hashes to a stack-map slot that holds another stack loses that
+    // stack (counted, and still counted as a sample). With tens of distinct stacks in 8,192
+    // slots this happens in a few runs out of a hundred, to a few samples.
+    let lost = summary["dropped"]["cpu_user_stack_errors"].as_u64().unwrap() as f64;
+    assert!(lost <= samples * MAX_LOST_STACKS, "{lost} of {samples} samples lost their user stack");
     assert_eq!(summary["reason"]["kind"], "record");
 }
