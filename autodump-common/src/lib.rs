@@ -22,6 +22,15 @@ pub struct StackKey {
     pub flags: u32,
 }
 
+/// A stack id with this bit set names a stack in its generation's overflow map. The kernel files
+/// a stack in the slot its hash picks; when that slot of the main map already holds another
+/// stack (a hash collision), the probes file it in the overflow map instead, whose slots are
+/// picked from fewer bits of the same hash and hold only such stacks. Ids are below 2^30.
+pub const OVERFLOW_STACK_ID: u32 = 1 << 30;
+
+/// The overflow stack map has one slot for this many slots of the main one.
+pub const OVERFLOW_SHARE: u32 = 8;
+
 /// The thread was still runnable when it was switched out (preempted or yielded): its off-CPU
 /// time is time spent waiting for a CPU, not blocked.
 pub const FLAG_RUNNABLE: u32 = 1;
@@ -108,10 +117,12 @@ pub enum Stat {
     OffCpuStartFull,
     /// Blocks lost because the off-CPU totals map was full.
     OffCpuTotalsFull,
+    /// Stacks filed in the overflow map after a collision in the main one (not lost).
+    OverflowStacks,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -122,6 +133,7 @@ impl Stat {
         Stat::OffCpuKernelStackErrors,
         Stat::OffCpuStartFull,
         Stat::OffCpuTotalsFull,
+        Stat::OverflowStacks,
     ];
 }
 
@@ -131,6 +143,7 @@ pub const MAX_STACK_DEPTH: usize = 127;
 /// Map names, as the agent looks them up in the loaded object.
 pub mod maps {
     pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+    pub const OVERFLOW_STACKS: [&str; 2] = ["OVERFLOW_STACKS_0", "OVERFLOW_STACKS_1"];
     pub const CPU_COUNTS: [&str; 2] = ["CPU_COUNTS_0", "CPU_COUNTS_1"];
     pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
     pub const KERNEL_STACK_CACHE: [&str; 2] = ["KERNEL_STACK_CACHE_0", "KERNEL_STACK_CACHE_1"];

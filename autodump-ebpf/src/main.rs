@@ -9,9 +9,14 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::{
+    ffi::c_long,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
 
-use autodump_common::{Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, FLAG_RUNNABLE};
+use autodump_common::{
+    Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, FLAG_RUNNABLE, OVERFLOW_SHARE, OVERFLOW_STACK_ID,
+};
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -45,6 +50,8 @@ const THREAD_SLOTS: u32 = 16384;
 
 /// `bpf_get_stackid` found no frames on that side.
 const EFAULT: i32 = 14;
+/// `bpf_get_stackid`: the stack's slot holds another stack.
+const EEXIST: i32 = 17;
 
 /// `TASK_DEAD` in `task_struct::__state`: the thread is exiting and will never be switched in.
 const TASK_DEAD: u32 = 0x80;
@@ -54,6 +61,11 @@ const TASK_DEAD: u32 = 0x80;
 static STACKS_0: StackTrace = StackTrace::with_max_entries(STACK_SLOTS, 0);
 #[map]
 static STACKS_1: StackTrace = StackTrace::with_max_entries(STACK_SLOTS, 0);
+/// Stacks whose slot in `STACKS_*` held another stack: see `OVERFLOW_STACK_ID`.
+#[map]
+static OVERFLOW_STACKS_0: StackTrace = StackTrace::with_max_entries(STACK_SLOTS / OVERFLOW_SHARE, 0);
+#[map]
+static OVERFLOW_STACKS_1: StackTrace = StackTrace::with_max_entries(STACK_SLOTS / OVERFLOW_SHARE, 0);
 #[map]
 static CPU_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
@@ -83,6 +95,7 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 struct Generation {
     epoch: u32,
     stacks: &'static StackTrace,
+    overflow_stacks: &'static StackTrace,
     cpu_counts: &'static HashMap<StackKey, u64>,
     offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
     kernel_stack_cache: &'static HashMap<u64, i32>,
@@ -95,6 +108,7 @@ fn generation() -> Generation {
         Generation {
             epoch,
             stacks: &STACKS_0,
+            overflow_stacks: &OVERFLOW_STACKS_0,
             cpu_counts: &CPU_COUNTS_0,
             offcpu_totals: &OFFCPU_TOTALS_0,
             kernel_stack_cache: &KERNEL_STACK_CACHE_0,
@@ -103,6 +117,7 @@ fn generation() -> Generation {
         Generation {
             epoch,
             stacks: &STACKS_1,
+            overflow_stacks: &OVERFLOW_STACKS_1,
             cpu_counts: &CPU_COUNTS_1,
             offcpu_totals: &OFFCPU_TOTALS_1,
             kernel_stack_cache: &KERNEL_STACK_CACHE_1,
@@ -164,9 +179,18 @@ fn is_target(tgid: u32) -> bool {
     tgid == target_tgid() && EXIT.get(0).is_none_or(|e| e.seen == 0)
 }
 
+/// The id of the current stack (user or kernel side, by `flags`) in this generation: in the
+/// main stack map, or when its slot there holds another stack, in the overflow map.
 #[inline(always)]
-fn stack_id<C: StackIdContext>(ctx: &C, stacks: &StackTrace, flags: u64, failed: Stat) -> i32 {
-    match ctx.get_stackid(stacks, flags) {
+fn stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, flags: u64, failed: Stat) -> i32 {
+    let found = match ctx.get_stackid(gen.stacks, flags) {
+        Err(err) if err == -EEXIST => ctx.get_stackid(gen.overflow_stacks, flags).map(|id| {
+            count(Stat::OverflowStacks);
+            id | OVERFLOW_STACK_ID as c_long
+        }),
+        other => other,
+    };
+    match found {
         Ok(id) => id as i32,
         Err(err) => {
             // -EFAULT only means there was nothing to walk (no kernel frames in user mode).
@@ -187,8 +211,8 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
     let gen = generation();
     let key = StackKey {
         tid: pid_tgid as u32,
-        user_stack_id: stack_id(&ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::CpuUserStackErrors),
-        kernel_stack_id: stack_id(&ctx, gen.stacks, 0, Stat::CpuKernelStackErrors),
+        user_stack_id: stack_id(&ctx, &gen, BPF_F_USER_STACK as u64, Stat::CpuUserStackErrors),
+        kernel_stack_id: stack_id(&ctx, &gen, 0, Stat::CpuKernelStackErrors),
         stack_epoch: gen.epoch,
         flags: 0,
     };
@@ -251,7 +275,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
 fn switch_out(ctx: &BtfTracePointContext, tid: u32, prev_state: u32, now: u64) {
     let gen = generation();
     let flags = if prev_state == 0 { FLAG_RUNNABLE } else { 0 };
-    let user_stack_id = stack_id(ctx, gen.stacks, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors);
+    let user_stack_id = stack_id(ctx, &gen, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors);
     let start = OffCpuStart {
         start_ns: now,
         user_stack_id,
@@ -289,14 +313,14 @@ fn kernel_stack_for(ctx: &BtfTracePointContext, gen: &Generation, user_stack_id:
     // SAFETY: a plain read of a global the loader filled in.
     let every_switch = unsafe { core::ptr::read_volatile(&KERNEL_STACK_EVERY_SWITCH) } != 0;
     if every_switch || user_stack_id < 0 {
-        return stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors);
+        return stack_id(ctx, gen, 0, Stat::OffCpuKernelStackErrors);
     }
     let cache_key = (flags as u64) << 32 | user_stack_id as u64;
     // SAFETY: the value is copied out at once.
     if let Some(id) = unsafe { gen.kernel_stack_cache.get(cache_key) } {
         return *id;
     }
-    let id = stack_id(ctx, gen.stacks, 0, Stat::OffCpuKernelStackErrors);
+    let id = stack_id(ctx, gen, 0, Stat::OffCpuKernelStackErrors);
     if id >= 0 {
         // A full cache only means the next switch here walks again.
         let _ = gen.kernel_stack_cache.insert(cache_key, id, 0);

@@ -98,7 +98,8 @@ pub struct Cli {
     #[arg(long, default_value = defaults::INTERVAL, value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Stack-map slots per generation (kernel memory: about 1 KiB each, two generations).
+    /// Stack-map slots per generation (kernel memory: about 1 KiB each, two generations), plus
+    /// one overflow slot per eight for stacks whose slot holds another stack.
     #[arg(long, default_value_t = defaults::STACK_SLOTS, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     pub stack_slots: u32,
 

@@ -73,6 +73,15 @@ fn overflowing_maps_are_counted_and_reported() {
     assert_eq!(summary["cpu"]["samples"], summary["dropped"]["cpu_samples"]);
     let lost_frames = run.bundle().weight("cpu.folded", |f| f.frames.iter().any(|x| x == "[user stack lost]"));
     assert!(lost_frames > 0);
+    // Stacks that collided went to the overflow map, and each came back to its own thread: even
+    // threads walk under even_walks, odd ones under odd_walks.
+    assert!(summary["dropped"]["overflow_stacks"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
+    let bundle = run.bundle();
+    for (thread, own, other) in [("walker-0", "even_walks", "odd_walks"), ("walker-1", "odd_walks", "even_walks")] {
+        assert!(bundle.weight_in("cpu.folded", thread, own) > 0, "{thread} walks under {own}");
+        let wrong = bundle.weight_in("cpu.folded", thread, other) + bundle.weight_in("offcpu.folded", thread, other);
+        assert_eq!(wrong, 0, "{thread} has stacks of the other thread");
+    }
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use autodump_common::{Control, StackKey, Stat, FLAG_RUNNABLE};
-use aya::maps::MapError;
+use autodump_common::{Control, StackKey, Stat, FLAG_RUNNABLE, OVERFLOW_STACK_ID};
+use aya::maps::{MapData, MapError, StackTraceMap};
 use serde::Serialize;
 
 use super::stack_tables::{Frames, StackRef, StackTables};
@@ -31,7 +31,7 @@ pub enum RawStack {
     /// Instruction pointers, innermost first (empty: no frames on that side, e.g. no kernel
     /// frames for a sample taken in user mode).
     Frames(Frames),
-    /// The kernel could not record it: a stack-map hash collision or a full map. Counted.
+    /// The kernel could not record it: a hash collision in both stack maps, or a full map. Counted.
     Lost,
 }
 
@@ -93,6 +93,8 @@ pub struct ProbeStats {
     pub offcpu_kernel_stack_errors: u64,
     pub offcpu_start_full: u64,
     pub offcpu_totals_full: u64,
+    /// Stacks that collided in the main stack map and were filed in the overflow map: not lost.
+    pub overflow_stacks: u64,
 }
 
 pub struct Drainer {
@@ -114,16 +116,10 @@ impl Drainer {
         std::thread::sleep(FLIP_GRACE);
         let gen = (retired % 2) as usize;
 
-        let stacks = &mut self.maps.stacks[gen];
-        let ids: Vec<u32> = stacks.stack_ids().collect::<Result<_, _>>().map_err(map_err("STACKS"))?;
-        let mut table = Vec::with_capacity(ids.len());
-        for id in ids {
-            // A stack may vanish between listing and reading only if something else deletes it.
-            if let Ok(trace) = stacks.get(&id, 0) {
-                table.push((id, trace.frames().iter().map(|f| f.ip).collect::<Frames>()));
-            }
-            stacks.remove(&id).map_err(map_err("STACKS"))?;
-        }
+        let mut table = take_stacks(&mut self.maps.stacks[gen], 0).map_err(map_err("STACKS"))?;
+        table.extend(
+            take_stacks(&mut self.maps.overflow_stacks[gen], OVERFLOW_STACK_ID).map_err(map_err("OVERFLOW_STACKS"))?,
+        );
         self.tables.retire(retired, table);
 
         let mut drained = Drained::default();
@@ -190,6 +186,7 @@ impl Drainer {
             offcpu_kernel_stack_errors: t(Stat::OffCpuKernelStackErrors),
             offcpu_start_full: t(Stat::OffCpuStartFull),
             offcpu_totals_full: t(Stat::OffCpuTotalsFull),
+            overflow_stacks: t(Stat::OverflowStacks),
         })
     }
 
@@ -211,14 +208,37 @@ impl Drainer {
             Err(_) => RawStack::Lost,
             Ok(id) => match self.tables.get(epoch, id) {
                 Some(frames) => RawStack::Frames(frames.clone()),
-                None if epoch == self.epoch => self.maps.stacks[(epoch % 2) as usize]
-                    .get(&id, 0)
-                    .map(|t| RawStack::Frames(t.frames().iter().map(|f| f.ip).collect()))
-                    .unwrap_or(RawStack::Lost),
+                None if epoch == self.epoch => {
+                    let gen = (epoch % 2) as usize;
+                    let (map, slot) = match id & OVERFLOW_STACK_ID {
+                        0 => (&self.maps.stacks[gen], id),
+                        _ => (&self.maps.overflow_stacks[gen], id & !OVERFLOW_STACK_ID),
+                    };
+                    map.get(&slot, 0).map(|t| RawStack::Frames(frames_of(&t))).unwrap_or(RawStack::Lost)
+                }
                 None => RawStack::Lost,
             },
         }
     }
+}
+
+/// Reads and deletes every stack of a stack map no probe writes to any more, naming each by its
+/// id with `id_bits` set.
+fn take_stacks(stacks: &mut StackTraceMap<MapData>, id_bits: u32) -> Result<Vec<(u32, Frames)>, MapError> {
+    let ids: Vec<u32> = stacks.stack_ids().collect::<Result<_, _>>()?;
+    let mut table = Vec::with_capacity(ids.len());
+    for id in ids {
+        // A stack may vanish between listing and reading only if something else deletes it.
+        if let Ok(trace) = stacks.get(&id, 0) {
+            table.push((id | id_bits, frames_of(&trace)));
+        }
+        stacks.remove(&id)?;
+    }
+    Ok(table)
+}
+
+fn frames_of(trace: &aya::maps::stack_trace::StackTrace) -> Frames {
+    trace.frames().iter().map(|f| f.ip).collect()
 }
 
 /// Reads every entry of a map no probe writes to any more, deleting them as it goes.

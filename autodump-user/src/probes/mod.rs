@@ -4,7 +4,7 @@
 pub mod btf;
 pub mod privilege;
 
-use autodump_common::{globals, maps, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey};
+use autodump_common::{globals, maps, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
     programs::{
@@ -42,6 +42,8 @@ pub struct ProbeConfig {
 /// The maps the collector drains, each generation in a pair indexed by `epoch % 2`.
 pub struct ProbeMaps {
     pub stacks: [StackTraceMap<MapData>; 2],
+    /// Stacks that collided in `stacks` (ids carry `OVERFLOW_STACK_ID`).
+    pub overflow_stacks: [StackTraceMap<MapData>; 2],
     pub cpu_counts: [HashMap<MapData, StackKey, u64>; 2],
     pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
     pub kernel_stack_cache: [HashMap<MapData, u64, i32>; 2],
@@ -87,6 +89,7 @@ impl Probes {
         for gen in 0..2 {
             loader
                 .map_max_entries(maps::STACKS[gen], config.stack_slots)
+                .map_max_entries(maps::OVERFLOW_STACKS[gen], (config.stack_slots / OVERFLOW_SHARE).max(1))
                 .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
                 .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots);
@@ -181,6 +184,7 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
     }
     Ok(ProbeMaps {
         stacks: [take(ebpf, maps::STACKS[0])?, take(ebpf, maps::STACKS[1])?],
+        overflow_stacks: [take(ebpf, maps::OVERFLOW_STACKS[0])?, take(ebpf, maps::OVERFLOW_STACKS[1])?],
         cpu_counts: [take(ebpf, maps::CPU_COUNTS[0])?, take(ebpf, maps::CPU_COUNTS[1])?],
         offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
         kernel_stack_cache: [take(ebpf, maps::KERNEL_STACK_CACHE[0])?, take(ebpf, maps::KERNEL_STACK_CACHE[1])?],
