@@ -117,7 +117,7 @@ pub enum Stat {
     OffCpuStartFull,
     /// Blocks lost because the off-CPU totals map was full.
     OffCpuTotalsFull,
-    /// Stacks filed in the overflow map after a collision in the main one (not lost).
+    /// Stack walks filed in the overflow map after a collision in the main one (not lost).
     OverflowStacks,
 }
 

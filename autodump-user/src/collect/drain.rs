@@ -93,7 +93,7 @@ pub struct ProbeStats {
     pub offcpu_kernel_stack_errors: u64,
     pub offcpu_start_full: u64,
     pub offcpu_totals_full: u64,
-    /// Stacks that collided in the main stack map and were filed in the overflow map: not lost.
+    /// Stack walks that collided in the main stack map and were filed in the overflow map: not lost.
     pub overflow_stacks: u64,
 }
 
