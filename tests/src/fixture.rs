@@ -42,12 +42,14 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         cmd.args(["-O1", "-g", "-Wall", "-Werror", "-fno-omit-frame-pointer", "-pthread", "-o"]).arg(&bin).arg(&source);
         cmd
     } else {
-        let mut cmd = Command::new("go");
-        if newest {
+        let mut cmd = if newest {
             let (goroot, _) = newer_go().expect("the newer Go is unpacked (run `cargo xtask setup`)");
-            cmd = Command::new(goroot.join("bin/go"));
+            let mut cmd = Command::new(goroot.join("bin/go"));
             cmd.env("GOROOT", &goroot);
-        }
+            cmd
+        } else {
+            Command::new("go")
+        };
         cmd.arg("build").arg("-o").arg(&bin);
         if stripped {
             cmd.arg("-ldflags=-s -w");

@@ -41,7 +41,12 @@ pub fn require_bpf(test: &str) -> bool {
     if root && btf {
         return true;
     }
-    let why = if root { "the kernel has no BTF" } else { "BPF needs root" };
+    skip(test, if root { "the kernel has no BTF" } else { "BPF needs root" })
+}
+
+/// Skips `test` for `why` (returns false), or panics when `AUTODUMP_REQUIRE_BPF=1` says
+/// skipping is not allowed (CI).
+pub fn skip(test: &str, why: &str) -> bool {
     if std::env::var("AUTODUMP_REQUIRE_BPF").as_deref() == Ok("1") {
         panic!("{test}: {why}, and AUTODUMP_REQUIRE_BPF=1 forbids skipping");
     }

@@ -26,8 +26,8 @@ pub struct Offsets {
     pub g_status: u64,
     pub g_waitreason: u64,
     pub g_startpc: u64,
-    /// Where the global free-goroutine counts are: `gFree.n` (Go 1.19 to 1.2x), or the sizes of
-    /// the two lists `gFree.stack` and `gFree.noStack` (newer runtimes).
+    /// Where the global free-goroutine counts are: `gFree.n` (older runtimes, e.g. 1.19), or the
+    /// sizes of the two lists `gFree.stack` and `gFree.noStack` (newer ones, e.g. 1.27).
     pub sched_gfree: Vec<u64>,
     pub sched_ngsys: u64,
     /// `p.gFree.n`, or `p.gFree.size` in newer runtimes.
