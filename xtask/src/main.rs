@@ -2,11 +2,13 @@
 //! Each task installs what it needs first (idempotently) and says what it does.
 
 mod bench;
+mod debian;
 mod fuzz;
 mod newer_go;
 mod setup;
 mod soak;
 mod util;
+mod vmtest;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +53,11 @@ enum Task {
     },
     /// Overhead and footprint against perf and offcputime, written to BENCHMARKS.md.
     Bench(bench::Options),
+    /// The kernel matrix: boot Debian's kernels under QEMU and run the end-to-end checks in each.
+    Vmtest {
+        /// Only kernels whose Debian suite (bookworm) or release (6.1) contains this.
+        kernel: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -65,6 +72,7 @@ fn main() -> Result<()> {
         }
         Task::Test { filter } => test(filter),
         Task::Bench(opts) => bench::run_all(opts),
+        Task::Vmtest { kernel } => vmtest::run_matrix(kernel.as_deref()),
         Task::Soak { duration } => soak::run_soak(duration),
         Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
         Task::Lint => {

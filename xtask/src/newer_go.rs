@@ -4,10 +4,7 @@
 //! touching the system's sources or installed packages, and unpacked under
 //! `target/go-toolchains/`. `target/go-toolchains/newest` points at its GOROOT.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -16,8 +13,7 @@ use crate::util::{output, root, run, step};
 /// Where the tests look for the toolchain (see tests/src/fixture.rs).
 const NEWEST_LINK: &str = "target/go-toolchains/newest";
 /// The suite it comes from; Go's static binaries run on Debian 12.
-const SOURCES: &str =
-    "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main\n";
+const SUITE: &str = "sid";
 
 pub fn ensure() -> Result<()> {
     let dir = root().join("target/go-toolchains");
@@ -26,11 +22,8 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     step("fetching the newest Go in Debian unstable for the Go runtime tests (about 50 MB, into target/go-toolchains)");
-    let apt = AptDirs::create(&dir.join("apt"))?;
-    run(apt.command("apt-get").args(["update", "-qq"]))
-        .context("cannot read Debian unstable's package index (needs deb.debian.org)")?;
-    let names = output(apt.command("apt-cache").args(["search", "--names-only", r"^golang-1\.[0-9]+-go$"]))
-        .context("apt-cache search failed")?;
+    let apt = crate::debian::Suite::open(&dir.join("apt"), SUITE)?;
+    let names = apt.cache(&["search", "--names-only", r"^golang-1\.[0-9]+-go$"])?;
     let downloads = dir.join("downloads");
     // Newest first; the one below if the newest cannot be fetched (unstable in mid-upload).
     let mut fetched = None;
@@ -39,7 +32,7 @@ pub fn ensure() -> Result<()> {
         let _ = std::fs::remove_dir_all(&downloads);
         std::fs::create_dir_all(&downloads)?;
         let packages = [format!("golang-{version}-go"), format!("golang-{version}-src")];
-        match run(apt.command("apt-get").args(["download", "-qq"]).args(&packages).current_dir(&downloads)) {
+        match apt.download(&packages, &downloads) {
             Ok(()) => {
                 fetched = Some(version);
                 break;
@@ -74,38 +67,6 @@ fn minors_newest_first(search: &str) -> Vec<u32> {
         .collect();
     minors.sort_unstable_by(|a, b| b.cmp(a));
     minors
-}
-
-/// apt's state for one suite of our own, so the system's lists and sources stay as they are.
-struct AptDirs {
-    options: Vec<String>,
-}
-
-impl AptDirs {
-    fn create(dir: &Path) -> Result<Self> {
-        let lists: PathBuf = dir.join("lists");
-        let cache = dir.join("cache");
-        std::fs::create_dir_all(lists.join("partial"))?;
-        std::fs::create_dir_all(cache.join("archives/partial"))?;
-        let sources = dir.join("sources.list");
-        std::fs::write(&sources, SOURCES)?;
-        let options = [
-            format!("Dir::Etc::SourceList={}", sources.display()),
-            "Dir::Etc::SourceParts=/dev/null".into(),
-            format!("Dir::State::Lists={}", lists.display()),
-            format!("Dir::Cache={}", cache.display()),
-            "Acquire::Languages=none".into(),
-            // Downloads land in our own directory, which apt's unprivileged user cannot write.
-            "APT::Sandbox::User=root".into(),
-        ];
-        Ok(Self { options: options.into_iter().flat_map(|o| ["-o".to_string(), o]).collect() })
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.args(&self.options);
-        cmd
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,288 @@
+//! `cargo xtask vmtest [KERNEL]`: the kernel matrix. Boots Debian's own kernels under QEMU (TCG
+//! when there is no KVM), each with an initramfs holding the agent, the integration tests and
+//! their fixtures, runs the agent's end-to-end checks inside, and reports one table of kernel ×
+//! check. Fails if any check fails on any kernel.
+
+pub mod initramfs;
+pub mod kernels;
+pub mod plan;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{root, run, step};
+use plan::{Check, Outcome, Plan, MARK, PLAN_PATH};
+
+/// Guest memory: the initramfs (about 150 MB) lives in it, beside the fixtures' needs.
+const GUEST_MEMORY_MB: u32 = 3072;
+/// Two CPUs, as the two-thread fixture and the off-CPU checks expect.
+const GUEST_CPUS: u32 = 2;
+/// A guest that has not powered off by then is stopped and its checks count as failed.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Fixtures the checks start, built on the host before they are packed.
+const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak"];
+
+/// (column, integration test binary, test name) of the checks that run an integration test.
+const TEST_CHECKS: &[(&str, &str, &str)] = &[
+    ("on-cpu", "on_cpu", "sample_counts_and_shares_match_cpu_time"),
+    ("off-cpu", "off_cpu", "blocked_time_per_function_matches_known_sleeps"),
+    ("watch-spike", "watch", "cpu_spike_gives_one_bundle_reaching_back_before_it"),
+    ("exit-signal", "watch", "segfault_leaves_an_exit_bundle_with_the_signal"),
+    ("goroutines", "go_runtime", "goroutine_leak_is_counted_exactly_and_dumped"),
+];
+
+/// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
+pub fn run_matrix(only: Option<&str>) -> Result<()> {
+    let started = Instant::now();
+    let suites: Vec<&str> =
+        kernels::SUITES.iter().copied().filter(|s| only.is_none_or(|o| s.contains(o) || o.contains(s))).collect();
+    let kernels: Vec<kernels::Kernel> = kernels::SUITES
+        .iter()
+        .map(|s| kernels::ensure(s))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|k| suites.contains(&k.suite.as_str()) || only.is_some_and(|o| k.release.contains(o)))
+        .collect();
+    if kernels.is_empty() {
+        bail!("no kernel of the matrix matches {only:?}; known: {}", kernels::SUITES.join(", "));
+    }
+    crate::setup::apt_packages(&[("qemu-system-x86", "qemu-system-x86_64")])?;
+    let image = root().join("target/vmtest/initramfs.cpio");
+    let checks = pack(&image)?;
+    let mut rows = Vec::new();
+    for kernel in &kernels {
+        step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
+        let booted = Instant::now();
+        let outcomes = boot(kernel, &image)?;
+        rows.push((kernel.clone(), outcomes, booted.elapsed()));
+    }
+    let table = table(&checks, &rows);
+    let report = format!(
+        "{table}\nWall time: {:.0} s on {} CPUs ({}).\n",
+        started.elapsed().as_secs_f64(),
+        num_cpus(),
+        accel().1
+    );
+    std::fs::write(root().join("target/vmtest/matrix.md"), &report)?;
+    println!("\n{report}");
+    let failed: Vec<String> = rows
+        .iter()
+        .flat_map(|(k, outcomes, _)| {
+            checks
+                .iter()
+                .filter(move |c| !outcomes.get(&c.id).is_some_and(|o| o.passed))
+                .map(move |c| format!("{} on {}", c.id, k.release))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!("kernel matrix: {} failed (logs in target/vmtest/*.log)", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Builds the agent, the tests, the fixtures and the guest's init, and packs them into `image`.
+fn pack(image: &Path) -> Result<Vec<Check>> {
+    let agent = crate::build()?;
+    step("kernel matrix: building the tests, fixtures and guest init");
+    let tests = test_binaries()?;
+    let fixtures = crate::util::output(
+        crate::util::cargo()
+            .args(["run", "-q", "-p", "autodump-tests", "--bin", "build-fixtures", "--"])
+            .args(FIXTURES),
+    )
+    .context("cannot build the fixtures")?;
+    run(crate::util::cargo().args(["build", "-q", "--release", "-p", "xtask", "--bin", "vmtest-init"]))?;
+    let init = root().join("target/release/vmtest-init");
+
+    let agent_path = agent.to_string_lossy().into_owned();
+    let env = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        [
+            ("AUTODUMP_AGENT", agent_path.as_str()),
+            ("AUTODUMP_REQUIRE_BPF", "1"),
+            ("AUTODUMP_IN_VM", "1"),
+            ("HOME", "/root"),
+            ("RUST_BACKTRACE", "1"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let mut checks = Vec::new();
+    for (id, binary, test) in TEST_CHECKS {
+        let program = tests.get(*binary).with_context(|| format!("no test binary {binary}"))?;
+        checks.push(Check {
+            id: id.to_string(),
+            program: program.to_string_lossy().into_owned(),
+            args: [test, "--exact", "--test-threads=1", "--nocapture"].map(String::from).to_vec(),
+            env: env(&[]),
+            timeout_s: 300,
+            expect_exit: 0,
+            expect_output: "1 passed".into(),
+            hide_btf: false,
+        });
+    }
+    // A kernel without BTF, as the agent sees it: exit 5 and a line naming BTF.
+    checks.push(Check {
+        id: "no-btf".into(),
+        program: agent_path.clone(),
+        args: ["--pid", "1", "--duration", "1s", "--out", "/tmp/no-btf"].map(String::from).to_vec(),
+        env: env(&[]),
+        timeout_s: 60,
+        expect_exit: 5,
+        expect_output: "BTF".into(),
+        hide_btf: true,
+    });
+
+    let mut fs = initramfs::Initramfs::default();
+    fs.file_as(&init, "/init")?;
+    fs.host_path(&agent)?;
+    fs.file_as(&agent, &agent_path)?;
+    for binary in checks.iter().map(|c| PathBuf::from(&c.program)) {
+        fs.file_as(&binary, &binary.to_string_lossy())?;
+    }
+    for fixture in fixtures.lines() {
+        fs.file_as(Path::new(fixture), fixture)?;
+    }
+    for dir in ["/proc", "/sys", "/dev", "/tmp", "/root"] {
+        fs.dir(dir);
+    }
+    fs.bytes(PLAN_PATH, serde_json::to_vec_pretty(&Plan { checks: checks.clone() })?);
+    let size = fs.write(image)?;
+    step(&format!("kernel matrix: initramfs of {} MB", size >> 20));
+    Ok(checks)
+}
+
+/// The integration test binaries by target name (`on_cpu`, `watch`, ...), built as
+/// `cargo xtask test` builds them.
+fn test_binaries() -> Result<BTreeMap<String, PathBuf>> {
+    let out = crate::util::output(crate::util::cargo().args([
+        "test",
+        "-p",
+        "autodump-tests",
+        "--no-run",
+        "--message-format=json",
+    ]))
+    .context("cannot build the integration tests")?;
+    let mut binaries = BTreeMap::new();
+    for line in out.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if message["reason"] == "compiler-artifact" && message["profile"]["test"] == true {
+            if let (Some(name), Some(exe)) = (message["target"]["name"].as_str(), message["executable"].as_str()) {
+                binaries.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+    }
+    Ok(binaries)
+}
+
+/// Boots `kernel` with `image` and returns each check's outcome; the console goes to
+/// target/vmtest/<suite>.log.
+fn boot(kernel: &kernels::Kernel, image: &Path) -> Result<BTreeMap<String, Outcome>> {
+    let log_path = root().join(format!("target/vmtest/{}.log", kernel.suite));
+    let log = std::fs::File::create(&log_path)?;
+    let (accel, _) = accel();
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-machine", "pc", "-cpu", "max", "-accel", accel])
+        .args(["-smp", &GUEST_CPUS.to_string(), "-m", &GUEST_MEMORY_MB.to_string()])
+        .arg("-kernel")
+        .arg(&kernel.image)
+        .arg("-initrd")
+        .arg(image)
+        .args(["-append", "console=ttyS0 rdinit=/init panic=-1 oops=panic mitigations=off quiet loglevel=3"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+    let deadline = Instant::now() + GUEST_TIMEOUT;
+    while qemu.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = qemu.kill();
+            step(&format!("{} did not finish within {GUEST_TIMEOUT:?}; stopped", kernel.release));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = qemu.wait();
+    let mut stderr = String::new();
+    if let Some(mut err) = qemu.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+    }
+    if !stderr.trim().is_empty() {
+        step(&format!("qemu said: {}", stderr.trim()));
+    }
+    let console = String::from_utf8_lossy(&std::fs::read(&log_path)?).into_owned();
+    let outcomes: BTreeMap<String, Outcome> =
+        console.lines().filter_map(Outcome::parse).map(|o| (o.id.clone(), o)).collect();
+    for outcome in outcomes.values().filter(|o| !o.passed) {
+        step(&format!("{} failed on {}: {}; its output:", outcome.id, kernel.release, outcome.why));
+        print_check_log(&console, &outcome.id);
+    }
+    if !console.contains(&format!("{MARK} done")) {
+        step(&format!("{} did not finish its plan; the console's last lines:", kernel.release));
+        for line in console.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+            eprintln!("    {line}");
+        }
+    }
+    Ok(outcomes)
+}
+
+fn print_check_log(console: &str, id: &str) {
+    let begin = format!("{MARK} begin {id}");
+    let lines = console.lines().skip_while(|l| !l.contains(&begin)).skip(1).take_while(|l| !l.contains(MARK));
+    for line in lines {
+        eprintln!("    {line}");
+    }
+}
+
+/// KVM when this machine has it, else multi-threaded TCG. /dev/kvm alone is not enough: a VM
+/// without virtualization flags may have the device and fail at the first guest MSR.
+fn accel() -> (&'static str, &'static str) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
+    let virtualization = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+    if virtualization && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
+        ("kvm", "KVM")
+    } else {
+        ("tcg,thread=multi", "QEMU TCG, no KVM")
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The kernel × check table in Markdown, with each check's seconds.
+fn table(checks: &[Check], rows: &[(kernels::Kernel, BTreeMap<String, Outcome>, Duration)]) -> String {
+    let mut out = format!(
+        "| kernel | {} | guest s |\n|---|{}---|\n",
+        checks.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(checks.len())
+    );
+    for (kernel, outcomes, took) in rows {
+        let cells: Vec<String> = checks
+            .iter()
+            .map(|c| match outcomes.get(&c.id) {
+                Some(o) if o.passed => format!("pass ({:.0} s)", o.seconds),
+                Some(o) => format!("**FAIL** ({})", o.why),
+                None => "**not run**".to_string(),
+            })
+            .collect();
+        out.push_str(&format!(
+            "| {} ({}) | {} | {:.0} |\n",
+            kernel.release,
+            kernel.suite,
+            cells.join(" | "),
+            took.as_secs_f64()
+        ));
+    }
+    out
+}
