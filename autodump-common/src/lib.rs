@@ -163,6 +163,16 @@ pub mod globals {
     pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
     /// Byte offset of `exit_code` in `struct task_struct`.
     pub const TASK_EXIT_CODE_OFFSET: &str = "TASK_EXIT_CODE_OFFSET";
+    /// Offset of `__state` (or `state`) in `struct task_struct`.
+    pub const TASK_STATE_OFFSET: &str = "TASK_STATE_OFFSET";
+    /// Offset of `signal` in `struct task_struct`.
+    pub const TASK_SIGNAL_OFFSET: &str = "TASK_SIGNAL_OFFSET";
+    /// Offset of `live` in `struct signal_struct`.
+    pub const SIGNAL_LIVE_OFFSET: &str = "SIGNAL_LIVE_OFFSET";
+    /// Nonzero: read the switching-out thread's state from the task (no `prev_state` argument).
+    pub const SWITCH_STATE_FROM_TASK: &str = "SWITCH_STATE_FROM_TASK";
+    /// Nonzero: tell the group's end from `signal->live` (no `group_dead` argument).
+    pub const GROUP_END_FROM_SIGNAL: &str = "GROUP_END_FROM_SIGNAL";
     /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
 }

@@ -121,6 +121,11 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub bench_empty_probe: bool,
 
+    /// Tests only: do not attach this probe (`on_cpu_sample`, `sched_switch`, `process_exit`),
+    /// as if the kernel had rejected it, to exercise the degraded paths (repeatable).
+    #[arg(long, hide = true)]
+    pub skip_probe: Vec<String>,
+
     /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
     pub btf: PathBuf,

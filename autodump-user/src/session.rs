@@ -51,6 +51,7 @@ impl Session {
             kernel_stack_every_switch: cli.offcpu_kernel_stacks == crate::cli::KernelStacks::EverySwitch,
             empty_switch_probe: cli.bench_empty_probe,
             btf: cli.btf.clone(),
+            skip: cli.skip_probe.clone(),
         };
         let go = GoSupport::detect(cli.pid);
         match &go {
@@ -146,6 +147,10 @@ impl Session {
             metrics: Vec::new(),
             regressed: Vec::new(),
             go: self.go_status(),
+            probes: crate::write::summary::ProbeReport {
+                kernel_features: Some(self.probes.features().clone()),
+                degraded: self.probes.degradations().to_vec(),
+            },
         })
     }
 

@@ -72,7 +72,10 @@ fn main() -> Result<()> {
         }
         Task::Test { filter } => test(filter),
         Task::Bench(opts) => bench::run_all(opts),
-        Task::Vmtest { kernel } => vmtest::run_matrix(kernel.as_deref()),
+        Task::Vmtest { kernel } => {
+            setup::all()?;
+            vmtest::run_matrix(kernel.as_deref())
+        }
         Task::Soak { duration } => soak::run_soak(duration),
         Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
         Task::Lint => {
@@ -106,7 +109,12 @@ fn test(filter: Option<String>) -> Result<()> {
     util::step("integration tests (real probes on fixture processes, one at a time)");
     let mut cmd = util::as_root(std::path::Path::new("cargo"));
     cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]);
-    cmd.args(filter);
+    cmd.args(filter.as_ref());
     cmd.env("AUTODUMP_AGENT", &agent);
-    util::run(&mut cmd)
+    util::run(&mut cmd)?;
+    if filter.is_none() {
+        util::step("kernel matrix (the end-to-end checks on Debian's kernels under QEMU)");
+        vmtest::run_matrix(None)?;
+    }
+    Ok(())
 }

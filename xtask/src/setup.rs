@@ -12,14 +12,26 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// Debian packages the tests use, with the command each provides: Go builds the Go fixture and
 /// `go tool pprof` reads our files; Chromium renders a bundle's index.html; bpftool lists the
-/// kernel's loaded programs (nothing of ours may stay behind).
-const TEST_PACKAGES: &[(&str, &str)] =
-    &[("golang-go", "go"), ("gcc", "gcc"), ("chromium", "chromium"), ("bpftool", "bpftool")];
+/// kernel's loaded programs (nothing of ours may stay behind); QEMU boots the kernel matrix,
+/// whose images xz or zstd unpack to reach their BTF.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("golang-go", "go"),
+    ("gcc", "gcc"),
+    ("chromium", "chromium"),
+    ("bpftool", "bpftool"),
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("xz-utils", "xz"),
+    ("zstd", "zstd"),
+];
 
 pub fn all() -> Result<()> {
     toolchain()?;
     apt_packages(TEST_PACKAGES)?;
-    crate::newer_go::ensure()
+    crate::newer_go::ensure()?;
+    for suite in crate::vmtest::kernels::SUITES {
+        crate::vmtest::kernels::ensure(suite)?;
+    }
+    Ok(())
 }
 
 /// Nightly with rust-src (the eBPF crate builds core for the BPF target) and bpf-linker.

@@ -22,6 +22,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {0} has no field {1} in BTF")]
     NoField(String, String),
+    #[error("the kernel is not supported: {0}")]
+    Unsupported(&'static str),
 }
 
 /// The raw BTF in the file at `path`.
@@ -31,30 +33,118 @@ pub fn read(path: &Path) -> Result<Vec<u8>, BtfError> {
 
 /// Byte offset of `field` in `struct strukt` in raw (little-endian, native) BTF data.
 pub fn field_offset(data: &[u8], strukt: &str, field: &str) -> Result<u32, BtfError> {
-    let btf = Sections::parse(data)?;
-    let mut pos = 0usize;
-    while pos < btf.types.len() {
-        let name_off = btf.u32_at(pos)?;
-        let info = btf.u32_at(pos + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kind_flag = info >> 31 == 1;
-        let members = pos + 12;
-        if kind == KIND_STRUCT && btf.string(name_off)? == strukt {
-            for i in 0..vlen {
-                let member = members + i * 12;
-                if btf.string(btf.u32_at(member)?)? == field {
-                    let raw = btf.u32_at(member + 8)?;
-                    // With kind_flag the top 8 bits hold a bitfield size; the offset is in bits.
-                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    return Ok(bits / 8);
+    Btf::parse(data)?.field_offset(strukt, field)
+}
+
+const KIND_PTR: u32 = 2;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_ENUM64: u32 = 19;
+
+/// The kernel's types, indexed once: every lookup after `parse` is bounded by the index.
+pub struct Btf<'a> {
+    sections: Sections<'a>,
+    /// Where each type starts in the type section; type id N is at `starts[N - 1]`.
+    starts: Vec<usize>,
+}
+
+/// One type's common header.
+struct Type<'a> {
+    name: &'a str,
+    kind: u32,
+    vlen: usize,
+    kind_flag: bool,
+    /// The referenced type id (PTR, TYPEDEF, ...) or the size (STRUCT, ...).
+    size_or_type: u32,
+    /// Where the kind's trailing entries (members, params, values) start.
+    entries: usize,
+}
+
+impl<'a> Btf<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<Self, BtfError> {
+        let sections = Sections::parse(data)?;
+        let mut starts = Vec::new();
+        let mut pos = 0usize;
+        while pos < sections.types.len() {
+            let info = sections.u32_at(pos + 4)?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            starts.push(pos);
+            pos += 12 + trailing_len(kind, vlen).ok_or(BtfError::Malformed("unknown type kind"))?;
+        }
+        Ok(Self { sections, starts })
+    }
+
+    fn type_at(&self, id: u32) -> Result<Type<'a>, BtfError> {
+        let pos = *id
+            .checked_sub(1)
+            .and_then(|i| self.starts.get(i as usize))
+            .ok_or(BtfError::Malformed("type id out of range"))?;
+        let info = self.sections.u32_at(pos + 4)?;
+        Ok(Type {
+            name: self.sections.string(self.sections.u32_at(pos)?)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            kind_flag: info >> 31 == 1,
+            size_or_type: self.sections.u32_at(pos + 8)?,
+            entries: pos + 12,
+        })
+    }
+
+    /// The first type of `kind` named `name`.
+    fn find(&self, kind: u32, name: &str) -> Result<Option<Type<'a>>, BtfError> {
+        for id in 1..=self.starts.len() as u32 {
+            let t = self.type_at(id)?;
+            if t.kind == kind && t.name == name {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Byte offset of `field` in `struct strukt`.
+    pub fn field_offset(&self, strukt: &str, field: &str) -> Result<u32, BtfError> {
+        let t = self.find(KIND_STRUCT, strukt)?.ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        for i in 0..t.vlen {
+            let member = t.entries + i * 12;
+            if self.sections.string(self.sections.u32_at(member)?)? == field {
+                let raw = self.sections.u32_at(member + 8)?;
+                // With kind_flag the top 8 bits hold a bitfield size; the offset is in bits.
+                let bits = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
+                return Ok(bits / 8);
+            }
+        }
+        Err(BtfError::NoField(strukt.into(), field.into()))
+    }
+
+    /// How many arguments the kernel passes to a BTF program on tracepoint `name`: the
+    /// parameters of `typedef void (*btf_trace_NAME)(void *ctx, ...)`, less the context.
+    pub fn tracepoint_args(&self, name: &str) -> Result<Option<usize>, BtfError> {
+        let Some(typedef) = self.find(KIND_TYPEDEF, &format!("btf_trace_{name}"))? else { return Ok(None) };
+        let pointer = self.type_at(typedef.size_or_type)?;
+        if pointer.kind != KIND_PTR {
+            return Err(BtfError::Malformed("a tracepoint typedef is not a function pointer"));
+        }
+        let proto = self.type_at(pointer.size_or_type)?;
+        if proto.kind != KIND_FUNC_PROTO || proto.vlen == 0 {
+            return Err(BtfError::Malformed("a tracepoint typedef is not a function pointer"));
+        }
+        Ok(Some(proto.vlen - 1))
+    }
+
+    /// True if `enum name` has a value named `value` (e.g. a helper in `enum bpf_func_id`).
+    pub fn enum_has(&self, name: &str, value: &str) -> Result<bool, BtfError> {
+        for (kind, stride) in [(KIND_ENUM, 8), (KIND_ENUM64, 12)] {
+            if let Some(t) = self.find(kind, name)? {
+                for i in 0..t.vlen {
+                    if self.sections.string(self.sections.u32_at(t.entries + i * stride)?)? == value {
+                        return Ok(true);
+                    }
                 }
             }
-            return Err(BtfError::NoField(strukt.into(), field.into()));
         }
-        pos = members + trailing_len(kind, vlen).ok_or(BtfError::Malformed("unknown type kind"))?;
+        Ok(false)
     }
-    Err(BtfError::NoStruct(strukt.into()))
 }
 
 /// Bytes that follow the 12-byte common header of a type of `kind` with `vlen` entries.

@@ -2,6 +2,8 @@
 //! a `cpu-clock` perf event on every online CPU and a `sched_switch` BTF tracepoint.
 
 pub mod btf;
+mod errors;
+pub mod features;
 pub mod privilege;
 
 use autodump_common::{globals, maps, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE};
@@ -16,6 +18,7 @@ use aya::{
 };
 
 use crate::error::{AgentError, ExitCode};
+use features::{GroupEnd, KernelFeatures, SwitchState};
 
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autodump"));
 const ON_CPU: &str = "on_cpu_sample";
@@ -37,6 +40,8 @@ pub struct ProbeConfig {
     pub empty_switch_probe: bool,
     /// The kernel's BTF file.
     pub btf: std::path::PathBuf,
+    /// Probes not to attach, by program name (tests of the degraded paths).
+    pub skip: Vec<String>,
 }
 
 /// The maps the collector drains, each generation in a pair indexed by `epoch % 2`.
@@ -62,6 +67,17 @@ pub struct Probes {
     switch_link: Option<BtfTracePointLinkId>,
     exit_link: Option<BtfTracePointLinkId>,
     empty_switch_probe: bool,
+    skip: Vec<String>,
+    features: KernelFeatures,
+    degraded: Vec<Degradation>,
+}
+
+/// A probe the kernel would not take, and what the bundles lack because of it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Degradation {
+    pub probe: &'static str,
+    pub lost: &'static str,
+    pub why: String,
 }
 
 impl Probes {
@@ -71,9 +87,11 @@ impl Probes {
         raise_memlock_limit();
         let unsupported = |e: btf::BtfError| AgentError::new(ExitCode::KernelUnsupported, e.to_string());
         let raw = btf::read(&config.btf).map_err(unsupported)?;
-        let pid_offset = btf::field_offset(&raw, "task_struct", "pid").map_err(unsupported)?;
-        let tgid_offset = btf::field_offset(&raw, "task_struct", "tgid").map_err(unsupported)?;
-        let exit_code_offset = btf::field_offset(&raw, "task_struct", "exit_code").map_err(unsupported)?;
+        let features = KernelFeatures::decide(&btf::Btf::parse(&raw).map_err(unsupported)?).map_err(unsupported)?;
+        tracing::info!("kernel: {}", features.describe());
+        let offsets = features.offsets;
+        let from_task = u32::from(features.switch_state == SwitchState::TaskField);
+        let from_signal = u32::from(features.group_end == GroupEnd::SignalLive);
         let btf = Btf::parse(&raw, aya::Endianness::default()).map_err(|e| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
@@ -81,9 +99,14 @@ impl Probes {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::TARGET_TGID, &config.pid, true)
-            .override_global(globals::TASK_PID_OFFSET, &pid_offset, true)
-            .override_global(globals::TASK_TGID_OFFSET, &tgid_offset, true)
-            .override_global(globals::TASK_EXIT_CODE_OFFSET, &exit_code_offset, true)
+            .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
+            .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
+            .override_global(globals::TASK_EXIT_CODE_OFFSET, &offsets.exit_code, true)
+            .override_global(globals::TASK_STATE_OFFSET, &offsets.state, true)
+            .override_global(globals::TASK_SIGNAL_OFFSET, &offsets.signal, true)
+            .override_global(globals::SIGNAL_LIVE_OFFSET, &offsets.signal_live, true)
+            .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
+            .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots);
         for gen in 0..2 {
@@ -94,7 +117,7 @@ impl Probes {
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
                 .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots);
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| classify("load the eBPF object", &e))?;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| errors::classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
         let probes = Self {
             ebpf,
@@ -103,6 +126,9 @@ impl Probes {
             switch_link: None,
             exit_link: None,
             empty_switch_probe: config.empty_switch_probe,
+            skip: config.skip.clone(),
+            features,
+            degraded: Vec::new(),
         };
         Ok((probes, maps))
     }
@@ -118,26 +144,30 @@ impl Probes {
         }
     }
 
-    /// Attaches the on-CPU sampler to every online CPU and the sched_switch probe.
+    /// Attaches the on-CPU sampler to every online CPU, the sched_switch probe and the exit
+    /// probe. A probe the kernel rejects is left out and recorded in `degradations`; the
+    /// agent fails (exit 5) only when neither profile can be recorded.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
-        let cpus = aya::util::online_cpus().map_err(|(what, e)| {
-            AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
-        })?;
-        let program: &mut PerfEvent = program_mut(&mut self.ebpf, ON_CPU)?;
-        program.load().map_err(|e| classify("load the on-CPU sampler", &e))?;
-        for cpu in cpus {
-            let link = program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(frequency_hz),
-                    false,
-                )
-                .map_err(|e| classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
-            self.perf_links.push(link);
+        let results = [
+            (ON_CPU, "the on-CPU profile (cpu.*)", self.attach_sampler(frequency_hz)),
+            (SCHED_SWITCH, "the off-CPU profile (offcpu.*)", self.attach_switch()),
+            (
+                PROCESS_EXIT,
+                "the target's exit code and signal, and the guard against a pid reused before the next tick",
+                self.attach_exit(),
+            ),
+        ];
+        let mut first_error = None;
+        for (probe, lost, result) in results {
+            if let Err(e) = result {
+                tracing::warn!("{probe} not attached, so bundles lack {lost}: {}", e.message);
+                self.degraded.push(Degradation { probe, lost, why: e.message.clone() });
+                first_error.get_or_insert(e);
+            }
         }
-        self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
-        self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
+        if self.perf_links.is_empty() && self.switch_link.is_none() {
+            return Err(first_error.unwrap_or_else(|| AgentError::new(ExitCode::Internal, "no probe attached")));
+        }
         if self.empty_switch_probe {
             // Detached when the object is dropped, with the agent.
             self.attach_tracepoint(SCHED_SWITCH_EMPTY, "sched_switch")?;
@@ -146,11 +176,61 @@ impl Probes {
         Ok(())
     }
 
+    /// What was decided from the kernel's BTF.
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
+    }
+
+    /// Probes the kernel did not take.
+    pub fn degradations(&self) -> &[Degradation] {
+        &self.degraded
+    }
+
+    fn skipped(&self, probe: &str) -> Result<(), AgentError> {
+        match self.skip.iter().any(|s| s == probe) {
+            true => Err(AgentError::new(ExitCode::KernelUnsupported, format!("{probe} skipped (--skip-probe)"))),
+            false => Ok(()),
+        }
+    }
+
+    fn attach_sampler(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
+        self.skipped(ON_CPU)?;
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| {
+            AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
+        })?;
+        let program: &mut PerfEvent = program_mut(&mut self.ebpf, ON_CPU)?;
+        program.load().map_err(|e| errors::classify("load the on-CPU sampler", &e))?;
+        for cpu in cpus {
+            let link = program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(frequency_hz),
+                    false,
+                )
+                .map_err(|e| errors::classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
+            self.perf_links.push(link);
+        }
+        Ok(())
+    }
+
+    fn attach_switch(&mut self) -> Result<(), AgentError> {
+        self.skipped(SCHED_SWITCH)?;
+        self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
+        Ok(())
+    }
+
+    fn attach_exit(&mut self) -> Result<(), AgentError> {
+        self.skipped(PROCESS_EXIT)?;
+        self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
+        Ok(())
+    }
+
     fn attach_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<BtfTracePointLinkId, AgentError> {
         let btf = self.btf.as_ref().ok_or_else(|| AgentError::new(ExitCode::Internal, "probes attached twice"))?;
         let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
-        program.load(tracepoint, btf).map_err(|e| classify(&format!("load the {tracepoint} probe"), &e))?;
-        program.attach().map_err(|e| classify(&format!("attach the {tracepoint} probe"), &e))
+        program.load(tracepoint, btf).map_err(|e| errors::classify(&format!("load the {tracepoint} probe"), &e))?;
+        program.attach().map_err(|e| errors::classify(&format!("attach the {tracepoint} probe"), &e))
     }
 
     /// Detaches every probe; the maps stay readable.
@@ -202,24 +282,4 @@ fn raise_memlock_limit() {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
     }
-}
-
-/// Turns a load or attach failure into an error with the right exit code: permission problems
-/// are the operator's to fix, anything else means the kernel cannot run the probes.
-fn classify(what: &str, error: &(dyn std::error::Error + 'static)) -> AgentError {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
-                return AgentError::new(
-                    ExitCode::Permission,
-                    format!("cannot {what}: permission denied; run as root or grant {}", privilege::NEEDED),
-                );
-            }
-        }
-        source = e.source();
-    }
-    let detail = error.to_string();
-    let detail = detail.lines().next().unwrap_or_default();
-    AgentError::new(ExitCode::KernelUnsupported, format!("cannot {what}: {detail}"))
 }

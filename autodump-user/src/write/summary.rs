@@ -50,8 +50,20 @@ pub struct Summary {
     /// Rule bundles: the stacks whose share of on-CPU samples grew most after the trigger.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regressed_stacks: Vec<Regression>,
+    /// What the kernel offered the probes and which probes it did not take.
+    pub probes: ProbeReport,
     /// Facts a reader needs to interpret the numbers (e.g. the target exited early).
     pub notes: Vec<String>,
+}
+
+/// The probes as loaded on this kernel.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProbeReport {
+    /// Choices made from the kernel's BTF (see `probes/features.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_features: Option<crate::probes::features::KernelFeatures>,
+    /// Probes not attached, and what the bundle lacks because of it.
+    pub degraded: Vec<crate::probes::Degradation>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,6 +198,7 @@ pub struct Facts<'a> {
     pub metrics: Vec<MetricSample>,
     pub regressed: Vec<Regression>,
     pub go: Option<GoStatus>,
+    pub probes: ProbeReport,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -206,6 +219,12 @@ pub fn build(f: Facts<'_>) -> Summary {
     let full = d.cpu_counts_full + d.offcpu_start_full + d.offcpu_totals_full;
     if full > 0 {
         notes.push(format!("{full} events were lost to full maps; raise --count-slots or --thread-slots"));
+    }
+    for d in &f.probes.degraded {
+        notes.push(format!(
+            "the kernel did not take the {} probe, so this bundle lacks {} ({})",
+            d.probe, d.lost, d.why
+        ));
     }
     Summary {
         format_version: FORMAT_VERSION,
@@ -236,6 +255,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         exit: f.exit,
         regressed_stacks: f.regressed,
         go: f.go,
+        probes: f.probes,
         notes,
     }
 }
@@ -278,6 +298,7 @@ mod tests {
             metrics: Vec::new(),
             regressed: Vec::new(),
             go: None,
+            probes: ProbeReport::default(),
         }
     }
 

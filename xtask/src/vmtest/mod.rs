@@ -35,6 +35,7 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("watch-spike", "watch", "cpu_spike_gives_one_bundle_reaching_back_before_it"),
     ("exit-signal", "watch", "segfault_leaves_an_exit_bundle_with_the_signal"),
     ("goroutines", "go_runtime", "goroutine_leak_is_counted_exactly_and_dumped"),
+    ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
 ];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
@@ -52,7 +53,6 @@ pub fn run_matrix(only: Option<&str>) -> Result<()> {
     if kernels.is_empty() {
         bail!("no kernel of the matrix matches {only:?}; known: {}", kernels::SUITES.join(", "));
     }
-    crate::setup::apt_packages(&[("qemu-system-x86", "qemu-system-x86_64")])?;
     let image = root().join("target/vmtest/initramfs.cpio");
     let checks = pack(&image)?;
     let mut rows = Vec::new();
@@ -226,6 +226,12 @@ fn boot(kernel: &kernels::Kernel, image: &Path) -> Result<BTreeMap<String, Outco
         step(&format!("{} failed on {}: {}; its output:", outcome.id, kernel.release, outcome.why));
         print_check_log(&console, &outcome.id);
     }
+    if let Some(at) = console.find("Oops:").or_else(|| console.find("Kernel panic")) {
+        step(&format!("the guest kernel {} crashed:", kernel.release));
+        for line in console[at..].lines().take(20) {
+            eprintln!("    {line}");
+        }
+    }
     if !console.contains(&format!("{MARK} done")) {
         step(&format!("{} did not finish its plan; the console's last lines:", kernel.release));
         for line in console.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
@@ -252,7 +258,10 @@ fn accel() -> (&'static str, &'static str) {
     if virtualization && std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() {
         ("kvm", "KVM")
     } else {
-        ("tcg,thread=multi", "QEMU TCG, no KVM")
+        // One host thread for all vCPUs: with a thread per vCPU, TCG can run a stale translation
+        // of kernel text that another vCPU has just patched (a tracepoint's static key at
+        // attach), and the guest dies of an int3 oops in __schedule (seen on 7.2).
+        ("tcg,thread=single", "QEMU TCG, no KVM")
     }
 }
 

@@ -1,0 +1,85 @@
+//! Read-only globals the agent sets before load, from its flags and the kernel's BTF. The
+//! verifier sees each as a constant (a frozen read-only map), so a branch on one is decided at
+//! load time and the branch not taken is never checked: a kernel that lacks a tracepoint
+//! argument never sees the read of it.
+
+/// The process to profile. Set by the agent before load.
+#[no_mangle]
+static TARGET_TGID: u32 = 0;
+/// Offset of `pid` in `struct task_struct`, from the kernel's BTF (Rust eBPF has no CO-RE).
+#[no_mangle]
+pub static TASK_PID_OFFSET: u32 = 0;
+/// Offset of `tgid` in `struct task_struct`, from the kernel's BTF.
+#[no_mangle]
+pub static TASK_TGID_OFFSET: u32 = 0;
+/// Offset of `exit_code` in `struct task_struct`, from the kernel's BTF.
+#[no_mangle]
+pub static TASK_EXIT_CODE_OFFSET: u32 = 0;
+/// Offset of `__state` (5.14+) or `state` in `struct task_struct`.
+#[no_mangle]
+pub static TASK_STATE_OFFSET: u32 = 0;
+/// Offset of `signal` in `struct task_struct`.
+#[no_mangle]
+pub static TASK_SIGNAL_OFFSET: u32 = 0;
+/// Offset of `live` in `struct signal_struct`.
+#[no_mangle]
+pub static SIGNAL_LIVE_OFFSET: u32 = 0;
+/// Nonzero: `sched_switch` has no `prev_state` argument (before 5.18); read the task's state.
+#[no_mangle]
+static SWITCH_STATE_FROM_TASK: u32 = 0;
+/// Nonzero: `sched_process_exit` has no `group_dead` argument; read `task->signal->live`.
+#[no_mangle]
+static GROUP_END_FROM_SIGNAL: u32 = 0;
+/// Nonzero: walk the kernel stack at every off-CPU switch instead of once per user stack and
+/// generation (see `switch::kernel_stack_for`).
+#[no_mangle]
+static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
+
+#[inline(always)]
+fn read(global: &'static u32) -> u32 {
+    // SAFETY: a plain read of a global the loader filled in.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+#[inline(always)]
+pub fn target_tgid() -> u32 {
+    read(&TARGET_TGID)
+}
+
+#[inline(always)]
+pub fn switch_state_from_task() -> bool {
+    read(&SWITCH_STATE_FROM_TASK) != 0
+}
+
+#[inline(always)]
+pub fn group_end_from_signal() -> bool {
+    read(&GROUP_END_FROM_SIGNAL) != 0
+}
+
+#[inline(always)]
+pub fn kernel_stack_every_switch() -> bool {
+    read(&KERNEL_STACK_EVERY_SWITCH) != 0
+}
+
+/// Reads a `u32` field of a kernel object. A BTF tracepoint's task arguments are typed pointers,
+/// and the offset is a constant to the verifier, so this is one plain load that the verifier
+/// checks against the kernel's BTF, not a helper call.
+///
+/// # Safety
+/// `object` must be a BTF-typed pointer (a tracepoint's `task_struct` argument, or a pointer
+/// read from one) and `offset` one of the globals above, the offset of a 4-byte field in it.
+#[inline(always)]
+pub unsafe fn field_u32(object: *const u8, offset: &'static u32) -> u32 {
+    // SAFETY: per the contract above.
+    unsafe { *(object.add(read(offset) as usize) as *const u32) }
+}
+
+/// Reads a pointer field of a kernel object, under the same contract as [`field_u32`].
+///
+/// # Safety
+/// As [`field_u32`], for an 8-byte pointer field.
+#[inline(always)]
+pub unsafe fn field_ptr(object: *const u8, offset: &'static u32) -> *const u8 {
+    // SAFETY: per the contract above.
+    unsafe { *(object.add(read(offset) as usize) as *const *const u8) }
+}

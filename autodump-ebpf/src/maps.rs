@@ -1,0 +1,166 @@
+//! The aggregate maps, their two generations, and the small steps every probe shares: filter
+//! by target, take a stack id, count a loss, add to a counter.
+
+use core::{
+    ffi::c_long,
+    intrinsics::{atomic_xadd, AtomicOrdering},
+};
+
+use autodump_common::{Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE, OVERFLOW_STACK_ID};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
+    programs::tracing::StackIdContext,
+};
+
+/// Default map sizes; the agent resizes them before load from its flags.
+const STACK_SLOTS: u32 = 8192;
+const COUNT_SLOTS: u32 = 16384;
+const THREAD_SLOTS: u32 = 16384;
+
+/// `bpf_get_stackid` found no frames on that side.
+const EFAULT: i32 = 14;
+/// `bpf_get_stackid`: the stack's slot holds another stack.
+const EEXIST: i32 = 17;
+
+// Two generations of every aggregate; `CONTROL.epoch % 2` says which one the probes write.
+#[map]
+pub static STACKS_0: StackTrace = StackTrace::with_max_entries(STACK_SLOTS, 0);
+#[map]
+pub static STACKS_1: StackTrace = StackTrace::with_max_entries(STACK_SLOTS, 0);
+/// Stacks whose slot in `STACKS_*` held another stack: see `OVERFLOW_STACK_ID`.
+#[map]
+pub static OVERFLOW_STACKS_0: StackTrace = StackTrace::with_max_entries(STACK_SLOTS / OVERFLOW_SHARE, 0);
+#[map]
+pub static OVERFLOW_STACKS_1: StackTrace = StackTrace::with_max_entries(STACK_SLOTS / OVERFLOW_SHARE, 0);
+#[map]
+pub static CPU_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
+pub static CPU_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
+pub static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
+pub static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+/// Off-CPU kernel stack id by (switch flags, user stack id), per generation: see `kernel_stack_for`.
+#[map]
+pub static KERNEL_STACK_CACHE_0: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
+#[map]
+pub static KERNEL_STACK_CACHE_1: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
+
+/// Every thread of the target that has switched out since attach, by tid, until it exits:
+/// where and when it last switched out (`start_ns` 0 while it runs).
+#[map]
+pub static OFFCPU_START: HashMap<u32, OffCpuStart> = HashMap::with_max_entries(THREAD_SLOTS, 0);
+#[map]
+pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+/// How the target ended: written once, by its last thread's exit.
+#[map]
+pub static EXIT: Array<ExitInfo> = Array::with_max_entries(1, 0);
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+
+pub struct Generation {
+    pub epoch: u32,
+    pub stacks: &'static StackTrace,
+    pub overflow_stacks: &'static StackTrace,
+    pub cpu_counts: &'static HashMap<StackKey, u64>,
+    pub offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
+    pub kernel_stack_cache: &'static HashMap<u64, i32>,
+}
+
+#[inline(always)]
+pub fn generation() -> Generation {
+    let epoch = CONTROL.get(0).map_or(0, |c| c.epoch);
+    if epoch & 1 == 0 {
+        Generation {
+            epoch,
+            stacks: &STACKS_0,
+            overflow_stacks: &OVERFLOW_STACKS_0,
+            cpu_counts: &CPU_COUNTS_0,
+            offcpu_totals: &OFFCPU_TOTALS_0,
+            kernel_stack_cache: &KERNEL_STACK_CACHE_0,
+        }
+    } else {
+        Generation {
+            epoch,
+            stacks: &STACKS_1,
+            overflow_stacks: &OVERFLOW_STACKS_1,
+            cpu_counts: &CPU_COUNTS_1,
+            offcpu_totals: &OFFCPU_TOTALS_1,
+            kernel_stack_cache: &KERNEL_STACK_CACHE_1,
+        }
+    }
+}
+
+/// Adds one to a stat slot; returns true the first time on this CPU, so callers can log once.
+#[inline(always)]
+pub fn count(stat: Stat) -> bool {
+    match STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a valid per-CPU slot; probes do not nest on one CPU.
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot == 1
+        },
+        None => false,
+    }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: a plain helper call.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Atomic add into a map value that other CPUs may update at the same time.
+///
+/// # Safety
+/// `dst` must point into a live map value.
+#[inline(always)]
+pub unsafe fn add(dst: *mut u64, n: u64) {
+    // SAFETY: per the contract above.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, n) };
+}
+
+/// The entry for `key`, created zeroed if absent: a lookup first, because the key usually exists
+/// and a failed insert takes the bucket lock. Several CPUs may create the same key at once, so
+/// the insert must not overwrite (`BPF_NOEXIST`). None when the map is full.
+#[inline(always)]
+pub fn entry<V: Default>(map: &HashMap<StackKey, V>, key: StackKey) -> Option<*mut V> {
+    map.get_ptr_mut(key).or_else(|| {
+        let _ = map.insert(key, V::default(), BPF_NOEXIST as u64);
+        map.get_ptr_mut(key)
+    })
+}
+
+/// True for the target's threads, and only while the target lives: once its last thread has
+/// exited, a new process that reuses the pid is never recorded (the agent may notice the exit
+/// only at its next tick). Non-target events return at the first compare.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    tgid == crate::config::target_tgid() && EXIT.get(0).is_none_or(|e| e.seen == 0)
+}
+
+/// The id of the current stack (user or kernel side, by `flags`) in this generation: in the
+/// main stack map, or when its slot there holds another stack, in the overflow map.
+#[inline(always)]
+pub fn stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, flags: u64, failed: Stat) -> i32 {
+    let found = match ctx.get_stackid(gen.stacks, flags) {
+        Err(err) if err == -EEXIST => ctx.get_stackid(gen.overflow_stacks, flags).map(|id| {
+            count(Stat::OverflowStacks);
+            id | OVERFLOW_STACK_ID as c_long
+        }),
+        other => other,
+    };
+    match found {
+        Ok(id) => id as i32,
+        Err(err) => {
+            // -EFAULT only means there was nothing to walk (no kernel frames in user mode).
+            if err != -EFAULT {
+                count(failed);
+            }
+            err
+        }
+    }
+}

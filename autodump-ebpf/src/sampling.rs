@@ -1,0 +1,40 @@
+//! On-CPU sampling: a `cpu-clock` perf event on every CPU counts the target's samples per
+//! (thread, user stack, kernel stack).
+
+use autodump_common::{StackKey, Stat};
+use aya_ebpf::{
+    bindings::BPF_F_USER_STACK, helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::PerfEventContext,
+};
+use aya_log_ebpf::warn;
+
+use crate::maps::{add, count, entry, generation, is_target, stack_id};
+
+#[perf_event]
+pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let gen = generation();
+    let key = StackKey {
+        tid: pid_tgid as u32,
+        user_stack_id: stack_id(&ctx, &gen, BPF_F_USER_STACK as u64, Stat::CpuUserStackErrors),
+        kernel_stack_id: stack_id(&ctx, &gen, 0, Stat::CpuKernelStackErrors),
+        stack_epoch: gen.epoch,
+        flags: 0,
+    };
+    // Several CPUs may count the same key at once: add atomically.
+    match entry(gen.cpu_counts, key) {
+        Some(value) => {
+            // SAFETY: `value` points into the map entry, which outlives this program run.
+            unsafe { add(value, 1) };
+            count(Stat::CpuSamples);
+        }
+        None => {
+            if count(Stat::CpuCountsFull) {
+                warn!(&ctx, "on-CPU count map is full; further losses are counted in stats");
+            }
+        }
+    }
+    0
+}
