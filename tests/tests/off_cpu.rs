@@ -69,6 +69,13 @@ fn check_blocked_times(kernel_stacks: &str) {
         !folded.iter().any(|f| f.frames[0] == "sleeper" && f.frames.iter().any(|x| x.contains("pipe_read"))),
         "the sleeper must never get the reader's kernel path"
     );
+    // The probe's own frames (the trampoline and the JIT'd program, which kallsyms names after
+    // whatever symbol precedes it) never show: every kernel stack ends in the scheduler.
+    for stack in &folded {
+        let probe =
+            stack.frames.iter().find(|x| ["bpf_trace_run", "bpf_prog_", "__stop_"].iter().any(|p| x.starts_with(p)));
+        assert!(probe.is_none(), "the probe's own frame {probe:?} in {:?}", stack.frames);
+    }
     assert_eq!(summary["dropped"]["offcpu_start_full"], 0);
     assert_eq!(summary["dropped"]["offcpu_totals_full"], 0);
     let total_us = summary["offcpu"]["total_us"].as_u64().unwrap();

@@ -153,15 +153,21 @@ impl Recorder {
     }
 }
 
-/// Drops the innermost kernel frames that belong to the probe itself (the BPF program and the
-/// tracepoint trampoline that ran it): they are autodump's, not the workload's.
+/// How deep into a kernel stack the probe's own frames can sit.
+const PROBE_FRAME_DEPTH: usize = 8;
+
+/// Drops the innermost kernel frames that belong to the probe itself: the BPF program (JIT'd
+/// code, which kallsyms names after whatever symbol precedes it, e.g.
+/// `__stop_runtime_ptr_USER_PTR_MAX`) and the tracepoint trampoline that ran it
+/// (`bpf_trace_run4`). Everything up to the outermost such frame near the leaf goes: the
+/// workload's stack starts below it (`__schedule` at a context switch).
 fn without_probe_frames(mut locations: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
     let is_probe = |l: &Arc<Location>| {
-        l.frames
-            .iter()
-            .any(|f| ["bpf_prog_", "bpf_trace_run", "__bpf_trace_"].iter().any(|p| f.function.starts_with(p)))
+        l.frames.iter().any(|f| {
+            ["bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__traceiter_"].iter().any(|p| f.function.starts_with(p))
+        })
     };
-    let probe_frames = locations.iter().take_while(|l| is_probe(l)).count();
+    let probe_frames = locations.iter().take(PROBE_FRAME_DEPTH).rposition(is_probe).map_or(0, |i| i + 1);
     locations.drain(..probe_frames);
     locations
 }
@@ -176,6 +182,34 @@ mod tests {
     fn tid() -> u32 {
         // SAFETY: gettid has no preconditions.
         unsafe { libc::gettid() as u32 }
+    }
+
+    fn kernel(names: &[&str]) -> Vec<std::sync::Arc<crate::symbolize::Location>> {
+        names
+            .iter()
+            .map(|n| {
+                let frame = crate::symbolize::Frame { function: (*n).into(), file: None, line: None };
+                std::sync::Arc::new(crate::symbolize::Location {
+                    address: 0,
+                    kernel: true,
+                    mapping: None,
+                    frames: vec![frame],
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_probes_own_frames_leave_kernel_stacks() {
+        // What sched_switch stacks looked like on 6.18: the JIT'd program, mis-named by
+        // kallsyms, under the trampoline.
+        let stack =
+            kernel(&["__stop_runtime_ptr_USER_PTR_MAX", "bpf_trace_run4", "__schedule", "schedule", "do_nanosleep"]);
+        let kept: Vec<String> =
+            super::without_probe_frames(stack).iter().map(|l| l.frames[0].function.to_string()).collect();
+        assert_eq!(kept, ["__schedule", "schedule", "do_nanosleep"]);
+        let plain = kernel(&["__schedule", "schedule"]);
+        assert_eq!(super::without_probe_frames(plain).len(), 2, "nothing to drop");
     }
 
     #[test]

@@ -14,6 +14,11 @@ use blazesym::symbolize::{
 
 use crate::collect::maps::{Mapping, MemoryMap};
 
+mod go;
+pub mod gopclntab;
+
+use go::GoBinary;
+
 /// One function in a stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
@@ -39,6 +44,8 @@ pub struct Symbolizer {
     user: HashMap<u64, Arc<Location>>,
     kernel: HashMap<u64, Arc<Location>>,
     elf_paths: HashMap<Arc<str>, PathBuf>,
+    /// Per file: its Go table when it is a Go binary without a symbol table.
+    go_tables: HashMap<Arc<str>, Option<Arc<GoBinary>>>,
 }
 
 impl Symbolizer {
@@ -50,6 +57,7 @@ impl Symbolizer {
             user: HashMap::new(),
             kernel: HashMap::new(),
             elf_paths: HashMap::new(),
+            go_tables: HashMap::new(),
         }
     }
 
@@ -91,6 +99,16 @@ impl Symbolizer {
         }
         for (path, entries) in by_file {
             let offsets: Vec<u64> = entries.iter().map(|(addr, m)| addr - m.start + m.file_offset).collect();
+            if let Some(go) = self.go_table(&path) {
+                for ((addr, mapping), offset) in entries.into_iter().zip(offsets) {
+                    let location = match go.frames(offset) {
+                        Some(frames) => go_located(addr, mapping, frames),
+                        None => unknown(addr, false, Some(mapping)),
+                    };
+                    self.user.insert(addr, Arc::new(location));
+                }
+                continue;
+            }
             let elf = Source::Elf(Elf::new(self.elf_path(&path)));
             let results = self.blaze.symbolize(&elf, Input::FileOffset(&offsets)).unwrap_or_default();
             for (i, (addr, mapping)) in entries.into_iter().enumerate() {
@@ -119,6 +137,21 @@ impl Symbolizer {
             }
         }
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
+    }
+
+    /// The Go table of `path` when it is a Go binary with no symbol table (stripped with
+    /// `-ldflags=-s -w`); blazesym names everything else. Decided once per file.
+    fn go_table(&mut self, path: &Arc<str>) -> Option<Arc<GoBinary>> {
+        if let Some(known) = self.go_tables.get(path) {
+            return known.clone();
+        }
+        let elf_path = self.elf_path(path);
+        let table = (!has_symbol_table(&elf_path)).then(|| GoBinary::open(&elf_path)).flatten().map(Arc::new);
+        if let Some(go) = &table {
+            tracing::info!(file = %path, version = ?go.version(), inlined = go.has_inline_trees(), "stripped Go binary: symbolized from .gopclntab");
+        }
+        self.go_tables.insert(path.clone(), table.clone());
+        table
     }
 
     /// Where to open a mapped file: through the target's root while it lives (containers see
@@ -169,6 +202,28 @@ fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) 
     let mut frames: Vec<Frame> = sym.inlined.iter().rev().map(|f| frame(&f.name, f.code_info.as_ref())).collect();
     frames.push(frame(&sym.name, sym.code_info.as_deref()));
     Location { address, kernel, mapping, frames }
+}
+
+/// A location from Go's own table (innermost frame first, as blazesym's).
+fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -> Location {
+    let frames = frames
+        .into_iter()
+        .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
+        .collect();
+    Location { address, kernel: false, mapping: Some(mapping), frames }
+}
+
+/// True if the ELF file has a `.symtab` with symbols (false for stripped binaries, and for
+/// files that cannot be read, which then fall to blazesym and its own reporting).
+fn has_symbol_table(path: &std::path::Path) -> bool {
+    use object::Object;
+    let Ok(data) = std::fs::File::open(path).and_then(|f| {
+        // SAFETY: read-only mapping of a file we only read for its section headers.
+        unsafe { memmap2::Mmap::map(&f) }
+    }) else {
+        return true;
+    };
+    object::File::parse(&*data).map_or(true, |elf| elf.symbols().next().is_some())
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.

@@ -1,0 +1,256 @@
+//! Go binaries without `.symtab`: names, files, lines and inlined frames from `.gopclntab`
+//! (see `gopclntab.rs`), for addresses given as file offsets, as the rest of the symbolizer
+//! has them. The file is mapped, not read: the table is paged in as addresses are looked up.
+
+use std::path::Path;
+
+use object::{Object, ObjectSection, ObjectSegment};
+
+use super::gopclntab::{GoFrame, Pclntab, Reader, Version};
+
+pub struct GoBinary {
+    map: memmap2::Mmap,
+    table: Pclntab,
+    /// PT_LOAD segments: (virtual address, file offset, size in the file).
+    segments: Vec<(u64, u64, u64)>,
+}
+
+/// `moduledata.text`: the same word from Go 1.18 to 1.27.
+const MODULEDATA_TEXT_WORD: usize = 22;
+/// How far into `runtime.moduledata` its `rodata` field may sit (word 37 in Go 1.19, 42 in 1.27).
+const MODULEDATA_SEARCH_WORDS: usize = 64;
+
+impl GoBinary {
+    /// The Go table of the ELF file at `path`; None when it is not a Go binary (or its table is
+    /// in a format we do not read, which the caller reports as unsymbolized).
+    pub fn open(path: &Path) -> Option<Self> {
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: the mapping is read-only; a file truncated under us would fault, as it would
+        // for any reader of a mapped executable, and executables in use are not rewritten.
+        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+        let elf = object::File::parse(&*map).ok()?;
+        let section = [".gopclntab", ".data.rel.ro.gopclntab"].iter().find_map(|n| elf.section_by_name(n))?;
+        let (at, _) = section.file_range()?;
+        let segments = elf
+            .segments()
+            .filter_map(|s| {
+                let (offset, size) = s.file_range();
+                Some((s.address(), offset, size)).filter(|_| size > 0)
+            })
+            .collect::<Vec<_>>();
+        let mut table = Pclntab::parse(&map, at as usize, None)?;
+        if table.version != Version::Go116 {
+            let moduledata = find_moduledata(&map, &elf, section.address(), at as usize);
+            table.gofunc = moduledata.and_then(|md| gofunc(&map, &elf, md)).and_then(|g| to_offset(&segments, g));
+            // Entries are relative to `moduledata.text` (word 22, after the six tables,
+            // findfunctab, minpc and maxpc), which is what the runtime uses; newer linkers
+            // leave the header's own textStart 0.
+            let text = moduledata.and_then(|md| Reader(&map).u64(md + 8 * MODULEDATA_TEXT_WORD));
+            if let Some(text) = text.filter(|&t| t != 0) {
+                table.text_start = text;
+            } else if table.text_start == 0 {
+                table.text_start = elf.section_by_name(".text")?.address();
+            }
+        }
+        Some(Self { map, table, segments })
+    }
+
+    /// The frames at file offset `offset`, innermost first.
+    pub fn frames(&self, offset: u64) -> Option<Vec<GoFrame>> {
+        let pc = self
+            .segments
+            .iter()
+            .find(|&&(_, off, size)| offset >= off && offset < off + size)
+            .map(|&(va, off, _)| va + offset - off)?;
+        self.table.frames(&self.map, pc, |va| to_offset(&self.segments, va))
+    }
+
+    pub fn version(&self) -> Version {
+        self.table.version
+    }
+
+    /// True when inlined frames can be named (the `go:func.*` region was found, or not needed).
+    pub fn has_inline_trees(&self) -> bool {
+        self.table.version == Version::Go116 || self.table.gofunc.is_some()
+    }
+
+    /// Every function's entry address and name.
+    #[cfg(test)]
+    pub fn functions(&self) -> Vec<(u64, String)> {
+        self.table.functions(&self.map).collect()
+    }
+}
+
+fn to_offset(segments: &[(u64, u64, u64)], va: u64) -> Option<usize> {
+    segments
+        .iter()
+        .find(|&&(start, _, size)| va >= start && va < start + size)
+        .map(|&(start, off, _)| (va - start + off) as usize)
+}
+
+/// `moduledata.gofunc`, the address of `go:func.*` that 1.18+ funcdata offsets are relative to.
+/// Its position in the struct moves between Go versions, but it always follows `rodata`, the
+/// start of the `.rodata` section (after `types`, which is the same address in older versions).
+fn gofunc(map: &[u8], elf: &object::File, moduledata: usize) -> Option<u64> {
+    let rodata = elf.section_by_name(".rodata")?.address();
+    let r = Reader(map);
+    let words: Vec<u64> = (0..MODULEDATA_SEARCH_WORDS).map_while(|i| r.u64(moduledata + 8 * i)).collect();
+    let at = words.iter().rposition(|&w| w == rodata)?;
+    words.get(at + 1).copied().filter(|&gofunc| gofunc >= rodata)
+}
+
+/// The file offset of `runtime.firstmoduledata`: the 8-aligned word in a data section that
+/// holds the pcHeader's address and is followed by `funcnametab`'s, as the header predicts.
+/// Newer linkers give it a section of its own, `.go.module`.
+fn find_moduledata(map: &[u8], elf: &object::File, pcheader: u64, pcheader_offset: usize) -> Option<usize> {
+    let r = Reader(map);
+    let funcnames = pcheader.checked_add(r.u64(pcheader_offset + 8 + 8 * 3)?)?;
+    for name in [".go.module", ".noptrdata", ".data", ".data.rel.ro"] {
+        let Some(section) = elf.section_by_name(name) else { continue };
+        let Some((start, size)) = section.file_range() else { continue };
+        let (start, end) = (start as usize, (start + size) as usize);
+        let mut at = start.next_multiple_of(8);
+        while at + 16 <= end {
+            if r.u64(at) == Some(pcheader) && r.u64(at + 8) == Some(funcnames) {
+                return Some(at);
+            }
+            at += 8;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, process::Command};
+
+    use blazesym::symbolize::{
+        source::{Elf, Source},
+        Input, Symbolized, Symbolizer,
+    };
+    use object::{Object, ObjectSymbol};
+
+    use super::*;
+
+    /// `tests/fixtures/NAME.go` built with `go` (GOROOT `goroot` when given), unstripped and
+    /// with `-ldflags=-s -w`; None (with a note) when no Go toolchain is installed.
+    fn build(name: &str, goroot: Option<&Path>) -> Option<(PathBuf, PathBuf)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let go = goroot.map_or(PathBuf::from("go"), |g| g.join("bin/go"));
+        let tag = goroot.map_or("system", |_| "newest");
+        let out = root.join("target/unit-go").join(tag);
+        std::fs::create_dir_all(&out).ok()?;
+        let mut built = Vec::new();
+        for (suffix, flags) in [("", ""), ("-stripped", "-s -w")] {
+            let bin = out.join(format!("{name}{suffix}"));
+            let mut cmd = Command::new(&go);
+            cmd.args(["build", "-o"]).arg(&bin).arg(format!("-ldflags={flags}"));
+            cmd.arg(root.join(format!("tests/fixtures/{name}.go")));
+            cmd.env("GOCACHE", out.join("cache")).env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
+            if let Some(g) = goroot {
+                cmd.env("GOROOT", g);
+            }
+            match cmd.output() {
+                Ok(o) if o.status.success() => built.push(bin),
+                other => {
+                    eprintln!("skipped: cannot build {name} with {}: {other:?}", go.display());
+                    return None;
+                }
+            }
+        }
+        Some((built[0].clone(), built[1].clone()))
+    }
+
+    fn toolchains() -> Vec<Option<PathBuf>> {
+        let newest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-toolchains/newest");
+        let mut all = vec![None];
+        if newest.join("bin/go").exists() {
+            all.push(Some(newest));
+        }
+        all
+    }
+
+    fn offset_of(path: &Path, va: u64) -> u64 {
+        let data = std::fs::read(path).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let segments: Vec<_> = elf.segments().map(|s| (s.address(), s.file_range().0, s.file_range().1)).collect();
+        to_offset(&segments, va).unwrap() as u64
+    }
+
+    /// Our table lists exactly the functions the symbol table has, and at addresses across the
+    /// program, names, lines and inlined frames agree with DWARF (through blazesym); the
+    /// stripped build gives the same frames at the same addresses.
+    #[test]
+    fn gopclntab_agrees_with_symbols_and_dwarf() {
+        for goroot in toolchains() {
+            let Some((full, stripped)) = build("gospin", goroot.as_deref()) else { continue };
+            let ours = GoBinary::open(&full).expect("a Go binary");
+            let theirs = GoBinary::open(&stripped).expect("a stripped Go binary");
+            assert!(ours.has_inline_trees() && theirs.has_inline_trees(), "go:func.* found");
+
+            let data = std::fs::read(&full).unwrap();
+            let elf = object::File::parse(&*data).unwrap();
+            let symbols: std::collections::BTreeMap<u64, String> = elf
+                .symbols()
+                .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+                .filter_map(|s| Some((s.address(), s.name().ok()?.to_string())))
+                .collect();
+            let listed = ours.functions();
+            // .symtab marks assembly functions `.abi0`; pclntab (and so pprof) does not. Shape
+            // functions are `[...]` in pclntab where .symtab spells the array length out.
+            let same_name = |va: &u64, name: &String| {
+                symbols.get(va).is_some_and(|s| s.trim_end_matches(".abi0") == name || name.contains("[...]"))
+            };
+            let matching = listed.iter().filter(|(va, name)| same_name(va, name)).count();
+            for (va, name) in listed.iter().filter(|(va, name)| !same_name(va, name)).take(8) {
+                eprintln!("pclntab {va:#x} {name}, .symtab {:?}", symbols.get(va));
+            }
+            assert!(
+                listed.len() > 1000 && matching * 100 >= listed.len() * 99,
+                "{matching} of {} functions match .symtab",
+                listed.len()
+            );
+
+            let blaze = Symbolizer::builder().enable_code_info(true).enable_inlined_fns(true).build();
+            let (mut compared, mut inlined, mut same) = (0, 0, 0);
+            let pcs = listed.windows(2).step_by(3).flat_map(|w| {
+                let (start, end) = (w[0].0, w[1].0);
+                [5, 23, 61, 150, 400].into_iter().map(move |d| start + d).filter(move |&pc| pc < end)
+            });
+            for pc in pcs {
+                let offset = offset_of(&full, pc);
+                let Some(frames) = ours.frames(offset) else { continue };
+                assert_eq!(
+                    theirs.frames(offset_of(&stripped, pc)).as_ref(),
+                    Some(&frames),
+                    "stripped differs at {pc:#x}"
+                );
+                let src = Source::Elf(Elf::new(&full));
+                let Ok(result) = blaze.symbolize(&src, Input::FileOffset(&[offset])) else { continue };
+                let Some(Symbolized::Sym(sym)) = result.first() else { continue };
+                let name =
+                    |n: &str| if n.contains('[') { "[shape]".into() } else { n.trim_end_matches(".abi0").to_string() };
+                let mut dwarf: Vec<(String, Option<u32>)> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|f| (name(&f.name), f.code_info.as_ref().and_then(|c| c.line)))
+                    .collect();
+                dwarf.push((name(&sym.name), sym.code_info.as_ref().and_then(|c| c.line)));
+                let mine: Vec<(String, Option<u32>)> = frames.iter().map(|f| (name(&f.function), f.line)).collect();
+                compared += 1;
+                inlined += usize::from(frames.len() > 1);
+                same += usize::from(mine == dwarf);
+                if mine != dwarf && compared - same <= 3 {
+                    eprintln!("at {pc:#x}: pclntab {mine:?}, DWARF {dwarf:?}");
+                }
+            }
+            eprintln!(
+                "{}: {same} of {compared} addresses agree with DWARF, {inlined} with inlined frames",
+                goroot.map_or("go".into(), |g| g.display().to_string())
+            );
+            assert!(compared > 200 && inlined > 10, "{compared} compared, {inlined} inlined");
+            assert!(same * 100 >= compared * 99, "{same} of {compared} agree");
+        }
+    }
+}
