@@ -130,7 +130,7 @@ impl Recorder {
     fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {
         let thread = self.thread_name(sample.tid);
         let user = match &sample.user {
-            RawStack::Frames(ips) => Some(self.symbolizer.user(&lookup_addresses(ips))),
+            RawStack::Frames(ips) => Some(without_frames_past_root(self.symbolizer.user(&lookup_addresses(ips)))),
             RawStack::Lost => None,
         };
         let kernel = match &sample.kernel {
@@ -151,6 +151,21 @@ impl Recorder {
     fn thread_name(&mut self, tid: u32) -> Arc<str> {
         self.threads.entry(tid).or_insert_with(|| format!("tid-{tid}").into()).clone()
     }
+}
+
+/// The functions a Go stack starts in: a goroutine's, a thread's system stack, the main thread's,
+/// and `runtime.mcall`, which switches to the system stack (the frame pointer above it is not
+/// a frame of this stack).
+const GO_STACK_ROOTS: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go", "runtime.mcall"];
+
+/// Drops what a frame-pointer walk read past the start of a Go stack: the words above
+/// `runtime.mstart` on a system stack are not frames, and name nothing (`[unknown]+0x48bf...`).
+fn without_frames_past_root(mut locations: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
+    let is_root = |l: &Arc<Location>| l.frames.last().is_some_and(|f| GO_STACK_ROOTS.contains(&&*f.function));
+    if let Some(root) = locations.iter().position(is_root) {
+        locations.truncate(root + 1);
+    }
+    locations
 }
 
 /// How deep into a kernel stack the probe's own frames can sit.
@@ -197,6 +212,21 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn go_stacks_end_at_their_root() {
+        let stack = kernel(&[
+            "runtime.usleep",
+            "runtime.sysmon",
+            "runtime.mstart",
+            "[unknown]+0x7ffe54f1b9ff",
+            "[unknown]+0x48bf",
+        ]);
+        let kept: Vec<String> =
+            super::without_frames_past_root(stack).iter().map(|l| l.frames[0].function.to_string()).collect();
+        assert_eq!(kept, ["runtime.usleep", "runtime.sysmon", "runtime.mstart"]);
+        assert_eq!(super::without_frames_past_root(kernel(&["main", "__libc_start_main"])).len(), 2);
     }
 
     #[test]

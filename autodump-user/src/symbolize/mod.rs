@@ -16,6 +16,7 @@ use crate::collect::maps::{Mapping, MemoryMap};
 
 mod go;
 pub mod gopclntab;
+mod vdso;
 
 use go::GoBinary;
 
@@ -46,6 +47,8 @@ pub struct Symbolizer {
     elf_paths: HashMap<Arc<str>, PathBuf>,
     /// Per file: its Go table when it is a Go binary without a symbol table.
     go_tables: HashMap<Arc<str>, Option<Arc<GoBinary>>>,
+    /// The vDSO's symbols, from the agent's own copy (the same image in every process).
+    vdso: Option<vdso::Vdso>,
 }
 
 impl Symbolizer {
@@ -58,6 +61,7 @@ impl Symbolizer {
             kernel: HashMap::new(),
             elf_paths: HashMap::new(),
             go_tables: HashMap::new(),
+            vdso: vdso::Vdso::own(),
         }
     }
 
@@ -91,6 +95,13 @@ impl Symbolizer {
                 Some(m) if m.is_file() => {
                     by_file.entry(m.path.clone()).or_default().push((addr, m));
                 }
+                Some(m) if &*m.path == "[vdso]" => {
+                    let location = match self.vdso.as_ref().and_then(|v| v.name(addr - m.start)) {
+                        Some(name) => named(addr, m, name),
+                        None => unknown(addr, false, Some(m)),
+                    };
+                    self.user.insert(addr, Arc::new(location));
+                }
                 mapping => {
                     let location = unknown(addr, false, mapping);
                     self.user.insert(addr, Arc::new(location));
@@ -99,14 +110,23 @@ impl Symbolizer {
         }
         for (path, entries) in by_file {
             let offsets: Vec<u64> = entries.iter().map(|(addr, m)| addr - m.start + m.file_offset).collect();
-            if let Some(go) = self.go_table(&path) {
-                for ((addr, mapping), offset) in entries.into_iter().zip(offsets) {
-                    let location = match go.frames(offset) {
-                        Some(frames) => go_located(addr, mapping, frames),
-                        None => unknown(addr, false, Some(mapping)),
-                    };
-                    self.user.insert(addr, Arc::new(location));
-                }
+            // Go code from Go's own table; the rest (cgo's C, or a table we cannot read) from
+            // the ELF file's symbols.
+            let (entries, offsets): (Vec<(u64, Mapping)>, Vec<u64>) = match self.go_table(&path) {
+                Some(go) => entries
+                    .into_iter()
+                    .zip(offsets)
+                    .filter_map(|((addr, mapping), offset)| match go.frames(offset) {
+                        Some(frames) => {
+                            self.user.insert(addr, Arc::new(go_located(addr, mapping, frames)));
+                            None
+                        }
+                        None => Some(((addr, mapping), offset)),
+                    })
+                    .unzip(),
+                None => (entries, offsets),
+            };
+            if entries.is_empty() {
                 continue;
             }
             let elf = Source::Elf(Elf::new(self.elf_path(&path)));
@@ -139,16 +159,16 @@ impl Symbolizer {
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
-    /// The Go table of `path` when it is a Go binary with no symbol table (stripped with
-    /// `-ldflags=-s -w`); blazesym names everything else. Decided once per file.
+    /// The Go table of `path` when it is a Go binary. Go code is named from it whether the
+    /// binary is stripped or not, as Go's own tools do, so a stripped build's stacks read exactly
+    /// like an unstripped one's. Decided once per file.
     fn go_table(&mut self, path: &Arc<str>) -> Option<Arc<GoBinary>> {
         if let Some(known) = self.go_tables.get(path) {
             return known.clone();
         }
-        let elf_path = self.elf_path(path);
-        let table = (!has_symbol_table(&elf_path)).then(|| GoBinary::open(&elf_path)).flatten().map(Arc::new);
+        let table = GoBinary::open(&self.elf_path(path)).map(Arc::new);
         if let Some(go) = &table {
-            tracing::info!(file = %path, version = ?go.version(), inlined = go.has_inline_trees(), "stripped Go binary: symbolized from .gopclntab");
+            tracing::info!(file = %path, version = ?go.version(), inlined = go.has_inline_trees(), "Go binary: symbolized from .gopclntab");
         }
         self.go_tables.insert(path.clone(), table.clone());
         table
@@ -204,6 +224,12 @@ fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) 
     Location { address, kernel, mapping, frames }
 }
 
+/// A location with only a function name.
+fn named(address: u64, mapping: Mapping, name: &str) -> Location {
+    let frames = vec![Frame { function: Arc::from(name), file: None, line: None }];
+    Location { address, kernel: false, mapping: Some(mapping), frames }
+}
+
 /// A location from Go's own table (innermost frame first, as blazesym's).
 fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -> Location {
     let frames = frames
@@ -211,19 +237,6 @@ fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -
         .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
         .collect();
     Location { address, kernel: false, mapping: Some(mapping), frames }
-}
-
-/// True if the ELF file has a `.symtab` with symbols (false for stripped binaries, and for
-/// files that cannot be read, which then fall to blazesym and its own reporting).
-fn has_symbol_table(path: &std::path::Path) -> bool {
-    use object::Object;
-    let Ok(data) = std::fs::File::open(path).and_then(|f| {
-        // SAFETY: read-only mapping of a file we only read for its section headers.
-        unsafe { memmap2::Mmap::map(&f) }
-    }) else {
-        return true;
-    };
-    object::File::parse(&*data).map_or(true, |elf| elf.symbols().next().is_some())
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
