@@ -126,6 +126,12 @@ pub struct Cli {
     #[arg(long, hide = true)]
     pub skip_probe: Vec<String>,
 
+    /// Where separate debug files of stripped executables are looked for, by build-id
+    /// (`DIR/.build-id/xx/rest.debug`) and by debug link (repeatable). Installing a
+    /// distribution's debug-symbol package (`-dbgsym`) puts them in the default.
+    #[arg(long, default_value = crate::symbolize::DEFAULT_DEBUG_DIR)]
+    pub debug_dir: Vec<PathBuf>,
+
     /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
     pub btf: PathBuf,

@@ -64,6 +64,7 @@ impl Session {
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
         let mut recorder = Recorder::new(target.clone(), cli.frequency, forget_after);
+        recorder.set_debug_dirs(cli.debug_dir.clone());
         recorder.observe_target();
         recorder.warm_up();
         probes.attach(cli.frequency)?;

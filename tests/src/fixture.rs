@@ -20,8 +20,10 @@ pub fn newer_go() -> Option<(PathBuf, String)> {
 
 /// Builds fixture `name` (`name.c` with gcc, or `name.go` with go) unless it is up to date.
 /// C fixtures keep frame pointers so that stacks walk through them. `NAME-stripped` is the Go
-/// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF); `NAME-newest-go` is
-/// NAME built with `newer_go()` instead of Debian 12's Go.
+/// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF), or the C fixture NAME
+/// with `strip --strip-all`, its debug information kept beside it in `NAME-stripped.debug`
+/// (see [`debug_file`]); `NAME-newest-go` is NAME built with `newer_go()` instead of Debian
+/// 12's Go.
 pub fn fixture_bin(name: &str) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = super::workspace().join("tests/fixtures");
@@ -37,9 +39,14 @@ pub fn fixture_bin(name: &str) -> PathBuf {
     if bin.exists() && newer(&bin) >= newer(&source) && newer(&bin) >= newer(&src_dir.join("raw_syscall.h")) {
         return bin;
     }
-    let mut cmd = if source.extension().is_some_and(|e| e == "c") {
+    let is_c = source.extension().is_some_and(|e| e == "c");
+    // A stripped C fixture is built whole first; its debug part and its stripped part come from it.
+    let compiled = if is_c && stripped { out_dir.join(format!("{name}.full")) } else { bin.clone() };
+    let mut cmd = if is_c {
         let mut cmd = Command::new("gcc");
-        cmd.args(["-O1", "-g", "-Wall", "-Werror", "-fno-omit-frame-pointer", "-pthread", "-o"]).arg(&bin).arg(&source);
+        cmd.args(["-O1", "-g", "-Wall", "-Werror", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&compiled)
+            .arg(&source);
         cmd
     } else {
         let mut cmd = if newest {
@@ -63,7 +70,28 @@ pub fn fixture_bin(name: &str) -> PathBuf {
     let out =
         cmd.output().unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e} (run `cargo xtask setup`)"));
     assert!(out.status.success(), "building fixture {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    if is_c && stripped {
+        let debug = out_dir.join(format!("{name}.debug"));
+        for (tool, args) in [("objcopy", vec!["--only-keep-debug"]), ("strip", vec!["--strip-all"])] {
+            let output = if tool == "objcopy" {
+                vec![compiled.clone(), debug.clone()]
+            } else {
+                vec!["-o".into(), bin.clone(), compiled.clone()]
+            };
+            let status = Command::new(tool).args(args).args(output).status().expect("binutils");
+            assert!(status.success(), "{tool} failed on {name}");
+        }
+    }
     bin
+}
+
+/// The separate debug file of a stripped C fixture, and its build-id (hex).
+pub fn debug_file(name: &str) -> (PathBuf, String) {
+    let bin = fixture_bin(name);
+    let notes = Command::new("readelf").arg("-n").arg(&bin).output().expect("readelf");
+    let notes = String::from_utf8_lossy(&notes.stdout);
+    let id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: ")).expect("a build-id").to_string();
+    (bin.with_file_name(format!("{name}.debug")), id)
 }
 
 /// A running fixture process, killed on drop.

@@ -2,6 +2,7 @@
 //! them as slices in the flight recorder.
 
 pub mod flight;
+pub mod naming;
 pub mod profile;
 
 use std::{
@@ -68,6 +69,10 @@ impl Recorder {
             target,
             cpu_period_ns: 1_000_000_000 / frequency_hz,
         }
+    }
+    /// Looks for separate debug files of stripped executables in `dirs` (`--debug-dir`).
+    pub fn set_debug_dirs(&mut self, dirs: Vec<std::path::PathBuf>) {
+        self.symbolizer = Symbolizer::with_debug_dirs(self.target.pid, dirs);
     }
 
     /// Loads kernel and executable symbols ahead of the first drain (see `Symbolizer::warm_up`).
@@ -209,6 +214,7 @@ mod tests {
                     kernel: true,
                     mapping: None,
                     frames: vec![frame],
+                    unnamed: None,
                 })
             })
             .collect()

@@ -87,11 +87,13 @@ impl Profile {
                     stack.extend(locs.iter().map(|l| self.intern(LocationKey::Kernel(l.address), l)))
                 }
                 StackPart::Pseudo(name) => {
+                    let lost = [pseudo::USER_STACK_LOST, pseudo::KERNEL_STACK_LOST].contains(name);
                     let loc = Location {
                         address: 0,
                         kernel: false,
                         mapping: None,
                         frames: vec![Frame { function: Arc::from(*name), file: None, line: None }],
+                        unnamed: lost.then(|| "the kernel could not record this stack (see dropped)".into()),
                     };
                     stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(loc)));
                 }
@@ -169,6 +171,7 @@ pub(crate) mod tests {
             kernel,
             mapping: None,
             frames: vec![Frame { function: name.into(), file: None, line: None }],
+            unnamed: None,
         })
     }
 
@@ -228,6 +231,7 @@ pub(crate) mod tests {
                 Frame { function: "inner".into(), file: None, line: None },
                 Frame { function: "outer".into(), file: None, line: None },
             ],
+            unnamed: None,
         });
         p.add(
             "t".into(),

@@ -14,10 +14,13 @@ use blazesym::symbolize::{
 
 use crate::collect::maps::{Mapping, MemoryMap};
 
+mod debug_info;
+mod fde;
 mod go;
 pub mod gopclntab;
 mod vdso;
 
+pub use debug_info::DEFAULT_DEBUG_DIR;
 use go::GoBinary;
 
 /// One function in a stack.
@@ -36,6 +39,8 @@ pub struct Location {
     pub mapping: Option<Mapping>,
     /// Innermost first: functions inlined at this address, then the function that holds it.
     pub frames: Vec<Frame>,
+    /// Why this address has no function name, when it has none (`module+0xoffset`).
+    pub unnamed: Option<Arc<str>>,
 }
 
 pub struct Symbolizer {
@@ -49,12 +54,30 @@ pub struct Symbolizer {
     go_tables: HashMap<Arc<str>, Option<Arc<GoBinary>>>,
     /// The vDSO's symbols, from the agent's own copy (the same image in every process).
     vdso: Option<vdso::Vdso>,
+    /// Per file: where its functions start, from `.eh_frame`, for addresses no symbol covers.
+    function_starts: HashMap<Arc<str>, Option<Arc<fde::FunctionStarts>>>,
+    /// Per file: why some of its addresses have no name.
+    why_unnamed: HashMap<Arc<str>, Arc<str>>,
+    /// Where separate debug files are looked for (`--debug-dir`).
+    debug_dirs: Vec<PathBuf>,
+    /// Per file: its separate debug file, found by build-id, when it has no symbols.
+    debug_files: HashMap<Arc<str>, Option<Arc<debug_info::DebugFile>>>,
 }
 
 impl Symbolizer {
     pub fn new(pid: u32) -> Self {
+        Self::with_debug_dirs(pid, vec![PathBuf::from(debug_info::DEFAULT_DEBUG_DIR)])
+    }
+
+    /// A symbolizer that looks for separate debug files in `debug_dirs`.
+    pub fn with_debug_dirs(pid: u32, debug_dirs: Vec<PathBuf>) -> Self {
         Self {
-            blaze: Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build(),
+            blaze: Blaze::builder()
+                .enable_code_info(true)
+                .enable_inlined_fns(true)
+                .enable_demangling(true)
+                .set_debug_dirs(Some(&debug_dirs))
+                .build(),
             pid,
             memory: MemoryMap::default(),
             user: HashMap::new(),
@@ -62,6 +85,10 @@ impl Symbolizer {
             elf_paths: HashMap::new(),
             go_tables: HashMap::new(),
             vdso: vdso::Vdso::own(),
+            function_starts: HashMap::new(),
+            why_unnamed: HashMap::new(),
+            debug_dirs,
+            debug_files: HashMap::new(),
         }
     }
 
@@ -98,12 +125,13 @@ impl Symbolizer {
                 Some(m) if &*m.path == "[vdso]" => {
                     let location = match self.vdso.as_ref().and_then(|v| v.name(addr - m.start)) {
                         Some(name) => named(addr, m, name),
-                        None => unknown(addr, false, Some(m)),
+                        None => unknown(addr, false, Some(m.clone()), why_not_a_file(&Some(m))),
                     };
                     self.user.insert(addr, Arc::new(location));
                 }
                 mapping => {
-                    let location = unknown(addr, false, mapping);
+                    let why = why_not_a_file(&mapping);
+                    let location = unknown(addr, false, mapping, why);
                     self.user.insert(addr, Arc::new(location));
                 }
             }
@@ -129,14 +157,36 @@ impl Symbolizer {
             if entries.is_empty() {
                 continue;
             }
-            let elf = Source::Elf(Elf::new(self.elf_path(&path)));
-            let results = self.blaze.symbolize(&elf, Input::FileOffset(&offsets)).unwrap_or_default();
-            for (i, (addr, mapping)) in entries.into_iter().enumerate() {
-                let mapping = Some(mapping);
-                let location = match results.get(i) {
-                    Some(Symbolized::Sym(sym)) => located(addr, false, mapping, sym),
-                    _ => unknown(addr, false, mapping),
-                };
+            // A stripped file with a debug file by build-id is named from that file, by virtual
+            // address (its file offsets are not the executable's).
+            let debug_file = self.debug_file(&path);
+            let vaddrs: Vec<u64>;
+            let (elf, input) = match &debug_file {
+                Some(debug) => {
+                    vaddrs = offsets.iter().map(|&o| debug.virtual_address(o).unwrap_or(0)).collect();
+                    (Source::Elf(Elf::new(&debug.path)), Input::VirtOffset(&vaddrs[..]))
+                }
+                None => (Source::Elf(Elf::new(self.elf_path(&path))), Input::FileOffset(&offsets[..])),
+            };
+            let results = self.blaze.symbolize(&elf, input).unwrap_or_default();
+            let found: Vec<Option<Location>> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, (addr, mapping))| match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => Some(located(*addr, false, Some(mapping.clone()), sym)),
+                    _ => None,
+                })
+                .collect();
+            drop(results);
+            for (((addr, mapping), offset), found) in entries.into_iter().zip(offsets).zip(found) {
+                // No symbol: one name per function, from the unwind table's function start.
+                let location = found.unwrap_or_else(|| {
+                    let why = self.why_unnamed(&path);
+                    match self.function_starts(&path).and_then(|f| f.start_of(offset)) {
+                        Some(start) => grouped(addr, mapping, start, why),
+                        None => unknown(addr, false, Some(mapping), why),
+                    }
+                });
                 self.user.insert(addr, Arc::new(location));
             }
         }
@@ -151,7 +201,7 @@ impl Symbolizer {
             for (i, &addr) in missing.iter().enumerate() {
                 let location = match results.get(i) {
                     Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
-                    _ => unknown(addr, true, None),
+                    _ => unknown(addr, true, None, "not in kallsyms".into()),
                 };
                 self.kernel.insert(addr, Arc::new(location));
             }
@@ -172,6 +222,52 @@ impl Symbolizer {
         }
         self.go_tables.insert(path.clone(), table.clone());
         table
+    }
+
+    /// The function starts of `path`, read the first time one of its addresses has no symbol.
+    fn function_starts(&mut self, path: &Arc<str>) -> Option<Arc<fde::FunctionStarts>> {
+        if let Some(known) = self.function_starts.get(path) {
+            return known.clone();
+        }
+        let starts = fde::FunctionStarts::open(&self.elf_path(path)).map(Arc::new);
+        if let Some(s) = &starts {
+            tracing::info!(file = %path, functions = s.len(), "no symbols: functions told apart by .eh_frame");
+        }
+        self.function_starts.insert(path.clone(), starts.clone());
+        starts
+    }
+
+    /// The separate debug file of `path`, looked for once.
+    fn debug_file(&mut self, path: &Arc<str>) -> Option<Arc<debug_info::DebugFile>> {
+        if let Some(known) = self.debug_files.get(path) {
+            return known.clone();
+        }
+        let found = debug_info::find_by_build_id(&self.elf_path(path), &self.debug_dirs).map(Arc::new);
+        if let Some(found) = &found {
+            tracing::info!(file = %path, debug_file = %found.path.display(), "symbols from a separate debug file");
+        }
+        self.debug_files.insert(path.clone(), found.clone());
+        found
+    }
+
+    /// Why `path` leaves addresses unnamed: no symbol table and no debug file, or symbols that
+    /// do not cover them.
+    fn why_unnamed(&mut self, path: &Arc<str>) -> Arc<str> {
+        if let Some(why) = self.why_unnamed.get(path) {
+            return why.clone();
+        }
+        let why: Arc<str> = match debug_info::inspect(&self.elf_path(path)) {
+            Some(info) if info.symbols => "no symbol covers these addresses".into(),
+            Some(info) => format!(
+                "stripped (no symbol table or DWARF), and no debug file{} in {}",
+                if info.build_id { " by build-id or debug link" } else { " by debug link" },
+                self.debug_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+            .into(),
+            None => "the file cannot be read".into(),
+        };
+        self.why_unnamed.insert(path.clone(), why.clone());
+        why
     }
 
     /// Where to open a mapped file: through the target's root while it lives (containers see
@@ -221,13 +317,21 @@ fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) 
     };
     let mut frames: Vec<Frame> = sym.inlined.iter().rev().map(|f| frame(&f.name, f.code_info.as_ref())).collect();
     frames.push(frame(&sym.name, sym.code_info.as_deref()));
-    Location { address, kernel, mapping, frames }
+    Location { address, kernel, mapping, frames, unnamed: None }
+}
+
+/// An address without a symbol, named after the start of its function: `module+0xSTART`
+/// (file offsets), so that every address of one function shares one frame.
+fn grouped(address: u64, mapping: Mapping, start: u64, why: Arc<str>) -> Location {
+    let name = format!("{}+{start:#x}", mapping.module());
+    let frames = vec![Frame { function: name.into(), file: None, line: None }];
+    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: Some(why) }
 }
 
 /// A location with only a function name.
 fn named(address: u64, mapping: Mapping, name: &str) -> Location {
     let frames = vec![Frame { function: Arc::from(name), file: None, line: None }];
-    Location { address, kernel: false, mapping: Some(mapping), frames }
+    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
 }
 
 /// A location from Go's own table (innermost frame first, as blazesym's).
@@ -236,17 +340,27 @@ fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -
         .into_iter()
         .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
         .collect();
-    Location { address, kernel: false, mapping: Some(mapping), frames }
+    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
-fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>) -> Location {
+fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>, why: Arc<str>) -> Location {
     let name = match (&mapping, kernel) {
         (_, true) => format!("[kernel]+{address:#x}"),
         (Some(m), false) => format!("{}+{:#x}", m.module(), address - m.start + m.file_offset),
         (None, false) => format!("[unknown]+{address:#x}"),
     };
-    Location { address, kernel, mapping, frames: vec![Frame { function: name.into(), file: None, line: None }] }
+    let frames = vec![Frame { function: name.into(), file: None, line: None }];
+    Location { address, kernel, mapping, frames, unnamed: Some(why) }
+}
+
+/// Why addresses of a mapping that is not a file have no names.
+fn why_not_a_file(mapping: &Option<Mapping>) -> Arc<str> {
+    match mapping {
+        Some(m) if &*m.path == "[vdso]" => "no symbol of the vDSO covers it".into(),
+        Some(_) => "not backed by a file (JIT or anonymous code)".into(),
+        None => "outside every executable mapping (a broken frame-pointer chain)".into(),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,10 @@ use crate::{
     trigger::{Crossed, Fired},
 };
 
+/// Modules that leave less of a profile than this unnamed get no note (they are still listed in
+/// `naming`).
+const NAMING_NOTE_SHARE: f64 = 0.001;
+
 /// Bumped when a field changes meaning or disappears.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -52,6 +56,9 @@ pub struct Summary {
     pub regressed_stacks: Vec<Regression>,
     /// What the kernel offered the probes and which probes it did not take.
     pub probes: ProbeReport,
+    /// Per profile (`cpu`, `offcpu`): the share whose frames are all named, and which modules
+    /// left frames unnamed and why.
+    pub naming: BTreeMap<&'static str, crate::record::naming::Naming>,
     /// Facts a reader needs to interpret the numbers (e.g. the target exited early).
     pub notes: Vec<String>,
 }
@@ -220,6 +227,21 @@ pub fn build(f: Facts<'_>) -> Summary {
     if full > 0 {
         notes.push(format!("{full} events were lost to full maps; raise --count-slots or --thread-slots"));
     }
+    let naming: BTreeMap<&'static str, crate::record::naming::Naming> =
+        [("cpu", &f.profiles.cpu), ("offcpu", &f.profiles.offcpu)]
+            .into_iter()
+            .filter_map(|(kind, p)| Some((kind, crate::record::naming::naming(p)?)))
+            .collect();
+    for (kind, n) in &naming {
+        for m in n.unnamed_modules.iter().filter(|m| m.share >= NAMING_NOTE_SHARE) {
+            notes.push(format!(
+                "{:.1}% of the {kind} profile has frames in {} that could not be named: {}",
+                m.share * 100.0,
+                m.module,
+                m.why
+            ));
+        }
+    }
     for d in &f.probes.degraded {
         notes.push(format!(
             "the kernel did not take the {} probe, so this bundle lacks {} ({})",
@@ -256,6 +278,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         regressed_stacks: f.regressed,
         go: f.go,
         probes: f.probes,
+        naming,
         notes,
     }
 }
