@@ -53,7 +53,7 @@ fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolK
 }
 
 pub fn cpu_bound(bench: &Bench) -> Result<String> {
-    step("1/5 CPU-bound target: alone, autodump, perf record");
+    step("1/6 CPU-bound target: alone, autodump, perf record");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let table = slowdown(bench, "bench_cpu", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Perf])?;
@@ -65,7 +65,7 @@ pub fn cpu_bound(bench: &Bench) -> Result<String> {
 }
 
 pub fn switch_heavy(bench: &Bench) -> Result<String> {
-    step("2/5 context-switch-heavy target: alone, autodump, offcputime");
+    step("2/6 context-switch-heavy target: alone, autodump, offcputime");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.opts.round_trips.to_string()];
     let table = slowdown(bench, "bench_pingpong", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Offcputime])?;
@@ -122,7 +122,7 @@ struct Case<'a> {
 }
 
 pub fn probe_costs(bench: &Bench) -> Result<String> {
-    step("3/5 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
+    step("3/6 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
     let _stats = StatsSwitch::set(true)?;
     let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let pp_args = vec![bench.opts.round_trips.to_string()];
