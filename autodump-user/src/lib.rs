@@ -12,6 +12,8 @@ pub mod record;
 pub mod run;
 pub mod session;
 pub mod symbolize;
+#[cfg(test)]
+mod test_go;
 pub mod trigger;
 pub mod watch;
 pub mod write;

@@ -13,7 +13,13 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 /// The GOROOT of the newest Go in Debian unstable, which `cargo xtask setup` unpacks into
 /// target/go-toolchains (xtask/src/newer_go.rs), and its version; None if it is not there.
 pub fn newer_go() -> Option<(PathBuf, String)> {
-    let goroot = super::workspace().join("target/go-toolchains/newest");
+    go_toolchain("newest")
+}
+
+/// A Go toolchain `cargo xtask setup` unpacks into target/go-toolchains: `newest` (Debian
+/// unstable's) or `middle` (Debian 13's), and its version.
+pub fn go_toolchain(name: &str) -> Option<(PathBuf, String)> {
+    let goroot = super::workspace().join("target/go-toolchains").join(name);
     let version = std::fs::read_to_string(goroot.join("VERSION")).ok()?;
     goroot.join("bin/go").exists().then(|| (goroot, version.lines().next().unwrap_or_default().to_string()))
 }
@@ -23,16 +29,16 @@ pub fn newer_go() -> Option<(PathBuf, String)> {
 /// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF), or the C fixture NAME
 /// with `strip --strip-all`, its debug information kept beside it in `NAME-stripped.debug`
 /// (see [`debug_file`]); `NAME-newest-go` is NAME built with `newer_go()` instead of Debian
-/// 12's Go.
+/// 12's Go, `NAME-middle-go` with Debian 13's. They combine: `goleak-stripped-newest-go`.
 pub fn fixture_bin(name: &str) -> PathBuf {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = super::workspace().join("tests/fixtures");
     let out_dir = super::workspace().join("target/fixtures");
     std::fs::create_dir_all(&out_dir).expect("create target/fixtures");
     let bin = out_dir.join(name);
-    let stripped = name.ends_with("-stripped");
-    let newest = name.ends_with("-newest-go");
-    let base = name.trim_end_matches("-stripped").trim_end_matches("-newest-go");
+    let stripped = name.contains("-stripped");
+    let toolchain = ["newest", "middle"].into_iter().find(|t| name.contains(&format!("-{t}-go")));
+    let base = name.replace("-stripped", "").replace("-newest-go", "").replace("-middle-go", "");
     let c = src_dir.join(format!("{base}.c"));
     let source = if c.exists() { c } else { src_dir.join(format!("{base}.go")) };
     let newer = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -49,8 +55,8 @@ pub fn fixture_bin(name: &str) -> PathBuf {
             .arg(&source);
         cmd
     } else {
-        let mut cmd = if newest {
-            let (goroot, _) = newer_go().expect("the newer Go is unpacked (run `cargo xtask setup`)");
+        let mut cmd = if let Some(toolchain) = toolchain {
+            let (goroot, _) = go_toolchain(toolchain).expect("the newer Go is unpacked (run `cargo xtask setup`)");
             let mut cmd = Command::new(goroot.join("bin/go"));
             cmd.env("GOROOT", &goroot);
             cmd
@@ -63,7 +69,7 @@ pub fn fixture_bin(name: &str) -> PathBuf {
         }
         cmd.arg(&source);
         // One build cache per toolchain; never fetch another toolchain.
-        let cache = if newest { "gocache-newest" } else { "gocache" };
+        let cache = toolchain.map_or("gocache".to_string(), |t| format!("gocache-{t}"));
         cmd.env("GOCACHE", out_dir.join(cache)).env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
         cmd
     };

@@ -1,8 +1,9 @@
-//! The newest Go in Debian unstable, for the tests that read a Go runtime from outside: Debian 12
-//! ships Go 1.19, whose runtime layout is older than today's (the free-goroutine counts moved
-//! from `gFree.n` to list sizes). The toolchain is fetched with apt from its own index, without
-//! touching the system's sources or installed packages, and unpacked under
-//! `target/go-toolchains/`. `target/go-toolchains/newest` points at its GOROOT.
+//! Newer Gos than Debian 12's 1.19, for the tests that read a Go runtime from outside: the
+//! newest in Debian unstable (`target/go-toolchains/newest`), whose runtime layout is today's
+//! (the free-goroutine counts moved from `gFree.n` to list sizes), and the newest in Debian 13
+//! (`target/go-toolchains/middle`), one between them. Each is fetched with apt from its own
+//! index, without touching the system's sources or installed packages, and unpacked under
+//! `target/go-toolchains/`; the link points at its GOROOT.
 
 use std::process::Command;
 
@@ -10,19 +11,28 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{output, root, run, step};
 
-/// Where the tests look for the toolchain (see tests/src/fixture.rs).
-const NEWEST_LINK: &str = "target/go-toolchains/newest";
-/// The suite it comes from; Go's static binaries run on Debian 12.
-const SUITE: &str = "sid";
+/// (link under target/go-toolchains that the tests look for, suite it comes from); Go's static
+/// binaries run on Debian 12.
+const TOOLCHAINS: &[(&str, &str)] = &[("newest", "sid"), ("middle", "trixie")];
 
 pub fn ensure() -> Result<()> {
+    for (name, suite) in TOOLCHAINS {
+        fetch(name, suite)?;
+    }
+    Ok(())
+}
+
+fn fetch(name: &str, suite: &str) -> Result<()> {
     let dir = root().join("target/go-toolchains");
-    let link = root().join(NEWEST_LINK);
+    let link = dir.join(name);
     if output(Command::new(link.join("bin/go")).arg("version")).is_some() {
         return Ok(());
     }
-    step("fetching the newest Go in Debian unstable for the Go runtime tests (about 50 MB, into target/go-toolchains)");
-    let apt = crate::debian::Suite::open(&dir.join("apt"), SUITE)?;
+    step(&format!(
+        "fetching the newest Go in Debian {suite} for the Go runtime tests (about 50 MB, into {})",
+        link.display()
+    ));
+    let apt = crate::debian::Suite::open(&dir.join("apt"), suite)?;
     let names = apt.cache(&["search", "--names-only", r"^golang-1\.[0-9]+-go$"])?;
     let downloads = dir.join("downloads");
     // Newest first; the one below if the newest cannot be fetched (unstable in mid-upload).
@@ -40,8 +50,8 @@ pub fn ensure() -> Result<()> {
             Err(e) => step(&format!("cannot fetch Go {version} ({e:#}); trying the one before")),
         }
     }
-    let version = fetched.context("no golang-1.NN-go package of Debian unstable could be fetched")?;
-    let unpacked = dir.join("root");
+    let version = fetched.with_context(|| format!("no golang-1.NN-go package of Debian {suite} could be fetched"))?;
+    let unpacked = dir.join(format!("root-{name}"));
     let _ = std::fs::remove_dir_all(&unpacked);
     for deb in std::fs::read_dir(&downloads)?.flatten() {
         run(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&unpacked))?;
@@ -49,11 +59,11 @@ pub fn ensure() -> Result<()> {
     let goroot = unpacked.join(format!("usr/lib/go-{version}"));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&goroot, &link)?;
-    // The index of unstable is about 60 MB unpacked; it is read again if ever needed.
+    // A suite's index is about 60 MB unpacked; it is read again if ever needed.
     let _ = std::fs::remove_dir_all(&downloads);
     let _ = std::fs::remove_dir_all(dir.join("apt"));
     match output(Command::new(link.join("bin/go")).arg("version")) {
-        Some(v) => step(&format!("newer Go ready: {}", v.trim())),
+        Some(v) => step(&format!("{name} Go ready: {}", v.trim())),
         None => bail!("the Go unpacked in {} does not run", goroot.display()),
     }
     Ok(())

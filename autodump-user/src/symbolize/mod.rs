@@ -16,7 +16,7 @@ use crate::collect::maps::{Mapping, MemoryMap};
 
 mod debug_info;
 mod fde;
-mod go;
+pub mod go;
 pub mod gopclntab;
 mod vdso;
 

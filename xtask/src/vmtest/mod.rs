@@ -26,7 +26,7 @@ const GUEST_CPUS: u32 = 2;
 /// A guest that has not powered off by then is stopped and its checks count as failed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fixtures the checks start, built on the host before they are packed.
-const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak"];
+const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped"];
 
 /// (column, integration test binary, test name) of the checks that run an integration test.
 const TEST_CHECKS: &[(&str, &str, &str)] = &[
@@ -35,6 +35,7 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("watch-spike", "watch", "cpu_spike_gives_one_bundle_reaching_back_before_it"),
     ("exit-signal", "watch", "segfault_leaves_an_exit_bundle_with_the_signal"),
     ("goroutines", "go_runtime", "goroutine_leak_is_counted_exactly_and_dumped"),
+    ("goroutines-stripped", "go_runtime", "stripped_goroutine_leak_is_counted_exactly_and_dumped"),
     ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
 ];
 

@@ -5,17 +5,23 @@
 //! from its DWARF. The target changes while it is read: every read is bounded, and an
 //! inconsistent count is read again.
 
+mod globals;
 #[cfg(test)]
 mod image_tests;
 mod layout;
 pub mod memory;
 mod shape;
+#[cfg(test)]
+mod stripped_tests;
+mod versions;
 
 use std::path::Path;
 
 use layout::Layout;
+
+use crate::symbolize::go::GoBinary;
 use memory::{field_u32, field_u64, ProcessMemory, RemoteMemory};
-use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol};
 pub use shape::{Addresses, Offsets};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,10 @@ pub enum GoError {
     NoSymbol(&'static str),
     #[error("the binary's DWARF does not describe {0} (built with -ldflags=-w?)")]
     Layout(String),
+    #[error("no DWARF, and no struct layout is known for this binary: {0}")]
+    NoLayout(String),
+    #[error("no symbol table, and the runtime's globals cannot be found in its code: {0}")]
+    Stripped(String),
     #[error("cannot read target memory at {0:#x}")]
     Read(u64),
     #[error("goroutine count stayed inconsistent after {0} reads")]
@@ -110,48 +120,51 @@ impl GoSupport {
 impl GoRuntime {
     fn open(pid: u32, elf: &object::File<'_>, exe: &Path) -> Result<Self, GoError> {
         let bias = load_bias(pid, elf, exe);
-        let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
-            elf.symbols()
-                .find(|s| s.name() == Ok(name))
-                .map(|s| (s.address() + bias, s.size()))
-                .ok_or(GoError::NoSymbol(name))
+        let has_symbols = elf.symbols().any(|s| s.name() == Ok("runtime.allgs"));
+        let (off, sched_lock) = if elf.section_by_name(".debug_info").is_some() {
+            let layout = Layout::parse(elf)?;
+            (dwarf_offsets(&layout)?, layout.offset("runtime.schedt", &["lock"]).ok())
+        } else {
+            table_offsets(elf)?
         };
-        let (wait_reasons, wait_reasons_size) = symbol("runtime.waitReasonStrings")?;
-        let at = Addresses {
-            allgs: symbol("runtime.allgs")?.0,
-            allglen: symbol("runtime.allglen")?.0,
-            allp: symbol("runtime.allp")?.0,
-            sched: symbol("runtime.sched")?.0,
-            wait_reasons,
-            wait_reasons_len: wait_reasons_size / 16,
+        let (at, mut functions) = if has_symbols {
+            let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
+                elf.symbols()
+                    .find(|s| s.name() == Ok(name))
+                    .map(|s| (s.address() + bias, s.size()))
+                    .ok_or(GoError::NoSymbol(name))
+            };
+            let (wait_reasons, wait_reasons_size) = symbol("runtime.waitReasonStrings")?;
+            let at = Addresses {
+                allgs: symbol("runtime.allgs")?.0,
+                allglen: symbol("runtime.allglen")?.0,
+                allp: symbol("runtime.allp")?.0,
+                sched: symbol("runtime.sched")?.0,
+                wait_reasons,
+                wait_reasons_len: wait_reasons_size / 16,
+            };
+            let functions: Vec<(u64, String)> = elf
+                .symbols()
+                .filter(|s| s.kind() == object::SymbolKind::Text)
+                .filter_map(|s| Some((s.address() + bias, s.name().ok()?.to_string())))
+                .collect();
+            (at, functions)
+        } else {
+            // No symbol table: the globals from the runtime's instructions, functions from
+            // .gopclntab (see globals.rs).
+            let go = GoBinary::open(exe).ok_or_else(|| GoError::Stripped("no .gopclntab".into()))?;
+            let g = globals::find(&go).map_err(|e| GoError::Stripped(e.to_string()))?;
+            let lock = sched_lock.ok_or_else(|| GoError::Layout("runtime.schedt.lock".into()))?;
+            let at = Addresses {
+                allgs: g.allgs + bias,
+                allglen: g.allglen + bias,
+                allp: g.allp + bias,
+                sched: (g.sched_lock - lock) + bias,
+                wait_reasons: g.wait_reasons + bias,
+                wait_reasons_len: g.wait_reasons_len,
+            };
+            (at, go.functions().into_iter().map(|(a, n)| (a + bias, n)).collect())
         };
-        let layout = Layout::parse(elf)?;
-        let off = Offsets {
-            g_size: layout.size("runtime.g")?,
-            g_stack_lo: layout.offset("runtime.g", &["stack", "lo"])?,
-            g_stack_hi: layout.offset("runtime.g", &["stack", "hi"])?,
-            g_sched_pc: layout.offset("runtime.g", &["sched", "pc"])?,
-            g_sched_bp: layout.offset("runtime.g", &["sched", "bp"])?,
-            g_status: layout.offset("runtime.g", &["atomicstatus"])?,
-            g_waitreason: layout.offset("runtime.g", &["waitreason"])?,
-            g_startpc: layout.offset("runtime.g", &["startpc"])?,
-            sched_gfree: match layout.offset("runtime.schedt", &["gFree", "n"]) {
-                Ok(n) => vec![n],
-                Err(_) => vec![
-                    layout.offset("runtime.schedt", &["gFree", "stack", "size"])?,
-                    layout.offset("runtime.schedt", &["gFree", "noStack", "size"])?,
-                ],
-            },
-            sched_ngsys: layout.offset("runtime.schedt", &["ngsys"])?,
-            p_gfree_n: layout
-                .offset("runtime.p", &["gFree", "n"])
-                .or_else(|_| layout.offset("runtime.p", &["gFree", "size"]))?,
-        };
-        let mut functions: Vec<(u64, String)> = elf
-            .symbols()
-            .filter(|s| s.kind() == object::SymbolKind::Text)
-            .filter_map(|s| Some((s.address() + bias, s.name().ok()?.to_string())))
-            .collect();
         functions.sort_unstable();
         let rt = Self::from_parts(Box::new(ProcessMemory::new(pid)), at, off, functions);
         rt.count()?; // fail now, not at the first tick, if the layout is wrong
@@ -326,6 +339,52 @@ struct Walk {
 
 /// How far a position-independent executable was moved at load: where its first segment is
 /// mapped, less where the file says it goes. 0 for fixed-address executables (Go's default).
+/// Struct layouts for a binary without DWARF, from the table for its Go version (versions.rs),
+/// with `schedt.lock`'s offset.
+fn table_offsets(elf: &object::File<'_>) -> Result<(Offsets, Option<u64>), GoError> {
+    let info = elf.section_by_name(".go.buildinfo").and_then(|s| s.data().ok());
+    let version = info
+        .and_then(versions::go_version)
+        .ok_or_else(|| GoError::NoLayout("no Go version in its build info".into()))?;
+    let entry = versions::entry(version)
+        .ok_or_else(|| GoError::NoLayout(format!("Go {}.{} is older than every layout known", version.0, version.1)))?;
+    if entry.since != version {
+        tracing::info!(
+            "Go {}.{} without DWARF: runtime struct layouts assumed from Go {}.{} (checked by the first count)",
+            version.0,
+            version.1,
+            entry.since.0,
+            entry.since.1
+        );
+    }
+    Ok(((entry.offsets)(), Some(entry.sched_lock)))
+}
+
+/// Struct layouts from the binary's DWARF.
+fn dwarf_offsets(layout: &Layout) -> Result<Offsets, GoError> {
+    Ok(Offsets {
+        g_size: layout.size("runtime.g")?,
+        g_stack_lo: layout.offset("runtime.g", &["stack", "lo"])?,
+        g_stack_hi: layout.offset("runtime.g", &["stack", "hi"])?,
+        g_sched_pc: layout.offset("runtime.g", &["sched", "pc"])?,
+        g_sched_bp: layout.offset("runtime.g", &["sched", "bp"])?,
+        g_status: layout.offset("runtime.g", &["atomicstatus"])?,
+        g_waitreason: layout.offset("runtime.g", &["waitreason"])?,
+        g_startpc: layout.offset("runtime.g", &["startpc"])?,
+        sched_gfree: match layout.offset("runtime.schedt", &["gFree", "n"]) {
+            Ok(n) => vec![n],
+            Err(_) => vec![
+                layout.offset("runtime.schedt", &["gFree", "stack", "size"])?,
+                layout.offset("runtime.schedt", &["gFree", "noStack", "size"])?,
+            ],
+        },
+        sched_ngsys: layout.offset("runtime.schedt", &["ngsys"])?,
+        p_gfree_n: layout
+            .offset("runtime.p", &["gFree", "n"])
+            .or_else(|_| layout.offset("runtime.p", &["gFree", "size"]))?,
+    })
+}
+
 fn load_bias(pid: u32, elf: &object::File<'_>, exe: &Path) -> u64 {
     if elf.kind() != ObjectKind::Dynamic {
         return 0;

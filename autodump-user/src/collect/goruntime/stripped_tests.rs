@@ -1,0 +1,51 @@
+//! The stripped-binary paths checked against the unstripped ones, for every Go the tests can
+//! get: globals found in the runtime's instructions equal the symbol table's, and the layout
+//! table equals the binary's DWARF.
+
+use object::{Object, ObjectSection, ObjectSymbol};
+
+use super::{dwarf_offsets, globals, layout::Layout, versions};
+use crate::{symbolize::go::GoBinary, test_go};
+
+#[test]
+fn globals_found_in_instructions_match_the_symbol_table() {
+    for goroot in test_go::toolchains() {
+        let Some((full, _)) = test_go::build("goleak", goroot.as_deref()) else { continue };
+        let data = std::fs::read(&full).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let symbol =
+            |name: &str| elf.symbols().find(|s| s.name() == Ok(name)).map(|s| (s.address(), s.size())).unwrap();
+        let found = globals::find(&GoBinary::open(&full).unwrap()).unwrap();
+        let lock = Layout::parse(&elf).unwrap().offset("runtime.schedt", &["lock"]).unwrap();
+        let expected = globals::Globals {
+            allglen: symbol("runtime.allglen").0,
+            allgs: symbol("runtime.allgs").0,
+            allp: symbol("runtime.allp").0,
+            sched_lock: symbol("runtime.sched").0 + lock,
+            wait_reasons: symbol("runtime.waitReasonStrings").0,
+            wait_reasons_len: symbol("runtime.waitReasonStrings").1 / 16,
+        };
+        assert_eq!(found, expected, "{goroot:?}");
+    }
+}
+
+#[test]
+fn layouts_match_dwarf() {
+    for goroot in test_go::toolchains() {
+        let Some((full, _)) = test_go::build("goleak", goroot.as_deref()) else { continue };
+        let data = std::fs::read(&full).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let info = elf.section_by_name(".go.buildinfo").unwrap();
+        let version = versions::go_version(info.data().unwrap()).expect("a version in the build info");
+        let layout = Layout::parse(&elf).unwrap();
+        let dwarf = dwarf_offsets(&layout).unwrap();
+        let lock = layout.offset("runtime.schedt", &["lock"]).unwrap();
+        let entry = versions::entry(version);
+        let table = entry.map(|e| ((e.offsets)(), e.sched_lock));
+        assert!(
+            entry.is_some_and(|e| e.since == version)
+                && table.as_ref().is_some_and(|(o, l)| format!("{o:?}") == format!("{dwarf:?}") && *l == lock),
+            "Go {version:?}: the table has {table:?}, DWARF says {dwarf:?} with schedt.lock at {lock}"
+        );
+    }
+}

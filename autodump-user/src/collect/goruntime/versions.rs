@@ -1,0 +1,125 @@
+//! Struct layouts of the Go runtime by Go version, for binaries without DWARF (`-ldflags=-w`):
+//! the binary's version comes from its build info (`.go.buildinfo`, which the linker always
+//! writes), and the offsets from this table. Each entry was read from the DWARF of a build by
+//! that Go version, and the tests check every entry against the DWARF of every Go the tests can
+//! get (`layouts_match_dwarf`). A version between two entries takes the older entry, and says
+//! so: the reader's first count checks it, and a wrong layout makes the goroutines unavailable
+//! with the reason, never a wrong count passed off as right.
+
+use super::shape::Offsets;
+
+/// The build info's magic, then pointer size and flags; with flag 2 the version string follows
+/// the 32-byte header inline (Go 1.18+).
+const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+const FLAG_VERSION_INLINE: u8 = 2;
+
+/// (major, minor) of the Go that built a binary, from its `.go.buildinfo` section's contents.
+pub fn go_version(buildinfo: &[u8]) -> Option<(u32, u32)> {
+    if !buildinfo.starts_with(BUILDINFO_MAGIC) || buildinfo.get(15)? & FLAG_VERSION_INLINE == 0 {
+        return None;
+    }
+    let (len, n) = uvarint(buildinfo.get(32..)?)?;
+    let version = std::str::from_utf8(buildinfo.get(32 + n..32 + n + usize::try_from(len).ok()?)?).ok()?;
+    let mut parts = version.strip_prefix("go")?.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in data.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A table entry: the offsets the reader needs, and `schedt.lock`'s (to find `sched` from the
+/// `&sched.lock` that `runtime.mcommoninit` takes).
+pub struct Entry {
+    pub since: (u32, u32),
+    pub offsets: fn() -> Offsets,
+    pub sched_lock: u64,
+}
+
+/// Oldest first.
+pub const TABLE: &[Entry] = &[
+    Entry { since: (1, 19), offsets: go_1_19, sched_lock: 24 },
+    Entry { since: (1, 24), offsets: go_1_24, sched_lock: 24 },
+    Entry { since: (1, 27), offsets: go_1_27, sched_lock: 32 },
+];
+
+/// Debian 12's Go 1.19.
+fn go_1_19() -> Offsets {
+    Offsets {
+        g_size: 392,
+        g_stack_lo: 0,
+        g_stack_hi: 8,
+        g_sched_pc: 64,
+        g_sched_bp: 104,
+        g_status: 144,
+        g_waitreason: 176,
+        g_startpc: 312,
+        sched_gfree: vec![176],
+        sched_ngsys: 72,
+        p_gfree_n: 2472,
+    }
+}
+
+/// Go 1.24 (Debian 13).
+fn go_1_24() -> Offsets {
+    Offsets {
+        g_size: 440,
+        g_stack_lo: 0,
+        g_stack_hi: 8,
+        g_sched_pc: 64,
+        g_sched_bp: 104,
+        g_status: 152,
+        g_waitreason: 184,
+        g_startpc: 304,
+        sched_gfree: vec![184],
+        sched_ngsys: 72,
+        p_gfree_n: 2464,
+    }
+}
+
+/// Go 1.27 (Debian unstable): `g` grew, `gFree` counts are list sizes.
+fn go_1_27() -> Offsets {
+    Offsets {
+        g_size: 456,
+        g_stack_lo: 0,
+        g_stack_hi: 8,
+        g_sched_pc: 64,
+        g_sched_bp: 96,
+        g_status: 144,
+        g_waitreason: 176,
+        g_startpc: 304,
+        sched_gfree: vec![200, 216],
+        sched_ngsys: 96,
+        p_gfree_n: 2472,
+    }
+}
+
+/// The entry for Go `version`: the newest entry not newer than it.
+pub fn entry(version: (u32, u32)) -> Option<&'static Entry> {
+    TABLE.iter().rev().find(|e| e.since <= version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_version_from_build_info() {
+        let mut info = BUILDINFO_MAGIC.to_vec();
+        info.extend_from_slice(&[8, FLAG_VERSION_INLINE]);
+        info.resize(32, 0);
+        info.push(9);
+        info.extend_from_slice(b"go1.27.3x");
+        assert_eq!(go_version(&info), Some((1, 27)));
+        info[15] = 0;
+        assert_eq!(go_version(&info), None, "pre-1.18 layout");
+        assert_eq!(go_version(b"garbage"), None);
+    }
+}
