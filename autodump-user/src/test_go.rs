@@ -9,6 +9,11 @@ use std::{
 /// `tests/fixtures/NAME.go` built with `go` (GOROOT `goroot` when given), unstripped and
 /// with `-ldflags=-s -w`; None (with a note) when no Go toolchain is installed.
 pub fn build(name: &str, goroot: Option<&Path>) -> Option<(PathBuf, PathBuf)> {
+    build_with(name, goroot, &[])
+}
+
+/// As [`build`], with more `go build` arguments (`-buildmode=pie`) and a suffix for them.
+pub fn build_with(name: &str, goroot: Option<&Path>, extra: &[&str]) -> Option<(PathBuf, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let go = goroot.map_or(PathBuf::from("go"), |g| g.join("bin/go"));
     let tag = goroot.and_then(|g| g.file_name()).map_or("system".into(), |n| n.to_string_lossy().into_owned());
@@ -16,9 +21,9 @@ pub fn build(name: &str, goroot: Option<&Path>) -> Option<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(&out).ok()?;
     let mut built = Vec::new();
     for (suffix, flags) in [("", ""), ("-stripped", "-s -w")] {
-        let bin = out.join(format!("{name}{suffix}"));
+        let bin = out.join(format!("{name}{}{suffix}", extra.concat()));
         let mut cmd = Command::new(&go);
-        cmd.args(["build", "-o"]).arg(&bin).arg(format!("-ldflags={flags}"));
+        cmd.args(["build", "-o"]).arg(&bin).arg(format!("-ldflags={flags}")).args(extra);
         cmd.arg(root.join(format!("tests/fixtures/{name}.go")));
         cmd.env("GOCACHE", out.join("cache")).env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
         if let Some(g) = goroot {

@@ -142,7 +142,7 @@ mod tests {
     use object::{Object, ObjectSymbol};
 
     use super::*;
-    use crate::test_go::{build, toolchains};
+    use crate::test_go::{build, build_with, toolchains};
 
     fn offset_of(path: &Path, va: u64) -> u64 {
         let data = std::fs::read(path).unwrap();
@@ -225,9 +225,27 @@ mod tests {
             }
             eprintln!(
                 "{}: {same} of {compared} addresses agree with DWARF, {inlined} with inlined frames",
-                goroot.map_or("go".into(), |g| g.display().to_string())
+                goroot.as_ref().map_or("go".into(), |g| g.display().to_string())
             );
             assert!(compared > 200 && inlined > 10, "{compared} compared, {inlined} inlined");
+
+            // A PIE build of the same program, stripped: the same frames at the same functions.
+            let Some((_, pie)) = build_with("gospin", goroot.as_deref(), &["-buildmode=pie"]) else { continue };
+            let pie_table = GoBinary::open(&pie).expect("a PIE Go binary");
+            assert!(pie_table.has_inline_trees(), "go:func.* found in the PIE build");
+            let pie_entries: std::collections::HashMap<String, u64> =
+                pie_table.functions().into_iter().map(|(a, n)| (n, a)).collect();
+            let (mut checked, mut equal) = (0, 0);
+            for (va, name) in listed.iter().filter(|(_, n)| n.starts_with("main.") || n.starts_with("runtime.g")) {
+                let Some(&pie_va) = pie_entries.get(name) else { continue };
+                let frames = |table: &GoBinary, path: &Path, at: u64| table.frames(offset_of(path, at + 1));
+                checked += 1;
+                equal += usize::from(
+                    frames(&ours, &full, *va).map(|f| f[0].function.clone())
+                        == frames(&pie_table, &pie, pie_va).map(|f| f[0].function.clone()),
+                );
+            }
+            assert!(checked > 20 && equal == checked, "PIE: {equal} of {checked} functions named alike");
             assert!(same * 100 >= compared * 99, "{same} of {compared} agree");
         }
     }

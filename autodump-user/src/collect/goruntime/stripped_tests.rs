@@ -9,8 +9,9 @@ use crate::{symbolize::go::GoBinary, test_go};
 
 #[test]
 fn globals_found_in_instructions_match_the_symbol_table() {
-    for goroot in test_go::toolchains() {
-        let Some((full, _)) = test_go::build("goleak", goroot.as_deref()) else { continue };
+    let builds = test_go::toolchains().into_iter().flat_map(|g| [(g.clone(), &[][..]), (g, &["-buildmode=pie"][..])]);
+    for (goroot, extra) in builds {
+        let Some((full, _)) = test_go::build_with("goleak", goroot.as_deref(), extra) else { continue };
         let data = std::fs::read(&full).unwrap();
         let elf = object::File::parse(&*data).unwrap();
         let symbol =
@@ -25,7 +26,7 @@ fn globals_found_in_instructions_match_the_symbol_table() {
             wait_reasons: symbol("runtime.waitReasonStrings").0,
             wait_reasons_len: symbol("runtime.waitReasonStrings").1 / 16,
         };
-        assert_eq!(found, expected, "{goroot:?}");
+        assert_eq!(found, expected, "{goroot:?} {extra:?}");
     }
 }
 
