@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSymbol};
+
+use super::segments::Segments;
 
 /// Where distributions install debug files.
 pub const DEFAULT_DEBUG_DIR: &str = "/usr/lib/debug";
@@ -20,16 +22,13 @@ pub struct Info {
 /// offsets into the virtual addresses both share.
 pub struct DebugFile {
     pub path: PathBuf,
-    /// The executable's PT_LOAD segments: (virtual address, file offset, size in the file).
-    segments: Vec<(u64, u64, u64)>,
+    /// The executable's loaded segments.
+    segments: Segments,
 }
 
 impl DebugFile {
     pub fn virtual_address(&self, offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|&&(_, off, size)| offset >= off && offset < off + size)
-            .map(|&(va, off, _)| va + offset - off)
+        self.segments.to_vaddr(offset)
     }
 }
 
@@ -59,8 +58,6 @@ pub fn find_by_build_id(path: &Path, debug_dirs: &[PathBuf]) -> Option<DebugFile
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let relative = Path::new(".build-id").join(&hex[..2]).join(format!("{}.debug", &hex[2..]));
         let found = debug_dirs.iter().map(|d| d.join(&relative)).find(|p| p.is_file())?;
-        let segments =
-            elf.segments().map(|s| (s.address(), s.file_range().0, s.file_range().1)).filter(|s| s.2 > 0).collect();
-        Some(DebugFile { path: found, segments })
+        Some(DebugFile { path: found, segments: Segments::of(elf) })
     })
 }

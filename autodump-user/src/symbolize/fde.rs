@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use gimli::{BaseAddresses, CieOrFde, EhFrame, LittleEndian, UnwindSection};
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
+
+use super::segments::Segments;
 
 /// FDEs read from one file at most (a 20 MB Rust binary has about 40,000).
 const MAX_FDES: usize = 2_000_000;
@@ -15,8 +17,7 @@ const MAX_FDES: usize = 2_000_000;
 pub struct FunctionStarts {
     /// (start, end) virtual addresses of each FDE, sorted by start.
     ranges: Vec<(u64, u64)>,
-    /// PT_LOAD segments: (virtual address, file offset, size in the file).
-    segments: Vec<(u64, u64, u64)>,
+    segments: Segments,
 }
 
 impl FunctionStarts {
@@ -53,18 +54,19 @@ impl FunctionStarts {
             }
         }
         ranges.sort_unstable();
-        let segments =
-            elf.segments().map(|s| (s.address(), s.file_range().0, s.file_range().1)).filter(|s| s.2 > 0).collect();
-        (!ranges.is_empty()).then_some(Self { ranges, segments })
+        (!ranges.is_empty()).then_some(Self { ranges, segments: Segments::of(&elf) })
     }
 
     /// The file offset where the function holding file offset `offset` starts.
     pub fn start_of(&self, offset: u64) -> Option<u64> {
-        let &(va, off, _) = self.segments.iter().find(|&&(_, off, size)| offset >= off && offset < off + size)?;
-        let pc = va + (offset - off);
+        let pc = self.segments.to_vaddr(offset)?;
         let i = self.ranges.partition_point(|&(start, _)| start <= pc).checked_sub(1)?;
         let (start, end) = self.ranges[i];
-        (pc < end).then(|| start - va + off)
+        if pc < end {
+            self.segments.to_offset(start)
+        } else {
+            None
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -107,10 +109,7 @@ mod tests {
         let starts = FunctionStarts::open(&stripped).expect("an .eh_frame");
         let symbol =
             |name: &str| elf.symbols().find(|s| s.name() == Ok(name)).map(|s| (s.address(), s.size())).unwrap();
-        let to_offset = |va: u64| {
-            let seg = elf.segments().find(|s| va >= s.address() && va < s.address() + s.size()).unwrap();
-            va - seg.address() + seg.file_range().0
-        };
+        let to_offset = |va: u64| Segments::of(&elf).to_offset(va).unwrap();
         for name in ["alpha", "beta", "main"] {
             let (va, size) = symbol(name);
             let start = to_offset(va);

@@ -4,15 +4,17 @@
 
 use std::path::Path;
 
-use object::{Object, ObjectSection, ObjectSegment};
+use object::{Object, ObjectSection};
 
-use super::gopclntab::{GoFrame, Pclntab, Reader, Version};
+use super::{
+    gopclntab::{GoFrame, Pclntab, Reader, Version},
+    segments::Segments,
+};
 
 pub struct GoBinary {
     map: memmap2::Mmap,
     table: Pclntab,
-    /// PT_LOAD segments: (virtual address, file offset, size in the file).
-    segments: Vec<(u64, u64, u64)>,
+    segments: Segments,
 }
 
 /// Longest function body `function_code` returns.
@@ -33,17 +35,12 @@ impl GoBinary {
         let elf = object::File::parse(&*map).ok()?;
         let section = [".gopclntab", ".data.rel.ro.gopclntab"].iter().find_map(|n| elf.section_by_name(n))?;
         let (at, _) = section.file_range()?;
-        let segments = elf
-            .segments()
-            .filter_map(|s| {
-                let (offset, size) = s.file_range();
-                Some((s.address(), offset, size)).filter(|_| size > 0)
-            })
-            .collect::<Vec<_>>();
+        let segments = Segments::of(&elf);
         let mut table = Pclntab::parse(&map, at as usize, None)?;
         if table.version != Version::Go116 {
             let moduledata = find_moduledata(&map, &elf, section.address(), at as usize);
-            table.gofunc = moduledata.and_then(|md| gofunc(&map, &elf, md)).and_then(|g| to_offset(&segments, g));
+            table.gofunc =
+                moduledata.and_then(|md| gofunc(&map, &elf, md)).and_then(|g| to_usize(segments.to_offset(g)));
             // Entries are relative to `moduledata.text` (word 22, after the six tables,
             // findfunctab, minpc and maxpc), which is what the runtime uses; newer linkers
             // leave the header's own textStart 0.
@@ -59,12 +56,8 @@ impl GoBinary {
 
     /// The frames at file offset `offset`, innermost first.
     pub fn frames(&self, offset: u64) -> Option<Vec<GoFrame>> {
-        let pc = self
-            .segments
-            .iter()
-            .find(|&&(_, off, size)| offset >= off && offset < off + size)
-            .map(|&(va, off, _)| va + offset - off)?;
-        self.table.frames(&self.map, pc, |va| to_offset(&self.segments, va))
+        let pc = self.segments.to_vaddr(offset)?;
+        self.table.frames(&self.map, pc, |va| to_usize(self.segments.to_offset(va)))
     }
 
     pub fn version(&self) -> Version {
@@ -88,17 +81,14 @@ impl GoBinary {
         let i = functions.iter().position(|(_, n)| n == name)?;
         let start = functions[i].0;
         let end = functions.get(i + 1).map_or(start + MAX_FUNCTION_BYTES, |f| f.0).min(start + MAX_FUNCTION_BYTES);
-        let offset = to_offset(&self.segments, start)?;
+        let offset = to_usize(self.segments.to_offset(start))?;
         let len = usize::try_from(end.checked_sub(start)?).ok()?;
         Some((start, self.map.get(offset..offset.checked_add(len)?)?))
     }
 }
 
-fn to_offset(segments: &[(u64, u64, u64)], va: u64) -> Option<usize> {
-    segments
-        .iter()
-        .find(|&&(start, _, size)| va >= start && va < start + size)
-        .map(|&(start, off, _)| (va - start + off) as usize)
+fn to_usize(offset: Option<u64>) -> Option<usize> {
+    usize::try_from(offset?).ok()
 }
 
 /// `moduledata.gofunc`, the address of `go:func.*` that 1.18+ funcdata offsets are relative to.
@@ -147,8 +137,7 @@ mod tests {
     fn offset_of(path: &Path, va: u64) -> u64 {
         let data = std::fs::read(path).unwrap();
         let elf = object::File::parse(&*data).unwrap();
-        let segments: Vec<_> = elf.segments().map(|s| (s.address(), s.file_range().0, s.file_range().1)).collect();
-        to_offset(&segments, va).unwrap() as u64
+        Segments::of(&elf).to_offset(va).unwrap()
     }
 
     /// Our table lists exactly the functions the symbol table has, and at addresses across the

@@ -298,7 +298,7 @@ impl Pclntab {
 }
 
 /// An unsigned LEB128 varint and its length; None if it runs off the end or past 64 bits.
-fn varint(data: &[u8]) -> Option<(u64, usize)> {
+pub fn varint(data: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;
     for (i, &byte) in data.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);

@@ -18,6 +18,7 @@ mod debug_info;
 mod fde;
 pub mod go;
 pub mod gopclntab;
+mod segments;
 mod vdso;
 
 pub use debug_info::DEFAULT_DEBUG_DIR;

@@ -7,6 +7,7 @@
 //! with the reason, never a wrong count passed off as right.
 
 use super::shape::Offsets;
+use crate::symbolize::gopclntab::varint;
 
 /// The build info's magic, then pointer size and flags; with flag 2 the version string follows
 /// the 32-byte header inline (Go 1.18+).
@@ -18,21 +19,10 @@ pub fn go_version(buildinfo: &[u8]) -> Option<(u32, u32)> {
     if !buildinfo.starts_with(BUILDINFO_MAGIC) || buildinfo.get(15)? & FLAG_VERSION_INLINE == 0 {
         return None;
     }
-    let (len, n) = uvarint(buildinfo.get(32..)?)?;
+    let (len, n) = varint(buildinfo.get(32..)?)?;
     let version = std::str::from_utf8(buildinfo.get(32 + n..32 + n + usize::try_from(len).ok()?)?).ok()?;
     let mut parts = version.strip_prefix("go")?.split(|c: char| !c.is_ascii_digit());
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-fn uvarint(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, &b) in data.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 /// A table entry: the offsets the reader needs, and `schedt.lock`'s (to find `sched` from the
