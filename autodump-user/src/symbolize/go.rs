@@ -80,7 +80,8 @@ impl GoBinary {
         let functions = self.functions();
         let i = functions.iter().position(|(_, n)| n == name)?;
         let start = functions[i].0;
-        let end = functions.get(i + 1).map_or(start + MAX_FUNCTION_BYTES, |f| f.0).min(start + MAX_FUNCTION_BYTES);
+        let limit = start.saturating_add(MAX_FUNCTION_BYTES);
+        let end = functions.get(i + 1).map_or(limit, |f| f.0).min(limit);
         let offset = to_usize(self.segments.to_offset(start))?;
         let len = usize::try_from(end.checked_sub(start)?).ok()?;
         Some((start, self.map.get(offset..offset.checked_add(len)?)?))

@@ -108,12 +108,12 @@ impl Pclntab {
     pub fn parse(file: &[u8], at: usize, gofunc: Option<usize>) -> Option<Self> {
         let r = Reader(file);
         let version = Version::from_magic(r.u32(at)?)?;
-        let (quantum, ptr_size) = (r.u8(at + 6)?, r.u8(at + 7)?);
+        let (quantum, ptr_size) = (r.u8(off(at, 6)?)?, r.u8(off(at, 7)?)?);
         if ptr_size != 8 || !matches!(quantum, 1 | 2 | 4) {
             return None;
         }
-        let word = |i: usize| r.u64(at + 8 + 8 * i);
-        let off = |i: usize| -> Option<usize> { at.checked_add(usize::try_from(word(i)?).ok()?) };
+        let word = |i: usize| r.u64(off(at, 8 + 8 * i)?);
+        let field = |i: usize| -> Option<usize> { at.checked_add(usize::try_from(word(i)?).ok()?) };
         let nfunc = usize::try_from(word(0)?).ok()?;
         // 1.16 has no textStart: its fields after nfiles start one word earlier.
         let (text_start, first) = match version {
@@ -125,11 +125,11 @@ impl Pclntab {
             quantum: u64::from(quantum),
             nfunc,
             text_start,
-            funcnames: off(first)?,
-            cutab: off(first + 1)?,
-            filetab: off(first + 2)?,
-            pctab: off(first + 3)?,
-            functab: off(first + 4)?,
+            funcnames: field(first)?,
+            cutab: field(first + 1)?,
+            filetab: field(first + 2)?,
+            pctab: field(first + 3)?,
+            functab: field(first + 4)?,
             gofunc,
         };
         // The function table must fit in the file: this rejects most garbage at once.
@@ -143,12 +143,12 @@ impl Pclntab {
         match self.version {
             Version::Go116 => {
                 let at = self.functab.checked_add(i.checked_mul(16)?)?;
-                Some((r.u64(at)?, self.functab.checked_add(usize::try_from(r.u64(at + 8)?).ok()?)?))
+                Some((r.u64(at)?, self.functab.checked_add(usize::try_from(r.u64(off(at, 8)?)?).ok()?)?))
             }
             _ => {
                 let at = self.functab.checked_add(i.checked_mul(8)?)?;
                 let entry = self.text_start.checked_add(u64::from(r.u32(at)?))?;
-                Some((entry, self.functab.checked_add(r.u32(at + 4)? as usize)?))
+                Some((entry, self.functab.checked_add(r.u32(off(at, 4)?)? as usize)?))
             }
         }
     }
@@ -208,13 +208,13 @@ impl Pclntab {
         let r = Reader(file);
         let (entry, func) = self.find_func(&r, pc)?;
         let (header, nfuncdata_at) = self.version.func_header();
-        let field = |i: usize| r.u32(func + self.name_field() + 4 * i);
+        let field = |i: usize| r.u32(off(func, self.name_field() + 4 * i)?);
         let name_off = field(0)?;
         let (pcfile, pcln) = (field(4)?, field(5)?);
         let (npcdata, cu_offset) = (field(6)? as usize, field(7)?);
-        let pcdata = |i: usize| if i < npcdata { r.u32(func + header + 4 * i) } else { None };
+        let pcdata = |i: usize| if i < npcdata { r.u32(off(func, header + 4 * i)?) } else { None };
         let inline_tree =
-            self.inline_tree(&r, func, header, npcdata, r.u8(func + nfuncdata_at)? as usize, &vaddr_to_offset);
+            self.inline_tree(&r, func, header, npcdata, r.u8(off(func, nfuncdata_at)?)? as usize, &vaddr_to_offset);
         let position = |at_pc: u64| {
             let line = self.pcvalue(&r, pcln, entry, at_pc).and_then(|l| u32::try_from(l).ok());
             let file = self.pcvalue(&r, pcfile, entry, at_pc).and_then(|f| self.file_name(&r, cu_offset, f));
@@ -236,9 +236,9 @@ impl Pclntab {
             };
             let (size, name_at, parent_pc_at) = self.version.inlined_call();
             let call = tree.checked_add(index.checked_mul(size)?)?;
-            let name = r.str(self.funcnames.checked_add(r.u32(call + name_at)? as usize)?)?;
+            let name = r.str(self.funcnames.checked_add(r.u32(off(call, name_at)?)? as usize)?)?;
             frames.push(GoFrame { function: name, file, line });
-            at_pc = entry.checked_add(u64::from(r.u32(call + parent_pc_at)?))?;
+            at_pc = entry.checked_add(u64::from(r.u32(off(call, parent_pc_at)?)?))?;
         }
         None
     }
@@ -265,16 +265,16 @@ impl Pclntab {
         if nfuncdata <= FUNCDATA_INL_TREE {
             return None;
         }
-        let after_pcdata = func + header + 4 * npcdata;
+        let after_pcdata = off(func, header.checked_add(npcdata.checked_mul(4)?)?)?;
         match self.version {
             Version::Go116 => {
                 // Absolute pointers, aligned to 8 from the start of `_func`.
-                let at = func + (after_pcdata - func).next_multiple_of(8) + 8 * FUNCDATA_INL_TREE;
+                let at = off(func, (after_pcdata - func).next_multiple_of(8) + 8 * FUNCDATA_INL_TREE)?;
                 vaddr_to_offset(r.u64(at).filter(|&p| p != 0)?)
             }
             _ => {
-                let off = r.u32(after_pcdata + 4 * FUNCDATA_INL_TREE).filter(|&o| o != u32::MAX)?;
-                self.gofunc?.checked_add(off as usize)
+                let tree = r.u32(off(after_pcdata, 4 * FUNCDATA_INL_TREE)?).filter(|&o| o != u32::MAX)?;
+                self.gofunc?.checked_add(tree as usize)
             }
         }
     }
@@ -291,10 +291,15 @@ impl Pclntab {
         let r = Reader(file);
         (0..self.nfunc).map_while(move |i| {
             let (entry, func) = self.functab_entry(&r, i)?;
-            let name_off = r.u32(func + self.name_field())?;
+            let name_off = r.u32(off(func, self.name_field())?)?;
             Some((entry, r.str(self.funcnames.checked_add(name_off as usize)?)?))
         })
     }
+}
+
+/// `base + offset` for offsets read from the table: None where garbage would overflow.
+fn off(base: usize, offset: usize) -> Option<usize> {
+    base.checked_add(offset)
 }
 
 /// An unsigned LEB128 varint and its length; None if it runs off the end or past 64 bits.

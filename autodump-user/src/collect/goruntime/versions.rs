@@ -20,7 +20,8 @@ pub fn go_version(buildinfo: &[u8]) -> Option<(u32, u32)> {
         return None;
     }
     let (len, n) = varint(buildinfo.get(32..)?)?;
-    let version = std::str::from_utf8(buildinfo.get(32 + n..32 + n + usize::try_from(len).ok()?)?).ok()?;
+    let start = 32 + n;
+    let version = std::str::from_utf8(buildinfo.get(start..start.checked_add(usize::try_from(len).ok()?)?)?).ok()?;
     let mut parts = version.strip_prefix("go")?.split(|c: char| !c.is_ascii_digit());
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
@@ -111,5 +112,11 @@ mod tests {
         info[15] = 0;
         assert_eq!(go_version(&info), None, "pre-1.18 layout");
         assert_eq!(go_version(b"garbage"), None);
+        // A length that would run past the end of memory.
+        let mut huge = BUILDINFO_MAGIC.to_vec();
+        huge.extend_from_slice(&[8, FLAG_VERSION_INLINE]);
+        huge.resize(32, 0);
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(go_version(&huge), None);
     }
 }
