@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use blazesym::symbolize::{
     source::{Elf, Kernel, Source},
-    Input, Sym, Symbolized, Symbolizer as Blaze,
+    Input, Symbolized, Symbolizer as Blaze,
 };
 
 use crate::collect::maps::{Mapping, MemoryMap};
@@ -18,31 +18,14 @@ mod debug_info;
 mod fde;
 pub mod go;
 pub mod gopclntab;
+mod location;
 mod segments;
 mod vdso;
 
 pub use debug_info::DEFAULT_DEBUG_DIR;
 use go::GoBinary;
-
-/// One function in a stack.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Frame {
-    pub function: Arc<str>,
-    pub file: Option<Arc<str>>,
-    pub line: Option<u32>,
-}
-
-/// What one instruction pointer stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Location {
-    pub address: u64,
-    pub kernel: bool,
-    pub mapping: Option<Mapping>,
-    /// Innermost first: functions inlined at this address, then the function that holds it.
-    pub frames: Vec<Frame>,
-    /// Why this address has no function name, when it has none (`module+0xoffset`).
-    pub unnamed: Option<Arc<str>>,
-}
+use location::{go_located, grouped, located, named, unknown, why_not_a_file};
+pub use location::{Frame, Location};
 
 pub struct Symbolizer {
     blaze: Blaze,
@@ -308,60 +291,6 @@ fn unique_missing(addrs: &[u64], cache: &HashMap<u64, Arc<Location>>) -> Vec<u64
     missing.sort_unstable();
     missing.dedup();
     missing
-}
-
-fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) -> Location {
-    let frame = |name: &str, info: Option<&blazesym::symbolize::CodeInfo<'_>>| Frame {
-        function: Arc::from(name),
-        file: info.map(|i| Arc::from(i.to_path().to_string_lossy().as_ref())),
-        line: info.and_then(|i| i.line),
-    };
-    let mut frames: Vec<Frame> = sym.inlined.iter().rev().map(|f| frame(&f.name, f.code_info.as_ref())).collect();
-    frames.push(frame(&sym.name, sym.code_info.as_deref()));
-    Location { address, kernel, mapping, frames, unnamed: None }
-}
-
-/// An address without a symbol, named after the start of its function: `module+0xSTART`
-/// (file offsets), so that every address of one function shares one frame.
-fn grouped(address: u64, mapping: Mapping, start: u64, why: Arc<str>) -> Location {
-    let name = format!("{}+{start:#x}", mapping.module());
-    let frames = vec![Frame { function: name.into(), file: None, line: None }];
-    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: Some(why) }
-}
-
-/// A location with only a function name.
-fn named(address: u64, mapping: Mapping, name: &str) -> Location {
-    let frames = vec![Frame { function: Arc::from(name), file: None, line: None }];
-    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
-}
-
-/// A location from Go's own table (innermost frame first, as blazesym's).
-fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -> Location {
-    let frames = frames
-        .into_iter()
-        .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
-        .collect();
-    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
-}
-
-/// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
-fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>, why: Arc<str>) -> Location {
-    let name = match (&mapping, kernel) {
-        (_, true) => format!("[kernel]+{address:#x}"),
-        (Some(m), false) => format!("{}+{:#x}", m.module(), address - m.start + m.file_offset),
-        (None, false) => format!("[unknown]+{address:#x}"),
-    };
-    let frames = vec![Frame { function: name.into(), file: None, line: None }];
-    Location { address, kernel, mapping, frames, unnamed: Some(why) }
-}
-
-/// Why addresses of a mapping that is not a file have no names.
-fn why_not_a_file(mapping: &Option<Mapping>) -> Arc<str> {
-    match mapping {
-        Some(m) if &*m.path == "[vdso]" => "no symbol of the vDSO covers it".into(),
-        Some(_) => "not backed by a file (JIT or anonymous code)".into(),
-        None => "outside every executable mapping (a broken frame-pointer chain)".into(),
-    }
 }
 
 #[cfg(test)]

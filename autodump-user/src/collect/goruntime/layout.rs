@@ -6,7 +6,7 @@ use std::{borrow::Cow, collections::HashMap};
 use gimli::{AttributeValue, EndianSlice, LittleEndian};
 use object::{Object, ObjectSection};
 
-use super::GoError;
+use super::{shape::Offsets, GoError};
 
 struct Member {
     name: String,
@@ -24,6 +24,31 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The struct layouts the reader needs.
+    pub fn offsets(&self) -> Result<Offsets, GoError> {
+        Ok(Offsets {
+            g_size: self.size("runtime.g")?,
+            g_stack_lo: self.offset("runtime.g", &["stack", "lo"])?,
+            g_stack_hi: self.offset("runtime.g", &["stack", "hi"])?,
+            g_sched_pc: self.offset("runtime.g", &["sched", "pc"])?,
+            g_sched_bp: self.offset("runtime.g", &["sched", "bp"])?,
+            g_status: self.offset("runtime.g", &["atomicstatus"])?,
+            g_waitreason: self.offset("runtime.g", &["waitreason"])?,
+            g_startpc: self.offset("runtime.g", &["startpc"])?,
+            sched_gfree: match self.offset("runtime.schedt", &["gFree", "n"]) {
+                Ok(n) => vec![n],
+                Err(_) => vec![
+                    self.offset("runtime.schedt", &["gFree", "stack", "size"])?,
+                    self.offset("runtime.schedt", &["gFree", "noStack", "size"])?,
+                ],
+            },
+            sched_ngsys: self.offset("runtime.schedt", &["ngsys"])?,
+            p_gfree_n: self
+                .offset("runtime.p", &["gFree", "n"])
+                .or_else(|_| self.offset("runtime.p", &["gFree", "size"]))?,
+        })
+    }
+
     pub fn parse(elf: &object::File<'_>) -> Result<Self, GoError> {
         let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, GoError> {
             Ok(match elf.section_by_name(id.name()) {

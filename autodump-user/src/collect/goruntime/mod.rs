@@ -21,7 +21,7 @@ use layout::Layout;
 
 use crate::symbolize::go::GoBinary;
 use memory::{field_u32, field_u64, ProcessMemory, RemoteMemory};
-use object::{Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
 pub use shape::{Addresses, Offsets};
 
 #[derive(Debug, thiserror::Error)]
@@ -123,9 +123,9 @@ impl GoRuntime {
         let has_symbols = elf.symbols().any(|s| s.name() == Ok("runtime.allgs"));
         let (off, sched_lock) = if elf.section_by_name(".debug_info").is_some() {
             let layout = Layout::parse(elf)?;
-            (dwarf_offsets(&layout)?, layout.offset("runtime.schedt", &["lock"]).ok())
+            (layout.offsets()?, layout.offset("runtime.schedt", &["lock"]).ok())
         } else {
-            table_offsets(elf)?
+            versions::offsets_of(elf)?
         };
         let (at, mut functions) = if has_symbols {
             let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
@@ -339,52 +339,6 @@ struct Walk {
 
 /// How far a position-independent executable was moved at load: where its first segment is
 /// mapped, less where the file says it goes. 0 for fixed-address executables (Go's default).
-/// Struct layouts for a binary without DWARF, from the table for its Go version (versions.rs),
-/// with `schedt.lock`'s offset.
-fn table_offsets(elf: &object::File<'_>) -> Result<(Offsets, Option<u64>), GoError> {
-    let info = elf.section_by_name(".go.buildinfo").and_then(|s| s.data().ok());
-    let version = info
-        .and_then(versions::go_version)
-        .ok_or_else(|| GoError::NoLayout("no Go version in its build info".into()))?;
-    let entry = versions::entry(version)
-        .ok_or_else(|| GoError::NoLayout(format!("Go {}.{} is older than every layout known", version.0, version.1)))?;
-    if entry.since != version {
-        tracing::info!(
-            "Go {}.{} without DWARF: runtime struct layouts assumed from Go {}.{} (checked by the first count)",
-            version.0,
-            version.1,
-            entry.since.0,
-            entry.since.1
-        );
-    }
-    Ok(((entry.offsets)(), Some(entry.sched_lock)))
-}
-
-/// Struct layouts from the binary's DWARF.
-fn dwarf_offsets(layout: &Layout) -> Result<Offsets, GoError> {
-    Ok(Offsets {
-        g_size: layout.size("runtime.g")?,
-        g_stack_lo: layout.offset("runtime.g", &["stack", "lo"])?,
-        g_stack_hi: layout.offset("runtime.g", &["stack", "hi"])?,
-        g_sched_pc: layout.offset("runtime.g", &["sched", "pc"])?,
-        g_sched_bp: layout.offset("runtime.g", &["sched", "bp"])?,
-        g_status: layout.offset("runtime.g", &["atomicstatus"])?,
-        g_waitreason: layout.offset("runtime.g", &["waitreason"])?,
-        g_startpc: layout.offset("runtime.g", &["startpc"])?,
-        sched_gfree: match layout.offset("runtime.schedt", &["gFree", "n"]) {
-            Ok(n) => vec![n],
-            Err(_) => vec![
-                layout.offset("runtime.schedt", &["gFree", "stack", "size"])?,
-                layout.offset("runtime.schedt", &["gFree", "noStack", "size"])?,
-            ],
-        },
-        sched_ngsys: layout.offset("runtime.schedt", &["ngsys"])?,
-        p_gfree_n: layout
-            .offset("runtime.p", &["gFree", "n"])
-            .or_else(|_| layout.offset("runtime.p", &["gFree", "size"]))?,
-    })
-}
-
 fn load_bias(pid: u32, elf: &object::File<'_>, exe: &Path) -> u64 {
     if elf.kind() != ObjectKind::Dynamic {
         return 0;

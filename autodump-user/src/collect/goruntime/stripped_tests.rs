@@ -4,7 +4,7 @@
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use super::{dwarf_offsets, globals, layout::Layout, versions};
+use super::{globals, layout::Layout, versions};
 use crate::{symbolize::go::GoBinary, test_go};
 
 #[test]
@@ -39,7 +39,7 @@ fn layouts_match_dwarf() {
         let info = elf.section_by_name(".go.buildinfo").unwrap();
         let version = versions::go_version(info.data().unwrap()).expect("a version in the build info");
         let layout = Layout::parse(&elf).unwrap();
-        let dwarf = dwarf_offsets(&layout).unwrap();
+        let dwarf = layout.offsets().unwrap();
         let lock = layout.offset("runtime.schedt", &["lock"]).unwrap();
         let entry = versions::entry(version);
         let table = entry.map(|e| ((e.offsets)(), e.sched_lock));

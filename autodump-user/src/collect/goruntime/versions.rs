@@ -6,7 +6,9 @@
 //! so: the reader's first count checks it, and a wrong layout makes the goroutines unavailable
 //! with the reason, never a wrong count passed off as right.
 
-use super::shape::Offsets;
+use object::{Object, ObjectSection};
+
+use super::{shape::Offsets, GoError};
 use crate::symbolize::gopclntab::varint;
 
 /// The build info's magic, then pointer size and flags; with flag 2 the version string follows
@@ -95,6 +97,26 @@ fn go_1_27() -> Offsets {
 /// The entry for Go `version`: the newest entry not newer than it.
 pub fn entry(version: (u32, u32)) -> Option<&'static Entry> {
     TABLE.iter().rev().find(|e| e.since <= version)
+}
+
+/// Struct layouts for a binary without DWARF, from the table for its Go version (versions.rs),
+/// with `schedt.lock`'s offset.
+pub fn offsets_of(elf: &object::File<'_>) -> Result<(Offsets, Option<u64>), GoError> {
+    let info = elf.section_by_name(".go.buildinfo").and_then(|s| s.data().ok());
+    let version =
+        info.and_then(go_version).ok_or_else(|| GoError::NoLayout("no Go version in its build info".into()))?;
+    let entry = entry(version)
+        .ok_or_else(|| GoError::NoLayout(format!("Go {}.{} is older than every layout known", version.0, version.1)))?;
+    if entry.since != version {
+        tracing::info!(
+            "Go {}.{} without DWARF: runtime struct layouts assumed from Go {}.{} (checked by the first count)",
+            version.0,
+            version.1,
+            entry.since.0,
+            entry.since.1
+        );
+    }
+    Ok(((entry.offsets)(), Some(entry.sched_lock)))
 }
 
 #[cfg(test)]
