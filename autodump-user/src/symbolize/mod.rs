@@ -92,8 +92,12 @@ impl Symbolizer {
         let exe = exe.to_string_lossy();
         let exe_mapping = self.memory.mappings().find(|m| *m.path == *exe).cloned();
         if let Some(m) = exe_mapping {
-            let elf = Source::Elf(Elf::new(self.elf_path(&m.path)));
-            let _ = self.blaze.symbolize(&elf, Input::FileOffset(&[m.file_offset]));
+            // A Go binary is named from its own table, mapped on demand: loading its symbols or
+            // DWARF (large in a Go binary) would be work for nothing.
+            if self.go_table(&m.path).is_none() {
+                let elf = Source::Elf(Elf::new(self.elf_path(&m.path)));
+                let _ = self.blaze.symbolize(&elf, Input::FileOffset(&[m.file_offset]));
+            }
         }
     }
 
