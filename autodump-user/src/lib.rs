@@ -12,6 +12,7 @@ pub mod record;
 pub mod run;
 pub mod session;
 pub mod symbolize;
+/// Test helpers: Go fixtures built with each toolchain, and skipping that CI forbids.
 #[cfg(test)]
 mod test_go;
 pub mod trigger;

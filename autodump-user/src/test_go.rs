@@ -32,7 +32,7 @@ pub fn build_with(name: &str, goroot: Option<&Path>, extra: &[&str]) -> Option<(
         match cmd.output() {
             Ok(o) if o.status.success() => built.push(bin),
             other => {
-                eprintln!("skipped: cannot build {name} with {}: {other:?}", go.display());
+                skip(&format!("cannot build {name} with {}: {other:?}", go.display()));
                 return None;
             }
         }
@@ -47,7 +47,19 @@ pub fn toolchains() -> Vec<Option<PathBuf>> {
     for name in ["middle", "newest"] {
         if dir.join(name).join("bin/go").exists() {
             all.push(Some(dir.join(name)));
+        } else {
+            skip(&format!("no {name} Go in {} (`cargo xtask setup` fetches it)", dir.display()));
         }
     }
     all
+}
+
+/// Says why a part of a test is left out, or fails under `AUTODUMP_REQUIRE_BPF=1` (CI), where
+/// every tool the tests need is installed by setup.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("AUTODUMP_REQUIRE_BPF").as_deref() != Ok("1"),
+        "{why}, and AUTODUMP_REQUIRE_BPF=1 forbids skipping"
+    );
+    eprintln!("skipped: {why}");
 }

@@ -98,7 +98,7 @@ mod tests {
         .unwrap();
         let (full, stripped) = (dir.join("two"), dir.join("two-stripped"));
         let Ok(built) = Command::new("gcc").args(["-O2", "-o"]).arg(&full).arg(&source).status() else {
-            eprintln!("skipped: no gcc");
+            crate::test_go::skip("no gcc");
             return;
         };
         assert!(built.success());
