@@ -74,13 +74,20 @@ fn overflowing_maps_are_counted_and_reported() {
     let lost_frames = run.bundle().weight("cpu.folded", |f| f.frames.iter().any(|x| x == "[user stack lost]"));
     assert!(lost_frames > 0);
     // Stacks that collided went to the overflow map, and each came back to its own thread: even
-    // threads walk under even_walks, odd ones under odd_walks.
+    // threads walk under even_walks, odd ones under odd_walks. A drain that mixes up generations
+    // or overflow ids gives most of them away (72 samples when the overflow ids were not marked).
+    // The kernel itself may give one away: two CPUs that file different stacks into the same empty
+    // slot at once both return its id, and the later one's stack stays (`__bpf_get_stackid`'s
+    // xchg). A CI-like run saw 1 of 84 samples go astray at 64 slots, so up to 5% is allowed.
     assert!(summary["dropped"]["overflow_stacks"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
     let bundle = run.bundle();
     for (thread, own, other) in [("walker-0", "even_walks", "odd_walks"), ("walker-1", "odd_walks", "even_walks")] {
+        for file in ["cpu.folded", "offcpu.folded"] {
+            let (right, wrong) = (bundle.weight_in(file, thread, own), bundle.weight_in(file, thread, other));
+            eprintln!("{thread} in {file}: {right} under {own}, {wrong} under {other}");
+            assert!(wrong * 20 <= right, "{thread} has stacks of the other thread in {file}: {wrong} against {right}");
+        }
         assert!(bundle.weight_in("cpu.folded", thread, own) > 0, "{thread} walks under {own}");
-        let wrong = bundle.weight_in("cpu.folded", thread, other) + bundle.weight_in("offcpu.folded", thread, other);
-        assert_eq!(wrong, 0, "{thread} has stacks of the other thread");
     }
 }
 
