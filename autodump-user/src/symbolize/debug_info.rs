@@ -39,19 +39,19 @@ fn with_elf<T>(path: &Path, f: impl FnOnce(&object::File) -> Option<T>) -> Optio
     f(&object::File::parse(&*map).ok()?)
 }
 
+/// A symbol table with functions, or DWARF.
+fn has_symbols(elf: &object::File) -> bool {
+    elf.symbols().any(|s| s.kind() == object::SymbolKind::Text) || elf.section_by_name(".debug_info").is_some()
+}
+
 pub fn inspect(path: &Path) -> Option<Info> {
-    with_elf(path, |elf| {
-        let functions = elf.symbols().any(|s| s.kind() == object::SymbolKind::Text);
-        let dwarf = elf.section_by_name(".debug_info").is_some();
-        Some(Info { symbols: functions || dwarf, build_id: elf.build_id().ok().flatten().is_some() })
-    })
+    with_elf(path, |elf| Some(Info { symbols: has_symbols(elf), build_id: elf.build_id().ok().flatten().is_some() }))
 }
 
 /// The debug file of `path` found by its build-id, when `path` has no symbols of its own.
 pub fn find_by_build_id(path: &Path, debug_dirs: &[PathBuf]) -> Option<DebugFile> {
     with_elf(path, |elf| {
-        let functions = elf.symbols().any(|s| s.kind() == object::SymbolKind::Text);
-        if functions || elf.section_by_name(".debug_info").is_some() {
+        if has_symbols(elf) {
             return None;
         }
         let id = elf.build_id().ok().flatten().filter(|id| id.len() >= 2)?;

@@ -15,6 +15,8 @@ pub struct GoBinary {
     map: memmap2::Mmap,
     table: Pclntab,
     segments: Segments,
+    /// Every function's entry and name, read the first time they are asked for.
+    functions: std::sync::OnceLock<Vec<(u64, String)>>,
 }
 
 /// Longest function body `function_code` returns.
@@ -51,7 +53,7 @@ impl GoBinary {
                 table.text_start = elf.section_by_name(".text")?.address();
             }
         }
-        Some(Self { map, table, segments })
+        Some(Self { map, table, segments, functions: std::sync::OnceLock::new() })
     }
 
     /// The frames at file offset `offset`, innermost first.
@@ -70,8 +72,8 @@ impl GoBinary {
     }
 
     /// Every function's entry address and name (link-time addresses), in address order.
-    pub fn functions(&self) -> Vec<(u64, String)> {
-        self.table.functions(&self.map).collect()
+    pub fn functions(&self) -> &[(u64, String)] {
+        self.functions.get_or_init(|| self.table.functions(&self.map).collect())
     }
 
     /// The machine code of function `name` and its link-time address: up to the next
@@ -224,7 +226,7 @@ mod tests {
             let pie_table = GoBinary::open(&pie).expect("a PIE Go binary");
             assert!(pie_table.has_inline_trees(), "go:func.* found in the PIE build");
             let pie_entries: std::collections::HashMap<String, u64> =
-                pie_table.functions().into_iter().map(|(a, n)| (n, a)).collect();
+                pie_table.functions().iter().map(|(a, n)| (n.clone(), *a)).collect();
             let (mut checked, mut equal) = (0, 0);
             for (va, name) in listed.iter().filter(|(_, n)| n.starts_with("main.") || n.starts_with("runtime.g")) {
                 let Some(&pie_va) = pie_entries.get(name) else { continue };

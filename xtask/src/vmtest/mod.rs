@@ -143,7 +143,6 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
 
     let mut fs = initramfs::Initramfs::default();
     fs.file_as(&init, "/init")?;
-    fs.host_path(&agent)?;
     fs.file_as(&agent, &agent_path)?;
     for binary in checks.iter().map(|c| PathBuf::from(&c.program)) {
         fs.file_as(&binary, &binary.to_string_lossy())?;

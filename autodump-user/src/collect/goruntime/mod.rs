@@ -163,7 +163,7 @@ impl GoRuntime {
                 wait_reasons: g.wait_reasons + bias,
                 wait_reasons_len: g.wait_reasons_len,
             };
-            (at, go.functions().into_iter().map(|(a, n)| (a + bias, n)).collect())
+            (at, go.functions().iter().map(|(a, n)| (a + bias, n.clone())).collect())
         };
         functions.sort_unstable();
         let rt = Self::from_parts(Box::new(ProcessMemory::new(pid)), at, off, functions);
