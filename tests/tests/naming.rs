@@ -83,9 +83,26 @@ fn stripped_distribution_go_binary_reads_like_its_unstripped_build() {
 
     let stripped_bundle = profile_gofmt(&installed, &scratch_dir("gofmt_stripped"));
     let reference = profile_gofmt(&unstripped, &scratch_dir("gofmt_unstripped"));
-    let named = named_share(&stripped_bundle, "cpu");
-    eprintln!("stripped gofmt: {:.2}% of on-CPU samples fully named", named * 100.0);
-    assert!(named >= 0.99, "{:.2}% named; {}", named * 100.0, stripped_bundle.summary()["naming"]);
+    // Samples whose user stack the kernel could not record (stack-map collisions, counted in
+    // `dropped`; a CI-like run lost 7 of 671) are not a naming question: of the stacks that were
+    // recorded, at least 99% must be named whole, and nothing else may be unnamed.
+    let summary = stripped_bundle.summary();
+    let naming = &summary["naming"]["cpu"];
+    let unnamed = |lost: bool| -> f64 {
+        let modules = naming["unnamed_modules"].as_array().unwrap();
+        modules
+            .iter()
+            .filter(|m| (m["module"] == "[user stack lost]") == lost)
+            .map(|m| m["share"].as_f64().unwrap())
+            .sum()
+    };
+    let named = naming["fully_named_share"].as_f64().unwrap() / (1.0 - unnamed(true));
+    eprintln!(
+        "stripped gofmt: {:.2}% of recorded on-CPU stacks fully named ({:.2}% lost)",
+        named * 100.0,
+        unnamed(true) * 100.0
+    );
+    assert!(named >= 0.99 && unnamed(false) < 0.01, "{:.2}% named; {naming}", named * 100.0);
 
     let (ours, theirs) = (flat(&stripped_bundle), flat(&reference));
     let mut top: Vec<(&String, &f64)> = theirs.iter().collect();
