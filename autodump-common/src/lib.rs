@@ -4,6 +4,8 @@
 //! hashes keys byte by byte, so a padding byte left uninitialised would split one key into many.
 #![no_std]
 
+pub mod unwind;
+
 /// Key of the on-CPU sample counts and of the off-CPU totals.
 ///
 /// `stack_epoch` names the stack-map generation that holds the two stack ids (see [`Control`]);
@@ -119,10 +121,22 @@ pub enum Stat {
     OffCpuTotalsFull,
     /// Stack walks filed in the overflow map after a collision in the main one (not lost).
     OverflowStacks,
+    /// User stacks walked with CFI rows (on-CPU and off-CPU).
+    UnwoundStacks,
+    /// Walks that reached the outermost frame.
+    UnwoundToRoot,
+    /// Walks stopped at code no file covers (JIT or anonymous code).
+    UnwindUnknownCode,
+    /// Walks stopped at CFI the probes cannot follow, or an unreadable frame.
+    UnwindBroken,
+    /// Frames walked by frame pointer because no CFI row covered them.
+    UnwindFramePointerFrames,
+    /// Unwound stacks lost: their slot held another stack, or the map was full.
+    UnwoundStacksLost,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -134,6 +148,12 @@ impl Stat {
         Stat::OffCpuStartFull,
         Stat::OffCpuTotalsFull,
         Stat::OverflowStacks,
+        Stat::UnwoundStacks,
+        Stat::UnwoundToRoot,
+        Stat::UnwindUnknownCode,
+        Stat::UnwindBroken,
+        Stat::UnwindFramePointerFrames,
+        Stat::UnwoundStacksLost,
     ];
 }
 
@@ -151,6 +171,10 @@ pub mod maps {
     pub const CONTROL: &str = "CONTROL";
     pub const EXIT: &str = "EXIT";
     pub const STATS: &str = "STATS";
+    pub const UNWOUND_STACKS: [&str; 2] = ["UNWOUND_STACKS_0", "UNWOUND_STACKS_1"];
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    pub const PROC_MAPPINGS: &str = "PROC_MAPPINGS";
+    pub const MAPPING_ENTRIES: &str = "MAPPING_ENTRIES";
 }
 
 /// Names of the read-only globals the agent sets before loading.
@@ -185,4 +209,9 @@ mod pod {
     unsafe impl aya::Pod for super::OffCpuTotal {}
     unsafe impl aya::Pod for super::Control {}
     unsafe impl aya::Pod for super::ExitInfo {}
+    unsafe impl aya::Pod for super::unwind::UnwindRow {}
+    unsafe impl aya::Pod for super::unwind::MappingEntry {}
+    unsafe impl aya::Pod for super::unwind::ProcMappings {}
+
+    unsafe impl aya::Pod for super::unwind::UnwoundStack {}
 }

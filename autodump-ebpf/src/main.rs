@@ -14,6 +14,7 @@ mod exit;
 mod maps;
 mod sampling;
 mod switch;
+mod unwind;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,10 @@ use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
 };
 
-use autodump_common::{Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE, OVERFLOW_STACK_ID};
+use autodump_common::{
+    unwind::UnwoundStack, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE,
+    OVERFLOW_STACK_ID,
+};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
@@ -14,6 +17,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
+
+use crate::unwind::{UNWOUND_STACKS_0, UNWOUND_STACKS_1};
 
 /// Default map sizes; the agent resizes them before load from its flags.
 const STACK_SLOTS: u32 = 8192;
@@ -68,6 +73,7 @@ pub struct Generation {
     pub cpu_counts: &'static HashMap<StackKey, u64>,
     pub offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
     pub kernel_stack_cache: &'static HashMap<u64, i32>,
+    pub unwound: &'static HashMap<u32, UnwoundStack>,
 }
 
 #[inline(always)]
@@ -81,6 +87,7 @@ pub fn generation() -> Generation {
             cpu_counts: &CPU_COUNTS_0,
             offcpu_totals: &OFFCPU_TOTALS_0,
             kernel_stack_cache: &KERNEL_STACK_CACHE_0,
+            unwound: &UNWOUND_STACKS_0,
         }
     } else {
         Generation {
@@ -90,6 +97,7 @@ pub fn generation() -> Generation {
             cpu_counts: &CPU_COUNTS_1,
             offcpu_totals: &OFFCPU_TOTALS_1,
             kernel_stack_cache: &KERNEL_STACK_CACHE_1,
+            unwound: &UNWOUND_STACKS_1,
         }
     }
 }
@@ -162,5 +170,20 @@ pub fn stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, flags: u64, failed
             }
             err
         }
+    }
+}
+
+/// The id of the current user stack: walked with CFI rows (`unwind`, programs loaded only where
+/// the kernel has `bpf_loop`), or by the kernel along frame pointers.
+#[inline(always)]
+pub fn user_stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, unwind: bool, walk_slot: u32, failed: Stat) -> i32 {
+    if unwind {
+        let id = crate::unwind::user_stack_id(gen, walk_slot);
+        if id < 0 {
+            count(failed);
+        }
+        id
+    } else {
+        stack_id(ctx, gen, aya_ebpf::bindings::BPF_F_USER_STACK as u64, failed)
     }
 }

@@ -2,15 +2,28 @@
 //! (thread, user stack, kernel stack).
 
 use autodump_common::{StackKey, Stat};
-use aya_ebpf::{
-    bindings::BPF_F_USER_STACK, helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::PerfEventContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::PerfEventContext};
 use aya_log_ebpf::warn;
 
-use crate::maps::{add, count, entry, generation, is_target, stack_id};
+use crate::{
+    maps::{add, count, entry, generation, is_target, stack_id, user_stack_id},
+    unwind::WALK_ON_CPU,
+};
 
+/// User stacks by frame pointer, walked by the kernel.
 #[perf_event]
 pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
+    sample(&ctx, false)
+}
+
+/// User stacks walked with CFI rows (see `unwind`); loaded instead of `on_cpu_sample`.
+#[perf_event]
+pub fn on_cpu_unwind(ctx: PerfEventContext) -> u32 {
+    sample(&ctx, true)
+}
+
+#[inline(always)]
+fn sample(ctx: &PerfEventContext, unwind: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
@@ -18,8 +31,8 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
     let gen = generation();
     let key = StackKey {
         tid: pid_tgid as u32,
-        user_stack_id: stack_id(&ctx, &gen, BPF_F_USER_STACK as u64, Stat::CpuUserStackErrors),
-        kernel_stack_id: stack_id(&ctx, &gen, 0, Stat::CpuKernelStackErrors),
+        user_stack_id: user_stack_id(ctx, &gen, unwind, WALK_ON_CPU, Stat::CpuUserStackErrors),
+        kernel_stack_id: stack_id(ctx, &gen, 0, Stat::CpuKernelStackErrors),
         stack_epoch: gen.epoch,
         flags: 0,
     };
@@ -32,7 +45,7 @@ pub fn on_cpu_sample(ctx: PerfEventContext) -> u32 {
         }
         None => {
             if count(Stat::CpuCountsFull) {
-                warn!(&ctx, "on-CPU count map is full; further losses are counted in stats");
+                warn!(ctx, "on-CPU count map is full; further losses are counted in stats");
             }
         }
     }

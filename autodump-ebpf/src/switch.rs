@@ -2,7 +2,7 @@
 //! stacks) and when; when it switches back in, add the time to that stack's total.
 
 use autodump_common::{OffCpuStart, Stat, FLAG_RUNNABLE};
-use aya_ebpf::{bindings::BPF_F_USER_STACK, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use aya_log_ebpf::warn;
 
 use crate::{
@@ -10,14 +10,27 @@ use crate::{
         field_u32, kernel_stack_every_switch, switch_state_from_task, target_tgid, TASK_PID_OFFSET, TASK_STATE_OFFSET,
         TASK_TGID_OFFSET,
     },
-    maps::{add, count, entry, generation, is_target, now_ns, stack_id, Generation, OFFCPU_START},
+    maps::{add, count, entry, generation, is_target, now_ns, stack_id, user_stack_id, Generation, OFFCPU_START},
+    unwind::WALK_SWITCH,
 };
 
 /// `TASK_DEAD` in the task's state: the thread is exiting and will never be switched in.
 const TASK_DEAD: u32 = 0x80;
 
+/// User stacks by frame pointer, walked by the kernel.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
+    on_switch(&ctx, false)
+}
+
+/// User stacks walked with CFI rows (see `unwind`); loaded instead of `sched_switch`.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn switch_unwind(ctx: BtfTracePointContext) -> u32 {
+    on_switch(&ctx, true)
+}
+
+#[inline(always)]
+fn on_switch(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
     // Most switches on a host are not the target's: they pay for two loads and two compares.
     // Arguments: 0 preempt, 1 prev, 2 next, 3 prev_state. `current` is still `prev` here.
     let prev: *const u8 = ctx.arg(1);
@@ -37,7 +50,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         // SAFETY: as above.
         let tid = unsafe { field_u32(prev, &TASK_PID_OFFSET) };
         if prev_state & TASK_DEAD == 0 {
-            switch_out(&ctx, tid, preempted || prev_state == 0, now_ns());
+            switch_out(ctx, tid, preempted || prev_state == 0, now_ns(), unwind);
         } else {
             // The thread's last switch: free its slot.
             let _ = OFFCPU_START.remove(tid);
@@ -45,16 +58,16 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     }
     if next_tgid == target_tgid() {
         // SAFETY: as above.
-        switch_in(&ctx, unsafe { field_u32(next, &TASK_PID_OFFSET) });
+        switch_in(ctx, unsafe { field_u32(next, &TASK_PID_OFFSET) });
     }
     0
 }
 
 #[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, tid: u32, runnable: bool, now: u64) {
+fn switch_out(ctx: &BtfTracePointContext, tid: u32, runnable: bool, now: u64, unwind: bool) {
     let gen = generation();
     let flags = if runnable { FLAG_RUNNABLE } else { 0 };
-    let user_stack_id = stack_id(ctx, &gen, BPF_F_USER_STACK as u64, Stat::OffCpuUserStackErrors);
+    let user_stack_id = user_stack_id(ctx, &gen, unwind, WALK_SWITCH, Stat::OffCpuUserStackErrors);
     let start = OffCpuStart {
         start_ns: now,
         user_stack_id,

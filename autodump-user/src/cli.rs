@@ -116,6 +116,17 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = KernelStacks::PerUserStack)]
     pub offcpu_kernel_stacks: KernelStacks,
 
+    /// How user stacks are walked: `cfi` uses each file's `.eh_frame` (code built without frame
+    /// pointers, such as glibc and most distribution binaries), falling back to frame pointers
+    /// where a file has none and on kernels before 5.17; `frame-pointers` only follows them.
+    #[arg(long, value_enum, default_value_t = crate::unwind::UnwindMode::Cfi)]
+    pub unwind: crate::unwind::UnwindMode,
+
+    /// Cap on the kernel's unwind table, in rows of 16 bytes, shared by every mapped file; a
+    /// file that no longer fits is walked by frame pointer, and the summary says so.
+    #[arg(long, default_value_t = crate::unwind::DEFAULT_TABLE_ROWS, value_parser = clap::value_parser!(u32).range(1024..=67_108_864))]
+    pub unwind_table_rows: u32,
+
     /// Benchmarks only: also attach an empty sched_switch program, whose kernel-accounted cost
     /// is the floor that the real probe's cost is measured against.
     #[arg(long, hide = true)]

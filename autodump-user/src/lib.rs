@@ -16,5 +16,6 @@ pub mod symbolize;
 #[cfg(test)]
 mod test_go;
 pub mod trigger;
+pub mod unwind;
 pub mod watch;
 pub mod write;

@@ -15,6 +15,7 @@ use crate::{
     error::{AgentError, ExitCode},
     probes::{ProbeConfig, Probes},
     record::{flight::Slice, profile::Profile, Profiles, Recorder},
+    unwind::{tables::UnwindTables, UnwindMode},
     write::{
         bundle,
         summary::{Facts, Reason},
@@ -29,6 +30,8 @@ pub struct Session {
     frequency_hz: u64,
     offcpu_kernel_stacks: crate::cli::KernelStacks,
     probes: Probes,
+    /// The unwind tables, when user stacks are walked with CFI.
+    unwind: Option<UnwindTables>,
     drainer: Drainer,
     /// Unix seconds when the current slice began.
     slice_start: f64,
@@ -42,7 +45,7 @@ impl Session {
             _ => internal(e),
         })?;
         bundle::prepare_out_dir(&cli.out).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
-        let config = ProbeConfig {
+        let mut config = ProbeConfig {
             pid: cli.pid,
             frequency_hz: cli.frequency,
             stack_slots: cli.stack_slots,
@@ -52,7 +55,12 @@ impl Session {
             empty_switch_probe: cli.bench_empty_probe,
             btf: cli.btf.clone(),
             skip: cli.skip_probe.clone(),
+            unwind_rows: None,
         };
+        let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows));
+        if let Some(tables) = tables.as_mut() {
+            config.unwind_rows = Some(tables.prepare(cli.pid));
+        }
         let go = GoSupport::detect(cli.pid);
         match &go {
             GoSupport::Ready(_) => tracing::info!("Go program: goroutines are counted and dumped"),
@@ -61,6 +69,27 @@ impl Session {
         }
         let (mut probes, maps) = Probes::load(&config)?;
         spawn_probe_logger(&mut probes);
+        let unwind = match (probes.take_unwind_maps(), tables) {
+            (Some((rows, mappings)), Some(mut tables)) => {
+                tables
+                    .attach(rows, mappings, cli.pid)
+                    .map_err(|e| internal(format!("cannot map the unwind table: {e}")))?;
+                let s = tables.stats();
+                tracing::info!(
+                    files = s.files,
+                    rows = s.rows,
+                    kernel_kib = s.kernel_bytes / 1024,
+                    build_ms = s.build_ms as u64,
+                    "unwind tables loaded"
+                );
+                Some(tables)
+            }
+            _ => {
+                let why = probes.unwinding().why.clone().unwrap_or_default();
+                tracing::info!("user stacks by frame pointer: {why}");
+                None
+            }
+        };
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
         let mut recorder = Recorder::new(target.clone(), cli.frequency, forget_after);
@@ -76,6 +105,7 @@ impl Session {
             frequency_hz: cli.frequency,
             offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
             probes,
+            unwind,
             drainer: Drainer::new(maps),
             slice_start: unix_now(SystemTime::now()),
         })
@@ -85,6 +115,9 @@ impl Session {
     pub fn tick(&mut self) -> Result<Slice, AgentError> {
         let started = std::time::Instant::now();
         self.recorder.observe_target();
+        if let Some(tables) = self.unwind.as_mut() {
+            tables.refresh(self.target.pid);
+        }
         let observed = started.elapsed();
         let drained = self.drainer.drain().map_err(internal)?;
         let drained_at = started.elapsed();
@@ -151,6 +184,10 @@ impl Session {
             probes: crate::write::summary::ProbeReport {
                 kernel_features: Some(self.probes.features().clone()),
                 degraded: self.probes.degradations().to_vec(),
+                unwinding: Some(crate::write::summary::UnwindReport {
+                    unwinding: self.probes.unwinding().clone(),
+                    tables: self.unwind.as_ref().map(|t| t.stats().clone()),
+                }),
             },
         })
     }

@@ -11,7 +11,9 @@ use std::{
 
 use autodump_tests::{require_bpf, run_agent, scratch_dir, Bundle, Fixture, RunningAgent};
 
-const OUR_PROGRAMS: [&str; 3] = ["on_cpu_sample", "sched_switch", "process_exit"];
+/// Both variants of the on-CPU and off-CPU probes (frame pointers, CFI); one of each is loaded.
+const OUR_PROGRAMS: [&str; 5] = ["on_cpu_sample", "on_cpu_unwind", "sched_switch", "switch_unwind", "process_exit"];
+const LOADED_PER_AGENT: usize = 3;
 
 /// Loaded BPF programs that carry our programs' names (bpftool, from the kernel's own list).
 fn our_programs_loaded() -> usize {
@@ -31,7 +33,7 @@ fn sigkilled_agent_leaves_no_probe_loaded() {
     let out = scratch_dir("fault_sigkill");
     let mut agent = RunningAgent::start(&["--pid", &fixture.pid.to_string(), "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
-    assert_eq!(our_programs_loaded(), before + OUR_PROGRAMS.len(), "the probes are loaded while it runs");
+    assert_eq!(our_programs_loaded(), before + LOADED_PER_AGENT, "the probes are loaded while it runs");
     agent.signal(libc::SIGKILL);
     assert!(agent.wait_exit(Duration::from_secs(5)).is_some());
     // The kernel frees programs once their last reference (our fds) is gone.

@@ -3,7 +3,10 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use autodump_common::{Control, StackKey, Stat, FLAG_RUNNABLE, OVERFLOW_STACK_ID};
+use autodump_common::{
+    unwind::{UnwoundStack, UNWOUND_STACK_ID},
+    Control, StackKey, Stat, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
+};
 use aya::maps::{MapData, MapError, StackTraceMap};
 use serde::Serialize;
 
@@ -95,6 +98,17 @@ pub struct ProbeStats {
     pub offcpu_totals_full: u64,
     /// Stack walks that collided in the main stack map and were filed in the overflow map: not lost.
     pub overflow_stacks: u64,
+    /// User stacks walked with CFI rows, and how the walks ended.
+    pub unwound_stacks: u64,
+    pub unwound_to_root: u64,
+    /// Stopped at code no file covers (JIT or anonymous memory).
+    pub unwind_unknown_code: u64,
+    /// Stopped at CFI the probes cannot follow or at an unreadable frame.
+    pub unwind_broken: u64,
+    /// Frames walked by frame pointer because no CFI row covered them (Go code, gaps).
+    pub unwind_frame_pointer_frames: u64,
+    /// Unwound stacks whose slot held another stack, or whose map was full.
+    pub unwound_stacks_lost: u64,
 }
 
 pub struct Drainer {
@@ -120,6 +134,8 @@ impl Drainer {
         table.extend(
             take_stacks(&mut self.maps.overflow_stacks[gen], OVERFLOW_STACK_ID).map_err(map_err("OVERFLOW_STACKS"))?,
         );
+        let unwound = take_all(&mut self.maps.unwound[gen]).map_err(map_err("UNWOUND_STACKS"))?;
+        table.extend(unwound.iter().map(|(id, stack)| (*id, unwound_frames(stack))));
         self.tables.retire(retired, table);
 
         let mut drained = Drained::default();
@@ -187,6 +203,12 @@ impl Drainer {
             offcpu_start_full: t(Stat::OffCpuStartFull),
             offcpu_totals_full: t(Stat::OffCpuTotalsFull),
             overflow_stacks: t(Stat::OverflowStacks),
+            unwound_stacks: t(Stat::UnwoundStacks),
+            unwound_to_root: t(Stat::UnwoundToRoot),
+            unwind_unknown_code: t(Stat::UnwindUnknownCode),
+            unwind_broken: t(Stat::UnwindBroken),
+            unwind_frame_pointer_frames: t(Stat::UnwindFramePointerFrames),
+            unwound_stacks_lost: t(Stat::UnwoundStacksLost),
         })
     }
 
@@ -208,6 +230,11 @@ impl Drainer {
             Err(_) => RawStack::Lost,
             Ok(id) => match self.tables.get(epoch, id) {
                 Some(frames) => RawStack::Frames(frames.clone()),
+                None if epoch == self.epoch && id & (UNWOUND_STACK_ID | OVERFLOW_STACK_ID) == UNWOUND_STACK_ID => {
+                    let gen = (epoch % 2) as usize;
+                    let stack = self.maps.unwound[gen].get(&id, 0);
+                    stack.map(|s| RawStack::Frames(unwound_frames(&s))).unwrap_or(RawStack::Lost)
+                }
                 None if epoch == self.epoch => {
                     let gen = (epoch % 2) as usize;
                     let (map, slot) = match id & OVERFLOW_STACK_ID {
@@ -235,6 +262,10 @@ fn take_stacks(stacks: &mut StackTraceMap<MapData>, id_bits: u32) -> Result<Vec<
         stacks.remove(&id)?;
     }
     Ok(table)
+}
+
+fn unwound_frames(stack: &UnwoundStack) -> Frames {
+    stack.ips[..(stack.len as usize).min(MAX_STACK_DEPTH)].into()
 }
 
 fn frames_of(trace: &aya::maps::stack_trace::StackTrace) -> Frames {

@@ -6,7 +6,9 @@ mod errors;
 pub mod features;
 pub mod privilege;
 
-use autodump_common::{globals, maps, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE};
+use autodump_common::{
+    globals, maps, unwind::UnwoundStack, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE,
+};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
     programs::{
@@ -23,6 +25,9 @@ use features::{GroupEnd, KernelFeatures, SwitchState};
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autodump"));
 const ON_CPU: &str = "on_cpu_sample";
 const SCHED_SWITCH: &str = "sched_switch";
+/// The same probes, walking user stacks with CFI rows.
+const ON_CPU_UNWIND: &str = "on_cpu_unwind";
+const SWITCH_UNWIND: &str = "switch_unwind";
 const PROCESS_EXIT: &str = "process_exit";
 const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
 
@@ -42,6 +47,16 @@ pub struct ProbeConfig {
     pub btf: std::path::PathBuf,
     /// Probes not to attach, by program name (tests of the degraded paths).
     pub skip: Vec<String>,
+    /// Walk user stacks with CFI rows, in an array of this many rows (if the kernel can).
+    pub unwind_rows: Option<u32>,
+}
+
+/// How user stacks are walked on this kernel, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Unwinding {
+    pub mode: crate::unwind::UnwindMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// The maps the collector drains, each generation in a pair indexed by `epoch % 2`.
@@ -56,6 +71,8 @@ pub struct ProbeMaps {
     pub control: Array<MapData, Control>,
     pub exit: Array<MapData, ExitInfo>,
     pub stats: PerCpuArray<MapData, u64>,
+    /// User stacks the probes walked with CFI rows (ids carry `UNWOUND_STACK_ID`).
+    pub unwound: [HashMap<MapData, u32, UnwoundStack>; 2],
 }
 
 /// Loaded and attached probes. Dropping this detaches everything and frees the maps.
@@ -70,6 +87,7 @@ pub struct Probes {
     skip: Vec<String>,
     features: KernelFeatures,
     degraded: Vec<Degradation>,
+    unwinding: Unwinding,
 }
 
 /// A probe the kernel would not take, and what the bundles lack because of it.
@@ -96,6 +114,21 @@ impl Probes {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
         let every_switch = u32::from(config.kernel_stack_every_switch);
+        let unwinding = match (config.unwind_rows, features.bpf_loop) {
+            (Some(_), true) => Unwinding { mode: crate::unwind::UnwindMode::Cfi, why: None },
+            (Some(_), false) => Unwinding {
+                mode: crate::unwind::UnwindMode::FramePointers,
+                why: Some("this kernel has no bpf_loop (Linux 5.17+): user stacks by frame pointer".into()),
+            },
+            (None, _) => Unwinding {
+                mode: crate::unwind::UnwindMode::FramePointers,
+                why: Some("--unwind frame-pointers".into()),
+            },
+        };
+        let (rows, unwound_slots) = match unwinding.mode {
+            crate::unwind::UnwindMode::Cfi => (config.unwind_rows.unwrap_or(1), config.stack_slots),
+            crate::unwind::UnwindMode::FramePointers => (1, 1),
+        };
         let mut loader = EbpfLoader::new();
         loader
             .override_global(globals::TARGET_TGID, &config.pid, true)
@@ -108,14 +141,16 @@ impl Probes {
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
-            .map_max_entries(maps::OFFCPU_START, config.thread_slots);
+            .map_max_entries(maps::OFFCPU_START, config.thread_slots)
+            .map_max_entries(maps::UNWIND_ROWS, rows);
         for gen in 0..2 {
             loader
                 .map_max_entries(maps::STACKS[gen], config.stack_slots)
                 .map_max_entries(maps::OVERFLOW_STACKS[gen], (config.stack_slots / OVERFLOW_SHARE).max(1))
                 .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
-                .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots);
+                .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots)
+                .map_max_entries(maps::UNWOUND_STACKS[gen], unwound_slots);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| errors::classify("load the eBPF object", &e))?;
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
@@ -129,6 +164,7 @@ impl Probes {
             skip: config.skip.clone(),
             features,
             degraded: Vec::new(),
+            unwinding,
         };
         Ok((probes, maps))
     }
@@ -181,6 +217,30 @@ impl Probes {
         &self.features
     }
 
+    /// How user stacks are walked.
+    pub fn unwinding(&self) -> &Unwinding {
+        &self.unwinding
+    }
+
+    /// The unwind table's maps, for the agent to fill; None when stacks are walked by frame
+    /// pointer.
+    pub fn take_unwind_maps(&mut self) -> Option<(MapData, crate::unwind::tables::MappingMaps)> {
+        if self.unwinding.mode != crate::unwind::UnwindMode::Cfi {
+            return None;
+        }
+        let rows = match self.ebpf.take_map(maps::UNWIND_ROWS)? {
+            aya::maps::Map::Array(data) => data,
+            _ => return None,
+        };
+        let processes = HashMap::try_from(self.ebpf.take_map(maps::PROC_MAPPINGS)?).ok()?;
+        let entries = Array::try_from(self.ebpf.take_map(maps::MAPPING_ENTRIES)?).ok()?;
+        Some((rows, crate::unwind::tables::MappingMaps { processes, entries }))
+    }
+
+    fn cfi(&self) -> bool {
+        self.unwinding.mode == crate::unwind::UnwindMode::Cfi
+    }
+
     /// Probes the kernel did not take.
     pub fn degradations(&self) -> &[Degradation] {
         &self.degraded
@@ -198,7 +258,8 @@ impl Probes {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
         })?;
-        let program: &mut PerfEvent = program_mut(&mut self.ebpf, ON_CPU)?;
+        let name = if self.cfi() { ON_CPU_UNWIND } else { ON_CPU };
+        let program: &mut PerfEvent = program_mut(&mut self.ebpf, name)?;
         program.load().map_err(|e| errors::classify("load the on-CPU sampler", &e))?;
         for cpu in cpus {
             let link = program
@@ -216,7 +277,8 @@ impl Probes {
 
     fn attach_switch(&mut self) -> Result<(), AgentError> {
         self.skipped(SCHED_SWITCH)?;
-        self.switch_link = Some(self.attach_tracepoint(SCHED_SWITCH, "sched_switch")?);
+        let name = if self.cfi() { SWITCH_UNWIND } else { SCHED_SWITCH };
+        self.switch_link = Some(self.attach_tracepoint(name, "sched_switch")?);
         Ok(())
     }
 
@@ -235,12 +297,13 @@ impl Probes {
 
     /// Detaches every probe; the maps stay readable.
     pub fn detach(&mut self) {
-        if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, ON_CPU) {
+        let (on_cpu, switch) = if self.cfi() { (ON_CPU_UNWIND, SWITCH_UNWIND) } else { (ON_CPU, SCHED_SWITCH) };
+        if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, on_cpu) {
             for link in std::mem::take(&mut self.perf_links) {
                 let _ = program.detach(link);
             }
         }
-        for (name, link) in [(SCHED_SWITCH, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
+        for (name, link) in [(switch, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
             if let (Some(link), Ok(program)) = (link, program_mut::<BtfTracePoint>(&mut self.ebpf, name)) {
                 let _ = program.detach(link);
             }
@@ -272,6 +335,7 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         control: take(ebpf, maps::CONTROL)?,
         exit: take(ebpf, maps::EXIT)?,
         stats: take(ebpf, maps::STATS)?,
+        unwound: [take(ebpf, maps::UNWOUND_STACKS[0])?, take(ebpf, maps::UNWOUND_STACKS[1])?],
     })
 }
 

@@ -19,8 +19,8 @@ mod fde;
 pub mod go;
 pub mod gopclntab;
 mod location;
-mod segments;
-mod vdso;
+pub(crate) mod segments;
+pub(crate) mod vdso;
 
 pub use debug_info::DEFAULT_DEBUG_DIR;
 use go::GoBinary;

@@ -9,7 +9,7 @@ pub struct Segments(Vec<(u64, u64, u64)>);
 
 impl Segments {
     /// The PT_LOAD segments with bytes in the file: (virtual address, file offset, size).
-    pub fn of(elf: &object::File) -> Self {
+    pub fn of<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>) -> Self {
         Self(elf.segments().map(|s| (s.address(), s.file_range().0, s.file_range().1)).filter(|s| s.2 > 0).collect())
     }
 

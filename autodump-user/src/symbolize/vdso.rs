@@ -13,19 +13,7 @@ pub struct Vdso {
 impl Vdso {
     /// The symbols of this process's vDSO; None if it has none or cannot be read.
     pub fn own() -> Option<Self> {
-        // SAFETY: getauxval has no preconditions.
-        let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
-        let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-        let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
-        if base != start || end <= start {
-            return None;
-        }
-        // SAFETY: the kernel maps the vDSO readable for the whole life of the process, over
-        // exactly this range.
-        let image = unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) };
-        Self::parse(image)
+        Self::parse(own_image()?)
     }
 
     /// The function symbols of a vDSO image, relative to its first loaded byte.
@@ -49,6 +37,22 @@ impl Vdso {
         let (start, size, name) = &self.symbols[i];
         (offset < start + (*size).max(1)).then_some(name.as_str())
     }
+}
+
+/// This process's vDSO image (the same in every 64-bit process of this kernel).
+pub fn own_image() -> Option<&'static [u8]> {
+    // SAFETY: getauxval has no preconditions.
+    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+    if base != start || end <= start {
+        return None;
+    }
+    // SAFETY: the kernel maps the vDSO readable for the whole life of the process, over
+    // exactly this range.
+    Some(unsafe { std::slice::from_raw_parts(start as *const u8, (end - start) as usize) })
 }
 
 #[cfg(test)]

@@ -71,6 +71,17 @@ pub struct ProbeReport {
     pub kernel_features: Option<crate::probes::features::KernelFeatures>,
     /// Probes not attached, and what the bundle lacks because of it.
     pub degraded: Vec<crate::probes::Degradation>,
+    /// How user stacks were walked, and the unwind tables in the kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwinding: Option<UnwindReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UnwindReport {
+    #[serde(flatten)]
+    pub unwinding: crate::probes::Unwinding,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables: Option<crate::unwind::tables::TableStats>,
 }
 
 #[derive(Debug, Serialize)]

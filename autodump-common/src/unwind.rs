@@ -1,0 +1,101 @@
+//! Unwinding without frame pointers: the compact rows the agent compiles from a file's CFI
+//! (`.eh_frame` or `.debug_frame`), and the per-process table of where each file is mapped.
+//!
+//! The rows of every file sit in one array (`UNWIND_ROWS`), each file's rows contiguous and
+//! sorted by address; a mapping names its file's row range. A probe finds the mapping of a PC,
+//! then the last row at or below the PC's file address, and applies it.
+
+/// How a row finds the canonical frame address (CFA, the caller's stack pointer).
+pub mod cfa {
+    /// CFA = RSP + offset.
+    pub const RSP: u8 = 1;
+    /// CFA = RBP + offset.
+    pub const RBP: u8 = 2;
+    /// A PLT stub: CFA = RSP + 8, plus 8 more past its `push` (x86_64 lazy-binding PLT).
+    pub const PLT: u8 = 3;
+    /// Stack realignment: CFA = *(RBP + offset) (`DW_OP_breg6 off; DW_OP_deref`).
+    pub const DEREF_RBP: u8 = 4;
+    /// The return address is undefined: the outermost frame (`_start`, a thread's start).
+    pub const END: u8 = 5;
+    /// A signal trampoline (`__restore_rt`): the interrupted registers are in the `ucontext`
+    /// at RSP.
+    pub const SIGNAL: u8 = 6;
+    /// No CFI covers this address (a gap between functions): walk by frame pointer.
+    pub const NONE: u8 = 7;
+    /// CFI the probes cannot follow (the CFA in another register, an unknown expression):
+    /// the walk stops here, counted.
+    pub const UNSUPPORTED: u8 = 8;
+}
+
+/// `UnwindRow::rbp_offset` when the caller's RBP is the same as this frame's (not saved).
+pub const RBP_UNCHANGED: i16 = 0;
+
+/// One CFI row: from `pc` (a file virtual address, below 4 GiB) until the next row's `pc`.
+/// 16 bytes: a BPF array rounds its values up to 8 bytes anyway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRow {
+    pub pc: u32,
+    /// For [`cfa::PLT`], the byte of the 16-byte stub from which the CFA is 8 further.
+    pub cfa_offset: i32,
+    /// Where the caller's RBP is saved, relative to the CFA; [`RBP_UNCHANGED`] if it is not.
+    pub rbp_offset: i16,
+    /// One of [`cfa`].
+    pub cfa_kind: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Executable mappings tracked per process.
+pub const MAX_MAPPINGS: usize = 256;
+
+/// One executable mapping of a process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MappingEntry {
+    pub start: u64,
+    pub end: u64,
+    /// PC - bias = the file's virtual address.
+    pub bias: u64,
+    /// The file's rows in `UNWIND_ROWS`; `row_count` 0: none (walk by frame pointer).
+    pub row_start: u32,
+    pub row_count: u32,
+}
+
+/// Where a process's executable mappings are: `MAPPING_ENTRIES[slot * MAX_MAPPINGS ..][..count]`,
+/// sorted by `start`. The agent writes a new table into the process's other slot, then points
+/// here, so that a probe never reads a table half written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcMappings {
+    pub slot: u32,
+    pub count: u32,
+}
+
+/// Mapping-table slots: two per process.
+pub const MAPPING_SLOTS: u32 = 64;
+
+/// A user stack the probes walked themselves: `ips[..len]`, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwoundStack {
+    /// 64-bit hash of the frames; the map key holds only part of it.
+    pub hash: u64,
+    pub len: u32,
+    /// `END_*` bits: how the walk ended.
+    pub end: u32,
+    pub ips: [u64; crate::MAX_STACK_DEPTH],
+}
+
+/// The walk reached a row that marks the outermost frame.
+pub const END_ROOT: u32 = 1;
+/// The walk stopped at code no mapped file covers (JIT or anonymous code).
+pub const END_UNKNOWN_CODE: u32 = 2;
+/// The walk stopped at CFI it cannot follow, or at an unreadable or implausible frame.
+pub const END_BROKEN: u32 = 4;
+/// The walk hit the frame limit.
+pub const END_DEPTH: u32 = 8;
+
+/// A user stack id with this bit set names a stack in the generation's unwound-stack map (its
+/// low bits are part of the stack's hash) instead of the kernel's stack map. Below
+/// [`crate::OVERFLOW_STACK_ID`], above every id the kernel hands out.
+pub const UNWOUND_STACK_ID: u32 = 1 << 29;

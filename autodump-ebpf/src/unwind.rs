@@ -1,0 +1,350 @@
+//! User stacks walked with CFI rows, for code built without frame pointers.
+//!
+//! The agent compiles each mapped file's `.eh_frame` into rows (`UNWIND_ROWS`) and lists each
+//! process's executable mappings (`PROC_MAPPINGS`). Starting from the registers the thread left
+//! user mode with, each step finds the PC's mapping and row, computes the caller's stack pointer
+//! (the CFA), and reads the return address below it; where no row covers a PC the step follows
+//! the frame pointer instead (Go code, gaps). The walk runs under `bpf_loop` (5.17+), one
+//! callback per frame, so the verifier checks one frame, not a hundred; programs built on this
+//! are only loaded on kernels that have it.
+//!
+//! The walked stack is hashed and filed once per generation in `UNWOUND_STACKS_*`, so that the
+//! probes still count per stack in the kernel and only distinct stacks reach the agent.
+
+use core::ffi::c_void;
+
+use autodump_common::{
+    unwind::{
+        cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
+        MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
+    },
+    Stat, MAX_STACK_DEPTH,
+};
+use aya_ebpf::{
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_loop, bpf_task_pt_regs},
+    },
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+
+use crate::maps::{count, Generation};
+
+/// Default sizes; the agent sizes the rows to the files it loads, and the rest from its flags.
+const ROW_SLOTS: u32 = 1;
+const PROCESS_SLOTS: u32 = MAPPING_SLOTS / 2;
+pub const UNWOUND_SLOTS: u32 = 4096;
+
+/// Every file's rows, each file's contiguous and sorted by `pc`. Filled by the agent through
+/// mmap, so that loading a large file's table is a copy, not a syscall per row.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(ROW_SLOTS, BPF_F_MMAPABLE);
+/// Where each tgid's executable mappings are in `MAPPING_ENTRIES`.
+#[map]
+pub static PROC_MAPPINGS: HashMap<u32, ProcMappings> = HashMap::with_max_entries(PROCESS_SLOTS, 0);
+/// Mapping tables, `MAX_MAPPINGS` entries per slot. Read by index through the map, not as one
+/// large value: the verifier then need not track the binary search's bounds precisely, and
+/// prunes its paths.
+#[map]
+pub static MAPPING_ENTRIES: Array<MappingEntry> = Array::with_max_entries(MAPPING_SLOTS * MAX_MAPPINGS as u32, 0);
+/// Walked user stacks by id (`UNWOUND_STACK_ID` | part of the hash), one map per generation.
+#[map]
+pub static UNWOUND_STACKS_0: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
+#[map]
+pub static UNWOUND_STACKS_1: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
+
+/// One walk in progress per CPU and per probe kind (a sample never interrupts a switch, which
+/// runs with interrupts off, but they are kept apart anyway).
+#[map]
+static WALKS: PerCpuArray<Walk> = PerCpuArray::with_max_entries(2, 0);
+
+/// The walk slot of each probe kind.
+pub const WALK_ON_CPU: u32 = 0;
+pub const WALK_SWITCH: u32 = 1;
+
+/// Offsets in x86_64's `struct pt_regs`.
+const PT_REGS_BP: usize = 32;
+const PT_REGS_IP: usize = 128;
+const PT_REGS_SP: usize = 152;
+/// Offsets from RSP in `__restore_rt` of the interrupted RBP, RSP and RIP: the `ucontext`'s
+/// `uc_mcontext` begins 40 bytes in, and holds r8-r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip.
+const SIGFRAME_BP: u64 = 40 + 10 * 8;
+const SIGFRAME_SP: u64 = 40 + 15 * 8;
+const SIGFRAME_IP: u64 = 40 + 16 * 8;
+
+#[repr(C)]
+struct Walk {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    tgid: u32,
+    /// Nonzero: `ip` is an interrupted PC (after a signal frame), not a return address.
+    exact_ip: u32,
+    stack: UnwoundStack,
+}
+
+/// Walks the current thread's user stack and files it in this generation; returns its id, or a
+/// negative errno when it could not be filed (counted).
+#[inline(always)]
+pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return -1;
+    };
+    // SAFETY: this CPU's slot; the probe that owns it cannot run twice at once on one CPU.
+    let walk = unsafe { &mut *walk };
+    if !start(walk) {
+        return -14;
+    }
+    let mut slot_arg = slot;
+    // SAFETY: `step` is a BPF subprogram taking (index, ctx) and returning 0 or 1, as bpf_loop
+    // requires; `slot_arg` lives on this stack for the whole call.
+    unsafe {
+        bpf_loop(MAX_STACK_DEPTH as u32, step as *const () as *mut c_void, &raw mut slot_arg as *mut c_void, 0);
+    }
+    let stack = &walk.stack;
+    count(Stat::UnwoundStacks);
+    if stack.end & END_ROOT != 0 {
+        count(Stat::UnwoundToRoot);
+    }
+    if stack.end & END_UNKNOWN_CODE != 0 {
+        count(Stat::UnwindUnknownCode);
+    }
+    if stack.end & END_BROKEN != 0 {
+        count(Stat::UnwindBroken);
+    }
+    file(gen, stack)
+}
+
+/// Files a walked stack under its id, unless it is there already.
+#[inline(always)]
+fn file(gen: &Generation, stack: &UnwoundStack) -> i32 {
+    let id = UNWOUND_STACK_ID | (stack.hash as u32 & (UNWOUND_STACK_ID - 1));
+    // SAFETY: the value is only compared.
+    if let Some(filed) = unsafe { gen.unwound.get(id) } {
+        if filed.hash == stack.hash {
+            return id as i32;
+        }
+        count(Stat::UnwoundStacksLost);
+        return -17;
+    }
+    match gen.unwound.insert(id, stack, BPF_NOEXIST as u64) {
+        Ok(()) => id as i32,
+        Err(e) => {
+            // Another CPU may have filed the same stack just now.
+            // SAFETY: as above.
+            if let Some(filed) = unsafe { gen.unwound.get(id) } {
+                if filed.hash == stack.hash {
+                    return id as i32;
+                }
+            }
+            count(Stat::UnwoundStacksLost);
+            e
+        }
+    }
+}
+
+/// Starts a walk from the registers the current thread entered the kernel with.
+#[inline(always)]
+fn start(walk: &mut Walk) -> bool {
+    // SAFETY: plain helper calls; `regs` is the current task's saved user registers, read
+    // with bpf_probe_read_kernel.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let read = |offset: usize| bpf_probe_read_kernel(regs.add(offset) as *const u64);
+        let (Ok(ip), Ok(sp), Ok(bp)) = (read(PT_REGS_IP), read(PT_REGS_SP), read(PT_REGS_BP)) else {
+            return false;
+        };
+        walk.ip = ip;
+        walk.sp = sp;
+        walk.bp = bp;
+    }
+    walk.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    walk.exact_ip = 1;
+    walk.stack.hash = 0xcbf2_9ce4_8422_2325;
+    walk.stack.len = 0;
+    walk.stack.end = 0;
+    true
+}
+
+/// One frame: record the PC, then move to the caller. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is `slot_arg` of `user_stack_id`, on the caller's stack.
+    let slot = unsafe { *(ctx as *const u32) };
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return 1;
+    };
+    // SAFETY: as in `user_stack_id`.
+    let walk = unsafe { &mut *walk };
+    let len = walk.stack.len as usize;
+    if len >= MAX_STACK_DEPTH {
+        walk.stack.end |= END_DEPTH;
+        return 1;
+    }
+    walk.stack.ips[len] = walk.ip;
+    walk.stack.len = len as u32 + 1;
+    walk.stack.hash = (walk.stack.hash ^ walk.ip).wrapping_mul(0x0100_0000_01b3);
+    // A return address points after the call, possibly past the caller's last instruction.
+    let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip - 1 };
+    walk.exact_ip = 0;
+    match caller(walk, pc) {
+        Some(()) if walk.ip != 0 => 0,
+        Some(()) => {
+            walk.stack.end |= END_ROOT;
+            1
+        }
+        None => 1,
+    }
+}
+
+/// Moves `walk` to the caller of the frame at `pc`; None ends the walk (with `end` set).
+#[inline(always)]
+fn caller(walk: &mut Walk, pc: u64) -> Option<()> {
+    let row = match find_row(walk.tgid, pc) {
+        Found::Row(row) => row,
+        Found::NoRow => UnwindRow { cfa_kind: cfa::NONE, ..UnwindRow::default() },
+        Found::NoMapping => {
+            walk.stack.end |= END_UNKNOWN_CODE;
+            return None;
+        }
+    };
+    let broken = |walk: &mut Walk| {
+        walk.stack.end |= END_BROKEN;
+        None
+    };
+    let cfa = match row.cfa_kind {
+        cfa::RSP => walk.sp.wrapping_add(row.cfa_offset as i64 as u64),
+        cfa::RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
+        // Past the stub's `push` (from byte `cfa_offset` of its 16) the CFA is 8 further.
+        cfa::PLT => walk.sp + 8 + if walk.ip & 15 >= row.cfa_offset as u64 { 8 } else { 0 },
+        cfa::DEREF_RBP => read(walk.bp.wrapping_add(row.cfa_offset as i64 as u64))?,
+        cfa::END => {
+            walk.stack.end |= END_ROOT;
+            return None;
+        }
+        cfa::SIGNAL => {
+            let (Some(bp), Some(sp), Some(ip)) =
+                (read(walk.sp + SIGFRAME_BP), read(walk.sp + SIGFRAME_SP), read(walk.sp + SIGFRAME_IP))
+            else {
+                return broken(walk);
+            };
+            walk.bp = bp;
+            walk.sp = sp;
+            walk.ip = ip;
+            walk.exact_ip = 1;
+            return Some(());
+        }
+        cfa::NONE => {
+            count(Stat::UnwindFramePointerFrames);
+            // The frame pointer chain: [rbp] is the caller's rbp, [rbp + 8] the return address.
+            if walk.bp == 0 {
+                walk.stack.end |= END_ROOT;
+                return None;
+            }
+            let Some(caller_bp) = read(walk.bp) else {
+                return broken(walk);
+            };
+            let cfa = walk.bp + 16;
+            if cfa <= walk.sp {
+                return broken(walk);
+            }
+            let Some(ra) = read(cfa - 8) else {
+                return broken(walk);
+            };
+            walk.bp = caller_bp;
+            walk.sp = cfa;
+            walk.ip = ra;
+            return Some(());
+        }
+        _ => return broken(walk),
+    };
+    // The stack grows down: the caller's frame is above this one.
+    if cfa <= walk.sp {
+        return broken(walk);
+    }
+    let Some(ra) = read(cfa - 8) else {
+        return broken(walk);
+    };
+    if row.rbp_offset != RBP_UNCHANGED {
+        let Some(bp) = read(cfa.wrapping_add(row.rbp_offset as i64 as u64)) else {
+            return broken(walk);
+        };
+        walk.bp = bp;
+    }
+    walk.sp = cfa;
+    walk.ip = ra;
+    Some(())
+}
+
+enum Found {
+    Row(UnwindRow),
+    /// A mapped file, but no row covers the PC: walk by frame pointer.
+    NoRow,
+    /// No file maps the PC.
+    NoMapping,
+}
+
+/// The mapping of `pc` in the process's table, then the last row at or below its file address.
+#[inline(always)]
+fn find_row(tgid: u32, pc: u64) -> Found {
+    // SAFETY: the value is only read, while this program runs.
+    let Some(table) = (unsafe { PROC_MAPPINGS.get(tgid) }) else {
+        return Found::NoRow;
+    };
+    let first = table.slot * MAX_MAPPINGS as u32;
+    let (mut lo, mut hi) = (first, first + table.count.min(MAX_MAPPINGS as u32));
+    // The first mapping that starts above `pc`: 2^9 > MAX_MAPPINGS.
+    for _ in 0..9 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match MAPPING_ENTRIES.get(mid) {
+            Some(m) if m.start <= pc => lo = mid + 1,
+            Some(_) => hi = mid,
+            None => return Found::NoMapping,
+        }
+    }
+    if lo == first {
+        return Found::NoMapping;
+    }
+    let Some(mapping) = MAPPING_ENTRIES.get(lo - 1) else {
+        return Found::NoMapping;
+    };
+    if pc >= mapping.end {
+        return Found::NoMapping;
+    }
+    let address = pc.wrapping_sub(mapping.bias);
+    if mapping.row_count == 0 || address > u32::MAX as u64 {
+        return Found::NoRow;
+    }
+    let address = address as u32;
+    let (first, mut lo, mut hi) = (mapping.row_start, mapping.row_start, mapping.row_start + mapping.row_count);
+    // The first row that starts above `address`: 2^24 rows at most per file.
+    for _ in 0..24 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match UNWIND_ROWS.get(mid) {
+            Some(row) if row.pc <= address => lo = mid + 1,
+            Some(_) => hi = mid,
+            None => return Found::NoRow,
+        }
+    }
+    if lo == first {
+        return Found::NoRow;
+    }
+    match UNWIND_ROWS.get(lo - 1) {
+        Some(row) => Found::Row(*row),
+        None => Found::NoRow,
+    }
+}
+
+#[inline(always)]
+fn read(address: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
+    unsafe { bpf_probe_read_user(address as *const u64).ok() }
+}

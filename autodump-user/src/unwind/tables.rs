@@ -1,0 +1,371 @@
+//! The unwind tables in the kernel: every mapped file's rows, compiled once per file (keyed by
+//! build id, so that processes and restarts mapping one file share them), appended to one BPF
+//! array the agent writes through mmap, and each target process's executable mappings with
+//! the row range of their file.
+//!
+//! Rows are compiled in the agent, at attach for what is mapped then and at a tick for what is
+//! mapped later (dlopen), never on the probes' path. The array is sized at load from what the
+//! target maps, with room for more, and never beyond `--unwind-table-rows`; a file that does
+//! not fit is walked by frame pointer, and the summary says so.
+
+use std::{collections::HashMap, fs::File, os::fd::AsRawFd, path::PathBuf, ptr::NonNull, sync::Arc, time::Instant};
+
+use autodump_common::unwind::{MappingEntry, ProcMappings, UnwindRow, MAPPING_SLOTS, MAX_MAPPINGS};
+use aya::maps::MapData;
+use object::Object;
+use serde::Serialize;
+
+use super::rows::{self, Compiled};
+use crate::{collect::maps::MemoryMap, symbolize::vdso};
+
+/// Rows of headroom the array gets beyond what the target maps at attach (libraries it
+/// loads later).
+const HEADROOM_ROWS: u32 = 1 << 16;
+
+/// What the summary says about the tables.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableStats {
+    /// Files with rows in the kernel.
+    pub files: usize,
+    pub rows: u64,
+    /// Kernel memory of the row array as sized at load (16 bytes a row) and of the mapping table.
+    pub kernel_bytes: u64,
+    pub capacity_rows: u64,
+    /// Bytes of CFI compiled, and the time it took.
+    pub cfi_bytes: u64,
+    pub build_ms: f64,
+    /// Entries that could not be parsed (their code is walked by frame pointer).
+    pub bad_entries: u64,
+    /// Files walked by frame pointer only, and why (no CFI, garbage, the cap).
+    pub frame_pointer_files: Vec<FileNote>,
+    /// The row cap was reached: some files are walked by frame pointer.
+    pub cap_reached: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FileNote {
+    pub path: String,
+    pub why: String,
+}
+
+/// Identity of a file's contents: its build id, else (device, inode, size, mtime).
+type FileKey = Vec<u8>;
+
+enum FileRows {
+    /// Compiled before the array existed; written at `attach`.
+    Pending(Vec<UnwindRow>),
+    Stored {
+        start: u32,
+        count: u32,
+    },
+    /// No rows: walked by frame pointer.
+    None,
+}
+
+struct FileEntry {
+    rows: FileRows,
+    /// (virtual address, file offset, size) of its loaded segments.
+    segments: crate::symbolize::segments::Segments,
+}
+
+pub struct UnwindTables {
+    cap_rows: u32,
+    files: HashMap<FileKey, FileEntry>,
+    /// File key of each mapping path seen, by (path, mapping start).
+    mapped: HashMap<(Arc<str>, u64), FileKey>,
+    store: Option<RowStore>,
+    maps: Option<MappingMaps>,
+    /// Per tgid: the mappings last written, and the slot they are in.
+    written: HashMap<u32, (Vec<MappingEntry>, u32)>,
+    stats: TableStats,
+}
+
+impl UnwindTables {
+    pub fn new(cap_rows: u32) -> Self {
+        Self {
+            cap_rows,
+            files: HashMap::new(),
+            mapped: HashMap::new(),
+            store: None,
+            maps: None,
+            written: HashMap::new(),
+            stats: TableStats::default(),
+        }
+    }
+
+    /// Compiles the rows of every file `pid` maps now; returns the array size to load with.
+    pub fn prepare(&mut self, pid: u32) -> u32 {
+        self.scan(pid);
+        let needed: u64 = self.files.values().map(|f| rows_of(&f.rows)).sum();
+        let capacity = (needed + u64::from(HEADROOM_ROWS)).min(u64::from(self.cap_rows)).max(1) as u32;
+        self.stats.capacity_rows = u64::from(capacity);
+        capacity
+    }
+
+    /// Takes the probes' maps and writes the prepared rows and `pid`'s mappings into them.
+    pub fn attach(&mut self, rows: MapData, maps: MappingMaps, pid: u32) -> std::io::Result<()> {
+        let store = RowStore::map(rows, self.stats.capacity_rows as u32)?;
+        let mapping_bytes = MAPPING_SLOTS as usize * MAX_MAPPINGS * size_of::<MappingEntry>();
+        self.stats.kernel_bytes = (store.bytes + mapping_bytes) as u64;
+        self.store = Some(store);
+        self.maps = Some(maps);
+        self.refresh(pid);
+        Ok(())
+    }
+
+    /// Learns mappings `pid` added since the last call and rewrites its table if it changed.
+    pub fn refresh(&mut self, pid: u32) {
+        let Some(entries) = self.scan(pid) else { return };
+        self.flush_pending();
+        let entries: Vec<MappingEntry> = entries
+            .into_iter()
+            .filter_map(|(start, end, bias, key)| {
+                let (row_start, row_count) = match self.files.get(&key)?.rows {
+                    FileRows::Stored { start, count } => (start, count),
+                    _ => (0, 0),
+                };
+                Some(MappingEntry { start, end, bias, row_start, row_count })
+            })
+            .take(MAX_MAPPINGS)
+            .collect();
+        let previous_slot = match self.written.get(&pid) {
+            Some((written, _)) if *written == entries => return,
+            Some((_, slot)) => Some(*slot),
+            None => None,
+        };
+        let Some(slot) = previous_slot.map(|s| s ^ 1).or_else(|| self.free_slot()) else {
+            tracing::warn!("unwind mapping tables full: {pid}'s stacks by frame pointer");
+            return;
+        };
+        let Some(maps) = self.maps.as_mut() else { return };
+        match maps.write(pid, slot, &entries) {
+            Ok(()) => {
+                self.written.insert(pid, (entries, slot));
+            }
+            Err(e) => tracing::warn!("cannot write the unwind mappings of {pid}: {e}"),
+        }
+    }
+
+    /// The first slot of a pair no process uses.
+    fn free_slot(&self) -> Option<u32> {
+        (0..MAPPING_SLOTS).step_by(2).find(|s| self.written.values().all(|(_, used)| used & !1 != *s))
+    }
+
+    /// Forgets a process that has exited (its files' rows stay, for its restarts).
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(maps) = self.maps.as_mut() {
+            let _ = maps.processes.remove(&pid);
+        }
+        self.written.remove(&pid);
+    }
+
+    pub fn stats(&self) -> &TableStats {
+        &self.stats
+    }
+
+    /// Each executable mapping of `pid` as (start, end, bias, file key), compiling new files.
+    fn scan(&mut self, pid: u32) -> Option<Vec<(u64, u64, u64, FileKey)>> {
+        let map = MemoryMap::read(pid).ok()?;
+        let mut out = Vec::new();
+        for m in map.mappings() {
+            let id = (m.path.clone(), m.start);
+            if !self.mapped.contains_key(&id) {
+                if let Some(key) = self.learn(pid, m) {
+                    self.mapped.insert(id.clone(), key);
+                }
+            }
+            let Some(key) = self.mapped.get(&id) else { continue };
+            let Some(vaddr) = self.files.get(key).and_then(|f| f.segments.to_vaddr(m.file_offset)) else { continue };
+            out.push((m.start, m.end, m.start.wrapping_sub(vaddr), key.clone()));
+        }
+        Some(out)
+    }
+
+    /// Opens the file behind one mapping and compiles its rows unless its key is known.
+    fn learn(&mut self, pid: u32, m: &crate::collect::maps::Mapping) -> Option<FileKey> {
+        let started = Instant::now();
+        let (key, entry) = if &*m.path == "[vdso]" {
+            let image = vdso::own_image()?;
+            let elf = object::File::parse(image).ok()?;
+            let key = elf.build_id().ok().flatten().map(|id| [b"vdso:", id].concat()).unwrap_or(b"vdso".to_vec());
+            if self.files.contains_key(&key) {
+                return Some(key);
+            }
+            (key, self.compile(&m.path, image, crate::symbolize::segments::Segments::of(&elf)))
+        } else if m.is_file() {
+            let file = File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                .or_else(|_| File::open(PathBuf::from(format!("/proc/{pid}/root{}", m.path))))
+                .ok()?;
+            let meta = file.metadata().ok()?;
+            let cache = object::ReadCache::new(file);
+            let Ok(elf) = object::File::parse(&cache) else {
+                self.note(&m.path, "not an ELF file");
+                return None;
+            };
+            let key = match elf.build_id().ok().flatten() {
+                Some(id) => id.to_vec(),
+                None => {
+                    use std::os::unix::fs::MetadataExt;
+                    [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64]
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect()
+                }
+            };
+            if self.files.contains_key(&key) {
+                return Some(key);
+            }
+            let segments = crate::symbolize::segments::Segments::of(&elf);
+            (key, self.compile(&m.path, &cache, segments))
+        } else {
+            return None;
+        };
+        self.stats.build_ms += started.elapsed().as_secs_f64() * 1e3;
+        self.files.insert(key.clone(), entry);
+        Some(key)
+    }
+
+    fn compile<'d, R: object::ReadRef<'d>>(
+        &mut self,
+        path: &str,
+        data: R,
+        segments: crate::symbolize::segments::Segments,
+    ) -> FileEntry {
+        let rows = match rows::compile(data) {
+            Ok(Compiled { rows, bad_entries, cfi_bytes, .. }) => {
+                self.stats.bad_entries += bad_entries as u64;
+                self.stats.cfi_bytes += cfi_bytes;
+                if bad_entries > 0 {
+                    self.note(path, &format!("{bad_entries} CFI entries unreadable; their code by frame pointer"));
+                }
+                FileRows::Pending(rows)
+            }
+            Err(e) => {
+                self.note(path, &e.to_string());
+                FileRows::None
+            }
+        };
+        FileEntry { rows, segments }
+    }
+
+    /// Writes rows compiled since the last call into the array, while it has room.
+    fn flush_pending(&mut self) {
+        let Some(store) = self.store.as_mut() else { return };
+        let mut full = Vec::new();
+        for (key, file) in self.files.iter_mut() {
+            let FileRows::Pending(rows) = &file.rows else { continue };
+            file.rows = match store.append(rows) {
+                Some(start) => {
+                    self.stats.files += 1;
+                    self.stats.rows += rows.len() as u64;
+                    FileRows::Stored { start, count: rows.len() as u32 }
+                }
+                None => {
+                    full.push(key.clone());
+                    FileRows::None
+                }
+            };
+        }
+        if !full.is_empty() {
+            let paths: Vec<String> =
+                self.mapped.iter().filter(|(_, k)| full.contains(k)).map(|((p, _), _)| p.to_string()).collect();
+            if !self.stats.cap_reached {
+                tracing::warn!(
+                    "the unwind table is full ({} rows, --unwind-table-rows): {} walked by frame pointer",
+                    self.stats.capacity_rows,
+                    paths.join(", ")
+                );
+            }
+            self.stats.cap_reached = true;
+            for path in paths {
+                self.note(&path, "the unwind table is full (--unwind-table-rows)");
+            }
+        }
+    }
+
+    fn note(&mut self, path: &str, why: &str) {
+        let note = FileNote { path: path.to_string(), why: why.to_string() };
+        if !self.stats.frame_pointer_files.contains(&note) && self.stats.frame_pointer_files.len() < 64 {
+            tracing::info!("{path}: walked by frame pointer: {why}");
+            self.stats.frame_pointer_files.push(note);
+        }
+    }
+}
+
+fn rows_of(rows: &FileRows) -> u64 {
+    match rows {
+        FileRows::Pending(rows) => rows.len() as u64,
+        FileRows::Stored { count, .. } => u64::from(*count),
+        FileRows::None => 0,
+    }
+}
+
+/// Where the probes find each process's mappings.
+pub struct MappingMaps {
+    pub processes: aya::maps::HashMap<MapData, u32, ProcMappings>,
+    pub entries: aya::maps::Array<MapData, MappingEntry>,
+}
+
+impl MappingMaps {
+    /// Writes `entries` into `slot`, then points `pid` at it.
+    fn write(&mut self, pid: u32, slot: u32, entries: &[MappingEntry]) -> Result<(), aya::maps::MapError> {
+        let base = slot * MAX_MAPPINGS as u32;
+        for (i, entry) in entries.iter().enumerate() {
+            self.entries.set(base + i as u32, entry, 0)?;
+        }
+        self.processes.insert(pid, ProcMappings { slot, count: entries.len() as u32 }, 0)
+    }
+}
+
+/// The `UNWIND_ROWS` array, mapped into the agent.
+struct RowStore {
+    rows: NonNull<UnwindRow>,
+    bytes: usize,
+    capacity: u32,
+    used: u32,
+    _map: MapData,
+}
+
+// SAFETY: the mapping is owned by this value and only written through `&mut self`.
+unsafe impl Send for RowStore {}
+
+impl RowStore {
+    fn map(map: MapData, capacity: u32) -> std::io::Result<Self> {
+        use std::os::fd::AsFd;
+        // SAFETY: a plain query.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = (capacity as usize * size_of::<UnwindRow>()).div_ceil(page) * page;
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: maps the array's values (created BPF_F_MMAPABLE with `capacity` 16-byte
+        // entries) shared and writable; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let rows = NonNull::new(ptr.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Self { rows, bytes, capacity, used: 0, _map: map })
+    }
+
+    /// Copies `rows` after the last file's; their first index, or None without room.
+    fn append(&mut self, rows: &[UnwindRow]) -> Option<u32> {
+        let start = self.used;
+        let end = start.checked_add(u32::try_from(rows.len()).ok()?)?;
+        if end > self.capacity {
+            return None;
+        }
+        // SAFETY: [start, end) lies inside the mapping; probes only read rows a mapping table
+        // names, and none names these until the table is written after this copy.
+        unsafe { self.rows.as_ptr().add(start as usize).copy_from_nonoverlapping(rows.as_ptr(), rows.len()) };
+        self.used = end;
+        Some(start)
+    }
+}
+
+impl Drop for RowStore {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe { libc::munmap(self.rows.as_ptr().cast(), self.bytes) };
+    }
+}
