@@ -246,10 +246,9 @@ fn caller(walk: &mut Walk, pc: u64) -> Option<()> {
             let Some(caller_bp) = read(walk.bp) else {
                 return broken(walk);
             };
+            // No check that the caller's frame is above this one: frame pointers cross stacks
+            // (Go's cgo calls run on the system stack); the depth limit bounds a loop.
             let cfa = walk.bp + 16;
-            if cfa <= walk.sp {
-                return broken(walk);
-            }
             let Some(ra) = read(cfa - 8) else {
                 return broken(walk);
             };

@@ -24,8 +24,9 @@ pub fn go_toolchain(name: &str) -> Option<(PathBuf, String)> {
     goroot.join("bin/go").exists().then(|| (goroot, version.lines().next().unwrap_or_default().to_string()))
 }
 
-/// Builds fixture `name` (`name.c` with gcc, or `name.go` with go) unless it is up to date.
-/// C fixtures keep frame pointers so that stacks walk through them. `NAME-stripped` is the Go
+/// Builds fixture `name` (`name.c` with gcc, `name.rs` with rustc, or `name.go` with go) unless
+/// it is up to date. C fixtures keep frame pointers so that stacks walk through them, except
+/// `*_nofp`, built `-O2 -fomit-frame-pointer`; Rust fixtures are release builds. `NAME-stripped` is the Go
 /// fixture NAME built with `-ldflags=-s -w` (no symbol table, no DWARF), or the C fixture NAME
 /// with `strip --strip-all`, its debug information kept beside it in `NAME-stripped.debug`
 /// (see [`debug_file`]); `NAME-newest-go` is NAME built with `newer_go()` instead of Debian
@@ -39,20 +40,32 @@ pub fn fixture_bin(name: &str) -> PathBuf {
     let stripped = name.contains("-stripped");
     let toolchain = ["newest", "middle"].into_iter().find(|t| name.contains(&format!("-{t}-go")));
     let base = name.replace("-stripped", "").replace("-newest-go", "").replace("-middle-go", "");
-    let c = src_dir.join(format!("{base}.c"));
-    let source = if c.exists() { c } else { src_dir.join(format!("{base}.go")) };
+    let source = ["c", "rs", "go"]
+        .iter()
+        .map(|ext| src_dir.join(format!("{base}.{ext}")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no source for fixture {name}"));
     let newer = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if bin.exists() && newer(&bin) >= newer(&source) && newer(&bin) >= newer(&src_dir.join("raw_syscall.h")) {
         return bin;
     }
     let is_c = source.extension().is_some_and(|e| e == "c");
+    let is_rust = source.extension().is_some_and(|e| e == "rs");
     // A stripped C fixture is built whole first; its debug part and its stripped part come from it.
     let compiled = if is_c && stripped { out_dir.join(format!("{name}.full")) } else { bin.clone() };
     let mut cmd = if is_c {
+        // `_nofp` fixtures are built as distributions build C: optimised, no frame pointers.
+        let codegen = match base.ends_with("_nofp") {
+            true => ["-O2", "-fomit-frame-pointer"],
+            false => ["-O1", "-fno-omit-frame-pointer"],
+        };
         let mut cmd = Command::new("gcc");
-        cmd.args(["-O1", "-g", "-Wall", "-Werror", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&compiled)
-            .arg(&source);
+        cmd.args(codegen).args(["-g", "-Wall", "-Werror", "-pthread", "-o"]).arg(&compiled).arg(&source);
+        cmd
+    } else if is_rust {
+        // A release build, as `cargo build --release` makes one: no frame pointers.
+        let mut cmd = Command::new("rustc");
+        cmd.args(["-C", "opt-level=3", "--edition", "2021", "-o"]).arg(&compiled).arg(&source);
         cmd
     } else {
         let mut cmd = if let Some(toolchain) = toolchain {

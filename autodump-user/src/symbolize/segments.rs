@@ -20,6 +20,20 @@ impl Segments {
             .map(|&(va, off, _)| va + (offset - off))
     }
 
+    /// Virtual address minus file offset in the segment a mapping at page-aligned `offset`
+    /// loads. The mapping may begin up to a page before the segment's first byte (lld lays
+    /// segments out so), on a page the previous segment ends in: the segment that begins on
+    /// that page is the one mapped there.
+    pub fn delta_for_mapping(&self, offset: u64) -> Option<u64> {
+        const PAGE: u64 = 4096;
+        let delta = |&(va, off, _): &(u64, u64, u64)| va.wrapping_sub(off);
+        self.0
+            .iter()
+            .find(|&&(_, off, _)| off & !(PAGE - 1) == offset)
+            .or_else(|| self.0.iter().find(|&&(_, off, size)| offset >= off & !(PAGE - 1) && offset < off + size))
+            .map(delta)
+    }
+
     pub fn to_offset(&self, va: u64) -> Option<u64> {
         self.0
             .iter()

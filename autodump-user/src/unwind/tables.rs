@@ -175,8 +175,11 @@ impl UnwindTables {
                 }
             }
             let Some(key) = self.mapped.get(&id) else { continue };
-            let Some(vaddr) = self.files.get(key).and_then(|f| f.segments.to_vaddr(m.file_offset)) else { continue };
-            out.push((m.start, m.end, m.start.wrapping_sub(vaddr), key.clone()));
+            let Some(delta) = self.files.get(key).and_then(|f| f.segments.delta_for_mapping(m.file_offset)) else {
+                continue;
+            };
+            // PC - bias = PC - start + file offset + (vaddr - offset) of its segment.
+            out.push((m.start, m.end, m.start.wrapping_sub(m.file_offset).wrapping_sub(delta), key.clone()));
         }
         Some(out)
     }
