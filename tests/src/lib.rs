@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod fixture;
+pub mod perf;
 
 use std::{
     io::{BufRead, BufReader},

@@ -22,6 +22,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("xz-utils", "xz"),
     ("zstd", "zstd"),
+    // The reference the unwinding tests compare against: `perf record --call-graph dwarf`.
+    ("linux-perf", "perf"),
+    // glibc's symbols, so that frames in it (start_thread, the wrappers) have names.
+    ("libc6-dbg", "/usr/share/doc/libc6-dbg"),
 ];
 
 pub fn all() -> Result<()> {
@@ -80,11 +84,15 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", &prefix))
 }
 
-/// Installs the Debian packages whose command is missing.
+/// Installs the Debian packages whose command (or, for a path, file) is missing.
 pub fn apt_packages(packages: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
-        .filter(|(_, command)| output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none())
+        .filter(|(_, probe)| match probe.starts_with('/') {
+            // A package without a command: a path it installs.
+            true => !std::path::Path::new(probe).exists(),
+            false => output(Command::new("sh").args(["-c", &format!("command -v {probe}")])).is_none(),
+        })
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {

@@ -98,6 +98,7 @@ pub fn compile<'d, R: ReadRef<'d>>(data: R) -> Result<Compiled, RowsError> {
     if previous_end != 0 {
         push(&mut compiled.rows, previous_end, none_row())?;
     }
+    compiled.rows.truncate(MAX_ROWS_PER_FILE);
     Ok(compiled)
 }
 

@@ -118,4 +118,3 @@ fn plt_and_realignment_expressions() {
     assert_eq!(classify_expression(&[DW_OP_BREG6, 0x78, DW_OP_DEREF]), Some((cfa::DEREF_RBP, -8)));
     assert_eq!(classify_expression(&[0x77, 0xa0, 0x01, DW_OP_DEREF]), None, "rsp-based deref: signal frames only");
 }
-

@@ -26,7 +26,7 @@ const GUEST_CPUS: u32 = 2;
 /// A guest that has not powered off by then is stopped and its checks count as failed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fixtures the checks start, built on the host before they are packed.
-const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped"];
+const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped", "libc_blocker"];
 
 /// (column, integration test binary, test name) of the checks that run an integration test.
 const TEST_CHECKS: &[(&str, &str, &str)] = &[
@@ -37,6 +37,7 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("goroutines", "go_runtime", "goroutine_leak_is_counted_exactly_and_dumped"),
     ("goroutines-stripped", "go_runtime", "stripped_goroutine_leak_is_counted_exactly_and_dumped"),
     ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
+    ("unwind-glibc", "unwinding", "culprits_show_under_glibc_wrappers_with_their_time"),
 ];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
@@ -150,6 +151,10 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
     for fixture in fixtures.lines() {
         fs.file_as(Path::new(fixture), fixture)?;
     }
+    // glibc's own symbols (libc6-dbg, as on the host), so that frames in it are named there too.
+    if let Some(debug) = glibc_debug_file() {
+        fs.host_path(&debug)?;
+    }
     for dir in ["/proc", "/sys", "/dev", "/tmp", "/root"] {
         fs.dir(dir);
     }
@@ -157,6 +162,14 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
     let size = fs.write(image)?;
     step(&format!("kernel matrix: initramfs of {} MB", size >> 20));
     Ok(checks)
+}
+
+/// The separate debug file of the host's glibc, by build id, if libc6-dbg is installed.
+fn glibc_debug_file() -> Option<PathBuf> {
+    let notes = crate::util::output(Command::new("readelf").args(["-n", "/lib/x86_64-linux-gnu/libc.so.6"]))?;
+    let id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: "))?.trim().to_string();
+    let path = PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]));
+    path.exists().then_some(path)
 }
 
 /// The integration test binaries by target name (`on_cpu`, `watch`, ...), built as
