@@ -109,6 +109,19 @@ fn culprits_show_under_glibc_wrappers_with_their_time() {
             assert!(reaches_root(&stack.frames), "{thread}: a stack short of start_thread: {:?}", stack.frames);
         }
     }
+    // A signal handler's sleep: through the signal frame to the interrupted pause(), then to the
+    // thread's start.
+    let in_handler: Vec<&Folded> = offcpu
+        .iter()
+        .filter(|f| f.frames[0] == "signalled" && f.frames.iter().any(|x| x == "nap_in_handler"))
+        .collect();
+    assert!(!in_handler.is_empty(), "the handler's naps");
+    for stack in in_handler {
+        let f = &stack.frames;
+        let interrupted = f.iter().position(|x| x == "interrupted_here");
+        let handler = f.iter().position(|x| x == "nap_in_handler");
+        assert!(interrupted < handler && reaches_root(f), "through the signal frame: {f:?}");
+    }
     let main_thread: Vec<&Folded> = offcpu.iter().filter(|f| f.frames[0] == "libc_blocker").collect();
     assert!(main_thread.iter().all(|f| f.frames.iter().any(|x| x == "main")), "{main_thread:?}");
     let dropped = &bundle.summary()["dropped"];

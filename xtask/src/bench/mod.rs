@@ -8,6 +8,7 @@ pub mod process;
 mod rows;
 mod stats;
 mod symbols;
+mod unwind;
 
 use std::{
     fmt::Write as _,
@@ -44,7 +45,7 @@ pub struct Options {
     /// How long the agent watches the busy many-stack target for its footprint.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub footprint: Duration,
-    /// Only these rows (1 to 6, comma-separated); all by default.
+    /// Only these rows (1 to 7, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -90,13 +91,14 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 6] = [
+    let rows: [(u8, Row); 7] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
         (4, agent::footprint),
         (5, agent::dump),
         (6, symbols::symbolization),
+        (7, unwind::tables),
     ];
     for (row, measure) in rows {
         if wanted(row) {

@@ -98,6 +98,8 @@ impl Drop for Target {
 pub enum ToolKind {
     Alone,
     Autodump,
+    /// The agent walking user stacks by frame pointer only (`--unwind frame-pointers`).
+    AutodumpFramePointers,
     Perf,
     Offcputime,
 }
@@ -106,7 +108,8 @@ impl ToolKind {
     pub fn label(self) -> &'static str {
         match self {
             Self::Alone => "alone",
-            Self::Autodump => "autodump (defaults)",
+            Self::Autodump => "autodump (defaults: CFI unwinding)",
+            Self::AutodumpFramePointers => "autodump --unwind frame-pointers",
             Self::Perf => "perf record -F 99 -g",
             Self::Offcputime => "offcputime",
         }
@@ -119,6 +122,15 @@ impl ToolKind {
         match self {
             Self::Alone => None,
             Self::Autodump => s(&[&agent.to_string_lossy(), "--pid", &pid, "--out", &scratch.to_string_lossy()]),
+            Self::AutodumpFramePointers => s(&[
+                &agent.to_string_lossy(),
+                "--pid",
+                &pid,
+                "--out",
+                &scratch.to_string_lossy(),
+                "--unwind",
+                "frame-pointers",
+            ]),
             Self::Perf => {
                 let data = scratch.join("perf.data");
                 s(&["perf", "record", "-q", "-F", "99", "-g", "-p", &pid, "-o", &data.to_string_lossy()])
@@ -165,7 +177,9 @@ impl Tool {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
             let attached = match kind {
-                ToolKind::Autodump => tool.stderr.try_iter().any(|l| l.contains("recording")),
+                ToolKind::Autodump | ToolKind::AutodumpFramePointers => {
+                    tool.stderr.try_iter().any(|l| l.contains("recording"))
+                }
                 _ => holds_kernel_object(tool.child.id()),
             };
             if attached {

@@ -53,10 +53,11 @@ fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolK
 }
 
 pub fn cpu_bound(bench: &Bench) -> Result<String> {
-    step("1/6 CPU-bound target: alone, autodump, perf record");
+    step("1/7 CPU-bound target: alone, autodump, perf record");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
-    let table = slowdown(bench, "bench_cpu", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Perf])?;
+    let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Perf];
+    let table = slowdown(bench, "bench_cpu", &args, &tools)?;
     Ok(format!(
         "## 1. CPU-bound target\n\n`bench_cpu {} {}`: one thread per CPU doing fixed work; it starts on SIGUSR1, \
          after the tool has attached. Wall time of the work.\n\n{table}\n",
@@ -65,13 +66,16 @@ pub fn cpu_bound(bench: &Bench) -> Result<String> {
 }
 
 pub fn switch_heavy(bench: &Bench) -> Result<String> {
-    step("2/6 context-switch-heavy target: alone, autodump, offcputime");
+    step("2/7 context-switch-heavy target: alone, autodump, offcputime");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.opts.round_trips.to_string()];
-    let table = slowdown(bench, "bench_pingpong", &args, &[ToolKind::Alone, ToolKind::Autodump, ToolKind::Offcputime])?;
+    let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Offcputime];
+    let table = slowdown(bench, "bench_pingpong", &args, &tools)?;
     Ok(format!(
         "## 2. Context-switch-heavy target\n\n`bench_pingpong {}`: two threads on one CPU bounce a byte over \
-         pipes; every hop blocks one thread and wakes the other (two switches per round trip).\n\n{table}\n",
+         pipes; every hop blocks one thread and wakes the other (two switches per round trip). Every block is \
+         in glibc's `read`, so with CFI each switch-out walks glibc's frames from its unwind rows; with frame \
+         pointers the kernel's walk stops in glibc and loses the caller.\n\n{table}\n",
         args[0]
     ))
 }
@@ -122,7 +126,7 @@ struct Case<'a> {
 }
 
 pub fn probe_costs(bench: &Bench) -> Result<String> {
-    step("3/6 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
+    step("3/7 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
     let _stats = StatsSwitch::set(true)?;
     let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let pp_args = vec![bench.opts.round_trips.to_string()];
@@ -135,8 +139,17 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
         program,
     };
     let cases = [
-        case("on-CPU sample, target", ToolKind::Autodump, "bench_cpu", &cpu_args, false, "on_cpu_sample"),
-        case("sched_switch, target switching", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "sched_switch"),
+        case("on-CPU sample, target", ToolKind::Autodump, "bench_cpu", &cpu_args, false, "on_cpu_unwind"),
+        case("on-CPU sample, target", ToolKind::AutodumpFramePointers, "bench_cpu", &cpu_args, false, "on_cpu_sample"),
+        case("sched_switch, target switching", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "switch_unwind"),
+        case(
+            "sched_switch, target switching",
+            ToolKind::AutodumpFramePointers,
+            "bench_pingpong",
+            &pp_args,
+            false,
+            "sched_switch",
+        ),
         case("sched_switch, target switching", ToolKind::Offcputime, "bench_pingpong", &pp_args, false, "sched_switch"),
         case(
             "sched_switch, other threads switching",
@@ -144,7 +157,7 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
             "bench_pingpong",
             &pp_args,
             true,
-            "sched_switch",
+            "switch_unwind",
         ),
         case(
             "sched_switch, other threads switching",
