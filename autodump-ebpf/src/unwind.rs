@@ -82,6 +82,9 @@ struct Walk {
     tgid: u32,
     /// Nonzero: `ip` is an interrupted PC (after a signal frame), not a return address.
     exact_ip: u32,
+    /// Nonzero: `ip` was read by following the frame pointer.
+    from_frame_pointer: u32,
+    _pad: u32,
     stack: UnwoundStack,
 }
 
@@ -162,6 +165,7 @@ fn start(walk: &mut Walk) -> bool {
     }
     walk.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     walk.exact_ip = 1;
+    walk.from_frame_pointer = 0;
     walk.stack.hash = 0xcbf2_9ce4_8422_2325;
     walk.stack.len = 0;
     walk.stack.end = 0;
@@ -183,13 +187,24 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         walk.stack.end |= END_DEPTH;
         return 1;
     }
-    walk.stack.ips[len] = walk.ip;
-    walk.stack.len = len as u32 + 1;
-    walk.stack.hash = (walk.stack.hash ^ walk.ip).wrapping_mul(0x0100_0000_01b3);
     // A return address points after the call, possibly past the caller's last instruction.
     let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip - 1 };
     walk.exact_ip = 0;
-    match caller(walk, pc) {
+    let found = find_row(walk.tgid, pc);
+    if let Found::NoMapping = found {
+        if walk.from_frame_pointer != 0 {
+            // The end of a frame-pointer chain (Go's goroutines end so): its last word is no
+            // return address. Not a frame.
+            return 1;
+        }
+        // Code no file maps, reached from real unwind information (or sampled in): JIT or
+        // anonymous code. Kept as the last frame, and counted.
+        walk.stack.end |= END_UNKNOWN_CODE;
+    }
+    walk.stack.ips[len] = walk.ip;
+    walk.stack.len = len as u32 + 1;
+    walk.stack.hash = (walk.stack.hash ^ walk.ip).wrapping_mul(0x0100_0000_01b3);
+    match caller(walk, found) {
         Some(()) if walk.ip != 0 => 0,
         Some(()) => {
             walk.stack.end |= END_ROOT;
@@ -201,15 +216,13 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
 
 /// Moves `walk` to the caller of the frame at `pc`; None ends the walk (with `end` set).
 #[inline(always)]
-fn caller(walk: &mut Walk, pc: u64) -> Option<()> {
-    let row = match find_row(walk.tgid, pc) {
+fn caller(walk: &mut Walk, found: Found) -> Option<()> {
+    let row = match found {
         Found::Row(row) => row,
         Found::NoRow => UnwindRow { cfa_kind: cfa::NONE, ..UnwindRow::default() },
-        Found::NoMapping => {
-            walk.stack.end |= END_UNKNOWN_CODE;
-            return None;
-        }
+        Found::NoMapping => return None,
     };
+    walk.from_frame_pointer = u32::from(row.cfa_kind == cfa::NONE);
     let broken = |walk: &mut Walk| {
         walk.stack.end |= END_BROKEN;
         None
