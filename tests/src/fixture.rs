@@ -40,11 +40,10 @@ pub fn fixture_bin(name: &str) -> PathBuf {
     let stripped = name.contains("-stripped");
     let toolchain = ["newest", "middle"].into_iter().find(|t| name.contains(&format!("-{t}-go")));
     let base = name.replace("-stripped", "").replace("-newest-go", "").replace("-middle-go", "");
-    let source = ["c", "rs", "go"]
-        .iter()
-        .map(|ext| src_dir.join(format!("{base}.{ext}")))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no source for fixture {name}"));
+    // The kernel-matrix guest holds the binaries but no source: a binary without a source is used
+    // as it is.
+    let candidates = ["c", "rs", "go"].map(|ext| src_dir.join(format!("{base}.{ext}")));
+    let source = candidates.iter().find(|p| p.exists()).unwrap_or(&candidates[2]).clone();
     let newer = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if bin.exists() && newer(&bin) >= newer(&source) && newer(&bin) >= newer(&src_dir.join("raw_syscall.h")) {
         return bin;
