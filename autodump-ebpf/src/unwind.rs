@@ -84,6 +84,9 @@ struct Walk {
     exact_ip: u32,
     /// Nonzero: `ip` was read by following the frame pointer.
     from_frame_pointer: u32,
+    /// The bounds of a binary search in progress (see `first_above`).
+    lo: u32,
+    hi: u32,
     _pad: u32,
     stack: UnwoundStack,
 }
@@ -190,7 +193,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     // A return address points after the call, possibly past the caller's last instruction.
     let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip - 1 };
     walk.exact_ip = 0;
-    let found = find_row(walk.tgid, pc);
+    let found = find_row(walk, pc);
     if let Found::NoMapping = found {
         if walk.from_frame_pointer != 0 {
             // The end of a frame-pointer chain (Go's goroutines end so): its last word is no
@@ -300,29 +303,21 @@ enum Found {
 
 /// The mapping of `pc` in the process's table, then the last row at or below its file address.
 #[inline(always)]
-fn find_row(tgid: u32, pc: u64) -> Found {
+fn find_row(walk: &mut Walk, pc: u64) -> Found {
     // SAFETY: the value is only read, while this program runs.
-    let Some(table) = (unsafe { PROC_MAPPINGS.get(tgid) }) else {
+    let Some(table) = (unsafe { PROC_MAPPINGS.get(walk.tgid) }) else {
         return Found::NoRow;
     };
     let first = table.slot * MAX_MAPPINGS as u32;
-    let (mut lo, mut hi) = (first, first + table.count.min(MAX_MAPPINGS as u32));
-    // The first mapping that starts above `pc`: 2^9 > MAX_MAPPINGS.
-    for _ in 0..9 {
-        if lo >= hi {
-            break;
-        }
-        let mid = lo + (hi - lo) / 2;
-        match MAPPING_ENTRIES.get(mid) {
-            Some(m) if m.start <= pc => lo = mid + 1,
-            Some(_) => hi = mid,
-            None => return Found::NoMapping,
-        }
-    }
-    if lo == first {
+    let end = first + table.count.min(MAX_MAPPINGS as u32);
+    let starts = |i| MAPPING_ENTRIES.get(i).map(|m| m.start);
+    let Some(above) = first_above(walk, first, end, pc, starts) else {
+        return Found::NoMapping;
+    };
+    if above == first {
         return Found::NoMapping;
     }
-    let Some(mapping) = MAPPING_ENTRIES.get(lo - 1) else {
+    let Some(mapping) = MAPPING_ENTRIES.get(above - 1) else {
         return Found::NoMapping;
     };
     if pc >= mapping.end {
@@ -332,27 +327,39 @@ fn find_row(tgid: u32, pc: u64) -> Found {
     if mapping.row_count == 0 || address > u32::MAX as u64 {
         return Found::NoRow;
     }
-    let address = address as u32;
-    let (first, mut lo, mut hi) = (mapping.row_start, mapping.row_start, mapping.row_start + mapping.row_count);
-    // The first row that starts above `address`: 2^24 rows at most per file.
+    let (first, end) = (mapping.row_start, mapping.row_start + mapping.row_count);
+    let pcs = |i| UNWIND_ROWS.get(i).map(|r| u64::from(r.pc));
+    match first_above(walk, first, end, address, pcs) {
+        Some(above) if above > first => UNWIND_ROWS.get(above - 1).map_or(Found::NoRow, |row| Found::Row(*row)),
+        _ => Found::NoRow,
+    }
+}
+
+/// Binary search of `[lo, hi)` for the first index whose key is above `target` (keys sorted; at
+/// most 2^24 entries). The bounds live in the walk's map memory, not in registers: to the verifier
+/// every step then ends in the same state whichever half it kept, so it checks 24 steps, not 2^24
+/// paths. None if a key cannot be read.
+#[inline(always)]
+fn first_above(walk: &mut Walk, lo: u32, hi: u32, target: u64, key_at: impl Fn(u32) -> Option<u64>) -> Option<u32> {
+    // SAFETY (all four): plain accesses to this CPU's walk slot, volatile so that they stay
+    // memory accesses.
+    let set = |field: *mut u32, value: u32| unsafe { core::ptr::write_volatile(field, value) };
+    let get = |field: *const u32| unsafe { core::ptr::read_volatile(field) };
+    set(&raw mut walk.lo, lo);
+    set(&raw mut walk.hi, hi);
     for _ in 0..24 {
+        let (lo, hi) = (get(&raw const walk.lo), get(&raw const walk.hi));
         if lo >= hi {
             break;
         }
         let mid = lo + (hi - lo) / 2;
-        match UNWIND_ROWS.get(mid) {
-            Some(row) if row.pc <= address => lo = mid + 1,
-            Some(_) => hi = mid,
-            None => return Found::NoRow,
+        if key_at(mid)? <= target {
+            set(&raw mut walk.lo, mid + 1);
+        } else {
+            set(&raw mut walk.hi, mid);
         }
     }
-    if lo == first {
-        return Found::NoRow;
-    }
-    match UNWIND_ROWS.get(lo - 1) {
-        Some(row) => Found::Row(*row),
-        None => Found::NoRow,
-    }
+    Some(get(&raw const walk.lo))
 }
 
 #[inline(always)]

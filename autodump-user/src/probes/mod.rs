@@ -261,6 +261,7 @@ impl Probes {
         let name = if self.cfi() { ON_CPU_UNWIND } else { ON_CPU };
         let program: &mut PerfEvent = program_mut(&mut self.ebpf, name)?;
         program.load().map_err(|e| errors::classify("load the on-CPU sampler", &e))?;
+        log_verified(name, program.info());
         for cpu in cpus {
             let link = program
                 .attach(
@@ -292,6 +293,7 @@ impl Probes {
         let btf = self.btf.as_ref().ok_or_else(|| AgentError::new(ExitCode::Internal, "probes attached twice"))?;
         let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
         program.load(tracepoint, btf).map_err(|e| errors::classify(&format!("load the {tracepoint} probe"), &e))?;
+        log_verified(name, program.info());
         program.attach().map_err(|e| errors::classify(&format!("attach the {tracepoint} probe"), &e))
     }
 
@@ -309,6 +311,12 @@ impl Probes {
             }
         }
     }
+}
+
+/// How much work the verifier did on a program (5.16+): what grows when a probe gets complex.
+fn log_verified(name: &str, info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>) {
+    let count = info.ok().and_then(|i| i.verified_instruction_count());
+    tracing::debug!(program = name, verified_instructions = count, "loaded");
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, AgentError>
