@@ -8,6 +8,7 @@
 # Usage: sudo scripts/unwind-vs-perf.sh [SECONDS=8] [AGENT_ARGS...]
 set -euo pipefail
 seconds=${1:-8}; shift $(( $# < 1 ? $# : 1 ))
+agent_args=("$@")
 cd "$(dirname "$0")/.."
 agent=${AUTODUMP_AGENT:-target/release/autodump-agent}
 work=$(mktemp -d /tmp/autodump-unwind.XXXXXX)
@@ -17,7 +18,7 @@ measure() { # NAME PID
   local name=$1 pid=$2
   perf record -q --call-graph dwarf,65528 -F 99 -p "$pid" -o "$work/$name.data" -- sleep "$seconds" > /dev/null 2>&1 &
   local perf=$!
-  "$agent" --pid "$pid" --duration "${seconds}s" --out "$work/$name" "$@" > "$work/$name.path" 2> /dev/null
+  "$agent" --pid "$pid" --duration "${seconds}s" --out "$work/$name" "${agent_args[@]}" > "$work/$name.path" 2> /dev/null
   wait "$perf"
   perf script --no-inline -F comm,ip,sym -i "$work/$name.data" > "$work/$name.perf" 2> /dev/null
   python3 - "$name" "$(cat "$work/$name.path")/cpu.folded" "$work/$name.perf" <<'PY'
@@ -52,7 +53,7 @@ PY
 head -c $((4 << 20)) /dev/urandom | base64 -w 0 > "$work/text"
 ( while cat "$work/text"; do :; done ) | gzip -9 -c > /dev/null &
 sleep 1
-measure gzip "$(pgrep -n -x gzip)" "$@"
+measure gzip "$(pgrep -n -x gzip)"
 kill %1 2> /dev/null || true
 
 python3 -c '
@@ -60,5 +61,5 @@ import hashlib, json
 while True: json.dumps([hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)])' &
 py=$!
 sleep 1
-measure python3 "$py" "$@"
+measure python3 "$py"
 kill "$py"

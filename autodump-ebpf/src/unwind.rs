@@ -84,10 +84,14 @@ struct Walk {
     exact_ip: u32,
     /// Nonzero: `ip` was read by following the frame pointer.
     from_frame_pointer: u32,
-    /// The bounds of a binary search in progress (see `first_above`).
+    /// A binary search in progress (see `first_above`): its bounds, its key, and whether a key
+    /// could not be read.
     lo: u32,
     hi: u32,
-    _pad: u32,
+    search_target: u64,
+    search_failed: u32,
+    /// This walk's slot in `WALKS`, for the search steps.
+    slot: u32,
     stack: UnwoundStack,
 }
 
@@ -103,6 +107,7 @@ pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
     if !start(walk) {
         return -14;
     }
+    walk.slot = slot;
     let mut slot_arg = slot;
     // SAFETY: `step` is a BPF subprogram taking (index, ctx) and returning 0 or 1, as bpf_loop
     // requires; `slot_arg` lives on this stack for the whole call.
@@ -310,8 +315,7 @@ fn find_row(walk: &mut Walk, pc: u64) -> Found {
     };
     let first = table.slot * MAX_MAPPINGS as u32;
     let end = first + table.count.min(MAX_MAPPINGS as u32);
-    let starts = |i| MAPPING_ENTRIES.get(i).map(|m| m.start);
-    let Some(above) = first_above(walk, first, end, pc, starts) else {
+    let Some(above) = first_above(walk, Table::Mappings, first, end, pc) else {
         return Found::NoMapping;
     };
     if above == first {
@@ -328,38 +332,79 @@ fn find_row(walk: &mut Walk, pc: u64) -> Found {
         return Found::NoRow;
     }
     let (first, end) = (mapping.row_start, mapping.row_start + mapping.row_count);
-    let pcs = |i| UNWIND_ROWS.get(i).map(|r| u64::from(r.pc));
-    match first_above(walk, first, end, address, pcs) {
+    match first_above(walk, Table::Rows, first, end, address) {
         Some(above) if above > first => UNWIND_ROWS.get(above - 1).map_or(Found::NoRow, |row| Found::Row(*row)),
         _ => Found::NoRow,
     }
 }
 
-/// Binary search of `[lo, hi)` for the first index whose key is above `target` (keys sorted; at
-/// most 2^24 entries). The bounds live in the walk's map memory, not in registers: to the verifier
-/// every step then ends in the same state whichever half it kept, so it checks 24 steps, not 2^24
-/// paths. None if a key cannot be read.
+/// The sorted tables a search reads.
+enum Table {
+    /// `MAPPING_ENTRIES`, by start address.
+    Mappings,
+    /// `UNWIND_ROWS`, by address.
+    Rows,
+}
+
+/// Binary search of `[lo, hi)` in `table` for the first index whose key is above `target` (at
+/// most 2^24 entries), one halving per `bpf_loop` iteration. Its state lives in the walk's map
+/// memory, not in registers: the verifier checks one small step, once, whatever the bounds. None
+/// if a key cannot be read.
 #[inline(always)]
-fn first_above(walk: &mut Walk, lo: u32, hi: u32, target: u64, key_at: impl Fn(u32) -> Option<u64>) -> Option<u32> {
-    // SAFETY (all four): plain accesses to this CPU's walk slot, volatile so that they stay
-    // memory accesses.
-    let set = |field: *mut u32, value: u32| unsafe { core::ptr::write_volatile(field, value) };
-    let get = |field: *const u32| unsafe { core::ptr::read_volatile(field) };
-    set(&raw mut walk.lo, lo);
-    set(&raw mut walk.hi, hi);
-    for _ in 0..24 {
-        let (lo, hi) = (get(&raw const walk.lo), get(&raw const walk.hi));
-        if lo >= hi {
-            break;
-        }
-        let mid = lo + (hi - lo) / 2;
-        if key_at(mid)? <= target {
-            set(&raw mut walk.lo, mid + 1);
-        } else {
-            set(&raw mut walk.hi, mid);
+fn first_above(walk: &mut Walk, table: Table, lo: u32, hi: u32, target: u64) -> Option<u32> {
+    walk.lo = lo;
+    walk.hi = hi;
+    walk.search_target = target;
+    walk.search_failed = 0;
+    let mut slot = walk.slot;
+    let ctx = &raw mut slot as *mut c_void;
+    // SAFETY: each step is a BPF subprogram taking (index, ctx) and returning 0 or 1; `slot`
+    // lives on this stack for the whole call.
+    unsafe {
+        match table {
+            Table::Mappings => bpf_loop(24, search_mappings as *const () as *mut c_void, ctx, 0),
+            Table::Rows => bpf_loop(24, search_rows as *const () as *mut c_void, ctx, 0),
+        };
+    }
+    // SAFETY: volatile, so that the loads come after the steps' stores.
+    let (failed, lo) = unsafe { (core::ptr::read_volatile(&walk.search_failed), core::ptr::read_volatile(&walk.lo)) };
+    (failed == 0).then_some(lo)
+}
+
+#[inline(never)]
+extern "C" fn search_mappings(_index: u64, ctx: *mut c_void) -> i64 {
+    search_step(ctx, |i| MAPPING_ENTRIES.get(i).map(|m| m.start))
+}
+
+#[inline(never)]
+extern "C" fn search_rows(_index: u64, ctx: *mut c_void) -> i64 {
+    search_step(ctx, |i| UNWIND_ROWS.get(i).map(|r| u64::from(r.pc)))
+}
+
+/// One halving of the search in the walk of slot `*ctx`; 1 ends the loop.
+#[inline(always)]
+fn search_step(ctx: *mut c_void, key_at: impl Fn(u32) -> Option<u64>) -> i64 {
+    // SAFETY: `ctx` is `slot` of `first_above`, on the caller's stack.
+    let slot = unsafe { *(ctx as *const u32) };
+    let Some(walk) = WALKS.get_ptr_mut(slot) else {
+        return 1;
+    };
+    // SAFETY: as in `user_stack_id`.
+    let walk = unsafe { &mut *walk };
+    let (lo, hi) = (walk.lo, walk.hi);
+    if lo >= hi {
+        return 1;
+    }
+    let mid = lo + (hi - lo) / 2;
+    match key_at(mid) {
+        Some(key) if key <= walk.search_target => walk.lo = mid + 1,
+        Some(_) => walk.hi = mid,
+        None => {
+            walk.search_failed = 1;
+            return 1;
         }
     }
-    Some(get(&raw const walk.lo))
+    0
 }
 
 #[inline(always)]

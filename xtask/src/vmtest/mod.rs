@@ -130,6 +130,18 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
             hide_btf: false,
         });
     }
+    // The probes load, and how much the verifier had to check (logged per program): the
+    // kernels' verifiers differ most in what a walk under bpf_loop costs them.
+    checks.push(Check {
+        id: "load".into(),
+        program: agent_path.clone(),
+        args: ["--pid", "1", "--duration", "2s", "--log", "debug", "--out", "/tmp/load"].map(String::from).to_vec(),
+        env: env(&[]),
+        timeout_s: 120,
+        expect_exit: 0,
+        expect_output: "verified_instructions".into(),
+        hide_btf: false,
+    });
     // A kernel without BTF, as the agent sees it: exit 5 and a line naming BTF.
     checks.push(Check {
         id: "no-btf".into(),
