@@ -84,6 +84,11 @@ pub fn compile<'d, R: ReadRef<'d>>(data: R) -> Result<Compiled, RowsError> {
         Compiled { fdes: fdes.entries.len(), bad_entries: fdes.bad, from_debug_frame, cfi_bytes, rows: Vec::new() };
     let mut previous_end = 0u64;
     for (start, end, rows) in fdes.entries {
+        // FDEs that overlap an earlier one (left behind for discarded code, or garbage): the
+        // earlier one stands.
+        if start < previous_end {
+            continue;
+        }
         if start > previous_end && previous_end != 0 {
             push(&mut compiled.rows, previous_end, none_row())?;
         }
@@ -111,6 +116,8 @@ fn push(rows: &mut Vec<UnwindRow>, pc: u64, row: UnwindRow) -> Result<(), RowsEr
     let pc = u32::try_from(pc).map_err(|_| RowsError::HighAddresses)?;
     let row = UnwindRow { pc, ..row };
     match rows.last_mut() {
+        // Rows stay sorted whatever the input: the probes binary-search them.
+        Some(last) if pc < last.pc => {}
         Some(last) if last.pc == pc => *last = row,
         Some(last) if UnwindRow { pc, ..*last } == row => {}
         _ => rows.push(row),
