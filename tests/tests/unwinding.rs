@@ -197,30 +197,46 @@ fn distribution_gzip_reaches_the_root_like_perf_dwarf() {
 }
 
 #[test]
-fn go_calling_c_is_one_stack() {
-    if !require_bpf("go_calling_c_is_one_stack") {
+fn go_calling_c_and_c_calling_go_are_whole_stacks() {
+    if !require_bpf("go_calling_c_and_c_calling_go_are_whole_stacks") {
         return;
     }
     let fixture = Fixture::start("cgospin", &[]);
     let out = scratch_dir("unwind_cgo");
     let run = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "4s", "--out", out.to_str().unwrap()]);
     let cpu = run.bundle().folded("cpu.folded");
-    let path = ["runtime.goexit", "main.goCaller", "c_spin", "c_spin_inner"];
-    let whole = |frames: &[String]| {
-        let mut at = 0;
-        path.iter().all(|want| match frames[at..].iter().position(|f| f == want) {
-            Some(i) => {
-                at += i + 1;
-                true
-            }
-            None => false,
-        })
-    };
-    let in_c = share(&cpu, |f| f.iter().any(|x| x == "c_spin_inner"));
-    let whole_share = share(&cpu, whole);
-    eprintln!("in c_spin_inner {in_c:.3}; from runtime.goexit through it {whole_share:.3}");
-    assert!(in_c > 0.5, "the goroutine spins in C");
-    assert!(whole_share >= 0.95 * in_c, "C frames reach the goroutine's root: {whole_share:.3} of {in_c:.3}");
+    // Go into C, and C back into Go: each leaf's samples come out as one stack from the goroutine's
+    // root.
+    for (leaf, path) in [
+        ("c_spin_inner", &["runtime.goexit", "main.goCaller", "c_spin", "c_spin_inner"][..]),
+        (
+            "main.spinInCallback",
+            &[
+                "runtime.goexit",
+                "main.goCallsC",
+                "c_calls_go",
+                "crosscall2",
+                "runtime.cgocallback",
+                "main.spinInCallback",
+            ],
+        ),
+    ] {
+        let whole = |frames: &[String]| {
+            let mut at = 0;
+            path.iter().all(|want| match frames[at..].iter().position(|f| f == want) {
+                Some(i) => {
+                    at += i + 1;
+                    true
+                }
+                None => false,
+            })
+        };
+        let in_leaf = share(&cpu, |f| f.iter().any(|x| x == leaf));
+        let whole_share = share(&cpu, whole);
+        eprintln!("in {leaf} {in_leaf:.3}; from runtime.goexit through it {whole_share:.3}");
+        assert!(in_leaf > 0.3, "a goroutine spins in {leaf}");
+        assert!(whole_share >= 0.95 * in_leaf, "{leaf} reaches the goroutine's root: {whole_share:.3} of {in_leaf:.3}");
+    }
 }
 
 /// A process whose file's CFI is rewritten with garbage on disk after it started (run through
