@@ -306,3 +306,30 @@ fn a_full_unwound_stack_map_is_counted() {
     assert_eq!(summary["cpu"]["samples"], dropped["cpu_samples"], "every sample is still counted");
     assert!(bundle.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "[user stack lost]")) > 0);
 }
+
+/// Code no file maps (a JIT's): the walk keeps its frame as the last one, stops there, counts it,
+/// and the summary says so; the other threads' stacks are whole.
+#[test]
+fn jit_code_ends_its_stack_and_is_counted() {
+    if !require_bpf("jit_code_ends_its_stack_and_is_counted") {
+        return;
+    }
+    let fixture = Fixture::start("jit_spin", &[]);
+    let out = scratch_dir("unwind_jit");
+    let run = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "3s", "--out", out.to_str().unwrap()]);
+    let bundle = run.bundle();
+    let summary = bundle.summary();
+    assert!(summary["dropped"]["unwind_unknown_code"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
+    let notes = summary["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("JIT")), "{notes:?}");
+    let cpu = bundle.folded("cpu.folded");
+    let jitted: Vec<&Folded> = cpu.iter().filter(|f| f.frames[0] == "jitted").collect();
+    assert!(!jitted.is_empty());
+    for stack in jitted {
+        // The thread name, then the JIT frame alone (kernel frames, if any, after it).
+        let user: Vec<&String> = stack.frames[1..].iter().filter(|f| !f.ends_with("_[k]")).collect();
+        assert_eq!(user.len(), 1, "{:?}", stack.frames);
+    }
+    let main_thread: Vec<&Folded> = cpu.iter().filter(|f| f.frames[0] == "jit_spin").collect();
+    assert!(main_thread.iter().all(|f| reaches_root(&f.frames)), "{main_thread:?}");
+}
