@@ -316,7 +316,8 @@ impl Probes {
 /// How much work the verifier did on a program (5.16+): what grows when a probe gets complex.
 fn log_verified(name: &str, info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>) {
     let count = info.ok().and_then(|i| i.verified_instruction_count());
-    tracing::debug!(program = name, verified_instructions = count, "loaded");
+    let count = count.map_or("not reported (before 5.16)".to_string(), |c| c.to_string());
+    tracing::debug!(program = name, verified_instructions = %count, "probe loaded");
 }
 
 fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, AgentError>

@@ -139,7 +139,7 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
         env: env(&[]),
         timeout_s: 120,
         expect_exit: 0,
-        expect_output: "verified_instructions".into(),
+        expect_output: "probe loaded".into(),
         hide_btf: false,
     });
     // A kernel without BTF, as the agent sees it: exit 5 and a line naming BTF.
