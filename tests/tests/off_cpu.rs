@@ -7,7 +7,9 @@ use autodump_tests::{assert_close, require_bpf, scratch_dir, Fixture, RunningAge
 
 /// Off-CPU time per function within 15% of the known blocked time.
 const TOLERANCE: f64 = 0.15;
-const STUCK_AFTER_S: &str = "2.5";
+/// Late enough that the agent records before it even in the kernel matrix's slowest guest (7.2 under
+/// TCG, where loading the probes takes about 3 s), early enough to leave 2 s of the window.
+const STUCK_AFTER_S: &str = "4";
 
 #[test]
 fn blocked_time_per_function_matches_known_sleeps() {
