@@ -13,16 +13,21 @@ use crate::util::{output, step};
 
 /// Python that imports every extension module of its lib-dynload, then the modules that pull in
 /// OpenSSL, SQLite, libffi, ncurses, readline, zlib, bzip2 and liblzma: about 90 files mapped.
-const MANY_LIBRARIES: &str = "import glob, importlib, os, time\n\
-for p in glob.glob(os.path.dirname(os.__file__) + '/lib-dynload/*.so'):\n\
-    try: importlib.import_module(os.path.basename(p).split('.')[0])\n\
-    except Exception: pass\n\
-import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, hashlib, json, curses, readline\n\
-print('ready', flush=True)\n\
-while True: hashlib.sha256(b'x' * 65536).digest()\n";
+const MANY_LIBRARIES: &str = r#"
+import glob, importlib, os, time
+for p in glob.glob(os.path.dirname(os.__file__) + '/lib-dynload/*.so'):
+    try: importlib.import_module(os.path.basename(p).split('.')[0])
+    except Exception: pass
+import ssl, sqlite3, ctypes, decimal, lzma, bz2, zlib, hashlib, json, curses, readline
+print('ready', flush=True)
+while True: hashlib.sha256(b'x' * 65536).digest()
+"#;
 /// Python hashing and encoding JSON: the interpreter and a few libraries.
-const PYTHON_WORK: &str = "import hashlib, json\nprint('ready', flush=True)\n\
-while True: json.dumps([hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)])\n";
+const PYTHON_WORK: &str = r#"
+import hashlib, json
+print('ready', flush=True)
+while True: json.dumps([hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)])
+"#;
 
 pub fn tables(bench: &Bench) -> Result<String> {
     step("7/7 unwind tables: files, rows, kernel memory, compile time, agent RSS");
@@ -63,7 +68,9 @@ pub fn tables(bench: &Bench) -> Result<String> {
         let mut first = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(target.stdout.as_mut().unwrap()), &mut first)?;
         let scratch = bench.fresh_scratch()?;
-        let agent_argv = ToolKind::Autodump.command(&bench.agent, target.id(), &scratch).expect("a tool");
+        let mut agent_argv = ToolKind::Autodump.command(&bench.agent, target.id(), &scratch).expect("a tool");
+        // Record mode: Ctrl-C writes the bundle whose summary holds the tables' figures.
+        agent_argv.extend(["--duration", "60s"].map(String::from));
         let mut agent = Tool::start(ToolKind::Autodump, &agent_argv, &[])?;
         std::thread::sleep(Duration::from_secs(3));
         let peak = status_mib(agent.pid(), "VmHWM:")?;
