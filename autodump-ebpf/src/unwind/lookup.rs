@@ -2,12 +2,9 @@
 //! below its address. Both are binary searches whose steps are `bpf_loop` iterations over state
 //! in the walk's map memory, so that the verifier checks each small step once.
 
-use core::ffi::c_void;
-
 use autodump_common::unwind::{UnwindRow, MAX_MAPPINGS};
-use aya_ebpf::helpers::generated::bpf_loop;
 
-use super::{Walk, MAPPING_ENTRIES, PROC_MAPPINGS, UNWIND_ROWS, WALKS};
+use super::{Walk, MAPPING_ENTRIES, PROC_MAPPINGS, UNWIND_ROWS};
 
 pub(super) enum Found {
     Row(UnwindRow),
@@ -58,62 +55,49 @@ enum Table {
 }
 
 /// Binary search of `[lo, hi)` in `table` for the first index whose key is above `target` (at
-/// most 2^24 entries), one halving per `bpf_loop` iteration. Its state lives in the walk's map
-/// memory, not in registers: the verifier checks one small step, once, whatever the bounds. None
-/// if a key cannot be read.
+/// most 2^24 entries). Its bounds live in the walk's map memory, not in registers: every step then
+/// ends in one verifier state whichever half it kept, so the verifier checks 24 small steps, not
+/// every path. None if a key cannot be read.
 #[inline(always)]
 fn first_above(walk: &mut Walk, table: Table, lo: u32, hi: u32, target: u64) -> Option<u32> {
     walk.lo = lo;
     walk.hi = hi;
     walk.search_target = target;
     walk.search_failed = 0;
-    let mut slot = walk.slot;
-    let ctx = &raw mut slot as *mut c_void;
-    // SAFETY: each step is a BPF subprogram taking (index, ctx) and returning 0 or 1; `slot`
-    // lives on this stack for the whole call.
-    unsafe {
-        match table {
-            Table::Mappings => bpf_loop(24, search_mappings as *const () as *mut c_void, ctx, 0),
-            Table::Rows => bpf_loop(24, search_rows as *const () as *mut c_void, ctx, 0),
+    for _ in 0..24 {
+        let done = match table {
+            Table::Mappings => search_step(walk, |i| MAPPING_ENTRIES.get(i).map(|m| m.start)),
+            Table::Rows => search_step(walk, |i| UNWIND_ROWS.get(i).map(|r| u64::from(r.pc))),
         };
+        if done {
+            break;
+        }
     }
     // SAFETY: volatile, so that the loads come after the steps' stores.
     let (failed, lo) = unsafe { (core::ptr::read_volatile(&walk.search_failed), core::ptr::read_volatile(&walk.lo)) };
     (failed == 0).then_some(lo)
 }
 
-#[inline(never)]
-extern "C" fn search_mappings(_index: u64, ctx: *mut c_void) -> i64 {
-    search_step(ctx, |i| MAPPING_ENTRIES.get(i).map(|m| m.start))
-}
-
-#[inline(never)]
-extern "C" fn search_rows(_index: u64, ctx: *mut c_void) -> i64 {
-    search_step(ctx, |i| UNWIND_ROWS.get(i).map(|r| u64::from(r.pc)))
-}
-
-/// One halving of the search in the walk of slot `*ctx`; 1 ends the loop.
+/// One halving of the search; true when it is over. Bounds are read and written through
+/// volatile accesses so that they stay in memory.
 #[inline(always)]
-fn search_step(ctx: *mut c_void, key_at: impl Fn(u32) -> Option<u64>) -> i64 {
-    // SAFETY: `ctx` is `slot` of `first_above`, on the caller's stack.
-    let slot = unsafe { *(ctx as *const u32) };
-    let Some(walk) = WALKS.get_ptr_mut(slot) else {
-        return 1;
-    };
-    // SAFETY: as in `user_stack_id`.
-    let walk = unsafe { &mut *walk };
-    let (lo, hi) = (walk.lo, walk.hi);
+fn search_step(walk: &mut Walk, key_at: impl Fn(u32) -> Option<u64>) -> bool {
+    // SAFETY: plain accesses to this CPU's walk slot.
+    let (lo, hi) = unsafe { (core::ptr::read_volatile(&walk.lo), core::ptr::read_volatile(&walk.hi)) };
     if lo >= hi {
-        return 1;
+        return true;
     }
     let mid = lo + (hi - lo) / 2;
-    match key_at(mid) {
-        Some(key) if key <= walk.search_target => walk.lo = mid + 1,
-        Some(_) => walk.hi = mid,
-        None => {
-            walk.search_failed = 1;
-            return 1;
+    // SAFETY: as above.
+    unsafe {
+        match key_at(mid) {
+            Some(key) if key <= walk.search_target => core::ptr::write_volatile(&mut walk.lo, mid + 1),
+            Some(_) => core::ptr::write_volatile(&mut walk.hi, mid),
+            None => {
+                core::ptr::write_volatile(&mut walk.search_failed, 1);
+                return true;
+            }
         }
     }
-    0
+    false
 }
