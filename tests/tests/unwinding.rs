@@ -295,7 +295,8 @@ fn a_full_unwound_stack_map_is_counted() {
     if !require_bpf("a_full_unwound_stack_map_is_counted") {
         return;
     }
-    let fixture = Fixture::start("spin_nofp", &[]);
+    // Thousands of distinct stacks against 64 slots.
+    let fixture = Fixture::start("stacky", &["2"]);
     let out = scratch_dir("unwind_full");
     let pid = fixture.pid.to_string();
     let run = run_agent(&["--pid", &pid, "--duration", "3s", "--stack-slots", "64", "--out", out.to_str().unwrap()]);
