@@ -256,19 +256,8 @@ pub fn steal_ticks() -> u64 {
     cpu.split_whitespace().nth(8).expect("steal column").parse().expect("steal ticks")
 }
 
-/// The machine's time in interrupts so far (the `irq` and `softirq` columns of /proc/stat, in
-/// clock ticks). With IRQ time accounting no thread is charged for it, though the sampler, itself
-/// an interrupt, samples the thread it interrupted; under emulation (the kernel matrix's QEMU
-/// TCG) the probes' own run time there is a few percent of the CPU.
-pub fn interrupt_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("read /proc/stat");
-    let cpu = stat.lines().next().expect("/proc/stat's first line");
-    let column = |n: usize| -> u64 { cpu.split_whitespace().nth(n).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    column(6) + column(7)
-}
-
-/// The fraction of the machine's CPU time stolen (or, from `interrupt_ticks`, spent in
-/// interrupts) between two readings `elapsed` seconds apart.
+/// The fraction of the machine's CPU time stolen between two `steal_ticks` readings `elapsed`
+/// seconds apart.
 pub fn steal_fraction(before: u64, after: u64, elapsed: f64) -> f64 {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     ((after - before) as f64 / ticks_per_second() / (cpus * elapsed)).min(0.9)

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use autodump_tests::{
-    assert_close, interrupt_ticks, require_bpf, scratch_dir, steal_fraction, steal_ticks, thread_cpu_ticks,
-    ticks_per_second, Fixture, RunningAgent,
+    assert_close, require_bpf, scratch_dir, steal_fraction, steal_ticks, thread_cpu_ticks, ticks_per_second, Fixture,
+    RunningAgent,
 };
 
 const FREQUENCY: u64 = 99;
@@ -34,27 +34,18 @@ fn sample_counts_and_shares_match_cpu_time() {
     let mut agent =
         RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--frequency", &freq, "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
-    let (t0, before, steal_before, irq_before) =
-        (Instant::now(), thread_cpu_ticks(fixture.pid), steal_ticks(), interrupt_ticks());
+    let (t0, before, steal_before) = (Instant::now(), thread_cpu_ticks(fixture.pid), steal_ticks());
     let run = agent.finish();
-    let (elapsed, after, steal_after, irq_after) =
-        (t0.elapsed().as_secs_f64(), thread_cpu_ticks(fixture.pid), steal_ticks(), interrupt_ticks());
+    let (elapsed, after, steal_after) = (t0.elapsed().as_secs_f64(), thread_cpu_ticks(fixture.pid), steal_ticks());
     let bundle = run.bundle();
     let window = bundle.window_seconds();
 
-    // Seconds each thread would have held a CPU over exactly the agent's window, stolen time and
-    // time in interrupts (charged to no thread, sampled as the thread interrupted) included.
+    // Seconds each thread would have held a CPU over exactly the agent's window, stolen time included.
     let stolen = steal_fraction(steal_before, steal_after, elapsed);
-    let in_irq = steal_fraction(irq_before, irq_after, elapsed);
-    let cpu = |thread: &str| {
-        (after[thread] - before[thread]) as f64 / ticks_per_second() * window / elapsed / (1.0 - stolen - in_irq)
-    };
+    let cpu =
+        |thread: &str| (after[thread] - before[thread]) as f64 / ticks_per_second() * window / elapsed / (1.0 - stolen);
     let (hot, warm) = (cpu("hot"), cpu("warm"));
-    eprintln!(
-        "window {window:.2}s, {:.1}% stolen, {:.1}% in interrupts: hot {hot:.2} CPU-s, warm {warm:.2} CPU-s",
-        stolen * 100.0,
-        in_irq * 100.0
-    );
+    eprintln!("window {window:.2}s, {:.1}% stolen: hot {hot:.2} CPU-s, warm {warm:.2} CPU-s", stolen * 100.0);
     assert!(hot > 0.5 * window, "the hot thread should be mostly on CPU (got {hot:.2}s of {window:.2}s)");
 
     let summary = bundle.summary();
