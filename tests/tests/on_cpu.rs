@@ -17,6 +17,12 @@ const FREQUENCY: u64 = 99;
 /// leaves stolen time out. The expectation therefore scales CPU time by 1 / (1 − stolen
 /// fraction), the fraction read from /proc/stat over the same window.
 const COUNT_TOLERANCE: f64 = 0.10;
+/// The same in the kernel matrix's guests. QEMU's TCG runs every instruction of the probes tens
+/// of times slower than a CPU does, and there the CFI walk of each sample takes long enough in
+/// the timer interrupt that these kernels' tick-based CPU time falls behind the samples: 4-13%
+/// over in the runs here (1% with frame pointers, whose walk is short). Counts are held to 10% on
+/// real CPUs (the host run); the guests check that every kernel loads and runs the probes.
+const COUNT_TOLERANCE_IN_VM: f64 = 0.20;
 /// Each thread's share of the samples within 5 percentage points of its share of CPU time.
 const SHARE_TOLERANCE: f64 = 0.05;
 /// At most 1% of samples without their user stack (stack-map hash collisions).
@@ -51,14 +57,16 @@ fn sample_counts_and_shares_match_cpu_time() {
     let summary = bundle.summary();
     let samples = summary["cpu"]["samples"].as_u64().unwrap() as f64;
     let expected = (hot + warm) * FREQUENCY as f64;
-    assert_close("total on-CPU samples", samples, expected, COUNT_TOLERANCE);
+    let in_vm = std::env::var("AUTODUMP_IN_VM").as_deref() == Ok("1");
+    let count_tolerance = if in_vm { COUNT_TOLERANCE_IN_VM } else { COUNT_TOLERANCE };
+    assert_close("total on-CPU samples", samples, expected, count_tolerance);
 
     let folded_total = bundle.weight("cpu.folded", |_| true) as f64;
     assert_eq!(folded_total, samples, "cpu.folded holds every sample");
     let hot_samples = bundle.weight_in("cpu.folded", "hot", "hot_spin") as f64;
     let warm_samples = bundle.weight_in("cpu.folded", "warm", "warm_spin") as f64;
-    assert_close("hot_spin samples", hot_samples, hot * FREQUENCY as f64, COUNT_TOLERANCE);
-    assert_close("warm_spin samples", warm_samples, warm * FREQUENCY as f64, COUNT_TOLERANCE * 2.0);
+    assert_close("hot_spin samples", hot_samples, hot * FREQUENCY as f64, count_tolerance);
+    assert_close("warm_spin samples", warm_samples, warm * FREQUENCY as f64, count_tolerance * 2.0);
     let share = hot_samples / samples;
     let expected_share = hot / (hot + warm);
     assert!(
