@@ -154,11 +154,13 @@ fn stripped_c_has_one_frame_per_function_and_names_from_its_debug_file() {
     let fixture = Fixture::start(name, &[]);
     let bundle = record(fixture.pid, "3s", &scratch_dir("stripped_c"), &[]);
     let hot = leaves(&bundle, "hot");
-    let total: u64 = hot.values().sum();
     let (top, weight) = hot.iter().max_by_key(|(_, w)| **w).unwrap();
     eprintln!("stripped: hot thread leaves {hot:?}");
     assert!(top.starts_with(&format!("{name}+0x")), "unnamed, as module+start: {top}");
-    assert!(weight * 10 >= total * 9, "one frame holds the hot function's samples: {hot:?}");
+    // Of the leaves in the stripped module (the rest, about a tenth, is the vDSO's clock_gettime
+    // that burn_until calls), one frame holds the hot function's samples, not one per address.
+    let in_module: u64 = hot.iter().filter(|(leaf, _)| leaf.starts_with(&format!("{name}+0x"))).map(|(_, w)| w).sum();
+    assert!(weight * 10 >= in_module * 9, "one frame holds the hot function's samples: {hot:?}");
     let naming = &bundle.summary()["naming"]["cpu"];
     assert!(naming["fully_named_share"].as_f64().unwrap() < 0.5, "{naming}");
     let module = &naming["unnamed_modules"][0];
