@@ -114,9 +114,9 @@ impl Session {
     /// Ends the current slice: learns new threads and mappings, drains, symbolizes.
     pub fn tick(&mut self) -> Result<Slice, AgentError> {
         let started = std::time::Instant::now();
-        self.recorder.observe_target();
-        if let Some(tables) = self.unwind.as_mut() {
-            tables.refresh(self.target.pid);
+        let map = self.recorder.observe_target();
+        if let (Some(tables), Some(map)) = (self.unwind.as_mut(), map) {
+            tables.refresh(self.target.pid, &map);
         }
         let observed = started.elapsed();
         let drained = self.drainer.drain().map_err(internal)?;

@@ -82,7 +82,8 @@ impl Recorder {
 
     /// Reads thread names and memory mappings while the target lives. Call before each drain,
     /// so that threads and libraries that appear and vanish within an interval are still named.
-    pub fn observe_target(&mut self) {
+    /// Returns the target's memory map as read now.
+    pub fn observe_target(&mut self) -> Option<crate::collect::maps::MemoryMap> {
         let now = Instant::now();
         for (tid, name) in self.target.thread_names() {
             if self.threads.get(&tid).map(|n| &**n) != Some(name.as_str()) {
@@ -96,7 +97,7 @@ impl Recorder {
             self.threads.retain(|tid, _| now.duration_since(*last_seen.entry(*tid).or_insert(now)) < horizon);
             last_seen.retain(|tid, _| self.threads.contains_key(tid));
         }
-        self.symbolizer.refresh_maps();
+        self.symbolizer.refresh_maps()
     }
 
     /// Symbolizes one drain into fresh profiles.

@@ -77,11 +77,12 @@ impl Symbolizer {
     }
 
     /// Learns mappings the target added since the last call. Call while the target is alive,
-    /// before symbolizing what was recorded in the interval.
-    pub fn refresh_maps(&mut self) {
-        if let Ok(current) = MemoryMap::read(self.pid) {
-            self.memory.merge(current);
-        }
+    /// before symbolizing what was recorded in the interval. Returns the map as read now (the
+    /// unwind tables need the current one, not the merged one kept here).
+    pub fn refresh_maps(&mut self) -> Option<MemoryMap> {
+        let current = MemoryMap::read(self.pid).ok()?;
+        self.memory.merge(current.clone());
+        Some(current)
     }
 
     /// Loads now what the first symbolization would load while the target is profiled: the

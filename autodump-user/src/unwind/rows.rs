@@ -96,9 +96,6 @@ pub fn compile<'d, R: ReadRef<'d>>(data: R) -> Result<Compiled, RowsError> {
             push(&mut compiled.rows, pc, row)?;
         }
         previous_end = previous_end.max(end);
-        if compiled.rows.len() >= MAX_ROWS_PER_FILE {
-            break;
-        }
     }
     if previous_end != 0 {
         push(&mut compiled.rows, previous_end, none_row())?;

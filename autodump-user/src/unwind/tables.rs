@@ -71,8 +71,8 @@ struct FileEntry {
 pub struct UnwindTables {
     cap_rows: u32,
     files: HashMap<FileKey, FileEntry>,
-    /// File key of each mapping path seen, by (path, mapping start).
-    mapped: HashMap<(Arc<str>, u64), FileKey>,
+    /// File key of each mapping seen, by (path, mapping start); None: not a readable ELF file.
+    mapped: HashMap<(Arc<str>, u64), Option<FileKey>>,
     store: Option<RowStore>,
     maps: Option<MappingMaps>,
     /// Per tgid: the mappings last written, and the slot they are in.
@@ -95,7 +95,9 @@ impl UnwindTables {
 
     /// Compiles the rows of every file `pid` maps now; returns the array size to load with.
     pub fn prepare(&mut self, pid: u32) -> u32 {
-        self.scan(pid);
+        if let Ok(map) = MemoryMap::read(pid) {
+            self.scan(pid, &map);
+        }
         let needed: u64 = self.files.values().map(|f| rows_of(&f.rows)).sum();
         let capacity = (needed + u64::from(HEADROOM_ROWS)).min(u64::from(self.cap_rows)).max(1) as u32;
         self.stats.capacity_rows = u64::from(capacity);
@@ -109,13 +111,16 @@ impl UnwindTables {
         self.stats.kernel_bytes = (store.bytes + mapping_bytes) as u64;
         self.store = Some(store);
         self.maps = Some(maps);
-        self.refresh(pid);
+        if let Ok(map) = MemoryMap::read(pid) {
+            self.refresh(pid, &map);
+        }
         Ok(())
     }
 
-    /// Learns mappings `pid` added since the last call and rewrites its table if it changed.
-    pub fn refresh(&mut self, pid: u32) {
-        let Some(entries) = self.scan(pid) else { return };
+    /// Learns the files in `map` (`pid`'s, as read now) not seen before, and rewrites its
+    /// mapping table if it changed.
+    pub fn refresh(&mut self, pid: u32, map: &MemoryMap) {
+        let entries = self.scan(pid, map);
         self.flush_pending();
         let entries: Vec<MappingEntry> = entries
             .into_iter()
@@ -151,37 +156,28 @@ impl UnwindTables {
         (0..MAPPING_SLOTS).step_by(2).find(|s| self.written.values().all(|(_, used)| used & !1 != *s))
     }
 
-    /// Forgets a process that has exited (its files' rows stay, for its restarts).
-    pub fn forget(&mut self, pid: u32) {
-        if let Some(maps) = self.maps.as_mut() {
-            let _ = maps.processes.remove(&pid);
-        }
-        self.written.remove(&pid);
-    }
-
     pub fn stats(&self) -> &TableStats {
         &self.stats
     }
 
     /// Each executable mapping of `pid` as (start, end, bias, file key), compiling new files.
-    fn scan(&mut self, pid: u32) -> Option<Vec<(u64, u64, u64, FileKey)>> {
-        let map = MemoryMap::read(pid).ok()?;
+    fn scan(&mut self, pid: u32, map: &MemoryMap) -> Vec<(u64, u64, u64, FileKey)> {
         let mut out = Vec::new();
         for m in map.mappings() {
             let id = (m.path.clone(), m.start);
             if !self.mapped.contains_key(&id) {
-                if let Some(key) = self.learn(pid, m) {
-                    self.mapped.insert(id.clone(), key);
-                }
+                // A mapping that cannot be opened or parsed is tried once, not at every tick.
+                let key = self.learn(pid, m);
+                self.mapped.insert(id.clone(), key);
             }
-            let Some(key) = self.mapped.get(&id) else { continue };
+            let Some(Some(key)) = self.mapped.get(&id) else { continue };
             let Some(delta) = self.files.get(key).and_then(|f| f.segments.delta_for_mapping(m.file_offset)) else {
                 continue;
             };
             // PC - bias = PC - start + file offset + (vaddr - offset) of its segment.
             out.push((m.start, m.end, m.start.wrapping_sub(m.file_offset).wrapping_sub(delta), key.clone()));
         }
-        Some(out)
+        out
     }
 
     /// Opens the file behind one mapping and compiles its rows unless its key is known.
@@ -270,8 +266,12 @@ impl UnwindTables {
             };
         }
         if !full.is_empty() {
-            let paths: Vec<String> =
-                self.mapped.iter().filter(|(_, k)| full.contains(k)).map(|((p, _), _)| p.to_string()).collect();
+            let paths: Vec<String> = self
+                .mapped
+                .iter()
+                .filter(|(_, k)| k.as_ref().is_some_and(|k| full.contains(k)))
+                .map(|((p, _), _)| p.to_string())
+                .collect();
             if !self.stats.cap_reached {
                 tracing::warn!(
                     "the unwind table is full ({} rows, --unwind-table-rows): {} walked by frame pointer",
