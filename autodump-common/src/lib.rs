@@ -37,6 +37,20 @@ pub const OVERFLOW_SHARE: u32 = 8;
 /// time is time spent waiting for a CPU, not blocked.
 pub const FLAG_RUNNABLE: u32 = 1;
 
+/// Page-fault keys carry the class of the faulting address's mapping in `flags`.
+pub mod fault_class {
+    /// Not classified: the kernel has no `bpf_find_vma` (before 5.17), or no mapping was found.
+    pub const UNKNOWN: u32 = 0;
+    /// The brk heap (`[heap]` in /proc/PID/maps).
+    pub const HEAP: u32 = 1;
+    /// Other anonymous memory: mmap'd arenas, Go's heap, thread stacks.
+    pub const ANON: u32 = 2;
+    /// A file mapping (shared or private).
+    pub const FILE: u32 = 3;
+    /// The main thread's stack (a mapping that grows down).
+    pub const STACK: u32 = 4;
+}
+
 /// Off-CPU accounting per thread, keyed by tid: where and when it was last switched out. A
 /// thread keeps its slot until it exits; `start_ns` is 0 while it runs.
 #[repr(C)]
@@ -133,10 +147,16 @@ pub enum Stat {
     UnwindFramePointerFrames,
     /// Unwound stacks lost: their slot held another stack, or the map was full.
     UnwoundStacksLost,
+    /// Page-fault samples of the target that were counted.
+    FaultSamples,
+    FaultUserStackErrors,
+    FaultKernelStackErrors,
+    /// Page-fault samples lost because the fault-count map was full.
+    FaultCountsFull,
 }
 
 impl Stat {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 20;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -154,6 +174,10 @@ impl Stat {
         Stat::UnwindBroken,
         Stat::UnwindFramePointerFrames,
         Stat::UnwoundStacksLost,
+        Stat::FaultSamples,
+        Stat::FaultUserStackErrors,
+        Stat::FaultKernelStackErrors,
+        Stat::FaultCountsFull,
     ];
 }
 
@@ -166,6 +190,7 @@ pub mod maps {
     pub const OVERFLOW_STACKS: [&str; 2] = ["OVERFLOW_STACKS_0", "OVERFLOW_STACKS_1"];
     pub const CPU_COUNTS: [&str; 2] = ["CPU_COUNTS_0", "CPU_COUNTS_1"];
     pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
+    pub const FAULT_COUNTS: [&str; 2] = ["FAULT_COUNTS_0", "FAULT_COUNTS_1"];
     pub const KERNEL_STACK_CACHE: [&str; 2] = ["KERNEL_STACK_CACHE_0", "KERNEL_STACK_CACHE_1"];
     pub const OFFCPU_START: &str = "OFFCPU_START";
     pub const CONTROL: &str = "CONTROL";
@@ -199,6 +224,16 @@ pub mod globals {
     pub const GROUP_END_FROM_SIGNAL: &str = "GROUP_END_FROM_SIGNAL";
     /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
+    /// Nonzero: classify each page fault's address with `bpf_find_vma` (5.17+).
+    pub const FAULT_FIND_VMA: &str = "FAULT_FIND_VMA";
+    /// Offsets in `struct vm_area_struct` and `struct mm_struct` for that classification.
+    pub const VMA_START_OFFSET: &str = "VMA_START_OFFSET";
+    pub const VMA_END_OFFSET: &str = "VMA_END_OFFSET";
+    pub const VMA_MM_OFFSET: &str = "VMA_MM_OFFSET";
+    pub const VMA_FLAGS_OFFSET: &str = "VMA_FLAGS_OFFSET";
+    pub const VMA_FILE_OFFSET: &str = "VMA_FILE_OFFSET";
+    pub const MM_START_BRK_OFFSET: &str = "MM_START_BRK_OFFSET";
+    pub const MM_BRK_OFFSET: &str = "MM_BRK_OFFSET";
 }
 
 #[cfg(feature = "user")]

@@ -34,6 +34,24 @@ static GROUP_END_FROM_SIGNAL: u32 = 0;
 /// generation (see `switch::kernel_stack_for`).
 #[no_mangle]
 static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
+/// Nonzero: the kernel has `bpf_find_vma` (5.17+); classify page faults by their mapping.
+#[no_mangle]
+static FAULT_FIND_VMA: u32 = 0;
+/// Offsets in `struct vm_area_struct` and `struct mm_struct`, from the kernel's BTF.
+#[no_mangle]
+pub static VMA_START_OFFSET: u32 = 0;
+#[no_mangle]
+pub static VMA_END_OFFSET: u32 = 0;
+#[no_mangle]
+pub static VMA_MM_OFFSET: u32 = 0;
+#[no_mangle]
+pub static VMA_FLAGS_OFFSET: u32 = 0;
+#[no_mangle]
+pub static VMA_FILE_OFFSET: u32 = 0;
+#[no_mangle]
+pub static MM_START_BRK_OFFSET: u32 = 0;
+#[no_mangle]
+pub static MM_BRK_OFFSET: u32 = 0;
 
 #[inline(always)]
 fn read(global: &'static u32) -> u32 {
@@ -59,6 +77,17 @@ pub fn group_end_from_signal() -> bool {
 #[inline(always)]
 pub fn kernel_stack_every_switch() -> bool {
     read(&KERNEL_STACK_EVERY_SWITCH) != 0
+}
+
+#[inline(always)]
+pub fn fault_find_vma() -> bool {
+    read(&FAULT_FIND_VMA) != 0
+}
+
+/// One of the offsets above, as the verifier sees it: a constant.
+#[inline(always)]
+pub fn offset(global: &'static u32) -> usize {
+    read(global) as usize
 }
 
 /// Reads a `u32` field of a kernel object. A BTF tracepoint's task arguments are typed pointers,

@@ -1,4 +1,5 @@
-//! autodump's kernel side: count on-CPU samples and off-CPU time of one process per stack.
+//! autodump's kernel side: count on-CPU samples, off-CPU time and page faults of one process per
+//! stack.
 //!
 //! Small on purpose: filter by tgid, build a key, take stack ids, add to a counter. Everything
 //! else (draining, symbolizing, formatting) happens in the agent. Every event that cannot be
@@ -11,6 +12,7 @@
 
 mod config;
 mod exit;
+mod faults;
 mod maps;
 mod sampling;
 mod switch;

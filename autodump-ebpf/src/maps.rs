@@ -45,6 +45,10 @@ pub static CPU_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUN
 #[map]
 pub static CPU_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
+pub static FAULT_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
+pub static FAULT_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
 pub static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
 pub static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
@@ -71,6 +75,7 @@ pub struct Generation {
     pub stacks: &'static StackTrace,
     pub overflow_stacks: &'static StackTrace,
     pub cpu_counts: &'static HashMap<StackKey, u64>,
+    pub fault_counts: &'static HashMap<StackKey, u64>,
     pub offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
     pub kernel_stack_cache: &'static HashMap<u64, i32>,
     pub unwound: &'static HashMap<u32, UnwoundStack>,
@@ -85,6 +90,7 @@ pub fn generation() -> Generation {
             stacks: &STACKS_0,
             overflow_stacks: &OVERFLOW_STACKS_0,
             cpu_counts: &CPU_COUNTS_0,
+            fault_counts: &FAULT_COUNTS_0,
             offcpu_totals: &OFFCPU_TOTALS_0,
             kernel_stack_cache: &KERNEL_STACK_CACHE_0,
             unwound: &UNWOUND_STACKS_0,
@@ -95,6 +101,7 @@ pub fn generation() -> Generation {
             stacks: &STACKS_1,
             overflow_stacks: &OVERFLOW_STACKS_1,
             cpu_counts: &CPU_COUNTS_1,
+            fault_counts: &FAULT_COUNTS_1,
             offcpu_totals: &OFFCPU_TOTALS_1,
             kernel_stack_cache: &KERNEL_STACK_CACHE_1,
             unwound: &UNWOUND_STACKS_1,

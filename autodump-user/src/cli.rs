@@ -46,6 +46,10 @@ pub mod defaults {
     pub const MAX_BUNDLES: usize = 50;
     /// Disk the bundles in --out may use.
     pub const MAX_DISK: &str = "1GiB";
+    /// How often /proc/PID/smaps is read, to tell which mappings grew over a bundle's window.
+    pub const SMAPS_EVERY: &str = "10s";
+    /// The page-fault probe records one fault in this many (see BENCHMARKS.md for the cost).
+    pub const FAULT_PERIOD: u64 = 16;
 }
 
 /// When the target ends, whether to write an `exit` bundle.
@@ -127,12 +131,24 @@ pub struct Cli {
     #[arg(long, default_value_t = crate::unwind::DEFAULT_TABLE_ROWS, value_parser = clap::value_parser!(u32).range(1024..=67_108_864))]
     pub unwind_table_rows: u32,
 
+    /// Record one page fault in this many, with its stacks and the class of the memory it
+    /// touched (faults.*); 0 turns the page-fault probe off. Each recorded fault stands for
+    /// this many.
+    #[arg(long, default_value_t = defaults::FAULT_PERIOD)]
+    pub fault_period: u64,
+
+    /// How often the resident size of each mapping is read (/proc/PID/smaps), so that a bundle
+    /// can say which mappings grew over its window.
+    #[arg(long, default_value = defaults::SMAPS_EVERY, value_parser = parse_duration)]
+    pub smaps_every: Duration,
+
     /// Benchmarks only: also attach an empty sched_switch program, whose kernel-accounted cost
     /// is the floor that the real probe's cost is measured against.
     #[arg(long, hide = true)]
     pub bench_empty_probe: bool,
 
-    /// Tests only: do not attach this probe (`on_cpu_sample`, `sched_switch`, `process_exit`),
+    /// Tests only: do not attach this probe (`on_cpu_sample`, `sched_switch`, `process_exit`,
+    /// `fault_sample`),
     /// as if the kernel had rejected it, to exercise the degraded paths (repeatable).
     #[arg(long, hide = true)]
     pub skip_probe: Vec<String>,

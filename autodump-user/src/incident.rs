@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use crate::{
     collect::{
         drain::ExitStatus,
+        memory::RssSplit,
         metrics::{Limits, Metric, MetricSample},
     },
-    record::{flight::FlightRecorder, profile::Profile},
+    record::{
+        flight::FlightRecorder,
+        profile::{Profile, ProfileKind},
+    },
     session::Session,
     trigger::{Fired, Trigger},
     write::{
@@ -60,16 +64,18 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
     let mut profiles = ctx.flight.profiles(span.from, span.to);
     if ctx.include_blocked_now {
         let blocked = ctx.session.blocked_now(start)?;
-        profiles.offcpu.merge(&blocked);
+        profiles.get_mut(ProfileKind::OffCpu).merge(&blocked);
     }
     let metrics = ctx.flight.metrics(start, end);
     // A dead process has no goroutines to read.
-    let goroutines = if matches!(incident, Incident::Exit(_)) { None } else { ctx.session.goroutine_profile() };
-    let (before, after): (Profile, Profile) = match incident {
-        Incident::Rule(_) => {
-            (ctx.flight.profiles(span.from, span.trigger).cpu, ctx.flight.profiles(span.trigger, span.to).cpu)
+    if !matches!(incident, Incident::Exit(_)) {
+        if let Some(goroutines) = ctx.session.goroutine_profile() {
+            profiles.insert(goroutines);
         }
-        _ => (Profile::new(profiles.cpu.kind), Profile::new(profiles.cpu.kind)),
+    }
+    let (before, after): (Profile, Profile) = match incident {
+        Incident::Rule(_) => (ctx.flight.cpu(span.from, span.trigger), ctx.flight.cpu(span.trigger, span.to)),
+        _ => (Profile::new(ProfileKind::Cpu), Profile::new(ProfileKind::Cpu)),
     };
     let fired = match incident {
         Incident::Rule(f) => Some(f),
@@ -87,13 +93,13 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         },
         regressed: if fired.is_some() { regressions(&before, &after, TOP_REGRESSIONS) } else { Vec::new() },
         metrics: metrics.clone(),
+        memory: Some(ctx.session.memory.report(start, end)),
         ..ctx.session.facts(reason, &profiles)?
     });
     let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
     let recording = Recording {
         profiles: &profiles,
         summary,
-        goroutines: goroutines.as_ref(),
         watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
     };
     Ok(write::write_bundle(out, recording)?)
@@ -102,6 +108,30 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
 /// One chart per metric that has values: its line, the mean before the trigger (the rule's own
 /// baseline for the metric that fired) and its threshold.
 fn charts(
+    metrics: &[MetricSample],
+    trigger_t: f64,
+    fired: Option<&Fired>,
+    trigger: &Trigger,
+    limits: &Limits,
+) -> Vec<Series> {
+    let mut charts = metric_charts(metrics, trigger_t, fired, trigger, limits);
+    // Resident memory split by kind, after the rss chart: anonymous memory is what a leak grows.
+    type Part = fn(&RssSplit) -> u64;
+    let splits: [(&str, Part); 2] = [("rss anon", |s| s.anon_bytes), ("rss file", |s| s.file_bytes)];
+    let at = charts.iter().position(|c| c.name == Metric::Rss.name()).map_or(charts.len(), |i| i + 1);
+    for (i, (name, bytes)) in splits.into_iter().enumerate() {
+        let points: Vec<(f64, f64)> =
+            metrics.iter().filter_map(|m| Some((m.t, bytes(m.rss_split.as_ref()?) as f64))).collect();
+        if !points.is_empty() {
+            let series =
+                Series { name: name.into(), unit: "bytes".into(), points, baseline_mean: None, threshold: None };
+            charts.insert((at + i).min(charts.len()), series);
+        }
+    }
+    charts
+}
+
+fn metric_charts(
     metrics: &[MetricSample],
     trigger_t: f64,
     fired: Option<&Fired>,

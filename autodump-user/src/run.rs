@@ -43,8 +43,8 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
                     break true;
                 }
                 totals.merge(&session.tick()?.profiles);
-                let off_cpu = Duration::from_nanos(totals.offcpu.total().nanos);
-                progress.update(cli.pid, started.elapsed(), Some(duration), totals.cpu.total().count, off_cpu);
+                let off_cpu = Duration::from_nanos(totals.offcpu().total().nanos);
+                progress.update(cli.pid, started.elapsed(), Some(duration), totals.cpu().total().count, off_cpu);
             }
         }
     };
@@ -52,17 +52,22 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
 
     // The goroutines as the window closes (the process must still be there to be read).
     let goroutines = if exited { None } else { session.goroutine_profile() };
+    let memory = session.memory.report(unix_now(start), unix_now(SystemTime::now()));
     let last = session.stop(unix_now(start))?;
     totals.merge(&last.profiles);
+    if let Some(goroutines) = goroutines {
+        totals.insert(goroutines);
+    }
     let end = SystemTime::now();
     let summary = summary::build(summary::Facts {
         start: unix_now(start),
         end: unix_now(end),
         exited,
         exit: session.exit_status().filter(|_| exited),
+        memory: Some(memory),
         ..session.facts(summary::Reason::of_kind("record"), &totals)?
     });
-    let recording = Recording { profiles: &totals, summary, goroutines: goroutines.as_ref(), watch: None };
+    let recording = Recording { profiles: &totals, summary, watch: None };
     let path =
         write::write_bundle(&cli.out, recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
     tracing::info!(path = %path.display(), reason = "record", "bundle written");

@@ -8,13 +8,18 @@ use crate::{
     collect::{
         drain::{Drainer, ExitStatus, ProbeStats},
         goruntime::GoSupport,
+        memory::MemoryWatch,
         monotonic_ns,
         process::{ProcessError, Target},
         unix_now,
     },
     error::{AgentError, ExitCode},
     probes::{ProbeConfig, Probes},
-    record::{flight::Slice, profile::Profile, Profiles, Recorder},
+    record::{
+        flight::Slice,
+        profile::{Profile, ProfileKind},
+        Profiles, Recorder,
+    },
     unwind::{tables::UnwindTables, UnwindMode},
     write::{
         bundle,
@@ -28,6 +33,8 @@ pub struct Session {
     /// Whether this is a Go program whose goroutines can be read.
     pub go: GoSupport,
     frequency_hz: u64,
+    /// 0: no page-fault probe (turned off, or the kernel would not take it).
+    fault_period: u64,
     offcpu_kernel_stacks: crate::cli::KernelStacks,
     probes: Probes,
     /// The unwind tables, when user stacks are walked with CFI.
@@ -35,6 +42,8 @@ pub struct Session {
     drainer: Drainer,
     /// Unix seconds when the current slice began.
     slice_start: f64,
+    /// Resident memory by kind and by mapping, over the recent past.
+    pub memory: MemoryWatch,
 }
 
 impl Session {
@@ -56,6 +65,7 @@ impl Session {
             btf: cli.btf.clone(),
             skip: cli.skip_probe.clone(),
             unwind_rows: None,
+            fault_period: (cli.fault_period > 0).then_some(cli.fault_period),
         };
         let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows));
         if let Some(tables) = tables.as_mut() {
@@ -92,10 +102,13 @@ impl Session {
         };
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
-        let mut recorder = Recorder::new(target.clone(), cli.frequency, forget_after);
+        let mut recorder = Recorder::new(target.clone(), cli.frequency, cli.fault_period.max(1), forget_after);
         recorder.set_debug_dirs(cli.debug_dir.clone());
         recorder.observe_target();
         recorder.warm_up();
+        let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
+        let mut memory = MemoryWatch::new(cli.pid, cli.smaps_every, keep);
+        memory.observe(unix_now(SystemTime::now()));
         probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
         Ok(Self {
@@ -103,11 +116,13 @@ impl Session {
             recorder,
             go,
             frequency_hz: cli.frequency,
+            fault_period: if probes.faults_attached() { cli.fault_period } else { 0 },
             offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
             probes,
             unwind,
             drainer: Drainer::new(maps),
             slice_start: unix_now(SystemTime::now()),
+            memory,
         })
     }
 
@@ -122,8 +137,9 @@ impl Session {
         let drained = self.drainer.drain().map_err(internal)?;
         let drained_at = started.elapsed();
         let profiles = self.recorder.profiles(&drained);
+        self.memory.observe(unix_now(SystemTime::now()));
         tracing::debug!(
-            stacks = drained.cpu.len() + drained.offcpu.len(),
+            stacks = drained.cpu.len() + drained.offcpu.len() + drained.faults.len(),
             observe_us = observed.as_micros() as u64,
             drain_us = (drained_at - observed).as_micros() as u64,
             symbolize_us = (started.elapsed() - drained_at).as_micros() as u64,
@@ -143,7 +159,7 @@ impl Session {
         // Two drains: the generation in use at detach, then the one the first flip switched to.
         let mut profiles = self.recorder.profiles(&self.drainer.drain().map_err(internal)?);
         profiles.merge(&self.recorder.profiles(&self.drainer.drain().map_err(internal)?));
-        profiles.offcpu.merge(&self.blocked((now_unix, now_ns), not_before)?);
+        profiles.get_mut(ProfileKind::OffCpu).merge(&self.blocked((now_unix, now_ns), not_before)?);
         Ok(self.next_slice(profiles))
     }
 
@@ -156,7 +172,7 @@ impl Session {
     fn blocked(&mut self, (now_unix, now_ns): (f64, u64), not_before: f64) -> Result<Profile, AgentError> {
         let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
         let blocked = self.drainer.still_blocked(now_ns, floor_ns).map_err(internal)?;
-        let mut profile = Profile::new(crate::record::profile::ProfileKind::OffCpu);
+        let mut profile = Profile::new(ProfileKind::OffCpu);
         self.recorder.add_off_cpu(&mut profile, &blocked);
         Ok(profile)
     }
@@ -169,6 +185,7 @@ impl Session {
             comm: &self.target.comm,
             exe: self.target.exe.display().to_string(),
             frequency_hz: self.frequency_hz,
+            fault_period: self.fault_period,
             offcpu_kernel_stacks: self.offcpu_kernel_stacks,
             start: 0.0,
             trigger: None,
@@ -180,6 +197,7 @@ impl Session {
             exit: None,
             metrics: Vec::new(),
             regressed: Vec::new(),
+            memory: None,
             go: self.go_status(),
             probes: crate::write::summary::ProbeReport {
                 kernel_features: Some(self.probes.features().clone()),

@@ -87,6 +87,7 @@ pub async fn watch(cli: Cli, rules: BTreeMap<Metric, Rule>) -> anyhow::Result<()
                 w.flight.push_slice(w.session.tick()?);
                 let Ok(mut sample) = sampler.sample() else { continue }; // it just exited: next tick
                 sample.goroutines = w.session.goroutine_count();
+                sample.rss_split = w.session.memory.latest_split();
                 if sample.t - w.limits_read_at >= LIMITS_REFRESH_S {
                     (w.limits, w.limits_read_at) = (Limits::read(w.cli.pid), sample.t);
                 }

@@ -11,9 +11,11 @@ use std::{
 
 use autodump_tests::{require_bpf, run_agent, scratch_dir, Bundle, Fixture, RunningAgent};
 
-/// Both variants of the on-CPU and off-CPU probes (frame pointers, CFI); one of each is loaded.
-const OUR_PROGRAMS: [&str; 5] = ["on_cpu_sample", "on_cpu_unwind", "sched_switch", "switch_unwind", "process_exit"];
-const LOADED_PER_AGENT: usize = 3;
+/// Both variants of the on-CPU, off-CPU and page-fault probes (frame pointers, CFI); one of each
+/// is loaded.
+const OUR_PROGRAMS: [&str; 7] =
+    ["on_cpu_sample", "on_cpu_unwind", "sched_switch", "switch_unwind", "process_exit", "fault_sample", "fault_unwind"];
+const LOADED_PER_AGENT: usize = 4;
 
 /// Loaded BPF programs that carry our programs' names (bpftool, from the kernel's own list).
 fn our_programs_loaded() -> usize {

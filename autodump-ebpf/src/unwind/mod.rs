@@ -59,13 +59,15 @@ pub static UNWOUND_STACKS_0: HashMap<u32, UnwoundStack> = HashMap::with_max_entr
 pub static UNWOUND_STACKS_1: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
 
 /// One walk in progress per CPU and per probe kind (a sample never interrupts a switch, which
-/// runs with interrupts off, but they are kept apart anyway).
+/// runs with interrupts off, nor a fault's probe, which runs as a perf event too; they are kept
+/// apart anyway).
 #[map]
-pub(super) static WALKS: PerCpuArray<Walk> = PerCpuArray::with_max_entries(2, 0);
+pub(super) static WALKS: PerCpuArray<Walk> = PerCpuArray::with_max_entries(3, 0);
 
 /// The walk slot of each probe kind.
 pub const WALK_ON_CPU: u32 = 0;
 pub const WALK_SWITCH: u32 = 1;
+pub const WALK_FAULT: u32 = 2;
 
 /// Offsets in x86_64's `struct pt_regs`.
 const PT_REGS_BP: usize = 32;

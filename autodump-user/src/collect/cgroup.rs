@@ -4,8 +4,8 @@
 use std::fs;
 
 /// Where the cgroup hierarchies are mounted: pure v2, the v2 part of a hybrid host, v1 memory.
-const V2_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
-const V1_MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
+pub const V2_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+pub const V1_MEMORY_ROOT: &str = "/sys/fs/cgroup/memory";
 /// v1 reports "no limit" as a huge page-aligned number near i64::MAX.
 const V1_UNLIMITED_ABOVE: u64 = 1 << 60;
 

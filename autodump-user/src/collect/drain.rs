@@ -46,6 +46,8 @@ pub struct RawSample {
     pub kernel: RawStack,
     /// Off-CPU only: the thread was runnable (preempted), not blocked.
     pub runnable: bool,
+    /// Page faults only: the class of the faulting address's mapping (`fault_class`).
+    pub fault_class: u32,
     /// On-CPU: samples. Off-CPU: blocks.
     pub count: u64,
     /// Off-CPU only: time blocked.
@@ -57,6 +59,7 @@ pub struct RawSample {
 pub struct Drained {
     pub cpu: Vec<RawSample>,
     pub offcpu: Vec<RawSample>,
+    pub faults: Vec<RawSample>,
 }
 
 /// How a process ended: killed by `signal`, or exited with `code`.
@@ -109,6 +112,11 @@ pub struct ProbeStats {
     pub unwind_frame_pointer_frames: u64,
     /// Unwound stacks whose slot held another stack, or whose map was full.
     pub unwound_stacks_lost: u64,
+    /// Page-fault samples counted (each stands for `--fault-period` faults), and losses.
+    pub fault_samples: u64,
+    pub fault_user_stack_errors: u64,
+    pub fault_kernel_stack_errors: u64,
+    pub fault_counts_full: u64,
 }
 
 pub struct Drainer {
@@ -141,6 +149,10 @@ impl Drainer {
         let mut drained = Drained::default();
         for (key, samples) in take_all(&mut self.maps.cpu_counts[gen]).map_err(map_err("CPU_COUNTS"))? {
             drained.cpu.push(self.sample(&key, samples, 0));
+        }
+        for (key, samples) in take_all(&mut self.maps.fault_counts[gen]).map_err(map_err("FAULT_COUNTS"))? {
+            let sample = RawSample { runnable: false, fault_class: key.flags, ..self.sample(&key, samples, 0) };
+            drained.faults.push(sample);
         }
         for (key, total) in take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))? {
             drained.offcpu.push(self.sample(&key, total.count, total.total_ns));
@@ -209,6 +221,10 @@ impl Drainer {
             unwind_broken: t(Stat::UnwindBroken),
             unwind_frame_pointer_frames: t(Stat::UnwindFramePointerFrames),
             unwound_stacks_lost: t(Stat::UnwoundStacksLost),
+            fault_samples: t(Stat::FaultSamples),
+            fault_user_stack_errors: t(Stat::FaultUserStackErrors),
+            fault_kernel_stack_errors: t(Stat::FaultKernelStackErrors),
+            fault_counts_full: t(Stat::FaultCountsFull),
         })
     }
 
@@ -218,6 +234,7 @@ impl Drainer {
             user: self.resolve(key.stack_epoch, key.user_stack_id),
             kernel: self.resolve(key.stack_epoch, key.kernel_stack_id),
             runnable: key.flags & FLAG_RUNNABLE != 0,
+            fault_class: 0,
             count,
             off_cpu_ns,
         }

@@ -47,6 +47,9 @@ pub struct MetricSample {
     /// Percent of one core since the previous sample (absent on the first).
     pub cpu_percent: Option<f64>,
     pub rss_bytes: Option<u64>,
+    /// Resident anonymous, file and shared memory (/proc/PID/status), for the chart's split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_split: Option<super::memory::RssSplit>,
     pub threads: Option<u64>,
     pub fds: Option<u64>,
     /// Go programs only.
@@ -126,6 +129,7 @@ impl MetricSampler {
             t: crate::collect::unix_now(now),
             cpu_percent,
             rss_bytes,
+            rss_split: None,
             threads: Some(stat.threads),
             fds,
             goroutines: None,

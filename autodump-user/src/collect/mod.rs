@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod drain;
 pub mod goruntime;
 pub mod maps;
+pub mod memory;
 pub mod metrics;
 pub mod process;
 pub mod stack_tables;

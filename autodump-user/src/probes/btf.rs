@@ -11,6 +11,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -102,19 +103,36 @@ impl<'a> Btf<'a> {
         Ok(None)
     }
 
-    /// Byte offset of `field` in `struct strukt`.
+    /// Byte offset of `field` in `struct strukt`, also where the field sits in an anonymous
+    /// struct or union member (`vm_area_struct::vm_flags` since 6.3).
     pub fn field_offset(&self, strukt: &str, field: &str) -> Result<u32, BtfError> {
         let t = self.find(KIND_STRUCT, strukt)?.ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        self.member_offset(&t, field, 0)?.ok_or_else(|| BtfError::NoField(strukt.into(), field.into()))
+    }
+
+    /// How deep anonymous members may nest (a bound for malformed, cyclic BTF).
+    const MAX_ANONYMOUS_DEPTH: u32 = 4;
+
+    fn member_offset(&self, t: &Type<'a>, field: &str, depth: u32) -> Result<Option<u32>, BtfError> {
         for i in 0..t.vlen {
             let member = t.entries + i * 12;
-            if self.sections.string(self.sections.u32_at(member)?)? == field {
-                let raw = self.sections.u32_at(member + 8)?;
-                // With kind_flag the top 8 bits hold a bitfield size; the offset is in bits.
-                let bits = if t.kind_flag { raw & 0x00ff_ffff } else { raw };
-                return Ok(bits / 8);
+            let raw = self.sections.u32_at(member + 8)?;
+            // With kind_flag the top 8 bits hold a bitfield size; the offset is in bits.
+            let bytes = if t.kind_flag { raw & 0x00ff_ffff } else { raw } / 8;
+            let name = self.sections.string(self.sections.u32_at(member)?)?;
+            if name == field {
+                return Ok(Some(bytes));
+            }
+            if name.is_empty() && depth < Self::MAX_ANONYMOUS_DEPTH {
+                let inner = self.type_at(self.sections.u32_at(member + 4)?)?;
+                if [KIND_STRUCT, KIND_UNION].contains(&inner.kind) {
+                    if let Some(offset) = self.member_offset(&inner, field, depth + 1)? {
+                        return Ok(Some(bytes + offset));
+                    }
+                }
             }
         }
-        Err(BtfError::NoField(strukt.into(), field.into()))
+        Ok(None)
     }
 
     /// How many arguments the kernel passes to a BTF program on tracepoint `name`: the

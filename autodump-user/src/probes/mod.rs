@@ -1,5 +1,6 @@
-//! Loads the embedded eBPF object, sets its globals and map sizes, and attaches the two probes:
-//! a `cpu-clock` perf event on every online CPU and a `sched_switch` BTF tracepoint.
+//! Loads the embedded eBPF object, sets its globals and map sizes, and attaches the probes: a
+//! `cpu-clock` perf event and a `page-faults` perf event on every online CPU, a `sched_switch`
+//! BTF tracepoint, and a `sched_process_exit` one.
 
 pub mod btf;
 mod errors;
@@ -29,6 +30,8 @@ const SCHED_SWITCH: &str = "sched_switch";
 const ON_CPU_UNWIND: &str = "on_cpu_unwind";
 const SWITCH_UNWIND: &str = "switch_unwind";
 const PROCESS_EXIT: &str = "process_exit";
+const PAGE_FAULT: &str = "fault_sample";
+const PAGE_FAULT_UNWIND: &str = "fault_unwind";
 const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
 
 /// What to load, from the command line.
@@ -49,6 +52,8 @@ pub struct ProbeConfig {
     pub skip: Vec<String>,
     /// Walk user stacks with CFI rows, in an array of this many rows (if the kernel can).
     pub unwind_rows: Option<u32>,
+    /// Sample every this many page faults; None: no page-fault probe.
+    pub fault_period: Option<u64>,
 }
 
 /// How user stacks are walked on this kernel, and why.
@@ -65,6 +70,7 @@ pub struct ProbeMaps {
     /// Stacks that collided in `stacks` (ids carry `OVERFLOW_STACK_ID`).
     pub overflow_stacks: [StackTraceMap<MapData>; 2],
     pub cpu_counts: [HashMap<MapData, StackKey, u64>; 2],
+    pub fault_counts: [HashMap<MapData, StackKey, u64>; 2],
     pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
     pub kernel_stack_cache: [HashMap<MapData, u64, i32>; 2],
     pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
@@ -81,6 +87,8 @@ pub struct Probes {
     /// The kernel's types, needed until the tracepoints are loaded (then dropped: it is large).
     btf: Option<Btf>,
     perf_links: Vec<PerfEventLinkId>,
+    fault_links: Vec<PerfEventLinkId>,
+    fault_period: Option<u64>,
     switch_link: Option<BtfTracePointLinkId>,
     exit_link: Option<BtfTracePointLinkId>,
     empty_switch_probe: bool,
@@ -114,6 +122,8 @@ impl Probes {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
         let every_switch = u32::from(config.kernel_stack_every_switch);
+        let find_vma = u32::from(features.vma_offsets.is_some());
+        let vma = features.vma_offsets.unwrap_or_default();
         let unwinding = match (config.unwind_rows, features.bpf_loop) {
             (Some(_), true) => Unwinding { mode: crate::unwind::UnwindMode::Cfi, why: None },
             (Some(_), false) => Unwinding {
@@ -141,6 +151,14 @@ impl Probes {
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
+            .override_global(globals::FAULT_FIND_VMA, &find_vma, true)
+            .override_global(globals::VMA_START_OFFSET, &vma.vm_start, true)
+            .override_global(globals::VMA_END_OFFSET, &vma.vm_end, true)
+            .override_global(globals::VMA_MM_OFFSET, &vma.vm_mm, true)
+            .override_global(globals::VMA_FLAGS_OFFSET, &vma.vm_flags, true)
+            .override_global(globals::VMA_FILE_OFFSET, &vma.vm_file, true)
+            .override_global(globals::MM_START_BRK_OFFSET, &vma.start_brk, true)
+            .override_global(globals::MM_BRK_OFFSET, &vma.brk, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots)
             .map_max_entries(maps::UNWIND_ROWS, rows);
         for gen in 0..2 {
@@ -148,6 +166,10 @@ impl Probes {
                 .map_max_entries(maps::STACKS[gen], config.stack_slots)
                 .map_max_entries(maps::OVERFLOW_STACKS[gen], (config.stack_slots / OVERFLOW_SHARE).max(1))
                 .map_max_entries(maps::CPU_COUNTS[gen], config.count_slots)
+                .map_max_entries(
+                    maps::FAULT_COUNTS[gen],
+                    if config.fault_period.is_some() { config.count_slots } else { 1 },
+                )
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
                 .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots)
                 .map_max_entries(maps::UNWOUND_STACKS[gen], unwound_slots);
@@ -158,6 +180,8 @@ impl Probes {
             ebpf,
             btf: Some(btf),
             perf_links: Vec::new(),
+            fault_links: Vec::new(),
+            fault_period: config.fault_period,
             switch_link: None,
             exit_link: None,
             empty_switch_probe: config.empty_switch_probe,
@@ -186,6 +210,7 @@ impl Probes {
     pub fn attach(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
         let results = [
             (ON_CPU, "the on-CPU profile (cpu.*)", self.attach_sampler(frequency_hz)),
+            (PAGE_FAULT, "the page-fault profile (faults.*)", self.attach_faults()),
             (SCHED_SWITCH, "the off-CPU profile (offcpu.*)", self.attach_switch()),
             (
                 PROCESS_EXIT,
@@ -215,6 +240,11 @@ impl Probes {
     /// What was decided from the kernel's BTF.
     pub fn features(&self) -> &KernelFeatures {
         &self.features
+    }
+
+    /// Whether the page-fault sampler is recording.
+    pub fn faults_attached(&self) -> bool {
+        !self.fault_links.is_empty()
     }
 
     /// How user stacks are walked.
@@ -255,25 +285,52 @@ impl Probes {
 
     fn attach_sampler(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
         self.skipped(ON_CPU)?;
+        let name = if self.cfi() { ON_CPU_UNWIND } else { ON_CPU };
+        self.perf_links = self.attach_per_cpu(
+            name,
+            SoftwareEvent::CpuClock,
+            SamplePolicy::Frequency(frequency_hz),
+            "the cpu-clock sampler",
+        )?;
+        Ok(())
+    }
+
+    /// The page-fault sampler: one software perf event per CPU, every `fault_period` faults.
+    fn attach_faults(&mut self) -> Result<(), AgentError> {
+        let Some(period) = self.fault_period else { return Ok(()) };
+        self.skipped(PAGE_FAULT)?;
+        let name = if self.cfi() { PAGE_FAULT_UNWIND } else { PAGE_FAULT };
+        self.fault_links = self.attach_per_cpu(
+            name,
+            SoftwareEvent::PageFaults,
+            SamplePolicy::Period(period),
+            "the page-fault sampler",
+        )?;
+        Ok(())
+    }
+
+    /// Loads a perf event program and attaches it to `event` on every online CPU.
+    fn attach_per_cpu(
+        &mut self,
+        name: &str,
+        event: SoftwareEvent,
+        policy: SamplePolicy,
+        what: &str,
+    ) -> Result<Vec<PerfEventLinkId>, AgentError> {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
         })?;
-        let name = if self.cfi() { ON_CPU_UNWIND } else { ON_CPU };
         let program: &mut PerfEvent = program_mut(&mut self.ebpf, name)?;
-        program.load().map_err(|e| errors::classify("load the on-CPU sampler", &e))?;
+        program.load().map_err(|e| errors::classify(&format!("load {what}"), &e))?;
         log_verified(name, program.info());
+        let mut links = Vec::with_capacity(cpus.len());
         for cpu in cpus {
             let link = program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(frequency_hz),
-                    false,
-                )
-                .map_err(|e| errors::classify(&format!("attach the cpu-clock sampler to CPU {cpu}"), &e))?;
-            self.perf_links.push(link);
+                .attach(PerfEventConfig::Software(event), PerfEventScope::AllProcessesOneCpu { cpu }, policy, false)
+                .map_err(|e| errors::classify(&format!("attach {what} to CPU {cpu}"), &e))?;
+            links.push(link);
         }
-        Ok(())
+        Ok(links)
     }
 
     fn attach_switch(&mut self) -> Result<(), AgentError> {
@@ -299,10 +356,17 @@ impl Probes {
 
     /// Detaches every probe; the maps stay readable.
     pub fn detach(&mut self) {
-        let (on_cpu, switch) = if self.cfi() { (ON_CPU_UNWIND, SWITCH_UNWIND) } else { (ON_CPU, SCHED_SWITCH) };
-        if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, on_cpu) {
-            for link in std::mem::take(&mut self.perf_links) {
-                let _ = program.detach(link);
+        let (on_cpu, switch, fault) = match self.cfi() {
+            true => (ON_CPU_UNWIND, SWITCH_UNWIND, PAGE_FAULT_UNWIND),
+            false => (ON_CPU, SCHED_SWITCH, PAGE_FAULT),
+        };
+        for (name, links) in
+            [(on_cpu, std::mem::take(&mut self.perf_links)), (fault, std::mem::take(&mut self.fault_links))]
+        {
+            if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, name) {
+                for link in links {
+                    let _ = program.detach(link);
+                }
             }
         }
         for (name, link) in [(switch, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
@@ -338,6 +402,7 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         stacks: [take(ebpf, maps::STACKS[0])?, take(ebpf, maps::STACKS[1])?],
         overflow_stacks: [take(ebpf, maps::OVERFLOW_STACKS[0])?, take(ebpf, maps::OVERFLOW_STACKS[1])?],
         cpu_counts: [take(ebpf, maps::CPU_COUNTS[0])?, take(ebpf, maps::CPU_COUNTS[1])?],
+        fault_counts: [take(ebpf, maps::FAULT_COUNTS[0])?, take(ebpf, maps::FAULT_COUNTS[1])?],
         offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
         kernel_stack_cache: [take(ebpf, maps::KERNEL_STACK_CACHE[0])?, take(ebpf, maps::KERNEL_STACK_CACHE[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,

@@ -57,6 +57,15 @@ impl FlightRecorder {
         merged
     }
 
+    /// The merged on-CPU profile of the slices of [from, to).
+    pub fn cpu(&self, from: f64, to: f64) -> super::profile::Profile {
+        let mut merged = super::profile::Profile::new(super::profile::ProfileKind::Cpu);
+        for slice in self.within(from, to) {
+            merged.merge(slice.profiles.cpu());
+        }
+        merged
+    }
+
     /// Where the slices of [from, to) really begin and end: the bundle's true window.
     pub fn coverage(&self, from: f64, to: f64) -> Option<(f64, f64)> {
         let mut covering = self.within(from, to);
@@ -80,7 +89,11 @@ mod tests {
     fn slice(start: f64, samples: u64) -> Slice {
         let mut profiles = Profiles::new();
         let user = [loc(1, "work", false)];
-        profiles.cpu.add(Arc::from("t"), &[StackPart::User(&user)], SampleValue { count: samples, nanos: 0 });
+        profiles.get_mut(crate::record::profile::ProfileKind::Cpu).add(
+            Arc::from("t"),
+            &[StackPart::User(&user)],
+            SampleValue { count: samples, nanos: 0 },
+        );
         Slice { start, end: start + 1.0, profiles }
     }
 
@@ -93,11 +106,11 @@ mod tests {
         }
         // Slices ending before 30 - 10 are gone.
         assert_eq!(fr.coverage(0.0, 100.0), Some((19.0, 30.0)));
-        assert_eq!(fr.profiles(25.0, 27.0).cpu.total().count, 25 + 26);
+        assert_eq!(fr.profiles(25.0, 27.0).cpu().total().count, 25 + 26);
         // A trigger inside a slice puts that slice on one side only.
         let (before, after) = (fr.profiles(20.0, 25.2), fr.profiles(25.2, 30.0));
-        assert_eq!(before.cpu.total().count + after.cpu.total().count, (20..30).sum::<u64>());
-        assert_eq!(fr.profiles(0.0, 100.0).cpu.total().count, (19..30).sum::<u64>());
+        assert_eq!(before.cpu().total().count + after.cpu().total().count, (20..30).sum::<u64>());
+        assert_eq!(fr.profiles(0.0, 100.0).cpu().total().count, (19..30).sum::<u64>());
         assert_eq!(fr.metrics(25.0, 27.0).len(), 3);
         assert_eq!(fr.coverage(40.0, 50.0), None);
     }

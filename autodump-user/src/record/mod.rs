@@ -1,7 +1,8 @@
-//! Recording: symbolize what each drain brings into on-CPU and off-CPU profiles, and keep
-//! them as slices in the flight recorder.
+//! Recording: symbolize what each drain brings into on-CPU, off-CPU and page-fault profiles,
+//! and keep them as slices in the flight recorder.
 
 pub mod flight;
+pub mod kind;
 pub mod naming;
 pub mod profile;
 
@@ -22,21 +23,51 @@ use crate::{
     symbolize::{lookup_addresses, Location, Symbolizer},
 };
 
-/// The on-CPU and off-CPU profiles of one stretch of time.
+/// The profiles of one stretch of time, one per kind: every kind recorded per interval, plus the
+/// snapshots (goroutines) a bundle adds. Each is merged, written and listed the same way.
 #[derive(Clone, Debug)]
 pub struct Profiles {
-    pub cpu: Profile,
-    pub offcpu: Profile,
+    by_kind: BTreeMap<ProfileKind, Profile>,
 }
 
 impl Profiles {
+    /// Empty profiles of every recorded kind.
     pub fn new() -> Self {
-        Self { cpu: Profile::new(ProfileKind::Cpu), offcpu: Profile::new(ProfileKind::OffCpu) }
+        Self { by_kind: ProfileKind::RECORDED.into_iter().map(|k| (k, Profile::new(k))).collect() }
+    }
+
+    /// The profile of `kind`, if this set has one (every recorded kind is always there).
+    pub fn get(&self, kind: ProfileKind) -> Option<&Profile> {
+        self.by_kind.get(&kind)
+    }
+
+    /// The profile of `kind`, created empty if absent.
+    pub fn get_mut(&mut self, kind: ProfileKind) -> &mut Profile {
+        self.by_kind.entry(kind).or_insert_with(|| Profile::new(kind))
+    }
+
+    pub fn cpu(&self) -> &Profile {
+        self.get(ProfileKind::Cpu).expect("every recorded kind is present")
+    }
+
+    pub fn offcpu(&self) -> &Profile {
+        self.get(ProfileKind::OffCpu).expect("every recorded kind is present")
+    }
+
+    /// Adds a snapshot profile (goroutines), replacing one of its kind.
+    pub fn insert(&mut self, profile: Profile) {
+        self.by_kind.insert(profile.kind, profile);
+    }
+
+    /// Every profile, in the order bundles list them.
+    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
+        self.by_kind.values()
     }
 
     pub fn merge(&mut self, other: &Profiles) {
-        self.cpu.merge(&other.cpu);
-        self.offcpu.merge(&other.offcpu);
+        for profile in other.iter() {
+            self.get_mut(profile.kind).merge(profile);
+        }
     }
 }
 
@@ -57,10 +88,12 @@ pub struct Recorder {
     symbolizer: Symbolizer,
     target: Target,
     cpu_period_ns: u64,
+    /// One recorded page fault stands for this many.
+    fault_period: u64,
 }
 
 impl Recorder {
-    pub fn new(target: Target, frequency_hz: u64, forget_after: Option<Duration>) -> Self {
+    pub fn new(target: Target, frequency_hz: u64, fault_period: u64, forget_after: Option<Duration>) -> Self {
         Self {
             threads: BTreeMap::new(),
             last_seen: HashMap::new(),
@@ -68,6 +101,7 @@ impl Recorder {
             symbolizer: Symbolizer::new(target.pid),
             target,
             cpu_period_ns: 1_000_000_000 / frequency_hz,
+            fault_period,
         }
     }
     /// Looks for separate debug files of stripped executables in `dirs` (`--debug-dir`).
@@ -105,9 +139,13 @@ impl Recorder {
         let mut profiles = Profiles::new();
         for sample in &drained.cpu {
             let value = SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns };
-            self.add_sample(&mut profiles.cpu, sample, value);
+            self.add_sample(profiles.get_mut(ProfileKind::Cpu), sample, value);
         }
-        self.add_off_cpu(&mut profiles.offcpu, &drained.offcpu);
+        self.add_off_cpu(profiles.get_mut(ProfileKind::OffCpu), &drained.offcpu);
+        for sample in &drained.faults {
+            let value = SampleValue { count: sample.count * self.fault_period, nanos: 0 };
+            self.add_sample(profiles.get_mut(ProfileKind::Faults), sample, value);
+        }
         profiles
     }
 
@@ -146,6 +184,9 @@ impl Recorder {
         let mut parts = Vec::with_capacity(3);
         if sample.runnable {
             parts.push(StackPart::Pseudo(pseudo::RUNNABLE));
+        }
+        if let Some(class) = pseudo::fault_class(sample.fault_class) {
+            parts.push(StackPart::Pseudo(class));
         }
         parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
         parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));
@@ -252,7 +293,7 @@ mod tests {
     #[test]
     fn threads_gone_past_the_horizon_are_forgotten() {
         let me = Target::open(std::process::id()).unwrap();
-        let mut recorder = Recorder::new(me, 99, Some(Duration::from_millis(200)));
+        let mut recorder = Recorder::new(me, 99, 1, Some(Duration::from_millis(200)));
         let (seen, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
         let worker = std::thread::spawn(move || {
             seen.0.send(tid()).unwrap();

@@ -5,15 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::symbolize::{Frame, Location};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProfileKind {
-    /// On-CPU samples from the cpu-clock sampler.
-    Cpu,
-    /// Time blocked (or waiting for a CPU), from sched_switch.
-    OffCpu,
-    /// A snapshot of a Go program's goroutines; the root frame is the goroutine's state.
-    Goroutines,
-}
+pub use super::kind::ProfileKind;
 
 /// Pseudo frames that stand where the kernel could not give a real one.
 pub mod pseudo {
@@ -23,6 +15,18 @@ pub mod pseudo {
     pub const RUNNABLE: &str = "[runnable]";
     /// A goroutine whose stack could not be read (running, or its registers not saved).
     pub const NO_STACK: &str = "[no stack]";
+
+    /// Page-fault leaf: the class of the mapping the faulting address is in (`fault_class`).
+    pub fn fault_class(class: u32) -> Option<&'static str> {
+        use autodump_common::fault_class::*;
+        match class {
+            HEAP => Some("[heap]"),
+            ANON => Some("[anon]"),
+            FILE => Some("[file]"),
+            STACK => Some("[stack]"),
+            _ => None,
+        }
+    }
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.
@@ -34,9 +38,9 @@ pub struct SampleKey {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SampleValue {
-    /// On-CPU: samples. Off-CPU: blocks.
+    /// On-CPU: samples. Off-CPU: blocks. Faults: faults (samples × period). Goroutines: goroutines.
     pub count: u64,
-    /// On-CPU: samples × sampling period. Off-CPU: time off the CPU.
+    /// On-CPU: samples × sampling period. Off-CPU: time off the CPU. Otherwise 0.
     pub nanos: u64,
 }
 

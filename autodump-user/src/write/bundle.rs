@@ -38,7 +38,7 @@ pub fn prepare_out_dir(out: &Path) -> Result<(), BundleError> {
 
 /// Writes `files` as the bundle `out/name` and returns its path. If that name is taken, a
 /// numeric suffix is added; an existing bundle is never touched.
-pub fn write_bundle(out: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, BundleError> {
+pub fn write_bundle<N: AsRef<str>>(out: &Path, name: &str, files: &[(N, Vec<u8>)]) -> Result<PathBuf, BundleError> {
     prepare_out_dir(out)?;
     let tmp = out.join(format!(".tmp-{name}-{}", std::process::id()));
     let err = |source| BundleError::Write { path: out.join(name), source };
@@ -52,7 +52,7 @@ pub fn write_bundle(out: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result
                 .create_new(true)
                 .mode(FILE_MODE)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(tmp.join(file))?;
+                .open(tmp.join(file.as_ref()))?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }

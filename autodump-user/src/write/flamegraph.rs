@@ -18,25 +18,13 @@ pub struct Caption<'a> {
 /// The flamegraph of a profile of `kind`, drawn from its folded stacks (`folded::folded`).
 pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> std::io::Result<Vec<u8>> {
     let mut options = Options::default();
-    let kind = match kind {
-        ProfileKind::Cpu => {
-            options.colors = Palette::Basic(BasicPalette::Hot);
-            options.count_name = "samples".into();
-            "on-CPU"
-        }
-        ProfileKind::OffCpu => {
-            options.colors = Palette::Basic(BasicPalette::Blue);
-            options.count_name = "us".into();
-            options.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Blue);
-            "off-CPU"
-        }
-        ProfileKind::Goroutines => {
-            options.colors = Palette::Basic(BasicPalette::Aqua);
-            options.count_name = "goroutines".into();
-            "goroutines of"
-        }
-    };
-    options.title = format!("{} {} (pid {})", kind, caption.comm, caption.pid);
+    let info = kind.info();
+    options.colors = info.palette.parse().unwrap_or(Palette::Basic(BasicPalette::Hot));
+    options.count_name = info.weight.1.into();
+    if info.palette == "blue" {
+        options.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Blue);
+    }
+    options.title = format!("{} {} (pid {})", info.title, caption.comm, caption.pid);
     options.subtitle = Some(caption.window.to_string());
     options.hash = true;
     options.deterministic = true;

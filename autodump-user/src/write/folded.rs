@@ -1,9 +1,10 @@
 //! Folded stacks (`thread;root;...;leaf count`), the input format of flamegraph tools.
-//! On-CPU counts are samples; off-CPU counts are microseconds.
+//! Each kind weighs by its own number (`record::kind`): samples on-CPU, microseconds off-CPU,
+//! faults for page faults.
 
 use std::collections::HashMap;
 
-use crate::record::profile::{Profile, ProfileKind};
+use crate::record::profile::{Profile, SampleValue};
 
 /// One line per unique stack of names, heaviest first; the root frame is the thread name.
 /// Stacks that differ only in addresses within the same functions are merged.
@@ -25,19 +26,11 @@ pub fn folded(profile: &Profile) -> String {
     }
     let mut weighted: Vec<(String, u64)> = lines
         .into_iter()
-        .map(|(line, (count, nanos))| (line, weight(profile.kind, count, nanos)))
+        .map(|(line, (count, nanos))| (line, profile.kind.info().weight.0.of(&SampleValue { count, nanos })))
         .filter(|(_, w)| *w > 0)
         .collect();
     weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     weighted.into_iter().map(|(line, w)| format!("{line} {w}\n")).collect()
-}
-
-/// The folded weight: samples on-CPU, microseconds (rounded) off-CPU.
-pub fn weight(kind: ProfileKind, count: u64, nanos: u64) -> u64 {
-    match kind {
-        ProfileKind::Cpu | ProfileKind::Goroutines => count,
-        ProfileKind::OffCpu => (nanos + 500) / 1000,
-    }
 }
 
 /// `;` separates frames and a newline ends a line: neither may appear inside a name.
@@ -52,7 +45,7 @@ fn push_sanitized(line: &mut String, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::profile::{tests::sample_profile, Profile, SampleValue, StackPart};
+    use crate::record::profile::{tests::sample_profile, Profile, ProfileKind, SampleValue, StackPart};
 
     #[test]
     fn folds_root_first_heaviest_first() {

@@ -3,9 +3,12 @@
 
 use std::fmt::Write;
 
-use super::{chart::escape, summary::Summary, time::readable_utc};
+use super::{chart::escape, listing::display_order, summary::Summary, time::readable_utc};
+use crate::record::profile::ProfileKind;
 
-pub fn index_html(summary: &Summary, has_diff: bool) -> String {
+/// The page for a bundle holding profiles of `kinds`; memory profiles come first when the
+/// bundle was written for memory.
+pub fn index_html(summary: &Summary, kinds: &[ProfileKind], has_diff: bool) -> String {
     let r = &summary.reason;
     let mut why = format!("<b>{}</b>", escape(&r.kind));
     if let (Some(metric), Some(value)) = (&r.metric, r.value) {
@@ -40,10 +43,17 @@ pub fn index_html(summary: &Summary, has_diff: bool) -> String {
             r#"<h2>{caption}</h2><object type="image/svg+xml" data="{file}" width="100%">{file}</object><p><a href="{file}">{file}</a></p>"#
         );
     };
-    graph("cpu.svg", "On-CPU");
-    graph("offcpu.svg", "Off-CPU (where threads block)");
-    if has_diff {
-        graph("cpu-diff.svg", "On-CPU: after the trigger against before");
+    let memory_first = r.metric.as_deref() == Some("rss");
+    let mut files = String::new();
+    for kind in display_order(kinds, memory_first) {
+        let info = kind.info();
+        graph(&format!("{}.svg", info.stem), info.heading);
+        if kind == ProfileKind::Cpu && has_diff {
+            graph("cpu-diff.svg", "On-CPU: after the trigger against before");
+        }
+        for ext in ["pb.gz", "folded"] {
+            let _ = write!(files, r#", <a href="{0}.{ext}">{0}.{ext}</a>"#, info.stem);
+        }
     }
     format!(
         r#"<!DOCTYPE html>
@@ -53,8 +63,7 @@ pub fn index_html(summary: &Summary, has_diff: bool) -> String {
 <h1>{comm} (pid {pid})</h1>
 <p>{why}</p>
 <p>Window: {start} to {end} ({dur:.1} s){trigger}. {samples} on-CPU samples, {offcpu:.1} s off-CPU.
-Files: <a href="summary.json">summary.json</a>, <a href="cpu.pb.gz">cpu.pb.gz</a>, <a href="offcpu.pb.gz">offcpu.pb.gz</a>,
-<a href="cpu.folded">cpu.folded</a>, <a href="offcpu.folded">offcpu.folded</a>.</p>
+Files: <a href="summary.json">summary.json</a>{files}.</p>
 <h2>Metrics</h2><img src="metrics.svg" alt="metrics over the window"/>
 {graphs}
 </body></html>

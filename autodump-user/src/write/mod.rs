@@ -8,6 +8,7 @@ pub mod flamegraph;
 pub mod folded;
 pub mod goroutines;
 pub mod index;
+pub mod listing;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod retention;
@@ -20,14 +21,16 @@ use bundle::BundleError;
 use flamegraph::Caption;
 use pprof::PprofMeta;
 
-use crate::record::{profile::Profile, Profiles};
+use crate::record::{
+    profile::{Profile, ProfileKind},
+    Profiles,
+};
 
 /// Everything a bundle is made of.
 pub struct Recording<'a> {
+    /// Every profile, each written as `<stem>.folded`, `<stem>.svg` and `<stem>.pb.gz`.
     pub profiles: &'a Profiles,
     pub summary: summary::Summary,
-    /// Go programs: every goroutine's stack at the time of writing.
-    pub goroutines: Option<&'a Profile>,
     /// Watch-mode bundles add a metrics chart, an index page and, for rules, a diff.
     pub watch: Option<WatchExtras<'a>>,
 }
@@ -48,12 +51,6 @@ pub enum WriteError {
     Summary(#[from] serde_json::Error),
 }
 
-/// Names of one profile's folded stacks, flamegraph and pprof file.
-type ProfileFileNames = [&'static str; 3];
-const CPU_FILES: ProfileFileNames = ["cpu.folded", "cpu.svg", "cpu.pb.gz"];
-const OFFCPU_FILES: ProfileFileNames = ["offcpu.folded", "offcpu.svg", "offcpu.pb.gz"];
-const GOROUTINE_FILES: ProfileFileNames = ["goroutines.folded", "goroutines.svg", "goroutines.pb.gz"];
-
 /// An SVG, or when inferno cannot draw it, a small SVG that says why. One graph that cannot be
 /// drawn must not cost an incident its other files; the reason is added to the summary's notes.
 fn drawn(what: &str, svg: std::io::Result<Vec<u8>>, failures: &mut Vec<String>) -> Vec<u8> {
@@ -73,23 +70,24 @@ fn drawn(what: &str, svg: std::io::Result<Vec<u8>>, failures: &mut Vec<String>) 
 
 /// One profile's folded stacks, flamegraph (drawn from the same folded text) and pprof file.
 fn profile_files(
-    [folded_name, svg_name, pprof_name]: ProfileFileNames,
     profile: &Profile,
     caption: &Caption<'_>,
     meta: &PprofMeta,
     failures: &mut Vec<String>,
-) -> Result<Vec<(&'static str, Vec<u8>)>, WriteError> {
+) -> Result<Vec<(String, Vec<u8>)>, WriteError> {
+    let stem = profile.kind.info().stem;
+    let (folded_name, svg_name, pprof_name) =
+        (format!("{stem}.folded"), format!("{stem}.svg"), format!("{stem}.pb.gz"));
     let text = folded::folded(profile);
-    let svg = drawn(svg_name, flamegraph::flamegraph_svg(profile.kind, &text, caption), failures);
+    let svg = drawn(&svg_name, flamegraph::flamegraph_svg(profile.kind, &text, caption), failures);
     let pprof = pprof::gzipped(&pprof::encode(profile, meta))
-        .map_err(|source| WriteError::Render { what: pprof_name, source })?;
+        .map_err(|source| WriteError::Render { what: profile.kind.info().stem, source })?;
     Ok(vec![(folded_name, text.into_bytes()), (svg_name, svg), (pprof_name, pprof)])
 }
 
 /// Renders every file and writes the bundle atomically under `out`; returns its path.
 pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf, WriteError> {
     let s = &rec.summary;
-    let (cpu, offcpu) = (&rec.profiles.cpu, &rec.profiles.offcpu);
     let start_secs = s.window.start;
     let window = format!("{}, {:.1} s", time::readable_utc(start_secs as u64), s.window.duration_s);
     let caption = Caption { comm: &s.comm, pid: s.pid, window: &window };
@@ -97,39 +95,49 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
         time_nanos: (start_secs * 1e9) as i64,
         duration_nanos: (s.window.duration_s * 1e9) as i64,
         frequency_hz: s.frequency_hz,
+        fault_period: s.faults.period,
         comment: format!("autodump {} pid {} ({})", s.agent_version, s.pid, s.comm),
     };
-    let mut failures = Vec::new();
-    // On-CPU and off-CPU render on two threads: with 10,000 stacks each takes about half a second.
-    let (cpu_files, offcpu_files) = std::thread::scope(|scope| {
-        let cpu_files = scope.spawn(|| {
-            let mut failures = Vec::new();
-            profile_files(CPU_FILES, cpu, &caption, &meta, &mut failures).map(|files| (files, failures))
-        });
-        let offcpu_files = profile_files(OFFCPU_FILES, offcpu, &caption, &meta, &mut failures);
-        (cpu_files.join().expect("the rendering thread does not panic"), offcpu_files)
+    // Each profile renders on its own thread: with 10,000 stacks one takes about half a second.
+    let rendered: Vec<_> = std::thread::scope(|scope| {
+        let threads: Vec<_> = rec
+            .profiles
+            .iter()
+            .map(|profile| {
+                let (caption, meta) = (&caption, &meta);
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    profile_files(profile, caption, meta, &mut failures).map(|files| (files, failures))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("the rendering threads do not panic")).collect()
     });
-    let (mut files, cpu_failures) = cpu_files?;
-    failures.extend(cpu_failures);
-    files.extend(offcpu_files?);
-    if let Some(g) = rec.goroutines {
-        files.extend(profile_files(GOROUTINE_FILES, g, &caption, &meta, &mut failures)?);
-        files.push(("goroutines.txt", goroutines::goroutines_txt(g).into_bytes()));
+    let (mut files, mut failures) = (Vec::new(), Vec::new());
+    for result in rendered {
+        let (profile_files, profile_failures) = result?;
+        files.extend(profile_files);
+        failures.extend(profile_failures);
+    }
+    if let Some(g) = rec.profiles.get(ProfileKind::Goroutines) {
+        files.push(("goroutines.txt".into(), goroutines::goroutines_txt(g).into_bytes()));
     }
     if let Some(extras) = &rec.watch {
         let chart = chart::metrics_svg(&extras.charts, s.window.start, s.window.end, s.window.trigger);
-        files.push(("metrics.svg", chart.into_bytes()));
+        files.push(("metrics.svg".into(), chart.into_bytes()));
         if let Some((before, after)) = extras.diff {
             let title = format!("on-CPU {} (pid {}): after the trigger vs before", s.comm, s.pid);
-            files.push(("cpu-diff.svg", drawn("cpu-diff.svg", diff::diff_svg(before, after, &title), &mut failures)));
+            let svg = drawn("cpu-diff.svg", diff::diff_svg(before, after, &title), &mut failures);
+            files.push(("cpu-diff.svg".into(), svg));
         }
-        files.push(("index.html", index::index_html(s, extras.diff.is_some()).into_bytes()));
+        let kinds: Vec<ProfileKind> = rec.profiles.iter().map(|p| p.kind).collect();
+        files.push(("index.html".into(), index::index_html(s, &kinds, extras.diff.is_some()).into_bytes()));
     }
     let stamp = s.window.trigger.unwrap_or(start_secs) as u64;
     let name = bundle::bundle_name(&s.comm, s.pid, stamp, &s.reason.kind);
     let mut summary = rec.summary;
     summary.notes.extend(failures);
-    files.push(("summary.json", serde_json::to_vec_pretty(&summary)?));
+    files.push(("summary.json".into(), serde_json::to_vec_pretty(&summary)?));
     Ok(bundle::write_bundle(out, &name, &files)?)
 }
 

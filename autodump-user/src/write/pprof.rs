@@ -1,8 +1,9 @@
 //! Encodes a [`Profile`] as gzip'd pprof, readable by `go tool pprof` and other pprof tools.
 //!
-//! On-CPU: sample types `samples/count` and `cpu/nanoseconds`, period 1e9/frequency ns.
-//! Off-CPU: `samples/count` (blocks) and `off_cpu/nanoseconds`. Each sample carries the thread
-//! name as the `thread` label.
+//! Sample types, period and root label come from the kind's entry in `record::kind`: on-CPU
+//! `samples/count` and `cpu/nanoseconds` with a period of 1e9/frequency ns; off-CPU
+//! `samples/count` (blocks) and `off_cpu/nanoseconds`; page faults `faults/count` with the fault
+//! period. Each sample carries the thread name as the `thread` label.
 
 use std::{collections::HashMap, io::Write};
 
@@ -10,7 +11,7 @@ use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
 use super::pprof_proto as pb;
-use crate::record::profile::{Profile, ProfileKind};
+use crate::record::{kind::Period, profile::Profile};
 
 /// Recording facts pprof stores beside the samples.
 pub struct PprofMeta {
@@ -18,6 +19,8 @@ pub struct PprofMeta {
     pub time_nanos: i64,
     pub duration_nanos: i64,
     pub frequency_hz: u64,
+    /// One recorded page fault stands for this many.
+    pub fault_period: u64,
     pub comment: String,
 }
 
@@ -48,16 +51,13 @@ impl Strings {
 pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
     let mut strings = Strings::new();
     let mut vt = |t: &str, u: &str| pb::ValueType { r#type: strings.get(t), unit: strings.get(u) };
-    let (sample_type, period_type, period) = match profile.kind {
-        ProfileKind::Cpu => (
-            vec![vt("samples", "count"), vt("cpu", "nanoseconds")],
-            Some(vt("cpu", "nanoseconds")),
-            (1_000_000_000 / meta.frequency_hz.max(1)) as i64,
-        ),
-        ProfileKind::OffCpu => {
-            (vec![vt("samples", "count"), vt("off_cpu", "nanoseconds")], Some(vt("off_cpu", "nanoseconds")), 1)
-        }
-        ProfileKind::Goroutines => (vec![vt("goroutine", "count")], Some(vt("goroutine", "count")), 1),
+    let info = profile.kind.info();
+    let sample_type: Vec<pb::ValueType> = info.values.iter().map(|&(t, u, _)| vt(t, u)).collect();
+    let period_type = Some(vt(info.period.0, info.period.1));
+    let period = match info.period.2 {
+        Period::SamplingInterval => (1_000_000_000 / meta.frequency_hz.max(1)) as i64,
+        Period::FaultPeriod => meta.fault_period.max(1) as i64,
+        Period::One => 1,
     };
 
     let mut mappings: Vec<pb::Mapping> = Vec::new();
@@ -105,11 +105,8 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
     }
 
     // The root of a goroutine stack is its state; of a thread's stack, the thread's name.
-    let thread_key = strings.get(if profile.kind == ProfileKind::Goroutines { "state" } else { "thread" });
-    let values = |v: &crate::record::profile::SampleValue| match profile.kind {
-        ProfileKind::Goroutines => vec![v.count as i64],
-        _ => vec![v.count as i64, v.nanos as i64],
-    };
+    let thread_key = strings.get(info.root_label);
+    let values = |v: &crate::record::profile::SampleValue| info.values.iter().map(|f| f.2.of(v) as i64).collect();
     let samples = profile
         .sorted_samples()
         .into_iter()
@@ -149,13 +146,14 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-    use crate::record::profile::tests::sample_profile;
+    use crate::record::profile::{tests::sample_profile, ProfileKind};
 
     fn meta() -> PprofMeta {
         PprofMeta {
             time_nanos: 1_700_000_000_000_000_000,
             duration_nanos: 10_000_000_000,
             frequency_hz: 99,
+            fault_period: 16,
             comment: "test".into(),
         }
     }
@@ -212,5 +210,17 @@ mod tests {
         let s = |i: i64| encoded.string_table[i as usize].as_str();
         assert_eq!(s(encoded.sample_type[1].r#type), "off_cpu");
         assert_eq!(s(encoded.sample_type[1].unit), "nanoseconds");
+    }
+
+    #[test]
+    fn faults_count_faults_at_the_fault_period() {
+        let mut p = sample_profile();
+        p.kind = ProfileKind::Faults;
+        let encoded = encode(&p, &meta());
+        let s = |i: i64| encoded.string_table[i as usize].as_str();
+        let types: Vec<_> = encoded.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        assert_eq!(types, [("faults", "count")]);
+        assert_eq!(encoded.period, 16);
+        assert_eq!(encoded.sample.iter().map(|x| x.value[0]).sum::<i64>(), 45);
     }
 }

@@ -12,7 +12,7 @@ use crate::{
         metrics::MetricSample,
     },
     record::{
-        profile::{pseudo, Profile},
+        profile::{pseudo, Profile, ProfileKind},
         Profiles,
     },
     trigger::{Crossed, Fired},
@@ -38,6 +38,10 @@ pub struct Summary {
     pub window: Window,
     pub cpu: CpuTotals,
     pub offcpu: OffCpuTotals,
+    /// Page faults, by the class of memory they touched.
+    pub faults: super::listing::FaultTotals,
+    /// Every profile of the bundle: its files and totals.
+    pub profiles: Vec<super::listing::ProfileListing>,
     /// Events the probes could not record (from their stats map).
     pub dropped: ProbeStats,
     pub target: TargetState,
@@ -48,6 +52,9 @@ pub struct Summary {
     /// How the target ended, when it died during the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// Which memory grew over the window: resident kinds, mappings, the cgroup's accounting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::collect::memory::MemoryReport>,
     /// Go programs: whether goroutines could be read, and the dump's total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go: Option<GoStatus>,
@@ -56,7 +63,7 @@ pub struct Summary {
     pub regressed_stacks: Vec<Regression>,
     /// What the kernel offered the probes and which probes it did not take.
     pub probes: ProbeReport,
-    /// Per profile (`cpu`, `offcpu`): the share whose frames are all named, and which modules
+    /// Per recorded profile (`cpu`, `offcpu`, `faults`): the share whose frames are all named, and which modules
     /// left frames unnamed and why.
     pub naming: BTreeMap<&'static str, crate::record::naming::Naming>,
     /// Facts a reader needs to interpret the numbers (e.g. the target exited early).
@@ -204,6 +211,8 @@ pub struct Facts<'a> {
     pub comm: &'a str,
     pub exe: String,
     pub frequency_hz: u64,
+    /// 0: the page-fault probe was off.
+    pub fault_period: u64,
     pub offcpu_kernel_stacks: KernelStacks,
     pub start: f64,
     pub trigger: Option<f64>,
@@ -215,6 +224,7 @@ pub struct Facts<'a> {
     pub exit: Option<ExitStatus>,
     pub metrics: Vec<MetricSample>,
     pub regressed: Vec<Regression>,
+    pub memory: Option<crate::collect::memory::MemoryReport>,
     pub go: Option<GoStatus>,
     pub probes: ProbeReport,
 }
@@ -256,28 +266,31 @@ fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats) -> 
 
 pub fn build(f: Facts<'_>) -> Summary {
     let (start, end) = (f.start, f.end);
-    let (cpu, offcpu) = (f.profiles.cpu.total(), f.profiles.offcpu.total());
+    let (cpu, offcpu) = (f.profiles.cpu().total(), f.profiles.offcpu().total());
     let mut notes = Vec::new();
     if f.exited {
         notes.push("the target exited before the window closed; the bundle holds what was recorded until then".into());
     }
     let d = &f.dropped;
-    let lost =
-        d.cpu_user_stack_errors + d.cpu_kernel_stack_errors + d.offcpu_user_stack_errors + d.offcpu_kernel_stack_errors;
+    let lost = d.cpu_user_stack_errors
+        + d.cpu_kernel_stack_errors
+        + d.offcpu_user_stack_errors
+        + d.offcpu_kernel_stack_errors
+        + d.fault_user_stack_errors
+        + d.fault_kernel_stack_errors;
     if lost > 0 {
         notes.push(format!(
             "{lost} stacks could not be recorded (stack-map collisions or a full map); raise --stack-slots"
         ));
     }
-    let full = d.cpu_counts_full + d.offcpu_start_full + d.offcpu_totals_full;
+    let full = d.cpu_counts_full + d.offcpu_start_full + d.offcpu_totals_full + d.fault_counts_full;
     if full > 0 {
         notes.push(format!("{full} events were lost to full maps; raise --count-slots or --thread-slots"));
     }
-    let naming: BTreeMap<&'static str, crate::record::naming::Naming> =
-        [("cpu", &f.profiles.cpu), ("offcpu", &f.profiles.offcpu)]
-            .into_iter()
-            .filter_map(|(kind, p)| Some((kind, crate::record::naming::naming(p)?)))
-            .collect();
+    let naming: BTreeMap<&'static str, crate::record::naming::Naming> = ProfileKind::RECORDED
+        .into_iter()
+        .filter_map(|kind| Some((kind.info().stem, crate::record::naming::naming(f.profiles.get(kind)?)?)))
+        .collect();
     for (kind, n) in &naming {
         for m in n.unnamed_modules.iter().filter(|m| m.share >= NAMING_NOTE_SHARE) {
             notes.push(format!(
@@ -308,21 +321,27 @@ pub fn build(f: Facts<'_>) -> Summary {
         cpu: CpuTotals {
             samples: cpu.count,
             cpu_seconds: cpu.count as f64 / f.frequency_hz as f64,
-            distinct_stacks: f.profiles.cpu.samples.len(),
+            distinct_stacks: f.profiles.cpu().samples.len(),
         },
         offcpu: OffCpuTotals {
             total_us: offcpu.nanos / 1000,
-            runnable_us: runnable_us(&f.profiles.offcpu),
+            runnable_us: runnable_us(f.profiles.offcpu()),
             blocks: offcpu.count,
-            distinct_stacks: f.profiles.offcpu.samples.len(),
+            distinct_stacks: f.profiles.offcpu().samples.len(),
             kernel_stacks: f.offcpu_kernel_stacks,
         },
+        faults: super::listing::FaultTotals::of(
+            f.profiles.get(ProfileKind::Faults).filter(|_| f.fault_period > 0),
+            f.fault_period,
+        ),
+        profiles: super::listing::listing(f.profiles),
         dropped: f.dropped,
         target: TargetState { exited: f.exited },
         threads: f.threads.iter().map(|(&tid, name)| Thread { tid, name: name.to_string() }).collect(),
         metrics: f.metrics,
         exit: f.exit,
         regressed_stacks: f.regressed,
+        memory: f.memory,
         go: f.go,
         probes: f.probes,
         naming,

@@ -10,6 +10,7 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         comm: "app",
         exe: "/usr/bin/app".into(),
         frequency_hz: 99,
+        fault_period: 16,
         offcpu_kernel_stacks: KernelStacks::PerUserStack,
         start: 1_700_000_000.0,
         trigger: None,
@@ -21,6 +22,7 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         exit: None,
         metrics: Vec::new(),
         regressed: Vec::new(),
+        memory: None,
         go: None,
         probes: ProbeReport::default(),
     }
@@ -39,7 +41,9 @@ fn summarizes_totals_window_threads_and_losses() {
     );
     let threads = BTreeMap::from([(7, Arc::from("worker")), (8, Arc::from("app"))]);
     let dropped = ProbeStats { cpu_user_stack_errors: 2, offcpu_totals_full: 1, ..ProbeStats::default() };
-    let profiles = Profiles { cpu: sample_profile(), offcpu };
+    let mut profiles = Profiles::new();
+    profiles.insert(sample_profile());
+    profiles.insert(offcpu);
     let summary = build(Facts { dropped, exited: true, ..facts(&profiles, &threads) });
     assert_eq!(summary.cpu.samples, 45);
     assert!((summary.cpu.cpu_seconds - 45.0 / 99.0).abs() < 1e-9);
