@@ -224,6 +224,8 @@ pub mod globals {
     pub const GROUP_END_FROM_SIGNAL: &str = "GROUP_END_FROM_SIGNAL";
     /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
+    /// Record one of the target's page faults in this many, at random.
+    pub const FAULT_ONE_IN: &str = "FAULT_ONE_IN";
     /// Nonzero: classify each page fault's address with `bpf_find_vma` (5.17+).
     pub const FAULT_FIND_VMA: &str = "FAULT_FIND_VMA";
     /// Offsets in `struct vm_area_struct` and `struct mm_struct` for that classification.

@@ -34,6 +34,9 @@ static GROUP_END_FROM_SIGNAL: u32 = 0;
 /// generation (see `switch::kernel_stack_for`).
 #[no_mangle]
 static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
+/// Record one of the target's page faults in this many, at random.
+#[no_mangle]
+static FAULT_ONE_IN: u32 = 1;
 /// Nonzero: the kernel has `bpf_find_vma` (5.17+); classify page faults by their mapping.
 #[no_mangle]
 static FAULT_FIND_VMA: u32 = 0;
@@ -77,6 +80,11 @@ pub fn group_end_from_signal() -> bool {
 #[inline(always)]
 pub fn kernel_stack_every_switch() -> bool {
     read(&KERNEL_STACK_EVERY_SWITCH) != 0
+}
+
+#[inline(always)]
+pub fn fault_one_in() -> u32 {
+    read(&FAULT_ONE_IN)
 }
 
 #[inline(always)]

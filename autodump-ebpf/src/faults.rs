@@ -1,14 +1,22 @@
-//! Page faults: a software `page-faults` perf event on every CPU, sampled every Nth fault, counts
-//! the target's faults per (thread, user stack, kernel stack, class of the faulting mapping).
-//! A fault is where a process first touches memory, so this is where its resident size grows,
-//! whatever the language or allocator.
+//! Page faults: a software `page-faults` perf event on every CPU reports every fault; the target's
+//! are sampled one in N at random and counted per (thread, user stack, kernel stack, class of
+//! the faulting mapping). A fault is where a process first touches memory, so this is where its
+//! resident size grows, whatever the language or allocator.
+//!
+//! At random, not every Nth: a loop that faults a fixed number of pages per iteration locks a
+//! periodic counter to one phase of it. Measured on python3 keeping 64 KiB bytearrays: a period
+//! of 16 gave malloc's share as 0%, 7% or 13% from run to run, against 6.2% when every fault is
+//! recorded; random sampling gives 6-7% every time.
 
 use core::ffi::c_void;
 
 use autodump_common::{fault_class, StackKey, Stat};
 use aya_ebpf::{
     bindings::bpf_perf_event_data,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, generated::bpf_find_vma},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_probe_read_kernel,
+        generated::bpf_find_vma,
+    },
     macros::perf_event,
     programs::PerfEventContext,
     EbpfContext,
@@ -17,8 +25,8 @@ use aya_log_ebpf::warn;
 
 use crate::{
     config::{
-        fault_find_vma, offset, MM_BRK_OFFSET, MM_START_BRK_OFFSET, VMA_END_OFFSET, VMA_FILE_OFFSET, VMA_FLAGS_OFFSET,
-        VMA_MM_OFFSET, VMA_START_OFFSET,
+        fault_find_vma, fault_one_in, offset, MM_BRK_OFFSET, MM_START_BRK_OFFSET, VMA_END_OFFSET, VMA_FILE_OFFSET,
+        VMA_FLAGS_OFFSET, VMA_MM_OFFSET, VMA_START_OFFSET,
     },
     maps::{add, count, entry, generation, is_target, stack_id, user_stack_id},
     unwind::WALK_FAULT,
@@ -43,6 +51,11 @@ pub fn fault_unwind(ctx: PerfEventContext) -> u32 {
 fn fault(ctx: &PerfEventContext, unwind: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let one_in = fault_one_in();
+    // SAFETY: a plain helper call.
+    if one_in > 1 && unsafe { bpf_get_prandom_u32() } % one_in != 0 {
         return 0;
     }
     // SAFETY: a perf event program's context is `bpf_perf_event_data`; `addr` is the faulting

@@ -48,7 +48,8 @@ pub mod defaults {
     pub const MAX_DISK: &str = "1GiB";
     /// How often /proc/PID/smaps is read, to tell which mappings grew over a bundle's window.
     pub const SMAPS_EVERY: &str = "10s";
-    /// The page-fault probe records one fault in this many (see BENCHMARKS.md for the cost).
+    /// The page-fault probe records one of the target's faults in this many, at random (see
+    /// BENCHMARKS.md for the cost).
     pub const FAULT_PERIOD: u64 = 16;
 }
 
@@ -131,9 +132,9 @@ pub struct Cli {
     #[arg(long, default_value_t = crate::unwind::DEFAULT_TABLE_ROWS, value_parser = clap::value_parser!(u32).range(1024..=67_108_864))]
     pub unwind_table_rows: u32,
 
-    /// Record one page fault in this many, with its stacks and the class of the memory it
-    /// touched (faults.*); 0 turns the page-fault probe off. Each recorded fault stands for
-    /// this many.
+    /// Record one of the target's page faults in this many, chosen at random, with its stacks
+    /// and the class of the memory it touched (faults.*); 0 turns the page-fault probe off.
+    /// Each recorded fault stands for this many.
     #[arg(long, default_value_t = defaults::FAULT_PERIOD)]
     pub fault_period: u64,
 

@@ -15,11 +15,23 @@ pub struct PerfRecording {
 
 impl PerfRecording {
     pub fn start(pid: u32, seconds: u64, frequency_hz: u64, dir: &Path) -> Self {
-        let data = dir.join("perf.data");
-        let (pid, frequency) = (pid.to_string(), frequency_hz.to_string());
         // 32 KiB of stack per sample: deeper than any fixture's stack, a quarter of the file.
+        Self::start_sampling(pid, seconds, &["--call-graph", "dwarf,32768", "-F", &frequency_hz.to_string()], dir)
+    }
+
+    /// Records every page fault (a period would lock onto loops that fault a fixed number of
+    /// pages per iteration), with 8 KiB of stack each to keep the file small.
+    pub fn start_faults(pid: u32, seconds: u64, dir: &Path) -> Self {
+        Self::start_sampling(pid, seconds, &["--call-graph", "dwarf,8192", "-e", "page-faults", "-c", "1"], dir)
+    }
+
+    fn start_sampling(pid: u32, seconds: u64, sampling: &[&str], dir: &Path) -> Self {
+        let data = dir.join("perf.data");
+        let pid = pid.to_string();
         let child = Command::new("perf")
-            .args(["record", "-q", "--call-graph", "dwarf,32768", "-F", &frequency, "-p", &pid, "-o"])
+            .args(["record", "-q"])
+            .args(sampling)
+            .args(["-p", &pid, "-o"])
             .arg(&data)
             .args(["--", "sleep", &seconds.to_string()])
             .stdout(std::process::Stdio::null())

@@ -123,6 +123,7 @@ impl Probes {
         })?;
         let every_switch = u32::from(config.kernel_stack_every_switch);
         let find_vma = u32::from(features.vma_offsets.is_some());
+        let fault_one_in = config.fault_period.unwrap_or(1).clamp(1, u64::from(u32::MAX)) as u32;
         let vma = features.vma_offsets.unwrap_or_default();
         let unwinding = match (config.unwind_rows, features.bpf_loop) {
             (Some(_), true) => Unwinding { mode: crate::unwind::UnwindMode::Cfi, why: None },
@@ -151,6 +152,7 @@ impl Probes {
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
+            .override_global(globals::FAULT_ONE_IN, &fault_one_in, true)
             .override_global(globals::FAULT_FIND_VMA, &find_vma, true)
             .override_global(globals::VMA_START_OFFSET, &vma.vm_start, true)
             .override_global(globals::VMA_END_OFFSET, &vma.vm_end, true)
@@ -295,17 +297,16 @@ impl Probes {
         Ok(())
     }
 
-    /// The page-fault sampler: one software perf event per CPU, every `fault_period` faults.
+    /// The page-fault sampler: one software perf event per CPU that reports every fault; the
+    /// probe keeps one of the target's in `fault_period`, at random.
     fn attach_faults(&mut self) -> Result<(), AgentError> {
-        let Some(period) = self.fault_period else { return Ok(()) };
+        if self.fault_period.is_none() {
+            return Ok(());
+        }
         self.skipped(PAGE_FAULT)?;
         let name = if self.cfi() { PAGE_FAULT_UNWIND } else { PAGE_FAULT };
-        self.fault_links = self.attach_per_cpu(
-            name,
-            SoftwareEvent::PageFaults,
-            SamplePolicy::Period(period),
-            "the page-fault sampler",
-        )?;
+        self.fault_links =
+            self.attach_per_cpu(name, SoftwareEvent::PageFaults, SamplePolicy::Period(1), "the page-fault sampler")?;
         Ok(())
     }
 

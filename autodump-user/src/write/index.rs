@@ -37,13 +37,16 @@ pub fn index_html(summary: &Summary, kinds: &[ProfileKind], has_diff: bool) -> S
     let w = &summary.window;
     let trigger = w.trigger.map(|t| format!(", trigger {}", readable_utc(t as u64))).unwrap_or_default();
     let mut graphs = String::new();
+    let memory_first = r.metric.as_deref() == Some("rss");
+    if memory_first {
+        graphs.push_str(&memory_section(summary));
+    }
     let mut graph = |file: &str, caption: &str| {
         let _ = write!(
             graphs,
             r#"<h2>{caption}</h2><object type="image/svg+xml" data="{file}" width="100%">{file}</object><p><a href="{file}">{file}</a></p>"#
         );
     };
-    let memory_first = r.metric.as_deref() == Some("rss");
     let mut files = String::new();
     for kind in display_order(kinds, memory_first) {
         let info = kind.info();
@@ -54,6 +57,9 @@ pub fn index_html(summary: &Summary, kinds: &[ProfileKind], has_diff: bool) -> S
         for ext in ["pb.gz", "folded"] {
             let _ = write!(files, r#", <a href="{0}.{ext}">{0}.{ext}</a>"#, info.stem);
         }
+    }
+    if !memory_first {
+        graphs.push_str(&memory_section(summary));
     }
     format!(
         r#"<!DOCTYPE html>
@@ -77,4 +83,49 @@ Files: <a href="summary.json">summary.json</a>{files}.</p>
         samples = summary.cpu.samples,
         offcpu = summary.offcpu.total_us as f64 / 1e6,
     )
+}
+
+/// Which memory grew: the resident split at the window's start and end, and the mappings that
+/// grew most. Empty when the summary has no memory section.
+fn memory_section(summary: &Summary) -> String {
+    let Some(m) = &summary.memory else { return String::new() };
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut html = String::from("<h2>Memory</h2>");
+    if let (Some(a), Some(b)) = (m.rss_start, m.rss_end) {
+        let _ = write!(
+            html,
+            "<p>Resident: anonymous {:.1} &rarr; {:.1} MiB, file {:.1} &rarr; {:.1} MiB, shared {:.1} &rarr; {:.1} MiB.</p>",
+            mib(a.anon_bytes),
+            mib(b.anon_bytes),
+            mib(a.file_bytes),
+            mib(b.file_bytes),
+            mib(a.shmem_bytes),
+            mib(b.shmem_bytes)
+        );
+    }
+    if !m.grown_mappings.is_empty() {
+        html.push_str("<table><tr><th>mapping</th><th>grew (MiB)</th><th>resident at the end (MiB)</th></tr>");
+        for g in &m.grown_mappings {
+            let _ = write!(
+                html,
+                "<tr><td><code>{}</code></td><td>{:.1}</td><td>{:.1}</td></tr>",
+                escape(&g.mapping),
+                g.grown_bytes as f64 / (1 << 20) as f64,
+                mib(g.rss_end_bytes)
+            );
+        }
+        html.push_str("</table>");
+    }
+    let f = &summary.faults;
+    if f.period > 0 {
+        let classes: Vec<String> = f.by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = write!(
+            html,
+            "<p>Page faults: {} (about {:.1} MiB touched for the first time): {}.</p>",
+            f.faults,
+            mib(f.approx_bytes),
+            escape(&classes.join(", "))
+        );
+    }
+    html
 }
