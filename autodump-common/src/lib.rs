@@ -226,8 +226,6 @@ pub mod globals {
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
     /// Record one of the target's page faults in this many, at random.
     pub const FAULT_ONE_IN: &str = "FAULT_ONE_IN";
-    /// Nonzero: classify each page fault's address with `bpf_find_vma` (5.17+).
-    pub const FAULT_FIND_VMA: &str = "FAULT_FIND_VMA";
     /// Offsets in `struct vm_area_struct` and `struct mm_struct` for that classification.
     pub const VMA_START_OFFSET: &str = "VMA_START_OFFSET";
     pub const VMA_END_OFFSET: &str = "VMA_END_OFFSET";

@@ -37,9 +37,6 @@ static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
 /// Record one of the target's page faults in this many, at random.
 #[no_mangle]
 static FAULT_ONE_IN: u32 = 1;
-/// Nonzero: the kernel has `bpf_find_vma` (5.17+); classify page faults by their mapping.
-#[no_mangle]
-static FAULT_FIND_VMA: u32 = 0;
 /// Offsets in `struct vm_area_struct` and `struct mm_struct`, from the kernel's BTF.
 #[no_mangle]
 pub static VMA_START_OFFSET: u32 = 0;
@@ -85,11 +82,6 @@ pub fn kernel_stack_every_switch() -> bool {
 #[inline(always)]
 pub fn fault_one_in() -> u32 {
     read(&FAULT_ONE_IN)
-}
-
-#[inline(always)]
-pub fn fault_find_vma() -> bool {
-    read(&FAULT_FIND_VMA) != 0
 }
 
 /// One of the offsets above, as the verifier sees it: a constant.

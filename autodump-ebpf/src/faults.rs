@@ -25,8 +25,8 @@ use aya_log_ebpf::warn;
 
 use crate::{
     config::{
-        fault_find_vma, fault_one_in, offset, MM_BRK_OFFSET, MM_START_BRK_OFFSET, VMA_END_OFFSET, VMA_FILE_OFFSET,
-        VMA_FLAGS_OFFSET, VMA_MM_OFFSET, VMA_START_OFFSET,
+        fault_one_in, offset, MM_BRK_OFFSET, MM_START_BRK_OFFSET, VMA_END_OFFSET, VMA_FILE_OFFSET, VMA_FLAGS_OFFSET,
+        VMA_MM_OFFSET, VMA_START_OFFSET,
     },
     maps::{add, count, entry, generation, is_target, stack_id, user_stack_id},
     unwind::WALK_FAULT,
@@ -35,20 +35,28 @@ use crate::{
 /// `VM_GROWSDOWN` in `vm_flags`: the main thread's stack.
 const VM_GROWSDOWN: u64 = 0x100;
 
-/// User stacks by frame pointer, walked by the kernel.
+/// User stacks by frame pointer, walked by the kernel; faults not classified (kernels before
+/// 5.17, which have no `bpf_find_vma` and cannot load a program with a callback).
 #[perf_event]
 pub fn fault_sample(ctx: PerfEventContext) -> u32 {
-    fault(&ctx, false)
+    fault(&ctx, false, false)
 }
 
-/// User stacks walked with CFI rows (see `unwind`); loaded instead of `fault_sample`.
+/// User stacks by frame pointer, faults classified by mapping (5.17+ with `--unwind
+/// frame-pointers`).
+#[perf_event]
+pub fn fault_classify(ctx: PerfEventContext) -> u32 {
+    fault(&ctx, false, true)
+}
+
+/// User stacks walked with CFI rows (see `unwind`), faults classified by mapping.
 #[perf_event]
 pub fn fault_unwind(ctx: PerfEventContext) -> u32 {
-    fault(&ctx, true)
+    fault(&ctx, true, true)
 }
 
 #[inline(always)]
-fn fault(ctx: &PerfEventContext, unwind: bool) -> u32 {
+fn fault(ctx: &PerfEventContext, unwind: bool, classify: bool) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
@@ -67,7 +75,7 @@ fn fault(ctx: &PerfEventContext, unwind: bool) -> u32 {
         user_stack_id: user_stack_id(ctx, &gen, unwind, WALK_FAULT, Stat::FaultUserStackErrors),
         kernel_stack_id: stack_id(ctx, &gen, 0, Stat::FaultKernelStackErrors),
         stack_epoch: gen.epoch,
-        flags: if fault_find_vma() { class_of(address) } else { fault_class::UNKNOWN },
+        flags: if classify { class_of(address) } else { fault_class::UNKNOWN },
     };
     match entry(gen.fault_counts, key) {
         Some(value) => {

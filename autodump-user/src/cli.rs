@@ -46,6 +46,9 @@ pub mod defaults {
     pub const MAX_BUNDLES: usize = 50;
     /// Disk the bundles in --out may use.
     pub const MAX_DISK: &str = "1GiB";
+    /// How often a Go program's heap profile is read, so that a bundle can compare the heap with
+    /// what it was before its window.
+    pub const HEAP_EVERY: &str = "30s";
     /// How often /proc/PID/smaps is read, to tell which mappings grew over a bundle's window.
     pub const SMAPS_EVERY: &str = "10s";
     /// The page-fault probe records one of the target's faults in this many, at random (see
@@ -137,6 +140,11 @@ pub struct Cli {
     /// Each recorded fault stands for this many.
     #[arg(long, default_value_t = defaults::FAULT_PERIOD)]
     pub fault_period: u64,
+
+    /// Go programs: how often the runtime's heap profile is read (cheap: one read per bucket),
+    /// so that a bundle holds the heap from before its window (`heap-base.pb.gz`) too.
+    #[arg(long, default_value = defaults::HEAP_EVERY, value_parser = parse_duration)]
+    pub heap_every: Duration,
 
     /// How often the resident size of each mapping is read (/proc/PID/smaps), so that a bundle
     /// can say which mappings grew over its window.

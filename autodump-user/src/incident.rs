@@ -67,10 +67,13 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         profiles.get_mut(ProfileKind::OffCpu).merge(&blocked);
     }
     let metrics = ctx.flight.metrics(start, end);
-    // A dead process has no goroutines to read.
+    // A dead process has no goroutines or heap to read.
     if !matches!(incident, Incident::Exit(_)) {
         if let Some(goroutines) = ctx.session.goroutine_profile() {
             profiles.insert(goroutines);
+        }
+        for heap in ctx.session.heap_profiles(start) {
+            profiles.insert(heap);
         }
     }
     let (before, after): (Profile, Profile) = match incident {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod error;
+pub mod heap_watch;
 pub mod incident;
 pub mod probes;
 pub mod progress;

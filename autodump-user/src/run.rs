@@ -52,11 +52,12 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
 
     // The goroutines as the window closes (the process must still be there to be read).
     let goroutines = if exited { None } else { session.goroutine_profile() };
+    let heap = if exited { Vec::new() } else { session.heap_profiles(unix_now(start)) };
     let memory = session.memory.report(unix_now(start), unix_now(SystemTime::now()));
     let last = session.stop(unix_now(start))?;
     totals.merge(&last.profiles);
-    if let Some(goroutines) = goroutines {
-        totals.insert(goroutines);
+    for snapshot in goroutines.into_iter().chain(heap) {
+        totals.insert(snapshot);
     }
     let end = SystemTime::now();
     let summary = summary::build(summary::Facts {

@@ -14,6 +14,7 @@ use crate::{
         unix_now,
     },
     error::{AgentError, ExitCode},
+    heap_watch::HeapWatch,
     probes::{ProbeConfig, Probes},
     record::{
         flight::Slice,
@@ -44,6 +45,8 @@ pub struct Session {
     slice_start: f64,
     /// Resident memory by kind and by mapping, over the recent past.
     pub memory: MemoryWatch,
+    /// Go programs: heap profiles over the recent past.
+    heap: HeapWatch,
 }
 
 impl Session {
@@ -109,6 +112,10 @@ impl Session {
         let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
         let mut memory = MemoryWatch::new(cli.pid, cli.smaps_every, keep);
         memory.observe(unix_now(SystemTime::now()));
+        let mut heap = HeapWatch::new(cli.heap_every, keep);
+        if let GoSupport::Ready(rt) = &go {
+            heap.observe(rt, unix_now(SystemTime::now()));
+        }
         probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
         Ok(Self {
@@ -123,6 +130,7 @@ impl Session {
             drainer: Drainer::new(maps),
             slice_start: unix_now(SystemTime::now()),
             memory,
+            heap,
         })
     }
 
@@ -137,7 +145,11 @@ impl Session {
         let drained = self.drainer.drain().map_err(internal)?;
         let drained_at = started.elapsed();
         let profiles = self.recorder.profiles(&drained);
-        self.memory.observe(unix_now(SystemTime::now()));
+        let now = unix_now(SystemTime::now());
+        self.memory.observe(now);
+        if let GoSupport::Ready(rt) = &self.go {
+            self.heap.observe(rt, now);
+        }
         tracing::debug!(
             stacks = drained.cpu.len() + drained.offcpu.len() + drained.faults.len(),
             observe_us = observed.as_micros() as u64,
@@ -246,14 +258,27 @@ impl Session {
         }
     }
 
+    /// A Go program's heap profile now and from before `start` (Unix seconds), when its runtime
+    /// records one; the summary says why not otherwise.
+    pub fn heap_profiles(&mut self, start: f64) -> Vec<Profile> {
+        let GoSupport::Ready(rt) = &self.go else { return Vec::new() };
+        self.heap.profiles(rt, &mut self.recorder, start, unix_now(SystemTime::now()))
+    }
+
     /// What summaries say about Go: absent for other programs.
     pub fn go_status(&self) -> Option<crate::write::summary::GoStatus> {
         match &self.go {
             GoSupport::NotGo => None,
-            GoSupport::Ready(_) => Some(crate::write::summary::GoStatus { goroutines_available: true, reason: None }),
-            GoSupport::Unavailable(why) => {
-                Some(crate::write::summary::GoStatus { goroutines_available: false, reason: Some(why.clone()) })
-            }
+            GoSupport::Ready(_) => Some(crate::write::summary::GoStatus {
+                goroutines_available: true,
+                reason: None,
+                heap: self.heap.report.clone(),
+            }),
+            GoSupport::Unavailable(why) => Some(crate::write::summary::GoStatus {
+                goroutines_available: false,
+                reason: Some(why.clone()),
+                heap: None,
+            }),
         }
     }
 

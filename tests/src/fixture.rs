@@ -124,6 +124,7 @@ impl Fixture {
     pub fn start(name: &str, args: &[&str]) -> Self {
         let mut child = Command::new(fixture_bin(name))
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -134,6 +135,13 @@ impl Fixture {
         let first = fixture.next_line(Duration::from_secs(10));
         assert_eq!(first.as_deref(), Some("ready"), "fixture {name} did not start");
         fixture
+    }
+
+    /// Writes `line` to the fixture's standard input (fixtures that take commands).
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).expect("write to the fixture");
     }
 
     /// The next line the fixture prints, if one comes within `timeout`.

@@ -32,6 +32,8 @@ const SWITCH_UNWIND: &str = "switch_unwind";
 const PROCESS_EXIT: &str = "process_exit";
 const PAGE_FAULT: &str = "fault_sample";
 const PAGE_FAULT_UNWIND: &str = "fault_unwind";
+/// Frame pointers, faults classified by mapping with `bpf_find_vma`.
+const PAGE_FAULT_CLASSIFY: &str = "fault_classify";
 const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
 
 /// What to load, from the command line.
@@ -122,7 +124,6 @@ impl Probes {
             AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
         })?;
         let every_switch = u32::from(config.kernel_stack_every_switch);
-        let find_vma = u32::from(features.vma_offsets.is_some());
         let fault_one_in = config.fault_period.unwrap_or(1).clamp(1, u64::from(u32::MAX)) as u32;
         let vma = features.vma_offsets.unwrap_or_default();
         let unwinding = match (config.unwind_rows, features.bpf_loop) {
@@ -153,7 +154,6 @@ impl Probes {
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
             .override_global(globals::FAULT_ONE_IN, &fault_one_in, true)
-            .override_global(globals::FAULT_FIND_VMA, &find_vma, true)
             .override_global(globals::VMA_START_OFFSET, &vma.vm_start, true)
             .override_global(globals::VMA_END_OFFSET, &vma.vm_end, true)
             .override_global(globals::VMA_MM_OFFSET, &vma.vm_mm, true)
@@ -304,10 +304,19 @@ impl Probes {
             return Ok(());
         }
         self.skipped(PAGE_FAULT)?;
-        let name = if self.cfi() { PAGE_FAULT_UNWIND } else { PAGE_FAULT };
+        let name = self.fault_program();
         self.fault_links =
             self.attach_per_cpu(name, SoftwareEvent::PageFaults, SamplePolicy::Period(1), "the page-fault sampler")?;
         Ok(())
+    }
+
+    /// The page-fault program this kernel and these flags call for.
+    fn fault_program(&self) -> &'static str {
+        match (self.cfi(), self.features.find_vma) {
+            (true, _) => PAGE_FAULT_UNWIND,
+            (false, true) => PAGE_FAULT_CLASSIFY,
+            (false, false) => PAGE_FAULT,
+        }
     }
 
     /// Loads a perf event program and attaches it to `event` on every online CPU.
@@ -357,10 +366,8 @@ impl Probes {
 
     /// Detaches every probe; the maps stay readable.
     pub fn detach(&mut self) {
-        let (on_cpu, switch, fault) = match self.cfi() {
-            true => (ON_CPU_UNWIND, SWITCH_UNWIND, PAGE_FAULT_UNWIND),
-            false => (ON_CPU, SCHED_SWITCH, PAGE_FAULT),
-        };
+        let (on_cpu, switch) = if self.cfi() { (ON_CPU_UNWIND, SWITCH_UNWIND) } else { (ON_CPU, SCHED_SWITCH) };
+        let fault = self.fault_program();
         for (name, links) in
             [(on_cpu, std::mem::take(&mut self.perf_links)), (fault, std::mem::take(&mut self.fault_links))]
         {

@@ -92,7 +92,7 @@ mod tests {
         profiles.get_mut(crate::record::profile::ProfileKind::Cpu).add(
             Arc::from("t"),
             &[StackPart::User(&user)],
-            SampleValue { count: samples, nanos: 0 },
+            SampleValue { count: samples, nanos: 0, ..Default::default() },
         );
         Slice { start, end: start + 1.0, profiles }
     }

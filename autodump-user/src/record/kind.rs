@@ -12,6 +12,10 @@ pub enum ProfileKind {
     OffCpu,
     /// Page faults: where the process first touched memory, so where its resident size grew.
     Faults,
+    /// A Go program's heap profile, read from its runtime: what is allocated and still in use.
+    Heap,
+    /// The same, read before the window: `go tool pprof -diff_base heap-base.pb.gz heap.pb.gz`.
+    HeapBase,
     /// A snapshot of a Go program's goroutines; the root frame is the goroutine's state.
     Goroutines,
 }
@@ -23,6 +27,9 @@ pub enum Field {
     Nanos,
     /// Nanoseconds, shown in microseconds (rounded).
     Micros,
+    Bytes,
+    AllocCount,
+    AllocBytes,
 }
 
 /// How a pprof file states its sampling period.
@@ -32,6 +39,8 @@ pub enum Period {
     SamplingInterval,
     /// One recorded fault stands for `--fault-period` faults.
     FaultPeriod,
+    /// The Go runtime's `MemProfileRate`: one sample per this many bytes allocated.
+    HeapRate,
     /// Every event is counted.
     One,
 }
@@ -96,6 +105,13 @@ impl ProfileKind {
                 root_label: "thread",
                 memory: true,
             },
+            ProfileKind::Heap => &HEAP,
+            ProfileKind::HeapBase => &KindInfo {
+                stem: "heap-base",
+                title: "Go heap in use, before the window, of",
+                heading: "Go heap in use before the window",
+                ..HEAP
+            },
             ProfileKind::Goroutines => &KindInfo {
                 stem: "goroutines",
                 title: "goroutines of",
@@ -111,6 +127,24 @@ impl ProfileKind {
     }
 }
 
+/// A Go heap profile as `runtime/pprof` writes one, so that `go tool pprof` reads it as such.
+const HEAP: KindInfo = KindInfo {
+    stem: "heap",
+    title: "Go heap in use of",
+    heading: "Go heap in use (allocated and not yet freed, by the runtime's own profile)",
+    values: &[
+        ("alloc_objects", "count", Field::AllocCount),
+        ("alloc_space", "bytes", Field::AllocBytes),
+        ("inuse_objects", "count", Field::Count),
+        ("inuse_space", "bytes", Field::Bytes),
+    ],
+    period: ("space", "bytes", Period::HeapRate),
+    weight: (Field::Bytes, "bytes"),
+    palette: "mem",
+    root_label: "thread",
+    memory: true,
+};
+
 impl Field {
     /// This number of a sample's value.
     pub fn of(self, value: &super::profile::SampleValue) -> u64 {
@@ -118,6 +152,9 @@ impl Field {
             Field::Count => value.count,
             Field::Nanos => value.nanos,
             Field::Micros => (value.nanos + 500) / 1000,
+            Field::Bytes => value.bytes,
+            Field::AllocCount => value.alloc_count,
+            Field::AllocBytes => value.alloc_bytes,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and keep them as slices in the flight recorder.
 
 pub mod flight;
+pub mod heap;
 pub mod kind;
 pub mod naming;
 pub mod profile;
@@ -138,12 +139,13 @@ impl Recorder {
     pub fn profiles(&mut self, drained: &Drained) -> Profiles {
         let mut profiles = Profiles::new();
         for sample in &drained.cpu {
-            let value = SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns };
+            let value =
+                SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns, ..Default::default() };
             self.add_sample(profiles.get_mut(ProfileKind::Cpu), sample, value);
         }
         self.add_off_cpu(profiles.get_mut(ProfileKind::OffCpu), &drained.offcpu);
         for sample in &drained.faults {
-            let value = SampleValue { count: sample.count * self.fault_period, nanos: 0 };
+            let value = SampleValue { count: sample.count * self.fault_period, nanos: 0, ..Default::default() };
             self.add_sample(profiles.get_mut(ProfileKind::Faults), sample, value);
         }
         profiles
@@ -152,7 +154,7 @@ impl Recorder {
     /// Adds off-CPU samples (e.g. threads still blocked when a window closes) to `profile`.
     pub fn add_off_cpu(&mut self, profile: &mut Profile, samples: &[RawSample]) {
         for sample in samples {
-            let value = SampleValue { count: sample.count, nanos: sample.off_cpu_ns };
+            let value = SampleValue { count: sample.count, nanos: sample.off_cpu_ns, ..Default::default() };
             self.add_sample(profile, sample, value);
         }
     }
@@ -166,7 +168,7 @@ impl Recorder {
             let locations = self.symbolizer.user(&addrs);
             let part =
                 if locations.is_empty() { StackPart::Pseudo(pseudo::NO_STACK) } else { StackPart::User(&locations) };
-            profile.add(g.state.as_str().into(), &[part], SampleValue { count: 1, nanos: 0 });
+            profile.add(g.state.as_str().into(), &[part], SampleValue { count: 1, nanos: 0, ..Default::default() });
         }
         profile
     }

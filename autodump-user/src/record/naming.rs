@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn shares_of_named_and_unnamed_weight() {
         let mut p = Profile::new(ProfileKind::Cpu);
-        let one = |n| SampleValue { count: n, nanos: n * 10 };
+        let one = |n| SampleValue { count: n, nanos: n * 10, ..Default::default() };
         p.add("t".into(), &[StackPart::User(&[loc("work", None), loc("main", None)])], one(3));
         p.add("t".into(), &[StackPart::User(&[loc("[unknown]+0x1", Some("JIT")), loc("main", None)])], one(1));
         let naming = naming(&p).unwrap();

@@ -42,6 +42,21 @@ pub struct SampleValue {
     pub count: u64,
     /// On-CPU: samples × sampling period. Off-CPU: time off the CPU. Otherwise 0.
     pub nanos: u64,
+    /// Heap: bytes in use (`count` is the objects in use).
+    pub bytes: u64,
+    /// Heap: objects and bytes allocated over the program's life.
+    pub alloc_count: u64,
+    pub alloc_bytes: u64,
+}
+
+impl SampleValue {
+    pub fn add(&mut self, other: &SampleValue) {
+        self.count += other.count;
+        self.nanos += other.nanos;
+        self.bytes += other.bytes;
+        self.alloc_count += other.alloc_count;
+        self.alloc_bytes += other.alloc_bytes;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,9 +118,7 @@ impl Profile {
                 }
             }
         }
-        let entry = self.samples.entry(SampleKey { thread, stack }).or_default();
-        entry.count += value.count;
-        entry.nanos += value.nanos;
+        self.samples.entry(SampleKey { thread, stack }).or_default().add(&value);
     }
 
     /// Adds every sample of `other` (a later slice of the same process).
@@ -116,9 +129,7 @@ impl Profile {
                 .iter()
                 .map(|&i| self.intern(other.location_keys[i as usize], &other.locations[i as usize]))
                 .collect();
-            let entry = self.samples.entry(SampleKey { thread: key.thread.clone(), stack }).or_default();
-            entry.count += value.count;
-            entry.nanos += value.nanos;
+            self.samples.entry(SampleKey { thread: key.thread.clone(), stack }).or_default().add(value);
         }
     }
 
@@ -131,9 +142,9 @@ impl Profile {
     }
 
     pub fn total(&self) -> SampleValue {
-        self.samples.values().fold(SampleValue::default(), |acc, v| SampleValue {
-            count: acc.count + v.count,
-            nanos: acc.nanos + v.nanos,
+        self.samples.values().fold(SampleValue::default(), |mut acc, v| {
+            acc.add(v);
+            acc
         })
     }
 
@@ -188,13 +199,17 @@ pub(crate) mod tests {
         p.add(
             "worker".into(),
             &[StackPart::User(&[spin.clone(), work.clone(), main.clone()])],
-            SampleValue { count: 30, nanos: 300 },
+            SampleValue { count: 30, nanos: 300, ..Default::default() },
         );
-        p.add("worker".into(), &[StackPart::User(&[spin, work, main.clone()])], SampleValue { count: 10, nanos: 100 });
+        p.add(
+            "worker".into(),
+            &[StackPart::User(&[spin, work, main.clone()])],
+            SampleValue { count: 10, nanos: 100, ..Default::default() },
+        );
         p.add(
             "app".into(),
             &[StackPart::Kernel(&[k]), StackPart::User(&[idle, main])],
-            SampleValue { count: 5, nanos: 50 },
+            SampleValue { count: 5, nanos: 50, ..Default::default() },
         );
         p
     }
@@ -203,7 +218,7 @@ pub(crate) mod tests {
     fn adds_up_identical_stacks() {
         let p = sample_profile();
         assert_eq!(p.samples.len(), 2);
-        assert_eq!(p.total(), SampleValue { count: 45, nanos: 450 });
+        assert_eq!(p.total(), SampleValue { count: 45, nanos: 450, ..Default::default() });
         assert_eq!(p.locations.len(), 5, "locations are interned");
     }
 
@@ -219,7 +234,7 @@ pub(crate) mod tests {
     fn merge_equals_adding_twice() {
         let mut a = sample_profile();
         a.merge(&sample_profile());
-        assert_eq!(a.total(), SampleValue { count: 90, nanos: 900 });
+        assert_eq!(a.total(), SampleValue { count: 90, nanos: 900, ..Default::default() });
         assert_eq!(a.samples.len(), 2);
         assert_eq!(a.locations.len(), 5);
     }
@@ -240,7 +255,7 @@ pub(crate) mod tests {
         p.add(
             "t".into(),
             &[StackPart::Pseudo(pseudo::RUNNABLE), StackPart::User(&[inlined])],
-            SampleValue { count: 1, nanos: 1 },
+            SampleValue { count: 1, nanos: 1, ..Default::default() },
         );
         let key = p.samples.keys().next().unwrap().clone();
         assert_eq!(p.names_root_first(&key), ["outer", "inner", "[runnable]"]);

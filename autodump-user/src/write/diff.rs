@@ -1,6 +1,7 @@
-//! `cpu-diff.svg`: a differential flamegraph of the on-CPU profile after the trigger against
-//! the one before it (normalized, so windows of different length compare), and the stacks
-//! whose share grew most.
+//! Differential flamegraphs: `cpu-diff.svg`, the on-CPU profile after the trigger against the
+//! one before it (normalized, so windows of different length compare), with the stacks whose
+//! share grew most; and `heap-diff.svg`, the Go heap in use now against before the window (in
+//! bytes, not normalized: growth is the point).
 
 use std::collections::HashMap;
 
@@ -12,16 +13,39 @@ use crate::record::profile::Profile;
 /// How many regressed stacks the summary lists.
 pub const TOP_REGRESSIONS: usize = 10;
 
-pub fn diff_svg(before: &Profile, after: &Profile, title: &str) -> std::io::Result<Vec<u8>> {
+/// How a differential flamegraph compares and what it says.
+pub struct DiffStyle {
+    pub normalize: bool,
+    pub subtitle: &'static str,
+    pub count_name: &'static str,
+    /// What an empty graph says.
+    pub empty: &'static str,
+}
+
+pub const CPU_DIFF: DiffStyle = DiffStyle {
+    normalize: true,
+    subtitle: "red: more of the CPU after the trigger, blue: less (normalized)",
+    count_name: "samples",
+    empty: "[no on-CPU samples after the trigger] 1 1",
+};
+
+pub const HEAP_DIFF: DiffStyle = DiffStyle {
+    normalize: false,
+    subtitle: "red: more heap in use now than before the window, blue: less (bytes)",
+    count_name: "bytes",
+    empty: "[no heap in use] 1 1",
+};
+
+pub fn diff_svg(before: &Profile, after: &Profile, title: &str, style: &DiffStyle) -> std::io::Result<Vec<u8>> {
     let (before, after) = (folded(before), folded(after));
     let mut lines = Vec::new();
-    let options = differential::Options { normalize: true, ..Default::default() };
+    let options = differential::Options { normalize: style.normalize, ..Default::default() };
     differential::from_readers(options, before.as_bytes(), after.as_bytes(), &mut lines)?;
     let lines = String::from_utf8_lossy(&lines).into_owned();
     let mut options = flamegraph::Options::default();
     options.title = title.to_string();
-    options.subtitle = Some("red: more of the CPU after the trigger, blue: less (normalized)".into());
-    options.count_name = "samples".into();
+    options.subtitle = Some(style.subtitle.into());
+    options.count_name = style.count_name.into();
     options.deterministic = true;
     let mut svg = Vec::new();
     // Widths are the after-trigger counts; inferno refuses a graph whose widths are all zero (an
@@ -30,7 +54,7 @@ pub fn diff_svg(before: &Profile, after: &Profile, title: &str) -> std::io::Resu
     if lines.lines().any(|l| after_weight(l).is_some_and(|w| w > 0.0)) {
         flamegraph::from_lines(&mut options, lines.lines(), &mut svg)?;
     } else {
-        flamegraph::from_lines(&mut options, ["[no on-CPU samples after the trigger] 1 1"], &mut svg)?;
+        flamegraph::from_lines(&mut options, [style.empty], &mut svg)?;
     }
     Ok(svg)
 }
@@ -74,7 +98,7 @@ mod tests {
         let mut p = Profile::new(ProfileKind::Cpu);
         for (i, (name, n)) in parts.iter().enumerate() {
             let user = [loc(i as u64 + 1, name, false)];
-            p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: *n, nanos: 0 });
+            p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: *n, nanos: 0, ..Default::default() });
         }
         p
     }
@@ -91,7 +115,8 @@ mod tests {
 
     #[test]
     fn draws_a_differential_svg() {
-        let svg = diff_svg(&profile(&[("calm", 90)]), &profile(&[("calm", 10), ("spike", 90)]), "diff").unwrap();
+        let svg =
+            diff_svg(&profile(&[("calm", 90)]), &profile(&[("calm", 10), ("spike", 90)]), "diff", &CPU_DIFF).unwrap();
         let svg = String::from_utf8(svg).unwrap();
         assert!(svg.contains("spike") && svg.trim_end().ends_with("</svg>"));
     }
@@ -99,8 +124,9 @@ mod tests {
     #[test]
     fn draws_an_empty_side_instead_of_failing() {
         let (empty, busy) = (Profile::new(ProfileKind::Cpu), profile(&[("calm", 10)]));
-        let draw =
-            |before: &Profile, after: &Profile| String::from_utf8(diff_svg(before, after, "diff").unwrap()).unwrap();
+        let draw = |before: &Profile, after: &Profile| {
+            String::from_utf8(diff_svg(before, after, "diff", &CPU_DIFF).unwrap()).unwrap()
+        };
         // Nothing after the trigger (the process went idle), or nothing at all: an explicit empty graph.
         assert!(draw(&busy, &empty).contains("no on-CPU samples after the trigger"));
         assert!(draw(&empty, &empty).contains("no on-CPU samples after the trigger"));

@@ -9,7 +9,7 @@ use crate::record::profile::{Profile, SampleValue};
 /// One line per unique stack of names, heaviest first; the root frame is the thread name.
 /// Stacks that differ only in addresses within the same functions are merged.
 pub fn folded(profile: &Profile) -> String {
-    let mut lines: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut lines: HashMap<String, SampleValue> = HashMap::new();
     for (key, value) in &profile.samples {
         let mut line = String::with_capacity(256);
         push_sanitized(&mut line, &key.thread);
@@ -20,13 +20,11 @@ pub fn folded(profile: &Profile) -> String {
                 line.push_str("_[k]");
             }
         });
-        let sum = lines.entry(line).or_default();
-        sum.0 += value.count;
-        sum.1 += value.nanos;
+        lines.entry(line).or_default().add(value);
     }
     let mut weighted: Vec<(String, u64)> = lines
         .into_iter()
-        .map(|(line, (count, nanos))| (line, profile.kind.info().weight.0.of(&SampleValue { count, nanos })))
+        .map(|(line, value)| (line, profile.kind.info().weight.0.of(&value)))
         .filter(|(_, w)| *w > 0)
         .collect();
     weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -57,8 +55,8 @@ mod tests {
         let mut p = Profile::new(ProfileKind::Cpu);
         let (a, b) =
             (crate::record::profile::tests::loc(1, "f", false), crate::record::profile::tests::loc(2, "f", false));
-        p.add("t".into(), &[StackPart::User(&[a])], SampleValue { count: 2, nanos: 0 });
-        p.add("t".into(), &[StackPart::User(&[b])], SampleValue { count: 3, nanos: 0 });
+        p.add("t".into(), &[StackPart::User(&[a])], SampleValue { count: 2, nanos: 0, ..Default::default() });
+        p.add("t".into(), &[StackPart::User(&[b])], SampleValue { count: 3, nanos: 0, ..Default::default() });
         assert_eq!(folded(&p), "t;f 5\n");
     }
 
@@ -66,8 +64,12 @@ mod tests {
     fn off_cpu_weights_are_microseconds() {
         let mut p = Profile::new(ProfileKind::OffCpu);
         let l = crate::record::profile::tests::loc(1, "block;ed", false);
-        p.add("t\n1".into(), &[StackPart::User(std::slice::from_ref(&l))], SampleValue { count: 2, nanos: 1_500_400 });
-        p.add("t2".into(), &[StackPart::User(&[l])], SampleValue { count: 1, nanos: 400 });
+        p.add(
+            "t\n1".into(),
+            &[StackPart::User(std::slice::from_ref(&l))],
+            SampleValue { count: 2, nanos: 1_500_400, ..Default::default() },
+        );
+        p.add("t2".into(), &[StackPart::User(&[l])], SampleValue { count: 1, nanos: 400, ..Default::default() });
         assert_eq!(folded(&p), "t 1;block:ed 1500\n", "sub-microsecond stacks are left out");
     }
 }

@@ -42,10 +42,10 @@ mod tests {
             p.add(
                 "chan receive".into(),
                 &[StackPart::User(&[park.clone(), leak.clone()])],
-                SampleValue { count: 1, nanos: 0 },
+                SampleValue { count: 1, nanos: 0, ..Default::default() },
             );
         }
-        p.add("running".into(), &[StackPart::User(&[main])], SampleValue { count: 1, nanos: 0 });
+        p.add("running".into(), &[StackPart::User(&[main])], SampleValue { count: 1, nanos: 0, ..Default::default() });
         let text = goroutines_txt(&p);
         assert!(
             text.starts_with(

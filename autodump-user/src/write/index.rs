@@ -54,6 +54,9 @@ pub fn index_html(summary: &Summary, kinds: &[ProfileKind], has_diff: bool) -> S
         if kind == ProfileKind::Cpu && has_diff {
             graph("cpu-diff.svg", "On-CPU: after the trigger against before");
         }
+        if kind == ProfileKind::Heap && kinds.contains(&ProfileKind::HeapBase) {
+            graph("heap-diff.svg", "Go heap: in use now against before the window (what grew)");
+        }
         for ext in ["pb.gz", "folded"] {
             let _ = write!(files, r#", <a href="{0}.{ext}">{0}.{ext}</a>"#, info.stem);
         }

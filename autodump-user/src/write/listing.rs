@@ -90,9 +90,17 @@ mod tests {
     fn faults_split_by_class_and_unclassified() {
         let mut p = Profile::new(ProfileKind::Faults);
         let user = [loc(1, "leak_here", false)];
-        p.add("t".into(), &[StackPart::Pseudo("[heap]"), StackPart::User(&user)], SampleValue { count: 32, nanos: 0 });
-        p.add("t".into(), &[StackPart::Pseudo("[anon]"), StackPart::User(&user)], SampleValue { count: 16, nanos: 0 });
-        p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 16, nanos: 0 });
+        p.add(
+            "t".into(),
+            &[StackPart::Pseudo("[heap]"), StackPart::User(&user)],
+            SampleValue { count: 32, nanos: 0, ..Default::default() },
+        );
+        p.add(
+            "t".into(),
+            &[StackPart::Pseudo("[anon]"), StackPart::User(&user)],
+            SampleValue { count: 16, nanos: 0, ..Default::default() },
+        );
+        p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 16, nanos: 0, ..Default::default() });
         let t = FaultTotals::of(Some(&p), 16);
         assert_eq!(t.faults, 64);
         assert_eq!(t.approx_bytes, 64 * 4096);

@@ -96,6 +96,7 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
         duration_nanos: (s.window.duration_s * 1e9) as i64,
         frequency_hz: s.frequency_hz,
         fault_period: s.faults.period,
+        heap_rate: s.go.as_ref().and_then(|g| g.heap.as_ref()).map_or(0, |h| h.rate),
         comment: format!("autodump {} pid {} ({})", s.agent_version, s.pid, s.comm),
     };
     // Each profile renders on its own thread: with 10,000 stacks one takes about half a second.
@@ -122,12 +123,17 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
     if let Some(g) = rec.profiles.get(ProfileKind::Goroutines) {
         files.push(("goroutines.txt".into(), goroutines::goroutines_txt(g).into_bytes()));
     }
+    if let (Some(base), Some(now)) = (rec.profiles.get(ProfileKind::HeapBase), rec.profiles.get(ProfileKind::Heap)) {
+        let title = format!("Go heap in use of {} (pid {}): now against before the window", s.comm, s.pid);
+        let svg = drawn("heap-diff.svg", diff::diff_svg(base, now, &title, &diff::HEAP_DIFF), &mut failures);
+        files.push(("heap-diff.svg".into(), svg));
+    }
     if let Some(extras) = &rec.watch {
         let chart = chart::metrics_svg(&extras.charts, s.window.start, s.window.end, s.window.trigger);
         files.push(("metrics.svg".into(), chart.into_bytes()));
         if let Some((before, after)) = extras.diff {
             let title = format!("on-CPU {} (pid {}): after the trigger vs before", s.comm, s.pid);
-            let svg = drawn("cpu-diff.svg", diff::diff_svg(before, after, &title), &mut failures);
+            let svg = drawn("cpu-diff.svg", diff::diff_svg(before, after, &title, &diff::CPU_DIFF), &mut failures);
             files.push(("cpu-diff.svg".into(), svg));
         }
         let kinds: Vec<ProfileKind> = rec.profiles.iter().map(|p| p.kind).collect();

@@ -21,6 +21,8 @@ pub struct PprofMeta {
     pub frequency_hz: u64,
     /// One recorded page fault stands for this many.
     pub fault_period: u64,
+    /// A Go program's `MemProfileRate` (0: no heap profile).
+    pub heap_rate: u64,
     pub comment: String,
 }
 
@@ -57,6 +59,7 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
     let period = match info.period.2 {
         Period::SamplingInterval => (1_000_000_000 / meta.frequency_hz.max(1)) as i64,
         Period::FaultPeriod => meta.fault_period.max(1) as i64,
+        Period::HeapRate => meta.heap_rate as i64,
         Period::One => 1,
     };
 
@@ -154,6 +157,7 @@ mod tests {
             duration_nanos: 10_000_000_000,
             frequency_hz: 99,
             fault_period: 16,
+            heap_rate: 512 * 1024,
             comment: "test".into(),
         }
     }

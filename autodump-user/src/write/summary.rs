@@ -154,6 +154,32 @@ pub struct GoStatus {
     pub goroutines_available: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The runtime's heap profile, when the bundle tried to read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapReport>,
+}
+
+/// What was read of a Go program's heap profile (`heap.pb.gz`, `heap-base.pb.gz`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeapReport {
+    pub available: bool,
+    /// `runtime.MemProfileRate`: one sample per this many bytes allocated (0: off).
+    pub rate: u64,
+    pub buckets: usize,
+    /// When the earlier snapshot (`heap-base.pb.gz`) was read, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_read_at: Option<f64>,
+    /// Buckets that made no sense and ended the read (a garbled list).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub garbage_buckets: u64,
+    pub read_ms: f64,
+    /// Why there is no heap profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A stack whose share of on-CPU samples grew after the trigger.
@@ -302,6 +328,17 @@ pub fn build(f: Facts<'_>) -> Summary {
         }
     }
     notes.extend(unwind_notes(&f.probes, d));
+    if let Some(heap) = f.go.as_ref().and_then(|g| g.heap.as_ref()) {
+        if let Some(why) = &heap.reason {
+            notes.push(format!("no Go heap profile: {why}"));
+        }
+        if heap.garbage_buckets > 0 {
+            notes.push(format!(
+                "the Go heap profile stopped at a bucket that made no sense, after {} buckets",
+                heap.buckets
+            ));
+        }
+    }
     for d in &f.probes.degraded {
         notes.push(format!(
             "the kernel did not take the {} probe, so this bundle lacks {} ({})",

@@ -33,11 +33,11 @@ fn summarizes_totals_window_threads_and_losses() {
     let mut offcpu = Profile::new(ProfileKind::OffCpu);
     let loc = crate::record::profile::tests::loc(1, "wait", false);
     let user = [loc];
-    offcpu.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 3, nanos: 3_000_000 });
+    offcpu.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 3, nanos: 3_000_000, ..Default::default() });
     offcpu.add(
         "t".into(),
         &[StackPart::Pseudo(pseudo::RUNNABLE), StackPart::User(&user)],
-        SampleValue { count: 1, nanos: 500_000 },
+        SampleValue { count: 1, nanos: 500_000, ..Default::default() },
     );
     let threads = BTreeMap::from([(7, Arc::from("worker")), (8, Arc::from("app"))]);
     let dropped = ProbeStats { cpu_user_stack_errors: 2, offcpu_totals_full: 1, ..ProbeStats::default() };

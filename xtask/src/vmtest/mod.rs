@@ -26,7 +26,8 @@ const GUEST_CPUS: u32 = 2;
 /// A guest that has not powered off by then is stopped and its checks count as failed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fixtures the checks start, built on the host before they are packed.
-const FIXTURES: &[&str] = &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped", "libc_blocker"];
+const FIXTURES: &[&str] =
+    &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped", "libc_blocker", "memleak"];
 
 /// (column, integration test binary, test name) of the checks that run an integration test.
 const TEST_CHECKS: &[(&str, &str, &str)] = &[
@@ -38,6 +39,7 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("goroutines-stripped", "go_runtime", "stripped_goroutine_leak_is_counted_exactly_and_dumped"),
     ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
     ("unwind-glibc", "unwinding", "culprits_show_under_glibc_wrappers_with_their_time"),
+    ("faults", "memory", "native_leak_is_named_and_churn_barely_shows"),
 ];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.

@@ -5,10 +5,14 @@
 //! `runtime.forEachG` it is `allgs`, in `runtime.gcMarkTinyAllocs` it is `allp`; the first
 //! address `runtime.mcommoninit` takes is `&sched.lock`; `runtime.waitReason.String` takes the
 //! address of `waitReasonStrings` after comparing the reason with its length. Checked against the
-//! symbol table for Go 1.19 and today's Go (`tests` below). Any later global (the memory-profile
-//! buckets) is found the same way: a function that uses it, and which of its references it is.
+//! symbol table for Go 1.19 and today's Go (`stripped_tests`). The heap profile's globals are
+//! found the same way: the first load in `runtime.mProf_FlushLocked` is `mbuckets`, in
+//! `runtime.allocmcache` it is `MemProfileRate`; `runtime.memProfileInternal` (or, before Go
+//! 1.23, `runtime.MemProfile`, present only when the program references it) loads `mProfCycle`
+//! first; and `disableMemoryProfiling` is the byte read just before a store to `MemProfileRate`
+//! in `runtime.init` (Go 1.19) or `runtime.schedinit`.
 
-use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
+use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
 use super::GoError;
 use crate::symbolize::go::GoBinary;
@@ -23,6 +27,43 @@ pub struct Globals {
     pub sched_lock: u64,
     pub wait_reasons: u64,
     pub wait_reasons_len: u64,
+}
+
+/// Link-time addresses of the heap profile's globals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeapGlobals {
+    pub mbuckets: u64,
+    pub mem_profile_rate: u64,
+    pub disable_memory_profiling: Option<u64>,
+    pub mprof_cycle: Option<u64>,
+}
+
+pub fn find_heap(go: &GoBinary) -> Result<HeapGlobals, GoError> {
+    let mem_profile_rate = first(go, "runtime.allocmcache", Mnemonic::Mov)?;
+    let cycle = first(go, "runtime.memProfileInternal", Mnemonic::Mov)
+        .or_else(|_| first(go, "runtime.MemProfile", Mnemonic::Mov));
+    // `if disableMemoryProfiling { MemProfileRate = 0 }`: a byte read just before a store to
+    // MemProfileRate, in runtime.init (Go 1.19) or runtime.schedinit (later).
+    let disable = ["runtime.init", "runtime.schedinit"].into_iter().find_map(|function| {
+        let code = decode(go, function).ok()?;
+        code.windows(8).find_map(|w| {
+            let flag = &w[0];
+            let stores_rate = w[1..].iter().any(|i| {
+                i.mnemonic() == Mnemonic::Mov
+                    && i.op0_kind() == OpKind::Memory
+                    && i.is_ip_rel_memory_operand()
+                    && i.ip_rel_memory_address() == mem_profile_rate
+            });
+            let reads_byte = flag.is_ip_rel_memory_operand() && flag.memory_size() == MemorySize::UInt8;
+            (reads_byte && stores_rate).then(|| flag.ip_rel_memory_address())
+        })
+    });
+    Ok(HeapGlobals {
+        mbuckets: first(go, "runtime.mProf_FlushLocked", Mnemonic::Mov)?,
+        mem_profile_rate,
+        disable_memory_profiling: disable,
+        mprof_cycle: cycle.ok(),
+    })
 }
 
 /// One instruction that addresses memory RIP-relative: its mnemonic and target.

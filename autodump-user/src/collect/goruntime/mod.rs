@@ -6,6 +6,7 @@
 //! inconsistent count is read again.
 
 mod globals;
+pub mod heap;
 #[cfg(test)]
 mod image_tests;
 mod layout;
@@ -121,12 +122,12 @@ impl GoRuntime {
     fn open(pid: u32, elf: &object::File<'_>, exe: &Path) -> Result<Self, GoError> {
         let bias = load_bias(pid, elf, exe);
         let has_symbols = elf.symbols().any(|s| s.name() == Ok("runtime.allgs"));
-        let (off, sched_lock) = if elf.section_by_name(".debug_info").is_some() {
-            let layout = Layout::parse(elf)?;
-            (layout.offsets()?, layout.offset("runtime.schedt", &["lock"]).ok())
-        } else {
-            versions::offsets_of(elf)?
+        let layout = if elf.section_by_name(".debug_info").is_some() { Some(Layout::parse(elf)?) } else { None };
+        let (off, sched_lock) = match &layout {
+            Some(layout) => (layout.offsets()?, layout.offset("runtime.schedt", &["lock"]).ok()),
+            None => versions::offsets_of(elf)?,
         };
+        let heap_cycle_words = versions::heap_cycle_words(elf, layout.as_ref());
         let (at, mut functions) = if has_symbols {
             let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
                 elf.symbols()
@@ -136,6 +137,11 @@ impl GoRuntime {
             };
             let (wait_reasons, wait_reasons_size) = symbol("runtime.waitReasonStrings")?;
             let at = Addresses {
+                heap_cycle_words,
+                mbuckets: symbol("runtime.mbuckets")?.0,
+                mem_profile_rate: symbol("runtime.MemProfileRate")?.0,
+                disable_memory_profiling: symbol("runtime.disableMemoryProfiling").ok().map(|s| s.0),
+                mprof_cycle: symbol("runtime.mProfCycle").ok().map(|s| s.0),
                 allgs: symbol("runtime.allgs")?.0,
                 allglen: symbol("runtime.allglen")?.0,
                 allp: symbol("runtime.allp")?.0,
@@ -154,8 +160,14 @@ impl GoRuntime {
             // .gopclntab (see globals.rs).
             let go = GoBinary::open(exe).ok_or_else(|| GoError::Stripped("no .gopclntab".into()))?;
             let g = globals::find(&go).map_err(|e| GoError::Stripped(e.to_string()))?;
+            let h = globals::find_heap(&go).map_err(|e| GoError::Stripped(e.to_string()))?;
             let lock = sched_lock.ok_or_else(|| GoError::Layout("runtime.schedt.lock".into()))?;
             let at = Addresses {
+                heap_cycle_words,
+                mbuckets: h.mbuckets + bias,
+                mem_profile_rate: h.mem_profile_rate + bias,
+                disable_memory_profiling: h.disable_memory_profiling.map(|a| a + bias),
+                mprof_cycle: h.mprof_cycle.map(|a| a + bias),
                 allgs: g.allgs + bias,
                 allglen: g.allglen + bias,
                 allp: g.allp + bias,

@@ -13,6 +13,14 @@ pub struct Addresses {
     pub sched: u64,
     pub wait_reasons: u64,
     pub wait_reasons_len: u64,
+    /// The heap profile's: `runtime.mbuckets`, `runtime.MemProfileRate`, and where known
+    /// `runtime.disableMemoryProfiling` and `runtime.mProfCycle`.
+    pub mbuckets: u64,
+    /// Words per `memRecordCycle`: 4 (with byte counts) before Go 1.26, 2 since.
+    pub heap_cycle_words: u64,
+    pub mem_profile_rate: u64,
+    pub disable_memory_profiling: Option<u64>,
+    pub mprof_cycle: Option<u64>,
 }
 
 /// Where fields sit in the runtime's structs, from the binary's DWARF.
@@ -36,7 +44,7 @@ pub struct Offsets {
 
 impl GoRuntime {
     /// A reader over a byte image of memory at `base`, with made-up globals and layout (like Go
-    /// 1.19's on amd64): the globals sit in the image's first 192 bytes, at the offsets
+    /// 1.19's on amd64): the globals sit in the image's first 224 bytes, at the offsets
     /// the image tests spell out. For tests and the fuzz target, which feed it garbage.
     pub fn over_image(base: u64, bytes: Vec<u8>) -> Self {
         let at = Addresses {
@@ -46,6 +54,11 @@ impl GoRuntime {
             sched: base + 40,
             wait_reasons: base + 128,
             wait_reasons_len: 4,
+            mbuckets: base + 192,
+            heap_cycle_words: 4,
+            mem_profile_rate: base + 200,
+            disable_memory_profiling: Some(base + 208),
+            mprof_cycle: Some(base + 216),
         };
         let off = Offsets {
             g_size: 96,

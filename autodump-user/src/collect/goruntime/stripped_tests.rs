@@ -50,3 +50,39 @@ fn layouts_match_dwarf() {
         );
     }
 }
+
+#[test]
+fn heap_globals_found_in_instructions_match_the_symbol_table() {
+    for goroot in test_go::toolchains() {
+        for fixture in ["gopublisher", "gopublisher_plain"] {
+            let Some((full, _)) = test_go::build(fixture, goroot.as_deref()) else { continue };
+            let data = std::fs::read(&full).unwrap();
+            let elf = object::File::parse(&*data).unwrap();
+            let symbol = |name: &str| elf.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address());
+            let found = globals::find_heap(&GoBinary::open(&full).unwrap()).unwrap();
+            let expected = globals::HeapGlobals {
+                mbuckets: symbol("runtime.mbuckets").unwrap(),
+                mem_profile_rate: symbol("runtime.MemProfileRate").unwrap(),
+                disable_memory_profiling: symbol("runtime.disableMemoryProfiling"),
+                mprof_cycle: symbol("runtime.mProfCycle").filter(|_| fixture == "gopublisher"),
+            };
+            let found =
+                globals::HeapGlobals { mprof_cycle: found.mprof_cycle.filter(|_| fixture == "gopublisher"), ..found };
+            assert_eq!(found, expected, "{goroot:?} {fixture}");
+        }
+    }
+}
+
+#[test]
+fn heap_record_width_from_the_version_matches_dwarf() {
+    for goroot in test_go::toolchains() {
+        let Some((full, _)) = test_go::build("gopublisher", goroot.as_deref()) else { continue };
+        let data = std::fs::read(&full).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let layout = Layout::parse(&elf).unwrap();
+        let (from_dwarf, from_version) =
+            (versions::heap_cycle_words(&elf, Some(&layout)), versions::heap_cycle_words(&elf, None));
+        assert_eq!(from_version, from_dwarf, "{goroot:?}");
+        assert!([2, 4].contains(&from_dwarf));
+    }
+}

@@ -99,6 +99,24 @@ pub fn entry(version: (u32, u32)) -> Option<&'static Entry> {
     TABLE.iter().rev().find(|e| e.since <= version)
 }
 
+/// Words in a `memRecordCycle` of the heap profile: allocs, frees, alloc_bytes and free_bytes
+/// until Go 1.25; allocs and frees since (bytes are counts times the bucket's object size).
+/// From the binary's DWARF when it has one, else from its Go version.
+pub fn heap_cycle_words(elf: &object::File<'_>, layout: Option<&super::layout::Layout>) -> u64 {
+    if let Some(size) = layout.and_then(|l| l.size("runtime.memRecordCycle").ok()).filter(|&s| s > 0) {
+        return size / 8;
+    }
+    let info = elf.section_by_name(".go.buildinfo").and_then(|s| s.data().ok());
+    match info.and_then(go_version) {
+        Some(version) if version >= NARROW_HEAP_RECORDS => 2,
+        _ => 4,
+    }
+}
+
+/// The first Go whose heap-profile records hold counts only (checked: 1.24 has four words,
+/// 1.27 two).
+const NARROW_HEAP_RECORDS: (u32, u32) = (1, 26);
+
 /// Struct layouts for a binary without DWARF, from the table for its Go version (versions.rs),
 /// with `schedt.lock`'s offset.
 pub fn offsets_of(elf: &object::File<'_>) -> Result<(Offsets, Option<u64>), GoError> {

@@ -1,0 +1,87 @@
+//! A Go heap snapshot as a profile: one sample per allocating stack, unsampled the way
+//! `runtime/pprof` does it, with the runtime's own frames at the leaf left out as it leaves them.
+
+use std::sync::Arc;
+
+use super::{
+    profile::{Profile, ProfileKind, SampleValue, StackPart},
+    Recorder,
+};
+use crate::{
+    collect::goruntime::heap::{unsample, HeapSnapshot},
+    symbolize::Location,
+};
+
+/// The root of every heap stack in folded output (heap profiles have no thread).
+pub const HEAP_ROOT: &str = "heap";
+
+impl Recorder {
+    /// `snapshot` as a profile of `kind` (`Heap`, or `HeapBase` for the earlier one).
+    pub fn heap_profile(&mut self, snapshot: &HeapSnapshot, kind: ProfileKind) -> Profile {
+        let mut profile = Profile::new(kind);
+        let root: Arc<str> = Arc::from(HEAP_ROOT);
+        for record in &snapshot.records {
+            // Return PCs, one per logical frame: the call is the byte before.
+            let addrs: Vec<u64> = record.stack.iter().map(|a| a.saturating_sub(1)).collect();
+            let locations: Vec<Arc<Location>> = self.symbolizer.user(&addrs).iter().map(innermost).collect();
+            let (inuse_objects, inuse_bytes) = unsample(
+                record.alloc_objects.saturating_sub(record.free_objects),
+                record.alloc_bytes.saturating_sub(record.free_bytes),
+                snapshot.rate,
+            );
+            let (alloc_objects, alloc_bytes) = unsample(record.alloc_objects, record.alloc_bytes, snapshot.rate);
+            let value = SampleValue {
+                count: inuse_objects,
+                bytes: inuse_bytes,
+                alloc_count: alloc_objects,
+                alloc_bytes,
+                nanos: 0,
+            };
+            profile.add(root.clone(), &[StackPart::User(without_runtime_leaf(&locations))], value);
+        }
+        profile
+    }
+}
+
+/// The runtime records one PC per logical frame, inlined ones included, so each PC names only
+/// its innermost function (the symbolizer would expand the inlined callers again).
+fn innermost(location: &Arc<Location>) -> Arc<Location> {
+    if location.frames.len() <= 1 {
+        return location.clone();
+    }
+    Arc::new(Location { frames: location.frames[..1].to_vec(), ..(**location).clone() })
+}
+
+/// As `runtime/pprof` hides them: the leading (innermost) frames in the runtime, unless the
+/// whole stack is the runtime's.
+fn without_runtime_leaf(locations: &[Arc<Location>]) -> &[Arc<Location>] {
+    let is_runtime = |l: &Arc<Location>| l.frames.first().is_some_and(|f| f.function.starts_with("runtime."));
+    match locations.iter().position(|l| !is_runtime(l)) {
+        Some(first) => &locations[first..],
+        None => locations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::profile::tests::loc;
+
+    #[test]
+    fn runtime_frames_at_the_leaf_are_hidden() {
+        let stack = [loc(1, "runtime.mallocgc", false), loc(2, "runtime.makeslice", false), loc(3, "main.leak", false)];
+        let kept: Vec<&str> = without_runtime_leaf(&stack).iter().map(|l| &*l.frames[0].function).collect();
+        assert_eq!(kept, ["main.leak"]);
+        let all_runtime = [loc(1, "runtime.main", false)];
+        assert_eq!(without_runtime_leaf(&all_runtime).len(), 1);
+    }
+
+    #[test]
+    fn each_pc_names_its_innermost_frame_only() {
+        let mut inlined = (*loc(9, "main.inner", false)).clone();
+        inlined.frames.push(crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None });
+        let kept = innermost(&Arc::new(inlined));
+        assert_eq!(kept.frames.len(), 1);
+        assert_eq!(&*kept.frames[0].function, "main.inner");
+    }
+}
