@@ -37,18 +37,17 @@ pub const OVERFLOW_SHARE: u32 = 8;
 /// time is time spent waiting for a CPU, not blocked.
 pub const FLAG_RUNNABLE: u32 = 1;
 
-/// Page-fault keys carry the class of the faulting address's mapping in `flags`.
-pub mod fault_class {
-    /// Not classified: the kernel has no `bpf_find_vma` (before 5.17), or no mapping was found.
-    pub const UNKNOWN: u32 = 0;
-    /// The brk heap (`[heap]` in /proc/PID/maps).
-    pub const HEAP: u32 = 1;
-    /// Other anonymous memory: mmap'd arenas, Go's heap, thread stacks.
-    pub const ANON: u32 = 2;
-    /// A file mapping (shared or private).
-    pub const FILE: u32 = 3;
-    /// The main thread's stack (a mapping that grows down).
-    pub const STACK: u32 = 4;
+/// Key of the page-fault counts: a stack as for on-CPU samples, and the faulting page (the
+/// address shifted right by 12), which the agent classifies against the target's memory map
+/// (heap, anonymous, file, stack). Recorded faults are few (one in `--fault-period`), so keys by
+/// page stay few too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FaultKey {
+    pub stack: StackKey,
+    /// Keeps `page` 8-byte aligned with no implicit padding.
+    pub zero: u32,
+    pub page: u64,
 }
 
 /// Off-CPU accounting per thread, keyed by tid: where and when it was last switched out. A
@@ -224,22 +223,13 @@ pub mod globals {
     pub const GROUP_END_FROM_SIGNAL: &str = "GROUP_END_FROM_SIGNAL";
     /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
-    /// Record one of the target's page faults in this many, at random.
-    pub const FAULT_ONE_IN: &str = "FAULT_ONE_IN";
-    /// Offsets in `struct vm_area_struct` and `struct mm_struct` for that classification.
-    pub const VMA_START_OFFSET: &str = "VMA_START_OFFSET";
-    pub const VMA_END_OFFSET: &str = "VMA_END_OFFSET";
-    pub const VMA_MM_OFFSET: &str = "VMA_MM_OFFSET";
-    pub const VMA_FLAGS_OFFSET: &str = "VMA_FLAGS_OFFSET";
-    pub const VMA_FILE_OFFSET: &str = "VMA_FILE_OFFSET";
-    pub const MM_START_BRK_OFFSET: &str = "MM_START_BRK_OFFSET";
-    pub const MM_BRK_OFFSET: &str = "MM_BRK_OFFSET";
 }
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are repr(C), made only of integers, with no padding (see the module comment).
     unsafe impl aya::Pod for super::StackKey {}
+    unsafe impl aya::Pod for super::FaultKey {}
     unsafe impl aya::Pod for super::OffCpuStart {}
     unsafe impl aya::Pod for super::OffCpuTotal {}
     unsafe impl aya::Pod for super::Control {}

@@ -34,25 +34,6 @@ static GROUP_END_FROM_SIGNAL: u32 = 0;
 /// generation (see `switch::kernel_stack_for`).
 #[no_mangle]
 static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
-/// Record one of the target's page faults in this many, at random.
-#[no_mangle]
-static FAULT_ONE_IN: u32 = 1;
-/// Offsets in `struct vm_area_struct` and `struct mm_struct`, from the kernel's BTF.
-#[no_mangle]
-pub static VMA_START_OFFSET: u32 = 0;
-#[no_mangle]
-pub static VMA_END_OFFSET: u32 = 0;
-#[no_mangle]
-pub static VMA_MM_OFFSET: u32 = 0;
-#[no_mangle]
-pub static VMA_FLAGS_OFFSET: u32 = 0;
-#[no_mangle]
-pub static VMA_FILE_OFFSET: u32 = 0;
-#[no_mangle]
-pub static MM_START_BRK_OFFSET: u32 = 0;
-#[no_mangle]
-pub static MM_BRK_OFFSET: u32 = 0;
-
 #[inline(always)]
 fn read(global: &'static u32) -> u32 {
     // SAFETY: a plain read of a global the loader filled in.
@@ -77,17 +58,6 @@ pub fn group_end_from_signal() -> bool {
 #[inline(always)]
 pub fn kernel_stack_every_switch() -> bool {
     read(&KERNEL_STACK_EVERY_SWITCH) != 0
-}
-
-#[inline(always)]
-pub fn fault_one_in() -> u32 {
-    read(&FAULT_ONE_IN)
-}
-
-/// One of the offsets above, as the verifier sees it: a constant.
-#[inline(always)]
-pub fn offset(global: &'static u32) -> usize {
-    read(global) as usize
 }
 
 /// Reads a `u32` field of a kernel object. A BTF tracepoint's task arguments are typed pointers,

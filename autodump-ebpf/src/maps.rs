@@ -7,7 +7,7 @@ use core::{
 };
 
 use autodump_common::{
-    unwind::UnwoundStack, Control, ExitInfo, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE,
+    unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE,
     OVERFLOW_STACK_ID,
 };
 use aya_ebpf::{
@@ -45,9 +45,9 @@ pub static CPU_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUN
 #[map]
 pub static CPU_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
-pub static FAULT_COUNTS_0: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+pub static FAULT_COUNTS_0: HashMap<FaultKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
-pub static FAULT_COUNTS_1: HashMap<StackKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+pub static FAULT_COUNTS_1: HashMap<FaultKey, u64> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
 pub static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
@@ -75,7 +75,7 @@ pub struct Generation {
     pub stacks: &'static StackTrace,
     pub overflow_stacks: &'static StackTrace,
     pub cpu_counts: &'static HashMap<StackKey, u64>,
-    pub fault_counts: &'static HashMap<StackKey, u64>,
+    pub fault_counts: &'static HashMap<FaultKey, u64>,
     pub offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
     pub kernel_stack_cache: &'static HashMap<u64, i32>,
     pub unwound: &'static HashMap<u32, UnwoundStack>,
@@ -142,7 +142,7 @@ pub unsafe fn add(dst: *mut u64, n: u64) {
 /// and a failed insert takes the bucket lock. Several CPUs may create the same key at once, so
 /// the insert must not overwrite (`BPF_NOEXIST`). None when the map is full.
 #[inline(always)]
-pub fn entry<V: Default>(map: &HashMap<StackKey, V>, key: StackKey) -> Option<*mut V> {
+pub fn entry<K: Copy, V: Default>(map: &HashMap<K, V>, key: K) -> Option<*mut V> {
     map.get_ptr_mut(key).or_else(|| {
         let _ = map.insert(key, V::default(), BPF_NOEXIST as u64);
         map.get_ptr_mut(key)

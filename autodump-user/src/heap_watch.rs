@@ -71,7 +71,8 @@ impl HeapWatch {
             read_ms,
             reason: None,
         });
-        tracing::debug!(buckets = current.records.len(), read_ms, "Go heap profile read");
+        let rss_mib = crate::collect::memory::own_status_mib("VmRSS:");
+        tracing::info!(buckets = current.records.len(), read_ms, rss_mib, "Go heap profile read");
         self.snapshots.push_back((now, current));
         profiles
     }

@@ -71,6 +71,14 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     let recording = Recording { profiles: &totals, summary, watch: None };
     let path =
         write::write_bundle(&cli.out, recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
-    tracing::info!(path = %path.display(), reason = "record", "bundle written");
+    tracing::info!(path = %path.display(), reason = "record", peak_rss_mib = peak_rss_mib(), "bundle written");
     Ok(path)
+}
+
+/// The agent's own peak resident size (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.map_or(0.0, |k: f64| k / 1024.0)
 }

@@ -68,7 +68,7 @@ impl Session {
             btf: cli.btf.clone(),
             skip: cli.skip_probe.clone(),
             unwind_rows: None,
-            fault_period: (cli.fault_period > 0).then_some(cli.fault_period),
+            fault_period: (cli.fault_period > 0).then(|| crate::probes::prime_period(cli.fault_period)),
         };
         let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows));
         if let Some(tables) = tables.as_mut() {
@@ -105,7 +105,8 @@ impl Session {
         };
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
-        let mut recorder = Recorder::new(target.clone(), cli.frequency, cli.fault_period.max(1), forget_after);
+        let mut recorder =
+            Recorder::new(target.clone(), cli.frequency, crate::probes::prime_period(cli.fault_period), forget_after);
         recorder.set_debug_dirs(cli.debug_dir.clone());
         recorder.observe_target();
         recorder.warm_up();
@@ -123,7 +124,7 @@ impl Session {
             recorder,
             go,
             frequency_hz: cli.frequency,
-            fault_period: if probes.faults_attached() { cli.fault_period } else { 0 },
+            fault_period: if probes.faults_attached() { crate::probes::prime_period(cli.fault_period) } else { 0 },
             offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
             probes,
             unwind,

@@ -13,16 +13,8 @@ use autodump_tests::{require_bpf, run_agent, scratch_dir, Bundle, Fixture, Runni
 
 /// Both variants of the on-CPU, off-CPU and page-fault probes (frame pointers, CFI); one of each
 /// is loaded.
-const OUR_PROGRAMS: [&str; 8] = [
-    "on_cpu_sample",
-    "on_cpu_unwind",
-    "sched_switch",
-    "switch_unwind",
-    "process_exit",
-    "fault_sample",
-    "fault_classify",
-    "fault_unwind",
-];
+const OUR_PROGRAMS: [&str; 7] =
+    ["on_cpu_sample", "on_cpu_unwind", "sched_switch", "switch_unwind", "process_exit", "fault_sample", "fault_unwind"];
 const LOADED_PER_AGENT: usize = 4;
 
 /// Loaded BPF programs that carry our programs' names (bpftool, from the kernel's own list).

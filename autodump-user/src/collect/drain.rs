@@ -46,8 +46,8 @@ pub struct RawSample {
     pub kernel: RawStack,
     /// Off-CPU only: the thread was runnable (preempted), not blocked.
     pub runnable: bool,
-    /// Page faults only: the class of the faulting address's mapping (`fault_class`).
-    pub fault_class: u32,
+    /// Page faults only: the faulting page's address.
+    pub fault_address: u64,
     /// On-CPU: samples. Off-CPU: blocks.
     pub count: u64,
     /// Off-CPU only: time blocked.
@@ -151,7 +151,7 @@ impl Drainer {
             drained.cpu.push(self.sample(&key, samples, 0));
         }
         for (key, samples) in take_all(&mut self.maps.fault_counts[gen]).map_err(map_err("FAULT_COUNTS"))? {
-            let sample = RawSample { runnable: false, fault_class: key.flags, ..self.sample(&key, samples, 0) };
+            let sample = RawSample { fault_address: key.page << 12, ..self.sample(&key.stack, samples, 0) };
             drained.faults.push(sample);
         }
         for (key, total) in take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))? {
@@ -234,7 +234,7 @@ impl Drainer {
             user: self.resolve(key.stack_epoch, key.user_stack_id),
             kernel: self.resolve(key.stack_epoch, key.kernel_stack_id),
             runnable: key.flags & FLAG_RUNNABLE != 0,
-            fault_class: 0,
+            fault_address: 0,
             count,
             off_cpu_ns,
         }

@@ -26,10 +26,48 @@ impl Mapping {
     }
 }
 
-/// The executable mappings of one process, sorted by address.
+/// What kind of memory an address is in: where a page fault grew the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    /// The brk heap (`[heap]`).
+    Heap,
+    /// The main thread's stack (`[stack]`).
+    Stack,
+    /// A mapped file.
+    File,
+    /// Other anonymous memory: mmap'd arenas, Go's heap, thread stacks.
+    Anon,
+}
+
+impl Region {
+    fn of(path: &str) -> Self {
+        match path {
+            "[heap]" => Region::Heap,
+            p if p.starts_with("[stack") => Region::Stack,
+            p if p.starts_with('/') => Region::File,
+            _ => Region::Anon,
+        }
+    }
+
+    /// The pseudo frame that ends a page-fault stack.
+    pub fn frame(region: Option<Self>) -> &'static str {
+        match region {
+            Some(Region::Heap) => "[heap]",
+            Some(Region::Stack) => "[stack]",
+            Some(Region::File) => "[file]",
+            Some(Region::Anon) => "[anon]",
+            // Unmapped again before the agent read the map.
+            None => "[unmapped]",
+        }
+    }
+}
+
+/// The executable mappings of one process, sorted by address, and the kind of every mapping as
+/// last read.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryMap {
     mappings: Vec<Mapping>,
+    regions: Vec<(u64, u64, Region)>,
 }
 
 impl MemoryMap {
@@ -38,7 +76,15 @@ impl MemoryMap {
     pub fn parse(text: &str) -> Self {
         let mut mappings: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
         mappings.sort_by_key(|m| m.start);
-        Self { mappings }
+        let mut regions: Vec<(u64, u64, Region)> = text.lines().filter_map(parse_region).collect();
+        regions.sort_by_key(|r| r.0);
+        Self { mappings, regions }
+    }
+
+    /// The kind of memory `addr` is in, as of the last read.
+    pub fn region_of(&self, addr: u64) -> Option<Region> {
+        let i = self.regions.partition_point(|r| r.0 <= addr);
+        self.regions[..i].last().filter(|r| addr < r.1).map(|r| r.2)
     }
 
     pub fn read(pid: u32) -> std::io::Result<Self> {
@@ -57,6 +103,7 @@ impl MemoryMap {
     /// Adds the mappings of `newer` that this map does not have: libraries loaded later are
     /// learnt, and mappings of unloaded ones are kept for stacks recorded before.
     pub fn merge(&mut self, newer: MemoryMap) {
+        self.regions = newer.regions;
         for m in newer.mappings {
             if !self.mappings.contains(&m) {
                 self.mappings.push(m);
@@ -72,6 +119,15 @@ impl MemoryMap {
     pub fn is_empty(&self) -> bool {
         self.mappings.is_empty()
     }
+}
+
+/// Any mapping's range and kind.
+fn parse_region(line: &str) -> Option<(u64, u64, Region)> {
+    let mut fields = line.splitn(6, ' ');
+    let (start, end) = fields.next()?.split_once('-')?;
+    let path = fields.nth(4).map(str::trim).unwrap_or("");
+    let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+    (end > start).then(|| (start, end, Region::of(path)))
 }
 
 fn parse_line(line: &str) -> Option<Mapping> {
@@ -123,6 +179,20 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert!(map.find(0x400800).is_none(), "not executable");
         assert!(map.find(0x402000).is_none(), "end is exclusive");
         assert!(map.find(0).is_none());
+    }
+
+    #[test]
+    fn every_mapping_has_a_region() {
+        let text = format!(
+            "{MAPS}01000000-01100000 rw-p 00000000 00:00 0 [heap]\n7f1000000000-7f1000100000 rw-p 00000000 00:00 0\n"
+        );
+        let map = MemoryMap::parse(&text);
+        assert_eq!(map.region_of(0x0100_0800), Some(Region::Heap));
+        assert_eq!(map.region_of(0x7f10_0000_0001), Some(Region::Anon));
+        assert_eq!(map.region_of(0x7ffe_0000_0010), Some(Region::Stack));
+        assert_eq!(map.region_of(0x40_0800), Some(Region::File), "not executable, still a file");
+        assert_eq!(map.region_of(0x10), None);
+        assert_eq!(Region::frame(None), "[unmapped]");
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub fn parse_status_split(status: &str) -> Option<RssSplit> {
     Some(RssSplit { anon_bytes: kib("RssAnon:")?, file_bytes: kib("RssFile:")?, shmem_bytes: kib("RssShmem:")? })
 }
 
+/// A size field of the agent's own /proc/self/status (`VmRSS:`, `VmHWM:`), in MiB.
+pub fn own_status_mib(key: &str) -> f64 {
+    let status = read_bounded("/proc/self/status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok());
+    kib.map_or(0.0, |k: f64| k / 1024.0)
+}
+
 pub fn read_split(pid: u32) -> Option<RssSplit> {
     parse_status_split(&read_bounded(&format!("/proc/{pid}/status"))?)
 }

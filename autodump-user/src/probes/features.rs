@@ -7,7 +7,6 @@
 //! | `sched_switch` passes `prev_state` | 5.18+ | read the task's state field (`__state` 5.14+, `state` before) |
 //! | `sched_process_exit` passes `group_dead` | newer than 6.12 | the thread group is dead when `task->signal->live` is 0 |
 //! | helper `bpf_loop` | 5.17+ | user stacks by frame pointer only (see `unwind`) |
-//! | helper `bpf_find_vma` | 5.17+ | page faults are not classified by mapping |
 
 use serde::Serialize;
 
@@ -46,46 +45,14 @@ pub struct TaskOffsets {
     pub signal_live: u32,
 }
 
-/// Byte offsets of the memory-map fields the page-fault probe reads to classify an address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct VmaOffsets {
-    pub vm_start: u32,
-    pub vm_end: u32,
-    pub vm_mm: u32,
-    pub vm_flags: u32,
-    pub vm_file: u32,
-    pub start_brk: u32,
-    pub brk: u32,
-}
-
-impl VmaOffsets {
-    fn read(btf: &Btf) -> Result<Self, BtfError> {
-        let vma = |field| btf.field_offset("vm_area_struct", field);
-        Ok(Self {
-            vm_start: vma("vm_start")?,
-            vm_end: vma("vm_end")?,
-            vm_mm: vma("vm_mm")?,
-            vm_flags: vma("vm_flags")?,
-            vm_file: vma("vm_file")?,
-            start_brk: btf.field_offset("mm_struct", "start_brk")?,
-            brk: btf.field_offset("mm_struct", "brk")?,
-        })
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KernelFeatures {
     pub switch_state: SwitchState,
     pub group_end: GroupEnd,
     /// The `bpf_loop` helper (5.17+).
     pub bpf_loop: bool,
-    /// The `bpf_find_vma` helper (5.17+), with the fields it needs: page faults are classified
-    /// by mapping.
-    pub find_vma: bool,
     #[serde(skip)]
     pub offsets: TaskOffsets,
-    #[serde(skip)]
-    pub vma_offsets: Option<VmaOffsets>,
 }
 
 impl KernelFeatures {
@@ -111,9 +78,7 @@ impl KernelFeatures {
             _ => return Err(BtfError::Unsupported("sched_process_exit has no task argument")),
         };
         let bpf_loop = btf.enum_has("bpf_func_id", "BPF_FUNC_loop")?;
-        let vma_offsets =
-            if btf.enum_has("bpf_func_id", "BPF_FUNC_find_vma")? { VmaOffsets::read(btf).ok() } else { None };
-        Ok(Self { switch_state, group_end, bpf_loop, find_vma: vma_offsets.is_some(), offsets, vma_offsets })
+        Ok(Self { switch_state, group_end, bpf_loop, offsets })
     }
 
     /// One line for the log: what was decided.
@@ -126,11 +91,9 @@ impl KernelFeatures {
             GroupEnd::Argument => "from sched_process_exit's group_dead",
             GroupEnd::SignalLive => "from signal->live (no group_dead argument)",
         };
-        let has = |present| if present { "present" } else { "absent" };
         format!(
-            "thread state {state}; target's end {end}; bpf_loop {}; bpf_find_vma {}",
-            has(self.bpf_loop),
-            has(self.find_vma)
+            "thread state {state}; target's end {end}; bpf_loop {}",
+            if self.bpf_loop { "present" } else { "absent" }
         )
     }
 }
@@ -163,7 +126,6 @@ mod tests {
             assert_eq!(features.switch_state, switch_state, "{suite}");
             assert_eq!(features.group_end, group_end, "{suite}");
             assert_eq!(features.bpf_loop, bpf_loop, "{suite}");
-            assert_eq!(features.find_vma, bpf_loop, "{suite}: bpf_find_vma came with bpf_loop, in 5.17");
             assert_eq!(features.offsets.state, btf.field_offset("task_struct", state_field).unwrap(), "{suite}");
             assert_eq!(features.offsets.tgid, features.offsets.pid + 4, "{suite}");
         }
@@ -177,9 +139,10 @@ mod tests {
         eprintln!("{}", features.describe());
         assert_eq!(features.switch_state, SwitchState::Argument);
         assert!(features.bpf_loop);
-        let vma = features.vma_offsets.expect("6.18 has bpf_find_vma");
-        // vm_flags sits in an anonymous union since 6.3; vm_end follows vm_start.
-        assert_eq!(vma.vm_end, vma.vm_start + 8);
-        assert!(vma.vm_flags > vma.vm_end && vma.brk > vma.start_brk, "{vma:?}");
+        // A field inside an anonymous union (since 6.3) is found with its offset.
+        let btf = Btf::parse(&data).unwrap();
+        let (end, flags) =
+            (btf.field_offset("vm_area_struct", "vm_end"), btf.field_offset("vm_area_struct", "vm_flags"));
+        assert!(flags.unwrap() > end.unwrap());
     }
 }

@@ -187,8 +187,9 @@ impl Recorder {
         if sample.runnable {
             parts.push(StackPart::Pseudo(pseudo::RUNNABLE));
         }
-        if let Some(class) = pseudo::fault_class(sample.fault_class) {
-            parts.push(StackPart::Pseudo(class));
+        if profile.kind == ProfileKind::Faults {
+            let region = self.symbolizer.region_of(sample.fault_address);
+            parts.push(StackPart::Pseudo(crate::collect::maps::Region::frame(region)));
         }
         parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
         parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));

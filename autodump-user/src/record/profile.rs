@@ -15,18 +15,6 @@ pub mod pseudo {
     pub const RUNNABLE: &str = "[runnable]";
     /// A goroutine whose stack could not be read (running, or its registers not saved).
     pub const NO_STACK: &str = "[no stack]";
-
-    /// Page-fault leaf: the class of the mapping the faulting address is in (`fault_class`).
-    pub fn fault_class(class: u32) -> Option<&'static str> {
-        use autodump_common::fault_class::*;
-        match class {
-            HEAP => Some("[heap]"),
-            ANON => Some("[anon]"),
-            FILE => Some("[file]"),
-            STACK => Some("[stack]"),
-            _ => None,
-        }
-    }
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.

@@ -85,6 +85,11 @@ impl Symbolizer {
         Some(current)
     }
 
+    /// The kind of memory `addr` is in, as of the last read of the target's map.
+    pub fn region_of(&self, addr: u64) -> Option<crate::collect::maps::Region> {
+        self.memory.region_of(addr)
+    }
+
     /// Loads now what the first symbolization would load while the target is profiled: the
     /// kernel's symbols (kallsyms, about 200,000 lines) and the executable's symbol tables. A
     /// one-time cost, moved to start-up. Nothing is cached under a real address.

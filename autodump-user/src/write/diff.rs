@@ -37,7 +37,10 @@ pub const HEAP_DIFF: DiffStyle = DiffStyle {
 };
 
 pub fn diff_svg(before: &Profile, after: &Profile, title: &str, style: &DiffStyle) -> std::io::Result<Vec<u8>> {
+    // As many stacks as a flamegraph draws, from each side.
     let (before, after) = (folded(before), folded(after));
+    let (before, after) =
+        (super::flamegraph::drawn_lines(&before).0.join("\n"), super::flamegraph::drawn_lines(&after).0.join("\n"));
     let mut lines = Vec::new();
     let options = differential::Options { normalize: style.normalize, ..Default::default() };
     differential::from_readers(options, before.as_bytes(), after.as_bytes(), &mut lines)?;

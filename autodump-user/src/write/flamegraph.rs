@@ -15,6 +15,25 @@ pub struct Caption<'a> {
     pub window: &'a str,
 }
 
+/// Stacks a flamegraph draws at most: the heaviest (folded stacks are sorted so). Drawing 16,000
+/// stacks took the agent's peak RSS from 43 to 123 MiB; a stack past the 4,096th of a profile is
+/// at most 1/4,096 of it, under a third of a pixel at the graph's width. The folded and pprof
+/// files keep every stack.
+pub const MAX_DRAWN_STACKS: usize = 4096;
+
+/// The heaviest `MAX_DRAWN_STACKS` lines of folded `text`, and what share of the weight the rest
+/// held (0 when nothing was left out).
+pub fn drawn_lines(text: &str) -> (Vec<&str>, f64) {
+    let weight = |l: &str| l.rsplit_once(' ').and_then(|(_, w)| w.parse::<f64>().ok()).unwrap_or(0.0);
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= MAX_DRAWN_STACKS {
+        return (lines, 0.0);
+    }
+    let total: f64 = lines.iter().map(|l| weight(l)).sum();
+    let left_out: f64 = lines[MAX_DRAWN_STACKS..].iter().map(|l| weight(l)).sum();
+    (lines[..MAX_DRAWN_STACKS].to_vec(), if total > 0.0 { left_out / total } else { 0.0 })
+}
+
 /// The flamegraph of a profile of `kind`, drawn from its folded stacks (`folded::folded`).
 pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> std::io::Result<Vec<u8>> {
     let mut options = Options::default();
@@ -25,15 +44,23 @@ pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> s
         options.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Blue);
     }
     options.title = format!("{} {} (pid {})", info.title, caption.comm, caption.pid);
-    options.subtitle = Some(caption.window.to_string());
+    let (lines, left_out) = drawn_lines(text);
+    options.subtitle = Some(match left_out {
+        0.0 => caption.window.to_string(),
+        share => format!(
+            "{} (the heaviest {MAX_DRAWN_STACKS} stacks; {:.1}% of the total is in smaller ones, in the folded and pprof files)",
+            caption.window,
+            share * 100.0
+        ),
+    });
     options.hash = true;
     options.deterministic = true;
     let mut svg = Vec::new();
-    if text.is_empty() {
+    if lines.is_empty() {
         // inferno refuses empty input; draw an explicit empty graph instead of failing.
         from_lines(&mut options, ["[no samples] 1"], &mut svg)?;
     } else {
-        from_lines(&mut options, text.lines(), &mut svg)?;
+        from_lines(&mut options, lines, &mut svg)?;
     }
     Ok(svg)
 }

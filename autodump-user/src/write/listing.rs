@@ -45,8 +45,8 @@ pub struct FaultTotals {
     /// Faults (recorded × period) and the resident memory they stand for at 4 KiB a page.
     pub faults: u64,
     pub approx_bytes: u64,
-    /// By the class of the faulting address's mapping (`heap`, `anon`, `file`, `stack`;
-    /// `unclassified` on kernels before 5.17).
+    /// By the kind of memory the faulting address was in (`heap`, `anon`, `file`, `stack`;
+    /// `unmapped` for memory unmapped again before the agent read the target's map).
     pub by_class: BTreeMap<String, u64>,
     pub distinct_stacks: usize,
 }
@@ -63,8 +63,8 @@ impl FaultTotals {
                 .filter(|l| l.address == 0)
                 .and_then(|l| l.frames.first())
                 .map(|f| f.function.trim_matches(['[', ']']).to_string())
-                .filter(|c| ["heap", "anon", "file", "stack"].contains(&c.as_str()))
-                .unwrap_or_else(|| "unclassified".into());
+                .filter(|c| ["heap", "anon", "file", "stack", "unmapped"].contains(&c.as_str()))
+                .unwrap_or_else(|| "unknown".into());
             *by_class.entry(class).or_default() += value.count;
         }
         let faults = profile.total().count;
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(t.faults, 64);
         assert_eq!(t.approx_bytes, 64 * 4096);
         let by: Vec<_> = t.by_class.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        assert_eq!(by, [("anon", 16), ("heap", 32), ("unclassified", 16)]);
+        assert_eq!(by, [("anon", 16), ("heap", 32), ("unknown", 16)]);
     }
 
     #[test]

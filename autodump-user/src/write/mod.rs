@@ -99,21 +99,31 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
         heap_rate: s.go.as_ref().and_then(|g| g.heap.as_ref()).map_or(0, |h| h.rate),
         comment: format!("autodump {} pid {} ({})", s.agent_version, s.pid, s.comm),
     };
-    // Each profile renders on its own thread: with 10,000 stacks one takes about half a second.
-    let rendered: Vec<_> = std::thread::scope(|scope| {
-        let threads: Vec<_> = rec
-            .profiles
-            .iter()
-            .map(|profile| {
-                let (caption, meta) = (&caption, &meta);
+    // Profiles render on one thread per CPU: with 10,000 stacks one takes about half a second,
+    // and a thread per profile would hold that many renderings in memory at once.
+    let profiles: Vec<&Profile> = rec.profiles.iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(profiles.len()).max(1);
+    let mut rendered: Vec<(usize, Result<_, WriteError>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|_| {
+                let (caption, meta, profiles, next) = (&caption, &meta, &profiles, &next);
                 scope.spawn(move || {
-                    let mut failures = Vec::new();
-                    profile_files(profile, caption, meta, &mut failures).map(|files| (files, failures))
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(profile) = profiles.get(i) else { break done };
+                        let mut failures = Vec::new();
+                        let files = profile_files(profile, caption, meta, &mut failures);
+                        done.push((i, files.map(|files| (files, failures))));
+                    }
                 })
             })
             .collect();
-        threads.into_iter().map(|t| t.join().expect("the rendering threads do not panic")).collect()
+        threads.into_iter().flat_map(|t| t.join().expect("the rendering threads do not panic")).collect()
     });
+    rendered.sort_by_key(|(i, _)| *i);
+    let rendered = rendered.into_iter().map(|(_, r)| r);
     let (mut files, mut failures) = (Vec::new(), Vec::new());
     for result in rendered {
         let (profile_files, profile_failures) = result?;

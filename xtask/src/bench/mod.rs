@@ -4,6 +4,7 @@
 
 mod agent;
 mod bpf_stats;
+mod memory;
 pub mod process;
 mod rows;
 mod stats;
@@ -28,7 +29,7 @@ use crate::{
 const BENCH_PACKAGES: &[(&str, &str)] =
     &[("linux-perf", "perf"), ("libbpf-tools", "offcputime"), ("bpftool", "bpftool")];
 /// Fixtures the bench runs, from tests/fixtures.
-const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky"];
+const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky", "bench_faults", "bench_goheap"];
 
 /// Bench settings; each has a flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -42,10 +43,13 @@ pub struct Options {
     /// Round trips in the context-switch-heavy target (about 1.3 s alone here).
     #[arg(long, default_value_t = 200_000)]
     pub round_trips: u64,
+    /// Rounds of 4 MiB touched per thread in the page-fault-heavy target (about 2 s alone here).
+    #[arg(long, default_value_t = 1000)]
+    pub fault_rounds: u64,
     /// How long the agent watches the busy many-stack target for its footprint.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub footprint: Duration,
-    /// Only these rows (1 to 7, comma-separated); all by default.
+    /// Only these rows (1 to 8, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -91,7 +95,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 7] = [
+    let rows: [(u8, Row); 8] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
@@ -99,6 +103,7 @@ pub fn run_all(opts: Options) -> Result<()> {
         (5, agent::dump),
         (6, symbols::symbolization),
         (7, unwind::tables),
+        (8, memory::faults_and_heap),
     ];
     for (row, measure) in rows {
         if wanted(row) {

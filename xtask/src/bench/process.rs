@@ -38,16 +38,28 @@ pub fn status_mib(pid: u32, key: &str) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// Builds C fixture `name` (tests/fixtures/NAME.c) into `dir` as the tests build theirs: with
-/// frame pointers, so that stacks walk. Returns the binary.
+/// Builds fixture `name` (tests/fixtures/NAME.c, with frame pointers as the tests build theirs,
+/// or NAME.go with Debian's Go) into `dir`. Returns the binary.
 pub fn build_fixture(name: &str, dir: &Path) -> Result<PathBuf> {
     crate::util::step(&format!("building fixture {name}"));
     let bin = dir.join(name);
+    let source = crate::util::root().join("tests/fixtures").join(name);
+    if source.with_extension("go").exists() {
+        crate::util::run(
+            Command::new("go")
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg(source.with_extension("go"))
+                .env("GO111MODULE", "off")
+                .env("GOTOOLCHAIN", "local"),
+        )?;
+        return Ok(bin);
+    }
     crate::util::run(
         Command::new("gcc")
             .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
             .arg(&bin)
-            .arg(crate::util::root().join("tests/fixtures").join(format!("{name}.c")))
+            .arg(source.with_extension("c"))
             .arg("-ldl"),
     )?;
     Ok(bin)
@@ -100,7 +112,11 @@ pub enum ToolKind {
     Autodump,
     /// The agent walking user stacks by frame pointer only (`--unwind frame-pointers`).
     AutodumpFramePointers,
+    /// The agent without its page-fault probe (`--fault-period 0`).
+    AutodumpNoFaults,
     Perf,
+    /// `perf record` of page faults with call graphs, at the agent's default period.
+    PerfFaults,
     Offcputime,
 }
 
@@ -110,7 +126,9 @@ impl ToolKind {
             Self::Alone => "alone",
             Self::Autodump => "autodump (defaults: CFI unwinding)",
             Self::AutodumpFramePointers => "autodump --unwind frame-pointers",
+            Self::AutodumpNoFaults => "autodump --fault-period 0",
             Self::Perf => "perf record -F 99 -g",
+            Self::PerfFaults => "perf record -e page-faults -c 211 -g",
             Self::Offcputime => "offcputime",
         }
     }
@@ -121,19 +139,23 @@ impl ToolKind {
         let s = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
         match self {
             Self::Alone => None,
-            Self::Autodump => s(&[&agent.to_string_lossy(), "--pid", &pid, "--out", &scratch.to_string_lossy()]),
-            Self::AutodumpFramePointers => s(&[
-                &agent.to_string_lossy(),
-                "--pid",
-                &pid,
-                "--out",
-                &scratch.to_string_lossy(),
-                "--unwind",
-                "frame-pointers",
-            ]),
+            Self::Autodump | Self::AutodumpFramePointers | Self::AutodumpNoFaults => {
+                let extra: &[&str] = match self {
+                    Self::AutodumpFramePointers => &["--unwind", "frame-pointers"],
+                    Self::AutodumpNoFaults => &["--fault-period", "0"],
+                    _ => &[],
+                };
+                let base = [&*agent.to_string_lossy(), "--pid", &pid, "--out", &scratch.to_string_lossy()];
+                s(&[&base[..], extra].concat())
+            }
             Self::Perf => {
                 let data = scratch.join("perf.data");
                 s(&["perf", "record", "-q", "-F", "99", "-g", "-p", &pid, "-o", &data.to_string_lossy()])
+            }
+            Self::PerfFaults => {
+                let data = scratch.join("perf.data");
+                let data = data.to_string_lossy();
+                s(&["perf", "record", "-q", "-e", "page-faults", "-c", "211", "-g", "-p", &pid, "-o", &data])
             }
             Self::Offcputime => s(&["offcputime", "-p", &pid]),
         }
@@ -177,7 +199,7 @@ impl Tool {
         let deadline = Instant::now() + ATTACH_TIMEOUT;
         loop {
             let attached = match kind {
-                ToolKind::Autodump | ToolKind::AutodumpFramePointers => {
+                ToolKind::Autodump | ToolKind::AutodumpFramePointers | ToolKind::AutodumpNoFaults => {
                     tool.stderr.try_iter().any(|l| l.contains("recording"))
                 }
                 _ => holds_kernel_object(tool.child.id()),

@@ -14,7 +14,7 @@ use super::{
 use crate::util::step;
 
 /// Times `target_args` alone and under each tool, interleaved; returns a markdown table.
-fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolKind]) -> Result<String> {
+pub(super) fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolKind]) -> Result<String> {
     let mut series: HashMap<ToolKind, Series> = HashMap::new();
     for rep in 0..bench.opts.reps {
         for i in 0..tools.len() {
@@ -39,7 +39,8 @@ fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolK
         let s = &series[kind];
         let argv = kind
             .command(&bench.agent, 0, std::path::Path::new("OUT"))
-            .map(|a| a.join(" ").replace(" 0", " PID").replace(&*bench.agent.to_string_lossy(), &shown(&bench.agent)));
+            .map(|a| a.join(" ").replace("-p 0", "-p PID").replace("--pid 0", "--pid PID"));
+        let argv = argv.map(|a| a.replace(&*bench.agent.to_string_lossy(), &shown(&bench.agent)));
         let _ = writeln!(
             md,
             "| {} | {} | {:.3} | `{}` |",
@@ -53,7 +54,7 @@ fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], tools: &[ToolK
 }
 
 pub fn cpu_bound(bench: &Bench) -> Result<String> {
-    step("1/7 CPU-bound target: alone, autodump, perf record");
+    step("1/8 CPU-bound target: alone, autodump, perf record");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Perf];
@@ -66,7 +67,7 @@ pub fn cpu_bound(bench: &Bench) -> Result<String> {
 }
 
 pub fn switch_heavy(bench: &Bench) -> Result<String> {
-    step("2/7 context-switch-heavy target: alone, autodump, offcputime");
+    step("2/8 context-switch-heavy target: alone, autodump, offcputime");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.opts.round_trips.to_string()];
     let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Offcputime];
@@ -85,7 +86,7 @@ pub fn switch_heavy(bench: &Bench) -> Result<String> {
 const EMPTY_PROBE: &str = "sched_switch_em";
 
 /// ns per run of each of the tool's programs while `target` does its work.
-fn program_cost(
+pub(super) fn program_cost(
     bench: &Bench,
     kind: ToolKind,
     fixture: &str,
@@ -126,7 +127,7 @@ struct Case<'a> {
 }
 
 pub fn probe_costs(bench: &Bench) -> Result<String> {
-    step("3/7 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
+    step("3/8 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
     let _stats = StatsSwitch::set(true)?;
     let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let pp_args = vec![bench.opts.round_trips.to_string()];

@@ -26,8 +26,16 @@ const GUEST_CPUS: u32 = 2;
 /// A guest that has not powered off by then is stopped and its checks count as failed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fixtures the checks start, built on the host before they are packed.
-const FIXTURES: &[&str] =
-    &["two_threads", "blocker", "misbehave", "goleak", "goleak-stripped", "libc_blocker", "memleak"];
+const FIXTURES: &[&str] = &[
+    "two_threads",
+    "blocker",
+    "misbehave",
+    "goleak",
+    "goleak-stripped",
+    "libc_blocker",
+    "memleak",
+    "gopublisher_plain-stripped",
+];
 
 /// (column, integration test binary, test name) of the checks that run an integration test.
 const TEST_CHECKS: &[(&str, &str, &str)] = &[
@@ -40,6 +48,7 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
     ("unwind-glibc", "unwinding", "culprits_show_under_glibc_wrappers_with_their_time"),
     ("faults", "memory", "native_leak_is_named_and_churn_barely_shows"),
+    ("go-faults", "go_heap", "memory_profiling_off_is_said_and_faults_still_name_the_leak"),
 ];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.

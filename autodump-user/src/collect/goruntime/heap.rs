@@ -19,8 +19,9 @@ const MEM_PROFILE: u64 = 1;
 const CYCLES: u64 = 4;
 /// Stack depth a bucket may have (the runtime's default is 32 before Go 1.23, 128 after).
 pub const MAX_STACK: u64 = 1024;
-/// Buckets read at most (a garbled list that loops, or an enormous profile).
-pub const MAX_BUCKETS: usize = 1_000_000;
+/// Buckets read at most (a garbled list that loops, or an enormous profile): a service's heap
+/// profile has thousands to tens of thousands.
+pub const MAX_BUCKETS: usize = 200_000;
 /// Header plus this many PCs and the record in one read; deeper stacks take a second read.
 const SPECULATIVE_STACK: u64 = 32;
 
@@ -58,9 +59,15 @@ pub enum HeapOff {
 }
 
 impl GoRuntime {
-    /// Whether the runtime records a heap profile, from its flags; `Ok(rate)` when it does.
+    /// Whether the runtime records a heap profile, from its flags; `Ok(rate)` when it does. A
+    /// program may set `MemProfileRate` itself, after the linker's flag zeroed it: the rate
+    /// decides, the flag explains a zero.
     pub fn heap_rate(&self) -> Result<Result<u64, HeapOff>, GoError> {
         let m = &*self.memory;
+        let rate = m.u64(self.at.mem_profile_rate)? as i64;
+        if rate > 0 {
+            return Ok(Ok(rate as u64));
+        }
         if let Some(flag) = self.at.disable_memory_profiling {
             let mut b = [0u8; 1];
             m.read(flag, &mut b)?;
@@ -68,8 +75,7 @@ impl GoRuntime {
                 return Ok(Err(HeapOff::DisabledByLinker));
             }
         }
-        let rate = m.u64(self.at.mem_profile_rate)? as i64;
-        Ok(if rate <= 0 { Err(HeapOff::RateZero) } else { Ok(rate as u64) })
+        Ok(Err(HeapOff::RateZero))
     }
 
     /// Every memory-profile bucket, with what `runtime.MemProfile` would report for it.
