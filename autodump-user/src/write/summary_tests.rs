@@ -104,3 +104,18 @@ fn a_clean_recording_has_no_notes() {
     assert!(summary.notes.is_empty());
     assert_eq!(summary.offcpu.runnable_us, 0);
 }
+
+#[test]
+fn heap_problems_become_notes() {
+    let (profiles, threads) = (Profiles::new(), BTreeMap::new());
+    let go = |heap: HeapReport| Some(GoStatus { goroutines_available: true, reason: None, heap: Some(heap) });
+    let off = HeapReport { reason: Some("memory profiling is off".into()), ..Default::default() };
+    let summary = build(Facts { go: go(off), ..facts(&profiles, &threads) });
+    assert_eq!(summary.notes, ["no Go heap profile: memory profiling is off"]);
+    let garbled = HeapReport { available: true, buckets: 12, garbage_buckets: 1, ..Default::default() };
+    let summary = build(Facts { go: go(garbled), ..facts(&profiles, &threads) });
+    assert!(summary.notes[0].contains("after 12 buckets"), "{:?}", summary.notes);
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["go"]["heap"]["garbage_buckets"], 1);
+    assert_eq!(json["profiles"][2]["kind"], "faults");
+}
