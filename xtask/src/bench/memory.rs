@@ -80,7 +80,7 @@ fn heap_read(bench: &Bench) -> Result<String> {
             log.iter().rev().find_map(|l| l.split(key).nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
         };
         peak.0.push(field("peak_rss_mib=").context("no peak RSS in the agent's log")?);
-        after_read.0.push(field("rss_mib=").context("no heap read in the agent's log")?);
+        after_read.0.push(field(" rss_mib=").context("no heap read in the agent's log")?);
         let bundle = agent.stdout.try_iter().last().context("the agent wrote no bundle")?;
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(std::path::Path::new(&bundle).join("summary.json"))?)?;
