@@ -57,11 +57,15 @@ fn go_functions_are_named_and_files_open_in_pprof() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    // A Go program's bundle also holds its goroutines.
+    // A Go program's bundle also holds its goroutines (and its heap, when the runtime records
+    // one: this one never references the memory profiler).
     let expected = [
         "cpu.folded",
         "cpu.pb.gz",
         "cpu.svg",
+        "faults.folded",
+        "faults.pb.gz",
+        "faults.svg",
         "goroutines.folded",
         "goroutines.pb.gz",
         "goroutines.svg",

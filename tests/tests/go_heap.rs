@@ -80,7 +80,10 @@ fn matches_own_pprof(name: &str) {
     let first = ours.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(f, _)| f.as_str());
     assert_eq!(first, Some(LEAK), "{ours:?}");
     let total: f64 = own.values().sum();
-    for (function, &bytes) in own.iter().filter(|(_, &b)| b >= 0.01 * total) {
+    // Functions with a real share. One-sample buckets (512 KiB) allocated in inlined library
+    // init code can land on the inlined callee or its caller depending on how the call site's
+    // PC is expanded; they are left out here.
+    for (function, &bytes) in own.iter().filter(|(_, &b)| b >= 0.05 * total) {
         let mine = ours.get(function).copied().unwrap_or(0.0);
         eprintln!("{name} {function}: ours {mine:.0} B, /debug/pprof/heap {bytes:.0} B");
         assert_close(&format!("{name}: {function} in use"), mine, bytes, TOLERANCE);

@@ -23,7 +23,7 @@ impl Recorder {
         for record in &snapshot.records {
             // Return PCs, one per logical frame: the call is the byte before.
             let addrs: Vec<u64> = record.stack.iter().map(|a| a.saturating_sub(1)).collect();
-            let locations: Vec<Arc<Location>> = self.symbolizer.user(&addrs).iter().map(innermost).collect();
+            let locations = logical_frames(&self.symbolizer.user(&addrs));
             let (inuse_objects, inuse_bytes) = unsample(
                 record.alloc_objects.saturating_sub(record.free_objects),
                 record.alloc_bytes.saturating_sub(record.free_bytes),
@@ -43,13 +43,26 @@ impl Recorder {
     }
 }
 
-/// The runtime records one PC per logical frame, inlined ones included, so each PC names only
-/// its innermost function (the symbolizer would expand the inlined callers again).
-fn innermost(location: &Arc<Location>) -> Arc<Location> {
-    if location.frames.len() <= 1 {
-        return location.clone();
+/// The runtime records one PC per logical frame, inlined ones included: a PC inside inlined
+/// code is followed by one PC in the same function for each caller it was inlined into. As
+/// `runtime/pprof` does, each location is expanded once (innermost and its inlined callers) and
+/// the PCs that stand for those callers are skipped, rather than named again.
+fn logical_frames(locations: &[Arc<Location>]) -> Vec<Arc<Location>> {
+    let function = |l: &Arc<Location>| l.frames.last().map(|f| f.function.clone());
+    let mut kept = Vec::with_capacity(locations.len());
+    let mut i = 0;
+    while i < locations.len() {
+        let location = &locations[i];
+        kept.push(location.clone());
+        // The callers it was inlined into: the next PCs in the same physical function.
+        let mut callers = location.frames.len().saturating_sub(1);
+        i += 1;
+        while callers > 0 && i < locations.len() && function(&locations[i]) == function(location) {
+            callers -= 1;
+            i += 1;
+        }
     }
-    Arc::new(Location { frames: location.frames[..1].to_vec(), ..(**location).clone() })
+    kept
 }
 
 /// As `runtime/pprof` hides them: the leading (innermost) frames in the runtime, unless the
@@ -77,11 +90,15 @@ mod tests {
     }
 
     #[test]
-    fn each_pc_names_its_innermost_frame_only() {
+    fn inlined_callers_are_named_once() {
+        // main.outer inlines main.inner; the runtime recorded a PC for each, then main.main's.
         let mut inlined = (*loc(9, "main.inner", false)).clone();
         inlined.frames.push(crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None });
-        let kept = innermost(&Arc::new(inlined));
-        assert_eq!(kept.frames.len(), 1);
-        assert_eq!(&*kept.frames[0].function, "main.inner");
+        let mut mark = (*loc(10, "main.inner", false)).clone();
+        mark.frames.push(crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None });
+        let stack = [Arc::new(inlined), Arc::new(mark), loc(11, "main.main", false)];
+        let kept = logical_frames(&stack);
+        let names: Vec<Vec<&str>> = kept.iter().map(|l| l.frames.iter().map(|f| &*f.function).collect()).collect();
+        assert_eq!(names, [vec!["main.inner", "main.outer"], vec!["main.main"]]);
     }
 }
