@@ -130,8 +130,9 @@ fn memory_profiling_off_is_said_and_faults_still_name_the_leak() {
     let total: u64 = faults.iter().map(|f| f.weight).sum();
     let through = |f: &autodump_tests::bundle::Folded| f.frames.iter().any(|x| x == LEAK);
     let leak: u64 = faults.iter().filter(|f| through(f)).map(|f| f.weight).sum();
-    // The runtime faults too (its own structures, goroutine stacks, the collector's work).
-    assert!(leak as f64 >= 0.25 * total as f64, "{LEAK} in {leak} of {total} faults");
+    // The runtime faults too (its own structures, goroutine stacks, the collector's work): in
+    // the matrix's slow guests, where the program leaks slowly, 21% of faults were the leak's.
+    assert!(leak as f64 >= 0.15 * total as f64, "{LEAK} in {leak} of {total} faults");
     let under_malloc = faults.iter().any(|f| {
         let at = f.frames.iter().position(|x| x == LEAK);
         at.is_some_and(|at| f.frames[at..].iter().any(|x| x == "runtime.mallocgc"))
