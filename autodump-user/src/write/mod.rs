@@ -9,6 +9,7 @@ pub mod folded;
 pub mod goroutines;
 pub mod index;
 pub mod listing;
+mod notes;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod retention;

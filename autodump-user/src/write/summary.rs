@@ -255,41 +255,6 @@ pub struct Facts<'a> {
     pub probes: ProbeReport,
 }
 
-/// What a reader needs to know about how user stacks were walked.
-fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats) -> Vec<String> {
-    let mut notes = Vec::new();
-    let Some(report) = &probes.unwinding else { return notes };
-    if report.unwinding.mode == crate::unwind::UnwindMode::FramePointers {
-        if let Some(why) = report.unwinding.why.as_deref().filter(|w| !w.starts_with("--unwind")) {
-            notes.push(format!(
-                "user stacks were walked by frame pointer ({why}): in code built without them (glibc, most \
-                 distribution binaries) a frame's caller can be missing"
-            ));
-        }
-    }
-    if let Some(tables) = &report.tables {
-        // Files without CFI at all (Go binaries) are walked by frame pointer as designed.
-        let broken = tables.frame_pointer_files.iter().filter(|n| !n.why.starts_with("no .eh_frame"));
-        for note in broken.take(5) {
-            notes.push(format!("{}: {}", note.path, note.why));
-        }
-    }
-    let walks = d.unwound_stacks.max(1);
-    if d.unwind_unknown_code > 0 {
-        notes.push(format!(
-            "{} of {walks} user stacks stop at code no file maps (JIT or anonymous memory)",
-            d.unwind_unknown_code
-        ));
-    }
-    if d.unwind_broken * 100 > walks {
-        notes.push(format!(
-            "{} of {walks} user stacks stop early, at unwind information the probes cannot follow or an unreadable frame",
-            d.unwind_broken
-        ));
-    }
-    notes
-}
-
 pub fn build(f: Facts<'_>) -> Summary {
     let (start, end) = (f.start, f.end);
     let (cpu, offcpu) = (f.profiles.cpu().total(), f.profiles.offcpu().total());
@@ -327,18 +292,8 @@ pub fn build(f: Facts<'_>) -> Summary {
             ));
         }
     }
-    notes.extend(unwind_notes(&f.probes, d));
-    if let Some(heap) = f.go.as_ref().and_then(|g| g.heap.as_ref()) {
-        if let Some(why) = &heap.reason {
-            notes.push(format!("no Go heap profile: {why}"));
-        }
-        if heap.garbage_buckets > 0 {
-            notes.push(format!(
-                "the Go heap profile stopped at a bucket that made no sense, after {} buckets",
-                heap.buckets
-            ));
-        }
-    }
+    notes.extend(super::notes::unwind_notes(&f.probes, d));
+    notes.extend(super::notes::heap_notes(f.go.as_ref().and_then(|g| g.heap.as_ref())));
     for d in &f.probes.degraded {
         notes.push(format!(
             "the kernel did not take the {} probe, so this bundle lacks {} ({})",

@@ -1,0 +1,55 @@
+//! Notes the summary adds so that its numbers can be read: how user stacks were walked, and why
+//! a Go heap profile is missing or short.
+
+use super::summary::{HeapReport, ProbeReport};
+
+/// What a reader needs to know about how user stacks were walked.
+pub fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(report) = &probes.unwinding else { return notes };
+    if report.unwinding.mode == crate::unwind::UnwindMode::FramePointers {
+        if let Some(why) = report.unwinding.why.as_deref().filter(|w| !w.starts_with("--unwind")) {
+            notes.push(format!(
+                "user stacks were walked by frame pointer ({why}): in code built without them (glibc, most \
+                 distribution binaries) a frame's caller can be missing"
+            ));
+        }
+    }
+    if let Some(tables) = &report.tables {
+        // Files without CFI at all (Go binaries) are walked by frame pointer as designed.
+        let broken = tables.frame_pointer_files.iter().filter(|n| !n.why.starts_with("no .eh_frame"));
+        for note in broken.take(5) {
+            notes.push(format!("{}: {}", note.path, note.why));
+        }
+    }
+    let walks = d.unwound_stacks.max(1);
+    if d.unwind_unknown_code > 0 {
+        notes.push(format!(
+            "{} of {walks} user stacks stop at code no file maps (JIT or anonymous memory)",
+            d.unwind_unknown_code
+        ));
+    }
+    if d.unwind_broken * 100 > walks {
+        notes.push(format!(
+            "{} of {walks} user stacks stop early, at unwind information the probes cannot follow or an unreadable frame",
+            d.unwind_broken
+        ));
+    }
+    notes
+}
+
+/// Why a Go program has no heap profile, or a short one.
+pub fn heap_notes(heap: Option<&HeapReport>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(heap) = heap else { return notes };
+    if let Some(why) = &heap.reason {
+        notes.push(format!("no Go heap profile: {why}"));
+    }
+    if heap.garbage_buckets > 0 {
+        notes.push(format!(
+            "the Go heap profile stopped at a bucket that made no sense, after {} buckets",
+            heap.buckets
+        ));
+    }
+    notes
+}
