@@ -6,6 +6,19 @@
 
 pub mod unwind;
 
+/// Processes one probe set can watch at once (the `TARGETS` and `EXITS` maps).
+pub const TARGET_SLOTS: u32 = 4096;
+/// Words of the `TARGET_BITS` filter: bit `tgid % (64 * TARGET_BIT_WORDS)` is set for every
+/// watched process. An array read answers most events (other processes) before the hash lookup.
+pub const TARGET_BIT_WORDS: u32 = 1024;
+
+/// The word and bit of `tgid` in the `TARGET_BITS` filter.
+#[inline(always)]
+pub fn target_bit(tgid: u32) -> (u32, u64) {
+    let bit = tgid % (64 * TARGET_BIT_WORDS);
+    (bit / 64, 1u64 << (bit % 64))
+}
+
 /// Key of the on-CPU sample counts and of the off-CPU totals.
 ///
 /// `stack_epoch` names the stack-map generation that holds the two stack ids (see [`Control`]);
@@ -14,6 +27,8 @@ pub mod unwind;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackKey {
+    /// The process (tgid) and thread: one probe set records every watched process.
+    pub tgid: u32,
     pub tid: u32,
     /// Negative: the kernel's error code from `bpf_get_stackid`.
     pub user_stack_id: i32,
@@ -44,9 +59,8 @@ pub const FLAG_RUNNABLE: u32 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FaultKey {
+    /// 24 bytes: `page` is 8-byte aligned with no implicit padding.
     pub stack: StackKey,
-    /// Keeps `page` 8-byte aligned with no implicit padding.
-    pub zero: u32,
     pub page: u64,
 }
 
@@ -61,6 +75,10 @@ pub struct OffCpuStart {
     pub kernel_stack_id: i32,
     pub stack_epoch: u32,
     pub flags: u32,
+    /// The thread's process.
+    pub tgid: u32,
+    /// Keeps the size a multiple of 8 with no implicit padding.
+    pub zero: u32,
 }
 
 impl OffCpuStart {
@@ -74,6 +92,7 @@ impl OffCpuStart {
     #[inline(always)]
     pub fn key(&self, tid: u32) -> StackKey {
         StackKey {
+            tgid: self.tgid,
             tid,
             user_stack_id: self.user_stack_id,
             kernel_stack_id: self.kernel_stack_id,
@@ -103,14 +122,15 @@ pub struct Control {
     pub epoch: u32,
 }
 
-/// How the target process ended, from `sched_process_exit` of its last thread.
+/// How a watched process ended, from `sched_process_exit` of its last thread (the `EXITS` map,
+/// by tgid).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitInfo {
     /// `task_struct::exit_code`: the signal in bits 0-6 (bit 7: core dumped), or the exit
     /// status in bits 8-15.
     pub exit_code: u32,
-    /// 1 once the target's last thread has exited.
+    /// 1 once the process's last thread has exited.
     pub seen: u32,
 }
 
@@ -193,7 +213,9 @@ pub mod maps {
     pub const KERNEL_STACK_CACHE: [&str; 2] = ["KERNEL_STACK_CACHE_0", "KERNEL_STACK_CACHE_1"];
     pub const OFFCPU_START: &str = "OFFCPU_START";
     pub const CONTROL: &str = "CONTROL";
-    pub const EXIT: &str = "EXIT";
+    pub const EXITS: &str = "EXITS";
+    pub const TARGETS: &str = "TARGETS";
+    pub const TARGET_BITS: &str = "TARGET_BITS";
     pub const STATS: &str = "STATS";
     pub const UNWOUND_STACKS: [&str; 2] = ["UNWOUND_STACKS_0", "UNWOUND_STACKS_1"];
     pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
@@ -203,8 +225,6 @@ pub mod maps {
 
 /// Names of the read-only globals the agent sets before loading.
 pub mod globals {
-    /// The tgid (process id) to profile.
-    pub const TARGET_TGID: &str = "TARGET_TGID";
     /// Byte offset of `pid` in `struct task_struct`, found in the kernel's BTF at run time.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     /// Byte offset of `tgid` in `struct task_struct`.

@@ -3,9 +3,6 @@
 //! load time and the branch not taken is never checked: a kernel that lacks a tracepoint
 //! argument never sees the read of it.
 
-/// The process to profile. Set by the agent before load.
-#[no_mangle]
-static TARGET_TGID: u32 = 0;
 /// Offset of `pid` in `struct task_struct`, from the kernel's BTF (Rust eBPF has no CO-RE).
 #[no_mangle]
 pub static TASK_PID_OFFSET: u32 = 0;
@@ -38,11 +35,6 @@ static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
 fn read(global: &'static u32) -> u32 {
     // SAFETY: a plain read of a global the loader filled in.
     unsafe { core::ptr::read_volatile(global) }
-}
-
-#[inline(always)]
-pub fn target_tgid() -> u32 {
-    read(&TARGET_TGID)
 }
 
 #[inline(always)]

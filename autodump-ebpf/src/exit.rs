@@ -1,4 +1,5 @@
-//! The target's end: its last thread's exit code (a signal or a status), for the exit bundle.
+//! A watched process's end: its last thread's exit code (a signal or a status), for the exit
+//! bundle; and the process leaves the watched set.
 
 use autodump_common::ExitInfo;
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext};
@@ -7,14 +8,15 @@ use crate::{
     config::{
         field_ptr, field_u32, group_end_from_signal, SIGNAL_LIVE_OFFSET, TASK_EXIT_CODE_OFFSET, TASK_SIGNAL_OFFSET,
     },
-    maps::{is_target, EXIT},
+    maps::{is_target, EXITS, TARGETS},
 };
 
 /// The last thread of the target exits: keep its exit code (signal or status) for the agent.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
-    // Only the target's own end: a later process reusing its pid must not overwrite it.
-    if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
+    // Only a watched process's own end: a later process reusing its pid is not watched.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
         return 0;
     }
     // Arguments: 0 the exiting task (also `current`), and since 6.13 or so 1 group_dead.
@@ -32,6 +34,7 @@ pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
     }
     // SAFETY: `task` is the tracepoint's task_struct argument.
     let exit_code = unsafe { field_u32(task, &TASK_EXIT_CODE_OFFSET) };
-    let _ = EXIT.set(0, ExitInfo { exit_code, seen: 1 }, 0);
+    let _ = EXITS.insert(&tgid, &ExitInfo { exit_code, seen: 1 }, 0);
+    let _ = TARGETS.remove(&tgid);
     0
 }

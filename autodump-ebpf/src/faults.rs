@@ -42,13 +42,14 @@ fn fault(ctx: &PerfEventContext, unwind: bool) -> u32 {
     let address = unsafe { (*(ctx.as_ptr() as *const bpf_perf_event_data)).addr };
     let gen = generation();
     let stack = StackKey {
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         user_stack_id: user_stack_id(ctx, &gen, unwind, WALK_FAULT, Stat::FaultUserStackErrors),
         kernel_stack_id: stack_id(ctx, &gen, 0, Stat::FaultKernelStackErrors),
         stack_epoch: gen.epoch,
         flags: 0,
     };
-    match entry(gen.fault_counts, FaultKey { stack, zero: 0, page: address >> PAGE_SHIFT }) {
+    match entry(gen.fault_counts, FaultKey { stack, page: address >> PAGE_SHIFT }) {
         Some(value) => {
             // SAFETY: `value` points into the map entry, which outlives this program run.
             unsafe { add(value, 1) };

@@ -7,8 +7,8 @@ use core::{
 };
 
 use autodump_common::{
-    unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey, Stat, OVERFLOW_SHARE,
-    OVERFLOW_STACK_ID,
+    target_bit, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey, Stat,
+    OVERFLOW_SHARE, OVERFLOW_STACK_ID, TARGET_BIT_WORDS, TARGET_SLOTS,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -64,9 +64,17 @@ pub static KERNEL_STACK_CACHE_1: HashMap<u64, i32> = HashMap::with_max_entries(S
 pub static OFFCPU_START: HashMap<u32, OffCpuStart> = HashMap::with_max_entries(THREAD_SLOTS, 0);
 #[map]
 pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
-/// How the target ended: written once, by its last thread's exit.
+/// The watched processes, by tgid; the agent adds them, and a process's last thread removes it
+/// as it exits, so a new process that reuses the pid is never recorded by mistake.
 #[map]
-pub static EXIT: Array<ExitInfo> = Array::with_max_entries(1, 0);
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(TARGET_SLOTS, 0);
+/// A filter in front of `TARGETS` (see `target_bit`): set by the agent, never cleared by probes.
+#[map]
+pub static TARGET_BITS: Array<u64> = Array::with_max_entries(TARGET_BIT_WORDS, 0);
+/// How each watched process ended, by tgid: written by its last thread's exit, read and
+/// removed by the agent.
+#[map]
+pub static EXITS: HashMap<u32, ExitInfo> = HashMap::with_max_entries(TARGET_SLOTS, 0);
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
@@ -149,12 +157,16 @@ pub fn entry<K: Copy, V: Default>(map: &HashMap<K, V>, key: K) -> Option<*mut V>
     })
 }
 
-/// True for the target's threads, and only while the target lives: once its last thread has
-/// exited, a new process that reuses the pid is never recorded (the agent may notice the exit
-/// only at its next tick). Non-target events return at the first compare.
+/// True for the threads of a watched process, and only while it lives: its last thread's exit
+/// removes it (the agent may notice the exit only at its next tick). Most events on a host are
+/// other processes': an array read and a test answer them.
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
-    tgid == crate::config::target_tgid() && EXIT.get(0).is_none_or(|e| e.seen == 0)
+    let (word, bit) = target_bit(tgid);
+    if TARGET_BITS.get(word).is_none_or(|w| *w & bit == 0) {
+        return false;
+    }
+    TARGETS.get_ptr(tgid).is_some()
 }
 
 /// The id of the current stack (user or kernel side, by `flags`) in this generation: in the

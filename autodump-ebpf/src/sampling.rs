@@ -30,6 +30,7 @@ fn sample(ctx: &PerfEventContext, unwind: bool) -> u32 {
     }
     let gen = generation();
     let key = StackKey {
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         user_stack_id: user_stack_id(ctx, &gen, unwind, WALK_ON_CPU, Stat::CpuUserStackErrors),
         kernel_stack_id: stack_id(ctx, &gen, 0, Stat::CpuKernelStackErrors),

@@ -7,7 +7,7 @@ use aya_log_ebpf::warn;
 
 use crate::{
     config::{
-        field_u32, kernel_stack_every_switch, switch_state_from_task, target_tgid, TASK_PID_OFFSET, TASK_STATE_OFFSET,
+        field_u32, kernel_stack_every_switch, switch_state_from_task, TASK_PID_OFFSET, TASK_STATE_OFFSET,
         TASK_TGID_OFFSET,
     },
     maps::{add, count, entry, generation, is_target, now_ns, stack_id, user_stack_id, Generation, OFFCPU_START},
@@ -31,7 +31,8 @@ pub fn switch_unwind(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_switch(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
-    // Most switches on a host are not the target's: they pay for two loads and two compares.
+    // Most switches on a host are not a watched process's: they pay for two task loads and two
+    // filter reads.
     // Arguments: 0 preempt, 1 prev, 2 next, 3 prev_state. `current` is still `prev` here.
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
@@ -50,13 +51,13 @@ fn on_switch(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
         // SAFETY: as above.
         let tid = unsafe { field_u32(prev, &TASK_PID_OFFSET) };
         if prev_state & TASK_DEAD == 0 {
-            switch_out(ctx, tid, preempted || prev_state == 0, now_ns(), unwind);
+            switch_out(ctx, prev_tgid, tid, preempted || prev_state == 0, now_ns(), unwind);
         } else {
             // The thread's last switch: free its slot.
             let _ = OFFCPU_START.remove(tid);
         }
     }
-    if next_tgid == target_tgid() {
+    if is_target(next_tgid) {
         // SAFETY: as above.
         switch_in(ctx, unsafe { field_u32(next, &TASK_PID_OFFSET) });
     }
@@ -64,7 +65,7 @@ fn on_switch(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
 }
 
 #[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, tid: u32, runnable: bool, now: u64, unwind: bool) {
+fn switch_out(ctx: &BtfTracePointContext, tgid: u32, tid: u32, runnable: bool, now: u64, unwind: bool) {
     let gen = generation();
     let flags = if runnable { FLAG_RUNNABLE } else { 0 };
     let user_stack_id = user_stack_id(ctx, &gen, unwind, WALK_SWITCH, Stat::OffCpuUserStackErrors);
@@ -74,6 +75,8 @@ fn switch_out(ctx: &BtfTracePointContext, tid: u32, runnable: bool, now: u64, un
         kernel_stack_id: kernel_stack_for(ctx, &gen, user_stack_id, flags),
         stack_epoch: gen.epoch,
         flags,
+        tgid,
+        zero: 0,
     };
     // A thread keeps its slot while it lives, rewritten in place: an insert or delete at every
     // switch would take the bucket lock twice. `start_ns` goes last, as it marks the slot in use.

@@ -42,6 +42,8 @@ pub mod defaults {
     pub const COOLDOWN: &str = "60s";
     /// At most this many bundles per rolling hour.
     pub const MAX_BUNDLES_PER_HOUR: u32 = 10;
+    /// A rule that fired re-arms once its metric is under this percent of the threshold it crossed.
+    pub const REARM_BELOW_PERCENT: u32 = 90;
     /// Bundles kept in --out; the oldest go first.
     pub const MAX_BUNDLES: usize = 50;
     /// Disk the bundles in --out may use.
@@ -70,8 +72,11 @@ Examples:
   sudo autodump-agent --pid 1234
       Watch process 1234; when a rule fires, write a bundle covering the 30 s before and 10 s
       after, under /var/tmp/autodump. `kill -USR1` the agent for a bundle now.
-  sudo autodump-agent --pid 1234 --rule cpu:abs=50% --rule rss:abs=2GiB --lookback 60s
-      The same with a CPU high-water mark of half a core and a 2 GiB memory one.
+  sudo autodump-agent --pid 1234 --rule cpu:abs=50%,for=3m --rule rss:abs=2GiB --lookback 60s
+      The same, firing when CPU stays over half of what the process may use for 3 minutes, or
+      when it holds 2 GiB.
+  sudo autodump-agent --exe /usr/bin/myservice
+      Watch every process of that executable, and each new one after a restart or crash.
   sudo autodump-agent --pid 1234 --duration 10s
       Record 10 seconds, write one bundle, print its path and exit.
 
@@ -81,12 +86,31 @@ Exit codes: 0 ok, 1 internal error, 2 invalid arguments, 3 no such process,
 /// Out-of-process eBPF profiler: records where a process spends time on and off the CPU and,
 /// when it misbehaves, saves the scene (from before the anomaly until after it) as flamegraphs,
 /// pprof profiles and folded stacks in a bundle directory.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "autodump-agent", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Process id of the service to profile (all its threads, including ones started later).
-    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub pid: u32,
+    /// Watching ends when it ends.
+    #[arg(short, long, value_parser = clap::value_parser!(u32).range(1..), group = "target")]
+    pub pid: Option<u32>,
+
+    /// Watch mode: every process running this executable, now and later (restarts included).
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub exe: Option<PathBuf>,
+
+    /// Watch mode: every process with this name (as in /proc/PID/comm), now and later.
+    #[arg(long, value_name = "NAME", group = "target")]
+    pub comm: Option<String>,
+
+    /// Watch mode: every process in this cgroup or below it, now and later: a cgroup path as
+    /// /proc/PID/cgroup shows it (`/system.slice/app.service`) or a directory under /sys/fs/cgroup.
+    #[arg(long, value_name = "PATH", group = "target")]
+    pub cgroup: Option<String>,
+
+    /// Watch mode: the processes of this systemd unit (its cgroup), now and after restarts.
+    /// Needs systemd to be running.
+    #[arg(long, value_name = "UNIT", group = "target")]
+    pub unit: Option<String>,
 
     /// Record mode: record for this long, then write one bundle and exit (e.g. 10s, 1m30s).
     /// Without it, watch the process until SIGINT/SIGTERM or until it ends.
@@ -173,7 +197,9 @@ pub struct Cli {
     #[arg(long, default_value = crate::probes::btf::VMLINUX_BTF)]
     pub btf: PathBuf,
 
-    /// Watch mode: a rule `METRIC:min=X,diff=Y%,abs=Z` (repeatable). Metrics: cpu (% of a core),
+    /// Watch mode: a rule `METRIC:min=X,diff=Y%,abs=Z[,for=D]` (repeatable); with `for=3m` it
+    /// fires only once it has matched for 3 minutes. Metrics: cpu (% of the CPU the process may
+    /// use: its cgroup quota, cpuset or affinity, else the online CPUs),
     /// rss (bytes like 512MiB, or % of the memory limit), threads, fds (count, or % of the
     /// open-files limit). Keys left out keep the default; `METRIC:off` turns a metric off.
     #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule_spec)]
@@ -208,6 +234,12 @@ pub struct Cli {
     #[arg(long, default_value_t = defaults::MAX_BUNDLES_PER_HOUR, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_bundles_per_hour: u32,
 
+    /// Watch mode: a rule that fired re-arms only once its metric is back under this percent of
+    /// the threshold it crossed, so that a value staying high, or hovering at the threshold, is
+    /// one incident and one bundle.
+    #[arg(long, default_value_t = defaults::REARM_BELOW_PERCENT, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rearm_below: u32,
+
     /// Watch mode: write an `exit` bundle when the target ends.
     #[arg(long, value_enum, default_value_t = OnExit::Abnormal)]
     pub on_exit: OnExit,
@@ -223,6 +255,20 @@ pub struct Cli {
     /// Log filter, as in RUST_LOG (e.g. info, debug, autodump=trace).
     #[arg(long, default_value = "info", env = "AUTODUMP_LOG")]
     pub log: String,
+}
+
+impl Cli {
+    /// What to watch, from the target flags; None when none was given.
+    pub fn selector(&self) -> Option<crate::select::Selector> {
+        use crate::select::Selector;
+        if let Some(pid) = self.pid {
+            return Some(Selector::Pid(pid));
+        }
+        let exe = self.exe.clone().map(Selector::Exe);
+        let comm = || self.comm.clone().map(Selector::Comm);
+        let cgroup = || self.cgroup.clone().map(Selector::Cgroup);
+        exe.or_else(comm).or_else(cgroup).or_else(|| self.unit.clone().map(Selector::Unit))
+    }
 }
 
 /// `--rule` as given: the metric, and its rule or None for `METRIC:off`.
@@ -276,7 +322,7 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let cli = parse(&["--pid", "42"]).unwrap();
-        assert_eq!(cli.pid, 42);
+        assert_eq!(cli.pid, Some(42));
         assert_eq!(cli.frequency, defaults::FREQUENCY_HZ);
         assert_eq!(cli.duration, None);
         assert_eq!(cli.out, PathBuf::from(defaults::OUT_DIR));
@@ -323,7 +369,8 @@ mod tests {
             &["--pid", "0"],
             &["--pid", "-5"],
             &["--pid", "x"],
-            &[],
+            &["--pid", "1", "--exe", "/bin/x"],
+            &["--comm", "a", "--unit", "b"],
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?} should be a usage error");

@@ -9,6 +9,7 @@ use crate::{
         memory::RssSplit,
         metrics::{Limits, Metric, MetricSample},
     },
+    host::ProbeHost,
     record::{
         flight::FlightRecorder,
         profile::{Profile, ProfileKind},
@@ -51,19 +52,22 @@ pub struct Span {
 
 /// What writing a bundle needs besides the flight recorder.
 pub struct Context<'a> {
+    pub host: &'a ProbeHost,
     pub session: &'a mut Session,
     pub flight: &'a FlightRecorder,
     pub trigger: &'a Trigger,
     pub limits: &'a Limits,
     /// Add threads blocked right now (not for exit bundles: the process is gone).
     pub include_blocked_now: bool,
+    /// What the agent watches and which instance this is.
+    pub target: Option<&'a crate::watcher::TargetInfo>,
 }
 
 pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path::Path) -> anyhow::Result<PathBuf> {
     let (start, end) = ctx.flight.coverage(span.from, span.to).unwrap_or((span.from, span.to));
     let mut profiles = ctx.flight.profiles(span.from, span.to);
     if ctx.include_blocked_now {
-        let blocked = ctx.session.blocked_now(start)?;
+        let blocked = ctx.session.blocked_now(ctx.host, start)?;
         profiles.get_mut(ProfileKind::OffCpu).merge(&blocked);
     }
     let metrics = ctx.flight.metrics(start, end);
@@ -97,7 +101,9 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         regressed: if fired.is_some() { regressions(&before, &after, TOP_REGRESSIONS) } else { Vec::new() },
         metrics: metrics.clone(),
         memory: Some(ctx.session.memory.report(start, end)),
-        ..ctx.session.facts(reason, &profiles)?
+        cpu_capacity: Some(ctx.limits.cpu),
+        target_info: ctx.target.cloned(),
+        ..ctx.session.facts(ctx.host, reason, &profiles)?
     });
     let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
     let recording = Recording {
@@ -155,8 +161,9 @@ fn metric_charts(
                 Some(f) => (f.baseline_mean, Some(f.threshold)),
                 None => (mean_before, rule.and_then(|r| r.abs).and_then(|a| a.resolve(metric, limits))),
             };
+            let capacity = format!("% of {} CPUs ({})", limits.cpu.cores, capacity_source(limits.cpu.source));
             let unit = match metric {
-                Metric::Cpu => "% of one core",
+                Metric::Cpu => capacity.as_str(),
                 Metric::Rss => "bytes",
                 Metric::Threads => "threads",
                 Metric::Fds => "open files",
@@ -165,4 +172,13 @@ fn metric_charts(
             Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })
         })
         .collect()
+}
+
+fn capacity_source(source: crate::collect::capacity::CapacitySource) -> &'static str {
+    use crate::collect::capacity::CapacitySource::*;
+    match source {
+        CgroupQuota => "cgroup quota",
+        Affinity => "cpuset or affinity",
+        OnlineCpus => "online CPUs",
+    }
 }

@@ -6,12 +6,15 @@ pub mod collect;
 pub mod config;
 pub mod error;
 pub mod heap_watch;
+pub mod host;
 pub mod incident;
 pub mod probes;
 pub mod progress;
 pub mod record;
 pub mod run;
+pub mod select;
 pub mod session;
+pub mod supervisor;
 pub mod symbolize;
 /// Test helpers: Go fixtures built with each toolchain, and skipping that CI forbids.
 #[cfg(test)]
@@ -19,4 +22,5 @@ mod test_go;
 pub mod trigger;
 pub mod unwind;
 pub mod watch;
+pub mod watcher;
 pub mod write;

@@ -39,11 +39,13 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let usage = |m: &str| anyhow::Error::new(AgentError::new(autodump::error::ExitCode::Usage, m.to_string()));
         match cli.duration {
+            Some(_) if cli.pid.is_none() => Err(usage("record mode (--duration) records one process: give --pid")),
             Some(duration) => autodump::run::record(cli, duration).await.map(|path| println!("{}", path.display())),
             None => {
-                let rules = autodump::config::rules(cli.config.as_deref(), &cli.rules)?;
-                autodump::watch::watch(cli, rules).await
+                let targets = autodump::config::targets(&cli)?;
+                autodump::watch::watch(cli, targets).await
             }
         }
     });

@@ -12,6 +12,7 @@ use crate::{
     cli::Cli,
     collect::unix_now,
     error::{AgentError, ExitCode},
+    host::ProbeHost,
     progress::Progress,
     record::Profiles,
     session::Session,
@@ -19,7 +20,10 @@ use crate::{
 };
 
 pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
-    let mut session = Session::start(&cli)?;
+    let pid = cli.pid.ok_or_else(|| AgentError::new(ExitCode::Usage, "record mode needs --pid"))?;
+    Session::check(&cli, pid)?;
+    let mut host = ProbeHost::start(&cli, &[pid])?;
+    let mut session = Session::open(&mut host, &cli, pid)?;
     let start = SystemTime::now();
     let started = Instant::now();
     let mut totals = Profiles::new();
@@ -39,12 +43,14 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
             _ = sigterm.recv() => break false,
             _ = tick.tick() => {
                 if !session.target.is_alive() {
-                    tracing::warn!(pid = cli.pid, "target exited; writing what was recorded");
+                    tracing::warn!(pid = pid, "target exited; writing what was recorded");
                     break true;
                 }
-                totals.merge(&session.tick()?.profiles);
+                session.observe(&mut host);
+                let part = host.drain()?.remove(&pid).unwrap_or_default();
+                totals.merge(&session.tick(&part).profiles);
                 let off_cpu = Duration::from_nanos(totals.offcpu().total().nanos);
-                progress.update(cli.pid, started.elapsed(), Some(duration), totals.cpu().total().count, off_cpu);
+                progress.update(pid, started.elapsed(), Some(duration), totals.cpu().total().count, off_cpu);
             }
         }
     };
@@ -54,7 +60,8 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     let goroutines = if exited { None } else { session.goroutine_profile() };
     let heap = if exited { Vec::new() } else { session.heap_profiles(unix_now(start)) };
     let memory = session.memory.report(unix_now(start), unix_now(SystemTime::now()));
-    let last = session.stop(unix_now(start))?;
+    let part = host.stop()?.remove(&pid).unwrap_or_default();
+    let last = session.finish(&host, &part, unix_now(start))?;
     totals.merge(&last.profiles);
     for snapshot in goroutines.into_iter().chain(heap) {
         totals.insert(snapshot);
@@ -64,9 +71,9 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
         start: unix_now(start),
         end: unix_now(end),
         exited,
-        exit: session.exit_status().filter(|_| exited),
+        exit: host.exit_status(pid).filter(|_| exited),
         memory: Some(memory),
-        ..session.facts(summary::Reason::of_kind("record"), &totals)?
+        ..session.facts(&host, summary::Reason::of_kind("record"), &totals)?
     });
     let recording = Recording { profiles: &totals, summary, watch: None };
     let path =

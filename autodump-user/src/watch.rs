@@ -1,135 +1,149 @@
-//! Watch mode (no `--duration`): record continuously into the flight recorder, sample metrics,
-//! and write a bundle when a rule fires (after `--after` more seconds), on SIGUSR1, or when the
-//! target dies. Runs until SIGINT/SIGTERM or the target's end, then exits 0.
+//! Watch mode (no `--duration`): every configured target (the command line's, and those of the
+//! `--config` file) is watched by a supervisor, and every process they match is recorded by one
+//! shared set of probes into its own flight recorder, with its own metrics, rules and bundles.
+//! Each interval the agent looks for new matches, so a service is followed across its restarts.
+//! SIGHUP reloads the config file, keeping the targets that did not change. Runs until
+//! SIGINT/SIGTERM, or, when every target is a `--pid`, until those processes end; exits 0.
 
-use std::{collections::BTreeMap, path::Path, time::SystemTime};
+use std::{collections::HashSet, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{
-    cli::{Cli, OnExit},
-    collect::{
-        metrics::{Limits, Metric, MetricSampler},
-        unix_now,
-    },
-    incident::{self, Context, Incident, Span},
-    record::flight::FlightRecorder,
-    session::Session,
-    trigger::{rule::Rule, Settings, Trigger, Verdict},
-    write::retention,
-};
+use crate::{cli::Cli, config::TargetConfig, error::AgentError, host::ProbeHost, supervisor::Supervisor};
 
-/// A rule fired; the bundle is written once `due` has passed.
-struct Pending {
-    fired: crate::trigger::Fired,
-    due: f64,
-}
-
-struct Watch {
+struct Agent {
     cli: Cli,
-    session: Session,
-    flight: FlightRecorder,
-    trigger: Trigger,
-    limits: Limits,
-    limits_read_at: f64,
+    /// Loaded when the first process matches.
+    host: Option<ProbeHost>,
+    supervisors: Vec<Supervisor>,
 }
 
-/// How often the memory and open-files limits are read again (a cgroup limit can change).
-const LIMITS_REFRESH_S: f64 = 10.0;
-
-pub async fn watch(cli: Cli, rules: BTreeMap<Metric, Rule>) -> anyhow::Result<()> {
-    let settings = Settings {
-        warmup_s: cli.warmup.as_secs_f64(),
-        baseline_s: cli.baseline.as_secs_f64(),
-        cooldown_s: cli.cooldown.as_secs_f64(),
-        max_per_hour: cli.max_bundles_per_hour,
-    };
-    for rule in rules.values() {
-        tracing::info!(rule = %rule, "watching");
-    }
-    let session = Session::start(&cli)?;
-    // Keep enough to cover the lookback before a trigger plus the time after it.
-    let keep = (cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
-    let mut w = Watch {
-        limits: Limits::read(cli.pid),
-        limits_read_at: now(),
-        flight: FlightRecorder::new(keep),
-        trigger: Trigger::new(rules, settings),
-        session,
-        cli,
-    };
-    let mut sampler = MetricSampler::new(w.cli.pid);
-    let mut pending: Option<Pending> = None;
+pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
+    let supervisors = targets.into_iter().map(|t| Supervisor::new(&cli, t)).collect::<Result<Vec<_>, _>>()?;
+    let interval = cli.interval;
+    let mut agent = Agent { cli, host: None, supervisors };
+    agent.discover(&[])?;
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigusr1 = signal(SignalKind::user_defined1())?;
-    let mut tick = tokio::time::interval(w.cli.interval);
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let mut late = LateTicks::new(w.cli.interval);
+    let mut late = LateTicks::new(interval);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => agent.reload(),
             _ = sigusr1.recv() => {
-                tracing::info!("SIGUSR1: writing a manual bundle");
-                w.flight.push_slice(w.session.tick()?);
-                let now = now();
-                w.write(Incident::Manual, Span { from: now - w.cli.lookback.as_secs_f64(), trigger: now, to: now }, true);
+                tracing::info!("SIGUSR1: writing a manual bundle of each watched process");
+                let Some(mut parts) = agent.drain()? else { continue };
+                let host = agent.host.as_ref().expect("drained");
+                for s in agent.supervisors.iter_mut() {
+                    s.each(host, &mut parts, |w, host, cli, slice, info| w.manual(host, cli, slice, info));
+                }
             }
             _ = tick.tick() => {
                 late.observe();
-                if !w.session.target.is_alive() {
-                    w.target_ended(pending.take())?;
+                agent.tick()?;
+                if agent.supervisors.iter().all(Supervisor::finished) {
                     return Ok(());
-                }
-                w.flight.push_slice(w.session.tick()?);
-                let Ok(mut sample) = sampler.sample() else { continue }; // it just exited: next tick
-                sample.goroutines = w.session.goroutine_count();
-                sample.rss_split = w.session.memory.latest_split();
-                if sample.t - w.limits_read_at >= LIMITS_REFRESH_S {
-                    (w.limits, w.limits_read_at) = (Limits::read(w.cli.pid), sample.t);
-                }
-                w.flight.push_metrics(sample.clone());
-                match w.trigger.observe(&sample, &w.limits) {
-                    Verdict::Fired(fired) if pending.is_none() => {
-                        tracing::warn!(metric = fired.metric.name(), value = fired.value, threshold = fired.threshold,
-                            baseline_mean = ?fired.baseline_mean, rule = %fired.rule, "rule fired; recording {:?} more", w.cli.after);
-                        pending = Some(Pending { due: fired.t + w.cli.after.as_secs_f64(), fired });
-                    }
-                    Verdict::Fired(fired) => tracing::info!(metric = fired.metric.name(), "rule fired while a bundle is pending; it covers this too"),
-                    Verdict::Suppressed(fired, why) => tracing::debug!(metric = fired.metric.name(), why, "rule matched but held back"),
-                    Verdict::Quiet => {}
-                }
-                if pending.as_ref().is_some_and(|p| now() >= p.due) {
-                    let p = pending.take().expect("checked");
-                    w.write_rule_bundle(p.fired, now());
                 }
             }
         }
     }
-    // SIGINT/SIGTERM: a bundle that was due to be written is written now, with what there is.
-    if let Some(p) = pending.take() {
-        w.flight.push_slice(w.session.tick()?);
-        w.write_rule_bundle(p.fired, now());
+    // SIGINT/SIGTERM: bundles that were due are written now, with what there is.
+    if let Some(host) = agent.host.as_mut() {
+        let mut parts = host.stop()?;
+        for s in agent.supervisors.iter_mut() {
+            s.each(host, &mut parts, |w, host, cli, slice, info| w.shutdown(host, cli, slice, info));
+        }
     }
     tracing::info!(ticks = late.ticks, missed_intervals = late.missed, "stopping; probes detached");
     Ok(())
+}
+
+impl Agent {
+    /// New matches of every target; a process two targets match is watched by the first.
+    fn discover(&mut self, ended: &[Vec<u32>]) -> Result<(), AgentError> {
+        for i in 0..self.supervisors.len() {
+            let taken: HashSet<u32> = self.supervisors.iter().flat_map(|s| s.watchers.keys().copied()).collect();
+            let ended = ended.get(i).map_or(&[][..], |e| e.as_slice());
+            self.supervisors[i].discover(&mut self.host, &self.cli, &taken, ended)?;
+        }
+        Ok(())
+    }
+
+    /// Each watcher learns its process's threads and mappings, then the probes are drained.
+    fn drain(&mut self) -> Result<Option<std::collections::HashMap<u32, crate::collect::drain::Drained>>, AgentError> {
+        let Some(host) = self.host.as_mut() else { return Ok(None) };
+        for s in self.supervisors.iter_mut() {
+            s.observe(host);
+        }
+        host.drain().map(Some)
+    }
+
+    /// One interval: processes that ended (seen before the drain that holds their last
+    /// moments), new ones, the drain, then every supervisor's watchers.
+    fn tick(&mut self) -> Result<(), AgentError> {
+        let ended: Vec<Vec<u32>> = self.supervisors.iter().map(Supervisor::ended).collect();
+        self.discover(&ended)?;
+        let Some(mut parts) = self.drain()? else { return Ok(()) };
+        let host = self.host.as_mut().expect("drained");
+        for (s, ended) in self.supervisors.iter_mut().zip(&ended) {
+            s.tick(host, &mut parts, ended);
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: reads the config file again. Targets whose definition did not change keep their
+    /// watchers and flight recorders; the others start afresh. A bad file changes nothing.
+    fn reload(&mut self) {
+        let targets = match crate::config::targets(&self.cli) {
+            Ok(targets) => targets,
+            Err(e) => {
+                tracing::warn!("SIGHUP: the configuration was not reloaded, the running one stays: {e}");
+                return;
+            }
+        };
+        let mut old: Vec<Supervisor> = std::mem::take(&mut self.supervisors);
+        let (mut kept, mut started) = (0, 0);
+        for target in targets {
+            if let Some(i) = old.iter().position(|s| s.config == target) {
+                self.supervisors.push(old.remove(i));
+                kept += 1;
+                continue;
+            }
+            match Supervisor::new(&self.cli, target) {
+                Ok(s) => {
+                    self.supervisors.push(s);
+                    started += 1;
+                }
+                Err(e) => tracing::warn!("SIGHUP: a target was left out: {e}"),
+            }
+        }
+        for mut s in old {
+            tracing::info!(target = %s.config.name, "SIGHUP: target removed or changed; its processes are no longer watched by it");
+            s.release(self.host.as_mut());
+        }
+        tracing::info!(kept, started, "SIGHUP: configuration reloaded");
+    }
 }
 
 /// Counts intervals the agent missed: a tick later than twice the interval after the previous
 /// one (a bundle write or a starved agent) stands for the ticks that did not happen. No data is
 /// lost then, but that slice covers more than one interval.
 struct LateTicks {
-    interval: std::time::Duration,
+    interval: Duration,
     last: std::time::Instant,
     ticks: u64,
     missed: u64,
 }
 
 impl LateTicks {
-    fn new(interval: std::time::Duration) -> Self {
+    fn new(interval: Duration) -> Self {
         Self { interval, last: std::time::Instant::now(), ticks: 0, missed: 0 }
     }
 
@@ -143,64 +157,4 @@ impl LateTicks {
             tracing::warn!(gap_ms = gap.as_millis() as u64, missed, "the agent fell behind; intervals missed");
         }
     }
-}
-
-impl Watch {
-    fn write_rule_bundle(&mut self, fired: crate::trigger::Fired, to: f64) {
-        let span = Span { from: fired.t - self.cli.lookback.as_secs_f64(), trigger: fired.t, to };
-        self.write(Incident::Rule(fired), span, true);
-    }
-
-    /// The target is gone: finish the bundle that was due, then write the exit bundle if the
-    /// policy asks for it.
-    fn target_ended(&mut self, pending: Option<Pending>) -> anyhow::Result<()> {
-        let lookback = self.cli.lookback.as_secs_f64();
-        let last = self.session.stop(now() - lookback)?;
-        // The last slice holds the final moments: the windows end where it ends.
-        let died = last.end;
-        self.flight.push_slice(last);
-        let status = self.session.exit_status();
-        tracing::warn!(pid = self.cli.pid, ?status, "target exited");
-        if let Some(p) = pending {
-            self.write_rule_bundle(p.fired, died);
-        }
-        let abnormal = status.is_none_or(|s| s.is_abnormal());
-        if self.cli.on_exit == OnExit::Always || (self.cli.on_exit == OnExit::Abnormal && abnormal) {
-            self.write(Incident::Exit(status), Span { from: died - lookback, trigger: died, to: died }, false);
-        }
-        Ok(())
-    }
-
-    /// Writes a bundle and applies retention. A failure (disk full, directory gone) is logged
-    /// and the bundle dropped; watching goes on.
-    fn write(&mut self, incident: Incident, span: Span, include_blocked_now: bool) {
-        let started = std::time::Instant::now();
-        let ctx = Context {
-            session: &mut self.session,
-            flight: &self.flight,
-            trigger: &self.trigger,
-            limits: &self.limits,
-            include_blocked_now,
-        };
-        match incident::write(ctx, &incident, span, &self.cli.out) {
-            Ok(path) => {
-                tracing::info!(path = %path.display(), reason = incident.kind(), took_ms = started.elapsed().as_millis() as u64, "bundle written");
-                println!("{}", path.display());
-                for removed in retention::prune(&self.cli.out, self.cli.max_bundles, self.cli.max_disk, &path) {
-                    tracing::info!(path = %removed.display(), "removed old bundle (retention)");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(reason = incident.kind(), out = %Path::new(&self.cli.out).display(), "bundle dropped: {e:#}")
-            }
-        }
-        // Rendering a bundle allocates tens of MiB, some on a second thread's malloc arena. Give
-        // the freed memory back, or every bundle would leave the agent a little larger.
-        // SAFETY: malloc_trim has no preconditions.
-        unsafe { libc::malloc_trim(0) };
-    }
-}
-
-fn now() -> f64 {
-    unix_now(SystemTime::now())
 }

@@ -5,6 +5,7 @@
 //! under `AUTODUMP_REQUIRE_BPF=1` (set by CI), where they fail instead.
 
 pub mod bundle;
+pub mod cgroup;
 pub mod fixture;
 pub mod perf;
 
@@ -153,6 +154,28 @@ impl RunningAgent {
         self.child.id()
     }
 
+    /// Waits for a log line containing every one of `needles`; returns it.
+    pub fn wait_log(&mut self, needles: &[&str], timeout: Duration) -> String {
+        if let Some(line) = self.stderr_seen.iter().find(|l| needles.iter().all(|n| l.contains(n))) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.stderr_lines.recv_timeout(left) else { break };
+            self.stderr_seen.push(line.clone());
+            if needles.iter().all(|n| line.contains(n)) {
+                return line;
+            }
+        }
+        panic!("the agent did not log {needles:?} within {timeout:?}; stderr:\n{}", self.stderr_seen.join("\n"));
+    }
+
+    /// Log lines so far containing `needle`.
+    pub fn logged(&mut self, needle: &str) -> Vec<String> {
+        self.stderr_seen.extend(self.stderr_lines.try_iter());
+        self.stderr_seen.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
     /// Waits for the next bundle path the agent prints (watch mode prints one per bundle).
     pub fn next_bundle(&mut self, timeout: Duration) -> Option<Bundle> {
         let line = self.stdout_lines.recv_timeout(timeout).ok()?;
@@ -280,4 +303,9 @@ pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
         error * 100.0
     );
     eprintln!("{what}: got {actual:.3}, expected {expected:.3} (off by {:.1}%)", error * 100.0);
+}
+
+/// Now, in Unix seconds (as bundles write times).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64()
 }

@@ -16,6 +16,8 @@ pub struct CgroupPaths {
     pub v2: Option<String>,
     /// The v1 memory controller: the `N:memory:/path` line (or one listing memory among others).
     pub v1_memory: Option<String>,
+    /// The v1 cpu controller (`N:cpu,cpuacct:/path`), whose CFS quota caps the CPU time.
+    pub v1_cpu: Option<String>,
 }
 
 pub fn parse_proc_cgroup(text: &str) -> CgroupPaths {
@@ -25,8 +27,13 @@ pub fn parse_proc_cgroup(text: &str) -> CgroupPaths {
         let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
         if id == "0" && controllers.is_empty() {
             paths.v2 = Some(path.to_string());
-        } else if controllers.split(',').any(|c| c == "memory") {
-            paths.v1_memory = Some(path.to_string());
+        } else {
+            if controllers.split(',').any(|c| c == "memory") {
+                paths.v1_memory = Some(path.to_string());
+            }
+            if controllers.split(',').any(|c| c == "cpu") {
+                paths.v1_cpu = Some(path.to_string());
+            }
         }
     }
     paths
@@ -72,12 +79,13 @@ mod tests {
             parse_proc_cgroup(hybrid),
             CgroupPaths {
                 v2: Some("/system.slice/app.service".into()),
-                v1_memory: Some("/system.slice/app.service".into())
+                v1_memory: Some("/system.slice/app.service".into()),
+                v1_cpu: Some("/x".into()),
             }
         );
         assert_eq!(
             parse_proc_cgroup("0::/user.slice\n"),
-            CgroupPaths { v2: Some("/user.slice".into()), v1_memory: None }
+            CgroupPaths { v2: Some("/user.slice".into()), ..Default::default() }
         );
         assert_eq!(parse_proc_cgroup("garbage\n::\n"), CgroupPaths::default());
     }

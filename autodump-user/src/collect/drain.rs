@@ -41,6 +41,7 @@ pub enum RawStack {
 /// Counts for one (thread, user stack, kernel stack).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawSample {
+    pub tgid: u32,
     pub tid: u32,
     pub user: RawStack,
     pub kernel: RawStack,
@@ -60,6 +61,23 @@ pub struct Drained {
     pub cpu: Vec<RawSample>,
     pub offcpu: Vec<RawSample>,
     pub faults: Vec<RawSample>,
+}
+
+impl Drained {
+    /// Each process's part, by tgid.
+    pub fn split(self) -> std::collections::HashMap<u32, Drained> {
+        let mut parts: std::collections::HashMap<u32, Drained> = std::collections::HashMap::new();
+        for s in self.cpu {
+            parts.entry(s.tgid).or_default().cpu.push(s);
+        }
+        for s in self.offcpu {
+            parts.entry(s.tgid).or_default().offcpu.push(s);
+        }
+        for s in self.faults {
+            parts.entry(s.tgid).or_default().faults.push(s);
+        }
+        parts
+    }
 }
 
 /// How a process ended: killed by `signal`, or exited with `code`.
@@ -176,13 +194,13 @@ impl Drainer {
         Ok(drained)
     }
 
-    /// Threads blocked now, with their time from switch-out (or `floor_ns`, if later) to
-    /// `now_ns`, both CLOCK_MONOTONIC. Used when a window closes.
-    pub fn still_blocked(&self, now_ns: u64, floor_ns: u64) -> Result<Vec<RawSample>, DrainError> {
+    /// Threads of process `tgid` blocked now, with their time from switch-out (or `floor_ns`,
+    /// if later) to `now_ns`, both CLOCK_MONOTONIC. Used when a window closes.
+    pub fn still_blocked(&self, tgid: u32, now_ns: u64, floor_ns: u64) -> Result<Vec<RawSample>, DrainError> {
         let mut samples = Vec::new();
         for entry in self.maps.offcpu_start.iter() {
             let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
-            if !start.is_blocked() {
+            if !start.is_blocked() || start.tgid != tgid {
                 continue;
             }
             samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns.max(floor_ns))));
@@ -190,10 +208,27 @@ impl Drainer {
         Ok(samples)
     }
 
-    /// How the target ended, once its last thread has exited.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        let info = self.maps.exit.get(&0, 0).ok()?;
-        (info.seen != 0).then(|| ExitStatus::from_exit_code(info.exit_code))
+    /// The watched processes.
+    pub fn targets(&mut self) -> &mut crate::probes::targets::TargetMaps {
+        &mut self.maps.targets
+    }
+
+    /// Stops recording process `tgid` and frees what its threads held: a thread's slot is freed
+    /// at its last switch, except the last thread's, which switches out after its exit has
+    /// taken the process out of the set.
+    pub fn forget(&mut self, tgid: u32) -> Result<(), DrainError> {
+        self.maps.targets.remove(tgid).map_err(map_err("TARGETS"))?;
+        let mut stale = Vec::new();
+        for entry in self.maps.offcpu_start.iter() {
+            let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
+            if start.tgid == tgid {
+                stale.push(tid);
+            }
+        }
+        for tid in stale {
+            let _ = self.maps.offcpu_start.remove(&tid);
+        }
+        Ok(())
     }
 
     /// Sums the probes' per-CPU stat slots.
@@ -230,6 +265,7 @@ impl Drainer {
 
     fn sample(&self, key: &StackKey, count: u64, off_cpu_ns: u64) -> RawSample {
         RawSample {
+            tgid: key.tgid,
             tid: key.tid,
             user: self.resolve(key.stack_epoch, key.user_stack_id),
             kernel: self.resolve(key.stack_epoch, key.kernel_stack_id),

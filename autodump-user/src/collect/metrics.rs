@@ -5,12 +5,12 @@ use std::{fs, time::SystemTime};
 
 use serde::Serialize;
 
-use super::{cgroup, process};
+use super::{capacity::CpuCapacity, cgroup, process};
 
 /// A metric that rules can watch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
-    /// CPU usage in percent of one core.
+    /// CPU usage in percent of the process's CPU capacity (see `capacity`).
     Cpu,
     /// Resident memory in bytes.
     Rss,
@@ -46,6 +46,12 @@ pub struct MetricSample {
     pub t: f64,
     /// Percent of one core since the previous sample (absent on the first).
     pub cpu_percent: Option<f64>,
+    /// The same in percent of what the process may use (`cpu_capacity_cores`): what the `cpu`
+    /// rule watches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_capacity_percent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_capacity_cores: Option<f64>,
     pub rss_bytes: Option<u64>,
     /// Resident anonymous, file and shared memory (/proc/PID/status), for the chart's split.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,12 +66,20 @@ pub struct MetricSample {
 impl MetricSample {
     pub fn get(&self, metric: Metric) -> Option<f64> {
         match metric {
-            Metric::Cpu => self.cpu_percent,
+            Metric::Cpu => self.cpu_capacity_percent,
             Metric::Rss => self.rss_bytes.map(|v| v as f64),
             Metric::Threads => self.threads.map(|v| v as f64),
             Metric::Fds => self.fds.map(|v| v as f64),
             Metric::Goroutines => self.goroutines.map(|v| v as f64),
         }
+    }
+}
+
+impl MetricSample {
+    /// Fills in the CPU share of `capacity`.
+    pub fn set_capacity(&mut self, capacity: &CpuCapacity) {
+        self.cpu_capacity_cores = Some(capacity.cores);
+        self.cpu_capacity_percent = self.cpu_percent.map(|p| p / capacity.cores);
     }
 }
 
@@ -76,13 +90,15 @@ pub struct Limits {
     pub memory_bytes: u64,
     /// Soft RLIMIT_NOFILE of the process.
     pub open_files: Option<u64>,
+    /// The CPU the process may use.
+    pub cpu: CpuCapacity,
 }
 
 impl Limits {
     pub fn read(pid: u32) -> Self {
         let open_files =
             fs::read_to_string(format!("/proc/{pid}/limits")).ok().and_then(|t| parse_open_files_limit(&t));
-        Self { memory_bytes: cgroup::memory_limit(pid), open_files }
+        Self { memory_bytes: cgroup::memory_limit(pid), open_files, cpu: CpuCapacity::read(pid) }
     }
 }
 
@@ -128,6 +144,8 @@ impl MetricSampler {
         Ok(MetricSample {
             t: crate::collect::unix_now(now),
             cpu_percent,
+            cpu_capacity_percent: None,
+            cpu_capacity_cores: None,
             rss_bytes,
             rss_split: None,
             threads: Some(stat.threads),

@@ -1,6 +1,7 @@
 //! Collection: drain the probes' maps each interval, and read the target from /proc.
 
 pub mod batch;
+pub mod capacity;
 pub mod cgroup;
 pub mod drain;
 pub mod goruntime;

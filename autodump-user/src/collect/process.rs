@@ -86,6 +86,52 @@ impl Target {
     }
 }
 
+/// One lifetime of a process: its pid and start time, and the systemd unit's invocation id
+/// when it runs as a unit (systemd puts `INVOCATION_ID` in a service's environment).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Instance {
+    pub pid: u32,
+    /// Unix seconds.
+    pub start_time: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<String>,
+}
+
+/// At most this much of /proc/PID/environ is read.
+const ENVIRON_MAX_BYTES: u64 = 256 * 1024;
+
+impl Instance {
+    pub fn of(target: &Target) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let boot = fs::read_to_string("/proc/stat").ok().and_then(|t| parse_boot_time(&t)).unwrap_or(0.0);
+        Self {
+            pid: target.pid,
+            start_time: boot + target.start_ticks as f64 / hz,
+            invocation_id: invocation_id(target.pid),
+        }
+    }
+}
+
+/// `btime` of /proc/stat: when the machine booted, Unix seconds.
+pub fn parse_boot_time(stat: &str) -> Option<f64> {
+    stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()
+}
+
+fn invocation_id(pid: u32) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(format!("/proc/{pid}/environ")).ok()?.take(ENVIRON_MAX_BYTES).read_to_end(&mut bytes).ok()?;
+    parse_invocation_id(&bytes)
+}
+
+/// `INVOCATION_ID` from an environment block (NUL-separated), if it is 32 hex digits.
+pub fn parse_invocation_id(environ: &[u8]) -> Option<String> {
+    let value = environ.split(|&b| b == 0).find_map(|v| v.strip_prefix(b"INVOCATION_ID="))?;
+    let text = std::str::from_utf8(value).ok()?;
+    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| text.to_string())
+}
+
 pub fn read_stat(pid: u32) -> Result<Stat, ProcessError> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => ProcessError::NotFound(pid),
@@ -115,6 +161,19 @@ mod tests {
         assert_eq!(parse_stat("1 (x) S 1 2 3"), None);
         assert_eq!(parse_stat(""), None);
         assert_eq!(parse_stat(")("), None);
+    }
+
+    #[test]
+    fn reads_instances() {
+        assert_eq!(parse_boot_time("cpu 1 2\nbtime 1700000000\nprocesses 5\n"), Some(1_700_000_000.0));
+        assert_eq!(parse_boot_time("cpu 1 2\n"), None);
+        let id = "0123456789abcdef0123456789abcdef";
+        let environ = format!("PATH=/bin\0INVOCATION_ID={id}\0HOME=/");
+        assert_eq!(parse_invocation_id(environ.as_bytes()).as_deref(), Some(id));
+        assert_eq!(parse_invocation_id(b"INVOCATION_ID=zz\0"), None);
+        let me = Instance::of(&Target::open(std::process::id()).unwrap());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        assert!(me.start_time > now - 3600.0 && me.start_time <= now + 1.0, "{me:?}");
     }
 
     #[test]

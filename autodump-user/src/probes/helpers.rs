@@ -47,7 +47,11 @@ pub(super) fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         kernel_stack_cache: [take(ebpf, maps::KERNEL_STACK_CACHE[0])?, take(ebpf, maps::KERNEL_STACK_CACHE[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,
         control: take(ebpf, maps::CONTROL)?,
-        exit: take(ebpf, maps::EXIT)?,
+        targets: super::targets::TargetMaps::new(
+            take(ebpf, maps::TARGETS)?,
+            take(ebpf, maps::TARGET_BITS)?,
+            take(ebpf, maps::EXITS)?,
+        ),
         stats: take(ebpf, maps::STATS)?,
         unwound: [take(ebpf, maps::UNWOUND_STACKS[0])?, take(ebpf, maps::UNWOUND_STACKS[1])?],
     })

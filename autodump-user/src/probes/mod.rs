@@ -7,10 +7,10 @@ mod errors;
 pub mod features;
 mod helpers;
 pub mod privilege;
+pub mod targets;
 
 use autodump_common::{
-    globals, maps, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey,
-    OVERFLOW_SHARE,
+    globals, maps, unwind::UnwoundStack, Control, FaultKey, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
@@ -41,7 +41,6 @@ const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
 /// What to load, from the command line.
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
-    pub pid: u32,
     pub frequency_hz: u64,
     pub stack_slots: u32,
     pub count_slots: u32,
@@ -80,7 +79,8 @@ pub struct ProbeMaps {
     pub kernel_stack_cache: [HashMap<MapData, u64, i32>; 2],
     pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
     pub control: Array<MapData, Control>,
-    pub exit: Array<MapData, ExitInfo>,
+    /// The watched processes.
+    pub targets: targets::TargetMaps,
     pub stats: PerCpuArray<MapData, u64>,
     /// User stacks the probes walked with CFI rows (ids carry `UNWOUND_STACK_ID`).
     pub unwound: [HashMap<MapData, u32, UnwoundStack>; 2],
@@ -144,7 +144,6 @@ impl Probes {
         };
         let mut loader = EbpfLoader::new();
         loader
-            .override_global(globals::TARGET_TGID, &config.pid, true)
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
             .override_global(globals::TASK_EXIT_CODE_OFFSET, &offsets.exit_code, true)

@@ -21,6 +21,9 @@ pub struct Settings {
     pub cooldown_s: f64,
     /// At most this many bundles per rolling hour, all metrics together.
     pub max_per_hour: u32,
+    /// A rule that fired re-arms once its metric is under this fraction of the threshold it
+    /// crossed (hysteresis: a value hovering at the threshold is one incident, not many).
+    pub rearm_fraction: f64,
 }
 
 /// Which test a value passed.
@@ -37,7 +40,10 @@ pub enum Crossed {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fired {
     pub metric: Metric,
+    /// When it fired.
     pub t: f64,
+    /// When its condition began to hold (`t`, unless the rule has `for=`).
+    pub since: f64,
     pub value: f64,
     pub baseline_mean: Option<f64>,
     /// The threshold the value reached (abs, or mean × (1 + diff)).
@@ -74,10 +80,24 @@ impl Baseline {
     }
 }
 
+/// Where one rule stands (README, "When a rule fires").
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum State {
+    /// Waiting for its condition.
+    #[default]
+    Armed,
+    /// Its condition has held since `since`, measured against the mean as it was then; it fires
+    /// once that has lasted `for`.
+    Holding { since: f64, mean: Option<f64> },
+    /// It fired; it re-arms once the metric is under `rearm_below`.
+    Fired { rearm_below: f64 },
+}
+
 pub struct Trigger {
     rules: BTreeMap<Metric, Rule>,
     settings: Settings,
     baselines: HashMap<Metric, Baseline>,
+    states: HashMap<Metric, State>,
     last_fired: HashMap<Metric, f64>,
     fired_at: VecDeque<f64>,
     started: Option<f64>,
@@ -89,6 +109,7 @@ impl Trigger {
             rules,
             settings,
             baselines: HashMap::new(),
+            states: HashMap::new(),
             last_fired: HashMap::new(),
             fired_at: VecDeque::new(),
             started: None,
@@ -104,8 +125,17 @@ impl Trigger {
         self.rules.values()
     }
 
-    /// Adds a sample to the baselines and says whether a rule fires on it. At most one rule
-    /// fires per sample (the first in metric order); every baseline is updated regardless.
+    pub fn state(&self, metric: Metric) -> State {
+        self.states.get(&metric).copied().unwrap_or_default()
+    }
+
+    /// The longest `for=` of the rules: how much further back than the lookback a bundle reaches.
+    pub fn longest_hold_s(&self) -> f64 {
+        self.rules.values().map(|r| r.for_s).fold(0.0, f64::max)
+    }
+
+    /// Adds a sample to the baselines and moves each rule's state; says whether a rule fires on
+    /// it. At most one rule fires per sample (the first in metric order).
     pub fn observe(&mut self, sample: &MetricSample, limits: &Limits) -> Verdict {
         let t = sample.t;
         let warm = t - *self.started.get_or_insert(t) >= self.settings.warmup_s;
@@ -115,11 +145,28 @@ impl Trigger {
             let baseline = self.baselines.entry(*metric).or_default();
             let mean = baseline.mean();
             baseline.push(t, value, self.settings.baseline_s);
-            if !warm || matches!(verdict, Verdict::Fired(_)) {
+            let state = self.states.entry(*metric).or_default();
+            let (since, mean) = match *state {
+                State::Fired { rearm_below } => {
+                    if value < rearm_below {
+                        tracing::info!(metric = metric.name(), value, "rule re-armed: back under its threshold");
+                        *state = State::Armed;
+                    }
+                    continue;
+                }
+                State::Holding { since, mean } => (since, mean),
+                State::Armed => (t, mean),
+            };
+            let matched = if warm { matches(rule, value, mean, limits) } else { None };
+            let Some(fired) = matched else {
+                *state = State::Armed;
+                continue;
+            };
+            *state = State::Holding { since, mean };
+            if t - since < rule.for_s || matches!(verdict, Verdict::Fired(_)) {
                 continue;
             }
-            let Some(fired) = matches(rule, value, mean, limits) else { continue };
-            let fired = Fired { t, ..fired };
+            let fired = Fired { t, since, ..fired };
             if self.last_fired.get(metric).is_some_and(|&last| t - last < self.settings.cooldown_s) {
                 verdict = Verdict::Suppressed(fired, "cooldown");
                 continue;
@@ -131,6 +178,7 @@ impl Trigger {
                 verdict = Verdict::Suppressed(fired, "hourly bundle cap");
                 continue;
             }
+            *state = State::Fired { rearm_below: fired.threshold * self.settings.rearm_fraction };
             self.last_fired.insert(*metric, t);
             self.fired_at.push_back(t);
             verdict = Verdict::Fired(fired);
@@ -155,15 +203,26 @@ fn matches(rule: &Rule, value: f64, mean: Option<f64>, limits: &Limits) -> Optio
         (None, Some(d)) => (d, Crossed::Diff),
         (None, None) => return None,
     };
-    Some(Fired { metric: rule.metric, t: 0.0, value, baseline_mean: mean, threshold, crossed, rule: rule.to_string() })
+    Some(Fired {
+        metric: rule.metric,
+        t: 0.0,
+        since: 0.0,
+        value,
+        baseline_mean: mean,
+        threshold,
+        crossed,
+        rule: rule.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::capacity::CpuCapacity;
 
-    const LIMITS: Limits = Limits { memory_bytes: 1 << 30, open_files: Some(1024) };
-    const SETTINGS: Settings = Settings { warmup_s: 5.0, baseline_s: 10.0, cooldown_s: 30.0, max_per_hour: 3 };
+    const LIMITS: Limits = Limits { memory_bytes: 1 << 30, open_files: Some(1024), cpu: CpuCapacity::ONE_CORE };
+    const SETTINGS: Settings =
+        Settings { warmup_s: 5.0, baseline_s: 10.0, cooldown_s: 30.0, max_per_hour: 3, rearm_fraction: 0.9 };
 
     fn trigger(rules: &[&str]) -> Trigger {
         let rules = rules.iter().map(|r| Rule::parse(r).unwrap()).map(|r| (r.metric, r)).collect();
@@ -171,7 +230,9 @@ mod tests {
     }
 
     fn cpu(t: f64, v: f64) -> MetricSample {
-        MetricSample { t, cpu_percent: Some(v), ..Default::default() }
+        let mut sample = MetricSample { t, cpu_percent: Some(v), ..Default::default() };
+        sample.set_capacity(&CpuCapacity::ONE_CORE);
+        sample
     }
 
     /// Feeds (t, cpu) samples; returns the times at which a rule fired.
@@ -233,13 +294,76 @@ mod tests {
     }
 
     #[test]
+    fn a_steady_high_value_is_one_incident() {
+        let mut t = trigger(&["cpu:min=10,diff=off,abs=80"]);
+        // Hot for an hour and a half: one bundle, not one per cooldown.
+        assert_eq!(fires(&mut t, &series(0.0, 5400.0, 90.0)), vec![5.0]);
+        assert_eq!(t.state(Metric::Cpu), State::Fired { rearm_below: 72.0 });
+        // Hovering just under the threshold does not re-arm it (hysteresis) ...
+        assert!(fires(&mut t, &series(5400.0, 5500.0, 78.0)).is_empty());
+        assert!(fires(&mut t, &series(5500.0, 5510.0, 85.0)).is_empty());
+        // ... going back under 90% of it does; the next crossing is a new incident.
+        assert!(fires(&mut t, &series(5510.0, 5520.0, 50.0)).is_empty());
+        assert_eq!(t.state(Metric::Cpu), State::Armed);
+        assert_eq!(fires(&mut t, &series(5520.0, 5530.0, 85.0)), vec![5520.0]);
+    }
+
+    #[test]
     fn cooldown_and_hourly_cap_hold_back_repeats() {
         let mut t = trigger(&["cpu:min=10,diff=off,abs=80"]);
-        let hot = series(0.0, 200.0, 90.0);
-        // warm-up 5 s, cooldown 30 s, at most 3 per hour.
-        assert_eq!(fires(&mut t, &hot), vec![5.0, 35.0, 65.0]);
+        // Bursts of 10 s every 20 s: each re-arms, but the 30 s cooldown and 3 an hour hold them.
+        let bursts: Vec<(f64, f64)> =
+            (0..400).map(|i| (i as f64, if (i / 10) % 2 == 1 { 90.0 } else { 20.0 })).collect();
+        assert_eq!(fires(&mut t, &bursts), vec![10.0, 50.0, 90.0]);
+        let verdict = t.observe(&cpu(3650.0, 20.0), &LIMITS);
+        assert_eq!(verdict, Verdict::Quiet);
         let verdict = t.observe(&cpu(3700.0, 90.0), &LIMITS);
         assert!(matches!(verdict, Verdict::Fired(_)), "the hour has rolled over: {verdict:?}");
+    }
+
+    #[test]
+    fn a_sustained_rule_fires_once_its_condition_has_held_long_enough() {
+        let rule = "cpu:min=10,diff=off,abs=50,for=30s";
+        // A 20 s burst: nothing.
+        let mut t = trigger(&[rule]);
+        let mut samples = series(0.0, 20.0, 5.0);
+        samples.extend(series(20.0, 40.0, 90.0));
+        samples.extend(series(40.0, 100.0, 5.0));
+        assert!(fires(&mut t, &samples).is_empty());
+        // A 40 s burst: fires 30 s in, and says when the condition began.
+        let mut t = trigger(&[rule]);
+        let mut samples = series(0.0, 20.0, 5.0);
+        samples.extend(series(20.0, 60.0, 90.0));
+        let fired: Vec<Fired> = samples
+            .iter()
+            .filter_map(|&(time, v)| match t.observe(&cpu(time, v), &LIMITS) {
+                Verdict::Fired(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fired.iter().map(|f| (f.since, f.t)).collect::<Vec<_>>(), vec![(20.0, 50.0)]);
+        // A dip resets the clock.
+        let mut t = trigger(&[rule]);
+        let mut samples = series(0.0, 20.0, 90.0);
+        samples.push((20.0, 5.0));
+        samples.extend(series(21.0, 45.0, 90.0));
+        assert!(fires(&mut t, &samples).is_empty());
+    }
+
+    #[test]
+    fn cpu_is_a_share_of_capacity() {
+        let mut t = trigger(&[&Rule::default_for(Metric::Cpu).to_string()]);
+        let capacity = CpuCapacity { cores: 2.0, source: crate::collect::capacity::CapacitySource::OnlineCpus };
+        let mut fired = Vec::new();
+        for i in 0..200 {
+            // Two busy threads: 150% of a core, 75% of two CPUs.
+            let mut s = MetricSample { t: i as f64, cpu_percent: Some(150.0 + (i % 5) as f64), ..Default::default() };
+            s.set_capacity(&capacity);
+            if let Verdict::Fired(f) = t.observe(&s, &LIMITS) {
+                fired.push(f.t);
+            }
+        }
+        assert!(fired.is_empty(), "{fired:?}");
     }
 
     #[test]

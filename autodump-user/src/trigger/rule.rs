@@ -1,7 +1,9 @@
-//! Rules: `METRIC:min=X,diff=Y%,abs=Z`, with holmes's meaning. A rule fires when the value is
-//! at least `min` and either `diff` percent over the rolling mean, or at least `abs`.
+//! Rules: `METRIC:min=X,diff=Y%,abs=Z[,for=D]`, with holmes's meaning. A rule matches when the
+//! value is at least `min` and either `diff` percent over the rolling mean, or at least `abs`;
+//! with `for=D` (`3m`, `30s`) it fires only once it has matched for that long.
 //!
-//! Units: `cpu` in percent of one core (`80%` or `80`); `rss` in bytes (`512MiB`, `2GiB`) or
+//! Units: `cpu` in percent of the process's CPU capacity (`80%` or `80`: its cgroup quota,
+//! cpuset or affinity, or the online CPUs); `rss` in bytes (`512MiB`, `2GiB`) or
 //! percent of the effective memory limit (`80%`); `threads` as a count; `fds` as a count or
 //! percent of the process's open-files limit. `diff=off` or `abs=off` disables that test.
 //! Keys left out keep the metric's default.
@@ -47,6 +49,8 @@ pub struct Rule {
     pub diff_percent: Option<f64>,
     /// High-water mark; None: off.
     pub abs: Option<Threshold>,
+    /// Seconds the rule must match before it fires (0: at once).
+    pub for_s: f64,
 }
 
 impl Rule {
@@ -61,7 +65,7 @@ impl Rule {
             // holmes's goroutine defaults.
             Metric::Goroutines => (Threshold::Value(3000.0), 20.0, Threshold::Value(200_000.0)),
         };
-        Rule { metric, min, diff_percent: Some(diff), abs: Some(abs) }
+        Rule { metric, min, diff_percent: Some(diff), abs: Some(abs), for_s: 0.0 }
     }
 
     pub fn defaults() -> Vec<Rule> {
@@ -102,7 +106,8 @@ impl Rule {
                     }
                     rule.diff_percent = Some(diff);
                 }
-                other => return Err(err(format!("unknown key '{other}', expected min, diff or abs"))),
+                "for" => rule.for_s = crate::cli::parse_duration(value).map_err(err)?.as_secs_f64(),
+                other => return Err(err(format!("unknown key '{other}', expected min, diff, abs or for"))),
             }
         }
         Ok(rule)
@@ -154,15 +159,21 @@ impl fmt::Display for Rule {
             None => write!(f, ",diff=off")?,
         }
         match self.abs {
-            Some(a) => write!(f, ",abs={}", show(a)),
-            None => write!(f, ",abs=off"),
+            Some(a) => write!(f, ",abs={}", show(a))?,
+            None => write!(f, ",abs=off")?,
         }
+        if self.for_s > 0.0 {
+            let d = std::time::Duration::from_millis((self.for_s * 1000.0).round() as u64);
+            write!(f, ",for={}", humantime::format_duration(d))?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::capacity::CpuCapacity;
 
     #[test]
     fn parses_rules_with_units() {
@@ -174,6 +185,7 @@ mod tests {
                     min: Threshold::Value(10.0),
                     diff_percent: Some(25.0),
                     abs: Some(Threshold::Value(80.0)),
+                    for_s: 0.0,
                 },
             ),
             (
@@ -183,6 +195,7 @@ mod tests {
                     min: Threshold::Value(104_857_600.0),
                     diff_percent: Some(30.0),
                     abs: Some(Threshold::PercentOfLimit(90.0)),
+                    for_s: 0.0,
                 },
             ),
             ("threads:abs=off", Rule { abs: None, ..Rule::default_for(Metric::Threads) }),
@@ -195,6 +208,10 @@ mod tests {
                 Rule { abs: Some(Threshold::Value(1.5 * (1u64 << 30) as f64)), ..Rule::default_for(Metric::Rss) },
             ),
             ("cpu", Rule::default_for(Metric::Cpu)),
+            (
+                "cpu:for=3m,abs=50%",
+                Rule { for_s: 180.0, abs: Some(Threshold::Value(50.0)), ..Rule::default_for(Metric::Cpu) },
+            ),
             (
                 "goroutines:min=500,abs=3000",
                 Rule {
@@ -219,6 +236,7 @@ mod tests {
             ("threads:min=10MiB", "does not fit"),
             ("cpu:diff=0%", "above 0%"),
             ("rss:min=-5MiB", "not a number"),
+            ("cpu:for=soon", "not a duration"),
         ] {
             let err = Rule::parse(text).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
@@ -234,16 +252,19 @@ mod tests {
 
     #[test]
     fn displays_in_its_own_syntax() {
-        for text in
-            ["cpu:min=10%,diff=25%,abs=80%", "rss:min=256MiB,diff=off,abs=80%", "threads:min=50,diff=50%,abs=off"]
-        {
+        for text in [
+            "cpu:min=10%,diff=25%,abs=80%",
+            "rss:min=256MiB,diff=off,abs=80%",
+            "threads:min=50,diff=50%,abs=off",
+            "cpu:min=10%,diff=25%,abs=50%,for=30s",
+        ] {
             assert_eq!(Rule::parse(text).unwrap().to_string(), text);
         }
     }
 
     #[test]
     fn resolves_percent_of_limits() {
-        let limits = Limits { memory_bytes: 1000, open_files: Some(200) };
+        let limits = Limits { memory_bytes: 1000, open_files: Some(200), cpu: CpuCapacity::ONE_CORE };
         assert_eq!(Threshold::PercentOfLimit(50.0).resolve(Metric::Rss, &limits), Some(500.0));
         assert_eq!(Threshold::PercentOfLimit(50.0).resolve(Metric::Fds, &limits), Some(100.0));
         let unknown = Limits { open_files: None, ..limits };

@@ -93,10 +93,12 @@ impl UnwindTables {
         }
     }
 
-    /// Compiles the rows of every file `pid` maps now; returns the array size to load with.
-    pub fn prepare(&mut self, pid: u32) -> u32 {
-        if let Ok(map) = MemoryMap::read(pid) {
-            self.scan(pid, &map);
+    /// Compiles the rows of every file `pids` map now; returns the array size to load with.
+    pub fn prepare(&mut self, pids: &[u32]) -> u32 {
+        for &pid in pids {
+            if let Ok(map) = MemoryMap::read(pid) {
+                self.scan(pid, &map);
+            }
         }
         let needed: u64 = self.files.values().map(|f| rows_of(&f.rows)).sum();
         let capacity = (needed + u64::from(HEADROOM_ROWS)).min(u64::from(self.cap_rows)).max(1) as u32;
@@ -104,17 +106,26 @@ impl UnwindTables {
         capacity
     }
 
-    /// Takes the probes' maps and writes the prepared rows and `pid`'s mappings into them.
-    pub fn attach(&mut self, rows: MapData, maps: MappingMaps, pid: u32) -> std::io::Result<()> {
+    /// Takes the probes' maps and writes the prepared rows into them; processes' mappings are
+    /// written as each is watched (`refresh`).
+    pub fn attach(&mut self, rows: MapData, maps: MappingMaps) -> std::io::Result<()> {
         let store = RowStore::map(rows, self.stats.capacity_rows as u32)?;
         let mapping_bytes = MAPPING_SLOTS as usize * MAX_MAPPINGS * size_of::<MappingEntry>();
         self.stats.kernel_bytes = (store.bytes + mapping_bytes) as u64;
         self.store = Some(store);
         self.maps = Some(maps);
-        if let Ok(map) = MemoryMap::read(pid) {
-            self.refresh(pid, &map);
-        }
+        self.flush_pending();
         Ok(())
+    }
+
+    /// Frees the mapping slots of a process no longer watched (its files' rows stay: the next
+    /// instance of a restarted service maps the same files).
+    pub fn forget(&mut self, pid: u32) {
+        if self.written.remove(&pid).is_some() {
+            if let Some(maps) = self.maps.as_mut() {
+                let _ = maps.processes.remove(&pid);
+            }
+        }
     }
 
     /// Learns the files in `map` (`pid`'s, as read now) not seen before, and rewrites its

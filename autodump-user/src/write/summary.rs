@@ -108,6 +108,12 @@ pub struct Reason {
     pub crossed: Option<Crossed>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Unix seconds: when the rule fired (the window's `trigger` is when its condition began).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<f64>,
+    /// How long the condition had held when it fired (a `for=` rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_s: Option<f64>,
 }
 
 impl Reason {
@@ -120,6 +126,8 @@ impl Reason {
             threshold: None,
             crossed: None,
             rule: None,
+            fired_at: None,
+            held_s: None,
         }
     }
 
@@ -132,6 +140,8 @@ impl Reason {
             threshold: Some(f.threshold),
             crossed: Some(f.crossed),
             rule: Some(f.rule.clone()),
+            fired_at: Some(f.t),
+            held_s: Some(f.t - f.since),
         }
     }
 }
@@ -217,6 +227,12 @@ pub struct OffCpuTotals {
 pub struct TargetState {
     /// The target exited before the window closed; the bundle holds what was recorded.
     pub exited: bool,
+    /// Watch bundles: the CPU the process may use, which the `cpu` metric is a percentage of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_capacity: Option<crate::collect::capacity::CpuCapacity>,
+    /// Watch bundles: the selector, the instance, and its restarts.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watcher::TargetInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -253,6 +269,8 @@ pub struct Facts<'a> {
     pub memory: Option<crate::collect::memory::MemoryReport>,
     pub go: Option<GoStatus>,
     pub probes: ProbeReport,
+    pub cpu_capacity: Option<crate::collect::capacity::CpuCapacity>,
+    pub target_info: Option<crate::watcher::TargetInfo>,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -328,7 +346,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         ),
         profiles: super::listing::listing(f.profiles),
         dropped: f.dropped,
-        target: TargetState { exited: f.exited },
+        target: TargetState { exited: f.exited, cpu_capacity: f.cpu_capacity, watch: f.target_info },
         threads: f.threads.iter().map(|(&tid, name)| Thread { tid, name: name.to_string() }).collect(),
         metrics: f.metrics,
         exit: f.exit,

@@ -25,6 +25,8 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         memory: None,
         go: None,
         probes: ProbeReport::default(),
+        cpu_capacity: None,
+        target_info: None,
     }
 }
 
@@ -71,6 +73,7 @@ fn rule_bundles_say_why() {
     let fired = Fired {
         metric: crate::collect::metrics::Metric::Cpu,
         t: 1_700_000_001.0,
+        since: 1_700_000_001.0,
         value: 99.0,
         baseline_mean: Some(3.0),
         threshold: 80.0,

@@ -1,0 +1,171 @@
+//! The probes every watched process shares: loaded and attached once, recording the set of
+//! processes in the kernel's `TARGETS` map, and drained once per interval into each process's
+//! part. Sessions (one per process) come and go; the probes stay.
+
+use std::collections::HashMap;
+
+use crate::{
+    cli::{Cli, KernelStacks},
+    collect::{
+        drain::{Drained, Drainer, ExitStatus, ProbeStats, RawSample},
+        maps::MemoryMap,
+    },
+    error::AgentError,
+    probes::{ProbeConfig, Probes},
+    session::internal,
+    unwind::{tables::UnwindTables, UnwindMode},
+    write::summary::{ProbeReport, UnwindReport},
+};
+
+pub struct ProbeHost {
+    probes: Probes,
+    drainer: Drainer,
+    /// The unwind tables, when user stacks are walked with CFI.
+    unwind: Option<UnwindTables>,
+    pub frequency_hz: u64,
+    /// 0: no page-fault probe (turned off, or the kernel would not take it).
+    pub fault_period: u64,
+    pub offcpu_kernel_stacks: KernelStacks,
+}
+
+impl ProbeHost {
+    /// Loads and attaches the probes, with unwind tables sized for the files `pids` map now
+    /// (the first processes to watch; later ones add their files while room remains).
+    pub fn start(cli: &Cli, pids: &[u32]) -> Result<Self, AgentError> {
+        let mut config = ProbeConfig {
+            frequency_hz: cli.frequency,
+            stack_slots: cli.stack_slots,
+            count_slots: cli.count_slots,
+            thread_slots: cli.thread_slots,
+            kernel_stack_every_switch: cli.offcpu_kernel_stacks == KernelStacks::EverySwitch,
+            empty_switch_probe: cli.bench_empty_probe,
+            btf: cli.btf.clone(),
+            skip: cli.skip_probe.clone(),
+            unwind_rows: None,
+            fault_period: (cli.fault_period > 0).then(|| crate::probes::prime_period(cli.fault_period)),
+        };
+        let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows));
+        if let Some(tables) = tables.as_mut() {
+            config.unwind_rows = Some(tables.prepare(pids));
+        }
+        let (mut probes, maps) = Probes::load(&config)?;
+        spawn_probe_logger(&mut probes);
+        let unwind = match (probes.take_unwind_maps(), tables) {
+            (Some((rows, mappings)), Some(mut tables)) => {
+                tables.attach(rows, mappings).map_err(|e| internal(format!("cannot map the unwind table: {e}")))?;
+                let s = tables.stats();
+                tracing::info!(
+                    files = s.files,
+                    rows = s.rows,
+                    kernel_kib = s.kernel_bytes / 1024,
+                    build_ms = s.build_ms as u64,
+                    "unwind tables loaded"
+                );
+                Some(tables)
+            }
+            _ => {
+                let why = probes.unwinding().why.clone().unwrap_or_default();
+                tracing::info!("user stacks by frame pointer: {why}");
+                None
+            }
+        };
+        probes.attach(cli.frequency)?;
+        Ok(Self {
+            frequency_hz: cli.frequency,
+            fault_period: if probes.faults_attached() { crate::probes::prime_period(cli.fault_period) } else { 0 },
+            offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
+            probes,
+            drainer: Drainer::new(maps),
+            unwind,
+        })
+    }
+
+    /// Starts recording process `pid`.
+    pub fn watch(&mut self, pid: u32) -> Result<(), AgentError> {
+        if let (Some(tables), Ok(map)) = (self.unwind.as_mut(), MemoryMap::read(pid)) {
+            tables.refresh(pid, &map);
+        }
+        self.drainer.targets().add(pid).map_err(|e| internal(format!("cannot watch {pid}: {e}")))
+    }
+
+    /// Stops recording process `pid` and frees what it held in the kernel.
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(tables) = self.unwind.as_mut() {
+            tables.forget(pid);
+        }
+        if let Err(e) = self.drainer.forget(pid) {
+            tracing::warn!(pid, "cannot forget the process: {e}");
+        }
+    }
+
+    /// `pid`'s memory map changed: learn its new files.
+    pub fn refresh(&mut self, pid: u32, map: &MemoryMap) {
+        if let Some(tables) = self.unwind.as_mut() {
+            tables.refresh(pid, map);
+        }
+    }
+
+    /// Everything recorded since the last drain, by process.
+    pub fn drain(&mut self) -> Result<HashMap<u32, Drained>, AgentError> {
+        Ok(self.drainer.drain().map_err(internal)?.split())
+    }
+
+    /// Detaches the probes and returns what they recorded since the last drain, by process.
+    pub fn stop(&mut self) -> Result<HashMap<u32, Drained>, AgentError> {
+        self.probes.detach();
+        // Two drains: the generation in use at detach, then the one the first flip switched to.
+        let mut first = self.drainer.drain().map_err(internal)?;
+        let second = self.drainer.drain().map_err(internal)?;
+        first.cpu.extend(second.cpu);
+        first.offcpu.extend(second.offcpu);
+        first.faults.extend(second.faults);
+        Ok(first.split())
+    }
+
+    /// Threads of `pid` blocked at `now_ns`, counted from `floor_ns` (CLOCK_MONOTONIC) or their block.
+    pub fn still_blocked(&self, pid: u32, now_ns: u64, floor_ns: u64) -> Result<Vec<RawSample>, AgentError> {
+        self.drainer.still_blocked(pid, now_ns, floor_ns).map_err(internal)
+    }
+
+    /// How `pid` ended, once its last thread has exited.
+    pub fn exit_status(&mut self, pid: u32) -> Option<ExitStatus> {
+        self.drainer.targets().exit_status(pid)
+    }
+
+    /// Whether the kernel still records `pid`: its exit takes it out of the set at once.
+    pub fn is_recorded(&mut self, pid: u32) -> bool {
+        self.drainer.targets().is_recorded(pid)
+    }
+
+    /// The probes' counters since load, all processes together.
+    pub fn stats(&self) -> Result<ProbeStats, AgentError> {
+        self.drainer.stats().map_err(internal)
+    }
+
+    /// What summaries say about the probes.
+    pub fn report(&self) -> ProbeReport {
+        ProbeReport {
+            kernel_features: Some(self.probes.features().clone()),
+            degraded: self.probes.degradations().to_vec(),
+            unwinding: Some(UnwindReport {
+                unwinding: self.probes.unwinding().clone(),
+                tables: self.unwind.as_ref().map(|t| t.stats().clone()),
+            }),
+        }
+    }
+}
+
+/// Forwards the probes' aya-log messages into the agent's log while the runtime lives.
+fn spawn_probe_logger(probes: &mut Probes) {
+    let Some(logger) = probes.take_logger() else { return };
+    // SAFETY: the logger owns its ring-buffer fd and keeps it open for as long as it lives,
+    // and the AsyncFd owns the logger.
+    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let Ok(mut fd) = registered else { return };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,196 @@
+//! One configured target: its selector, rules and output directory, and a watcher for each
+//! process it matches. The agent (`watch`) runs several of them over one set of probes.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use crate::{
+    cli::Cli,
+    collect::{drain::Drained, process::read_stat},
+    config::TargetConfig,
+    error::AgentError,
+    host::ProbeHost,
+    record::flight::Slice,
+    select::Selector,
+    session::Session,
+    watcher::{now, TargetInfo, Watcher},
+};
+
+/// Ends and starts of a target's instances over the last hour.
+#[derive(Default)]
+struct Restarts {
+    exits: VecDeque<f64>,
+    restarts: VecDeque<f64>,
+}
+
+impl Restarts {
+    const HOUR_S: f64 = 3600.0;
+
+    /// A new instance appeared: a restart if an earlier one has ended.
+    fn started(&mut self, t: f64) {
+        if !self.exits.is_empty() {
+            self.restarts.push_back(t);
+        }
+    }
+
+    /// Drops what is older than an hour, but keeps the last exit: it tells a restart.
+    fn prune(&mut self) {
+        let since = now() - Self::HOUR_S;
+        while self.exits.len() > 1 && self.exits.front().is_some_and(|&t| t < since) {
+            self.exits.pop_front();
+        }
+        while self.restarts.front().is_some_and(|&t| t < since) {
+            self.restarts.pop_front();
+        }
+    }
+}
+
+pub struct Supervisor {
+    pub config: TargetConfig,
+    /// The agent's settings, with this target's output directory.
+    cli: Cli,
+    pub watchers: BTreeMap<u32, Watcher>,
+    restarts: Restarts,
+    /// Whether "nothing matches yet" has been said (it is said once).
+    said_waiting: bool,
+}
+
+impl Supervisor {
+    /// Checks what can be checked at once: a unit needs systemd, a pid must exist, and the
+    /// output directory must be usable.
+    pub fn new(cli: &Cli, config: TargetConfig) -> Result<Self, AgentError> {
+        let cli = Cli { out: config.out.clone(), ..cli.clone() };
+        config.selector.check()?;
+        match config.selector {
+            Selector::Pid(pid) => drop(Session::check(&cli, pid)?),
+            _ => crate::write::bundle::prepare_out_dir(&cli.out)
+                .map_err(|e| AgentError::new(crate::error::ExitCode::Output, e.to_string()))?,
+        }
+        for rule in config.rules.values() {
+            tracing::info!(target = %config.name, rule = %rule, "watching");
+        }
+        Ok(Self { config, cli, watchers: BTreeMap::new(), restarts: Restarts::default(), said_waiting: false })
+    }
+
+    /// With `--pid`, once its process has ended there is nothing left to do.
+    pub fn finished(&self) -> bool {
+        !self.config.selector.follows_restarts() && self.watchers.is_empty()
+    }
+
+    /// The watched processes that have ended, before the drain that holds their last moments.
+    pub fn ended(&self) -> Vec<u32> {
+        self.watchers.iter().filter(|(_, w)| !w.session.target.is_alive()).map(|(p, _)| *p).collect()
+    }
+
+    /// Starts watching the processes that match and that no target watches yet (the host
+    /// loads with the first), and stops watching those that no longer match.
+    pub fn discover(
+        &mut self,
+        host: &mut Option<ProbeHost>,
+        global: &Cli,
+        taken: &HashSet<u32>,
+        ended: &[u32],
+    ) -> Result<(), AgentError> {
+        if !self.config.selector.follows_restarts() && !self.watchers.is_empty() {
+            return Ok(());
+        }
+        let matched = self.config.selector.scan();
+        // A zombie still has a name and a cgroup: it is an instance that ended, not a new one.
+        let live = |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
+        let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
+        // Alive, but no longer matching (moved to another cgroup, or exec'd another program).
+        let left: Vec<u32> =
+            self.watchers.keys().copied().filter(|p| !matched.contains(p) && !ended.contains(p)).collect();
+        for pid in left {
+            self.watchers.remove(&pid);
+            tracing::info!(pid, target = %self.config.name, "left the target; no longer watched");
+            if let Some(host) = host.as_mut() {
+                host.forget(pid);
+            }
+        }
+        if new.is_empty() {
+            if self.watchers.is_empty() && !self.said_waiting {
+                tracing::info!(target = %self.config.name, selector = %self.config.selector.describe(), "no process matches yet; waiting for one");
+                self.said_waiting = true;
+            }
+            return Ok(());
+        }
+        self.said_waiting = false;
+        let host = match host {
+            Some(host) => host,
+            None => host.insert(ProbeHost::start(global, &new)?),
+        };
+        for pid in new {
+            match Session::open(host, &self.cli, pid) {
+                Ok(session) => {
+                    let watcher = Watcher::new(session, &self.cli, self.config.rules.clone());
+                    tracing::info!(pid, target = %self.config.name, start_time = watcher.instance.start_time, "watching a new process");
+                    self.restarts.started(now());
+                    self.watchers.insert(pid, watcher);
+                }
+                // `--pid`: its process must exist; others may have ended since the scan.
+                Err(e) if matches!(self.config.selector, Selector::Pid(_)) => return Err(e),
+                Err(e) => tracing::debug!(pid, "process ended before it could be watched: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a drain: each watcher learns its process's new threads and mappings.
+    pub fn observe(&mut self, host: &mut ProbeHost) {
+        for w in self.watchers.values_mut() {
+            w.session.observe(host);
+        }
+    }
+
+    /// After a drain: exit bundles for the processes that `ended`, then every other watcher's tick.
+    pub fn tick(&mut self, host: &mut ProbeHost, parts: &mut std::collections::HashMap<u32, Drained>, ended: &[u32]) {
+        self.restarts.prune();
+        for pid in ended {
+            let Some(mut w) = self.watchers.remove(pid) else { continue };
+            let status = host.exit_status(*pid);
+            let last = w.session.tick(&parts.remove(pid).unwrap_or_default());
+            self.restarts.exits.push_back(last.end);
+            let info = self.info(&w);
+            w.ended(host, &self.cli, last, status, &info);
+            host.forget(*pid);
+        }
+        self.each(host, parts, |w, host, cli, slice, info| w.tick(host, cli, slice, info));
+    }
+
+    /// Hands each watcher its slice of a drain, with what summaries say of the target.
+    pub fn each(
+        &mut self,
+        host: &ProbeHost,
+        parts: &mut std::collections::HashMap<u32, Drained>,
+        mut f: impl FnMut(&mut Watcher, &ProbeHost, &Cli, Slice, &TargetInfo),
+    ) {
+        let pids: Vec<u32> = self.watchers.keys().copied().collect();
+        for pid in pids {
+            let info = self.info(&self.watchers[&pid]);
+            let w = self.watchers.get_mut(&pid).expect("listed");
+            let slice = w.session.tick(&parts.remove(&pid).unwrap_or_default());
+            f(w, host, &self.cli, slice, &info);
+        }
+    }
+
+    /// Stops watching every process (the target was removed by a reload).
+    pub fn release(&mut self, host: Option<&mut ProbeHost>) {
+        if let Some(host) = host {
+            for pid in self.watchers.keys() {
+                host.forget(*pid);
+            }
+        }
+        self.watchers.clear();
+    }
+
+    fn info(&self, watcher: &Watcher) -> TargetInfo {
+        let since = now() - Restarts::HOUR_S;
+        let recent = |q: &VecDeque<f64>| q.iter().filter(|&&t| t >= since).count();
+        TargetInfo {
+            selector: self.config.selector.describe(),
+            instance: watcher.instance.clone(),
+            restarts_last_hour: recent(&self.restarts.restarts),
+            exits_last_hour: recent(&self.restarts.exits),
+        }
+    }
+}

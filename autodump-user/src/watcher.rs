@@ -1,0 +1,208 @@
+//! One watched process in watch mode: its flight recorder, metrics, rules and pending bundle.
+//! The layer above (`watch`) finds processes, shares the probes between them and follows
+//! restarts; a watcher knows only its own process.
+
+use std::{collections::BTreeMap, path::Path, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::{
+    cli::{Cli, OnExit},
+    collect::{
+        drain::ExitStatus,
+        metrics::{Limits, Metric, MetricSampler},
+        process::Instance,
+        unix_now,
+    },
+    host::ProbeHost,
+    incident::{self, Context, Incident, Span},
+    record::flight::{FlightRecorder, Slice},
+    session::Session,
+    trigger::{rule::Rule, Fired, Settings, Trigger, Verdict},
+    write::retention,
+};
+
+/// How often the memory, open-files and CPU limits are read again (a cgroup limit can change).
+const LIMITS_REFRESH_S: f64 = 10.0;
+
+/// What summaries say about the watched target beyond the process itself.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TargetInfo {
+    /// What the agent was asked to watch (`pid:N`, `exe:PATH`, `cgroup:PATH`, ...).
+    pub selector: String,
+    pub instance: Instance,
+    /// New instances that followed an earlier one's end, in the last hour.
+    pub restarts_last_hour: usize,
+    /// Instances that ended in the last hour (an exit bundle counts its own).
+    pub exits_last_hour: usize,
+}
+
+/// A rule fired; the bundle is written once `due` has passed.
+struct Pending {
+    fired: Fired,
+    due: f64,
+}
+
+pub struct Watcher {
+    pub session: Session,
+    pub instance: Instance,
+    flight: FlightRecorder,
+    trigger: Trigger,
+    limits: Limits,
+    limits_read_at: f64,
+    sampler: MetricSampler,
+    pending: Option<Pending>,
+}
+
+pub fn settings(cli: &Cli) -> Settings {
+    Settings {
+        warmup_s: cli.warmup.as_secs_f64(),
+        baseline_s: cli.baseline.as_secs_f64(),
+        cooldown_s: cli.cooldown.as_secs_f64(),
+        max_per_hour: cli.max_bundles_per_hour,
+        rearm_fraction: f64::from(cli.rearm_below) / 100.0,
+    }
+}
+
+impl Watcher {
+    pub fn new(session: Session, cli: &Cli, rules: BTreeMap<Metric, Rule>) -> Self {
+        let pid = session.target.pid;
+        let trigger = Trigger::new(rules, settings(cli));
+        // Keep enough to cover the lookback before a rule's condition began (up to its `for=`
+        // before it fired) plus the time after it.
+        let keep = (cli.lookback + cli.after + 2 * cli.interval).as_secs_f64() + trigger.longest_hold_s();
+        Self {
+            instance: Instance::of(&session.target),
+            session,
+            flight: FlightRecorder::new(keep),
+            trigger,
+            limits: Limits::read(pid),
+            limits_read_at: now(),
+            sampler: MetricSampler::new(pid),
+            pending: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.session.target.pid
+    }
+
+    /// One interval: record the slice, sample the metrics, judge the rules, write a bundle due.
+    pub fn tick(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
+        self.flight.push_slice(slice);
+        let Ok(mut sample) = self.sampler.sample() else { return }; // it just exited: next tick
+        sample.goroutines = self.session.goroutine_count();
+        sample.rss_split = self.session.memory.latest_split();
+        if sample.t - self.limits_read_at >= LIMITS_REFRESH_S {
+            (self.limits, self.limits_read_at) = (Limits::read(self.pid()), sample.t);
+        }
+        sample.set_capacity(&self.limits.cpu);
+        self.flight.push_metrics(sample.clone());
+        let pid = self.pid();
+        match self.trigger.observe(&sample, &self.limits) {
+            Verdict::Fired(fired) if self.pending.is_none() => {
+                tracing::warn!(pid, metric = fired.metric.name(), value = fired.value, threshold = fired.threshold,
+                    baseline_mean = ?fired.baseline_mean, rule = %fired.rule, "rule fired; recording {:?} more", cli.after);
+                self.pending = Some(Pending { due: fired.t + cli.after.as_secs_f64(), fired });
+            }
+            Verdict::Fired(fired) => {
+                tracing::info!(
+                    pid,
+                    metric = fired.metric.name(),
+                    "rule fired while a bundle is pending; it covers this too"
+                )
+            }
+            Verdict::Suppressed(fired, why) => {
+                tracing::debug!(pid, metric = fired.metric.name(), why, "rule matched but held back")
+            }
+            Verdict::Quiet => {}
+        }
+        if self.pending.as_ref().is_some_and(|p| now() >= p.due) {
+            let p = self.pending.take().expect("checked");
+            self.write_rule_bundle(host, cli, p.fired, now(), info);
+        }
+    }
+
+    /// SIGUSR1: a bundle of the last `--lookback`, now.
+    pub fn manual(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
+        self.flight.push_slice(slice);
+        let now = now();
+        let span = Span { from: now - cli.lookback.as_secs_f64(), trigger: now, to: now };
+        self.write(host, cli, Incident::Manual, span, true, info);
+    }
+
+    /// The agent is stopping: a bundle that was due is written now, with what there is.
+    pub fn shutdown(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
+        self.flight.push_slice(slice);
+        if let Some(p) = self.pending.take() {
+            self.write_rule_bundle(host, cli, p.fired, now(), info);
+        }
+    }
+
+    /// The process is gone; `last` holds its final moments. Finish the bundle that was due,
+    /// then write the exit bundle if the policy asks for it.
+    pub fn ended(&mut self, host: &ProbeHost, cli: &Cli, last: Slice, status: Option<ExitStatus>, info: &TargetInfo) {
+        // The last slice holds the final moments: the windows end where it ends.
+        let died = last.end;
+        self.flight.push_slice(last);
+        tracing::warn!(pid = self.pid(), ?status, "target exited");
+        if let Some(p) = self.pending.take() {
+            self.write_rule_bundle(host, cli, p.fired, died, info);
+        }
+        let abnormal = status.is_none_or(|s| s.is_abnormal());
+        if cli.on_exit == OnExit::Always || (cli.on_exit == OnExit::Abnormal && abnormal) {
+            let lookback = cli.lookback.as_secs_f64();
+            let span = Span { from: died - lookback, trigger: died, to: died };
+            self.write(host, cli, Incident::Exit(status), span, false, info);
+        }
+    }
+
+    fn write_rule_bundle(&mut self, host: &ProbeHost, cli: &Cli, fired: Fired, to: f64, info: &TargetInfo) {
+        // A sustained rule's window reaches back to when its condition began.
+        let span = Span { from: fired.since - cli.lookback.as_secs_f64(), trigger: fired.since, to };
+        self.write(host, cli, Incident::Rule(fired), span, true, info);
+    }
+
+    /// Writes a bundle and applies retention. A failure (disk full, directory gone) is logged
+    /// and the bundle dropped; watching goes on.
+    fn write(
+        &mut self,
+        host: &ProbeHost,
+        cli: &Cli,
+        incident: Incident,
+        span: Span,
+        blocked_now: bool,
+        info: &TargetInfo,
+    ) {
+        let started = std::time::Instant::now();
+        let ctx = Context {
+            host,
+            session: &mut self.session,
+            flight: &self.flight,
+            trigger: &self.trigger,
+            limits: &self.limits,
+            include_blocked_now: blocked_now,
+            target: Some(info),
+        };
+        match incident::write(ctx, &incident, span, &cli.out) {
+            Ok(path) => {
+                tracing::info!(path = %path.display(), reason = incident.kind(), took_ms = started.elapsed().as_millis() as u64, "bundle written");
+                println!("{}", path.display());
+                for removed in retention::prune(&cli.out, cli.max_bundles, cli.max_disk, &path) {
+                    tracing::info!(path = %removed.display(), "removed old bundle (retention)");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(reason = incident.kind(), out = %Path::new(&cli.out).display(), "bundle dropped: {e:#}")
+            }
+        }
+        // Rendering a bundle allocates tens of MiB, some on a second thread's malloc arena. Give
+        // the freed memory back, or every bundle would leave the agent a little larger.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    }
+}
+
+pub fn now() -> f64 {
+    unix_now(SystemTime::now())
+}

@@ -1,0 +1,140 @@
+//! Services, not pids: the agent follows an executable across crashes and restarts, watches
+//! each of several processes on its own, and follows a cgroup as processes move in and out.
+
+use std::time::{Duration, Instant};
+
+use autodump_tests::{
+    cgroup::TestCgroup, fixture_bin, require_bpf, scratch_dir, unix_now, Bundle, Fixture, RunningAgent,
+};
+
+/// Short timings: 500 ms ticks, 4 s warm-up, 10 s lookback, 3 s after a trigger.
+const FAST: &[&str] =
+    &["--interval", "500ms", "--warmup", "4s", "--baseline", "10s", "--lookback", "10s", "--after", "3s"];
+
+fn start_agent(test: &str, target: &[&str]) -> RunningAgent {
+    let out = scratch_dir(test);
+    let mut args = vec!["--out", out.to_str().unwrap()];
+    args.extend_from_slice(target);
+    args.extend_from_slice(FAST);
+    RunningAgent::start(&args)
+}
+
+fn cpuload_exe() -> String {
+    std::fs::canonicalize(fixture_bin("cpuload")).unwrap().to_str().unwrap().to_string()
+}
+
+/// Waits until the agent watches `pid`; returns how long that took.
+fn attached(agent: &mut RunningAgent, pid: u32) -> Duration {
+    let since = Instant::now();
+    agent.wait_log(&["watching a new process", &format!("pid={pid}")], Duration::from_secs(30));
+    since.elapsed()
+}
+
+fn spike(fixture: &mut Fixture) {
+    fixture.send("duty 100");
+    fixture.next_line(Duration::from_secs(5)).expect("the fixture acknowledges");
+}
+
+#[test]
+fn a_crashing_service_is_followed_across_restarts() {
+    if !require_bpf("a_crashing_service_is_followed_across_restarts") {
+        return;
+    }
+    let exe = cpuload_exe();
+    let mut agent = start_agent("services_restarts", &["--exe", &exe]);
+    agent.wait_log(&["no process matches yet"], Duration::from_secs(30));
+    let mut latencies = Vec::new();
+    // A supervisor loop like Restart=always: three crashes, each instance restarted at once.
+    for crash in 1..=3 {
+        let mut instance = Fixture::start("cpuload", &["2", "5"]);
+        latencies.push(attached(&mut agent, instance.pid));
+        std::thread::sleep(Duration::from_secs(2));
+        instance.send("crash");
+        let bundle = agent.expect_bundle(Duration::from_secs(20), &format!("the exit bundle of crash {crash}"));
+        let summary = bundle.summary();
+        let target = &summary["target"];
+        eprintln!("crash {crash}: {} {target}", summary["reason"]["kind"]);
+        assert_eq!(summary["reason"]["kind"], "exit");
+        assert_eq!(summary["exit"]["signal"], 11);
+        assert_eq!(target["instance"]["pid"], instance.pid, "each bundle names its own instance");
+        assert_eq!(target["selector"], format!("exe:{exe}"));
+        assert_eq!(target["exits_last_hour"], crash);
+        assert_eq!(target["restarts_last_hour"], crash - 1);
+        assert!(bundle.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "load_work")) > 0);
+    }
+    // The fourth instance: still watched, and a CPU spike gives a rule bundle for it.
+    let mut fourth = Fixture::start("cpuload", &["2", "5"]);
+    latencies.push(attached(&mut agent, fourth.pid));
+    std::thread::sleep(Duration::from_secs(6));
+    spike(&mut fourth);
+    let bundle = agent.expect_bundle(Duration::from_secs(20), "a cpu rule bundle for the fourth instance");
+    let summary = bundle.summary();
+    assert_eq!((summary["reason"]["kind"].as_str(), summary["reason"]["metric"].as_str()), (Some("rule"), Some("cpu")));
+    assert_eq!(summary["target"]["instance"]["pid"], fourth.pid);
+    assert_eq!(summary["target"]["restarts_last_hour"], 3);
+    let ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
+    eprintln!("restart-to-reattach latency (fixture ready to agent watching), ms: {ms:?}");
+    assert!(
+        latencies.iter().all(|d| *d <= Duration::from_millis(1500)),
+        "within one 500 ms interval and the attach: {ms:?}"
+    );
+    agent.signal(libc::SIGTERM);
+    assert_eq!(
+        agent.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "the agent outlives its targets and stops on SIGTERM"
+    );
+}
+
+#[test]
+fn of_two_processes_of_one_executable_only_the_spiking_one_fires() {
+    if !require_bpf("of_two_processes_of_one_executable_only_the_spiking_one_fires") {
+        return;
+    }
+    let calm = Fixture::start("cpuload", &["2", "5"]);
+    let mut spiking = Fixture::start("cpuload", &["2", "5"]);
+    let exe = cpuload_exe();
+    let mut agent = start_agent("services_two", &["--exe", &exe]);
+    attached(&mut agent, calm.pid);
+    attached(&mut agent, spiking.pid);
+    std::thread::sleep(Duration::from_secs(6));
+    spike(&mut spiking);
+    let bundle = agent.expect_bundle(Duration::from_secs(20), "a rule bundle for the spiking process");
+    let summary = bundle.summary();
+    assert_eq!(summary["pid"], spiking.pid);
+    assert_eq!(summary["reason"]["metric"], "cpu");
+    // Its bundle holds its own samples only: both processes run load_work, in threads of their own.
+    let tids: Vec<u64> = summary["threads"].as_array().unwrap().iter().map(|t| t["tid"].as_u64().unwrap()).collect();
+    let theirs = std::fs::read_dir(format!("/proc/{}/task", calm.pid)).unwrap().count();
+    assert!(theirs > 0 && !tids.iter().any(|t| std::path::Path::new(&format!("/proc/{}/task/{t}", calm.pid)).exists()));
+    assert!(agent.next_bundle(Duration::from_secs(10)).is_none(), "nothing for the calm one");
+}
+
+#[test]
+fn a_cgroup_is_followed_as_processes_move_in_and_out() {
+    if !require_bpf("a_cgroup_is_followed_as_processes_move_in_and_out") {
+        return;
+    }
+    let cgroup = TestCgroup::cpu("services", None);
+    let mut first = Fixture::start("cpuload", &["2", "5"]);
+    let mut second = Fixture::start("cpuload", &["2", "5"]);
+    let mut agent = start_agent("services_cgroup", &["--cgroup", &cgroup.path]);
+    agent.wait_log(&["no process matches yet"], Duration::from_secs(30));
+    cgroup.add(first.pid);
+    attached(&mut agent, first.pid);
+    cgroup.add(second.pid);
+    attached(&mut agent, second.pid);
+    cgroup.remove(first.pid);
+    agent.wait_log(&["left the target", &format!("pid={}", first.pid)], Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(5));
+    // The one that left is not watched any more; the one inside is.
+    spike(&mut first);
+    assert!(agent.next_bundle(Duration::from_secs(8)).is_none(), "no bundle for a process outside the cgroup");
+    spike(&mut second);
+    let started = unix_now();
+    let bundle: Bundle = agent.expect_bundle(Duration::from_secs(20), "a rule bundle for the process inside");
+    assert_eq!(bundle.summary()["pid"], second.pid);
+    assert_eq!(bundle.summary()["target"]["selector"], format!("cgroup:{}", cgroup.path));
+    eprintln!("bundle {:.1} s after the spike", unix_now() - started);
+    assert_eq!(agent.logged("no process matches yet").len(), 1, "said once");
+}
