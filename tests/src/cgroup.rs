@@ -26,6 +26,10 @@ impl TestCgroup {
         let dir = root.join(&name);
         let _ = fs::remove_dir(&dir);
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+        if v2_cpu {
+            // Children get cpu.max only where the parent hands the controller down.
+            let _ = fs::write(root.join("cgroup.subtree_control"), "+cpu");
+        }
         if let Some(cores) = cores {
             let quota = (cores * 100_000.0).round() as u64;
             if v2_cpu {

@@ -56,6 +56,12 @@ pub fn skip(test: &str, why: &str) -> bool {
     false
 }
 
+/// True inside a kernel-matrix guest (`AUTODUMP_IN_VM=1`), an emulated machine several times
+/// slower than the host.
+pub fn in_vm() -> bool {
+    std::env::var("AUTODUMP_IN_VM").as_deref() == Ok("1")
+}
+
 /// False inside a kernel-matrix guest (`AUTODUMP_IN_VM=1`, set by `cargo xtask vmtest`), whose
 /// initramfs holds the agent and fixtures but no Go toolchain or browser: the checks that only
 /// read our files with such a tool are left to the host run, which does not depend on the

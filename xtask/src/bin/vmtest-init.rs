@@ -20,6 +20,8 @@ fn main() {
     for (source, target, fstype) in [
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
+        // A pure cgroup v2 host, for the tests that follow a cgroup.
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/tmp", "tmpfs"),
     ] {

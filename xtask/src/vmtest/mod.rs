@@ -28,6 +28,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Fixtures the checks start, built on the host before they are packed.
 const FIXTURES: &[&str] = &[
     "two_threads",
+    "cpuload",
     "blocker",
     "misbehave",
     "goleak",
@@ -49,6 +50,8 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("unwind-glibc", "unwinding", "culprits_show_under_glibc_wrappers_with_their_time"),
     ("faults", "memory", "native_leak_is_named_and_churn_barely_shows"),
     ("go-faults", "go_heap", "memory_profiling_off_is_said_and_faults_still_name_the_leak"),
+    ("restarts", "services", "a_crashing_service_is_followed_across_restarts"),
+    ("cgroup", "services", "a_cgroup_is_followed_as_processes_move_in_and_out"),
 ];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
