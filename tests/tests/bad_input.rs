@@ -66,3 +66,23 @@ fn kernel_without_btf_is_reported() {
         run_agent(&["--pid", &me, "--duration", "1s", "--out", out.to_str().unwrap(), "--btf", "/nonexistent/vmlinux"]);
     assert_fails(&run, KERNEL_UNSUPPORTED, "BTF");
 }
+
+#[test]
+fn service_targets_that_cannot_work_are_usage_errors() {
+    // This machine's PID 1 is not systemd; where it is, the unit would simply not exist yet.
+    if !std::path::Path::new("/run/systemd/system").is_dir() {
+        assert_fails(&run_agent(&["--unit", "api.service"]), USAGE, "systemd is not running");
+    }
+    assert_fails(&run_agent(&["--exe", "/bin/true", "--duration", "1s"]), USAGE, "give --pid");
+    assert_fails(&run_agent(&["--exe", "/bin/true", "--comm", "x"]), USAGE, "--comm");
+    assert_fails(&run_agent(&["--pid", &unused_pid()]), NO_SUCH_PROCESS, "no process with pid");
+    let dir = scratch_dir("bad_config");
+    let config = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        run_agent(&["--config", path.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap()])
+    };
+    assert_fails(&config("key.toml", "[[target]]\nname = \"api\"\nexe = \"/x\"\ncolour = \"red\"\n"), USAGE, "colour");
+    assert_fails(&config("none.toml", "[[target]]\nname = \"api\"\n"), USAGE, "target 'api' has no selector");
+    assert_fails(&config("empty.toml", "[rules]\ncpu = \"abs=90%\"\n"), USAGE, "nothing to watch");
+}

@@ -1,5 +1,6 @@
 //! Least privilege: as an unprivileged user holding exactly CAP_BPF, CAP_PERFMON and
 //! CAP_SYS_PTRACE (as README says) the agent works; without any one of them it fails clearly.
+//! The repository's systemd unit grants those, and the agent watches a service with them.
 
 use std::process::Command;
 
@@ -52,4 +53,53 @@ fn runs_with_exactly_the_documented_capabilities() {
         assert!(line.starts_with(&format!("autodump-agent: error: missing {missing}:")), "names {missing}: {line}");
         assert!(run.stdout.is_empty());
     }
+}
+
+/// The repository's systemd unit: systemd accepts it, and the agent runs in watch mode with the
+/// capabilities it grants (as root, whose capabilities the bounding set caps; no new privileges).
+#[test]
+fn the_systemd_unit_verifies_and_its_capabilities_suffice() {
+    if !require_bpf("the_systemd_unit_verifies_and_its_capabilities_suffice") {
+        return;
+    }
+    let unit = std::fs::read_to_string(autodump_tests::workspace().join("dist/autodump.service")).unwrap();
+    let value = |key: &str| unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string);
+    let bounding = value("CapabilityBoundingSet").expect("the unit caps its capabilities");
+    assert_eq!(value("AmbientCapabilities").as_deref(), Some(bounding.as_str()));
+    assert_eq!(value("Restart").as_deref(), Some("on-failure"));
+    assert!(value("SystemCallFilter").is_none(), "no filter that could block bpf, perf_event_open or ptrace");
+    assert!(value("ExecStart").unwrap().contains("--config /etc/autodump/config.toml"));
+    if autodump_tests::host_tool_available("systemd-analyze") {
+        let dir = scratch_dir("unit_verify");
+        let path = dir.join("autodump.service");
+        std::fs::write(&path, unit.replace("/usr/bin/autodump-agent", agent().to_str().unwrap())).unwrap();
+        let verify = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+        assert!(verify.status.success(), "systemd-analyze verify: {}", String::from_utf8_lossy(&verify.stderr));
+    }
+
+    let caps: Vec<String> = bounding.split_whitespace().map(|c| c.trim_start_matches("CAP_").to_lowercase()).collect();
+    let set =
+        std::iter::once("-all".to_string()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");
+    let fixture = Fixture::start("two_threads", &[]);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", fixture.pid)).unwrap();
+    let out = scratch_dir("unit_caps");
+    let child = Command::new("setpriv")
+        .arg(format!("--bounding-set={set}"))
+        .arg(format!("--inh-caps={set}"))
+        .arg("--no-new-privs")
+        .arg(agent())
+        .args(["--exe", exe.to_str().unwrap(), "--interval", "500ms", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run setpriv");
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let run = AgentRun::from(child.wait_with_output().unwrap());
+    let bundle = run.bundle();
+    assert_eq!(bundle.summary()["target"]["selector"], format!("exe:{}", exe.display()));
+    assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 50, "{}", run.stderr);
 }

@@ -72,12 +72,16 @@ fn a_crashing_service_is_followed_across_restarts() {
     assert_eq!((summary["reason"]["kind"].as_str(), summary["reason"]["metric"].as_str()), (Some("rule"), Some("cpu")));
     assert_eq!(summary["target"]["instance"]["pid"], fourth.pid);
     assert_eq!(summary["target"]["restarts_last_hour"], 3);
+    // The first attach also loads the probes; the others are restarts.
     let ms: Vec<u128> = latencies.iter().map(|d| d.as_millis()).collect();
-    eprintln!("restart-to-reattach latency (fixture ready to agent watching), ms: {ms:?}");
-    assert!(
-        latencies.iter().all(|d| *d <= Duration::from_millis(1500)),
-        "within one 500 ms interval and the attach: {ms:?}"
+    eprintln!(
+        "first attach {} ms; restart-to-reattach latency (instance ready to agent watching), ms: {:?}",
+        ms[0],
+        &ms[1..]
     );
+    // One 500 ms interval and the attach; the kernel matrix's emulated guests are several times slower.
+    let bound = Duration::from_millis(if autodump_tests::in_vm() { 5000 } else { 1500 });
+    assert!(latencies[1..].iter().all(|d| *d <= bound), "within one interval and the attach: {ms:?}");
     agent.signal(libc::SIGTERM);
     assert_eq!(
         agent.wait_exit(Duration::from_secs(10)),
@@ -137,4 +141,51 @@ fn a_cgroup_is_followed_as_processes_move_in_and_out() {
     assert_eq!(bundle.summary()["target"]["selector"], format!("cgroup:{}", cgroup.path));
     eprintln!("bundle {:.1} s after the spike", unix_now() - started);
     assert_eq!(agent.logged("no process matches yet").len(), 1, "said once");
+}
+
+#[test]
+fn sighup_reloads_the_config_and_keeps_unchanged_targets_recording() {
+    if !require_bpf("sighup_reloads_the_config_and_keeps_unchanged_targets_recording") {
+        return;
+    }
+    let exe = cpuload_exe();
+    let kept = Fixture::start("cpuload", &["1", "20"]);
+    let dir = scratch_dir("services_reload");
+    let config = dir.join("config.toml");
+    let write = |extra: &str| {
+        let text =
+            format!("[[target]]\nname = \"load\"\nexe = \"{exe}\"\nout = \"{}\"\n{extra}", dir.join("load").display());
+        std::fs::write(&config, text).unwrap();
+    };
+    write("");
+    let mut agent = RunningAgent::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.join("default").to_str().unwrap(),
+        "--interval",
+        "500ms",
+    ]);
+    attached(&mut agent, kept.pid);
+    std::thread::sleep(Duration::from_secs(8));
+    // A second target, and the first unchanged: it keeps its watcher and its recorded past.
+    write("[[target]]\nname = \"sleepers\"\ncomm = \"autodump-no-such\"\n[target.rules]\ncpu = \"abs=50%\"\n");
+    let reloaded_at = unix_now();
+    agent.signal(libc::SIGHUP);
+    agent.wait_log(&["configuration reloaded", "kept=1", "started=1"], Duration::from_secs(10));
+    // A file that does not parse changes nothing.
+    std::fs::write(&config, "[[target]\n").unwrap();
+    agent.signal(libc::SIGHUP);
+    agent.wait_log(&["was not reloaded"], Duration::from_secs(10));
+    agent.signal(libc::SIGUSR1);
+    let bundle = agent.expect_bundle(Duration::from_secs(15), "a manual bundle of the kept target");
+    let summary = bundle.summary();
+    assert_eq!(summary["pid"], kept.pid);
+    assert!(bundle.dir.starts_with(dir.join("load")), "the target's own directory: {}", bundle.dir.display());
+    let start = summary["window"]["start"].as_f64().unwrap();
+    eprintln!("window starts {:.1} s before the reload", reloaded_at - start);
+    assert!(start <= reloaded_at - 5.0, "the flight recorder from before the reload was kept");
+    assert_eq!(agent.logged("watching a new process").len(), 1, "not attached again");
+    agent.signal(libc::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
 }

@@ -1,7 +1,8 @@
-//! `cargo xtask soak`: the agent at defaults for minutes against a target that keeps changing
-//! (threads come and go, libraries load and unload, thousands of stacks, periodic CPU spikes).
-//! Passes when the agent's RSS stays bounded after warm-up, no interval is missed, and every
-//! bundle is complete. Not part of `cargo xtask test`.
+//! `cargo xtask soak`: the agent at defaults for minutes against a service that keeps changing
+//! (threads come and go, libraries load and unload, thousands of stacks, periodic CPU spikes)
+//! and is killed and restarted every few minutes, watched with `--exe` as a service would be.
+//! Passes when the agent's RSS stays bounded after warm-up, no interval is missed, every bundle
+//! is complete, and every instance's end left an exit bundle. Not part of `cargo xtask test`.
 
 use std::{
     path::{Path, PathBuf},
@@ -22,6 +23,8 @@ const WARM: Duration = Duration::from_secs(60);
 /// recorder and caches are full by then, so lasting growth would be a leak.
 const RSS_GROWTH: f64 = 0.25;
 const RSS_SLACK_MIB: f64 = 16.0;
+/// The service is killed (SIGKILL, an abnormal end) and started again this often.
+const RESTART_EVERY: Duration = Duration::from_secs(180);
 /// Files every bundle holds.
 const BUNDLE_FILES: &[&str] = &[
     "summary.json",
@@ -54,15 +57,36 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let churn = build_fixture("churn", &dir)?;
-    let target = Target::start(&churn, &[])?;
+    let mut target = Target::start(&churn, &[])?;
     let out = dir.join("bundles");
-    let argv = ToolKind::Autodump.command(&agent, target.pid(), &out).expect("a tool");
-    step(&format!("soaking: {} against a churning target", humantime::format_duration(duration)));
+    let argv: Vec<String> = [
+        &*agent.to_string_lossy(),
+        "--exe",
+        &*churn.to_string_lossy(),
+        "--out",
+        &*out.to_string_lossy(),
+        "--max-bundles",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    step(&format!(
+        "soaking: {} against a churning service restarted every {}",
+        humantime::format_duration(duration),
+        humantime::format_duration(RESTART_EVERY)
+    ));
     let mut tool = Tool::start(ToolKind::Autodump, &argv, &[])?;
     let started = Instant::now();
     let (mut at_warm, mut peak_after_warm) = (None, 0.0f64);
+    let (mut restarts, mut last_restart) = (0, Instant::now());
     while started.elapsed() < duration {
         std::thread::sleep(Duration::from_secs(5));
+        if last_restart.elapsed() >= RESTART_EVERY && started.elapsed() + Duration::from_secs(30) < duration {
+            drop(target); // SIGKILL
+            target = Target::start(&churn, &[])?;
+            (restarts, last_restart) = (restarts + 1, Instant::now());
+            eprintln!("    {:>4} s: service killed and restarted as {}", started.elapsed().as_secs(), target.pid());
+        }
         let rss = status_mib(tool.pid(), "VmRSS:")?;
         if started.elapsed() >= WARM {
             at_warm.get_or_insert(rss);
@@ -75,6 +99,7 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     drop(target);
 
     let bundles: Vec<PathBuf> = tool.stdout.try_iter().map(|l| PathBuf::from(l.trim())).collect();
+    let exits = bundles.iter().filter(|b| b.to_string_lossy().ends_with("-exit")).count();
     let logs: Vec<String> = tool.stderr.try_iter().collect();
     let missed: u64 = logs
         .iter()
@@ -90,7 +115,8 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     let bound = (at_warm * (1.0 + RSS_GROWTH)).max(at_warm + RSS_SLACK_MIB);
     let report = format!(
         "soak of {}: agent RSS {at_warm:.1} MiB at {} s, {at_end:.1} MiB at the end (peak after warm-up \
-         {peak_after_warm:.1} MiB, bound {bound:.1} MiB); {} bundles written; {missed} intervals missed",
+         {peak_after_warm:.1} MiB, bound {bound:.1} MiB); {} bundles written ({exits} exit bundles for \
+         {restarts} restarts); {missed} intervals missed",
         humantime::format_duration(duration),
         WARM.as_secs(),
         bundles.len()
@@ -106,6 +132,9 @@ pub fn run_soak(duration: Duration) -> Result<()> {
     }
     if !leftovers.is_empty() {
         failures.push(format!("partial bundles left behind: {leftovers:?}"));
+    }
+    if exits != restarts {
+        failures.push(format!("{restarts} restarts but {exits} exit bundles"));
     }
     if bundles.is_empty() {
         failures.push("no bundle was written, though the target spiked".into());

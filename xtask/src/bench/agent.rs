@@ -35,7 +35,7 @@ fn stacky(bench: &Bench) -> Result<Target> {
 
 pub fn footprint(bench: &Bench) -> Result<String> {
     let total = bench.opts.footprint.max(WARMUP + Duration::from_secs(10));
-    step(&format!("4/8 agent footprint: watching a busy many-stack target for {}", humantime::format_duration(total)));
+    step(&format!("4/9 agent footprint: watching a busy many-stack target for {}", humantime::format_duration(total)));
     let target = stacky(bench)?;
     let scratch = bench.fresh_scratch()?;
     let mut argv = ToolKind::Autodump.command(&bench.agent, target.pid(), &scratch).expect("a tool");
@@ -74,7 +74,7 @@ pub fn footprint(bench: &Bench) -> Result<String> {
 }
 
 pub fn dump(bench: &Bench) -> Result<String> {
-    step("5/8 dump latency and symbolization throughput");
+    step("5/9 dump latency and symbolization throughput");
     let target = stacky(bench)?;
     let scratch = bench.fresh_scratch()?;
     let mut argv = ToolKind::Autodump.command(&bench.agent, target.pid(), &scratch).expect("a tool");

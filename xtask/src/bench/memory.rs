@@ -21,7 +21,7 @@ const PAGES_PER_ROUND: u64 = 1024;
 const HEAP_DEPTH: u32 = 14;
 
 pub fn faults_and_heap(bench: &Bench) -> Result<String> {
-    step("8/8 memory: page-fault probe cost and slowdown, Go heap profile read");
+    step("8/9 memory: page-fault probe cost and slowdown, Go heap profile read");
     let args = vec![bench.cpus.to_string(), bench.opts.fault_rounds.to_string()];
     let faults = bench.cpus as u64 * bench.opts.fault_rounds * PAGES_PER_ROUND;
     let table = {

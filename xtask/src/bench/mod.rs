@@ -7,6 +7,7 @@ mod bpf_stats;
 mod memory;
 pub mod process;
 mod rows;
+mod services;
 mod stats;
 mod symbols;
 mod unwind;
@@ -29,7 +30,7 @@ use crate::{
 const BENCH_PACKAGES: &[(&str, &str)] =
     &[("linux-perf", "perf"), ("libbpf-tools", "offcputime"), ("bpftool", "bpftool")];
 /// Fixtures the bench runs, from tests/fixtures.
-const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky", "bench_faults", "bench_goheap"];
+const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky", "bench_faults", "bench_goheap", "cpuload"];
 
 /// Bench settings; each has a flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -49,7 +50,7 @@ pub struct Options {
     /// How long the agent watches the busy many-stack target for its footprint.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub footprint: Duration,
-    /// Only these rows (1 to 8, comma-separated); all by default.
+    /// Only these rows (1 to 9, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -95,7 +96,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 8] = [
+    let rows: [(u8, Row); 9] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
@@ -104,6 +105,7 @@ pub fn run_all(opts: Options) -> Result<()> {
         (6, symbols::symbolization),
         (7, unwind::tables),
         (8, memory::faults_and_heap),
+        (9, services::many_processes),
     ];
     for (row, measure) in rows {
         if wanted(row) {

@@ -54,7 +54,7 @@ pub(super) fn slowdown(bench: &Bench, fixture: &str, target_args: &[String], too
 }
 
 pub fn cpu_bound(bench: &Bench) -> Result<String> {
-    step("1/8 CPU-bound target: alone, autodump, perf record");
+    step("1/9 CPU-bound target: alone, autodump, perf record");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Perf];
@@ -67,7 +67,7 @@ pub fn cpu_bound(bench: &Bench) -> Result<String> {
 }
 
 pub fn switch_heavy(bench: &Bench) -> Result<String> {
-    step("2/8 context-switch-heavy target: alone, autodump, offcputime");
+    step("2/9 context-switch-heavy target: alone, autodump, offcputime");
     let _stats = StatsSwitch::set(false)?;
     let args = vec![bench.opts.round_trips.to_string()];
     let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::AutodumpFramePointers, ToolKind::Offcputime];
@@ -127,7 +127,7 @@ struct Case<'a> {
 }
 
 pub fn probe_costs(bench: &Bench) -> Result<String> {
-    step("3/8 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
+    step("3/9 probe cost from the kernel's accounting (kernel.bpf_stats_enabled)");
     let _stats = StatsSwitch::set(true)?;
     let cpu_args = vec![bench.cpus.to_string(), bench.opts.cpu_rounds.to_string()];
     let pp_args = vec![bench.opts.round_trips.to_string()];

@@ -14,7 +14,7 @@ use crate::util::{root, step};
 const STACKS: &str = "200000";
 
 pub fn symbolization(bench: &Bench) -> Result<String> {
-    step("6/8 symbolizing shipped binaries");
+    step("6/9 symbolizing shipped binaries");
     let helper = bench.agent.with_file_name("autodump-symbolize-bench");
     let files: Vec<(PathBuf, &str)> = vec![
         (

@@ -30,7 +30,7 @@ while True: json.dumps([hashlib.sha256(str(i).encode()).hexdigest() for i in ran
 "#;
 
 pub fn tables(bench: &Bench) -> Result<String> {
-    step("7/8 unwind tables: files, rows, kernel memory, compile time, agent RSS");
+    step("7/9 unwind tables: files, rows, kernel memory, compile time, agent RSS");
     let fixtures = output(crate::util::cargo().args([
         "run",
         "-q",
