@@ -34,7 +34,7 @@ pub fn process_exit(ctx: BtfTracePointContext) -> u32 {
     }
     // SAFETY: `task` is the tracepoint's task_struct argument.
     let exit_code = unsafe { field_u32(task, &TASK_EXIT_CODE_OFFSET) };
-    let _ = EXITS.insert(&tgid, &ExitInfo { exit_code, seen: 1 }, 0);
-    let _ = TARGETS.remove(&tgid);
+    let _ = EXITS.insert(tgid, ExitInfo { exit_code, seen: 1 }, 0);
+    let _ = TARGETS.remove(tgid);
     0
 }

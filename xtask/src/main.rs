@@ -53,6 +53,9 @@ enum Task {
     },
     /// Overhead and footprint against perf and offcputime, written to BENCHMARKS.md.
     Bench(bench::Options),
+    /// A Debian package (the agent, its systemd unit and config) in target/debian/, with
+    /// cargo-deb (installed with cargo if missing).
+    Deb,
     /// The kernel matrix: boot Debian's kernels under QEMU and run the end-to-end checks in each.
     Vmtest {
         /// Only kernels whose Debian suite (bookworm) or release (6.1) contains this.
@@ -77,6 +80,14 @@ fn main() -> Result<()> {
             vmtest::run_matrix(kernel.as_deref())
         }
         Task::Soak { duration } => soak::run_soak(duration),
+        Task::Deb => {
+            build()?;
+            if util::cargo().args(["deb", "--version"]).output().map_or(true, |o| !o.status.success()) {
+                util::step("installing cargo-deb (cargo install cargo-deb --locked)");
+                util::run(util::cargo().args(["install", "cargo-deb", "--locked"]))?;
+            }
+            util::run(util::cargo().args(["deb", "-p", "autodump-user", "--no-build"]))
+        }
         Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
         Task::Lint => {
             setup::toolchain()?;
