@@ -19,6 +19,9 @@ struct Agent {
 }
 
 pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
+    // The probes load when the first process matches, which may be long after start: a missing
+    // privilege is said now.
+    crate::probes::privilege::check()?;
     let supervisors = targets.into_iter().map(|t| Supervisor::new(&cli, t)).collect::<Result<Vec<_>, _>>()?;
     let interval = cli.interval;
     let mut agent = Agent { cli, host: None, supervisors };

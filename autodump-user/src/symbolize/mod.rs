@@ -94,7 +94,7 @@ impl Symbolizer {
     /// kernel's symbols (kallsyms, about 200,000 lines) and the executable's symbol tables. A
     /// one-time cost, moved to start-up. Nothing is cached under a real address.
     pub fn warm_up(&mut self, exe: &std::path::Path) {
-        let _ = self.blaze.symbolize(&kernel_source(), Input::AbsAddr(&[KERNEL_TEXT]));
+        KERNEL_SYMBOLS.with(|k| drop(k.symbolize(&kernel_source(), Input::AbsAddr(&[KERNEL_TEXT]))));
         let exe = exe.to_string_lossy();
         let exe_mapping = self.memory.mappings().find(|m| *m.path == *exe).cloned();
         if let Some(m) = exe_mapping {
@@ -191,13 +191,16 @@ impl Symbolizer {
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
         let missing = unique_missing(addrs, &self.kernel);
         if !missing.is_empty() {
-            let results = self.blaze.symbolize(&kernel_source(), Input::AbsAddr(&missing)).unwrap_or_default();
-            for (i, &addr) in missing.iter().enumerate() {
-                let location = match results.get(i) {
+            let locations: Vec<Location> = KERNEL_SYMBOLS.with(|k| {
+                let results = k.symbolize(&kernel_source(), Input::AbsAddr(&missing)).unwrap_or_default();
+                let at = |i: usize, addr: u64| match results.get(i) {
                     Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
                     _ => unknown(addr, true, None, "not in kallsyms".into()),
                 };
-                self.kernel.insert(addr, Arc::new(location));
+                missing.iter().enumerate().map(|(i, &addr)| at(i, addr)).collect()
+            });
+            for (addr, location) in missing.iter().zip(locations) {
+                self.kernel.insert(*addr, Arc::new(location));
             }
         }
         addrs.iter().map(|a| self.kernel[a].clone()).collect()
@@ -284,6 +287,12 @@ impl Symbolizer {
 
 /// Where x86-64 kernel text starts without KASLR: any kernel address makes blazesym load kallsyms.
 const KERNEL_TEXT: u64 = 0xffff_ffff_8100_0000;
+
+thread_local! {
+    /// The kernel's symbols are the same for every process: one parse of kallsyms (about 200,000
+    /// lines), shared by every session, not one per watched process.
+    static KERNEL_SYMBOLS: Blaze = Blaze::new();
+}
 
 /// Kernel frames: kallsyms only (no vmlinux with DWARF on most hosts).
 fn kernel_source() -> Source<'static> {

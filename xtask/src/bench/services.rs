@@ -27,8 +27,8 @@ pub fn many_processes(bench: &Bench) -> Result<String> {
          20 ms: 10% of a core and 50 context switches a second), N copies, watched with `--exe` at the \
          defaults for 20 s. Probe time is the kernel's accounting of every program the agent loaded \
          (`kernel.bpf_stats_enabled`), in CPU time per second of wall time; agent CPU is its utime+stime.\n\n\
-         | processes | probe runs/s | probe CPU | probe CPU per process | agent CPU | agent CPU per process |\n\
-         |---|---|---|---|---|---|\n",
+         | processes | agent start to all watched | probe runs/s | probe CPU | probe CPU per process | agent CPU | agent CPU per process |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for n in COUNTS {
         let mut targets = Vec::new();
@@ -48,10 +48,18 @@ pub fn many_processes(bench: &Bench) -> Result<String> {
             [&*bench.agent.to_string_lossy(), "--exe", &*exe.to_string_lossy(), "--out", &*scratch.to_string_lossy()]
                 .map(String::from)
                 .to_vec();
+        let launched = std::time::Instant::now();
         let mut agent = Tool::start(ToolKind::Autodump, &argv, &[])?;
-        // Every copy attached: one "watching a new process" line each.
+        // Every copy attached: one "watching a new process" line each, after its "recording".
+        let mut watched = 0;
+        while watched < n && launched.elapsed() < Duration::from_secs(30) {
+            match agent.stderr.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) => watched += usize::from(line.contains("watching a new process")),
+                Err(_) => continue,
+            }
+        }
+        let attach_s = launched.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_secs(2));
-        let watched = agent.stderr.try_iter().filter(|l| l.contains("watching a new process")).count();
         let (start, cpu_start) = (snapshot()?, cpu_seconds(agent.pid())?);
         std::thread::sleep(WINDOW);
         let (end, cpu_end) = (snapshot()?, cpu_seconds(agent.pid())?);
@@ -66,12 +74,12 @@ pub fn many_processes(bench: &Bench) -> Result<String> {
         let probe_pct = ns as f64 / 1e9 / seconds * 100.0;
         let agent_pct = (cpu_end - cpu_start) / seconds * 100.0;
         eprintln!(
-            "    {n} processes ({watched} attached): probes {probe_pct:.3}% of a CPU ({:.0} runs/s), agent {agent_pct:.2}%",
+            "    {n} processes ({watched} attached in {attach_s:.1} s): probes {probe_pct:.3}% of a CPU ({:.0} runs/s), agent {agent_pct:.2}%",
             runs as f64 / seconds
         );
         let _ = writeln!(
             md,
-            "| {n} | {:.0} | {probe_pct:.3}% | {:.4}% | {agent_pct:.2}% | {:.3}% |",
+            "| {n} | {attach_s:.1} s | {:.0} | {probe_pct:.3}% | {:.4}% | {agent_pct:.2}% | {:.3}% |",
             runs as f64 / seconds,
             probe_pct / n as f64,
             agent_pct / n as f64
