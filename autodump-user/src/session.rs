@@ -83,7 +83,12 @@ impl Session {
     }
 
     /// Before a drain: learns new threads and mappings (so that the drained stacks can be named).
+    /// Not once the process has ended: a new process may have its pid, and its threads' names
+    /// and mappings would be taken for the old one's.
     pub fn observe(&mut self, host: &mut ProbeHost) {
+        if !self.target.is_alive() {
+            return;
+        }
         if let Some(map) = self.recorder.observe_target() {
             host.refresh(self.target.pid, &map);
         }
