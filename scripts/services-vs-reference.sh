@@ -12,7 +12,7 @@ restarts=${1:-3}
 cd "$(dirname "$0")/.."
 agent=${AUTODUMP_AGENT:-target/release/autodump-agent}
 work=$(mktemp -d /tmp/autodump-services.XXXXXX)
-python=$(readlink -f "$(command -v python3)")
+python=$(readlink -f /usr/bin/python3)  # Debian's, not a shim earlier in PATH
 trap 'kill $(jobs -p) 2>/dev/null || true; rmdir /sys/fs/cgroup/cpu/autodump-xz 2>/dev/null || true' EXIT
 
 echo "== python3 http.server crash loop ($restarts crashes), --exe $python"
@@ -20,7 +20,7 @@ echo "== python3 http.server crash loop ($restarts crashes), --exe $python"
 agent_pid=$!
 sleep 2
 for i in $(seq "$restarts"); do
-  python3 -m http.server 0 --bind 127.0.0.1 > /dev/null 2>&1 &
+  "$python" -m http.server 0 --bind 127.0.0.1 > /dev/null 2>&1 &
   pid=$!
   echo "$pid" >> "$work/py.pids"
   sleep 3
