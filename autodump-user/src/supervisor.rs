@@ -25,9 +25,10 @@ struct Restarts {
 impl Restarts {
     const HOUR_S: f64 = 3600.0;
 
-    /// A new instance appeared: a restart if an earlier one has ended.
-    fn started(&mut self, t: f64) {
-        if !self.exits.is_empty() {
+    /// A new instance appeared: a restart if an earlier one has ended (`ending`: one has, in
+    /// this very interval, and its end is recorded after the scan).
+    fn started(&mut self, t: f64, ending: bool) {
+        if ending || !self.exits.is_empty() {
             self.restarts.push_back(t);
         }
     }
@@ -124,7 +125,7 @@ impl Supervisor {
                 Ok(session) => {
                     let watcher = Watcher::new(session, &self.cli, self.config.rules.clone());
                     tracing::info!(pid, target = %self.config.name, start_time = watcher.instance.start_time, "watching a new process");
-                    self.restarts.started(now());
+                    self.restarts.started(now(), !ended.is_empty());
                     self.watchers.insert(pid, watcher);
                 }
                 // `--pid`: its process must exist; others may have ended since the scan.
