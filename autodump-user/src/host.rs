@@ -132,11 +132,6 @@ impl ProbeHost {
         self.drainer.targets().exit_status(pid)
     }
 
-    /// Whether the kernel still records `pid`: its exit takes it out of the set at once.
-    pub fn is_recorded(&mut self, pid: u32) -> bool {
-        self.drainer.targets().is_recorded(pid)
-    }
-
     /// The probes' counters since load, all processes together.
     pub fn stats(&self) -> Result<ProbeStats, AgentError> {
         self.drainer.stats().map_err(internal)

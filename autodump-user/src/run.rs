@@ -21,9 +21,9 @@ use crate::{
 
 pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     let pid = cli.pid.ok_or_else(|| AgentError::new(ExitCode::Usage, "record mode needs --pid"))?;
-    Session::check(&cli, pid)?;
+    let target = Session::check(&cli, pid)?;
     let mut host = ProbeHost::start(&cli, &[pid])?;
-    let mut session = Session::open(&mut host, &cli, pid)?;
+    let mut session = Session::open(&mut host, &cli, target)?;
     let start = SystemTime::now();
     let started = Instant::now();
     let mut totals = Profiles::new();

@@ -42,20 +42,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// Process `pid`, or exit code 3 when there is none.
+    pub fn target(pid: u32) -> Result<Target, AgentError> {
+        Target::open(pid).map_err(|e| match e {
+            ProcessError::NotFound(_) => AgentError::new(ExitCode::NoSuchProcess, e.to_string()),
+            _ => internal(e),
+        })
+    }
+
     /// Checks the target and the output directory: before the probes load, so that a wrong pid
     /// or directory is told as such.
     pub fn check(cli: &Cli, pid: u32) -> Result<Target, AgentError> {
-        let target = Target::open(pid).map_err(|e| match e {
-            ProcessError::NotFound(_) => AgentError::new(ExitCode::NoSuchProcess, e.to_string()),
-            _ => internal(e),
-        })?;
+        let target = Self::target(pid)?;
         bundle::prepare_out_dir(&cli.out).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
         Ok(target)
     }
 
-    /// Starts recording process `pid` with the host's probes.
-    pub fn open(host: &mut ProbeHost, cli: &Cli, pid: u32) -> Result<Self, AgentError> {
-        let target = Self::check(cli, pid)?;
+    /// Starts recording `target` with the host's probes.
+    pub fn open(host: &mut ProbeHost, cli: &Cli, target: Target) -> Result<Self, AgentError> {
+        let pid = target.pid;
         let go = GoSupport::detect(pid);
         match &go {
             GoSupport::Ready(_) => tracing::info!(pid, "Go program: goroutines are counted and dumped"),
@@ -83,12 +88,9 @@ impl Session {
     }
 
     /// Before a drain: learns new threads and mappings (so that the drained stacks can be named).
-    /// Not once the process has ended: a new process may have its pid, and its threads' names
-    /// and mappings would be taken for the old one's.
+    /// Only while the process lives (callers check): a new process may have its pid, and its
+    /// threads' names and mappings would be taken for the old one's.
     pub fn observe(&mut self, host: &mut ProbeHost) {
-        if !self.target.is_alive() {
-            return;
-        }
         if let Some(map) = self.recorder.observe_target() {
             host.refresh(self.target.pid, &map);
         }

@@ -25,10 +25,9 @@ struct Restarts {
 impl Restarts {
     const HOUR_S: f64 = 3600.0;
 
-    /// A new instance appeared: a restart if an earlier one has ended (`ending`: one has, in
-    /// this very interval, and its end is recorded after the scan).
-    fn started(&mut self, t: f64, ending: bool) {
-        if ending || !self.exits.is_empty() {
+    /// A new instance appeared: a restart if an earlier one has ended.
+    fn started(&mut self, t: f64) {
+        if !self.exits.is_empty() {
             self.restarts.push_back(t);
         }
     }
@@ -50,6 +49,9 @@ pub struct Supervisor {
     /// The agent's settings, with this target's output directory.
     cli: Cli,
     pub watchers: BTreeMap<u32, Watcher>,
+    /// Watched processes found ended this interval (`find_ended`), before the drain that holds
+    /// their last moments; their exit bundles are written after it (`tick`).
+    ended: Vec<u32>,
     restarts: Restarts,
     /// Whether "nothing matches yet" has been said (it is said once).
     said_waiting: bool,
@@ -69,7 +71,14 @@ impl Supervisor {
         for rule in config.rules.values() {
             tracing::info!(target = %config.name, rule = %rule, "watching");
         }
-        Ok(Self { config, cli, watchers: BTreeMap::new(), restarts: Restarts::default(), said_waiting: false })
+        Ok(Self {
+            config,
+            cli,
+            watchers: BTreeMap::new(),
+            ended: Vec::new(),
+            restarts: Restarts::default(),
+            said_waiting: false,
+        })
     }
 
     /// With `--pid`, once its process has ended there is nothing left to do.
@@ -77,9 +86,12 @@ impl Supervisor {
         !self.config.selector.follows_restarts() && self.watchers.is_empty()
     }
 
-    /// The watched processes that have ended, before the drain that holds their last moments.
-    pub fn ended(&self) -> Vec<u32> {
-        self.watchers.iter().filter(|(_, w)| !w.session.target.is_alive()).map(|(p, _)| *p).collect()
+    /// Finds the watched processes that have ended, before the scan for new ones (so that an
+    /// instance started in the same interval counts as a restart) and before the drain.
+    pub fn find_ended(&mut self) {
+        self.ended = self.watchers.iter().filter(|(_, w)| !w.session.target.is_alive()).map(|(p, _)| *p).collect();
+        let t = now();
+        self.restarts.exits.extend(self.ended.iter().map(|_| t));
     }
 
     /// Starts watching the processes that match and that no target watches yet (the host
@@ -89,7 +101,6 @@ impl Supervisor {
         host: &mut Option<ProbeHost>,
         global: &Cli,
         taken: &HashSet<u32>,
-        ended: &[u32],
     ) -> Result<(), AgentError> {
         if !self.config.selector.follows_restarts() && !self.watchers.is_empty() {
             return Ok(());
@@ -100,7 +111,7 @@ impl Supervisor {
         let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
         // Alive, but no longer matching (moved to another cgroup, or exec'd another program).
         let left: Vec<u32> =
-            self.watchers.keys().copied().filter(|p| !matched.contains(p) && !ended.contains(p)).collect();
+            self.watchers.keys().copied().filter(|p| !matched.contains(p) && !self.ended.contains(p)).collect();
         for pid in left {
             self.watchers.remove(&pid);
             tracing::info!(pid, target = %self.config.name, "left the target; no longer watched");
@@ -121,11 +132,11 @@ impl Supervisor {
             None => host.insert(ProbeHost::start(global, &new)?),
         };
         for pid in new {
-            match Session::open(host, &self.cli, pid) {
+            match Session::target(pid).and_then(|target| Session::open(host, &self.cli, target)) {
                 Ok(session) => {
                     let watcher = Watcher::new(session, &self.cli, self.config.rules.clone());
                     tracing::info!(pid, target = %self.config.name, start_time = watcher.instance.start_time, "watching a new process");
-                    self.restarts.started(now(), !ended.is_empty());
+                    self.restarts.started(now());
                     self.watchers.insert(pid, watcher);
                 }
                 // `--pid`: its process must exist; others may have ended since the scan.
@@ -136,24 +147,25 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Before a drain: each watcher learns its process's new threads and mappings.
+    /// Before a drain: each live watcher learns its process's new threads and mappings.
     pub fn observe(&mut self, host: &mut ProbeHost) {
-        for w in self.watchers.values_mut() {
-            w.session.observe(host);
+        for (pid, w) in self.watchers.iter_mut() {
+            if !self.ended.contains(pid) {
+                w.session.observe(host);
+            }
         }
     }
 
-    /// After a drain: exit bundles for the processes that `ended`, then every other watcher's tick.
-    pub fn tick(&mut self, host: &mut ProbeHost, parts: &mut std::collections::HashMap<u32, Drained>, ended: &[u32]) {
+    /// After a drain: exit bundles for the processes that ended, then every other watcher's tick.
+    pub fn tick(&mut self, host: &mut ProbeHost, parts: &mut std::collections::HashMap<u32, Drained>) {
         self.restarts.prune();
-        for pid in ended {
-            let Some(mut w) = self.watchers.remove(pid) else { continue };
-            let status = host.exit_status(*pid);
-            let last = w.session.tick(&parts.remove(pid).unwrap_or_default());
-            self.restarts.exits.push_back(last.end);
+        for pid in std::mem::take(&mut self.ended) {
+            let Some(mut w) = self.watchers.remove(&pid) else { continue };
+            let status = host.exit_status(pid);
+            let last = w.session.tick(&parts.remove(&pid).unwrap_or_default());
             let info = self.info(&w);
             w.ended(host, &self.cli, last, status, &info);
-            host.forget(*pid);
+            host.forget(pid);
         }
         self.each(host, parts, |w, host, cli, slice, info| w.tick(host, cli, slice, info));
     }

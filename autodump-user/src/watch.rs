@@ -25,7 +25,7 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
     let supervisors = targets.into_iter().map(|t| Supervisor::new(&cli, t)).collect::<Result<Vec<_>, _>>()?;
     let interval = cli.interval;
     let mut agent = Agent { cli, host: None, supervisors };
-    agent.discover(&[])?;
+    agent.discover()?;
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -70,11 +70,10 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
 
 impl Agent {
     /// New matches of every target; a process two targets match is watched by the first.
-    fn discover(&mut self, ended: &[Vec<u32>]) -> Result<(), AgentError> {
+    fn discover(&mut self) -> Result<(), AgentError> {
         for i in 0..self.supervisors.len() {
             let taken: HashSet<u32> = self.supervisors.iter().flat_map(|s| s.watchers.keys().copied()).collect();
-            let ended = ended.get(i).map_or(&[][..], |e| e.as_slice());
-            self.supervisors[i].discover(&mut self.host, &self.cli, &taken, ended)?;
+            self.supervisors[i].discover(&mut self.host, &self.cli, &taken)?;
         }
         Ok(())
     }
@@ -91,12 +90,14 @@ impl Agent {
     /// One interval: processes that ended (seen before the drain that holds their last
     /// moments), new ones, the drain, then every supervisor's watchers.
     fn tick(&mut self) -> Result<(), AgentError> {
-        let ended: Vec<Vec<u32>> = self.supervisors.iter().map(Supervisor::ended).collect();
-        self.discover(&ended)?;
+        for s in self.supervisors.iter_mut() {
+            s.find_ended();
+        }
+        self.discover()?;
         let Some(mut parts) = self.drain()? else { return Ok(()) };
         let host = self.host.as_mut().expect("drained");
-        for (s, ended) in self.supervisors.iter_mut().zip(&ended) {
-            s.tick(host, &mut parts, ended);
+        for s in self.supervisors.iter_mut() {
+            s.tick(host, &mut parts);
         }
         Ok(())
     }

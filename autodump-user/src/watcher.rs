@@ -54,7 +54,7 @@ pub struct Watcher {
     pending: Option<Pending>,
 }
 
-pub fn settings(cli: &Cli) -> Settings {
+fn settings(cli: &Cli) -> Settings {
     Settings {
         warmup_s: cli.warmup.as_secs_f64(),
         baseline_s: cli.baseline.as_secs_f64(),

@@ -48,11 +48,6 @@ impl TargetMaps {
         (info.seen != 0).then(|| ExitStatus::from_exit_code(info.exit_code))
     }
 
-    /// Whether the kernel still records `tgid` (its exit removes it).
-    pub fn is_recorded(&self, tgid: u32) -> bool {
-        self.set.get(&tgid, 0).is_ok()
-    }
-
     /// Rewrites the filter word of `tgid` from the watched set (others may share the word).
     fn write_word(&mut self, tgid: u32) -> Result<(), MapError> {
         let (word, _) = target_bit(tgid);
