@@ -56,10 +56,15 @@ pub struct MappingEntry {
     pub end: u64,
     /// PC - bias = the file's virtual address.
     pub bias: u64,
-    /// The file's rows in `UNWIND_ROWS`; `row_count` 0: none (walk by frame pointer).
+    /// The file's rows in `UNWIND_ROWS`; `row_count` 0: none (walk by frame pointer), and
+    /// `row_start` [`JIT_CODE`] with it: memory no file backs (JIT code).
     pub row_start: u32,
     pub row_count: u32,
 }
+
+/// `MappingEntry::row_start` of executable memory no file backs (with `row_count` 0): JIT code,
+/// walked by frame pointer, checked to move up the stack.
+pub const JIT_CODE: u32 = u32::MAX;
 
 /// Where a process's executable mappings are: `MAPPING_ENTRIES[slot * MAX_MAPPINGS ..][..count]`,
 /// sorted by `start`. The agent writes a new table into the process's other slot, then points
@@ -99,3 +104,69 @@ pub const END_DEPTH: u32 = 8;
 /// low bits are part of the stack's hash) instead of the kernel's stack map. Below
 /// [`crate::OVERFLOW_STACK_ID`], above every id the kernel hands out.
 pub const UNWOUND_STACK_ID: u32 = 1 << 29;
+
+/// A CPython process: where its eval loop is and how its frames are laid out, so that a walk
+/// that meets `_PyEval_EvalFrameDefault` emits the Python frames that C frame runs (see the
+/// agent's `collect::python`). Offsets are bytes; [`PY_NONE`] marks one a version lacks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyProc {
+    /// `_PyEval_EvalFrameDefault` in the process: [start, end); and its cold part (0, 0 if none).
+    pub eval_start: u64,
+    pub eval_end: u64,
+    pub cold_start: u64,
+    pub cold_end: u64,
+    /// `tstate->cframe` (3.11, 3.12), then `cframe->current_frame`; or, with `tstate_cframe`
+    /// [`PY_NONE`], `tstate->current_frame` (3.13+).
+    pub tstate_cframe: u16,
+    pub current_frame: u16,
+    pub frame_previous: u16,
+    pub frame_code: u16,
+    pub frame_instr: u16,
+    pub frame_owner: u16,
+    /// 3.11's `is_entry`; [`PY_NONE`] from 3.12, where the C stack's shim frame marks entries.
+    pub frame_is_entry: u16,
+    /// Where the bytecode starts in a code object (`co_code_adaptive`).
+    pub code_adaptive: u16,
+    /// Low bits cleared from the code pointer (3.14 tags `f_executable`).
+    pub code_tag_mask: u64,
+    /// `_PyRuntime`, and the offsets that lead from it to each thread state: a thread the agent
+    /// has not listed yet (it blocked as soon as it started) is looked up by the probe itself,
+    /// newest first, as the interpreter links them.
+    pub runtime: u64,
+    pub interpreters_head: u16,
+    pub interp_threads_head: u16,
+    pub tstate_next: u16,
+    pub tstate_native_thread_id: u16,
+    pub _pad: u32,
+}
+
+/// Thread states a probe looks through for a thread the agent has not listed.
+pub const PY_THREAD_SEARCH: u32 = 32;
+
+/// A [`PyProc`] offset a version does not have.
+pub const PY_NONE: u16 = u16::MAX;
+/// `FRAME_OWNED_BY_CSTACK`: the shim frame a C call into the eval loop pushes (3.12+).
+pub const PY_OWNED_BY_CSTACK: u8 = 3;
+
+/// A Python frame in an unwound stack: this bit, the instruction's index in its code object's
+/// bytecode (code units, at most [`PY_INDEX_MAX`]) from bit [`PY_INDEX_SHIFT`], and the code
+/// object's address below it. User stacks hold no other address with the top bit set.
+pub const PY_FRAME: u64 = 1 << 63;
+pub const PY_INDEX_SHIFT: u32 = 47;
+pub const PY_INDEX_MAX: u64 = (1 << 16) - 1;
+pub const PY_CODE_MASK: u64 = (1 << PY_INDEX_SHIFT) - 1;
+
+/// The stack entry of a Python frame running code object `code` at code unit `index`.
+pub const fn py_frame(code: u64, index: u64) -> u64 {
+    let index = if index > PY_INDEX_MAX { PY_INDEX_MAX } else { index };
+    PY_FRAME | (index << PY_INDEX_SHIFT) | (code & PY_CODE_MASK)
+}
+
+/// The (code object, code unit) of a stack entry made by [`py_frame`]; None for a native PC.
+pub const fn py_frame_parts(entry: u64) -> Option<(u64, u64)> {
+    if entry & PY_FRAME == 0 {
+        return None;
+    }
+    Some((entry & PY_CODE_MASK, (entry >> PY_INDEX_SHIFT) & PY_INDEX_MAX))
+}

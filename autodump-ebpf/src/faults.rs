@@ -13,7 +13,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 
 use crate::{
-    maps::{add, count, entry, generation, is_target, stack_id, user_stack_id},
+    maps::{add, count, entry, generation, is_target},
+    stacks::{stack_id, user_stack_id},
     unwind::WALK_FAULT,
 };
 

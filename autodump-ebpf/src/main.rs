@@ -15,6 +15,7 @@ mod exit;
 mod faults;
 mod maps;
 mod sampling;
+mod stacks;
 mod switch;
 mod unwind;
 

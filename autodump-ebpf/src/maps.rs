@@ -1,34 +1,24 @@
 //! The aggregate maps, their two generations, and the small steps every probe shares: filter
-//! by target, take a stack id, count a loss, add to a counter.
+//! by target, count a loss, add to a counter. The lowest layer: it imports no other module.
 
-use core::{
-    ffi::c_long,
-    intrinsics::{atomic_xadd, AtomicOrdering},
-};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use autodump_common::{
     target_bit, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey, Stat,
-    OVERFLOW_SHARE, OVERFLOW_STACK_ID, TARGET_BIT_WORDS, TARGET_SLOTS,
+    OVERFLOW_SHARE, TARGET_BIT_WORDS, TARGET_SLOTS,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, StackTrace},
-    programs::tracing::StackIdContext,
 };
-
-use crate::unwind::{UNWOUND_STACKS_0, UNWOUND_STACKS_1};
 
 /// Default map sizes; the agent resizes them before load from its flags.
 const STACK_SLOTS: u32 = 8192;
 const COUNT_SLOTS: u32 = 16384;
 const THREAD_SLOTS: u32 = 16384;
-
-/// `bpf_get_stackid` found no frames on that side.
-const EFAULT: i32 = 14;
-/// `bpf_get_stackid`: the stack's slot holds another stack.
-const EEXIST: i32 = 17;
+const UNWOUND_SLOTS: u32 = 4096;
 
 // Two generations of every aggregate; `CONTROL.epoch % 2` says which one the probes write.
 #[map]
@@ -52,6 +42,11 @@ pub static FAULT_COUNTS_1: HashMap<FaultKey, u64> = HashMap::with_max_entries(CO
 pub static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
 pub static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+/// User stacks walked with CFI (`unwind`) by id (`UNWOUND_STACK_ID` | part of the hash).
+#[map]
+pub static UNWOUND_STACKS_0: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
+#[map]
+pub static UNWOUND_STACKS_1: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
 /// Off-CPU kernel stack id by (switch flags, user stack id), per generation: see `kernel_stack_for`.
 #[map]
 pub static KERNEL_STACK_CACHE_0: HashMap<u64, i32> = HashMap::with_max_entries(STACK_SLOTS, 0);
@@ -167,42 +162,4 @@ pub fn is_target(tgid: u32) -> bool {
         return false;
     }
     TARGETS.get_ptr(tgid).is_some()
-}
-
-/// The id of the current stack (user or kernel side, by `flags`) in this generation: in the
-/// main stack map, or when its slot there holds another stack, in the overflow map.
-#[inline(always)]
-pub fn stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, flags: u64, failed: Stat) -> i32 {
-    let found = match ctx.get_stackid(gen.stacks, flags) {
-        Err(err) if err == -EEXIST => ctx.get_stackid(gen.overflow_stacks, flags).map(|id| {
-            count(Stat::OverflowStacks);
-            id | OVERFLOW_STACK_ID as c_long
-        }),
-        other => other,
-    };
-    match found {
-        Ok(id) => id as i32,
-        Err(err) => {
-            // -EFAULT only means there was nothing to walk (no kernel frames in user mode).
-            if err != -EFAULT {
-                count(failed);
-            }
-            err
-        }
-    }
-}
-
-/// The id of the current user stack: walked with CFI rows (`unwind`, programs loaded only where
-/// the kernel has `bpf_loop`), or by the kernel along frame pointers.
-#[inline(always)]
-pub fn user_stack_id<C: StackIdContext>(ctx: &C, gen: &Generation, unwind: bool, walk_slot: u32, failed: Stat) -> i32 {
-    if unwind {
-        let id = crate::unwind::user_stack_id(gen, walk_slot);
-        if id < 0 {
-            count(failed);
-        }
-        id
-    } else {
-        stack_id(ctx, gen, aya_ebpf::bindings::BPF_F_USER_STACK as u64, failed)
-    }
 }

@@ -6,7 +6,8 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::perf_event, programs::
 use aya_log_ebpf::warn;
 
 use crate::{
-    maps::{add, count, entry, generation, is_target, stack_id, user_stack_id},
+    maps::{add, count, entry, generation, is_target},
+    stacks::{stack_id, user_stack_id},
     unwind::WALK_ON_CPU,
 };
 

@@ -10,7 +10,8 @@ use crate::{
         field_u32, kernel_stack_every_switch, switch_state_from_task, TASK_PID_OFFSET, TASK_STATE_OFFSET,
         TASK_TGID_OFFSET,
     },
-    maps::{add, count, entry, generation, is_target, now_ns, stack_id, user_stack_id, Generation, OFFCPU_START},
+    maps::{add, count, entry, generation, is_target, now_ns, Generation, OFFCPU_START},
+    stacks::{stack_id, user_stack_id},
     unwind::WALK_SWITCH,
 };
 

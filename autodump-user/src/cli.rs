@@ -4,15 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
 
-/// How often the off-CPU probe walks the kernel stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KernelStacks {
-    /// Once per (user stack, runnable or blocked) per drain interval; later switches there reuse it.
-    PerUserStack,
-    /// At every switch-out: exact, at about three times the probe's cost.
-    EverySwitch,
-}
+use crate::{
+    probes::KernelStacks,
+    units::{parse_duration, parse_size},
+};
 
 /// Every default a user may want to change, in one place.
 pub mod defaults {
@@ -48,9 +43,31 @@ pub mod defaults {
     pub const MAX_BUNDLES: usize = 50;
     /// Disk the bundles in --out may use.
     pub const MAX_DISK: &str = "1GiB";
+    /// Uploads send at most this many bytes a second: about 1% of a core and a gentle share of
+    /// the network (a 16 MB Go heap bundle takes 4 s).
+    pub const UPLOAD_RATE: &str = "4MiB";
+    /// How often Alertmanager's firing alerts are polled for `--alert-trigger`.
+    pub const ALERT_POLL: &str = "15s";
+    /// An alert posted for a bundle resolves on its own after this.
+    pub const ALERT_RESOLVE_AFTER: &str = "30m";
+    /// The `severity` label of alerts posted for bundles.
+    pub const ALERT_SEVERITY: &str = "warning";
+    /// Processes whose stacks are walked with CFI at once, when a target follows more than one
+    /// (others by frame pointer): each takes 16 KiB of kernel memory.
+    pub const UNWIND_PROCESSES: u32 = 512;
+    /// The agent's own heap; over it, caches go first, then idle processes' flight recorders.
+    pub const MEMORY_BUDGET: &str = "64MiB";
     /// How often a Go program's heap profile is read, so that a bundle can compare the heap with
     /// what it was before its window.
     pub const HEAP_EVERY: &str = "30s";
+    /// How often a Go program's goroutines are read (state, wait reason, stack), for `gowait.*`.
+    pub const GOROUTINE_EVERY: &str = "1s";
+    /// Goroutines a snapshot reads at most; above, an even sample stands for all of them.
+    pub const GOROUTINE_MAX: &str = "10000";
+    /// MiB a process's perf map may take in the agent.
+    pub const JIT_MAP_MAX_MIB: &str = "16";
+    /// How often a JVM is asked for its perf map.
+    pub const JIT_MAP_EVERY: &str = "60s";
     /// How often /proc/PID/smaps is read, to tell which mappings grew over a bundle's window.
     pub const SMAPS_EVERY: &str = "10s";
     /// The page-fault probe runs every this many faults (rounded up to a prime; see BENCHMARKS.md
@@ -112,6 +129,11 @@ pub struct Cli {
     #[arg(long, value_name = "UNIT", group = "target")]
     pub unit: Option<String>,
 
+    /// Watch mode: every process of the host (kernel threads and the agent left out), now and
+    /// later, each judged by the rules on its own, within --memory-budget.
+    #[arg(long, group = "target")]
+    pub all: bool,
+
     /// Record mode: record for this long, then write one bundle and exit (e.g. 10s, 1m30s).
     /// Without it, watch the process until SIGINT/SIGTERM or until it ends.
     #[arg(short, long, value_parser = parse_duration)]
@@ -151,8 +173,8 @@ pub struct Cli {
     /// How user stacks are walked: `cfi` uses each file's `.eh_frame` (code built without frame
     /// pointers, such as glibc and most distribution binaries), falling back to frame pointers
     /// where a file has none and on kernels before 5.17; `frame-pointers` only follows them.
-    #[arg(long, value_enum, default_value_t = crate::unwind::UnwindMode::Cfi)]
-    pub unwind: crate::unwind::UnwindMode,
+    #[arg(long, value_enum, default_value_t = crate::probes::UnwindMode::Cfi)]
+    pub unwind: crate::probes::UnwindMode,
 
     /// Cap on the kernel's unwind table, in rows of 16 bytes, shared by every mapped file; a
     /// file that no longer fits is walked by frame pointer, and the summary says so.
@@ -170,6 +192,31 @@ pub struct Cli {
     /// so that a bundle holds the heap from before its window (`heap-base.pb.gz`) too.
     #[arg(long, default_value = defaults::HEAP_EVERY, value_parser = parse_duration)]
     pub heap_every: Duration,
+
+    /// Go programs: how often every goroutine's state, wait reason and stack are read, for the
+    /// goroutine-time profile (`gowait.*`) and what grew (`goroutines-diff.svg`).
+    #[arg(long, default_value = defaults::GOROUTINE_EVERY, value_parser = parse_duration)]
+    pub goroutine_every: Duration,
+
+    /// Go programs: goroutines a snapshot reads at most; above, an even sample of them stands for
+    /// all (the summary says how many were read).
+    #[arg(long, default_value = defaults::GOROUTINE_MAX, value_parser = clap::value_parser!(u32).range(1..))]
+    pub goroutine_max: u32,
+
+    /// Python programs: keep the interpreter's eval-loop C frames (`_PyEval_EvalFrameDefault`)
+    /// between the Python frames they run; by default the Python frames stand in for them.
+    #[arg(long)]
+    pub python_eval_frames: bool,
+
+    /// JIT runtimes: memory a process's perf map (/tmp/perf-PID.map) may take in the agent, in
+    /// MiB; past it the oldest entries are dropped (counted in the summary).
+    #[arg(long, default_value = defaults::JIT_MAP_MAX_MIB, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub jit_map_max_mib: u64,
+
+    /// HotSpot JVMs (JDK 17 and later): how often the JVM is asked for a fresh perf map through
+    /// its attach mechanism, as `jcmd PID Compiler.perfmap` does; 0 never asks.
+    #[arg(long, default_value = defaults::JIT_MAP_EVERY, value_parser = parse_duration)]
+    pub jit_map_every: Duration,
 
     /// How often the resident size of each mapping is read (/proc/PID/smaps), so that a bundle
     /// can say which mappings grew over its window.
@@ -190,7 +237,7 @@ pub struct Cli {
     /// Where separate debug files of stripped executables are looked for, by build-id
     /// (`DIR/.build-id/xx/rest.debug`) and by debug link (repeatable). Installing a
     /// distribution's debug-symbol package (`-dbgsym`) puts them in the default.
-    #[arg(long, default_value = crate::symbolize::DEFAULT_DEBUG_DIR)]
+    #[arg(long, default_value = crate::files::debug_info::DEFAULT_DEBUG_DIR)]
     pub debug_dir: Vec<PathBuf>,
 
     /// The kernel's BTF, which describes its types (needed for the sched_switch probe).
@@ -252,6 +299,61 @@ pub struct Cli {
     #[arg(long, default_value = defaults::MAX_DISK, value_parser = parse_size)]
     pub max_disk: u64,
 
+    /// The agent's own heap (e.g. 64MiB). Over it, the agent frees in this order: shared file
+    /// caches (least recently used first, re-read when needed), processes' address caches, then
+    /// the flight-recorder depth of idle processes. A bundle being written is never cut.
+    #[arg(long, default_value = defaults::MEMORY_BUDGET, value_parser = parse_size)]
+    pub memory_budget: u64,
+
+    /// Watched processes whose user stacks are walked with CFI at once (`--unwind cfi`); the
+    /// rest by frame pointer, as the summary says. Each takes 16 KiB of kernel memory. With only
+    /// `--pid` targets, their number.
+    #[arg(long, default_value_t = defaults::UNWIND_PROCESSES, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub unwind_processes: u32,
+
+    /// Upload every bundle to this S3-compatible bucket and prefix (s3://BUCKET/PREFIX), in the
+    /// background, from a queue on disk. Endpoint, region and keys come as for AWS tools
+    /// (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ..., or the shared
+    /// credentials file); SIGHUP reads them again.
+    #[arg(long, value_name = "S3_URL", value_parser = crate::ship::s3::S3Url::parse)]
+    pub upload: Option<crate::ship::s3::S3Url>,
+
+    /// Uploads send at most this many bytes a second (4MiB, 512KiB, ...).
+    #[arg(long, default_value = defaults::UPLOAD_RATE, value_parser = parse_size)]
+    pub upload_rate: u64,
+
+    /// Prometheus Alertmanager (http://host:9093): each bundle posts an alert to it, and it is
+    /// polled for `--alert-trigger`.
+    #[arg(long, value_name = "URL")]
+    pub alertmanager: Option<String>,
+
+    /// The `severity` label of the alerts posted for bundles.
+    #[arg(long, default_value = defaults::ALERT_SEVERITY)]
+    pub alert_severity: String,
+
+    /// An alert posted for a bundle ends (resolves) on its own after this.
+    #[arg(long, default_value = defaults::ALERT_RESOLVE_AFTER, value_parser = parse_duration)]
+    pub alert_resolve_after: Duration,
+
+    /// An HTTP address for a bundle, put in its alert: `{bucket}`, `{key}` (the bundle's key
+    /// prefix) and `{path}` (on this host) are filled in.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub bundle_url: Option<String>,
+
+    /// Watch mode: an Alertmanager alert matching these matchers (`alertname="HighLatency",
+    /// service="api"`) writes a bundle of the command line's target, reaching back before it;
+    /// repeatable. Needs --alertmanager.
+    #[arg(long, value_name = "MATCHERS", value_parser = crate::ship::matchers::Matchers::parse)]
+    pub alert_trigger: Vec<crate::ship::matchers::Matchers>,
+
+    /// How often Alertmanager is polled for --alert-trigger.
+    #[arg(long, default_value = defaults::ALERT_POLL, value_parser = parse_duration)]
+    pub alert_poll: Duration,
+
+    /// Serve Prometheus metrics on this address (127.0.0.1:9101); off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Log filter, as in RUST_LOG (e.g. info, debug, autodump=trace).
     #[arg(long, default_value = "info", env = "AUTODUMP_LOG")]
     pub log: String,
@@ -267,7 +369,8 @@ impl Cli {
         let exe = self.exe.clone().map(Selector::Exe);
         let comm = || self.comm.clone().map(Selector::Comm);
         let cgroup = || self.cgroup.clone().map(Selector::Cgroup);
-        exe.or_else(comm).or_else(cgroup).or_else(|| self.unit.clone().map(Selector::Unit))
+        let all = || self.all.then_some(Selector::All);
+        exe.or_else(comm).or_else(cgroup).or_else(|| self.unit.clone().map(Selector::Unit)).or_else(all)
     }
 }
 
@@ -278,102 +381,6 @@ fn parse_rule_spec(text: &str) -> Result<RuleSpec, String> {
     crate::trigger::rule::Rule::parse_spec(text).map_err(|e| e.to_string())
 }
 
-/// A byte size: a number with an optional KiB/MiB/GiB/TiB suffix.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("'{text}' is not a size; write it like 500MiB or 2GiB"))?;
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "KiB" | "K" => 10,
-        "MiB" | "M" => 20,
-        "GiB" | "G" => 30,
-        "TiB" | "T" => 40,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'; use KiB, MiB, GiB or TiB")),
-    };
-    n.checked_mul(1 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("'{text}' must be above zero and fit in 64 bits"))
-}
-
-/// A positive duration in humantime syntax ("10s", "250ms", "1m30s"); a bare number means seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let parsed = match text.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|e| format!("'{text}' is not a duration ({e}); write it like 10s, 500ms or 2m"))?,
-    };
-    if parsed.is_zero() {
-        return Err(format!("'{text}' is zero; give a positive duration like 10s"));
-    }
-    Ok(parsed)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("autodump-agent").chain(args.iter().copied()))
-    }
-
-    #[test]
-    fn defaults_apply() {
-        let cli = parse(&["--pid", "42"]).unwrap();
-        assert_eq!(cli.pid, Some(42));
-        assert_eq!(cli.frequency, defaults::FREQUENCY_HZ);
-        assert_eq!(cli.duration, None);
-        assert_eq!(cli.out, PathBuf::from(defaults::OUT_DIR));
-        assert_eq!(cli.interval, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("abc").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("0s").unwrap_err().contains("zero"));
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("1XB").is_err());
-        assert!(parse_size("0").is_err());
-    }
-
-    #[test]
-    fn watch_flags_parse() {
-        let cli = parse(&["--pid", "1", "--rule", "cpu:abs=50%", "--rule", "fds:off", "--on-exit", "always"]).unwrap();
-        assert_eq!(cli.rules.len(), 2);
-        assert_eq!(cli.rules[1], (crate::collect::metrics::Metric::Fds, None));
-        assert_eq!(cli.on_exit, OnExit::Always);
-        assert_eq!(cli.lookback, Duration::from_secs(30));
-        let err = parse(&["--pid", "1", "--rule", "disk:min=1"]).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        assert!(err.to_string().contains("unknown metric"));
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        for args in [
-            &["--pid", "1", "--duration", "abc"][..],
-            &["--pid", "1", "--frequency", "0"],
-            &["--pid", "1", "--frequency", "100000"],
-            &["--pid", "0"],
-            &["--pid", "-5"],
-            &["--pid", "x"],
-            &["--pid", "1", "--exe", "/bin/x"],
-            &["--comm", "a", "--unit", "b"],
-        ] {
-            let err = parse(args).unwrap_err();
-            assert_eq!(err.exit_code(), 2, "{args:?} should be a usage error");
-        }
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

@@ -15,6 +15,7 @@ use crate::{
     collect::metrics::Metric,
     error::{AgentError, ExitCode},
     select::Selector,
+    ship::{matchers::Matchers, s3::S3Url},
     trigger::rule::Rule,
 };
 
@@ -26,6 +27,8 @@ use crate::{
 struct ConfigFile {
     #[serde(default)]
     rules: BTreeMap<String, String>,
+    /// Every target's bundles go to this store (s3://BUCKET/PREFIX), unless a target says.
+    upload: Option<String>,
     #[serde(default, rename = "target")]
     targets: Vec<TargetEntry>,
 }
@@ -39,6 +42,14 @@ struct TargetEntry {
     comm: Option<String>,
     cgroup: Option<String>,
     unit: Option<String>,
+    /// Every process of the host.
+    #[serde(default)]
+    all: bool,
+    /// This target's bundles go to this store (s3://BUCKET/PREFIX).
+    upload: Option<String>,
+    /// Alertmanager alerts matching any of these write this target's bundles.
+    #[serde(default)]
+    alert_trigger: Vec<String>,
     /// Where this target's bundles go (default: `--out`).
     out: Option<PathBuf>,
     #[serde(default)]
@@ -52,15 +63,21 @@ pub struct TargetConfig {
     pub selector: Selector,
     pub out: PathBuf,
     pub rules: BTreeMap<Metric, Rule>,
+    /// Where its bundles are uploaded: its own `upload`, else the file's, else `--upload`.
+    pub upload: Option<S3Url>,
+    /// Alerts that write its bundles (`alert_trigger`, or `--alert-trigger` for the command
+    /// line's target).
+    pub alert_triggers: Vec<Matchers>,
 }
 
 /// Every target: the command line's (if it names one), then the config file's.
 pub fn targets(cli: &Cli) -> Result<Vec<TargetConfig>, AgentError> {
     let usage = |why: String| AgentError::new(ExitCode::Usage, why);
-    let (file_rules, entries) = match cli.config.as_deref() {
+    let (file_rules, file_upload, entries) = match cli.config.as_deref() {
         Some(path) => read_file(path)?,
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), None, Vec::new()),
     };
+    let upload = file_upload.or_else(|| cli.upload.clone());
     let rules = |own: &[RuleSpec]| {
         let mut set: BTreeMap<Metric, Option<Rule>> =
             Rule::defaults().into_iter().map(|r| (r.metric, Some(r))).collect();
@@ -71,23 +88,40 @@ pub fn targets(cli: &Cli) -> Result<Vec<TargetConfig>, AgentError> {
     };
     let mut targets = Vec::new();
     if let Some(selector) = cli.selector() {
-        targets.push(TargetConfig { name: selector.describe(), selector, out: cli.out.clone(), rules: rules(&[]) });
+        targets.push(TargetConfig {
+            name: selector.describe(),
+            selector,
+            out: cli.out.clone(),
+            rules: rules(&[]),
+            upload: cli.upload.clone(),
+            alert_triggers: cli.alert_trigger.clone(),
+        });
     }
     for (entry, own) in entries {
         if targets.iter().any(|t: &TargetConfig| t.name == entry.name) {
             return Err(usage(format!("config: two targets are named '{}'", entry.name)));
         }
         let selector = entry.selector()?;
+        let config_err = |e: String| usage(format!("config: target '{}': {e}", entry.name));
+        let own_upload = entry.upload.as_deref().map(S3Url::parse).transpose().map_err(config_err)?;
+        let alert_triggers = entry
+            .alert_trigger
+            .iter()
+            .map(|m| Matchers::parse(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(config_err)?;
         targets.push(TargetConfig {
             selector,
             out: entry.out.clone().unwrap_or_else(|| cli.out.clone()),
             rules: rules(&own),
+            upload: own_upload.or_else(|| upload.clone()),
+            alert_triggers,
             name: entry.name,
         });
     }
     if targets.is_empty() {
         return Err(usage(
-            "nothing to watch: give --pid, --exe, --comm, --cgroup or --unit, or targets in --config".into(),
+            "nothing to watch: give --pid, --exe, --comm, --cgroup, --unit or --all, or targets in --config".into(),
         ));
     }
     Ok(targets)
@@ -101,12 +135,13 @@ impl TargetEntry {
         found.extend(self.comm.clone().map(Selector::Comm));
         found.extend(self.cgroup.clone().map(Selector::Cgroup));
         found.extend(self.unit.clone().map(Selector::Unit));
+        found.extend(self.all.then_some(Selector::All));
         match found.len() {
             1 => Ok(found.remove(0)),
             n => Err(AgentError::new(
                 ExitCode::Usage,
                 format!(
-                    "config: target '{}' has {}: give exactly one of pid, exe, comm, cgroup or unit",
+                    "config: target '{}' has {}: give exactly one of pid, exe, comm, cgroup, unit or all = true",
                     self.name,
                     if n == 0 { "no selector".to_string() } else { format!("{n} selectors") }
                 ),
@@ -115,8 +150,8 @@ impl TargetEntry {
     }
 }
 
-/// The file's shared rules, and its targets with their own rules.
-type FileContents = (Vec<RuleSpec>, Vec<(TargetEntry, Vec<RuleSpec>)>);
+/// The file's shared rules and store, and its targets with their own rules.
+type FileContents = (Vec<RuleSpec>, Option<S3Url>, Vec<(TargetEntry, Vec<RuleSpec>)>);
 
 fn read_file(path: &Path) -> Result<FileContents, AgentError> {
     let usage = |why: String| AgentError::new(ExitCode::Usage, format!("config {}: {why}", path.display()));
@@ -127,12 +162,13 @@ fn read_file(path: &Path) -> Result<FileContents, AgentError> {
 fn parse(text: &str) -> Result<FileContents, String> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
     let rules = parse_rules(&file.rules)?;
+    let upload = file.upload.as_deref().map(S3Url::parse).transpose()?;
     let targets = file
         .targets
         .into_iter()
         .map(|t| parse_rules(&t.rules).map(|r| (t, r)).map_err(|e| format!("target: {e}")))
         .collect::<Result<_, _>>()?;
-    Ok((rules, targets))
+    Ok((rules, upload, targets))
 }
 
 fn parse_rules(table: &BTreeMap<String, String>) -> Result<Vec<RuleSpec>, String> {
@@ -144,7 +180,7 @@ fn parse_rules(table: &BTreeMap<String, String>) -> Result<Vec<RuleSpec>, String
 
 /// Checks a config file's text (the fuzz target's entry).
 pub fn parse_file(text: &str) -> Result<usize, String> {
-    parse(text).map(|(rules, targets)| rules.len() + targets.len())
+    parse(text).map(|(rules, _, targets)| rules.len() + targets.len())
 }
 
 #[cfg(test)]

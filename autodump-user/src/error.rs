@@ -31,3 +31,8 @@ impl AgentError {
         Self { code, message: message.into() }
     }
 }
+
+/// An unexpected failure (exit code 1), with what went wrong.
+pub fn internal(e: impl std::fmt::Display) -> AgentError {
+    AgentError::new(ExitCode::Internal, e.to_string())
+}

@@ -2,26 +2,32 @@
 //! processes in the kernel's `TARGETS` map, and drained once per interval into each process's
 //! part. Sessions (one per process) come and go; the probes stay.
 
-use std::collections::HashMap;
+use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
 use crate::{
-    cli::{Cli, KernelStacks},
+    cli::Cli,
     collect::{
-        drain::{Drained, Drainer, ExitStatus, ProbeStats, RawSample},
+        drain::{Drained, Drainer, ProbeStats, RawSample},
         maps::MemoryMap,
     },
-    error::AgentError,
-    probes::{ProbeConfig, Probes},
-    session::internal,
-    unwind::{tables::UnwindTables, UnwindMode},
-    write::summary::{ProbeReport, UnwindReport},
+    error::{internal, AgentError},
+    model::reports::{BudgetReport, ProbeReport, UnwindReport},
+    probes::{targets::ExitStatus, KernelStacks, ProbeConfig, Probes, UnwindMode},
+    symbolize::files::SymbolFiles,
+    unwind::{python::PythonTables, tables::UnwindTables},
 };
 
 pub struct ProbeHost {
+    /// Every mapped file's names, shared by every watched process.
+    pub files: Rc<RefCell<SymbolFiles>>,
+    /// The memory budget and what keeping it took (see `budget`).
+    pub budget: BudgetReport,
     probes: Probes,
     drainer: Drainer,
     /// The unwind tables, when user stacks are walked with CFI.
     unwind: Option<UnwindTables>,
+    /// CPython processes and their threads, for the CFI walk.
+    python: Option<PythonTables>,
     pub frequency_hz: u64,
     /// 0: no page-fault probe (turned off, or the kernel would not take it).
     pub fault_period: u64,
@@ -31,7 +37,8 @@ pub struct ProbeHost {
 impl ProbeHost {
     /// Loads and attaches the probes, with unwind tables sized for the files `pids` map now
     /// (the first processes to watch; later ones add their files while room remains).
-    pub fn start(cli: &Cli, pids: &[u32]) -> Result<Self, AgentError> {
+    /// `processes`: how many processes the host may watch at once with CFI unwinding.
+    pub fn start(cli: &Cli, pids: &[u32], processes: u32) -> Result<Self, AgentError> {
         let mut config = ProbeConfig {
             frequency_hz: cli.frequency,
             stack_slots: cli.stack_slots,
@@ -42,9 +49,10 @@ impl ProbeHost {
             btf: cli.btf.clone(),
             skip: cli.skip_probe.clone(),
             unwind_rows: None,
+            unwind_processes: processes,
             fault_period: (cli.fault_period > 0).then(|| crate::probes::prime_period(cli.fault_period)),
         };
-        let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows));
+        let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows, processes));
         if let Some(tables) = tables.as_mut() {
             config.unwind_rows = Some(tables.prepare(pids));
         }
@@ -69,14 +77,18 @@ impl ProbeHost {
                 None
             }
         };
+        let python = unwind.as_ref().and_then(|_| PythonTables::take(&mut probes));
         probes.attach(cli.frequency)?;
         Ok(Self {
+            files: Rc::new(RefCell::new(SymbolFiles::new(cli.debug_dir.clone()))),
+            budget: BudgetReport { budget_bytes: cli.memory_budget, ..Default::default() },
             frequency_hz: cli.frequency,
             fault_period: if probes.faults_attached() { crate::probes::prime_period(cli.fault_period) } else { 0 },
             offcpu_kernel_stacks: cli.offcpu_kernel_stacks,
             probes,
             drainer: Drainer::new(maps),
             unwind,
+            python,
         })
     }
 
@@ -93,6 +105,9 @@ impl ProbeHost {
         if let Some(tables) = self.unwind.as_mut() {
             tables.forget(pid);
         }
+        if let Some(python) = self.python.as_mut() {
+            python.forget(pid);
+        }
         if let Err(e) = self.drainer.forget(pid) {
             tracing::warn!(pid, "cannot forget the process: {e}");
         }
@@ -102,6 +117,23 @@ impl ProbeHost {
     pub fn refresh(&mut self, pid: u32, map: &MemoryMap) {
         if let Some(tables) = self.unwind.as_mut() {
             tables.refresh(pid, map);
+        }
+    }
+
+    /// `pid` runs CPython as `info` says: its walks emit Python frames. False when they cannot
+    /// (no CFI walk, or the map is full).
+    pub fn watch_python(&mut self, pid: u32, info: autodump_common::unwind::PyProc) -> bool {
+        let Some(python) = self.python.as_mut() else { return false };
+        python.watch(pid, info).map_err(|e| tracing::warn!(pid, "cannot watch the Python process: {e}")).is_ok()
+    }
+
+    /// `pid`'s Python threads now, (tid, thread state).
+    pub fn python_threads(&mut self, pid: u32, threads: &[(u32, u64)]) {
+        if let Some(python) = self.python.as_mut() {
+            let failed = python.threads(pid, threads);
+            if failed > 0 {
+                tracing::debug!(pid, failed, "Python threads not listed for the probes: the map is full");
+            }
         }
     }
 
@@ -135,6 +167,11 @@ impl ProbeHost {
     /// The probes' counters since load, all processes together.
     pub fn stats(&self) -> Result<ProbeStats, AgentError> {
         self.drainer.stats().map_err(internal)
+    }
+
+    /// Each program's run time (ns) and runs, where `kernel.bpf_stats_enabled` is on.
+    pub fn probe_runs(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        self.probes.run_stats()
     }
 
     /// What summaries say about the probes.

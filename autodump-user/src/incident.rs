@@ -5,24 +5,23 @@ use std::path::PathBuf;
 
 use crate::{
     collect::{
-        drain::ExitStatus,
         memory::RssSplit,
         metrics::{Limits, Metric, MetricSample},
     },
     host::ProbeHost,
+    model::{
+        regressions::{regressions, TOP_REGRESSIONS},
+        reports::{AlertReason, Reason, TargetInfo},
+        summary,
+    },
+    probes::targets::ExitStatus,
     record::{
         flight::FlightRecorder,
         profile::{Profile, ProfileKind},
     },
     session::Session,
     trigger::{Fired, Trigger},
-    write::{
-        self,
-        chart::Series,
-        diff::{regressions, TOP_REGRESSIONS},
-        summary::{self, Reason},
-        Recording, WatchExtras,
-    },
+    write::{self, chart::Series, GoroutineFiles, Recording, WatchExtras},
 };
 
 /// Why a bundle is written.
@@ -31,6 +30,8 @@ pub enum Incident {
     Rule(Fired),
     Manual,
     Exit(Option<ExitStatus>),
+    /// An Alertmanager alert matched `--alert-trigger`.
+    Alert(AlertReason),
 }
 
 impl Incident {
@@ -39,6 +40,7 @@ impl Incident {
             Incident::Rule(_) => "rule",
             Incident::Manual => "manual",
             Incident::Exit(_) => "exit",
+            Incident::Alert(_) => "alert",
         }
     }
 }
@@ -60,7 +62,7 @@ pub struct Context<'a> {
     /// Add threads blocked right now (not for exit bundles: the process is gone).
     pub include_blocked_now: bool,
     /// What the agent watches and which instance this is.
-    pub target: Option<&'a crate::watcher::TargetInfo>,
+    pub target: Option<&'a TargetInfo>,
 }
 
 pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path::Path) -> anyhow::Result<PathBuf> {
@@ -70,12 +72,16 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         let blocked = ctx.session.blocked_now(ctx.host, start)?;
         profiles.get_mut(ProfileKind::OffCpu).merge(&blocked);
     }
+    // A dead process has no goroutines, heap or JIT map to read (its goroutine snapshots still tell).
+    let alive = !matches!(incident, Incident::Exit(_));
+    ctx.session.recorder.name_jit_frames(&mut profiles, alive);
     let metrics = ctx.flight.metrics(start, end);
-    // A dead process has no goroutines or heap to read.
-    if !matches!(incident, Incident::Exit(_)) {
-        if let Some(goroutines) = ctx.session.goroutine_profile() {
-            profiles.insert(goroutines);
-        }
+    let mut go = ctx.session.go_bundle(start, end, alive);
+    let python = if alive { ctx.session.python_dump() } else { None };
+    for profile in go.profiles.drain(..) {
+        profiles.insert(profile);
+    }
+    if alive {
         for heap in ctx.session.heap_profiles(start) {
             profiles.insert(heap);
         }
@@ -88,7 +94,10 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         Incident::Rule(f) => Some(f),
         _ => None,
     };
-    let reason = fired.map_or_else(|| Reason::of_kind(incident.kind()), Reason::from_fired);
+    let mut reason = fired.map_or_else(|| Reason::of_kind(incident.kind()), Reason::from_fired);
+    if let Incident::Alert(alert) = incident {
+        reason.alert = Some(alert.clone());
+    }
     let summary = summary::build(summary::Facts {
         start,
         trigger: Some(span.trigger),
@@ -103,6 +112,7 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         memory: Some(ctx.session.memory.report(start, end)),
         cpu_capacity: Some(ctx.limits.cpu),
         target_info: ctx.target.cloned(),
+        shed_before: ctx.flight.shed_before,
         ..ctx.session.facts(ctx.host, reason, &profiles)?
     });
     let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
@@ -110,6 +120,8 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         profiles: &profiles,
         summary,
         watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
+        goroutines: GoroutineFiles { dump: go.dump.as_ref(), counts: go.counts.as_ref().map(|(a, b)| (a, b)) },
+        python: python.as_ref(),
     };
     Ok(write::write_bundle(out, recording)?)
 }
@@ -168,6 +180,7 @@ fn metric_charts(
                 Metric::Threads => "threads",
                 Metric::Fds => "open files",
                 Metric::Goroutines => "goroutines",
+                Metric::PythonThreads => "Python threads",
             };
             Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })
         })

@@ -13,16 +13,17 @@ use crate::{
     collect::unix_now,
     error::{AgentError, ExitCode},
     host::ProbeHost,
+    model::summary,
     progress::Progress,
     record::Profiles,
     session::Session,
-    write::{self, summary, Recording},
+    write::{self, GoroutineFiles, Recording},
 };
 
 pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     let pid = cli.pid.ok_or_else(|| AgentError::new(ExitCode::Usage, "record mode needs --pid"))?;
     let target = Session::check(&cli, pid)?;
-    let mut host = ProbeHost::start(&cli, &[pid])?;
+    let mut host = ProbeHost::start(&cli, &[pid], 1)?;
     let mut session = Session::open(&mut host, &cli, target)?;
     let start = SystemTime::now();
     let started = Instant::now();
@@ -42,7 +43,7 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
             _ = sigint.recv() => break false,
             _ = sigterm.recv() => break false,
             _ = tick.tick() => {
-                if !session.target.is_alive() {
+                if !session.check_alive() {
                     tracing::warn!(pid = pid, "target exited; writing what was recorded");
                     break true;
                 }
@@ -57,15 +58,17 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     progress.finish();
 
     // The goroutines as the window closes (the process must still be there to be read).
-    let goroutines = if exited { None } else { session.goroutine_profile() };
+    let mut go = session.go_bundle(unix_now(start), unix_now(SystemTime::now()), !exited);
     let heap = if exited { Vec::new() } else { session.heap_profiles(unix_now(start)) };
+    let python = if exited { None } else { session.python_dump() };
     let memory = session.memory.report(unix_now(start), unix_now(SystemTime::now()));
     let part = host.stop()?.remove(&pid).unwrap_or_default();
     let last = session.finish(&host, &part, unix_now(start))?;
     totals.merge(&last.profiles);
-    for snapshot in goroutines.into_iter().chain(heap) {
+    for snapshot in go.profiles.drain(..).chain(heap) {
         totals.insert(snapshot);
     }
+    session.recorder.name_jit_frames(&mut totals, !exited);
     let end = SystemTime::now();
     let summary = summary::build(summary::Facts {
         start: unix_now(start),
@@ -73,13 +76,42 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
         exited,
         exit: host.exit_status(pid).filter(|_| exited),
         memory: Some(memory),
-        ..session.facts(&host, summary::Reason::of_kind("record"), &totals)?
+        ..session.facts(&host, crate::model::reports::Reason::of_kind("record"), &totals)?
     });
-    let recording = Recording { profiles: &totals, summary, watch: None };
+    let goroutines = GoroutineFiles { dump: go.dump.as_ref(), counts: go.counts.as_ref().map(|(a, b)| (a, b)) };
+    let recording = Recording { profiles: &totals, summary, watch: None, goroutines, python: python.as_ref() };
     let path =
         write::write_bundle(&cli.out, recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
     tracing::info!(path = %path.display(), reason = "record", peak_rss_mib = peak_rss_mib(), "bundle written");
+    ship(&cli, pid, &path);
     Ok(path)
+}
+
+/// Record mode waits this long for its bundle to be uploaded and announced before exiting; what
+/// is left stays queued on disk for the next agent.
+const SHIP_WAIT: Duration = Duration::from_secs(60);
+
+/// Uploads and announces the record bundle, when `--upload` or `--alertmanager` ask.
+fn ship(cli: &Cli, pid: u32, path: &std::path::Path) {
+    if cli.upload.is_none() && cli.alertmanager.is_none() {
+        return;
+    }
+    let settings = crate::ship::ShipSettings {
+        alertmanager: cli.alertmanager.clone(),
+        severity: cli.alert_severity.clone(),
+        resolve_after: cli.alert_resolve_after,
+        bundle_url: cli.bundle_url.clone(),
+        upload_rate: cli.upload_rate,
+    };
+    match crate::ship::Shipping::start(settings, cli.upload.is_some(), &cli.out) {
+        Ok(ship) => {
+            ship.bundle_written(&format!("pid:{pid}"), cli.upload.as_ref(), path);
+            if !ship.flush(SHIP_WAIT) {
+                tracing::warn!("the bundle is not uploaded or announced yet; it stays queued for the next agent");
+            }
+        }
+        Err(e) => tracing::warn!("cannot upload or announce the bundle: {e}"),
+    }
 }
 
 /// The agent's own peak resident size (VmHWM), in MiB.

@@ -40,6 +40,8 @@ pub enum Selector {
     Cgroup(String),
     /// A systemd unit: its cgroup, asked of systemd.
     Unit(String),
+    /// Every process of the host.
+    All,
 }
 
 impl Selector {
@@ -51,6 +53,7 @@ impl Selector {
             Selector::Comm(name) => format!("comm:{name}"),
             Selector::Cgroup(path) => format!("cgroup:{path}"),
             Selector::Unit(name) => format!("unit:{name}"),
+            Selector::All => "all".into(),
         }
     }
 
@@ -88,6 +91,8 @@ impl Selector {
             Selector::Unit(name) => {
                 unit_cgroup(name).and_then(|p| cgroup_dir(&p)).map(|d| cgroup_pids(&d)).unwrap_or_default()
             }
+            // Kernel threads are left out by the caller, as for a cgroup that holds them.
+            Selector::All => scan_proc(|_| true),
         };
         let me = std::process::id();
         pids.retain(|&p| p != me);

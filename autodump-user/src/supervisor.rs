@@ -1,18 +1,26 @@
 //! One configured target: its selector, rules and output directory, and a watcher for each
 //! process it matches. The agent (`watch`) runs several of them over one set of probes.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    rc::Rc,
+};
 
 use crate::{
     cli::Cli,
-    collect::{drain::Drained, process::read_stat},
+    collect::{
+        drain::Drained,
+        process::{read_stat, PF_KTHREAD},
+    },
     config::TargetConfig,
     error::AgentError,
     host::ProbeHost,
+    model::reports::TargetInfo,
     record::flight::Slice,
     select::Selector,
     session::Session,
-    watcher::{now, TargetInfo, Watcher},
+    ship::{Delivery, Shipping},
+    watcher::{now, Watcher},
 };
 
 /// Ends and starts of a target's instances over the last hour.
@@ -46,6 +54,8 @@ impl Restarts {
 
 pub struct Supervisor {
     pub config: TargetConfig,
+    /// Where this target's bundles go besides the disk.
+    delivery: Delivery,
     /// The agent's settings, with this target's output directory.
     cli: Cli,
     pub watchers: BTreeMap<u32, Watcher>,
@@ -60,7 +70,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// Checks what can be checked at once: a unit needs systemd, a pid must exist, and the
     /// output directory must be usable.
-    pub fn new(cli: &Cli, config: TargetConfig) -> Result<Self, AgentError> {
+    pub fn new(cli: &Cli, config: TargetConfig, ship: Rc<Shipping>) -> Result<Self, AgentError> {
         let cli = Cli { out: config.out.clone(), ..cli.clone() };
         config.selector.check()?;
         match config.selector {
@@ -71,7 +81,9 @@ impl Supervisor {
         for rule in config.rules.values() {
             tracing::info!(target = %config.name, rule = %rule, "watching");
         }
+        let delivery = Delivery { target: config.name.clone(), upload: config.upload.clone(), ship };
         Ok(Self {
+            delivery,
             config,
             cli,
             watchers: BTreeMap::new(),
@@ -89,25 +101,29 @@ impl Supervisor {
     /// Finds the watched processes that have ended, before the scan for new ones (so that an
     /// instance started in the same interval counts as a restart) and before the drain.
     pub fn find_ended(&mut self) {
-        self.ended = self.watchers.iter().filter(|(_, w)| !w.session.target.is_alive()).map(|(p, _)| *p).collect();
+        self.ended = self.watchers.iter_mut().filter_map(|(p, w)| (!w.session.check_alive()).then_some(*p)).collect();
         let t = now();
         self.restarts.exits.extend(self.ended.iter().map(|_| t));
     }
 
     /// Starts watching the processes that match and that no target watches yet (the host
     /// loads with the first), and stops watching those that no longer match.
+    /// `processes`: how many processes the host, if this loads it, walks with CFI at once.
     pub fn discover(
         &mut self,
         host: &mut Option<ProbeHost>,
         global: &Cli,
         taken: &HashSet<u32>,
+        processes: u32,
     ) -> Result<(), AgentError> {
         if !self.config.selector.follows_restarts() && !self.watchers.is_empty() {
             return Ok(());
         }
         let matched = self.config.selector.scan();
-        // A zombie still has a name and a cgroup: it is an instance that ended, not a new one.
-        let live = |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X');
+        // A zombie still has a name and a cgroup: it is an instance that ended, not a new one. A
+        // kernel thread (the root cgroup holds them) has no user space to profile.
+        let live =
+            |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X' && s.flags & PF_KTHREAD == 0);
         let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
         // Alive, but no longer matching (moved to another cgroup, or exec'd another program).
         let left: Vec<u32> =
@@ -129,12 +145,12 @@ impl Supervisor {
         self.said_waiting = false;
         let host = match host {
             Some(host) => host,
-            None => host.insert(ProbeHost::start(global, &new)?),
+            None => host.insert(ProbeHost::start(global, &new, processes)?),
         };
         for pid in new {
             match Session::target(pid).and_then(|target| Session::open(host, &self.cli, target)) {
                 Ok(session) => {
-                    let watcher = Watcher::new(session, &self.cli, self.config.rules.clone());
+                    let watcher = Watcher::new(session, &self.cli, self.config.rules.clone(), self.delivery.clone());
                     tracing::info!(pid, target = %self.config.name, start_time = watcher.instance.start_time, "watching a new process");
                     self.restarts.started(now());
                     self.watchers.insert(pid, watcher);
@@ -200,6 +216,7 @@ impl Supervisor {
         let since = now() - Restarts::HOUR_S;
         let recent = |q: &VecDeque<f64>| q.iter().filter(|&&t| t >= since).count();
         TargetInfo {
+            name: self.config.name.clone(),
             selector: self.config.selector.describe(),
             instance: watcher.instance.clone(),
             restarts_last_hour: recent(&self.restarts.restarts),

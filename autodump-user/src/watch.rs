@@ -9,22 +9,30 @@ use std::{collections::HashSet, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::{cli::Cli, config::TargetConfig, error::AgentError, host::ProbeHost, supervisor::Supervisor};
+use crate::{
+    budget::MemoryBudget, cli::Cli, config::TargetConfig, error::AgentError, host::ProbeHost, offhost::OffHost,
+    select::Selector, ship::alerts::FiredAlert, supervisor::Supervisor,
+};
 
 struct Agent {
     cli: Cli,
     /// Loaded when the first process matches.
     host: Option<ProbeHost>,
     supervisors: Vec<Supervisor>,
+    budget: MemoryBudget,
+    off: OffHost,
 }
 
 pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
     // The probes load when the first process matches, which may be long after start: a missing
     // privilege is said now.
     crate::probes::privilege::check()?;
-    let supervisors = targets.into_iter().map(|t| Supervisor::new(&cli, t)).collect::<Result<Vec<_>, _>>()?;
+    let off = OffHost::start(&cli, &targets)?;
+    let supervisors =
+        targets.into_iter().map(|t| Supervisor::new(&cli, t, off.ship.clone())).collect::<Result<Vec<_>, _>>()?;
     let interval = cli.interval;
-    let mut agent = Agent { cli, host: None, supervisors };
+    let budget = MemoryBudget::new(cli.memory_budget);
+    let mut agent = Agent { cli, host: None, supervisors, budget, off };
     agent.discover()?;
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -48,6 +56,7 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
                     s.each(host, &mut parts, |w, host, cli, slice, info| w.manual(host, cli, slice, info));
                 }
             }
+            Some(fired) = agent.off.fired.recv() => agent.alert(&fired)?,
             _ = tick.tick() => {
                 late.observe();
                 agent.tick()?;
@@ -71,9 +80,15 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
 impl Agent {
     /// New matches of every target; a process two targets match is watched by the first.
     fn discover(&mut self) -> Result<(), AgentError> {
+        // Only --pid targets: exactly their processes; else up to --unwind-processes.
+        let pids = self.supervisors.iter().filter(|s| matches!(s.config.selector, Selector::Pid(_))).count();
+        let processes = match pids == self.supervisors.len() {
+            true => pids.max(1) as u32,
+            false => self.cli.unwind_processes,
+        };
         for i in 0..self.supervisors.len() {
             let taken: HashSet<u32> = self.supervisors.iter().flat_map(|s| s.watchers.keys().copied()).collect();
-            self.supervisors[i].discover(&mut self.host, &self.cli, &taken)?;
+            self.supervisors[i].discover(&mut self.host, &self.cli, &taken, processes)?;
         }
         Ok(())
     }
@@ -99,6 +114,23 @@ impl Agent {
         for s in self.supervisors.iter_mut() {
             s.tick(host, &mut parts);
         }
+        self.budget.enforce(host, &mut self.supervisors);
+        self.off.refresh(Some(host), &self.supervisors);
+        Ok(())
+    }
+
+    /// An Alertmanager alert matched a target: each of its processes writes a bundle now (the
+    /// other targets' processes record this stretch as usual).
+    fn alert(&mut self, fired: &FiredAlert) -> Result<(), AgentError> {
+        let Some(mut parts) = self.drain()? else { return Ok(()) };
+        let host = self.host.as_ref().expect("drained");
+        for s in self.supervisors.iter_mut() {
+            if s.config.name == fired.target {
+                s.each(host, &mut parts, |w, host, cli, slice, info| w.alert(host, cli, slice, info, fired));
+            } else {
+                s.each(host, &mut parts, |w, _, _, slice, _| w.record(slice));
+            }
+        }
         Ok(())
     }
 
@@ -112,6 +144,7 @@ impl Agent {
                 return;
             }
         };
+        self.off.reload(&targets);
         let mut old: Vec<Supervisor> = std::mem::take(&mut self.supervisors);
         let (mut kept, mut started) = (0, 0);
         for target in targets {
@@ -120,7 +153,7 @@ impl Agent {
                 kept += 1;
                 continue;
             }
-            match Supervisor::new(&self.cli, target) {
+            match Supervisor::new(&self.cli, target, self.off.ship.clone()) {
                 Ok(s) => {
                     self.supervisors.push(s);
                     started += 1;

@@ -4,38 +4,26 @@
 
 use std::{collections::BTreeMap, path::Path, time::SystemTime};
 
-use serde::Serialize;
-
 use crate::{
     cli::{Cli, OnExit},
     collect::{
-        drain::ExitStatus,
         metrics::{Limits, Metric, MetricSampler},
         process::Instance,
         unix_now,
     },
     host::ProbeHost,
     incident::{self, Context, Incident, Span},
+    model::reports::TargetInfo,
+    probes::targets::ExitStatus,
     record::flight::{FlightRecorder, Slice},
     session::Session,
+    ship::{alerts::FiredAlert, Delivery},
     trigger::{rule::Rule, Fired, Settings, Trigger, Verdict},
     write::retention,
 };
 
 /// How often the memory, open-files and CPU limits are read again (a cgroup limit can change).
 const LIMITS_REFRESH_S: f64 = 10.0;
-
-/// What summaries say about the watched target beyond the process itself.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TargetInfo {
-    /// What the agent was asked to watch (`pid:N`, `exe:PATH`, `cgroup:PATH`, ...).
-    pub selector: String,
-    pub instance: Instance,
-    /// New instances that followed an earlier one's end, in the last hour.
-    pub restarts_last_hour: usize,
-    /// Instances that ended in the last hour (an exit bundle counts its own).
-    pub exits_last_hour: usize,
-}
 
 /// A rule fired; the bundle is written once `due` has passed.
 struct Pending {
@@ -45,6 +33,8 @@ struct Pending {
 
 pub struct Watcher {
     pub session: Session,
+    /// Where its bundles go besides the disk.
+    delivery: Delivery,
     pub instance: Instance,
     flight: FlightRecorder,
     trigger: Trigger,
@@ -65,7 +55,7 @@ fn settings(cli: &Cli) -> Settings {
 }
 
 impl Watcher {
-    pub fn new(session: Session, cli: &Cli, rules: BTreeMap<Metric, Rule>) -> Self {
+    pub fn new(session: Session, cli: &Cli, rules: BTreeMap<Metric, Rule>, delivery: Delivery) -> Self {
         let pid = session.target.pid;
         let trigger = Trigger::new(rules, settings(cli));
         // Keep enough to cover the lookback before a rule's condition began (up to its `for=`
@@ -74,6 +64,7 @@ impl Watcher {
         Self {
             instance: Instance::of(&session.target),
             session,
+            delivery,
             flight: FlightRecorder::new(keep),
             trigger,
             limits: Limits::read(pid),
@@ -83,6 +74,16 @@ impl Watcher {
         }
     }
 
+    /// Nothing recorded for the last `seconds`.
+    pub fn idle_for(&self, seconds: f64) -> bool {
+        self.flight.idle_for(seconds)
+    }
+
+    /// Cuts the flight recorder to its last `keep_s` (the memory budget); true if it held more.
+    pub fn shed(&mut self, keep_s: f64) -> bool {
+        self.flight.shed(keep_s)
+    }
+
     pub fn pid(&self) -> u32 {
         self.session.target.pid
     }
@@ -90,9 +91,10 @@ impl Watcher {
     /// One interval: record the slice, sample the metrics, judge the rules, write a bundle due.
     pub fn tick(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
         self.flight.push_slice(slice);
-        let Ok(mut sample) = self.sampler.sample() else { return }; // it just exited: next tick
+        let split = self.session.memory.latest_split();
+        let Ok(mut sample) = self.sampler.sample(self.session.stat.as_ref(), split) else { return }; // it just exited: next tick
         sample.goroutines = self.session.goroutine_count();
-        sample.rss_split = self.session.memory.latest_split();
+        sample.python_threads = self.session.python_thread_count();
         if sample.t - self.limits_read_at >= LIMITS_REFRESH_S {
             (self.limits, self.limits_read_at) = (Limits::read(self.pid()), sample.t);
         }
@@ -129,6 +131,31 @@ impl Watcher {
         let now = now();
         let span = Span { from: now - cli.lookback.as_secs_f64(), trigger: now, to: now };
         self.write(host, cli, Incident::Manual, span, true, info);
+    }
+
+    /// An Alertmanager alert matched this target: a bundle now, reaching back before the alert
+    /// began (as far as the flight recorder goes), unless the cooldown or the hourly cap holds it.
+    pub fn alert(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo, fired: &FiredAlert) {
+        self.flight.push_slice(slice);
+        let now = now();
+        if let Err(why) = self.trigger.admit(&format!("alert:{}", fired.alert.name), now) {
+            tracing::info!(pid = self.pid(), alert = %fired.alert.name, why, "alert matched but held back");
+            return;
+        }
+        // From before the alert began, or as far back as the lookback goes if it began long ago.
+        let trigger = fired.since.clamp(now - cli.lookback.as_secs_f64(), now);
+        let span = Span { from: trigger - cli.lookback.as_secs_f64(), trigger, to: now };
+        self.write(host, cli, Incident::Alert(fired.alert.clone()), span, true, info);
+    }
+
+    /// Keeps `slice` in the flight recorder (an interval drained early, for another target's bundle).
+    pub fn record(&mut self, slice: Slice) {
+        self.flight.push_slice(slice);
+    }
+
+    /// The latest metric sample (for /metrics).
+    pub fn latest_sample(&self) -> Option<&crate::collect::metrics::MetricSample> {
+        self.flight.latest_metrics()
     }
 
     /// The agent is stopping: a bundle that was due is written now, with what there is.
@@ -188,9 +215,13 @@ impl Watcher {
             Ok(path) => {
                 tracing::info!(path = %path.display(), reason = incident.kind(), took_ms = started.elapsed().as_millis() as u64, "bundle written");
                 println!("{}", path.display());
-                for removed in retention::prune(&cli.out, cli.max_bundles, cli.max_disk, &path) {
+                self.delivery.bundle_written(&path);
+                let ship = &self.delivery.ship;
+                let pruned = retention::prune(&cli.out, cli.max_bundles, cli.max_disk, &path, &|b| ship.pending(b));
+                for removed in &pruned.removed {
                     tracing::info!(path = %removed.display(), "removed old bundle (retention)");
                 }
+                pruned.not_uploaded.iter().for_each(|b| ship.dropped(b));
             }
             Err(e) => {
                 tracing::warn!(reason = incident.kind(), out = %Path::new(&cli.out).display(), "bundle dropped: {e:#}")

@@ -3,9 +3,9 @@
 #![no_main]
 
 use autodump::{
-    cli::{parse_duration, parse_size},
     config::parse_file,
     trigger::rule::Rule,
+    units::{parse_duration, parse_size},
 };
 use libfuzzer_sys::fuzz_target;
 

@@ -122,8 +122,14 @@ pub struct Fixture {
 impl Fixture {
     /// Starts fixture `name` and waits until it prints `ready`.
     pub fn start(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(fixture_bin(name))
-            .args(args)
+        let mut command = Command::new(fixture_bin(name));
+        command.args(args);
+        Self::spawn(command, name)
+    }
+
+    /// Starts `command` (a fixture run by an interpreter, say) and waits until it prints `ready`.
+    pub fn spawn(mut command: Command, name: &str) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -7,7 +7,11 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod fixture;
+pub mod gopprof;
+pub mod jit;
 pub mod perf;
+pub mod python;
+pub mod servers;
 
 use std::{
     io::{BufRead, BufReader},
@@ -17,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use bundle::Bundle;
+pub use bundle::{Bundle, Folded};
 pub use fixture::{fixture_bin, Fixture};
 
 /// The workspace root.
@@ -126,8 +130,14 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts the agent with `env` added to its environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(agent())
             .args(args)
+            .envs(env.iter().copied())
             .env("AUTODUMP_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -314,4 +324,12 @@ pub fn assert_close(what: &str, actual: f64, expected: f64, tolerance: f64) {
 /// Now, in Unix seconds (as bundles write times).
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs_f64()
+}
+
+/// Whether the running kernel has `bpf_loop` (5.17+), which the CFI walk needs: older kernels
+/// (the kernel matrix's 5.10) walk user stacks by frame pointer.
+pub fn kernel_has_bpf_loop() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (5, 17)
 }

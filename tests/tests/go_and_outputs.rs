@@ -57,8 +57,8 @@ fn go_functions_are_named_and_files_open_in_pprof() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    // A Go program's bundle also holds its goroutines (and its heap, when the runtime records
-    // one: this one never references the memory profiler).
+    // A Go program's bundle also holds its goroutines, where they waited and what grew (and its
+    // heap, when the runtime records one: this one never references the memory profiler).
     let expected = [
         "cpu.folded",
         "cpu.pb.gz",
@@ -66,10 +66,14 @@ fn go_functions_are_named_and_files_open_in_pprof() {
         "faults.folded",
         "faults.pb.gz",
         "faults.svg",
+        "goroutines-diff.svg",
         "goroutines.folded",
         "goroutines.pb.gz",
         "goroutines.svg",
         "goroutines.txt",
+        "gowait.folded",
+        "gowait.pb.gz",
+        "gowait.svg",
         "offcpu.folded",
         "offcpu.pb.gz",
         "offcpu.svg",

@@ -102,8 +102,14 @@ fn leak_is_counted_exactly_and_dumped(fixture: &str, scratch: &str) {
     let first = bundle.folded("goroutines.folded")[0].clone();
     assert_eq!(first.frames[0], "chan receive", "the root frame is the wait reason");
     let text = bundle.read("goroutines.txt");
-    assert!(text.starts_with("goroutine profile: total "), "{}", &text[..80.min(text.len())]);
-    assert!(text.contains("\n# state: chan receive\n") && text.contains("\tmain.notifier\t"));
+    // As Go's `debug=2`: one goroutine at a time, its state, then each frame and its place.
+    assert!(text.starts_with("goroutine 1 ["), "{}", &text[..80.min(text.len())]);
+    let notifiers = text.split("\n\n").filter(|g| g.contains("\nmain.notifier(...)\n")).count() as f64;
+    assert!(
+        (notifiers - LEAKED as f64).abs() <= LEAKED as f64 * COUNT_TOLERANCE,
+        "{notifiers} listed in main.notifier"
+    );
+    assert!(text.contains(" [chan receive]:\nruntime.gopark(...)\n"), "the state heads each goroutine");
     bundle.assert_well_formed_xml("goroutines.svg");
     if !autodump_tests::host_tool_available("go tool pprof") {
         return;

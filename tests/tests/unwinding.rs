@@ -5,8 +5,8 @@
 use std::{io::Write, process::Command, time::Duration};
 
 use autodump_tests::{
-    assert_close, bundle::Folded, perf::PerfRecording, require_bpf, run_agent, scratch_dir, Bundle, Fixture,
-    RunningAgent,
+    assert_close, bundle::Folded, kernel_has_bpf_loop, perf::PerfRecording, require_bpf, run_agent, scratch_dir,
+    Bundle, Fixture, RunningAgent,
 };
 
 /// Off-CPU time within 15% of the known blocked time.
@@ -24,13 +24,6 @@ const ROOTS: [&str; 2] = ["__libc_start_call_main", "start_thread"];
 
 fn reaches_root(frames: &[String]) -> bool {
     frames.iter().any(|f| ROOTS.contains(&f.as_str()))
-}
-
-/// Linux 5.17 or later, which has `bpf_loop`, which CFI unwinding needs.
-fn kernel_has_bpf_loop() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
-    (numbers.next().unwrap(), numbers.next().unwrap()) >= (5, 17)
 }
 
 /// Weighted share of `folded` whose frames satisfy `pred`.
@@ -308,11 +301,12 @@ fn a_full_unwound_stack_map_is_counted() {
     assert!(bundle.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "[user stack lost]")) > 0);
 }
 
-/// Code no file maps (a JIT's): the walk keeps its frame as the last one, stops there, counts it,
-/// and the summary says so; the other threads' stacks are whole.
+/// Code no file maps (a JIT's): the walk steps through it by frame pointer, into the native code
+/// that called it, when the code keeps one; where RBP holds no frame, the JIT frame is the last,
+/// the stop is counted, and the summary says so. Other threads' stacks are whole.
 #[test]
-fn jit_code_ends_its_stack_and_is_counted() {
-    if !require_bpf("jit_code_ends_its_stack_and_is_counted") {
+fn jit_code_is_walked_by_frame_pointer_or_stops_counted() {
+    if !require_bpf("jit_code_is_walked_by_frame_pointer_or_stops_counted") {
         return;
     }
     let fixture = Fixture::start("jit_spin", &[]);
@@ -320,16 +314,31 @@ fn jit_code_ends_its_stack_and_is_counted() {
     let run = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "3s", "--out", out.to_str().unwrap()]);
     let bundle = run.bundle();
     let summary = bundle.summary();
-    assert!(summary["dropped"]["unwind_unknown_code"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
+    assert!(summary["dropped"]["jit_walk_stops"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
+    assert!(summary["dropped"]["jit_frames"].as_u64().unwrap() > 0, "{}", summary["dropped"]);
     let notes = summary["notes"].as_array().unwrap();
-    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("JIT")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("JIT code")), "{notes:?}");
     let cpu = bundle.folded("cpu.folded");
+    let user = |f: &Folded| -> Vec<String> { f.frames[1..].iter().filter(|x| !x.ends_with("_[k]")).cloned().collect() };
     let jitted: Vec<&Folded> = cpu.iter().filter(|f| f.frames[0] == "jitted").collect();
-    assert!(!jitted.is_empty());
-    for stack in jitted {
+    let total: u64 = jitted.iter().map(|f| f.weight).sum();
+    // From the JIT frame to its caller and on to the thread's start (a sample on the first
+    // instruction, before the frame is set up, skips run_jitted: allowed for a few).
+    let through: u64 = jitted
+        .iter()
+        .filter(|f| {
+            let user = user(f);
+            let n = user.len();
+            reaches_root(&f.frames) && n >= 2 && user[n - 2] == "run_jitted" && user[n - 1].starts_with("[anon]+0x")
+        })
+        .map(|f| f.weight)
+        .sum();
+    assert!(total > 0 && through as f64 >= 0.95 * total as f64, "{through} of {total}: {jitted:?}");
+    let stopped: Vec<&Folded> = cpu.iter().filter(|f| f.frames[0] == "jitnofp").collect();
+    assert!(!stopped.is_empty());
+    for stack in stopped {
         // The thread name, then the JIT frame alone (kernel frames, if any, after it).
-        let user: Vec<&String> = stack.frames[1..].iter().filter(|f| !f.ends_with("_[k]")).collect();
-        assert_eq!(user.len(), 1, "{:?}", stack.frames);
+        assert_eq!(user(stack).len(), 1, "{:?}", stack.frames);
     }
     let main_thread: Vec<&Folded> = cpu.iter().filter(|f| f.frames[0] == "jit_spin").collect();
     assert!(main_thread.iter().all(|f| reaches_root(&f.frames)), "{main_thread:?}");

@@ -70,6 +70,26 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
     assert!(calm_samples > 0, "the calm work before the spike is still there");
     let regressed = summary["regressed_stacks"][0]["stack"].as_str().unwrap();
     assert!(regressed.contains("spike_work"), "most regressed: {regressed}");
+    // The verdict says what fired and where the CPU went, from the bundle's own figures.
+    let verdict = summary["verdict"].as_str().unwrap();
+    eprintln!("verdict: {verdict}");
+    // Where the CPU went: the innermost user function holding the most samples, under the
+    // spike (`burn`, or the vDSO's clock under it where reading the clock is slow, as in TCG).
+    let leaf = |f: &autodump_tests::bundle::Folded| {
+        f.frames.iter().rev().find(|x| !x.ends_with("_[k]") && !x.starts_with('[')).cloned()
+    };
+    let mut by_leaf = std::collections::HashMap::<String, u64>::new();
+    for f in bundle.folded("cpu.folded") {
+        if let Some(name) = leaf(&f) {
+            *by_leaf.entry(name).or_default() += f.weight;
+        }
+    }
+    let top = by_leaf.iter().max_by_key(|(_, w)| **w).map(|(n, _)| n.clone()).unwrap();
+    let top_in_spike =
+        bundle.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "spike_work") && leaf(f).as_ref() == Some(&top));
+    assert!(top_in_spike * 2 > by_leaf[&top], "{top} is the spike's: {top_in_spike} of {}", by_leaf[&top]);
+    assert!(verdict.starts_with("cpu ") && verdict.contains(&format!("% of on-CPU in {top}")), "{top}: {verdict}");
+    assert!(bundle.read("index.html").contains(verdict), "index.html opens with the verdict");
     let metrics = summary["metrics"].as_array().unwrap();
     assert!(metrics.len() >= 20 && metrics.iter().all(|m| m["threads"].is_u64()));
 
@@ -158,7 +178,9 @@ fn segfault_leaves_an_exit_bundle_with_the_signal() {
     if !require_bpf("segfault_leaves_an_exit_bundle_with_the_signal") {
         return;
     }
-    let fixture = Fixture::start("misbehave", &["segv", "3"]);
+    // The crash comes 6 s after start: in a TCG guest the first attach (loading and verifying the
+    // probes) takes up to 4 s, and the whole 1.5 s spin must fall after it.
+    let fixture = Fixture::start("misbehave", &["segv", "6"]);
     let mut agent = start_agent(&fixture, "watch_segv", &["--rule", "cpu:off"]);
     misbehaviour_start(&fixture);
     let bundle = agent.expect_bundle(Duration::from_secs(20), "an exit bundle");

@@ -8,8 +8,18 @@ use anyhow::{bail, Result};
 use crate::util::{output, root, run, step};
 
 /// Every target in fuzz/fuzz_targets; seeds for each live in fuzz/seeds/TARGET.
-pub const TARGETS: &[&str] =
-    &["proc_files", "cgroup_files", "rules_and_config", "kernel_btf", "go_memory", "go_pclntab", "unwind_rows"];
+pub const TARGETS: &[&str] = &[
+    "proc_files",
+    "cgroup_files",
+    "rules_and_config",
+    "kernel_btf",
+    "go_memory",
+    "go_pclntab",
+    "unwind_rows",
+    "offhost_inputs",
+    "python_memory",
+    "perf_map",
+];
 /// Seconds each target runs within `cargo xtask test`.
 pub const SECONDS_IN_TEST: u64 = 15;
 const CARGO_FUZZ_VERSION: &str = "0.13.2";

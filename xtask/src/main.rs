@@ -4,6 +4,7 @@
 mod bench;
 mod debian;
 mod fuzz;
+mod layers;
 mod newer_go;
 mod setup;
 mod soak;
@@ -92,6 +93,7 @@ fn main() -> Result<()> {
         Task::Lint => {
             setup::toolchain()?;
             util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
+            layers::check(&util::root())?;
             // The default members are every crate but the probes, which only build for BPF.
             util::run(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
             let mut probes = std::process::Command::new("cargo");

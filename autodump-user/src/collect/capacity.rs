@@ -36,6 +36,13 @@ impl CpuCapacity {
     pub const ONE_CORE: CpuCapacity = CpuCapacity { cores: 1.0, source: CapacitySource::OnlineCpus };
 
     pub fn read(pid: u32) -> CpuCapacity {
+        let quota =
+            fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|t| quota_cores_of(&parse_proc_cgroup(&t)));
+        Self::with_quota(pid, quota)
+    }
+
+    /// The capacity of `pid` under a cgroup quota of `quota` cores (read with `quota_cores_of`).
+    pub fn with_quota(pid: u32, quota: Option<f64>) -> CpuCapacity {
         let mut best = CpuCapacity { cores: online_cpus() as f64, source: CapacitySource::OnlineCpus };
         let mut consider = |cores: Option<f64>, source| {
             if let Some(cores) = cores.filter(|&c| c > 0.0 && c < best.cores) {
@@ -43,14 +50,13 @@ impl CpuCapacity {
             }
         };
         consider(affinity_cpus(pid).map(|n| n as f64), CapacitySource::Affinity);
-        consider(quota_cores(pid), CapacitySource::CgroupQuota);
+        consider(quota, CapacitySource::CgroupQuota);
         best
     }
 }
 
-/// The smallest quota on the process's cgroup path, v2 or v1, in cores.
-fn quota_cores(pid: u32) -> Option<f64> {
-    let paths = parse_proc_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?);
+/// The smallest quota on the cgroup paths, v2 or v1, in cores.
+pub fn quota_cores_of(paths: &super::cgroup::CgroupPaths) -> Option<f64> {
     let mut quotas = Vec::new();
     if let Some(path) = &paths.v2 {
         for root in V2_ROOTS {

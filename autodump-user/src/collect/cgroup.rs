@@ -55,8 +55,13 @@ pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
 /// The memory a process may use before it is limited: the smallest of its cgroup limits and
 /// the host's memory.
 pub fn memory_limit(pid: u32) -> u64 {
-    let host = fs::read_to_string("/proc/meminfo").ok().and_then(|m| parse_mem_total(&m)).unwrap_or(u64::MAX);
     let paths = fs::read_to_string(format!("/proc/{pid}/cgroup")).map(|t| parse_proc_cgroup(&t)).unwrap_or_default();
+    memory_limit_of(&paths)
+}
+
+/// The memory limit of the cgroups `paths` names, capped by the host's memory.
+pub fn memory_limit_of(paths: &CgroupPaths) -> u64 {
+    let host = fs::read_to_string("/proc/meminfo").ok().and_then(|m| parse_mem_total(&m)).unwrap_or(u64::MAX);
     let read = |file: String| fs::read_to_string(file).ok().and_then(|t| parse_limit(&t));
     let mut limits = vec![host];
     if let Some(path) = &paths.v2 {

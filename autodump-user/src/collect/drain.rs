@@ -80,31 +80,6 @@ impl Drained {
     }
 }
 
-/// How a process ended: killed by `signal`, or exited with `code`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ExitStatus {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    pub core_dumped: bool,
-}
-
-impl ExitStatus {
-    /// Decodes `task_struct::exit_code` (the wait(2) status layout).
-    pub fn from_exit_code(raw: u32) -> Self {
-        let signal = (raw & 0x7f) as i32;
-        if signal == 0 {
-            Self { code: Some(((raw >> 8) & 0xff) as i32), signal: None, core_dumped: false }
-        } else {
-            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0 }
-        }
-    }
-
-    /// A non-zero exit or death by a signal.
-    pub fn is_abnormal(&self) -> bool {
-        self.signal.is_some() || self.code != Some(0)
-    }
-}
-
 /// Totals of the probes' per-CPU `STATS` slots since load.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ProbeStats {
@@ -135,6 +110,13 @@ pub struct ProbeStats {
     pub fault_user_stack_errors: u64,
     pub fault_kernel_stack_errors: u64,
     pub fault_counts_full: u64,
+    /// Python frames the walks emitted, and walks through an eval loop whose thread was not
+    /// listed yet (see `collect::python`).
+    pub python_frames: u64,
+    pub python_thread_misses: u64,
+    /// Frames walked in JIT code, and walks that stopped there (see `Stat::JitWalkStops`).
+    pub jit_frames: u64,
+    pub jit_walk_stops: u64,
 }
 
 pub struct Drainer {
@@ -260,6 +242,10 @@ impl Drainer {
             fault_user_stack_errors: t(Stat::FaultUserStackErrors),
             fault_kernel_stack_errors: t(Stat::FaultKernelStackErrors),
             fault_counts_full: t(Stat::FaultCountsFull),
+            python_frames: t(Stat::PythonFrames),
+            python_thread_misses: t(Stat::PythonThreadMisses),
+            jit_frames: t(Stat::JitFrames),
+            jit_walk_stops: t(Stat::JitWalkStops),
         })
     }
 
@@ -333,23 +319,4 @@ fn take_all<K: aya::Pod, V: aya::Pod>(
     let data = aya::maps::IterableMap::<K, V>::map(map);
     super::batch::take_all(data.fd().as_fd())
         .map_err(|io_error| aya::sys::SyscallError { call: "bpf_map_lookup_and_delete_batch", io_error }.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ExitStatus;
-
-    #[test]
-    fn decodes_exit_codes() {
-        assert_eq!(ExitStatus::from_exit_code(0), ExitStatus { code: Some(0), signal: None, core_dumped: false });
-        assert_eq!(ExitStatus::from_exit_code(3 << 8), ExitStatus { code: Some(3), signal: None, core_dumped: false });
-        assert_eq!(
-            ExitStatus::from_exit_code(11 | 0x80),
-            ExitStatus { code: None, signal: Some(11), core_dumped: true }
-        );
-        assert_eq!(ExitStatus::from_exit_code(9).signal, Some(9));
-        assert!(!ExitStatus::from_exit_code(0).is_abnormal());
-        assert!(ExitStatus::from_exit_code(1 << 8).is_abnormal());
-        assert!(ExitStatus::from_exit_code(6).is_abnormal());
-    }
 }

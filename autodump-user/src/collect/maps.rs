@@ -12,9 +12,20 @@ pub struct Mapping {
     pub file_offset: u64,
     /// Path as the kernel shows it (" (deleted)" removed), or a pseudo name like "[vdso]".
     pub path: Arc<str>,
+    /// The file's device (major << 32 | minor) and inode: which file it is, whatever the path.
+    pub dev: u64,
+    pub inode: u64,
 }
 
+/// The path given to executable memory no file backs (JIT code, trampolines).
+pub const ANON_EXEC: &str = "[anon]";
+
 impl Mapping {
+    /// True for executable memory no file backs and the process did not name: JIT code.
+    pub fn is_anonymous(&self) -> bool {
+        &*self.path == ANON_EXEC || self.path.starts_with("[anon:")
+    }
+
     /// True for mappings backed by a file that can be opened for symbols.
     pub fn is_file(&self) -> bool {
         self.path.starts_with('/')
@@ -62,11 +73,16 @@ impl Region {
     }
 }
 
+/// Mappings a process no longer has that its map keeps (see `MemoryMap::merge`).
+const MAX_GONE_MAPPINGS: usize = 64;
+
 /// The executable mappings of one process, sorted by address, and the kind of every mapping as
 /// last read.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryMap {
     mappings: Vec<Mapping>,
+    /// Mappings an earlier read had and a later one lost, most recently lost last.
+    gone: std::collections::VecDeque<Mapping>,
     regions: Vec<(u64, u64, Region)>,
 }
 
@@ -78,7 +94,7 @@ impl MemoryMap {
         mappings.sort_by_key(|m| m.start);
         let mut regions: Vec<(u64, u64, Region)> = text.lines().filter_map(parse_region).collect();
         regions.sort_by_key(|r| r.0);
-        Self { mappings, regions }
+        Self { mappings, gone: Default::default(), regions }
     }
 
     /// The kind of memory `addr` is in, as of the last read.
@@ -91,33 +107,39 @@ impl MemoryMap {
         Ok(Self::parse(&std::fs::read_to_string(format!("/proc/{pid}/maps"))?))
     }
 
+    /// The current mappings, by address, then those kept since they went.
     pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
-        self.mappings.iter()
+        self.mappings.iter().chain(&self.gone)
     }
 
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
-        self.mappings[..i].last().filter(|m| addr < m.end)
+        let current = self.mappings[..i].last().filter(|m| addr < m.end);
+        current.or_else(|| self.gone.iter().rev().find(|m| m.start <= addr && addr < m.end))
     }
 
-    /// Adds the mappings of `newer` that this map does not have: libraries loaded later are
-    /// learnt, and mappings of unloaded ones are kept for stacks recorded before.
+    /// Takes `newer` and keeps the mappings of this map that it lost (a library unloaded since)
+    /// for stacks recorded before: the `MAX_GONE_MAPPINGS` most recently lost, and none whose
+    /// range a current mapping reuses. A process that loads and unloads libraries all the time
+    /// does not grow its map for ever.
     pub fn merge(&mut self, newer: MemoryMap) {
-        self.regions = newer.regions;
-        for m in newer.mappings {
-            if !self.mappings.contains(&m) {
-                self.mappings.push(m);
-            }
+        let mut gone = std::mem::take(&mut self.gone);
+        gone.extend(self.mappings.drain(..).filter(|m| !newer.mappings.contains(m)));
+        *self = newer;
+        let reused = |m: &Mapping| self.mappings.iter().any(|n| n.start < m.end && m.start < n.end);
+        gone.retain(|m| !reused(m));
+        while gone.len() > MAX_GONE_MAPPINGS {
+            gone.pop_front();
         }
-        self.mappings.sort_by_key(|m| m.start);
+        self.gone = gone;
     }
 
     pub fn len(&self) -> usize {
-        self.mappings.len()
+        self.mappings.len() + self.gone.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mappings.is_empty()
+        self.len() == 0
     }
 }
 
@@ -136,12 +158,15 @@ fn parse_line(line: &str) -> Option<Mapping> {
     let range = fields.next()?;
     let perms = fields.next()?;
     let offset = fields.next()?;
-    let _dev = fields.next()?;
-    let _inode = fields.next()?;
+    let dev = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
     let path = fields.next().map(str::trim).unwrap_or("");
-    if perms.as_bytes().get(2) != Some(&b'x') || path.is_empty() {
+    if perms.as_bytes().get(2) != Some(&b'x') {
         return None;
     }
+    // Executable memory no file backs: JIT code, walked by frame pointer and named from a
+    // perf map.
+    let path = if path.is_empty() { ANON_EXEC } else { path };
     let (start, end) = range.split_once('-')?;
     let start = u64::from_str_radix(start, 16).ok()?;
     let end = u64::from_str_radix(end, 16).ok()?;
@@ -149,7 +174,10 @@ fn parse_line(line: &str) -> Option<Mapping> {
         return None;
     }
     let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    Some(Mapping { start, end, file_offset: u64::from_str_radix(offset, 16).ok()?, path: path.into() })
+    let (major, minor) = dev.split_once(':')?;
+    let dev = u64::from_str_radix(major, 16).ok()? << 32 | u64::from_str_radix(minor, 16).ok()?;
+    let file_offset = u64::from_str_radix(offset, 16).ok()?;
+    Some(Mapping { start, end, file_offset, path: path.into(), dev, inode })
 }
 
 #[cfg(test)]
@@ -162,6 +190,7 @@ mod tests {
 7f0000000000-7f0000100000 r-xp 00020000 fe:01 456 /usr/lib/my lib.so (deleted)
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
 7ffe00000000-7ffe00001000 rw-p 00000000 00:00 0 [stack]
+7ffc00000000-7ffc00040000 rwxp 00000000 00:00 0 
 garbage line
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
 ";
@@ -169,11 +198,15 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
     #[test]
     fn keeps_executable_mappings() {
         let map = MemoryMap::parse(MAPS);
-        assert_eq!(map.len(), 4);
+        assert_eq!(map.len(), 5, "with the anonymous executable memory");
+        let jit = map.find(0x7ffc00000100).unwrap();
+        assert!(jit.is_anonymous() && !jit.is_file());
+        assert_eq!(jit.module(), "[anon]");
         let app = map.find(0x401800).unwrap();
         assert_eq!((app.start, app.file_offset, app.module()), (0x401000, 0x1000, "app"));
         let lib = map.find(0x7f0000000010).unwrap();
         assert_eq!(&*lib.path, "/usr/lib/my lib.so");
+        assert_eq!((lib.dev, lib.inode), (0xfe << 32 | 1, 456));
         assert!(lib.is_file());
         assert!(!map.find(0x7ffd00000001).unwrap().is_file());
         assert!(map.find(0x400800).is_none(), "not executable");
@@ -204,5 +237,23 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(map.len(), 2);
         assert_eq!(&*map.find(0x401000).unwrap().path, "/a");
         assert_eq!(&*map.find(0x501000).unwrap().path, "/b");
+        // /a unloaded and its range reused by /c: /a is forgotten, /b kept for old stacks.
+        map.merge(MemoryMap::parse("00400000-00403000 r-xp 00000000 fe:01 125 /c\n"));
+        assert_eq!(map.len(), 2);
+        assert_eq!(&*map.find(0x401000).unwrap().path, "/c");
+        assert_eq!(&*map.find(0x501000).unwrap().path, "/b");
+    }
+
+    #[test]
+    fn merge_keeps_a_bounded_number_of_gone_mappings() {
+        let mut map = MemoryMap::default();
+        for i in 0..1000u64 {
+            let start = 0x1000_0000 + i * 0x10000;
+            map.merge(MemoryMap::parse(&format!(
+                "{start:x}-{:x} r-xp 00000000 fe:01 {i} /lib{i}.so\n",
+                start + 0x1000
+            )));
+        }
+        assert_eq!(map.len(), MAX_GONE_MAPPINGS + 1);
     }
 }

@@ -30,6 +30,14 @@ pub fn parse_status_split(status: &str) -> Option<RssSplit> {
     Some(RssSplit { anon_bytes: kib("RssAnon:")?, file_bytes: kib("RssFile:")?, shmem_bytes: kib("RssShmem:")? })
 }
 
+/// Bytes of heap the agent has allocated and not freed (glibc's count: small blocks and those
+/// mapped on their own). What `--memory-budget` bounds.
+pub fn heap_in_use() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
+}
+
 /// A size field of the agent's own /proc/self/status (`VmRSS:`, `VmHWM:`), in MiB.
 pub fn own_status_mib(key: &str) -> f64 {
     let status = read_bounded("/proc/self/status").unwrap_or_default();
@@ -183,12 +191,25 @@ pub struct MemoryWatch {
     snapshots: std::collections::VecDeque<(f64, MappingRss)>,
     /// /proc/PID/status's split at every observation.
     splits: std::collections::VecDeque<(f64, RssSplit)>,
+    /// The resident size when smaps was last read.
+    smaps_rss: Option<u64>,
     garbage: u64,
 }
 
+/// smaps is read again once the resident size moved by this much (or 2%) since the last read.
+const SMAPS_RESIDENT_CHANGE: u64 = 1 << 20;
+
 impl MemoryWatch {
     pub fn new(pid: u32, every: Duration, keep_s: f64) -> Self {
-        Self { pid, every, keep_s, snapshots: Default::default(), splits: Default::default(), garbage: 0 }
+        Self {
+            pid,
+            every,
+            keep_s,
+            snapshots: Default::default(),
+            splits: Default::default(),
+            smaps_rss: None,
+            garbage: 0,
+        }
     }
 
     /// The resident split as last read.
@@ -207,6 +228,17 @@ impl MemoryWatch {
         if self.snapshots.back().is_some_and(|(t, _)| now - t < self.every.as_secs_f64()) {
             return;
         }
+        // smaps walks every page table of the process: read it again only once the resident
+        // size moved, else the last snapshot still says what each mapping holds. A calm process
+        // is read once, not every `every`.
+        let resident = |s: &RssSplit| s.anon_bytes + s.file_bytes + s.shmem_bytes;
+        let rss_now = self.latest_split().map(|s| resident(&s));
+        if let (Some(now_rss), Some(then_rss)) = (rss_now, self.smaps_rss) {
+            if now_rss.abs_diff(then_rss) < SMAPS_RESIDENT_CHANGE.max(then_rss / 50) {
+                return;
+            }
+        }
+        self.smaps_rss = rss_now;
         if let Some(snapshot) = self.read() {
             self.snapshots.push_back((now, snapshot));
         }

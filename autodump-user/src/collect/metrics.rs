@@ -19,10 +19,13 @@ pub enum Metric {
     Fds,
     /// Live goroutines of a Go program (as `runtime.NumGoroutine()` counts them).
     Goroutines,
+    /// Python threads of a CPython program (its interpreters' thread states).
+    PythonThreads,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 5] = [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds, Metric::Goroutines];
+    pub const ALL: [Metric; 6] =
+        [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds, Metric::Goroutines, Metric::PythonThreads];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -31,6 +34,7 @@ impl Metric {
             Metric::Threads => "threads",
             Metric::Fds => "fds",
             Metric::Goroutines => "goroutines",
+            Metric::PythonThreads => "python_threads",
         }
     }
 
@@ -61,6 +65,9 @@ pub struct MetricSample {
     /// Go programs only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goroutines: Option<u64>,
+    /// CPython programs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_threads: Option<u64>,
 }
 
 impl MetricSample {
@@ -71,6 +78,7 @@ impl MetricSample {
             Metric::Threads => self.threads.map(|v| v as f64),
             Metric::Fds => self.fds.map(|v| v as f64),
             Metric::Goroutines => self.goroutines.map(|v| v as f64),
+            Metric::PythonThreads => self.python_threads.map(|v| v as f64),
         }
     }
 }
@@ -94,11 +102,37 @@ pub struct Limits {
     pub cpu: CpuCapacity,
 }
 
+/// The limits of a cgroup are read again after this long; processes in one cgroup share them.
+const CGROUP_LIMITS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A cgroup's memory limit and CPU quota, by the cgroup lines of /proc/PID/cgroup.
+type CgroupLimits = (u64, Option<f64>);
+
+thread_local! {
+    static CGROUP_LIMITS: std::cell::RefCell<std::collections::HashMap<String, (std::time::Instant, CgroupLimits)>> =
+        Default::default();
+}
+
 impl Limits {
+    /// The process's limits. A cgroup's are read once per `CGROUP_LIMITS_TTL` for all the
+    /// processes in it (a service of 300 processes reads its cgroup's files once, not 300 times).
     pub fn read(pid: u32) -> Self {
         let open_files =
             fs::read_to_string(format!("/proc/{pid}/limits")).ok().and_then(|t| parse_open_files_limit(&t));
-        Self { memory_bytes: cgroup::memory_limit(pid), open_files, cpu: CpuCapacity::read(pid) }
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let (memory_bytes, quota) = CGROUP_LIMITS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            cache.retain(|_, (at, _)| at.elapsed() < CGROUP_LIMITS_TTL);
+            cache
+                .entry(cgroups.clone())
+                .or_insert_with(|| {
+                    let paths = cgroup::parse_proc_cgroup(&cgroups);
+                    let limits = (cgroup::memory_limit_of(&paths), super::capacity::quota_cores_of(&paths));
+                    (std::time::Instant::now(), limits)
+                })
+                .1
+        });
+        Self { memory_bytes, open_files, cpu: CpuCapacity::with_quota(pid, quota) }
     }
 }
 
@@ -128,18 +162,30 @@ impl MetricSampler {
         Self { pid, previous_cpu: None, ticks_per_second: ticks.max(1) as f64, page_size: page.max(1) as u64 }
     }
 
-    pub fn sample(&mut self) -> Result<MetricSample, process::ProcessError> {
+    /// A sample now; `stat` is this interval's read of /proc/PID/stat when there is one, and
+    /// `split` its resident memory by kind (which adds up to its RSS).
+    pub fn sample(
+        &mut self,
+        stat: Option<&process::Stat>,
+        split: Option<super::memory::RssSplit>,
+    ) -> Result<MetricSample, process::ProcessError> {
         let now = SystemTime::now();
-        let stat = process::read_stat(self.pid)?;
+        let stat = match stat {
+            Some(stat) => stat.clone(),
+            None => process::read_stat(self.pid)?,
+        };
         let cpu_percent = self.previous_cpu.and_then(|(ticks, at)| {
             let seconds = now.duration_since(at).ok()?.as_secs_f64();
             (seconds > 0.0)
                 .then(|| stat.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second / seconds * 100.0)
         });
         self.previous_cpu = Some((stat.cpu_ticks, now));
-        let rss_bytes = fs::read_to_string(format!("/proc/{}/statm", self.pid))
-            .ok()
-            .and_then(|t| parse_statm_rss(&t, self.page_size));
+        let rss_bytes = match split {
+            Some(s) => Some(s.anon_bytes + s.file_bytes + s.shmem_bytes),
+            None => fs::read_to_string(format!("/proc/{}/statm", self.pid))
+                .ok()
+                .and_then(|t| parse_statm_rss(&t, self.page_size)),
+        };
         let fds = fs::read_dir(format!("/proc/{}/fd", self.pid)).ok().map(|d| d.count() as u64);
         Ok(MetricSample {
             t: crate::collect::unix_now(now),
@@ -147,10 +193,11 @@ impl MetricSampler {
             cpu_capacity_percent: None,
             cpu_capacity_cores: None,
             rss_bytes,
-            rss_split: None,
+            rss_split: split,
             threads: Some(stat.threads),
             fds,
             goroutines: None,
+            python_threads: None,
         })
     }
 }
@@ -185,13 +232,13 @@ mod tests {
     #[test]
     fn samples_this_process() {
         let mut sampler = MetricSampler::new(std::process::id());
-        let first = sampler.sample().unwrap();
+        let first = sampler.sample(None, None).unwrap();
         assert_eq!(first.cpu_percent, None, "no rate before a second reading");
         let spin = std::time::Instant::now();
         while spin.elapsed().as_millis() < 150 {
             std::hint::black_box(spin.elapsed());
         }
-        let second = sampler.sample().unwrap();
+        let second = sampler.sample(None, None).unwrap();
         assert!(second.cpu_percent.unwrap() > 10.0, "{second:?}");
         assert!(second.rss_bytes.unwrap() > 1 << 20);
         assert!(second.threads.unwrap() >= 1);

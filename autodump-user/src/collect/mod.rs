@@ -5,10 +5,14 @@ pub mod capacity;
 pub mod cgroup;
 pub mod drain;
 pub mod goruntime;
+pub mod hotspot;
 pub mod maps;
 pub mod memory;
 pub mod metrics;
+pub mod perfmap;
 pub mod process;
+pub mod python;
+pub mod remote;
 pub mod stack_tables;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.

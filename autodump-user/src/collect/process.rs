@@ -23,7 +23,14 @@ pub struct Stat {
     /// Start time since boot, in clock ticks: with the pid, identifies the process.
     pub start_ticks: u64,
     pub threads: u64,
+    /// Virtual memory size in bytes: changes when the process maps or unmaps (a library loaded).
+    pub vsize: u64,
+    /// The kernel's `PF_*` flags (`PF_KTHREAD` marks a kernel thread).
+    pub flags: u64,
 }
+
+/// `PF_KTHREAD` in a task's flags: a kernel thread, with no user space to profile.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
 
 /// Parses /proc/PID/stat. The comm field may hold spaces and parentheses, so the fields after
 /// it are found from the *last* closing parenthesis.
@@ -40,6 +47,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         cpu_ticks: field(14)?.checked_add(field(15)?)?,
         threads: field(20)?,
         start_ticks: field(22)?,
+        vsize: field(23)?,
+        flags: field(9)?,
     })
 }
 
@@ -62,10 +71,12 @@ impl Target {
 
     /// True while the process with this pid is the one we opened and has not exited.
     pub fn is_alive(&self) -> bool {
-        match read_stat(self.pid) {
-            Ok(stat) => stat.start_ticks == self.start_ticks && stat.state != 'Z' && stat.state != 'X',
-            Err(_) => false,
-        }
+        self.stat_if_alive().is_some()
+    }
+
+    /// Its stat now, while the process with this pid is the one we opened and has not exited.
+    pub fn stat_if_alive(&self) -> Option<Stat> {
+        read_stat(self.pid).ok().filter(|s| s.start_ticks == self.start_ticks && s.state != 'Z' && s.state != 'X')
     }
 
     /// Names of the threads alive now, by tid.
@@ -154,6 +165,7 @@ mod tests {
         assert_eq!(stat.cpu_ticks, 300);
         assert_eq!(stat.threads, 7);
         assert_eq!(stat.start_ticks, 123456);
+        assert_eq!((stat.vsize, stat.flags), (1000, 4194560));
     }
 
     #[test]

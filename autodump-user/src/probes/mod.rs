@@ -2,6 +2,7 @@
 //! `cpu-clock` perf event and a `page-faults` perf event on every online CPU, a `sched_switch`
 //! BTF tracepoint, and a `sched_process_exit` one.
 
+mod attach;
 pub mod btf;
 mod errors;
 pub mod features;
@@ -10,22 +11,20 @@ pub mod privilege;
 pub mod targets;
 
 use autodump_common::{
-    globals, maps, unwind::UnwoundStack, Control, FaultKey, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE,
+    globals, maps,
+    unwind::{UnwoundStack, MAX_MAPPINGS},
+    Control, FaultKey, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
-    programs::{
-        perf_event::{PerfEventConfig, PerfEventLinkId, PerfEventScope, SamplePolicy, SoftwareEvent},
-        tp_btf::BtfTracePointLinkId,
-        BtfTracePoint, PerfEvent,
-    },
+    programs::{perf_event::PerfEventLinkId, tp_btf::BtfTracePointLinkId},
     Btf, Ebpf, EbpfLoader,
 };
 
 use crate::error::{AgentError, ExitCode};
 use features::{GroupEnd, KernelFeatures, SwitchState};
 pub use helpers::prime_period;
-use helpers::{log_verified, program_mut, raise_memlock_limit, take_maps};
+use helpers::{raise_memlock_limit, take_maps};
 
 const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/autodump"));
 const ON_CPU: &str = "on_cpu_sample";
@@ -37,6 +36,34 @@ const PROCESS_EXIT: &str = "process_exit";
 const PAGE_FAULT: &str = "fault_sample";
 const PAGE_FAULT_UNWIND: &str = "fault_unwind";
 const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
+
+/// How often the off-CPU probe walks the kernel stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelStacks {
+    /// Once per (user stack, runnable or blocked) per drain interval; later switches there reuse it.
+    PerUserStack,
+    /// At every switch-out: exact, at about three times the probe's cost.
+    EverySwitch,
+}
+
+/// How user stacks are walked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnwindMode {
+    /// With the files' CFI (`.eh_frame`), by frame pointer where none covers the code; needs
+    /// `bpf_loop` (Linux 5.17+), else frame pointers.
+    #[default]
+    Cfi,
+    /// By frame pointer only, walked by the kernel.
+    FramePointers,
+}
+
+/// Where the probes find each process's mappings.
+pub struct MappingMaps {
+    pub processes: aya::maps::HashMap<MapData, u32, autodump_common::unwind::ProcMappings>,
+    pub entries: aya::maps::Array<MapData, autodump_common::unwind::MappingEntry>,
+}
 
 /// What to load, from the command line.
 #[derive(Clone, Debug)]
@@ -55,6 +82,8 @@ pub struct ProbeConfig {
     pub skip: Vec<String>,
     /// Walk user stacks with CFI rows, in an array of this many rows (if the kernel can).
     pub unwind_rows: Option<u32>,
+    /// Processes whose mapping tables the probes hold at once (two slots each).
+    pub unwind_processes: u32,
     /// Run the page-fault probe every this many faults on a CPU (a prime, see
     /// [`prime_period`]); None: no page-fault probe.
     pub fault_period: Option<u64>,
@@ -63,7 +92,7 @@ pub struct ProbeConfig {
 /// How user stacks are walked on this kernel, and why.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Unwinding {
-    pub mode: crate::unwind::UnwindMode,
+    pub mode: UnwindMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
 }
@@ -90,6 +119,8 @@ pub struct ProbeMaps {
 pub struct Probes {
     ebpf: Ebpf,
     /// The kernel's types, needed until the tracepoints are loaded (then dropped: it is large).
+    /// The kernel's BTF file, and its parse while the tracepoints are attached.
+    btf_path: std::path::PathBuf,
     btf: Option<Btf>,
     perf_links: Vec<PerfEventLinkId>,
     fault_links: Vec<PerfEventLinkId>,
@@ -117,32 +148,39 @@ impl Probes {
         privilege::check()?;
         raise_memlock_limit();
         let unsupported = |e: btf::BtfError| AgentError::new(ExitCode::KernelUnsupported, e.to_string());
-        let raw = btf::read(&config.btf).map_err(unsupported)?;
-        let features = KernelFeatures::decide(&btf::Btf::parse(&raw).map_err(unsupported)?).map_err(unsupported)?;
+        // The kernel's BTF is parsed three times, one after the other (each copy is freed before the
+        // next): here, for the offsets and features; by aya's loader; and for attaching the
+        // tracepoints. Holding two at once put the agent's start-up peak at 44 MiB, against 28.
+        let features = {
+            let raw = btf::read(&config.btf).map_err(unsupported)?;
+            KernelFeatures::decide(&btf::Btf::parse(&raw).map_err(unsupported)?).map_err(unsupported)?
+        };
         tracing::info!("kernel: {}", features.describe());
         let offsets = features.offsets;
         let from_task = u32::from(features.switch_state == SwitchState::TaskField);
         let from_signal = u32::from(features.group_end == GroupEnd::SignalLive);
-        let btf = Btf::parse(&raw, aya::Endianness::default()).map_err(|e| {
-            AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", config.btf.display()))
-        })?;
         let every_switch = u32::from(config.kernel_stack_every_switch);
         let unwinding = match (config.unwind_rows, features.bpf_loop) {
-            (Some(_), true) => Unwinding { mode: crate::unwind::UnwindMode::Cfi, why: None },
+            (Some(_), true) => Unwinding { mode: UnwindMode::Cfi, why: None },
             (Some(_), false) => Unwinding {
-                mode: crate::unwind::UnwindMode::FramePointers,
+                mode: UnwindMode::FramePointers,
                 why: Some("this kernel has no bpf_loop (Linux 5.17+): user stacks by frame pointer".into()),
             },
-            (None, _) => Unwinding {
-                mode: crate::unwind::UnwindMode::FramePointers,
-                why: Some("--unwind frame-pointers".into()),
-            },
+            (None, _) => Unwinding { mode: UnwindMode::FramePointers, why: Some("--unwind frame-pointers".into()) },
         };
-        let (rows, unwound_slots) = match unwinding.mode {
-            crate::unwind::UnwindMode::Cfi => (config.unwind_rows.unwrap_or(1), config.stack_slots),
-            crate::unwind::UnwindMode::FramePointers => (1, 1),
+        let (rows, unwound_slots, processes) = match unwinding.mode {
+            UnwindMode::Cfi => (config.unwind_rows.unwrap_or(1), config.stack_slots, config.unwind_processes),
+            UnwindMode::FramePointers => (1, 1, 1),
+        };
+        // The loader reads the running kernel's BTF itself; another file replaces it.
+        let custom = match config.btf.as_path() == std::path::Path::new(btf::VMLINUX_BTF) {
+            true => None,
+            false => Some(parse_btf(&config.btf)?),
         };
         let mut loader = EbpfLoader::new();
+        if custom.is_some() {
+            loader.btf(custom.as_ref());
+        }
         loader
             .override_global(globals::TASK_PID_OFFSET, &offsets.pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.tgid, true)
@@ -154,7 +192,9 @@ impl Probes {
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots)
-            .map_max_entries(maps::UNWIND_ROWS, rows);
+            .map_max_entries(maps::UNWIND_ROWS, rows)
+            .map_max_entries(maps::PROC_MAPPINGS, processes)
+            .map_max_entries(maps::MAPPING_ENTRIES, 2 * processes * MAX_MAPPINGS as u32);
         for gen in 0..2 {
             loader
                 .map_max_entries(maps::STACKS[gen], config.stack_slots)
@@ -169,10 +209,13 @@ impl Probes {
                 .map_max_entries(maps::UNWOUND_STACKS[gen], unwound_slots);
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| errors::classify("load the eBPF object", &e))?;
+        drop(loader);
+        drop(custom);
         let maps = take_maps(&mut ebpf).map_err(|e| AgentError::new(ExitCode::Internal, e))?;
         let probes = Self {
             ebpf,
-            btf: Some(btf),
+            btf_path: config.btf.clone(),
+            btf: None,
             perf_links: Vec::new(),
             fault_links: Vec::new(),
             fault_period: config.fault_period,
@@ -202,6 +245,7 @@ impl Probes {
     /// probe. A probe the kernel rejects is left out and recorded in `degradations`; the
     /// agent fails (exit 5) only when neither profile can be recorded.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
+        self.btf = Some(parse_btf(&self.btf_path)?);
         let results = [
             (ON_CPU, "the on-CPU profile (cpu.*)", self.attach_sampler(frequency_hz)),
             (PAGE_FAULT, "the page-fault profile (faults.*)", self.attach_faults()),
@@ -231,6 +275,19 @@ impl Probes {
         Ok(())
     }
 
+    /// Each loaded program's run time (ns) and runs, as the kernel accounts them while
+    /// `kernel.bpf_stats_enabled` is on (zero otherwise).
+    pub fn run_stats(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((name.to_string(), (info.run_time().as_nanos() as u64, info.run_count())))
+            })
+            .filter(|(_, (_, runs))| *runs > 0)
+            .collect()
+    }
+
     /// What was decided from the kernel's BTF.
     pub fn features(&self) -> &KernelFeatures {
         &self.features
@@ -248,8 +305,8 @@ impl Probes {
 
     /// The unwind table's maps, for the agent to fill; None when stacks are walked by frame
     /// pointer.
-    pub fn take_unwind_maps(&mut self) -> Option<(MapData, crate::unwind::tables::MappingMaps)> {
-        if self.unwinding.mode != crate::unwind::UnwindMode::Cfi {
+    pub fn take_unwind_maps(&mut self) -> Option<(MapData, MappingMaps)> {
+        if self.unwinding.mode != UnwindMode::Cfi {
             return None;
         }
         let rows = match self.ebpf.take_map(maps::UNWIND_ROWS)? {
@@ -258,11 +315,20 @@ impl Probes {
         };
         let processes = HashMap::try_from(self.ebpf.take_map(maps::PROC_MAPPINGS)?).ok()?;
         let entries = Array::try_from(self.ebpf.take_map(maps::MAPPING_ENTRIES)?).ok()?;
-        Some((rows, crate::unwind::tables::MappingMaps { processes, entries }))
+        Some((rows, MappingMaps { processes, entries }))
+    }
+
+    /// A map the CFI walk reads, for the module that fills it; None without CFI unwinding.
+    pub fn take_cfi_map(&mut self, name: &str) -> Option<aya::maps::Map> {
+        if self.cfi() {
+            self.ebpf.take_map(name)
+        } else {
+            None
+        }
     }
 
     fn cfi(&self) -> bool {
-        self.unwinding.mode == crate::unwind::UnwindMode::Cfi
+        self.unwinding.mode == UnwindMode::Cfi
     }
 
     /// Probes the kernel did not take.
@@ -276,104 +342,10 @@ impl Probes {
             false => Ok(()),
         }
     }
+}
 
-    fn attach_sampler(&mut self, frequency_hz: u64) -> Result<(), AgentError> {
-        self.skipped(ON_CPU)?;
-        let name = if self.cfi() { ON_CPU_UNWIND } else { ON_CPU };
-        self.perf_links = self.attach_per_cpu(
-            name,
-            SoftwareEvent::CpuClock,
-            SamplePolicy::Frequency(frequency_hz),
-            "the cpu-clock sampler",
-        )?;
-        Ok(())
-    }
-
-    /// The page-fault sampler: one software perf event per CPU, every `fault_period` faults.
-    fn attach_faults(&mut self) -> Result<(), AgentError> {
-        let Some(period) = self.fault_period else { return Ok(()) };
-        self.skipped(PAGE_FAULT)?;
-        let name = self.fault_program();
-        self.fault_links = self.attach_per_cpu(
-            name,
-            SoftwareEvent::PageFaults,
-            SamplePolicy::Period(period),
-            "the page-fault sampler",
-        )?;
-        Ok(())
-    }
-
-    /// The page-fault program this kernel and these flags call for.
-    fn fault_program(&self) -> &'static str {
-        if self.cfi() {
-            PAGE_FAULT_UNWIND
-        } else {
-            PAGE_FAULT
-        }
-    }
-
-    /// Loads a perf event program and attaches it to `event` on every online CPU.
-    fn attach_per_cpu(
-        &mut self,
-        name: &str,
-        event: SoftwareEvent,
-        policy: SamplePolicy,
-        what: &str,
-    ) -> Result<Vec<PerfEventLinkId>, AgentError> {
-        let cpus = aya::util::online_cpus().map_err(|(what, e)| {
-            AgentError::new(ExitCode::KernelUnsupported, format!("cannot list CPUs ({what}): {e}"))
-        })?;
-        let program: &mut PerfEvent = program_mut(&mut self.ebpf, name)?;
-        program.load().map_err(|e| errors::classify(&format!("load {what}"), &e))?;
-        log_verified(name, program.info());
-        let mut links = Vec::with_capacity(cpus.len());
-        for cpu in cpus {
-            let link = program
-                .attach(PerfEventConfig::Software(event), PerfEventScope::AllProcessesOneCpu { cpu }, policy, false)
-                .map_err(|e| errors::classify(&format!("attach {what} to CPU {cpu}"), &e))?;
-            links.push(link);
-        }
-        Ok(links)
-    }
-
-    fn attach_switch(&mut self) -> Result<(), AgentError> {
-        self.skipped(SCHED_SWITCH)?;
-        let name = if self.cfi() { SWITCH_UNWIND } else { SCHED_SWITCH };
-        self.switch_link = Some(self.attach_tracepoint(name, "sched_switch")?);
-        Ok(())
-    }
-
-    fn attach_exit(&mut self) -> Result<(), AgentError> {
-        self.skipped(PROCESS_EXIT)?;
-        self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
-        Ok(())
-    }
-
-    fn attach_tracepoint(&mut self, name: &str, tracepoint: &str) -> Result<BtfTracePointLinkId, AgentError> {
-        let btf = self.btf.as_ref().ok_or_else(|| AgentError::new(ExitCode::Internal, "probes attached twice"))?;
-        let program: &mut BtfTracePoint = program_mut(&mut self.ebpf, name)?;
-        program.load(tracepoint, btf).map_err(|e| errors::classify(&format!("load the {tracepoint} probe"), &e))?;
-        log_verified(name, program.info());
-        program.attach().map_err(|e| errors::classify(&format!("attach the {tracepoint} probe"), &e))
-    }
-
-    /// Detaches every probe; the maps stay readable.
-    pub fn detach(&mut self) {
-        let (on_cpu, switch) = if self.cfi() { (ON_CPU_UNWIND, SWITCH_UNWIND) } else { (ON_CPU, SCHED_SWITCH) };
-        let fault = self.fault_program();
-        for (name, links) in
-            [(on_cpu, std::mem::take(&mut self.perf_links)), (fault, std::mem::take(&mut self.fault_links))]
-        {
-            if let Ok(program) = program_mut::<PerfEvent>(&mut self.ebpf, name) {
-                for link in links {
-                    let _ = program.detach(link);
-                }
-            }
-        }
-        for (name, link) in [(switch, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
-            if let (Some(link), Ok(program)) = (link, program_mut::<BtfTracePoint>(&mut self.ebpf, name)) {
-                let _ = program.detach(link);
-            }
-        }
-    }
+/// The kernel's BTF in aya's form (for the loader and for attaching BTF tracepoints).
+fn parse_btf(path: &std::path::Path) -> Result<Btf, AgentError> {
+    Btf::parse_file(path, aya::Endianness::default())
+        .map_err(|e| AgentError::new(ExitCode::KernelUnsupported, format!("cannot parse BTF {}: {e}", path.display())))
 }

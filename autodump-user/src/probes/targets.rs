@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use autodump_common::{target_bit, ExitInfo};
 use aya::maps::{Array, HashMap, MapData, MapError};
 
-use crate::collect::drain::ExitStatus;
+use serde::Serialize;
 
 pub struct TargetMaps {
     pub(super) set: HashMap<MapData, u32, u32>,
@@ -54,5 +54,49 @@ impl TargetMaps {
         let value =
             self.watched.iter().map(|&t| target_bit(t)).filter(|(w, _)| *w == word).fold(0, |acc, (_, b)| acc | b);
         self.bits.set(word, value, 0)
+    }
+}
+
+/// How a process ended: killed by `signal`, or exited with `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub core_dumped: bool,
+}
+
+impl ExitStatus {
+    /// Decodes `task_struct::exit_code` (the wait(2) status layout).
+    pub fn from_exit_code(raw: u32) -> Self {
+        let signal = (raw & 0x7f) as i32;
+        if signal == 0 {
+            Self { code: Some(((raw >> 8) & 0xff) as i32), signal: None, core_dumped: false }
+        } else {
+            Self { code: None, signal: Some(signal), core_dumped: raw & 0x80 != 0 }
+        }
+    }
+
+    /// A non-zero exit or death by a signal.
+    pub fn is_abnormal(&self) -> bool {
+        self.signal.is_some() || self.code != Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitStatus;
+
+    #[test]
+    fn decodes_exit_codes() {
+        assert_eq!(ExitStatus::from_exit_code(0), ExitStatus { code: Some(0), signal: None, core_dumped: false });
+        assert_eq!(ExitStatus::from_exit_code(3 << 8), ExitStatus { code: Some(3), signal: None, core_dumped: false });
+        assert_eq!(
+            ExitStatus::from_exit_code(11 | 0x80),
+            ExitStatus { code: None, signal: Some(11), core_dumped: true }
+        );
+        assert_eq!(ExitStatus::from_exit_code(9).signal, Some(9));
+        assert!(!ExitStatus::from_exit_code(0).is_abnormal());
+        assert!(ExitStatus::from_exit_code(1 << 8).is_abnormal());
+        assert!(ExitStatus::from_exit_code(6).is_abnormal());
     }
 }

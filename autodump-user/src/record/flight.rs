@@ -18,15 +18,18 @@ pub struct FlightRecorder {
     slices: VecDeque<Slice>,
     metrics: VecDeque<MetricSample>,
     keep_s: f64,
+    /// Profiles before this (Unix seconds) were dropped to stay within the memory budget.
+    pub shed_before: Option<f64>,
 }
 
 impl FlightRecorder {
     /// Keeps what ended within the last `keep_s` seconds.
     pub fn new(keep_s: f64) -> Self {
-        Self { slices: VecDeque::new(), metrics: VecDeque::new(), keep_s }
+        Self { slices: VecDeque::new(), metrics: VecDeque::new(), keep_s, shed_before: None }
     }
 
-    pub fn push_slice(&mut self, slice: Slice) {
+    pub fn push_slice(&mut self, mut slice: Slice) {
+        slice.profiles.freeze();
         let now = slice.end;
         self.slices.push_back(slice);
         while self.slices.front().is_some_and(|s| s.end < now - self.keep_s) {
@@ -40,6 +43,27 @@ impl FlightRecorder {
         while self.metrics.front().is_some_and(|m| m.t < now - self.keep_s) {
             self.metrics.pop_front();
         }
+    }
+
+    /// True when nothing was recorded in the last `seconds`.
+    pub fn idle_for(&self, seconds: f64) -> bool {
+        let Some(newest) = self.slices.back().map(|s| s.end) else { return true };
+        self.slices.iter().rev().take_while(|s| s.end >= newest - seconds).all(|s| s.profiles.is_empty())
+    }
+
+    /// Drops the profiles older than `keep_s` before the newest (metrics stay); true if any went.
+    pub fn shed(&mut self, keep_s: f64) -> bool {
+        let Some(newest) = self.slices.back().map(|s| s.end) else { return false };
+        let before = self.slices.len();
+        while self.slices.front().is_some_and(|s| s.end < newest - keep_s) {
+            self.slices.pop_front();
+        }
+        self.slices.shrink_to_fit();
+        let shed = self.slices.len() < before;
+        if shed {
+            self.shed_before = self.slices.front().map(|s| s.start);
+        }
+        shed
     }
 
     /// The slices of [from, to): those whose midpoint lies in it, so that adjacent windows
@@ -74,6 +98,10 @@ impl FlightRecorder {
         Some((first.start, last.end))
     }
 
+    pub fn latest_metrics(&self) -> Option<&MetricSample> {
+        self.metrics.back()
+    }
+
     pub fn metrics(&self, from: f64, to: f64) -> Vec<MetricSample> {
         self.metrics.iter().filter(|m| m.t >= from && m.t <= to).cloned().collect()
     }
@@ -89,11 +117,13 @@ mod tests {
     fn slice(start: f64, samples: u64) -> Slice {
         let mut profiles = Profiles::new();
         let user = [loc(1, "work", false)];
-        profiles.get_mut(crate::record::profile::ProfileKind::Cpu).add(
-            Arc::from("t"),
-            &[StackPart::User(&user)],
-            SampleValue { count: samples, nanos: 0, ..Default::default() },
-        );
+        if samples > 0 {
+            profiles.get_mut(crate::record::profile::ProfileKind::Cpu).add(
+                Arc::from("t"),
+                &[StackPart::User(&user)],
+                SampleValue { count: samples, nanos: 0, ..Default::default() },
+            );
+        }
         Slice { start, end: start + 1.0, profiles }
     }
 
@@ -113,5 +143,18 @@ mod tests {
         assert_eq!(fr.profiles(0.0, 100.0).cpu().total().count, (19..30).sum::<u64>());
         assert_eq!(fr.metrics(25.0, 27.0).len(), 3);
         assert_eq!(fr.coverage(40.0, 50.0), None);
+    }
+
+    #[test]
+    fn an_idle_recorder_sheds_its_depth() {
+        let mut fr = FlightRecorder::new(100.0);
+        for t in 0..30 {
+            fr.push_slice(slice(t as f64, u64::from(t < 5)));
+        }
+        assert!(fr.idle_for(20.0) && !fr.idle_for(26.0));
+        assert!(fr.shed(10.0));
+        assert_eq!(fr.coverage(0.0, 100.0), Some((19.0, 30.0)));
+        assert_eq!(fr.shed_before, Some(19.0));
+        assert!(!fr.shed(10.0), "nothing more to shed");
     }
 }

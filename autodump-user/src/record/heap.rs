@@ -92,10 +92,14 @@ mod tests {
     #[test]
     fn inlined_callers_are_named_once() {
         // main.outer inlines main.inner; the runtime recorded a PC for each, then main.main's.
-        let mut inlined = (*loc(9, "main.inner", false)).clone();
-        inlined.frames.push(crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None });
-        let mut mark = (*loc(10, "main.inner", false)).clone();
-        mark.frames.push(crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None });
+        let with_outer = |l: Arc<Location>| {
+            let mut l = (*l).clone();
+            let outer = crate::symbolize::Frame { function: "main.outer".into(), file: None, line: None };
+            l.frames = l.frames.iter().cloned().chain([outer]).collect();
+            l
+        };
+        let inlined = with_outer(loc(9, "main.inner", false));
+        let mark = with_outer(loc(10, "main.inner", false));
         let stack = [Arc::new(inlined), Arc::new(mark), loc(11, "main.main", false)];
         let kept = logical_frames(&stack);
         let names: Vec<Vec<&str>> = kept.iter().map(|l| l.frames.iter().map(|f| &*f.function).collect()).collect();

@@ -8,6 +8,9 @@
 pub enum ProfileKind {
     /// On-CPU samples from the cpu-clock sampler.
     Cpu,
+    /// A Go program's goroutines over the window, from snapshots: goroutine-time by stack and
+    /// state, the wait reason at the leaf. Before `OffCpu`: for Go, this is where it waits.
+    GoWait,
     /// Time blocked (or waiting for a CPU), from sched_switch.
     OffCpu,
     /// Page faults: where the process first touched memory, so where its resident size grew.
@@ -111,6 +114,17 @@ impl ProfileKind {
                 title: "Go heap in use, before the window, of",
                 heading: "Go heap in use before the window",
                 ..HEAP
+            },
+            ProfileKind::GoWait => &KindInfo {
+                stem: "gowait",
+                title: "goroutine time of",
+                heading: "Goroutines: where they wait, and for how long (goroutine-time; the leaf is the wait reason)",
+                values: &[("goroutines", "count", Field::Count), ("goroutine_time", "nanoseconds", Field::Nanos)],
+                period: ("goroutine_time", "nanoseconds", Period::One),
+                weight: (Field::Micros, "us"),
+                palette: "blue",
+                root_label: "state",
+                memory: false,
             },
             ProfileKind::Goroutines => &KindInfo {
                 stem: "goroutines",

@@ -2,10 +2,16 @@
 //! and keep them as slices in the flight recorder.
 
 pub mod flight;
+pub mod folded;
+pub mod go_frames;
 pub mod heap;
 pub mod kind;
 pub mod naming;
 pub mod profile;
+pub mod python_frames;
+mod set;
+
+pub use set::Profiles;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use go_frames::without_frames_past_root;
 use profile::{pseudo, Profile, ProfileKind, SampleValue, StackPart};
 
 use crate::{
@@ -24,58 +31,14 @@ use crate::{
     symbolize::{lookup_addresses, Location, Symbolizer},
 };
 
-/// The profiles of one stretch of time, one per kind: every kind recorded per interval, plus the
-/// snapshots (goroutines) a bundle adds. Each is merged, written and listed the same way.
+/// Goroutines of one stack and state: how many, and the goroutine-seconds they stand for.
 #[derive(Clone, Debug)]
-pub struct Profiles {
-    by_kind: BTreeMap<ProfileKind, Profile>,
-}
-
-impl Profiles {
-    /// Empty profiles of every recorded kind.
-    pub fn new() -> Self {
-        Self { by_kind: ProfileKind::RECORDED.into_iter().map(|k| (k, Profile::new(k))).collect() }
-    }
-
-    /// The profile of `kind`, if this set has one (every recorded kind is always there).
-    pub fn get(&self, kind: ProfileKind) -> Option<&Profile> {
-        self.by_kind.get(&kind)
-    }
-
-    /// The profile of `kind`, created empty if absent.
-    pub fn get_mut(&mut self, kind: ProfileKind) -> &mut Profile {
-        self.by_kind.entry(kind).or_insert_with(|| Profile::new(kind))
-    }
-
-    pub fn cpu(&self) -> &Profile {
-        self.get(ProfileKind::Cpu).expect("every recorded kind is present")
-    }
-
-    pub fn offcpu(&self) -> &Profile {
-        self.get(ProfileKind::OffCpu).expect("every recorded kind is present")
-    }
-
-    /// Adds a snapshot profile (goroutines), replacing one of its kind.
-    pub fn insert(&mut self, profile: Profile) {
-        self.by_kind.insert(profile.kind, profile);
-    }
-
-    /// Every profile, in the order bundles list them.
-    pub fn iter(&self) -> impl Iterator<Item = &Profile> {
-        self.by_kind.values()
-    }
-
-    pub fn merge(&mut self, other: &Profiles) {
-        for profile in other.iter() {
-            self.get_mut(profile.kind).merge(profile);
-        }
-    }
-}
-
-impl Default for Profiles {
-    fn default() -> Self {
-        Self::new()
-    }
+pub struct GoEntry {
+    /// Return addresses, innermost first.
+    pub frames: Arc<[u64]>,
+    pub state: Arc<str>,
+    pub goroutines: u64,
+    pub seconds: f64,
 }
 
 pub struct Recorder {
@@ -91,23 +54,87 @@ pub struct Recorder {
     cpu_period_ns: u64,
     /// One recorded page fault stands for this many.
     fault_period: u64,
+    /// A CPython process: keep the eval loop's C frames between Python frames; where they are.
+    python_eval_frames: bool,
+    python_eval: Vec<(u64, u64)>,
 }
 
 impl Recorder {
+    /// A recorder of `target` with its own symbol files (tests); see [`Recorder::shared`].
     pub fn new(target: Target, frequency_hz: u64, fault_period: u64, forget_after: Option<Duration>) -> Self {
+        let symbolizer = Symbolizer::new(target.pid);
+        Self::with_symbolizer(target, symbolizer, frequency_hz, fault_period, forget_after)
+    }
+
+    /// A recorder of `target` whose files are named through `files`, shared by every process.
+    pub fn shared(
+        target: Target,
+        files: std::rc::Rc<std::cell::RefCell<crate::symbolize::files::SymbolFiles>>,
+        frequency_hz: u64,
+        fault_period: u64,
+        forget_after: Option<Duration>,
+    ) -> Self {
+        let symbolizer = Symbolizer::shared(target.pid, files);
+        Self::with_symbolizer(target, symbolizer, frequency_hz, fault_period, forget_after)
+    }
+
+    fn with_symbolizer(
+        target: Target,
+        symbolizer: Symbolizer,
+        frequency_hz: u64,
+        fault_period: u64,
+        forget_after: Option<Duration>,
+    ) -> Self {
         Self {
             threads: BTreeMap::new(),
             last_seen: HashMap::new(),
             forget_after,
-            symbolizer: Symbolizer::new(target.pid),
+            symbolizer,
             target,
             cpu_period_ns: 1_000_000_000 / frequency_hz,
             fault_period,
+            python_eval_frames: false,
+            python_eval: Vec::new(),
         }
     }
-    /// Looks for separate debug files of stripped executables in `dirs` (`--debug-dir`).
-    pub fn set_debug_dirs(&mut self, dirs: Vec<std::path::PathBuf>) {
-        self.symbolizer = Symbolizer::with_debug_dirs(self.target.pid, dirs);
+
+    /// The target runs CPython: its stacks' Python frames are named from `rt`, and the eval
+    /// loop's C frames left out unless `eval_frames`.
+    pub fn set_python(&mut self, rt: Arc<crate::collect::python::PyRuntime>, eval_frames: bool) {
+        self.python_eval = rt.eval.iter().flat_map(|e| [Some(e.body), e.cold]).flatten().collect();
+        self.symbolizer.set_python(rt);
+        self.python_eval_frames = eval_frames;
+    }
+    /// Names the target's JIT code from its perf map.
+    pub fn set_jit(&mut self, names: crate::symbolize::jit::JitNames) {
+        self.symbolizer.set_jit(names);
+    }
+
+    /// Asks a JVM target for a fresh perf map when one is due.
+    pub fn poll_jit(&mut self) {
+        self.symbolizer.poll_jit();
+    }
+
+    /// Names, with the perf map as it is now, the JIT frames of `profiles` left unnamed when
+    /// they were recorded: just before a bundle is written (a live JVM is asked for its map
+    /// first).
+    pub fn name_jit_frames(&mut self, profiles: &mut Profiles, alive: bool) {
+        self.symbolizer.refresh_jit(alive);
+        for profile in profiles.each_mut() {
+            profile.rename_locations(|l| self.symbolizer.rename_jit(l));
+        }
+    }
+
+    /// The target's perf map and what it named, when one was set.
+    pub fn jit(&self) -> Option<&crate::symbolize::jit::JitNames> {
+        self.symbolizer.jit()
+    }
+
+    /// Forgets the names of addresses seen so far (the memory budget); true if there were any.
+    pub fn clear_names(&mut self) -> bool {
+        let had = self.symbolizer.cached() > 0;
+        self.symbolizer.clear_cache();
+        had
     }
 
     /// Loads kernel and executable symbols ahead of the first drain (see `Symbolizer::warm_up`).
@@ -143,7 +170,9 @@ impl Recorder {
                 SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns, ..Default::default() };
             self.add_sample(profiles.get_mut(ProfileKind::Cpu), sample, value);
         }
-        self.add_off_cpu(profiles.get_mut(ProfileKind::OffCpu), &drained.offcpu);
+        if !drained.offcpu.is_empty() {
+            self.add_off_cpu(profiles.get_mut(ProfileKind::OffCpu), &drained.offcpu);
+        }
         for sample in &drained.faults {
             let value = SampleValue { count: sample.count * self.fault_period, nanos: 0, ..Default::default() };
             self.add_sample(profiles.get_mut(ProfileKind::Faults), sample, value);
@@ -161,22 +190,52 @@ impl Recorder {
 
     /// A profile of goroutines: one per stack and state, symbolized like the rest.
     pub fn goroutine_profile(&mut self, goroutines: &[Goroutine]) -> Profile {
-        let mut profile = Profile::new(ProfileKind::Goroutines);
-        for g in goroutines {
-            // Every saved pc of a parked goroutine is a return address: look up the call.
-            let addrs: Vec<u64> = g.frames.iter().map(|a| a.saturating_sub(1)).collect();
-            let locations = self.symbolizer.user(&addrs);
-            let part =
-                if locations.is_empty() { StackPart::Pseudo(pseudo::NO_STACK) } else { StackPart::User(&locations) };
-            profile.add(g.state.as_str().into(), &[part], SampleValue { count: 1, nanos: 0, ..Default::default() });
+        let entries: Vec<GoEntry> = goroutines
+            .iter()
+            .map(|g| GoEntry { frames: g.frames.clone(), state: g.state.as_str().into(), goroutines: 1, seconds: 0.0 })
+            .collect();
+        self.go_profile(ProfileKind::Goroutines, &entries)
+    }
+
+    /// A profile of goroutine stacks of `kind`: the root frame is the state, and in the
+    /// goroutine-time profile (`GoWait`) the leaf is too, as `[chan receive]`.
+    pub fn go_profile(&mut self, kind: ProfileKind, entries: &[GoEntry]) -> Profile {
+        let mut profile = Profile::new(kind);
+        for e in entries {
+            let locations = self.go_stack(&e.frames);
+            let mut parts = Vec::with_capacity(2);
+            if kind == ProfileKind::GoWait {
+                parts.push(StackPart::Pseudo(pseudo::state(&e.state)));
+            }
+            parts.push(if locations.is_empty() {
+                StackPart::Pseudo(pseudo::NO_STACK)
+            } else {
+                StackPart::User(&locations)
+            });
+            let value = SampleValue { count: e.goroutines, nanos: (e.seconds * 1e9) as u64, ..Default::default() };
+            profile.add(e.state.clone(), &parts, value);
         }
         profile
+    }
+
+    /// A goroutine's stack, named: every saved pc of a parked goroutine is a return address,
+    /// so the call is looked up.
+    pub fn go_stack(&mut self, frames: &[u64]) -> Vec<Arc<Location>> {
+        let addrs: Vec<u64> = frames.iter().map(|a| a.saturating_sub(1)).collect();
+        go_frames::without_wrappers(without_frames_past_root(self.symbolizer.user(&addrs)))
     }
 
     fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {
         let thread = self.thread_name(sample.tid);
         let user = match &sample.user {
-            RawStack::Frames(ips) => Some(without_frames_past_root(self.symbolizer.user(&lookup_addresses(ips)))),
+            RawStack::Frames(ips) => {
+                let stack = without_frames_past_root(self.symbolizer.user(&lookup_addresses(ips)));
+                Some(if self.python_eval_frames {
+                    stack
+                } else {
+                    python_frames::without_eval_frames(stack, &self.python_eval)
+                })
+            }
             RawStack::Lost => None,
         };
         let kernel = match &sample.kernel {
@@ -193,29 +252,28 @@ impl Recorder {
         }
         parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
         parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));
+        // A Go thread parked with nothing to run is set apart: its goroutines are where Go waits.
+        if profile.kind == ProfileKind::OffCpu && user.as_deref().is_some_and(go_frames::is_idle_go_thread) {
+            parts.push(StackPart::Pseudo(pseudo::GO_IDLE_THREAD));
+        }
         profile.add(thread, &parts, value);
     }
 
     /// The thread's name; a thread that lived and died between two reads of /proc is named
     /// by its tid.
+    /// The thread's name: as last read, or read now for a thread not seen yet (names are read
+    /// for all threads only when their number changes, see `Session::observe`); a thread that
+    /// lived and died between two reads is named by its tid.
     fn thread_name(&mut self, tid: u32) -> Arc<str> {
-        self.threads.entry(tid).or_insert_with(|| format!("tid-{tid}").into()).clone()
+        let pid = self.target.pid;
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| match std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
+                Ok(comm) => comm.trim_end_matches('\n').into(),
+                Err(_) => format!("tid-{tid}").into(),
+            })
+            .clone()
     }
-}
-
-/// The functions a Go stack starts in: a goroutine's, a thread's system stack, the main thread's,
-/// and `runtime.mcall`, which switches to the system stack (the frame pointer above it is not
-/// a frame of this stack).
-const GO_STACK_ROOTS: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.rt0_go", "runtime.mcall"];
-
-/// Drops what a frame-pointer walk read past the start of a Go stack: the words above
-/// `runtime.mstart` on a system stack are not frames, and name nothing (`[unknown]+0x48bf...`).
-fn without_frames_past_root(mut locations: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
-    let is_root = |l: &Arc<Location>| l.frames.last().is_some_and(|f| GO_STACK_ROOTS.contains(&&*f.function));
-    if let Some(root) = locations.iter().position(is_root) {
-        locations.truncate(root + 1);
-    }
-    locations
 }
 
 /// How deep into a kernel stack the probe's own frames can sit.
@@ -258,26 +316,11 @@ mod tests {
                     address: 0,
                     kernel: true,
                     mapping: None,
-                    frames: vec![frame],
+                    frames: [frame].into(),
                     unnamed: None,
                 })
             })
             .collect()
-    }
-
-    #[test]
-    fn go_stacks_end_at_their_root() {
-        let stack = kernel(&[
-            "runtime.usleep",
-            "runtime.sysmon",
-            "runtime.mstart",
-            "[unknown]+0x7ffe54f1b9ff",
-            "[unknown]+0x48bf",
-        ]);
-        let kept: Vec<String> =
-            super::without_frames_past_root(stack).iter().map(|l| l.frames[0].function.to_string()).collect();
-        assert_eq!(kept, ["runtime.usleep", "runtime.sysmon", "runtime.mstart"]);
-        assert_eq!(super::without_frames_past_root(kernel(&["main", "__libc_start_main"])).len(), 2);
     }
 
     #[test]

@@ -72,7 +72,7 @@ mod tests {
     };
 
     fn loc(name: &str, unnamed: Option<&str>) -> Arc<Location> {
-        let frames = vec![Frame { function: name.into(), file: None, line: None }];
+        let frames = [Frame { function: name.into(), file: None, line: None }].into();
         Arc::new(Location {
             address: name.len() as u64,
             kernel: false,

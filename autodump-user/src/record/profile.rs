@@ -15,6 +15,30 @@ pub mod pseudo {
     pub const RUNNABLE: &str = "[runnable]";
     /// A goroutine whose stack could not be read (running, or its registers not saved).
     pub const NO_STACK: &str = "[no stack]";
+    /// The root of a Go thread's off-CPU stack parked by the scheduler with nothing to run: not
+    /// where the program waits (see the goroutine waits).
+    pub const GO_IDLE_THREAD: &str = "[go: idle scheduler thread]";
+
+    /// Goroutine states as leaf frames (`[chan receive]`) at most; others read `[other state]`.
+    const MAX_STATES: usize = 512;
+
+    /// `state` as a leaf frame: `[chan receive]`. The runtime has a few dozen states, so each
+    /// frame name is made once and kept.
+    pub fn state(state: &str) -> &'static str {
+        use std::{collections::HashMap, sync::Mutex};
+        static STATES: Mutex<Option<HashMap<String, &'static str>>> = Mutex::new(None);
+        let mut states = STATES.lock().unwrap_or_else(|e| e.into_inner());
+        let states = states.get_or_insert_with(HashMap::new);
+        if let Some(name) = states.get(state) {
+            return name;
+        }
+        if states.len() >= MAX_STATES {
+            return "[other state]";
+        }
+        let name: &'static str = Box::leak(format!("[{state}]").into_boxed_str());
+        states.insert(state.to_string(), name);
+        name
+    }
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.
@@ -49,7 +73,9 @@ impl SampleValue {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum LocationKey {
-    User(u64),
+    /// An address, and for code no file backs the hash of its name: JIT code is named once its
+    /// runtime's map lists it, and its addresses are reused for other code.
+    User(u64, u64),
     Kernel(u64),
     Pseudo(&'static str),
 }
@@ -72,6 +98,30 @@ pub enum StackPart<'a> {
 }
 
 impl Profile {
+    /// The share of this profile's weight (samples, or time off-CPU) whose stacks have a
+    /// location `pick` chooses; None for an empty profile.
+    pub fn share_with(&self, pick: impl Fn(&Location) -> bool) -> Option<f64> {
+        let weigh = |v: &SampleValue| self.kind.info().weight.0.of(v);
+        let total: u64 = self.samples.values().map(weigh).sum();
+        let picked: u64 = self
+            .samples
+            .iter()
+            .filter(|(k, _)| k.stack.iter().any(|&i| pick(&self.locations[i as usize])))
+            .map(|(_, v)| weigh(v))
+            .sum();
+        (total > 0).then(|| picked as f64 / total as f64)
+    }
+
+    /// Replaces the locations `rename` gives a new one for (JIT code named once its runtime's
+    /// map listed it, just before a bundle is written).
+    pub fn rename_locations(&mut self, mut rename: impl FnMut(&Location) -> Option<Location>) {
+        for location in &mut self.locations {
+            if let Some(named) = rename(location) {
+                *location = Arc::new(named);
+            }
+        }
+    }
+
     pub fn new(kind: ProfileKind) -> Self {
         Self {
             kind,
@@ -87,9 +137,7 @@ impl Profile {
         let mut stack = Vec::new();
         for part in parts {
             match part {
-                StackPart::User(locs) => {
-                    stack.extend(locs.iter().map(|l| self.intern(LocationKey::User(l.address), l)))
-                }
+                StackPart::User(locs) => stack.extend(locs.iter().map(|l| self.intern(user_key(l), l))),
                 StackPart::Kernel(locs) => {
                     stack.extend(locs.iter().map(|l| self.intern(LocationKey::Kernel(l.address), l)))
                 }
@@ -99,7 +147,7 @@ impl Profile {
                         address: 0,
                         kernel: false,
                         mapping: None,
-                        frames: vec![Frame { function: Arc::from(*name), file: None, line: None }],
+                        frames: [Frame { function: Arc::from(*name), file: None, line: None }].into(),
                         unnamed: lost.then(|| "the kernel could not record this stack (see dropped)".into()),
                     };
                     stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(loc)));
@@ -121,7 +169,20 @@ impl Profile {
         }
     }
 
+    /// Makes the profile as small as it can be, to be kept (a flight-recorder slice): it can still
+    /// be merged from, and added to (the index it drops is rebuilt then).
+    pub fn freeze(&mut self) {
+        self.location_ids = HashMap::new();
+        self.locations.shrink_to_fit();
+        self.location_keys.shrink_to_fit();
+        self.samples.shrink_to_fit();
+    }
+
     fn intern(&mut self, key: LocationKey, location: &Arc<Location>) -> u32 {
+        if self.location_ids.len() < self.location_keys.len() {
+            // Frozen: the index of locations is rebuilt.
+            self.location_ids = self.location_keys.iter().enumerate().map(|(i, k)| (*k, i as u32)).collect();
+        }
         *self.location_ids.entry(key).or_insert_with(|| {
             self.locations.push(location.clone());
             self.location_keys.push(key);
@@ -147,11 +208,13 @@ impl Profile {
     }
 
     /// Calls `f(function, is_kernel)` for each frame of a stack, root first, without copying.
+    /// Python frames read `qualname (file:line)`.
     pub fn for_each_name_root_first(&self, key: &SampleKey, mut f: impl FnMut(&str, bool)) {
+        let mut buf = String::new();
         for &i in key.stack.iter().rev() {
             let loc = &self.locations[i as usize];
             for frame in loc.frames.iter().rev() {
-                f(&frame.function, loc.kernel);
+                f(super::python_frames::display_name(loc, frame, &mut buf), loc.kernel);
             }
         }
     }
@@ -164,6 +227,17 @@ impl Profile {
     }
 }
 
+/// The key of a user location (see `LocationKey::User`).
+fn user_key(location: &Location) -> LocationKey {
+    if location.mapping.as_ref().is_some_and(|m| m.is_file()) {
+        return LocationKey::User(location.address, 0);
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    location.frames.first().map(|f| &f.function).hash(&mut hasher);
+    LocationKey::User(location.address, hasher.finish())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -173,9 +247,19 @@ pub(crate) mod tests {
             address,
             kernel,
             mapping: None,
-            frames: vec![Frame { function: name.into(), file: None, line: None }],
+            frames: [Frame { function: name.into(), file: None, line: None }].into(),
             unnamed: None,
         })
+    }
+
+    /// An on-CPU profile of one-frame stacks on thread "t": (function, samples) each.
+    pub fn flat_profile(parts: &[(&str, u64)]) -> Profile {
+        let mut p = Profile::new(ProfileKind::Cpu);
+        for (i, (name, n)) in parts.iter().enumerate() {
+            let user = [loc(i as u64 + 1, name, false)];
+            p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: *n, nanos: 0, ..Default::default() });
+        }
+        p
     }
 
     /// main -> work -> spin on one thread, main -> idle on another, plus a kernel leaf.
@@ -219,6 +303,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_frozen_profile_merges_and_grows_alike() {
+        let mut frozen = sample_profile();
+        frozen.freeze();
+        let mut merged = Profile::new(ProfileKind::Cpu);
+        merged.merge(&frozen);
+        assert_eq!(merged.total(), sample_profile().total());
+        frozen.merge(&sample_profile());
+        assert_eq!((frozen.samples.len(), frozen.locations.len()), (2, 5), "no location interned twice");
+    }
+
+    #[test]
     fn merge_equals_adding_twice() {
         let mut a = sample_profile();
         a.merge(&sample_profile());
@@ -234,10 +329,11 @@ pub(crate) mod tests {
             address: 9,
             kernel: false,
             mapping: None,
-            frames: vec![
+            frames: [
                 Frame { function: "inner".into(), file: None, line: None },
                 Frame { function: "outer".into(), file: None, line: None },
-            ],
+            ]
+            .into(),
             unnamed: None,
         });
         p.add(

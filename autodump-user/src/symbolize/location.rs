@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use blazesym::symbolize::Sym;
 
-use super::gopclntab;
-use crate::collect::maps::Mapping;
+use super::files::Named;
+use crate::{collect::maps::Mapping, files::gopclntab};
 
 /// One function in a stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,12 +23,14 @@ pub struct Location {
     pub kernel: bool,
     pub mapping: Option<Mapping>,
     /// Innermost first: functions inlined at this address, then the function that holds it.
-    pub frames: Vec<Frame>,
+    /// Shared by every process that maps the same file (see `files`).
+    pub frames: Arc<[Frame]>,
     /// Why this address has no function name, when it has none (`module+0xoffset`).
     pub unnamed: Option<Arc<str>>,
 }
 
-pub(super) fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) -> Location {
+/// The frames of a blazesym symbol: inlined functions innermost first, then the function.
+pub(super) fn frames_of(sym: &Sym<'_>) -> Arc<[Frame]> {
     let frame = |name: &str, info: Option<&blazesym::symbolize::CodeInfo<'_>>| Frame {
         function: Arc::from(name),
         file: info.map(|i| Arc::from(i.to_path().to_string_lossy().as_ref())),
@@ -36,30 +38,42 @@ pub(super) fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym:
     };
     let mut frames: Vec<Frame> = sym.inlined.iter().rev().map(|f| frame(&f.name, f.code_info.as_ref())).collect();
     frames.push(frame(&sym.name, sym.code_info.as_deref()));
-    Location { address, kernel, mapping, frames, unnamed: None }
+    frames.into()
+}
+
+pub(super) fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym: &Sym<'_>) -> Location {
+    Location { address, kernel, mapping, frames: frames_of(sym), unnamed: None }
+}
+
+/// A user address of a file, as its file's names have it.
+pub(super) fn from_named(address: u64, mapping: Mapping, named: Named) -> Location {
+    match named {
+        Named::Frames(frames) => Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None },
+        Named::Grouped(start, why) => grouped(address, mapping, start, why),
+        Named::Unnamed(why) => unknown(address, false, Some(mapping), why),
+    }
 }
 
 /// An address without a symbol, named after the start of its function: `module+0xSTART`
 /// (file offsets), so that every address of one function shares one frame.
 pub(super) fn grouped(address: u64, mapping: Mapping, start: u64, why: Arc<str>) -> Location {
     let name = format!("{}+{start:#x}", mapping.module());
-    let frames = vec![Frame { function: name.into(), file: None, line: None }];
+    let frames = [Frame { function: name.into(), file: None, line: None }].into();
     Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: Some(why) }
 }
 
 /// A location with only a function name.
 pub(super) fn named(address: u64, mapping: Mapping, name: &str) -> Location {
-    let frames = vec![Frame { function: Arc::from(name), file: None, line: None }];
+    let frames = [Frame { function: Arc::from(name), file: None, line: None }].into();
     Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
 }
 
-/// A location from Go's own table (innermost frame first, as blazesym's).
-pub(super) fn go_located(address: u64, mapping: Mapping, frames: Vec<gopclntab::GoFrame>) -> Location {
-    let frames = frames
+/// Frames from Go's own table (innermost frame first, as blazesym's).
+pub(super) fn go_frames(frames: Vec<gopclntab::GoFrame>) -> Arc<[Frame]> {
+    frames
         .into_iter()
         .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
-        .collect();
-    Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
+        .collect()
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.
@@ -69,7 +83,7 @@ pub(super) fn unknown(address: u64, kernel: bool, mapping: Option<Mapping>, why:
         (Some(m), false) => format!("{}+{:#x}", m.module(), address - m.start + m.file_offset),
         (None, false) => format!("[unknown]+{address:#x}"),
     };
-    let frames = vec![Frame { function: name.into(), file: None, line: None }];
+    let frames = [Frame { function: name.into(), file: None, line: None }].into();
     Location { address, kernel, mapping, frames, unnamed: Some(why) }
 }
 

@@ -5,75 +5,127 @@
 //! get names. Inlined functions and source lines come from DWARF when the binary has it. An
 //! address that cannot be symbolized becomes `module+0xoffset`, never nothing.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{cell::RefCell, collections::HashMap, path::PathBuf, rc::Rc, sync::Arc};
 
+use autodump_common::unwind::py_frame_parts;
 use blazesym::symbolize::{
-    source::{Elf, Kernel, Source},
+    source::{Kernel, Source},
     Input, Symbolized, Symbolizer as Blaze,
 };
 
-use crate::collect::maps::{Mapping, MemoryMap};
+use crate::{
+    collect::maps::{Mapping, MemoryMap},
+    files::identity::{open_path, FileId},
+};
 
-mod debug_info;
-mod fde;
-pub mod go;
-pub mod gopclntab;
+pub mod files;
+pub mod jit;
 mod location;
-pub(crate) mod segments;
-pub(crate) mod vdso;
+mod python;
 
-pub use debug_info::DEFAULT_DEBUG_DIR;
-use go::GoBinary;
-use location::{go_located, grouped, located, named, unknown, why_not_a_file};
+use files::SymbolFiles;
+use location::{from_named, located, named, unknown, why_not_a_file};
 pub use location::{Frame, Location};
 
+/// Addresses whose names one process keeps at most; past it the cache starts afresh (counted).
+/// A process that runs new code all the time does not grow the agent for ever.
+pub const MAX_CACHED_ADDRESSES: usize = 1 << 16;
+
+/// The names of one process's addresses. What is per file (symbol tables, debug files, Go
+/// tables, names by file offset) is shared with every other process through [`SymbolFiles`];
+/// what is kept here is the process's own: its memory map, which file each mapping is, and the
+/// names of the addresses it has shown.
+/// A mapping of one process, by its start and path.
+type MappingKey = (u64, Arc<str>);
+
 pub struct Symbolizer {
-    blaze: Blaze,
     pid: u32,
+    files: Rc<RefCell<SymbolFiles>>,
     memory: MemoryMap,
     user: HashMap<u64, Arc<Location>>,
-    kernel: HashMap<u64, Arc<Location>>,
-    elf_paths: HashMap<Arc<str>, PathBuf>,
-    /// Per file: its Go table when it is a Go binary without a symbol table.
-    go_tables: HashMap<Arc<str>, Option<Arc<GoBinary>>>,
-    /// The vDSO's symbols, from the agent's own copy (the same image in every process).
-    vdso: Option<vdso::Vdso>,
-    /// Per file: where its functions start, from `.eh_frame`, for addresses no symbol covers.
-    function_starts: HashMap<Arc<str>, Option<Arc<fde::FunctionStarts>>>,
-    /// Per file: why some of its addresses have no name.
-    why_unnamed: HashMap<Arc<str>, Arc<str>>,
-    /// Where separate debug files are looked for (`--debug-dir`).
-    debug_dirs: Vec<PathBuf>,
-    /// Per file: its separate debug file, found by build-id, when it has no symbols.
-    debug_files: HashMap<Arc<str>, Option<Arc<debug_info::DebugFile>>>,
+    /// Per mapping (start, path): its file's identity and where to open it; None: unreadable.
+    file_ids: HashMap<MappingKey, Option<(FileId, PathBuf)>>,
+    /// When the map was last read because an address fell outside it.
+    missed_at: Option<std::time::Instant>,
+    /// Times the address cache was started afresh, at its cap or for the memory budget.
+    pub cache_resets: u64,
+    /// A CPython process: names of the Python frames in its stacks.
+    python: Option<python::PythonNames>,
+    /// A process with a perf map (or a JIT runtime that may write one): names of its JIT code.
+    jit: Option<jit::JitNames>,
 }
 
+/// An address outside every known mapping has the map read again, at most this often.
+const MISS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Symbolizer {
+    /// A symbolizer with its own file cache (tests, tools): debug files in the default place.
     pub fn new(pid: u32) -> Self {
-        Self::with_debug_dirs(pid, vec![PathBuf::from(debug_info::DEFAULT_DEBUG_DIR)])
+        let files = SymbolFiles::new(vec![PathBuf::from(crate::files::debug_info::DEFAULT_DEBUG_DIR)]);
+        Self::shared(pid, Rc::new(RefCell::new(files)))
     }
 
-    /// A symbolizer that looks for separate debug files in `debug_dirs`.
-    pub fn with_debug_dirs(pid: u32, debug_dirs: Vec<PathBuf>) -> Self {
+    /// A symbolizer of process `pid` whose files are named through `files`, shared with others.
+    pub fn shared(pid: u32, files: Rc<RefCell<SymbolFiles>>) -> Self {
         Self {
-            blaze: Blaze::builder()
-                .enable_code_info(true)
-                .enable_inlined_fns(true)
-                .enable_demangling(true)
-                .set_debug_dirs(Some(&debug_dirs))
-                .build(),
             pid,
+            files,
             memory: MemoryMap::default(),
             user: HashMap::new(),
-            kernel: HashMap::new(),
-            elf_paths: HashMap::new(),
-            go_tables: HashMap::new(),
-            vdso: vdso::Vdso::own(),
-            function_starts: HashMap::new(),
-            why_unnamed: HashMap::new(),
-            debug_dirs,
-            debug_files: HashMap::new(),
+            file_ids: HashMap::new(),
+            missed_at: None,
+            cache_resets: 0,
+            python: None,
+            jit: None,
         }
+    }
+
+    /// Names code in memory no file backs from `names`' perf map.
+    pub fn set_jit(&mut self, names: jit::JitNames) {
+        self.jit = Some(names);
+    }
+
+    /// Once a tick: asks a JVM for a fresh perf map when one is due (see `jit::JitNames::poll`),
+    /// and reads what a known runtime, or a process whose map was found, added to its map.
+    pub fn poll_jit(&mut self) {
+        let Some(jit) = self.jit.as_mut() else { return };
+        let mut stale = jit.poll(self.pid);
+        if jit.runtime.is_some() || !jit.map.is_empty() {
+            stale.extend(jit.update(self.pid));
+        }
+        for addr in stale {
+            self.user.remove(&addr);
+        }
+    }
+
+    /// Reads what the runtime added to its perf map, first asking a live JVM for a fresh one
+    /// when `ask` (names cached from the map before are forgotten when it changed).
+    pub fn refresh_jit(&mut self, ask: bool) {
+        let Some(jit) = self.jit.as_mut() else { return };
+        let stale = if ask { jit.ask_now(self.pid) } else { jit.update(self.pid) };
+        for addr in stale {
+            self.user.remove(&addr);
+        }
+    }
+
+    /// `location` named with the perf map as it is now, if it is JIT code that had no name when
+    /// it was recorded (compiled after the runtime last wrote its map).
+    pub fn rename_jit(&mut self, location: &Location) -> Option<Location> {
+        let jit = self.jit.as_mut()?;
+        let unnamed_jit = !location.kernel
+            && location.unnamed.is_some()
+            && location.mapping.as_ref().is_some_and(Mapping::is_anonymous);
+        unnamed_jit.then(|| jit.location(location.address, location.mapping.as_ref())).flatten()
+    }
+
+    /// The perf map, when the process has one set.
+    pub fn jit(&self) -> Option<&jit::JitNames> {
+        self.jit.as_ref()
+    }
+
+    /// The process runs CPython: name the Python frames of its stacks from `rt`.
+    pub fn set_python(&mut self, rt: Arc<crate::collect::python::PyRuntime>) {
+        self.python = Some(python::PythonNames::new(rt));
     }
 
     /// Learns mappings the target added since the last call. Call while the target is alive,
@@ -82,6 +134,8 @@ impl Symbolizer {
     pub fn refresh_maps(&mut self) -> Option<MemoryMap> {
         let current = MemoryMap::read(self.pid).ok()?;
         self.memory.merge(current.clone());
+        let memory = &self.memory;
+        self.file_ids.retain(|(start, path), _| memory.find(*start).is_some_and(|m| m.path == *path));
         Some(current)
     }
 
@@ -98,188 +152,138 @@ impl Symbolizer {
         let exe = exe.to_string_lossy();
         let exe_mapping = self.memory.mappings().find(|m| *m.path == *exe).cloned();
         if let Some(m) = exe_mapping {
-            // A Go binary is named from its own table, mapped on demand: loading its symbols or
-            // DWARF (large in a Go binary) would be work for nothing.
-            if self.go_table(&m.path).is_none() {
-                let elf = Source::Elf(Elf::new(self.elf_path(&m.path)));
-                let _ = self.blaze.symbolize(&elf, Input::FileOffset(&[m.file_offset]));
+            if let Some((id, path)) = self.file_id(&m) {
+                // A Go binary is named from its own table, mapped on demand: loading its symbols
+                // or DWARF (large in a Go binary) would be work for nothing.
+                let mut files = self.files.borrow_mut();
+                if !files.is_go(&id, &path, &m.path) {
+                    files.name(&id, &path, &m.path, &[m.file_offset]);
+                }
             }
         }
     }
 
     /// Symbolizes user-space addresses (already adjusted: see [`lookup_addresses`]).
     pub fn user(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
-        let missing: Vec<u64> = unique_missing(addrs, &self.user);
-        let mut by_file: HashMap<Arc<str>, Vec<(u64, Mapping)>> = HashMap::new();
+        let mut missing: Vec<u64> = unique_missing(addrs, &self.user);
+        if let Some(jit) = self.jit.as_mut() {
+            let memory = &self.memory;
+            if missing.iter().any(|&a| memory.find(a).is_none_or(|m| !m.is_file())) {
+                let stale = jit.update(self.pid);
+                if !stale.is_empty() {
+                    stale.iter().for_each(|a| drop(self.user.remove(a)));
+                    missing = unique_missing(addrs, &self.user);
+                }
+            }
+        }
+        if self.user.len() + missing.len() > MAX_CACHED_ADDRESSES {
+            self.clear_cache();
+        }
+        if let Some(names) = self.python.as_mut() {
+            missing.retain(|&a| {
+                let python = py_frame_parts(a).is_some();
+                if python {
+                    self.user.insert(a, Arc::new(names.location(a)));
+                }
+                !python
+            });
+        }
+        // The map is read when it may have changed (see `Session::observe`): an address outside
+        // it may be in a library loaded since.
+        let outside = missing.iter().any(|&a| self.memory.find(a).is_none());
+        if outside && self.missed_at.is_none_or(|t| t.elapsed() >= MISS_REFRESH) {
+            self.missed_at = Some(std::time::Instant::now());
+            self.refresh_maps();
+        }
+        let mut by_file: HashMap<MappingKey, Vec<(u64, Mapping)>> = HashMap::new();
         for &addr in &missing {
             match self.memory.find(addr).cloned() {
-                Some(m) if m.is_file() => {
-                    by_file.entry(m.path.clone()).or_default().push((addr, m));
-                }
+                Some(m) if m.is_file() => by_file.entry((m.start, m.path.clone())).or_default().push((addr, m)),
                 Some(m) if &*m.path == "[vdso]" => {
-                    let location = match self.vdso.as_ref().and_then(|v| v.name(addr - m.start)) {
-                        Some(name) => named(addr, m, name),
+                    let vdso_name =
+                        self.files.borrow().vdso().and_then(|v| v.name(addr - m.start).map(Arc::<str>::from));
+                    let location = match vdso_name {
+                        Some(name) => named(addr, m, &name),
                         None => unknown(addr, false, Some(m.clone()), why_not_a_file(&Some(m))),
                     };
                     self.user.insert(addr, Arc::new(location));
                 }
                 mapping => {
-                    let why = why_not_a_file(&mapping);
-                    let location = unknown(addr, false, mapping, why);
+                    let location = self.jit.as_mut().and_then(|j| j.location(addr, mapping.as_ref()));
+                    let location = location.unwrap_or_else(|| {
+                        let why = why_not_a_file(&mapping);
+                        unknown(addr, false, mapping, why)
+                    });
                     self.user.insert(addr, Arc::new(location));
                 }
             }
         }
-        for (path, entries) in by_file {
+        for (_, entries) in by_file {
+            let mapping = entries[0].1.clone();
             let offsets: Vec<u64> = entries.iter().map(|(addr, m)| addr - m.start + m.file_offset).collect();
-            // Go code from Go's own table; the rest (cgo's C, or a table we cannot read) from
-            // the ELF file's symbols.
-            let (entries, offsets): (Vec<(u64, Mapping)>, Vec<u64>) = match self.go_table(&path) {
-                Some(go) => entries
-                    .into_iter()
-                    .zip(offsets)
-                    .filter_map(|((addr, mapping), offset)| match go.frames(offset) {
-                        Some(frames) => {
-                            self.user.insert(addr, Arc::new(go_located(addr, mapping, frames)));
-                            None
-                        }
-                        None => Some(((addr, mapping), offset)),
-                    })
-                    .unzip(),
-                None => (entries, offsets),
+            let names = match self.file_id(&mapping) {
+                Some((id, path)) => self.files.borrow_mut().name(&id, &path, &mapping.path, &offsets),
+                None => Vec::new(),
             };
-            if entries.is_empty() {
-                continue;
-            }
-            // A stripped file with a debug file by build-id is named from that file, by virtual
-            // address (its file offsets are not the executable's).
-            let debug_file = self.debug_file(&path);
-            let vaddrs: Vec<u64>;
-            let (elf, input) = match &debug_file {
-                Some(debug) => {
-                    vaddrs = offsets.iter().map(|&o| debug.virtual_address(o).unwrap_or(0)).collect();
-                    (Source::Elf(Elf::new(&debug.path)), Input::VirtOffset(&vaddrs[..]))
-                }
-                None => (Source::Elf(Elf::new(self.elf_path(&path))), Input::FileOffset(&offsets[..])),
-            };
-            let results = self.blaze.symbolize(&elf, input).unwrap_or_default();
-            let found: Vec<Option<Location>> = entries
-                .iter()
-                .enumerate()
-                .map(|(i, (addr, mapping))| match results.get(i) {
-                    Some(Symbolized::Sym(sym)) => Some(located(*addr, false, Some(mapping.clone()), sym)),
-                    _ => None,
-                })
-                .collect();
-            drop(results);
-            for (((addr, mapping), offset), found) in entries.into_iter().zip(offsets).zip(found) {
-                // No symbol: one name per function, from the unwind table's function start.
-                let location = found.unwrap_or_else(|| {
-                    let why = self.why_unnamed(&path);
-                    match self.function_starts(&path).and_then(|f| f.start_of(offset)) {
-                        Some(start) => grouped(addr, mapping, start, why),
-                        None => unknown(addr, false, Some(mapping), why),
-                    }
-                });
-                self.user.insert(addr, Arc::new(location));
+            let why: Arc<str> = "the file cannot be read".into();
+            for (i, (addr, m)) in entries.into_iter().enumerate() {
+                let named = names.get(i).cloned().unwrap_or_else(|| files::Named::Unnamed(why.clone()));
+                self.user.insert(addr, Arc::new(from_named(addr, m, named)));
             }
         }
         addrs.iter().map(|a| self.user[a].clone()).collect()
     }
 
-    /// Symbolizes kernel addresses from kallsyms.
+    /// Forgets the names of addresses seen so far (the shared file caches keep theirs).
+    pub fn clear_cache(&mut self) {
+        if let Some(jit) = self.jit.as_mut() {
+            jit.clear();
+        }
+        if !self.user.is_empty() {
+            self.user = HashMap::new();
+            self.cache_resets += 1;
+        }
+    }
+
+    /// Addresses named and kept for this process.
+    pub fn cached(&self) -> usize {
+        self.user.len()
+    }
+
+    /// Symbolizes kernel addresses from kallsyms (the names are the same for every process).
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
-        let missing = unique_missing(addrs, &self.kernel);
-        if !missing.is_empty() {
-            let locations: Vec<Location> = KERNEL_SYMBOLS.with(|k| {
-                let results = k.symbolize(&kernel_source(), Input::AbsAddr(&missing)).unwrap_or_default();
-                let at = |i: usize, addr: u64| match results.get(i) {
-                    Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
-                    _ => unknown(addr, true, None, "not in kallsyms".into()),
-                };
-                missing.iter().enumerate().map(|(i, &addr)| at(i, addr)).collect()
-            });
-            for (addr, location) in missing.iter().zip(locations) {
-                self.kernel.insert(*addr, Arc::new(location));
+        KERNEL_NAMES.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let missing = unique_missing(addrs, &cache);
+            if cache.len() + missing.len() > MAX_CACHED_ADDRESSES {
+                cache.clear();
             }
-        }
-        addrs.iter().map(|a| self.kernel[a].clone()).collect()
-    }
-
-    /// The Go table of `path` when it is a Go binary. Go code is named from it whether the
-    /// binary is stripped or not, as Go's own tools do, so a stripped build's stacks read exactly
-    /// like an unstripped one's. Decided once per file.
-    fn go_table(&mut self, path: &Arc<str>) -> Option<Arc<GoBinary>> {
-        if let Some(known) = self.go_tables.get(path) {
-            return known.clone();
-        }
-        let table = GoBinary::open(&self.elf_path(path)).map(Arc::new);
-        if let Some(go) = &table {
-            tracing::info!(file = %path, version = ?go.version(), inlined = go.has_inline_trees(), "Go binary: symbolized from .gopclntab");
-        }
-        self.go_tables.insert(path.clone(), table.clone());
-        table
-    }
-
-    /// The function starts of `path`, read the first time one of its addresses has no symbol.
-    fn function_starts(&mut self, path: &Arc<str>) -> Option<Arc<fde::FunctionStarts>> {
-        if let Some(known) = self.function_starts.get(path) {
-            return known.clone();
-        }
-        let starts = fde::FunctionStarts::open(&self.elf_path(path)).map(Arc::new);
-        if let Some(s) = &starts {
-            tracing::info!(file = %path, functions = s.len(), "no symbols: functions told apart by .eh_frame");
-        }
-        self.function_starts.insert(path.clone(), starts.clone());
-        starts
-    }
-
-    /// The separate debug file of `path`, looked for once.
-    fn debug_file(&mut self, path: &Arc<str>) -> Option<Arc<debug_info::DebugFile>> {
-        if let Some(known) = self.debug_files.get(path) {
-            return known.clone();
-        }
-        let found = debug_info::find_by_build_id(&self.elf_path(path), &self.debug_dirs).map(Arc::new);
-        if let Some(found) = &found {
-            tracing::info!(file = %path, debug_file = %found.path.display(), "symbols from a separate debug file");
-        }
-        self.debug_files.insert(path.clone(), found.clone());
-        found
-    }
-
-    /// Why `path` leaves addresses unnamed: no symbol table and no debug file, or symbols that
-    /// do not cover them.
-    fn why_unnamed(&mut self, path: &Arc<str>) -> Arc<str> {
-        if let Some(why) = self.why_unnamed.get(path) {
-            return why.clone();
-        }
-        let why: Arc<str> = match debug_info::inspect(&self.elf_path(path)) {
-            Some(info) if info.symbols => "no symbol covers these addresses".into(),
-            Some(info) => format!(
-                "stripped (no symbol table or DWARF), and no debug file{} in {}",
-                if info.build_id { " by build-id or debug link" } else { " by debug link" },
-                self.debug_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-            )
-            .into(),
-            None => "the file cannot be read".into(),
-        };
-        self.why_unnamed.insert(path.clone(), why.clone());
-        why
-    }
-
-    /// Where to open a mapped file: through the target's root while it lives (containers see
-    /// other files), else the path itself.
-    fn elf_path(&mut self, path: &Arc<str>) -> PathBuf {
-        let pid = self.pid;
-        self.elf_paths
-            .entry(path.clone())
-            .or_insert_with(|| {
-                let rooted = PathBuf::from(format!("/proc/{pid}/root{path}"));
-                if rooted.exists() {
-                    rooted
-                } else {
-                    PathBuf::from(&**path)
+            if !missing.is_empty() {
+                let locations: Vec<Location> = KERNEL_SYMBOLS.with(|k| {
+                    let results = k.symbolize(&kernel_source(), Input::AbsAddr(&missing)).unwrap_or_default();
+                    let at = |i: usize, addr: u64| match results.get(i) {
+                        Some(Symbolized::Sym(sym)) => located(addr, true, None, sym),
+                        _ => unknown(addr, true, None, "not in kallsyms".into()),
+                    };
+                    missing.iter().enumerate().map(|(i, &addr)| at(i, addr)).collect()
+                });
+                for (addr, location) in missing.iter().zip(locations) {
+                    cache.insert(*addr, Arc::new(location));
                 }
+            }
+            addrs.iter().map(|a| cache[a].clone()).collect()
+        })
+    }
+
+    /// The identity of the file behind mapping `m`, and where to open it; learnt once per
+    /// mapping while the process lives.
+    fn file_id(&mut self, m: &Mapping) -> Option<(FileId, PathBuf)> {
+        let pid = self.pid;
+        self.file_ids
+            .entry((m.start, m.path.clone()))
+            .or_insert_with(|| {
+                let path = open_path(pid, m.start, m.end, &m.path);
+                FileId::of_path(&path).map(|id| (id, path))
             })
             .clone()
     }
@@ -292,6 +296,8 @@ thread_local! {
     /// The kernel's symbols are the same for every process: one parse of kallsyms (about 200,000
     /// lines), shared by every session, not one per watched process.
     static KERNEL_SYMBOLS: Blaze = Blaze::new();
+    /// Kernel addresses named so far, for every process.
+    static KERNEL_NAMES: RefCell<HashMap<u64, Arc<Location>>> = RefCell::new(HashMap::new());
 }
 
 /// Kernel frames: kallsyms only (no vmlinux with DWARF on most hosts).
@@ -301,8 +307,12 @@ fn kernel_source() -> Source<'static> {
 
 /// Return addresses point after the call; looking up `ip - 1` for every frame but the
 /// innermost names the calling line, not the next one (as perf and pprof do).
+/// Python frames (see `py_frame`) are no addresses, and stay as they are.
 pub fn lookup_addresses(ips: &[u64]) -> Vec<u64> {
-    ips.iter().enumerate().map(|(i, &ip)| if i == 0 { ip } else { ip.saturating_sub(1) }).collect()
+    ips.iter()
+        .enumerate()
+        .map(|(i, &ip)| if i == 0 || py_frame_parts(ip).is_some() { ip } else { ip.saturating_sub(1) })
+        .collect()
 }
 
 fn unique_missing(addrs: &[u64], cache: &HashMap<u64, Arc<Location>>) -> Vec<u64> {

@@ -35,7 +35,7 @@ impl Threshold {
             Threshold::PercentOfLimit(p) => match metric {
                 Metric::Rss => Some(p / 100.0 * limits.memory_bytes as f64),
                 Metric::Fds => limits.open_files.map(|l| p / 100.0 * l as f64),
-                Metric::Cpu | Metric::Threads | Metric::Goroutines => Some(p),
+                Metric::Cpu | Metric::Threads | Metric::Goroutines | Metric::PythonThreads => Some(p),
             },
         }
     }
@@ -64,6 +64,8 @@ impl Rule {
             Metric::Fds => (Threshold::Value(64.0), 50.0, Threshold::PercentOfLimit(80.0)),
             // holmes's goroutine defaults.
             Metric::Goroutines => (Threshold::Value(3000.0), 20.0, Threshold::Value(200_000.0)),
+            // As the process's threads: a pool that leaks Python threads.
+            Metric::PythonThreads => (Threshold::Value(50.0), 50.0, Threshold::Value(1000.0)),
         };
         Rule { metric, min, diff_percent: Some(diff), abs: Some(abs), for_s: 0.0 }
     }
@@ -106,7 +108,7 @@ impl Rule {
                     }
                     rule.diff_percent = Some(diff);
                 }
-                "for" => rule.for_s = crate::cli::parse_duration(value).map_err(err)?.as_secs_f64(),
+                "for" => rule.for_s = crate::units::parse_duration(value).map_err(err)?.as_secs_f64(),
                 other => return Err(err(format!("unknown key '{other}', expected min, diff, abs or for"))),
             }
         }
@@ -131,7 +133,7 @@ fn parse_threshold(metric: Metric, text: &str) -> Result<Threshold, String> {
         (Metric::Rss, "MiB" | "M") => bytes(20),
         (Metric::Rss, "GiB" | "G") => bytes(30),
         (Metric::Rss, "TiB" | "T") => bytes(40),
-        (Metric::Threads | Metric::Fds | Metric::Goroutines, "") => Ok(Threshold::Value(value)),
+        (Metric::Threads | Metric::Fds | Metric::Goroutines | Metric::PythonThreads, "") => Ok(Threshold::Value(value)),
         (m, u) => Err(format!("unit '{u}' does not fit metric {}", m.name())),
     }
 }
@@ -211,6 +213,14 @@ mod tests {
             (
                 "cpu:for=3m,abs=50%",
                 Rule { for_s: 180.0, abs: Some(Threshold::Value(50.0)), ..Rule::default_for(Metric::Cpu) },
+            ),
+            (
+                "python_threads:min=5,abs=20",
+                Rule {
+                    min: Threshold::Value(5.0),
+                    abs: Some(Threshold::Value(20.0)),
+                    ..Rule::default_for(Metric::PythonThreads)
+                },
             ),
             (
                 "goroutines:min=500,abs=3000",

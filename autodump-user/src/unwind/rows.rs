@@ -54,13 +54,18 @@ pub struct Compiled {
 pub fn compile<'d, R: ReadRef<'d>>(data: R) -> Result<Compiled, RowsError> {
     let elf = object::File::parse(data).map_err(|_| RowsError::NotElf)?;
     let is_go = elf.section_by_name(".gopclntab").is_some() || elf.section_by_name(".go.buildinfo").is_some();
-    let section_data = |name: &str| -> Result<Option<Section<'d>>, RowsError> {
-        let Some(section) = elf.section_by_name(name) else { return Ok(None) };
-        if section.size() > MAX_SECTION_BYTES {
-            return Err(RowsError::TooLarge);
-        }
-        Ok(section.uncompressed_data().ok().map(|bytes| (section.address(), bytes)))
-    };
+    let section_data =
+        |name: &str| -> Result<Option<Section<'d>>, RowsError> {
+            let Some(section) = elf.section_by_name(name) else { return Ok(None) };
+            if section.size() > MAX_SECTION_BYTES {
+                return Err(RowsError::TooLarge);
+            }
+            match section.compressed_data() {
+                Ok(c) if c.uncompressed_size > MAX_SECTION_BYTES => Err(RowsError::TooLarge),
+                _ => Ok(crate::files::bounded_section_data(&section, MAX_SECTION_BYTES)
+                    .map(|bytes| (section.address(), bytes))),
+            }
+        };
     let mut bases = BaseAddresses::default();
     if let Some(text) = elf.section_by_name(".text") {
         bases = bases.set_text(text.address());

@@ -151,3 +151,11 @@ fn plt_and_realignment_expressions() {
     assert_eq!(classify_expression(&[DW_OP_BREG6, 0x78, DW_OP_DEREF]), Some((cfa::DEREF_RBP, -8)));
     assert_eq!(classify_expression(&[0x77, 0xa0, 0x01, DW_OP_DEREF]), None, "rsp-based deref: signal frames only");
 }
+
+#[test]
+fn a_compressed_section_claiming_too_much_is_refused() {
+    // The fuzzer's file: a compressed section whose header claims an enormous size (the
+    // allocation aborted the agent). Copied: the ELF reader needs its header aligned.
+    let data = include_bytes!("../../../fuzz/seeds/unwind_rows/compressed_size_overflow").to_vec();
+    assert!(compile(&*data).is_err());
+}

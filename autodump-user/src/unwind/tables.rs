@@ -8,15 +8,18 @@
 //! target maps, with room for more, and never beyond `--unwind-table-rows`; a file that does
 //! not fit is walked by frame pointer, and the summary says so.
 
-use std::{collections::HashMap, fs::File, os::fd::AsRawFd, path::PathBuf, ptr::NonNull, sync::Arc, time::Instant};
+use std::{collections::HashMap, fs::File, path::PathBuf, sync::Arc, time::Instant};
 
-use autodump_common::unwind::{MappingEntry, ProcMappings, UnwindRow, MAPPING_SLOTS, MAX_MAPPINGS};
+use autodump_common::unwind::{MappingEntry, ProcMappings, UnwindRow, JIT_CODE, MAX_MAPPINGS};
 use aya::maps::MapData;
 use object::Object;
 use serde::Serialize;
 
-use super::rows::{self, Compiled};
-use crate::{collect::maps::MemoryMap, symbolize::vdso};
+use super::{
+    row_store::RowStore,
+    rows::{self, Compiled},
+};
+use crate::{collect::maps::MemoryMap, files::vdso, probes::MappingMaps};
 
 /// Rows of headroom the array gets beyond what the target maps at attach (libraries it
 /// loads later).
@@ -65,14 +68,20 @@ enum FileRows {
 struct FileEntry {
     rows: FileRows,
     /// (virtual address, file offset, size) of its loaded segments.
-    segments: crate::symbolize::segments::Segments,
+    segments: crate::files::segments::Segments,
 }
+
+/// One process's mappings: (path, start) to their file's key, None if not a readable ELF file.
+type ProcessFiles = HashMap<(Arc<str>, u64), Option<FileKey>>;
 
 pub struct UnwindTables {
     cap_rows: u32,
+    /// Mapping-table slots in the kernel: two per process.
+    slots: u32,
     files: HashMap<FileKey, FileEntry>,
-    /// File key of each mapping seen, by (path, mapping start); None: not a readable ELF file.
-    mapped: HashMap<(Arc<str>, u64), Option<FileKey>>,
+    /// Per process, the file key of each of its mappings, by (path, mapping start); None: not
+    /// a readable ELF file. Kept only for the mappings the process has now.
+    mapped: HashMap<u32, ProcessFiles>,
     store: Option<RowStore>,
     maps: Option<MappingMaps>,
     /// Per tgid: the mappings last written, and the slot they are in.
@@ -81,9 +90,11 @@ pub struct UnwindTables {
 }
 
 impl UnwindTables {
-    pub fn new(cap_rows: u32) -> Self {
+    /// Tables of at most `cap_rows` rows, for up to `processes` processes at once.
+    pub fn new(cap_rows: u32, processes: u32) -> Self {
         Self {
             cap_rows,
+            slots: 2 * processes,
             files: HashMap::new(),
             mapped: HashMap::new(),
             store: None,
@@ -110,7 +121,7 @@ impl UnwindTables {
     /// written as each is watched (`refresh`).
     pub fn attach(&mut self, rows: MapData, maps: MappingMaps) -> std::io::Result<()> {
         let store = RowStore::map(rows, self.stats.capacity_rows as u32)?;
-        let mapping_bytes = MAPPING_SLOTS as usize * MAX_MAPPINGS * size_of::<MappingEntry>();
+        let mapping_bytes = self.slots as usize * MAX_MAPPINGS * size_of::<MappingEntry>();
         self.stats.kernel_bytes = (store.bytes + mapping_bytes) as u64;
         self.store = Some(store);
         self.maps = Some(maps);
@@ -121,6 +132,7 @@ impl UnwindTables {
     /// Frees the mapping slots of a process no longer watched (its files' rows stay: the next
     /// instance of a restarted service maps the same files).
     pub fn forget(&mut self, pid: u32) {
+        self.mapped.remove(&pid);
         if self.written.remove(&pid).is_some() {
             if let Some(maps) = self.maps.as_mut() {
                 let _ = maps.processes.remove(&pid);
@@ -142,15 +154,25 @@ impl UnwindTables {
                 };
                 Some(MappingEntry { start, end, bias, row_start, row_count })
             })
-            .take(MAX_MAPPINGS)
+            .chain(map.mappings().filter(|m| m.is_anonymous()).map(|m| MappingEntry {
+                start: m.start,
+                end: m.end,
+                bias: 0,
+                row_start: JIT_CODE,
+                row_count: 0,
+            }))
             .collect();
+        let mut entries = entries;
+        entries.sort_by_key(|e| e.start);
+        entries.dedup_by_key(|e| e.start);
+        entries.truncate(MAX_MAPPINGS);
         let previous_slot = match self.written.get(&pid) {
             Some((written, _)) if *written == entries => return,
             Some((_, slot)) => Some(*slot),
             None => None,
         };
         let Some(slot) = previous_slot.map(|s| s ^ 1).or_else(|| self.free_slot()) else {
-            tracing::warn!("unwind mapping tables full: {pid}'s stacks by frame pointer");
+            self.note("processes past --unwind-processes", "more watched processes than the mapping tables hold");
             return;
         };
         let Some(maps) = self.maps.as_mut() else { return };
@@ -164,7 +186,7 @@ impl UnwindTables {
 
     /// The first slot of a pair no process uses.
     fn free_slot(&self) -> Option<u32> {
-        (0..MAPPING_SLOTS).step_by(2).find(|s| self.written.values().all(|(_, used)| used & !1 != *s))
+        (0..self.slots).step_by(2).find(|s| self.written.values().all(|(_, used)| used & !1 != *s))
     }
 
     pub fn stats(&self) -> &TableStats {
@@ -174,20 +196,24 @@ impl UnwindTables {
     /// Each executable mapping of `pid` as (start, end, bias, file key), compiling new files.
     fn scan(&mut self, pid: u32, map: &MemoryMap) -> Vec<(u64, u64, u64, FileKey)> {
         let mut out = Vec::new();
+        let mut mapped = self.mapped.remove(&pid).unwrap_or_default();
+        // Only what the process maps now: a library it unloaded is forgotten with its mapping.
+        mapped.retain(|(path, start), _| map.mappings().any(|m| m.start == *start && m.path == *path));
         for m in map.mappings() {
             let id = (m.path.clone(), m.start);
-            if !self.mapped.contains_key(&id) {
+            if !mapped.contains_key(&id) {
                 // A mapping that cannot be opened or parsed is tried once, not at every tick.
                 let key = self.learn(pid, m);
-                self.mapped.insert(id.clone(), key);
+                mapped.insert(id.clone(), key);
             }
-            let Some(Some(key)) = self.mapped.get(&id) else { continue };
+            let Some(Some(key)) = mapped.get(&id) else { continue };
             let Some(delta) = self.files.get(key).and_then(|f| f.segments.delta_for_mapping(m.file_offset)) else {
                 continue;
             };
             // PC - bias = PC - start + file offset + (vaddr - offset) of its segment.
             out.push((m.start, m.end, m.start.wrapping_sub(m.file_offset).wrapping_sub(delta), key.clone()));
         }
+        self.mapped.insert(pid, mapped);
         out
     }
 
@@ -201,7 +227,7 @@ impl UnwindTables {
             if self.files.contains_key(&key) {
                 return Some(key);
             }
-            (key, self.compile(&m.path, image, crate::symbolize::segments::Segments::of(&elf)))
+            (key, self.compile(&m.path, image, crate::files::segments::Segments::of(&elf)))
         } else if m.is_file() {
             let file = File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
                 .or_else(|_| File::open(PathBuf::from(format!("/proc/{pid}/root{}", m.path))))
@@ -225,7 +251,7 @@ impl UnwindTables {
             if self.files.contains_key(&key) {
                 return Some(key);
             }
-            let segments = crate::symbolize::segments::Segments::of(&elf);
+            let segments = crate::files::segments::Segments::of(&elf);
             (key, self.compile(&m.path, &cache, segments))
         } else {
             return None;
@@ -239,7 +265,7 @@ impl UnwindTables {
         &mut self,
         path: &str,
         data: R,
-        segments: crate::symbolize::segments::Segments,
+        segments: crate::files::segments::Segments,
     ) -> FileEntry {
         let rows = match rows::compile(data) {
             Ok(Compiled { rows, bad_entries, cfi_bytes, .. }) => {
@@ -277,12 +303,15 @@ impl UnwindTables {
             };
         }
         if !full.is_empty() {
-            let paths: Vec<String> = self
+            let mut paths: Vec<String> = self
                 .mapped
-                .iter()
+                .values()
+                .flatten()
                 .filter(|(_, k)| k.as_ref().is_some_and(|k| full.contains(k)))
                 .map(|((p, _), _)| p.to_string())
                 .collect();
+            paths.sort();
+            paths.dedup();
             if !self.stats.cap_reached {
                 tracing::warn!(
                     "the unwind table is full ({} rows, --unwind-table-rows): {} walked by frame pointer",
@@ -314,12 +343,6 @@ fn rows_of(rows: &FileRows) -> u64 {
     }
 }
 
-/// Where the probes find each process's mappings.
-pub struct MappingMaps {
-    pub processes: aya::maps::HashMap<MapData, u32, ProcMappings>,
-    pub entries: aya::maps::Array<MapData, MappingEntry>,
-}
-
 impl MappingMaps {
     /// Writes `entries` into `slot`, then points `pid` at it.
     fn write(&mut self, pid: u32, slot: u32, entries: &[MappingEntry]) -> Result<(), aya::maps::MapError> {
@@ -328,58 +351,5 @@ impl MappingMaps {
             self.entries.set(base + i as u32, entry, 0)?;
         }
         self.processes.insert(pid, ProcMappings { slot, count: entries.len() as u32 }, 0)
-    }
-}
-
-/// The `UNWIND_ROWS` array, mapped into the agent.
-struct RowStore {
-    rows: NonNull<UnwindRow>,
-    bytes: usize,
-    capacity: u32,
-    used: u32,
-    _map: MapData,
-}
-
-// SAFETY: the mapping is owned by this value and only written through `&mut self`.
-unsafe impl Send for RowStore {}
-
-impl RowStore {
-    fn map(map: MapData, capacity: u32) -> std::io::Result<Self> {
-        use std::os::fd::AsFd;
-        // SAFETY: a plain query.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let bytes = (capacity as usize * size_of::<UnwindRow>()).div_ceil(page) * page;
-        let fd = map.fd().as_fd().as_raw_fd();
-        // SAFETY: maps the array's values (created BPF_F_MMAPABLE with `capacity` 16-byte
-        // entries) shared and writable; unmapped in Drop.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let rows = NonNull::new(ptr.cast()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
-        Ok(Self { rows, bytes, capacity, used: 0, _map: map })
-    }
-
-    /// Copies `rows` after the last file's; their first index, or None without room.
-    fn append(&mut self, rows: &[UnwindRow]) -> Option<u32> {
-        let start = self.used;
-        let end = start.checked_add(u32::try_from(rows.len()).ok()?)?;
-        if end > self.capacity {
-            return None;
-        }
-        // SAFETY: [start, end) lies inside the mapping; probes only read rows a mapping table
-        // names, and none names these until the table is written after this copy.
-        unsafe { self.rows.as_ptr().add(start as usize).copy_from_nonoverlapping(rows.as_ptr(), rows.len()) };
-        self.used = end;
-        Some(start)
-    }
-}
-
-impl Drop for RowStore {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `map` mapped.
-        unsafe { libc::munmap(self.rows.as_ptr().cast(), self.bytes) };
     }
 }

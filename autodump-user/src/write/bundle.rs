@@ -36,37 +36,131 @@ pub fn prepare_out_dir(out: &Path) -> Result<(), BundleError> {
     result.map_err(|source| BundleError::NotWritable { path: out.to_path_buf(), source })
 }
 
+/// A bundle being written: each file goes into a hidden directory beside the destination as
+/// soon as it is rendered (nothing is held whole in memory for the end), and `commit` renames
+/// the directory into place. Dropped without a commit, it leaves nothing behind.
+pub struct StagedBundle {
+    out: PathBuf,
+    name: String,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+/// Why a file could not be written: its renderer failed (the file system was fine), or the
+/// file system did.
+#[derive(Debug)]
+pub enum FileError {
+    Render(io::Error),
+    Bundle(BundleError),
+}
+
+impl StagedBundle {
+    /// Starts the bundle `out/name` (a free name is chosen at commit).
+    pub fn create(out: &Path, name: &str) -> Result<Self, BundleError> {
+        prepare_out_dir(out)?;
+        let tmp = out.join(format!(".tmp-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::DirBuilder::new()
+            .mode(DIR_MODE)
+            .create(&tmp)
+            .map_err(|source| BundleError::Write { path: out.join(name), source })?;
+        Ok(Self { out: out.to_path_buf(), name: name.to_string(), tmp, committed: false })
+    }
+
+    /// Writes `file` with `render`, buffered and synced. A fresh file, never one that exists or
+    /// a symlink planted in its place.
+    pub fn file(&self, file: &str, render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), FileError> {
+        let fs_err = |source| FileError::Bundle(self.error(source));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.tmp.join(file))
+            .map_err(fs_err)?;
+        let mut w = Tracked { inner: io::BufWriter::with_capacity(64 << 10, f), failed: None };
+        match render(&mut w) {
+            Ok(()) => {}
+            Err(e) => {
+                return Err(match w.failed.take() {
+                    Some(source) => fs_err(source),
+                    None => FileError::Render(e),
+                })
+            }
+        }
+        let f = w.inner.into_inner().map_err(|e| fs_err(e.into_error()))?;
+        f.sync_all().map_err(fs_err)
+    }
+
+    /// Writes `file` whole, replacing what a failed render left of it.
+    pub fn bytes(&self, file: &str, bytes: &[u8]) -> Result<(), BundleError> {
+        let _ = fs::remove_file(self.tmp.join(file));
+        self.file(file, |w| w.write_all(bytes)).map_err(|e| match e {
+            FileError::Bundle(e) => e,
+            FileError::Render(source) => self.error(source),
+        })
+    }
+
+    /// Renames the finished bundle into place; returns its path.
+    pub fn commit(mut self) -> Result<PathBuf, BundleError> {
+        let result = (|| {
+            File::open(&self.tmp)?.sync_all()?;
+            let dest = free_name(&self.out, &self.name);
+            // rename(2) refuses to replace a non-empty directory, so a racing writer cannot clobber.
+            fs::rename(&self.tmp, &dest)?;
+            File::open(&self.out)?.sync_all()?;
+            Ok(dest)
+        })();
+        self.committed = result.is_ok();
+        result.map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: io::Error) -> BundleError {
+        BundleError::Write { path: self.out.join(&self.name), source }
+    }
+}
+
+impl Drop for StagedBundle {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// A writer that remembers the first error of the file under it, to tell a renderer's failure
+/// from the file system's.
+struct Tracked<W> {
+    inner: W,
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> Write for Tracked<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).inspect_err(|e| self.note(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().inspect_err(|e| self.note(e))
+    }
+}
+
+impl<W> Tracked<W> {
+    fn note(&mut self, e: &io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+    }
+}
+
 /// Writes `files` as the bundle `out/name` and returns its path. If that name is taken, a
 /// numeric suffix is added; an existing bundle is never touched.
 pub fn write_bundle<N: AsRef<str>>(out: &Path, name: &str, files: &[(N, Vec<u8>)]) -> Result<PathBuf, BundleError> {
-    prepare_out_dir(out)?;
-    let tmp = out.join(format!(".tmp-{name}-{}", std::process::id()));
-    let err = |source| BundleError::Write { path: out.join(name), source };
-    let result = (|| {
-        let _ = fs::remove_dir_all(&tmp);
-        fs::DirBuilder::new().mode(DIR_MODE).create(&tmp)?;
-        for (file, bytes) in files {
-            // A fresh file, never one that exists or a symlink planted in its place.
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(tmp.join(file.as_ref()))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-        }
-        File::open(&tmp)?.sync_all()?;
-        let dest = free_name(out, name);
-        // rename(2) refuses to replace a non-empty directory, so a racing writer cannot clobber.
-        fs::rename(&tmp, &dest)?;
-        File::open(out)?.sync_all()?;
-        Ok(dest)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+    let bundle = StagedBundle::create(out, name)?;
+    for (file, bytes) in files {
+        bundle.bytes(file.as_ref(), bytes)?;
     }
-    result.map_err(err)
+    bundle.commit()
 }
 
 fn free_name(out: &Path, name: &str) -> PathBuf {

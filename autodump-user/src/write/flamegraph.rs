@@ -21,21 +21,25 @@ pub struct Caption<'a> {
 /// files keep every stack.
 pub const MAX_DRAWN_STACKS: usize = 4096;
 
-/// The heaviest `MAX_DRAWN_STACKS` lines of folded `text`, and what share of the weight the rest
-/// held (0 when nothing was left out).
-pub fn drawn_lines(text: &str) -> (Vec<&str>, f64) {
-    let weight = |l: &str| l.rsplit_once(' ').and_then(|(_, w)| w.parse::<f64>().ok()).unwrap_or(0.0);
-    let lines: Vec<&str> = text.lines().collect();
+/// The heaviest `MAX_DRAWN_STACKS` of folded `lines` (heaviest first, as `folded_lines` gives
+/// them), and what share of the weight the rest held (0 when nothing was left out).
+pub fn drawn_lines<S: AsRef<str>>(lines: &[S]) -> (&[S], f64) {
+    let weight = |l: &S| l.as_ref().rsplit_once(' ').and_then(|(_, w)| w.parse::<f64>().ok()).unwrap_or(0.0);
     if lines.len() <= MAX_DRAWN_STACKS {
         return (lines, 0.0);
     }
-    let total: f64 = lines.iter().map(|l| weight(l)).sum();
-    let left_out: f64 = lines[MAX_DRAWN_STACKS..].iter().map(|l| weight(l)).sum();
-    (lines[..MAX_DRAWN_STACKS].to_vec(), if total > 0.0 { left_out / total } else { 0.0 })
+    let total: f64 = lines.iter().map(weight).sum();
+    let left_out: f64 = lines[MAX_DRAWN_STACKS..].iter().map(weight).sum();
+    (&lines[..MAX_DRAWN_STACKS], if total > 0.0 { left_out / total } else { 0.0 })
 }
 
-/// The flamegraph of a profile of `kind`, drawn from its folded stacks (`folded::folded`).
-pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> std::io::Result<Vec<u8>> {
+/// Draws the flamegraph of a profile of `kind` from its folded lines (`folded_lines`) into `out`.
+pub fn flamegraph_svg<S: AsRef<str>>(
+    kind: ProfileKind,
+    lines: &[S],
+    caption: &Caption<'_>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut options = Options::default();
     let info = kind.info();
     options.colors = info.palette.parse().unwrap_or(Palette::Basic(BasicPalette::Hot));
@@ -44,7 +48,7 @@ pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> s
         options.bgcolors = Some(inferno::flamegraph::color::BackgroundColor::Blue);
     }
     options.title = format!("{} {} (pid {})", info.title, caption.comm, caption.pid);
-    let (lines, left_out) = drawn_lines(text);
+    let (lines, left_out) = drawn_lines(lines);
     options.subtitle = Some(match left_out {
         0.0 => caption.window.to_string(),
         share => format!(
@@ -55,26 +59,29 @@ pub fn flamegraph_svg(kind: ProfileKind, text: &str, caption: &Caption<'_>) -> s
     });
     options.hash = true;
     options.deterministic = true;
-    let mut svg = Vec::new();
     if lines.is_empty() {
         // inferno refuses empty input; draw an explicit empty graph instead of failing.
-        from_lines(&mut options, ["[no samples] 1"], &mut svg)?;
+        from_lines(&mut options, ["[no samples] 1"], out)
     } else {
-        from_lines(&mut options, lines, &mut svg)?;
+        from_lines(&mut options, lines.iter().map(AsRef::as_ref), out)
     }
-    Ok(svg)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{record::profile::tests::sample_profile, write::folded::folded};
+    use crate::record::{folded::folded_lines, profile::tests::sample_profile};
+
+    fn drawn(kind: ProfileKind, lines: &[String], caption: &Caption<'_>) -> String {
+        let mut svg = Vec::new();
+        flamegraph_svg(kind, lines, caption, &mut svg).unwrap();
+        String::from_utf8(svg).unwrap()
+    }
 
     #[test]
     fn draws_titled_svg() {
         let caption = Caption { comm: "app", pid: 7, window: "10 s" };
-        let svg =
-            String::from_utf8(flamegraph_svg(ProfileKind::Cpu, &folded(&sample_profile()), &caption).unwrap()).unwrap();
+        let svg = drawn(ProfileKind::Cpu, &folded_lines(&sample_profile()), &caption);
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("on-CPU app (pid 7)"));
         assert!(svg.contains("spin"));
@@ -84,7 +91,6 @@ mod tests {
     #[test]
     fn empty_profile_still_draws() {
         let caption = Caption { comm: "app", pid: 7, window: "1 s" };
-        let svg = flamegraph_svg(ProfileKind::OffCpu, "", &caption).unwrap();
-        assert!(String::from_utf8(svg).unwrap().contains("no samples"));
+        assert!(drawn(ProfileKind::OffCpu, &[], &caption).contains("no samples"));
     }
 }

@@ -1,58 +1,67 @@
-//! `goroutines.txt`: goroutines grouped by stack and state, like Go's `debug=1` goroutine
-//! profile: `count @ pc pc ...`, the state, then one `#` line per frame.
+//! `goroutines.txt`: every goroutine with its state, how long it has waited and its stack, as
+//! Go's own `/debug/pprof/goroutine?debug=2` (and a crash's traceback) writes them, so that the
+//! tools that read those read it too.
 
-use std::fmt::Write;
+use std::io::Write;
 
-use crate::record::profile::Profile;
+use crate::model::goroutines::GoroutineDump;
 
-pub fn goroutines_txt(profile: &Profile) -> String {
-    let mut out = format!("goroutine profile: total {}\n", profile.total().count);
-    for (key, value) in profile.sorted_samples() {
-        let locations: Vec<_> = key.stack.iter().map(|&i| &profile.locations[i as usize]).collect();
-        let pcs: Vec<String> =
-            locations.iter().filter(|l| l.address != 0).map(|l| format!("{:#x}", l.address)).collect();
-        let _ = writeln!(out, "{} @ {}", value.count, pcs.join(" "));
-        let _ = writeln!(out, "# state: {}", key.thread);
-        for loc in locations {
-            for frame in &loc.frames {
-                let place = match (&frame.file, frame.line) {
-                    (Some(file), Some(line)) => format!("{file}:{line}"),
-                    (Some(file), None) => file.to_string(),
-                    _ => String::new(),
-                };
-                let _ = writeln!(out, "#\t{:#x}\t{}\t{place}", loc.address, frame.function);
+/// Writes `dump` to `w`, goroutine by goroutine.
+pub fn write_goroutines_txt(dump: &GoroutineDump, w: &mut dyn Write) -> std::io::Result<()> {
+    for g in &dump.goroutines {
+        // As Go: whole minutes, and only from one minute on.
+        let minutes = g.waiting_s.map_or(0, |s| (s / 60.0) as u64);
+        let waited = if minutes >= 1 { format!(", {minutes} minutes") } else { String::new() };
+        writeln!(w, "goroutine {} [{}{waited}]:", g.goid, g.state)?;
+        for loc in &g.stack {
+            for frame in loc.frames.iter() {
+                writeln!(w, "{}(...)", frame.function)?;
+                match (&frame.file, frame.line) {
+                    (Some(file), Some(line)) => writeln!(w, "\t{file}:{line}")?,
+                    (Some(file), None) => writeln!(w, "\t{file}")?,
+                    _ => writeln!(w, "\t?:0 pc={:#x}", loc.address)?,
+                }
             }
         }
-        out.push('\n');
+        writeln!(w)?;
     }
-    out
+    if dump.left_out > 0 {
+        writeln!(w, "# {} more goroutines not listed: see goroutines.folded for all of them", dump.left_out)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::profile::{tests::loc, ProfileKind, SampleValue, StackPart};
+    use crate::{model::goroutines::DumpedGoroutine, record::profile::tests::loc};
 
     #[test]
-    fn groups_by_stack_and_state_heaviest_first() {
-        let mut p = Profile::new(ProfileKind::Goroutines);
-        let (park, leak, main) =
-            (loc(0x10, "runtime.gopark", false), loc(0x20, "main.notifier", false), loc(0x30, "main.main", false));
-        for _ in 0..3 {
-            p.add(
-                "chan receive".into(),
-                &[StackPart::User(&[park.clone(), leak.clone()])],
-                SampleValue { count: 1, nanos: 0, ..Default::default() },
-            );
-        }
-        p.add("running".into(), &[StackPart::User(&[main])], SampleValue { count: 1, nanos: 0, ..Default::default() });
-        let text = goroutines_txt(&p);
+    fn lists_goroutines_as_go_does() {
+        let (park, waiter) = (loc(0x10, "runtime.gopark", false), loc(0x20, "main.waitChan", false));
+        let dump = GoroutineDump {
+            goroutines: vec![
+                DumpedGoroutine {
+                    goid: 7,
+                    state: "chan receive".into(),
+                    waiting_s: Some(312.0),
+                    stack: vec![park.clone(), waiter.clone()],
+                },
+                DumpedGoroutine { goid: 9, state: "sync.Mutex.Lock".into(), waiting_s: Some(59.9), stack: vec![park] },
+                DumpedGoroutine { goid: 12, state: "running".into(), waiting_s: None, stack: Vec::new() },
+            ],
+            left_out: 3,
+        };
+        let mut text = Vec::new();
+        write_goroutines_txt(&dump, &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
         assert!(
             text.starts_with(
-                "goroutine profile: total 4\n3 @ 0x10 0x20\n# state: chan receive\n#\t0x10\truntime.gopark\t\n"
+                "goroutine 7 [chan receive, 5 minutes]:\nruntime.gopark(...)\n\t?:0 pc=0x10\nmain.waitChan(...)\n"
             ),
             "{text}"
         );
-        assert!(text.contains("1 @ 0x30\n# state: running\n"));
+        assert!(text.contains("\n\ngoroutine 9 [sync.Mutex.Lock]:\n"), "under a minute, as Go: {text}");
+        assert!(text.contains("\n\ngoroutine 12 [running]:\n\n# 3 more goroutines not listed"), "{text}");
     }
 }

@@ -5,20 +5,17 @@ pub mod bundle;
 pub mod chart;
 pub mod diff;
 pub mod flamegraph;
-pub mod folded;
 pub mod goroutines;
 pub mod index;
-pub mod listing;
-mod notes;
 pub mod pprof;
 pub mod pprof_proto;
+pub mod python;
 pub mod retention;
-pub mod summary;
 pub mod time;
 
-use std::path::PathBuf;
+use std::{io::Write, path::PathBuf};
 
-use bundle::BundleError;
+use bundle::{BundleError, FileError, StagedBundle};
 use flamegraph::Caption;
 use pprof::PprofMeta;
 
@@ -31,9 +28,20 @@ use crate::record::{
 pub struct Recording<'a> {
     /// Every profile, each written as `<stem>.folded`, `<stem>.svg` and `<stem>.pb.gz`.
     pub profiles: &'a Profiles,
-    pub summary: summary::Summary,
+    pub summary: crate::model::summary::Summary,
     /// Watch-mode bundles add a metrics chart, an index page and, for rules, a diff.
     pub watch: Option<WatchExtras<'a>>,
+    pub goroutines: GoroutineFiles<'a>,
+    /// Python programs: every thread's Python stack (`python-threads.txt`).
+    pub python: Option<&'a crate::model::python::PythonDump>,
+}
+
+/// Go programs: the goroutines one by one (`goroutines.txt`), and by stack at the window's
+/// start and end (`goroutines-diff.svg`).
+#[derive(Default)]
+pub struct GoroutineFiles<'a> {
+    pub dump: Option<&'a crate::model::goroutines::GoroutineDump>,
+    pub counts: Option<(&'a Profile, &'a Profile)>,
 }
 
 pub struct WatchExtras<'a> {
@@ -52,41 +60,73 @@ pub enum WriteError {
     Summary(#[from] serde_json::Error),
 }
 
-/// An SVG, or when inferno cannot draw it, a small SVG that says why. One graph that cannot be
-/// drawn must not cost an incident its other files; the reason is added to the summary's notes.
-fn drawn(what: &str, svg: std::io::Result<Vec<u8>>, failures: &mut Vec<String>) -> Vec<u8> {
-    svg.unwrap_or_else(|e| {
-        let why = format!("{what} could not be drawn: {e}");
-        tracing::warn!("{why}");
-        let svg = format!(
-            "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" \
-             width=\"1200\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"Verdana\" \
-             font-size=\"14\">{}</text></svg>\n",
-            chart::escape(&why)
-        );
-        failures.push(why);
-        svg.into_bytes()
-    })
+/// A small SVG that says why a graph could not be drawn.
+fn failed_svg(why: &str) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" \
+         width=\"1200\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"Verdana\" \
+         font-size=\"14\">{}</text></svg>\n",
+        chart::escape(why)
+    )
+    .into_bytes()
 }
 
-/// One profile's folded stacks, flamegraph (drawn from the same folded text) and pprof file.
+/// Draws an SVG into the bundle, or when inferno cannot draw it, a small SVG that says why. One
+/// graph that cannot be drawn must not cost an incident its other files; the reason is added to
+/// the summary's notes.
+fn draw(
+    bundle: &StagedBundle,
+    name: &str,
+    render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    failures: &mut Vec<String>,
+) -> Result<(), WriteError> {
+    match bundle.file(name, render) {
+        Ok(()) => Ok(()),
+        Err(FileError::Bundle(e)) => Err(e.into()),
+        Err(FileError::Render(e)) => {
+            let why = format!("{name} could not be drawn: {e}");
+            tracing::warn!("{why}");
+            bundle.bytes(name, &failed_svg(&why))?;
+            failures.push(why);
+            Ok(())
+        }
+    }
+}
+
+/// One profile's folded stacks, flamegraph (drawn from the same folded lines) and pprof file,
+/// each written as it is rendered.
 fn profile_files(
+    bundle: &StagedBundle,
     profile: &Profile,
     caption: &Caption<'_>,
     meta: &PprofMeta,
     failures: &mut Vec<String>,
-) -> Result<Vec<(String, Vec<u8>)>, WriteError> {
+) -> Result<(), WriteError> {
     let stem = profile.kind.info().stem;
-    let (folded_name, svg_name, pprof_name) =
-        (format!("{stem}.folded"), format!("{stem}.svg"), format!("{stem}.pb.gz"));
-    let text = folded::folded(profile);
-    let svg = drawn(&svg_name, flamegraph::flamegraph_svg(profile.kind, &text, caption), failures);
-    let pprof = pprof::gzipped(&pprof::encode(profile, meta))
-        .map_err(|source| WriteError::Render { what: profile.kind.info().stem, source })?;
-    Ok(vec![(folded_name, text.into_bytes()), (svg_name, svg), (pprof_name, pprof)])
+    let render_err = |source| WriteError::Render { what: stem, source };
+    let lines = crate::record::folded::folded_lines(profile);
+    file(bundle, &format!("{stem}.folded"), |w| lines.iter().try_for_each(|l| writeln!(w, "{l}")), render_err)?;
+    draw(bundle, &format!("{stem}.svg"), |w| flamegraph::flamegraph_svg(profile.kind, &lines, caption, w), failures)?;
+    drop(lines);
+    file(bundle, &format!("{stem}.pb.gz"), |w| pprof::write_gzipped(profile, meta, w), render_err)
 }
 
-/// Renders every file and writes the bundle atomically under `out`; returns its path.
+/// Writes a file whose renderer cannot fail but for the file itself.
+fn file(
+    bundle: &StagedBundle,
+    name: &str,
+    render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    render_err: impl Fn(std::io::Error) -> WriteError,
+) -> Result<(), WriteError> {
+    bundle.file(name, render).map_err(|e| match e {
+        FileError::Bundle(e) => e.into(),
+        FileError::Render(e) => render_err(e),
+    })
+}
+
+/// Renders every file straight into the bundle's staging directory, one at a time, so that
+/// writing a bundle holds one file's rendering in memory, not the whole bundle; then renames
+/// the bundle into place (never partial). Returns its path.
 pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf, WriteError> {
     let s = &rec.summary;
     let start_secs = s.window.start;
@@ -100,62 +140,56 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
         heap_rate: s.go.as_ref().and_then(|g| g.heap.as_ref()).map_or(0, |h| h.rate),
         comment: format!("autodump {} pid {} ({})", s.agent_version, s.pid, s.comm),
     };
-    // Profiles render on one thread per CPU: with 10,000 stacks one takes about half a second,
-    // and a thread per profile would hold that many renderings in memory at once.
-    let profiles: Vec<&Profile> = rec.profiles.iter().collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(profiles.len()).max(1);
-    let mut rendered: Vec<(usize, Result<_, WriteError>)> = std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..workers)
-            .map(|_| {
-                let (caption, meta, profiles, next) = (&caption, &meta, &profiles, &next);
-                scope.spawn(move || {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(profile) = profiles.get(i) else { break done };
-                        let mut failures = Vec::new();
-                        let files = profile_files(profile, caption, meta, &mut failures);
-                        done.push((i, files.map(|files| (files, failures))));
-                    }
-                })
-            })
-            .collect();
-        threads.into_iter().flat_map(|t| t.join().expect("the rendering threads do not panic")).collect()
-    });
-    rendered.sort_by_key(|(i, _)| *i);
-    let rendered = rendered.into_iter().map(|(_, r)| r);
-    let (mut files, mut failures) = (Vec::new(), Vec::new());
-    for result in rendered {
-        let (profile_files, profile_failures) = result?;
-        files.extend(profile_files);
-        failures.extend(profile_failures);
+    let stamp = s.window.trigger.unwrap_or(start_secs) as u64;
+    let bundle = StagedBundle::create(out, &bundle::bundle_name(&s.comm, s.pid, stamp, &s.reason.kind))?;
+    let mut failures = Vec::new();
+    for profile in rec.profiles.iter() {
+        profile_files(&bundle, profile, &caption, &meta, &mut failures)?;
     }
-    if let Some(g) = rec.profiles.get(ProfileKind::Goroutines) {
-        files.push(("goroutines.txt".into(), goroutines::goroutines_txt(g).into_bytes()));
+    if let Some(dump) = rec.goroutines.dump {
+        let err = |source| WriteError::Render { what: "goroutines.txt", source };
+        file(&bundle, "goroutines.txt", |w| goroutines::write_goroutines_txt(dump, w), err)?;
     }
+    if let Some(dump) = rec.python {
+        let err = |source| WriteError::Render { what: "python-threads.txt", source };
+        file(&bundle, "python-threads.txt", |w| python::write_python_threads(dump, w), err)?;
+    }
+    if let Some((first, last)) = rec.goroutines.counts {
+        let title = format!("goroutines of {} (pid {}): at the window's end against its start", s.comm, s.pid);
+        let style = &diff::GOROUTINE_DIFF;
+        draw(&bundle, "goroutines-diff.svg", |w| diff::diff_svg(first, last, &title, style, w), &mut failures)?;
+    }
+    let heap_diff = rec.profiles.get(ProfileKind::HeapBase).is_some() && rec.profiles.get(ProfileKind::Heap).is_some();
     if let (Some(base), Some(now)) = (rec.profiles.get(ProfileKind::HeapBase), rec.profiles.get(ProfileKind::Heap)) {
         let title = format!("Go heap in use of {} (pid {}): now against before the window", s.comm, s.pid);
-        let svg = drawn("heap-diff.svg", diff::diff_svg(base, now, &title, &diff::HEAP_DIFF), &mut failures);
-        files.push(("heap-diff.svg".into(), svg));
+        draw(&bundle, "heap-diff.svg", |w| diff::diff_svg(base, now, &title, &diff::HEAP_DIFF, w), &mut failures)?;
     }
     if let Some(extras) = &rec.watch {
         let chart = chart::metrics_svg(&extras.charts, s.window.start, s.window.end, s.window.trigger);
-        files.push(("metrics.svg".into(), chart.into_bytes()));
+        bundle.bytes("metrics.svg", chart.as_bytes())?;
         if let Some((before, after)) = extras.diff {
             let title = format!("on-CPU {} (pid {}): after the trigger vs before", s.comm, s.pid);
-            let svg = drawn("cpu-diff.svg", diff::diff_svg(before, after, &title, &diff::CPU_DIFF), &mut failures);
-            files.push(("cpu-diff.svg".into(), svg));
+            draw(
+                &bundle,
+                "cpu-diff.svg",
+                |w| diff::diff_svg(before, after, &title, &diff::CPU_DIFF, w),
+                &mut failures,
+            )?;
         }
         let kinds: Vec<ProfileKind> = rec.profiles.iter().map(|p| p.kind).collect();
-        files.push(("index.html".into(), index::index_html(s, &kinds, extras.diff.is_some()).into_bytes()));
+        let diffs = [
+            (extras.diff.is_some(), "cpu-diff.svg"),
+            (rec.goroutines.counts.is_some(), "goroutines-diff.svg"),
+            (heap_diff, "heap-diff.svg"),
+        ];
+        let diffs: Vec<&str> = diffs.into_iter().filter(|(written, _)| *written).map(|(_, f)| f).collect();
+        bundle.bytes("index.html", index::index_html(s, &kinds, &diffs).as_bytes())?;
     }
-    let stamp = s.window.trigger.unwrap_or(start_secs) as u64;
-    let name = bundle::bundle_name(&s.comm, s.pid, stamp, &s.reason.kind);
+    // Last: a reader that sees the summary knows every other file is there.
     let mut summary = rec.summary;
     summary.notes.extend(failures);
-    files.push(("summary.json".into(), serde_json::to_vec_pretty(&summary)?));
-    Ok(bundle::write_bundle(out, &name, &files)?)
+    bundle.bytes("summary.json", &serde_json::to_vec_pretty(&summary)?)?;
+    Ok(bundle.commit()?)
 }
 
 #[cfg(test)]
@@ -164,13 +198,21 @@ mod tests {
 
     #[test]
     fn a_graph_that_cannot_be_drawn_becomes_a_note() {
+        let out = std::env::temp_dir().join(format!("autodump-draw-test-{}", std::process::id()));
+        let bundle = StagedBundle::create(&out, "b").unwrap();
         let mut failures = Vec::new();
-        let broken = Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "No stack counts <found>"));
-        let svg = String::from_utf8(drawn("cpu-diff.svg", broken, &mut failures)).unwrap();
-        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"));
+        let broken = |w: &mut dyn Write| {
+            w.write_all(b"<svg partial")?;
+            Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "No stack counts <found>"))
+        };
+        draw(&bundle, "cpu-diff.svg", broken, &mut failures).unwrap();
+        draw(&bundle, "cpu.svg", |w| w.write_all(b"<svg/>"), &mut failures).unwrap();
+        let path = bundle.commit().unwrap();
+        let svg = std::fs::read_to_string(path.join("cpu-diff.svg")).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.trim_end().ends_with("</svg>"), "{svg}");
         assert!(svg.contains("cpu-diff.svg could not be drawn: No stack counts &lt;found&gt;"), "{svg}");
         assert_eq!(failures, ["cpu-diff.svg could not be drawn: No stack counts <found>"]);
-        assert_eq!(drawn("cpu.svg", Ok(b"<svg/>".to_vec()), &mut failures), b"<svg/>");
-        assert_eq!(failures.len(), 1);
+        assert_eq!(std::fs::read(path.join("cpu.svg")).unwrap(), b"<svg/>");
+        std::fs::remove_dir_all(&out).unwrap();
     }
 }

@@ -144,6 +144,14 @@ pub fn gzipped(profile: &pb::Profile) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
+/// Encodes `profile` and writes it gzip'd to `out`; the decoded form is freed before compressing.
+pub fn write_gzipped(profile: &Profile, meta: &PprofMeta, out: &mut dyn Write) -> std::io::Result<()> {
+    let encoded = encode(profile, meta).encode_to_vec();
+    let mut gz = GzEncoder::new(out, Compression::default());
+    gz.write_all(&encoded)?;
+    gz.finish().map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;

@@ -4,8 +4,13 @@
 
 mod agent;
 mod bpf_stats;
+mod budget;
+mod fleet;
+mod goroutines;
+mod jit;
 mod memory;
 pub mod process;
+mod python;
 mod rows;
 mod services;
 mod stats;
@@ -30,7 +35,17 @@ use crate::{
 const BENCH_PACKAGES: &[(&str, &str)] =
     &[("linux-perf", "perf"), ("libbpf-tools", "offcputime"), ("bpftool", "bpftool")];
 /// Fixtures the bench runs, from tests/fixtures.
-const FIXTURES: &[&str] = &["bench_cpu", "bench_pingpong", "stacky", "bench_faults", "bench_goheap", "cpuload"];
+const FIXTURES: &[&str] = &[
+    "bench_cpu",
+    "bench_pingpong",
+    "stacky",
+    "bench_faults",
+    "bench_goheap",
+    "cpuload",
+    "worker",
+    "gowaits",
+    "jit_spin",
+];
 
 /// Bench settings; each has a flag.
 #[derive(Clone, Debug, clap::Args)]
@@ -50,7 +65,16 @@ pub struct Options {
     /// How long the agent watches the busy many-stack target for its footprint.
     #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
     pub footprint: Duration,
-    /// Only these rows (1 to 9, comma-separated); all by default.
+    /// How long the agent watches each set of idle workers in row 10 (steady state is its end).
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub many_window: Duration,
+    /// Rounds of the Python CPU-bound loop (about 2 s of CPU alone here).
+    #[arg(long, default_value_t = 12_000)]
+    pub python_rounds: u64,
+    /// Round trips in the Python context-switch-heavy target (about 2 s of CPU alone here).
+    #[arg(long, default_value_t = 300_000)]
+    pub python_trips: u64,
+    /// Only these rows (1 to 14, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -96,7 +120,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 9] = [
+    let rows: [(u8, Row); 14] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
@@ -106,6 +130,11 @@ pub fn run_all(opts: Options) -> Result<()> {
         (7, unwind::tables),
         (8, memory::faults_and_heap),
         (9, services::many_processes),
+        (10, budget::many_processes_budget),
+        (11, fleet::off_the_host),
+        (12, goroutines::goroutine_snapshots),
+        (13, python::python_programs),
+        (14, jit::perf_map_growth),
     ];
     for (row, measure) in rows {
         if wanted(row) {

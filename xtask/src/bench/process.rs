@@ -118,6 +118,8 @@ pub enum ToolKind {
     /// `perf record` of page faults with call graphs, at the agent's default period.
     PerfFaults,
     Offcputime,
+    /// py-spy sampling a Python program without stopping it, at the agent's frequency.
+    PySpy,
 }
 
 impl ToolKind {
@@ -130,6 +132,7 @@ impl ToolKind {
             Self::Perf => "perf record -F 99 -g",
             Self::PerfFaults => "perf record -e page-faults -c 211 -g",
             Self::Offcputime => "offcputime",
+            Self::PySpy => "py-spy record --nonblocking -r 99",
         }
     }
 
@@ -158,6 +161,11 @@ impl ToolKind {
                 s(&["perf", "record", "-q", "-e", "page-faults", "-c", "211", "-g", "-p", &pid, "-o", &data])
             }
             Self::Offcputime => s(&["offcputime", "-p", &pid]),
+            Self::PySpy => {
+                let out = scratch.join("py-spy.raw");
+                let out = out.to_string_lossy();
+                s(&["py-spy", "record", "--pid", &pid, "--nonblocking", "-r", "99", "-f", "raw", "-o", &out])
+            }
         }
     }
 }
@@ -202,6 +210,8 @@ impl Tool {
                 ToolKind::Autodump | ToolKind::AutodumpFramePointers | ToolKind::AutodumpNoFaults => {
                     tool.stderr.try_iter().any(|l| l.contains("recording"))
                 }
+                // "py-spy> Sampling process 99 times a second."
+                ToolKind::PySpy => tool.stdout.try_iter().chain(tool.stderr.try_iter()).any(|l| l.contains("Sampling")),
                 _ => holds_kernel_object(tool.child.id()),
             };
             if attached {

@@ -14,20 +14,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plan::{Check, Outcome, Plan, MARK, PLAN_PATH};
+use plan::{Check, Outcome, Plan, BTF_DIR, GUEST_MOUNTS, MARK, PLAN_PATH};
 
 fn main() {
-    for (source, target, fstype) in [
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        // A pure cgroup v2 host, for the tests that follow a cgroup.
-        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
-        ("devtmpfs", "/dev", "devtmpfs"),
-        ("tmpfs", "/tmp", "tmpfs"),
-    ] {
+    for (source, target, fstype) in GUEST_MOUNTS {
         if let Err(e) = mount(source, target, fstype) {
             println!("{MARK} log cannot mount {target}: {e}");
         }
+    }
+    // Scratch space on the initramfs's own (writable) file system, for every user as on a host.
+    for dir in ["/tmp", "/var/tmp"] {
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777));
+    }
+    // Loopback, for the checks whose fixtures serve HTTP (Go's /debug/pprof).
+    if let Err(e) = loopback_up() {
+        println!("{MARK} log cannot bring up lo: {e}");
     }
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("{MARK} kernel {}", release.trim());
@@ -63,6 +65,33 @@ fn mount(source: &str, target: &str, fstype: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sets the loopback interface up, as `ip link set lo up` does.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket, closed below; `ifreq` is plain data, named "lo" and passed by
+    // pointer to the two ioctls that read and set its flags.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            result = Err(std::io::Error::last_os_error());
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                result = Err(std::io::Error::last_os_error());
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}
+
 fn umount(target: &str) {
     let t = cstr(target);
     // SAFETY: a valid NUL-terminated string.
@@ -76,10 +105,10 @@ fn cstr(s: &str) -> CString {
 fn run(check: &Check) -> Outcome {
     println!("{MARK} begin {}", check.id);
     let started = Instant::now();
-    let hidden = check.hide_btf && mount("tmpfs", "/sys/kernel/btf", "tmpfs").is_ok();
+    let hidden = check.hide_btf && mount("tmpfs", BTF_DIR, "tmpfs").is_ok();
     let verdict = execute(check);
     if hidden {
-        umount("/sys/kernel/btf");
+        umount(BTF_DIR);
     }
     let (passed, why) = match verdict {
         Ok(()) => (true, String::new()),

@@ -36,6 +36,7 @@ const FIXTURES: &[&str] = &[
     "libc_blocker",
     "memleak",
     "gopublisher_plain-stripped",
+    "gowaits",
 ];
 
 /// (column, integration test binary, test name) of the checks that run an integration test.
@@ -46,13 +47,22 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("exit-signal", "watch", "segfault_leaves_an_exit_bundle_with_the_signal"),
     ("goroutines", "go_runtime", "goroutine_leak_is_counted_exactly_and_dumped"),
     ("goroutines-stripped", "go_runtime", "stripped_goroutine_leak_is_counted_exactly_and_dumped"),
+    ("go-waits", "go_waits", "goroutine_waits_match_gos_own_profiles"),
     ("degraded", "kernel_support", "a_missing_exit_probe_costs_the_exit_code_only"),
     ("unwind-glibc", "unwinding", "culprits_show_under_glibc_wrappers_with_their_time"),
     ("faults", "memory", "native_leak_is_named_and_churn_barely_shows"),
     ("go-faults", "go_heap", "memory_profiling_off_is_said_and_faults_still_name_the_leak"),
     ("restarts", "services", "a_crashing_service_is_followed_across_restarts"),
     ("cgroup", "services", "a_cgroup_is_followed_as_processes_move_in_and_out"),
+    ("python", "python_service", "python_generators_tasks_and_faults_are_named"),
 ];
+
+/// The host's CPython for the Python check: the interpreter, its libraries, and the standard
+/// library without what no check imports (tests, IDLE, Tk, bytecode caches): about 20 MB.
+const PYTHON: &str = "/usr/bin/python3.11";
+const PYTHON_LIB: &str = "/usr/lib/python3.11";
+const PYTHON_LIB_SKIP: &[&str] =
+    &["__pycache__", "test", "tests", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "dist-packages"];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
 pub fn run_matrix(only: Option<&str>) -> Result<()> {
@@ -168,26 +178,74 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
         hide_btf: true,
     });
 
+    // Every path the guest needs must stay visible after its init mounts its file systems.
+    let packed =
+        [root(), agent.clone(), init.clone()].into_iter().chain(checks.iter().map(|c| PathBuf::from(&c.program)));
+    for path in packed {
+        if let Some(mount) = plan::hidden_by(&path.to_string_lossy()) {
+            bail!(
+                "{} lies under {mount}, which the kernel matrix's guests mount over; move the workspace",
+                path.display()
+            );
+        }
+    }
     let mut fs = initramfs::Initramfs::default();
     fs.file_as(&init, "/init")?;
     fs.file_as(&agent, &agent_path)?;
     for binary in checks.iter().map(|c| PathBuf::from(&c.program)) {
-        fs.file_as(&binary, &binary.to_string_lossy())?;
+        // The test binaries without their debug sections: 30 MB each with them, which every
+        // guest would unpack at boot.
+        let packed = if binary == agent { binary.clone() } else { without_debug(&binary)? };
+        fs.file_as(&packed, &binary.to_string_lossy())?;
     }
     for fixture in fixtures.lines() {
         fs.file_as(Path::new(fixture), fixture)?;
     }
+    pack_python(&mut fs)?;
     // glibc's own symbols (libc6-dbg, as on the host), so that frames in it are named there too.
     if let Some(debug) = glibc_debug_file() {
         fs.host_path(&debug)?;
     }
-    for dir in ["/proc", "/sys", "/dev", "/tmp", "/root"] {
+    for dir in ["/proc", "/sys", "/dev", "/tmp", "/var/tmp", "/root"] {
         fs.dir(dir);
     }
     fs.bytes(PLAN_PATH, serde_json::to_vec_pretty(&Plan { checks: checks.clone() })?);
     let size = fs.write(image)?;
     step(&format!("kernel matrix: initramfs of {} MB", size >> 20));
     Ok(checks)
+}
+
+/// The host's python3.11 and its standard library, and the Python fixtures, at their host paths.
+fn pack_python(fs: &mut initramfs::Initramfs) -> Result<()> {
+    fs.file_as(Path::new(PYTHON), PYTHON)?;
+    let mut pending = vec![PathBuf::from(PYTHON_LIB), root().join("tests/fixtures/python")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if PYTHON_LIB_SKIP.contains(&name.as_str()) || name.starts_with("config-") {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if name.ends_with(".so") {
+                fs.file_as(&path, &path.to_string_lossy())?;
+            } else {
+                fs.host_path(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A copy of `binary` without its debug sections, in target/vmtest/stripped.
+fn without_debug(binary: &Path) -> Result<PathBuf> {
+    let dir = root().join("target/vmtest/stripped");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(binary.file_name().context("a test binary without a name")?);
+    run(Command::new("objcopy").arg("--strip-debug").arg(binary).arg(&out))
+        .with_context(|| format!("cannot strip {}", binary.display()))?;
+    Ok(out)
 }
 
 /// The separate debug file of the host's glibc, by build id, if libc6-dbg is installed.

@@ -9,6 +9,26 @@ pub const PLAN_PATH: &str = "/vmtest/plan.json";
 /// Every line the host reads starts with this; everything else on the console is the log.
 pub const MARK: &str = "@@vmtest";
 
+/// What the guest's init mounts (source, mount point, type), over the initramfs it boots from.
+/// Nothing is mounted on `/tmp` or `/var/tmp`: the initramfs's own file system is writable, and
+/// a tmpfs there would hide a workspace cloned under it (the test binaries and fixtures sit at
+/// their host paths). The host refuses to pack a path that one of these would hide.
+pub const GUEST_MOUNTS: &[(&str, &str, &str)] = &[
+    ("proc", "/proc", "proc"),
+    ("sysfs", "/sys", "sysfs"),
+    // A pure cgroup v2 host, for the tests that follow a cgroup.
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
+    ("devtmpfs", "/dev", "devtmpfs"),
+];
+/// Mounted over for the checks that hide BTF (`Check::hide_btf`).
+pub const BTF_DIR: &str = "/sys/kernel/btf";
+
+/// The guest mount point that hides `path`, if one does.
+pub fn hidden_by(path: &str) -> Option<&'static str> {
+    let under = |dir: &str| path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    GUEST_MOUNTS.iter().map(|(_, dir, _)| *dir).chain([BTF_DIR]).find(|dir| under(dir))
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub checks: Vec<Check>,
@@ -61,7 +81,19 @@ impl Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::Outcome;
+    use super::{hidden_by, Outcome};
+
+    #[test]
+    fn a_workspace_under_tmp_or_home_is_not_hidden() {
+        // A clone under /tmp: every check failed with "cannot start" when the guest mounted a
+        // tmpfs over /tmp (issue 19).
+        for path in ["/tmp/autodump/target/debug/deps/on_cpu-1", "/var/tmp/x", "/root/autodump", "/home/u/a"] {
+            assert_eq!(hidden_by(path), None, "{path}");
+        }
+        assert_eq!(hidden_by("/proc/x"), Some("/proc"));
+        assert_eq!(hidden_by("/sys/fs/cgroup"), Some("/sys"));
+        assert_eq!(hidden_by("/devices/x"), None);
+    }
 
     #[test]
     fn outcome_lines_round_trip() {

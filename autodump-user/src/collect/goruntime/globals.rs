@@ -15,7 +15,7 @@
 use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
 use super::GoError;
-use crate::symbolize::go::GoBinary;
+use crate::files::go::GoBinary;
 
 /// Link-time addresses of the runtime's globals, and the wait reasons' count.
 #[derive(Clone, Debug, PartialEq, Eq)]

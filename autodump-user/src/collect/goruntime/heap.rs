@@ -4,7 +4,8 @@
 //! published. The target is never stopped: every read is bounded, and a bucket that makes no
 //! sense ends the walk, counted.
 
-use super::{memory::field_u64, GoError, GoRuntime};
+use super::{GoError, GoRuntime};
+use crate::collect::remote::field_u64;
 
 /// `runtime.bucket`: next, allnext, typ, hash, size, nstk (stable since Go 1.4).
 const BUCKET_HEADER: u64 = 48;
@@ -28,8 +29,9 @@ const SPECULATIVE_STACK: u64 = 32;
 /// One allocating stack's totals, as `runtime.MemProfileRecord` has them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeapRecord {
-    /// Return PCs, innermost first, one per logical (inlined or not) frame.
-    pub stack: Vec<u64>,
+    /// Return PCs, innermost first, one per logical (inlined or not) frame. Shared: snapshots
+    /// of one process keep each distinct stack once (`heap_watch`).
+    pub stack: std::sync::Arc<[u64]>,
     pub alloc_objects: u64,
     pub alloc_bytes: u64,
     pub free_objects: u64,
@@ -128,6 +130,7 @@ impl GoRuntime {
                 (false, None) => {}
             }
             let [alloc_objects, free_objects, alloc_bytes, free_bytes] = totals;
+            let stack = stack.into();
             snapshot.records.push(HeapRecord { stack, alloc_objects, alloc_bytes, free_objects, free_bytes });
         }
         Ok(snapshot)

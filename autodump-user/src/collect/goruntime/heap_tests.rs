@@ -53,7 +53,7 @@ fn reads_buckets_as_memprofile_does() {
     assert_eq!(heap.garbage, 0);
     assert_eq!(heap.records.len(), 2);
     let first = &heap.records[0];
-    assert_eq!(first.stack, [0x401000, 0x402000]);
+    assert_eq!(*first.stack, [0x401000, 0x402000]);
     // active plus the cycle a GC completed but has not flushed yet.
     assert_eq!(
         (first.alloc_objects, first.free_objects, first.alloc_bytes, first.free_bytes),

@@ -52,8 +52,8 @@ fn reads_a_consistent_image() {
     let gs = rt.goroutines().unwrap();
     assert_eq!(gs.len(), 2);
     assert_eq!(gs[0].state, "chan receive");
-    assert_eq!(gs[0].frames, vec![0x40_1000, 0x40_1234, 0x40_1300]);
-    assert_eq!(gs[1].frames, vec![0x40_1000, 0x40_1400]);
+    assert_eq!(*gs[0].frames, [0x40_1000, 0x40_1234, 0x40_1300]);
+    assert_eq!(*gs[1].frames, [0x40_1000, 0x40_1400]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::{borrow::Cow, collections::HashMap};
 
 use gimli::{AttributeValue, EndianSlice, LittleEndian};
-use object::{Object, ObjectSection};
+use object::Object;
 
 use super::{shape::Offsets, GoError};
 
@@ -35,6 +35,13 @@ impl Layout {
             g_status: self.offset("runtime.g", &["atomicstatus"])?,
             g_waitreason: self.offset("runtime.g", &["waitreason"])?,
             g_startpc: self.offset("runtime.g", &["startpc"])?,
+            g_goid: self.offset("runtime.g", &["goid"])?,
+            g_waitsince: self.offset("runtime.g", &["waitsince"])?,
+            g_trackingseq: self.offset("runtime.g", &["trackingSeq"])?,
+            g_syscallsp: match self.offset("runtime.g", &["syscallbp"]) {
+                Ok(_) => None,
+                Err(_) => Some(self.offset("runtime.g", &["syscallsp"])?),
+            },
             sched_gfree: match self.offset("runtime.schedt", &["gFree", "n"]) {
                 Ok(n) => vec![n],
                 Err(_) => vec![
@@ -50,11 +57,13 @@ impl Layout {
     }
 
     pub fn parse(elf: &object::File<'_>) -> Result<Self, GoError> {
+        /// A DWARF section larger than this (or claiming to decompress to more) is not read.
+        const MAX_DWARF_SECTION: u64 = 512 << 20;
         let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, GoError> {
             Ok(match elf.section_by_name(id.name()) {
-                Some(section) => {
-                    section.uncompressed_data().map_err(|e| GoError::Binary(format!("{}: {e}", id.name())))?
-                }
+                Some(section) => crate::files::bounded_section_data(&section, MAX_DWARF_SECTION).ok_or_else(|| {
+                    GoError::Binary(format!("{}: unreadable, or over {MAX_DWARF_SECTION} bytes", id.name()))
+                })?,
                 None => Cow::Borrowed(&[][..]),
             })
         };

@@ -6,11 +6,11 @@
 //! inconsistent count is read again.
 
 mod globals;
+mod goroutines;
 pub mod heap;
 #[cfg(test)]
 mod image_tests;
 mod layout;
-pub mod memory;
 mod shape;
 #[cfg(test)]
 mod stripped_tests;
@@ -20,8 +20,8 @@ use std::path::Path;
 
 use layout::Layout;
 
-use crate::symbolize::go::GoBinary;
-use memory::{field_u32, field_u64, ProcessMemory, RemoteMemory};
+use crate::collect::remote::{ProcessMemory, ReadError, RemoteMemory};
+use crate::files::go::GoBinary;
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
 pub use shape::{Addresses, Offsets};
 
@@ -41,6 +41,12 @@ pub enum GoError {
     Read(u64),
     #[error("goroutine count stayed inconsistent after {0} reads")]
     Inconsistent(u32),
+}
+
+impl From<ReadError> for GoError {
+    fn from(e: ReadError) -> Self {
+        GoError::Read(e.0)
+    }
 }
 
 impl From<gimli::Error> for GoError {
@@ -94,12 +100,7 @@ pub struct GoRuntime {
     wait_reasons: Vec<String>,
 }
 
-/// One goroutine: its state (wait reason when waiting) and return addresses, innermost first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Goroutine {
-    pub state: String,
-    pub frames: Vec<u64>,
-}
+pub use goroutines::{Goroutine, ReadStats, StackCache};
 
 impl GoSupport {
     /// Inspects the executable of `pid` (through /proc, so a replaced file does not matter).
@@ -231,71 +232,6 @@ impl GoRuntime {
         Ok((n >= 1 && n <= allglen as i64).then_some(n as u64))
     }
 
-    /// Every user goroutine with its stack, walked by frame pointers from its saved registers.
-    /// Goroutines that are dead, or the runtime's own, are left out (as NumGoroutine does).
-    pub fn goroutines(&self) -> Result<Vec<Goroutine>, GoError> {
-        let m = &*self.memory;
-        let len = m.u64(self.at.allglen)?.min(m.u64(self.at.allgs + 8)?);
-        if len > MAX_GOROUTINES {
-            return Err(GoError::Inconsistent(1));
-        }
-        if len > MAX_DUMPED_GOROUTINES {
-            tracing::warn!(goroutines = len, "dumping only the first {MAX_DUMPED_GOROUTINES} goroutines");
-        }
-        let len = len.min(MAX_DUMPED_GOROUTINES);
-        let base = m.u64(self.at.allgs)?;
-        let slots: Vec<u64> = (0..len).map(|i| base.wrapping_add(8 * i)).collect();
-        let pointers: Vec<u64> =
-            m.read_many(&slots, 8).into_iter().flatten().filter_map(|b| field_u64(&b, 0)).collect();
-        let blocks = m.read_many(&pointers, self.off.g_size as usize);
-        let mut walks = Vec::new();
-        for block in blocks.into_iter().flatten() {
-            let field = |o| field_u64(&block, o).unwrap_or(0);
-            let status = field_u32(&block, self.off.g_status).unwrap_or(G_DEAD) & !G_SCAN;
-            if matches!(status, G_DEAD | G_DEAD_EXTRA | G_IDLE) || self.is_system(field(self.off.g_startpc)) {
-                continue;
-            }
-            let state = self.state(status, block.get(self.off.g_waitreason as usize).copied().unwrap_or(0));
-            let pc = field(self.off.g_sched_pc);
-            walks.push(Walk {
-                state,
-                frames: if pc == 0 { Vec::new() } else { vec![pc] },
-                bp: field(self.off.g_sched_bp),
-                stack: (field(self.off.g_stack_lo), field(self.off.g_stack_hi)),
-            });
-        }
-        self.walk_stacks(&mut walks);
-        Ok(walks.into_iter().map(|w| Goroutine { state: w.state, frames: w.frames }).collect())
-    }
-
-    /// Walks all stacks a frame at a time, reading one level for every goroutine per batch:
-    /// [bp] is the caller's bp and [bp+8] the return address (amd64 frame pointers).
-    fn walk_stacks(&self, walks: &mut [Walk]) {
-        for _ in 0..MAX_FRAMES {
-            let live: Vec<usize> = (0..walks.len()).filter(|&i| walks[i].bp != 0).collect();
-            if live.is_empty() {
-                break;
-            }
-            let addrs: Vec<u64> = live.iter().map(|&i| walks[i].bp).collect();
-            for (&i, block) in live.iter().zip(self.memory.read_many(&addrs, 16)) {
-                let w = &mut walks[i];
-                let (Some(next_bp), Some(ret)) =
-                    (block.as_deref().and_then(|b| field_u64(b, 0)), block.as_deref().and_then(|b| field_u64(b, 8)))
-                else {
-                    w.bp = 0;
-                    continue;
-                };
-                if ret == 0 || w.frames.len() >= MAX_FRAMES {
-                    w.bp = 0;
-                    continue;
-                }
-                w.frames.push(ret);
-                // The chain must climb the goroutine's own stack, or it is garbage.
-                w.bp = if next_bp > w.bp && next_bp < w.stack.1 && next_bp >= w.stack.0 { next_bp } else { 0 };
-            }
-        }
-    }
-
     fn state(&self, status: u32, wait_reason: u8) -> String {
         match status {
             G_RUNNABLE => "runnable".into(),
@@ -340,13 +276,6 @@ impl GoRuntime {
             })
             .collect()
     }
-}
-
-struct Walk {
-    state: String,
-    frames: Vec<u64>,
-    bp: u64,
-    stack: (u64, u64),
 }
 
 /// How far a position-independent executable was moved at load: where its first segment is

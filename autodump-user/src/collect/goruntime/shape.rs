@@ -2,7 +2,8 @@
 //! out. `GoRuntime::open` finds both in the binary; `over_image` makes them up for tests and
 //! fuzzing.
 
-use super::{memory::ImageMemory, GoRuntime};
+use super::GoRuntime;
+use crate::collect::remote::ImageMemory;
 
 /// Where the runtime's globals are in the process, from the binary's symbol table.
 #[derive(Clone, Debug)]
@@ -34,6 +35,15 @@ pub struct Offsets {
     pub g_status: u64,
     pub g_waitreason: u64,
     pub g_startpc: u64,
+    /// `g.goid`, and `g.waitsince` (nanotime when it began waiting, set by a GC that saw it).
+    pub g_goid: u64,
+    pub g_waitsince: u64,
+    /// `g.trackingSeq`: a byte the scheduler bumps each time the goroutine stops running, so
+    /// that one parked where it was at the last read can be told from one that ran since.
+    pub g_trackingseq: u64,
+    /// Runtimes that do not save the frame pointer of a goroutine entering a system call
+    /// (before 1.23): `g.syscallsp`, below which the caller's frame pointer lies.
+    pub g_syscallsp: Option<u64>,
     /// Where the global free-goroutine counts are: `gFree.n` (older runtimes, e.g. 1.19), or the
     /// sizes of the two lists `gFree.stack` and `gFree.noStack` (newer ones, e.g. 1.27).
     pub sched_gfree: Vec<u64>,
@@ -69,6 +79,10 @@ impl GoRuntime {
             g_status: 88,
             g_waitreason: 92,
             g_startpc: 64,
+            g_goid: 16,
+            g_waitsince: 24,
+            g_trackingseq: 93,
+            g_syscallsp: None,
             sched_gfree: vec![8, 16],
             sched_ngsys: 24,
             p_gfree_n: 32,

@@ -5,7 +5,7 @@
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::{globals, layout::Layout, versions};
-use crate::{symbolize::go::GoBinary, test_go};
+use crate::{files::go::GoBinary, test_go};
 
 #[test]
 fn globals_found_in_instructions_match_the_symbol_table() {

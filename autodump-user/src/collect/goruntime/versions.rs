@@ -9,7 +9,7 @@
 use object::{Object, ObjectSection};
 
 use super::{shape::Offsets, GoError};
-use crate::symbolize::gopclntab::varint;
+use crate::files::gopclntab::varint;
 
 /// The build info's magic, then pointer size and flags; with flag 2 the version string follows
 /// the 32-byte header inline (Go 1.18+).
@@ -54,6 +54,10 @@ fn go_1_19() -> Offsets {
         g_status: 144,
         g_waitreason: 176,
         g_startpc: 312,
+        g_goid: 152,
+        g_waitsince: 168,
+        g_trackingseq: 189,
+        g_syscallsp: Some(112),
         sched_gfree: vec![176],
         sched_ngsys: 72,
         p_gfree_n: 2472,
@@ -71,6 +75,10 @@ fn go_1_24() -> Offsets {
         g_status: 152,
         g_waitreason: 184,
         g_startpc: 304,
+        g_goid: 160,
+        g_waitsince: 176,
+        g_trackingseq: 199,
+        g_syscallsp: None,
         sched_gfree: vec![184],
         sched_ngsys: 72,
         p_gfree_n: 2464,
@@ -88,6 +96,10 @@ fn go_1_27() -> Offsets {
         g_status: 144,
         g_waitreason: 176,
         g_startpc: 304,
+        g_goid: 152,
+        g_waitsince: 168,
+        g_trackingseq: 191,
+        g_syscallsp: None,
         sched_gfree: vec![200, 216],
         sched_ngsys: 96,
         p_gfree_n: 2472,

@@ -69,8 +69,19 @@ impl FunctionStarts {
         }
     }
 
+    /// The (start, end) virtual addresses of the FDE that covers virtual address `pc`.
+    pub fn range_of(&self, pc: u64) -> Option<(u64, u64)> {
+        let i = self.ranges.partition_point(|&(start, _)| start <= pc).checked_sub(1)?;
+        let (start, end) = self.ranges[i];
+        (pc < end).then_some((start, end))
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
     }
 }
 

@@ -1,10 +1,13 @@
 //! Reads another process's memory with `process_vm_readv`, without stopping it. Every read is
 //! bounded; a short read is an error, never a partly filled buffer taken as data.
 //!
-//! The Go reader sees memory only through [`RemoteMemory`], so that it can also be run over a
-//! byte image: the tests and the fuzz target feed it garbage.
+//! The runtime readers (Go, Python) see memory only through [`RemoteMemory`], so that they can
+//! also be run over a byte image: the tests and the fuzz targets feed them garbage.
 
-use super::GoError;
+/// A read that could not be done whole, at this address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot read target memory at {0:#x}")]
+pub struct ReadError(pub u64);
 
 /// Largest single read (a guard against garbage lengths).
 const MAX_READ: usize = 1 << 20;
@@ -14,15 +17,15 @@ const IOV_MAX: usize = 1024;
 /// Memory of the process being read, which may change or vanish at any moment.
 pub trait RemoteMemory: Send + Sync {
     /// Fills `buf` from `addr`, whole or not at all.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError>;
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError>;
 
-    fn u64(&self, addr: u64) -> Result<u64, GoError> {
+    fn u64(&self, addr: u64) -> Result<u64, ReadError> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
-    fn i32(&self, addr: u64) -> Result<i32, GoError> {
+    fn i32(&self, addr: u64) -> Result<i32, ReadError> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b)?;
         Ok(i32::from_le_bytes(b))
@@ -47,9 +50,9 @@ pub struct ImageMemory {
 }
 
 impl RemoteMemory for ImageMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let start = addr.checked_sub(self.base).and_then(|o| usize::try_from(o).ok());
-        let src = start.and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?)).ok_or(GoError::Read(addr))?;
+        let src = start.and_then(|s| self.bytes.get(s..s.checked_add(buf.len())?)).ok_or(ReadError(addr))?;
         buf.copy_from_slice(src);
         Ok(())
     }
@@ -67,9 +70,9 @@ impl ProcessMemory {
 }
 
 impl RemoteMemory for ProcessMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), GoError> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         if buf.len() > MAX_READ || addr == 0 {
-            return Err(GoError::Read(addr));
+            return Err(ReadError(addr));
         }
         let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
@@ -77,7 +80,7 @@ impl RemoteMemory for ProcessMemory {
         // by the kernel, which returns an error instead of faulting.
         let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
         if n != buf.len() as isize {
-            return Err(GoError::Read(addr));
+            return Err(ReadError(addr));
         }
         Ok(())
     }
@@ -109,6 +112,48 @@ impl RemoteMemory for ProcessMemory {
         out
     }
 }
+
+/// Reads the `len` bytes at each address and hands each block that could be read to `f` with
+/// its index. Neighbours (objects from one span, as the runtime allocates g's) are read as one
+/// range of at most `MAX_RUN` bytes, which costs the kernel far less than a block each; a range
+/// that cannot be read whole is read block by block.
+pub fn read_near(m: &dyn RemoteMemory, addrs: &[u64], len: usize, mut f: impl FnMut(usize, &[u8])) {
+    let mut order: Vec<usize> = (0..addrs.len()).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    let (len64, mut buf) = (len as u64, Vec::new());
+    let mut rest = &order[..];
+    while let Some(&first) = rest.first() {
+        let start = addrs[first];
+        let mut n = 1;
+        while let Some(&next) = rest.get(n) {
+            let (prev, at) = (addrs[rest[n - 1]], addrs[next]);
+            let end = at.checked_add(len64).and_then(|e| e.checked_sub(start));
+            if at.saturating_sub(prev) > 2 * len64 || end.is_none_or(|e| e > MAX_RUN as u64) {
+                break;
+            }
+            n += 1;
+        }
+        let (run, last) = (&rest[..n], addrs[rest[n - 1]]);
+        rest = &rest[n..];
+        buf.resize((last - start + len64) as usize, 0);
+        if m.read(start, &mut buf).is_ok() {
+            for &i in run {
+                let at = (addrs[i] - start) as usize;
+                f(i, &buf[at..at + len]);
+            }
+            continue;
+        }
+        let singles: Vec<u64> = run.iter().map(|&i| addrs[i]).collect();
+        for (&i, block) in run.iter().zip(m.read_many(&singles, len)) {
+            if let Some(block) = block {
+                f(i, &block);
+            }
+        }
+    }
+}
+
+/// Largest range `read_near` reads at once.
+const MAX_RUN: usize = 64 << 10;
 
 /// Little-endian integer at `offset` of `block`, if it fits.
 pub fn field_u64(block: &[u8], offset: u64) -> Option<u64> {
@@ -155,6 +200,16 @@ mod tests {
         assert!(mem.u64(0xfff).is_err(), "starts before the base");
         assert!(mem.u64(u64::MAX).is_err());
         assert_eq!(mem.read_many(&[0x1000, 0x2000], 4), vec![Some(vec![0, 1, 2, 3]), None]);
+    }
+
+    #[test]
+    fn neighbours_are_read_as_one_and_a_bad_range_block_by_block() {
+        let mem = ImageMemory { base: 0x1000, bytes: (0u8..=255).collect() };
+        let mut got = Vec::new();
+        // Out of order, one past the image, one far away but inside it, one straddling its end.
+        read_near(&mem, &[0x1010, 0x1000, 0x2000, 0x10f0, 0x10fe], 4, |i, b| got.push((i, b.to_vec())));
+        got.sort();
+        assert_eq!(got, vec![(0, vec![16, 17, 18, 19]), (1, vec![0, 1, 2, 3]), (3, vec![240, 241, 242, 243])]);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Notes the summary adds so that its numbers can be read: how user stacks were walked, and why
 //! a Go heap profile is missing or short.
 
-use super::summary::{HeapReport, ProbeReport};
+use super::reports::{BudgetReport, HeapReport, ProbeReport};
 
 /// What a reader needs to know about how user stacks were walked.
 pub fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats) -> Vec<String> {
     let mut notes = Vec::new();
     let Some(report) = &probes.unwinding else { return notes };
-    if report.unwinding.mode == crate::unwind::UnwindMode::FramePointers {
+    if report.unwinding.mode == crate::probes::UnwindMode::FramePointers {
         if let Some(why) = report.unwinding.why.as_deref().filter(|w| !w.starts_with("--unwind")) {
             notes.push(format!(
                 "user stacks were walked by frame pointer ({why}): in code built without them (glibc, most \
@@ -27,6 +27,13 @@ pub fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats)
         notes.push(format!(
             "{} of {walks} user stacks stop at code no file maps (JIT or anonymous memory)",
             d.unwind_unknown_code
+        ));
+    }
+    if d.jit_walk_stops * 100 > walks {
+        notes.push(format!(
+            "{} of {walks} user stacks stop in JIT code whose frame pointer does not lead up the stack \
+             (a JVM without -XX:+PreserveFramePointer: its Java frames are leaf-only)",
+            d.jit_walk_stops
         ));
     }
     if d.unwind_broken * 100 > walks {
@@ -49,6 +56,28 @@ pub fn heap_notes(heap: Option<&HeapReport>) -> Vec<String> {
         notes.push(format!(
             "the Go heap profile stopped at a bucket that made no sense, after {} buckets",
             heap.buckets
+        ));
+    }
+    notes
+}
+
+/// What keeping the memory budget cost: names looked up again, or a window cut short.
+pub fn budget_notes(budget: &BudgetReport, shed_before: Option<f64>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if budget.over_budget_checks > 0 {
+        notes.push(format!(
+            "the agent went over its memory budget ({} MiB, --memory-budget) {} times: {} cached files were \
+             dropped and read again when needed, {} address caches reset",
+            budget.budget_bytes >> 20,
+            budget.over_budget_checks,
+            budget.file_cache.evictions,
+            budget.address_cache_resets
+        ));
+    }
+    if let Some(t) = shed_before {
+        notes.push(format!(
+            "this process was idle and its flight recorder was cut to save memory: the window starts at {t:.0}, \
+             not earlier"
         ));
     }
     notes

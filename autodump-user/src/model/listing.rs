@@ -72,15 +72,6 @@ impl FaultTotals {
     }
 }
 
-/// Kinds in the order `index.html` shows them: memory kinds first in a bundle written for memory.
-pub fn display_order(kinds: &[ProfileKind], memory_first: bool) -> Vec<ProfileKind> {
-    let mut kinds = kinds.to_vec();
-    if memory_first {
-        kinds.sort_by_key(|k| (!k.info().memory, *k));
-    }
-    kinds
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,14 +100,12 @@ mod tests {
     }
 
     #[test]
-    fn every_profile_is_listed_alike_and_memory_comes_first_when_asked() {
+    fn every_profile_is_listed_alike() {
         let profiles = Profiles::new();
         let listed = listing(&profiles);
         let kinds: Vec<_> = listed.iter().map(|l| l.kind).collect();
         assert_eq!(kinds, ProfileKind::RECORDED);
         assert_eq!(listed[2].files, ["faults.folded", "faults.svg", "faults.pb.gz"]);
         assert_eq!(listed[0].totals.keys().copied().collect::<Vec<_>>(), ["cpu", "samples"]);
-        assert_eq!(display_order(&kinds, true)[0], ProfileKind::Faults);
-        assert_eq!(display_order(&kinds, false), kinds);
     }
 }

@@ -9,6 +9,11 @@ use crate::record::profile::{Profile, SampleValue};
 /// One line per unique stack of names, heaviest first; the root frame is the thread name.
 /// Stacks that differ only in addresses within the same functions are merged.
 pub fn folded(profile: &Profile) -> String {
+    folded_lines(profile).into_iter().map(|line| line + "\n").collect()
+}
+
+/// The lines of [`folded`], without their newlines: `thread;root;...;leaf weight`.
+pub fn folded_lines(profile: &Profile) -> Vec<String> {
     let mut lines: HashMap<String, SampleValue> = HashMap::new();
     for (key, value) in &profile.samples {
         let mut line = String::with_capacity(256);
@@ -28,7 +33,15 @@ pub fn folded(profile: &Profile) -> String {
         .filter(|(_, w)| *w > 0)
         .collect();
     weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    weighted.into_iter().map(|(line, w)| format!("{line} {w}\n")).collect()
+    weighted
+        .into_iter()
+        .map(|(mut line, w)| {
+            use std::fmt::Write;
+            let _ = write!(line, " {w}");
+            line.shrink_to_fit();
+            line
+        })
+        .collect()
 }
 
 /// `;` separates frames and a newline ends a line: neither may appear inside a name.

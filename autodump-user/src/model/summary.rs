@@ -6,17 +6,15 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde::Serialize;
 
 use crate::{
-    cli::KernelStacks,
-    collect::{
-        drain::{ExitStatus, ProbeStats},
-        metrics::MetricSample,
-    },
+    collect::{drain::ProbeStats, metrics::MetricSample},
+    probes::{targets::ExitStatus, KernelStacks},
     record::{
         profile::{pseudo, Profile, ProfileKind},
         Profiles,
     },
-    trigger::{Crossed, Fired},
 };
+
+use super::reports::{BudgetReport, GoStatus, ProbeReport, Reason, Regression, TargetInfo};
 
 /// Modules that leave less of a profile than this unnamed get no note (they are still listed in
 /// `naming`).
@@ -28,6 +26,8 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub format_version: u32,
+    /// One line: what fired, where the CPU went, what waited, what grew (see `verdict`).
+    pub verdict: String,
     pub reason: Reason,
     pub pid: u32,
     pub comm: String,
@@ -58,6 +58,12 @@ pub struct Summary {
     /// Go programs: whether goroutines could be read, and the dump's total.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go: Option<GoStatus>,
+    /// Python programs: which CPython, and whether its threads could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<super::python::PythonStatus>,
+    /// JIT runtimes (Java, Node) and programs with a perf map: the map and what it named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jit: Option<super::jit::JitStatus>,
     /// Rule bundles: the stacks whose share of on-CPU samples grew most after the trigger.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regressed_stacks: Vec<Regression>,
@@ -66,84 +72,10 @@ pub struct Summary {
     /// Per recorded profile (`cpu`, `offcpu`, `faults`): the share whose frames are all named, and which modules
     /// left frames unnamed and why.
     pub naming: BTreeMap<&'static str, crate::record::naming::Naming>,
+    /// The agent's own memory: its budget and what keeping it took.
+    pub agent_memory: BudgetReport,
     /// Facts a reader needs to interpret the numbers (e.g. the target exited early).
     pub notes: Vec<String>,
-}
-
-/// The probes as loaded on this kernel.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ProbeReport {
-    /// Choices made from the kernel's BTF (see `probes/features.rs`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel_features: Option<crate::probes::features::KernelFeatures>,
-    /// Probes not attached, and what the bundle lacks because of it.
-    pub degraded: Vec<crate::probes::Degradation>,
-    /// How user stacks were walked, and the unwind tables in the kernel.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unwinding: Option<UnwindReport>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct UnwindReport {
-    #[serde(flatten)]
-    pub unwinding: crate::probes::Unwinding,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tables: Option<crate::unwind::tables::TableStats>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Reason {
-    /// `rule` (a rule fired), `manual` (SIGUSR1), `exit` (the target died), `record` (--duration).
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metric: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub baseline_mean: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f64>,
-    /// `abs` (the high-water mark) or `diff` (over the rolling mean).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub crossed: Option<Crossed>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// Unix seconds: when the rule fired (the window's `trigger` is when its condition began).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fired_at: Option<f64>,
-    /// How long the condition had held when it fired (a `for=` rule).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub held_s: Option<f64>,
-}
-
-impl Reason {
-    pub fn of_kind(kind: &str) -> Self {
-        Self {
-            kind: kind.into(),
-            metric: None,
-            value: None,
-            baseline_mean: None,
-            threshold: None,
-            crossed: None,
-            rule: None,
-            fired_at: None,
-            held_s: None,
-        }
-    }
-
-    pub fn from_fired(f: &Fired) -> Self {
-        Self {
-            kind: "rule".into(),
-            metric: Some(f.metric.name().into()),
-            value: Some(f.value),
-            baseline_mean: f.baseline_mean,
-            threshold: Some(f.threshold),
-            crossed: Some(f.crossed),
-            rule: Some(f.rule.clone()),
-            fired_at: Some(f.t),
-            held_s: Some(f.t - f.since),
-        }
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -155,51 +87,6 @@ pub struct Window {
     pub trigger: Option<f64>,
     pub end: f64,
     pub duration_s: f64,
-}
-
-/// Go-specific facts of a bundle.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct GoStatus {
-    /// False for a Go binary whose goroutines cannot be read (e.g. stripped with -ldflags=-s -w).
-    pub goroutines_available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The runtime's heap profile, when the bundle tried to read it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heap: Option<HeapReport>,
-}
-
-/// What was read of a Go program's heap profile (`heap.pb.gz`, `heap-base.pb.gz`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct HeapReport {
-    pub available: bool,
-    /// `runtime.MemProfileRate`: one sample per this many bytes allocated (0: off).
-    pub rate: u64,
-    pub buckets: usize,
-    /// When the earlier snapshot (`heap-base.pb.gz`) was read, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_read_at: Option<f64>,
-    /// Buckets that made no sense and ended the read (a garbled list).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub garbage_buckets: u64,
-    pub read_ms: f64,
-    /// Why there is no heap profile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// A stack whose share of on-CPU samples grew after the trigger.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Regression {
-    /// Folded: `thread;root;...;leaf`.
-    pub stack: String,
-    /// Share of on-CPU samples before the trigger, 0 to 1.
-    pub before_share: f64,
-    pub after_share: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -218,6 +105,10 @@ pub struct OffCpuTotals {
     /// Switch-outs whose time was counted.
     pub blocks: u64,
     pub distinct_stacks: usize,
+    /// Of which Go scheduler threads were parked with nothing to run (`[go: idle scheduler
+    /// thread]`): not where the program waits (see `gowait`).
+    #[serde(skip_serializing_if = "crate::model::reports::is_zero")]
+    pub idle_go_threads_us: u64,
     /// How kernel stacks were taken: `per-user-stack` (walked once per user stack per drain
     /// interval and reused for later blocks there) or `every-switch`.
     pub kernel_stacks: KernelStacks,
@@ -232,7 +123,7 @@ pub struct TargetState {
     pub cpu_capacity: Option<crate::collect::capacity::CpuCapacity>,
     /// Watch bundles: the selector, the instance, and its restarts.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<crate::watcher::TargetInfo>,
+    pub watch: Option<TargetInfo>,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,9 +159,14 @@ pub struct Facts<'a> {
     pub regressed: Vec<Regression>,
     pub memory: Option<crate::collect::memory::MemoryReport>,
     pub go: Option<GoStatus>,
+    pub python: Option<super::python::PythonStatus>,
+    pub jit: Option<super::jit::JitStatus>,
     pub probes: ProbeReport,
     pub cpu_capacity: Option<crate::collect::capacity::CpuCapacity>,
-    pub target_info: Option<crate::watcher::TargetInfo>,
+    pub target_info: Option<TargetInfo>,
+    pub budget: BudgetReport,
+    /// The process's flight recorder was cut before this (Unix seconds) to keep the budget.
+    pub shed_before: Option<f64>,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -311,15 +207,28 @@ pub fn build(f: Facts<'_>) -> Summary {
         }
     }
     notes.extend(super::notes::unwind_notes(&f.probes, d));
+    notes.extend(f.jit.iter().flat_map(|j| j.hints.iter().cloned()));
     notes.extend(super::notes::heap_notes(f.go.as_ref().and_then(|g| g.heap.as_ref())));
+    notes.extend(super::notes::budget_notes(&f.budget, f.shed_before.filter(|&t| t > start)));
     for d in &f.probes.degraded {
         notes.push(format!(
             "the kernel did not take the {} probe, so this bundle lacks {} ({})",
             d.probe, d.lost, d.why
         ));
     }
+    let verdict = super::verdict::verdict(&super::verdict::VerdictFacts {
+        reason: &f.reason,
+        capacity: f.cpu_capacity.as_ref(),
+        exit: f.exit.as_ref(),
+        cpu: f.profiles.cpu(),
+        offcpu: f.profiles.offcpu(),
+        gowait: f.profiles.get(ProfileKind::GoWait),
+        memory: f.memory.as_ref(),
+        duration_s: end - start,
+    });
     Summary {
         format_version: FORMAT_VERSION,
+        verdict,
         reason: f.reason,
         pid: f.pid,
         comm: f.comm.into(),
@@ -335,7 +244,8 @@ pub fn build(f: Facts<'_>) -> Summary {
         },
         offcpu: OffCpuTotals {
             total_us: offcpu.nanos / 1000,
-            runnable_us: runnable_us(f.profiles.offcpu()),
+            runnable_us: rooted_us(f.profiles.offcpu(), pseudo::RUNNABLE, true),
+            idle_go_threads_us: rooted_us(f.profiles.offcpu(), pseudo::GO_IDLE_THREAD, false),
             blocks: offcpu.count,
             distinct_stacks: f.profiles.offcpu().samples.len(),
             kernel_stacks: f.offcpu_kernel_stacks,
@@ -353,22 +263,25 @@ pub fn build(f: Facts<'_>) -> Summary {
         regressed_stacks: f.regressed,
         memory: f.memory,
         go: f.go,
+        python: f.python,
+        jit: f.jit,
         probes: f.probes,
         naming,
+        agent_memory: f.budget,
         notes,
     }
 }
 
-/// Off-CPU time of samples whose leaf is the runnable pseudo frame, in microseconds.
-fn runnable_us(offcpu: &Profile) -> u64 {
-    let is_runnable = |i: u32| {
-        let loc = &offcpu.locations[i as usize];
-        loc.address == 0 && loc.frames.first().is_some_and(|f| &*f.function == pseudo::RUNNABLE)
+/// Off-CPU time, in microseconds, of the stacks whose leaf (or root) is the pseudo frame `name`.
+fn rooted_us(offcpu: &Profile, name: &str, leaf: bool) -> u64 {
+    let is = |i: &u32| {
+        let loc = &offcpu.locations[*i as usize];
+        loc.address == 0 && loc.frames.first().is_some_and(|f| &*f.function == name)
     };
     offcpu
         .samples
         .iter()
-        .filter(|(k, _)| k.stack.first().is_some_and(|&i| is_runnable(i)))
+        .filter(|(k, _)| if leaf { k.stack.first().is_some_and(is) } else { k.stack.last().is_some_and(is) })
         .map(|(_, v)| v.nanos / 1000)
         .sum()
 }

@@ -2,6 +2,10 @@
 
 use super::*;
 use crate::record::profile::{tests::sample_profile, ProfileKind, SampleValue, StackPart};
+use crate::{
+    model::reports::HeapReport,
+    trigger::{Crossed, Fired},
+};
 
 fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Facts<'a> {
     Facts {
@@ -24,10 +28,34 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         regressed: Vec::new(),
         memory: None,
         go: None,
+        python: None,
+        jit: None,
         probes: ProbeReport::default(),
         cpu_capacity: None,
         target_info: None,
+        budget: Default::default(),
+        shed_before: None,
     }
+}
+
+#[test]
+fn keeping_the_budget_is_noted() {
+    let (profiles, threads) = (Profiles::new(), BTreeMap::new());
+    let quiet = build(facts(&profiles, &threads));
+    assert!(!quiet.notes.iter().any(|n| n.contains("budget") || n.contains("flight recorder")), "{:?}", quiet.notes);
+    let mut f = facts(&profiles, &threads);
+    f.budget.budget_bytes = 64 << 20;
+    f.budget.over_budget_checks = 3;
+    f.budget.file_cache.evictions = 2;
+    f.shed_before = Some(f.start + 5.0);
+    let s = build(f);
+    assert!(
+        s.notes.iter().any(|n| n.contains("memory budget (64 MiB") && n.contains("2 cached files")),
+        "{:?}",
+        s.notes
+    );
+    assert!(s.notes.iter().any(|n| n.contains("flight recorder was cut")), "{:?}", s.notes);
+    assert_eq!(s.agent_memory.over_budget_checks, 3);
 }
 
 #[test]
@@ -111,7 +139,16 @@ fn a_clean_recording_has_no_notes() {
 #[test]
 fn heap_problems_become_notes() {
     let (profiles, threads) = (Profiles::new(), BTreeMap::new());
-    let go = |heap: HeapReport| Some(GoStatus { goroutines_available: true, reason: None, heap: Some(heap) });
+    let go = |heap: HeapReport| {
+        Some(GoStatus {
+            goroutines_available: true,
+            reason: None,
+            heap: Some(heap),
+            goroutine_snapshots: None,
+            goroutines_grew: Vec::new(),
+            top_waits: Vec::new(),
+        })
+    };
     let off = HeapReport { reason: Some("memory profiling is off".into()), ..Default::default() };
     let summary = build(Facts { go: go(off), ..facts(&profiles, &threads) });
     assert_eq!(summary.notes, ["no Go heap profile: memory profiling is off"]);

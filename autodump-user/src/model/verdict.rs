@@ -1,0 +1,240 @@
+//! A bundle's one-line verdict, written from its own figures: what fired, the function most of
+//! the CPU was in, the function the threads waited in most, and what memory grew. It heads
+//! `index.html` and `summary.json`, and is an alert's summary.
+//! "cpu 93% of 1.6 CPUs for 40 s; 71% of on-CPU in main.newPublisherPerMessage".
+
+use std::collections::HashMap;
+
+use super::reports::Reason;
+use crate::{
+    collect::{capacity::CpuCapacity, memory::MemoryReport},
+    probes::targets::ExitStatus,
+    record::{
+        go_frames::waited_in,
+        profile::{pseudo, Profile},
+    },
+};
+
+/// A function is named in the verdict when it holds at least this share of its profile.
+const NAMED_SHARE: f64 = 0.10;
+
+/// What the verdict is written from.
+pub struct VerdictFacts<'a> {
+    pub reason: &'a Reason,
+    pub capacity: Option<&'a CpuCapacity>,
+    pub exit: Option<&'a ExitStatus>,
+    pub cpu: &'a Profile,
+    pub offcpu: &'a Profile,
+    /// Go programs: goroutine time by stack and state.
+    pub gowait: Option<&'a Profile>,
+    pub memory: Option<&'a MemoryReport>,
+    pub duration_s: f64,
+}
+
+pub fn verdict(f: &VerdictFacts<'_>) -> String {
+    let mut parts = vec![what_fired(f)];
+    if let Some((name, share)) = top_leaf(f.cpu, |v| v.count) {
+        parts.push(format!("{:.0}% of on-CPU in {name}", share * 100.0));
+    }
+    // For Go, where goroutines wait; threads waiting is the runtime's business.
+    match f.gowait.and_then(top_wait) {
+        Some((state, name, share)) => {
+            parts.push(format!("{:.0}% of goroutine time waiting on {state} in {name}", share * 100.0))
+        }
+        None => {
+            if let Some((name, share)) = top_leaf(f.offcpu, |v| v.nanos) {
+                parts.push(format!("{:.0}% of the time off-CPU waiting in {name}", share * 100.0));
+            }
+        }
+    }
+    if let Some(grown) = f.memory.and_then(|m| m.grown_mappings.first()).filter(|g| g.grown_bytes >= 1 << 20) {
+        parts.push(format!("{} grew {}", grown.mapping, bytes(grown.grown_bytes as f64)));
+    }
+    parts.join("; ")
+}
+
+fn what_fired(f: &VerdictFacts<'_>) -> String {
+    let r = f.reason;
+    match (r.kind.as_str(), r.metric.as_deref(), r.value) {
+        ("rule", Some(metric), Some(value)) => {
+            let held = r.held_s.filter(|&h| h >= 1.0).map(|h| format!(" for {h:.0} s")).unwrap_or_default();
+            let value = match (metric, f.capacity) {
+                ("cpu", Some(c)) => format!("{value:.0}% of {} CPUs", trim(c.cores)),
+                ("cpu", None) => format!("{value:.0}%"),
+                ("rss", _) => bytes(value),
+                _ => format!("{value:.0}"),
+            };
+            format!("{metric} {value}{held}")
+        }
+        ("exit", ..) => match f.exit {
+            Some(ExitStatus { signal: Some(signal), .. }) => format!("killed by signal {signal}"),
+            Some(ExitStatus { code: Some(code), .. }) => format!("exited with code {code}"),
+            _ => "exited".into(),
+        },
+        ("alert", ..) => format!("alert {} firing", r.alert.as_ref().map_or("?", |a| a.name.as_str())),
+        ("record", ..) => format!("recorded {:.0} s", f.duration_s),
+        (kind, ..) => format!("{kind} bundle"),
+    }
+}
+
+/// The wait reason and function holding most of the goroutine time, and their share of it, if it
+/// holds at least `NAMED_SHARE` (running and runnable goroutines do not wait).
+fn top_wait(gowait: &Profile) -> Option<(String, String, f64)> {
+    let mut by_wait: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut total = 0u64;
+    for (key, value) in &gowait.samples {
+        total += value.nanos;
+        if matches!(&*key.thread, "running" | "runnable") {
+            continue;
+        }
+        let names = key.stack.iter().flat_map(|&i| gowait.locations[i as usize].frames.iter()).map(|f| &*f.function);
+        if let Some(name) = waited_in(names.filter(|n| !n.starts_with('['))) {
+            *by_wait.entry((&key.thread, name)).or_default() += value.nanos;
+        }
+    }
+    let ((state, name), w) = by_wait.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))?;
+    let share = w as f64 / total.max(1) as f64;
+    (share >= NAMED_SHARE).then(|| (format!("[{state}]"), name.to_string(), share))
+}
+
+/// The innermost named user function holding most of `profile`'s `weight`, and its share, if it
+/// holds at least `NAMED_SHARE`. Go threads parked idle are not waiting for the program.
+fn top_leaf(profile: &Profile, weight: impl Fn(&crate::record::profile::SampleValue) -> u64) -> Option<(String, f64)> {
+    let mut by_leaf: HashMap<&str, u64> = HashMap::new();
+    let mut total = 0u64;
+    let idle =
+        |i: &u32| profile.locations[*i as usize].frames.first().is_some_and(|f| &*f.function == pseudo::GO_IDLE_THREAD);
+    for (key, value) in profile.samples.iter().filter(|(k, _)| !k.stack.last().is_some_and(idle)) {
+        let w = weight(value);
+        total += w;
+        let leaf = key.stack.iter().map(|&i| &profile.locations[i as usize]).find(|l| !l.kernel && l.address != 0);
+        if let Some(frame) = leaf.and_then(|l| l.frames.first()) {
+            *by_leaf.entry(&frame.function).or_default() += w;
+        }
+    }
+    let (name, w) = by_leaf.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
+    let share = w as f64 / total.max(1) as f64;
+    (share >= NAMED_SHARE).then(|| (name.to_string(), share))
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn bytes(v: f64) -> String {
+    match v {
+        v if v >= (1u64 << 30) as f64 => format!("{} GiB", trim(v / (1u64 << 30) as f64)),
+        v if v >= (1u64 << 20) as f64 => format!("{:.0} MiB", v / (1u64 << 20) as f64),
+        v => format!("{:.0} KiB", v / 1024.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        collect::{capacity::CapacitySource, memory::MappingGrowth},
+        record::profile::{tests::loc, ProfileKind, SampleValue, StackPart},
+    };
+
+    fn profile(kind: ProfileKind, stacks: &[(&str, u64)]) -> Profile {
+        let mut p = Profile::new(kind);
+        for (i, (leaf, w)) in stacks.iter().enumerate() {
+            let user = [loc(100 + i as u64, leaf, false), loc(1, "main", false)];
+            let kernel = [loc(0xffff_0000, "do_syscall_64", true)];
+            let value = SampleValue { count: *w, nanos: *w * 1000, ..Default::default() };
+            p.add("t".into(), &[StackPart::Kernel(&kernel), StackPart::User(&user)], value);
+        }
+        p
+    }
+
+    #[test]
+    fn says_what_fired_where_the_cpu_went_what_waited_and_what_grew() {
+        let mut reason = Reason::of_kind("rule");
+        (reason.metric, reason.value, reason.held_s) = (Some("cpu".into()), Some(93.4), Some(40.2));
+        let capacity = CpuCapacity { cores: 1.6, source: CapacitySource::CgroupQuota };
+        let cpu = profile(ProfileKind::Cpu, &[("main.newPublisherPerMessage", 71), ("runtime.mallocgc", 29)]);
+        let offcpu = profile(ProfileKind::OffCpu, &[("pthread_cond_wait", 8), ("read", 2)]);
+        let memory = MemoryReport {
+            grown_mappings: vec![MappingGrowth {
+                mapping: "[heap]".into(),
+                mappings: 1,
+                rss_start_bytes: 0,
+                rss_end_bytes: 3 << 30,
+                grown_bytes: 3 << 29,
+            }],
+            ..Default::default()
+        };
+        let facts = VerdictFacts {
+            reason: &reason,
+            capacity: Some(&capacity),
+            exit: None,
+            cpu: &cpu,
+            offcpu: &offcpu,
+            gowait: None,
+            memory: Some(&memory),
+            duration_s: 50.0,
+        };
+        assert_eq!(
+            verdict(&facts),
+            "cpu 93% of 1.6 CPUs for 40 s; 71% of on-CPU in main.newPublisherPerMessage; \
+             80% of the time off-CPU waiting in pthread_cond_wait; [heap] grew 1.5 GiB"
+        );
+    }
+
+    #[test]
+    fn an_exit_and_an_idle_process_read_plainly() {
+        let reason = Reason::of_kind("exit");
+        let exit = ExitStatus { code: None, signal: Some(11), core_dumped: false };
+        let empty = Profile::new(ProfileKind::Cpu);
+        let spread = profile(ProfileKind::Cpu, &(0..20).map(|_| ("f", 1)).collect::<Vec<_>>());
+        let facts = VerdictFacts {
+            reason: &reason,
+            capacity: None,
+            exit: Some(&exit),
+            cpu: &empty,
+            offcpu: &empty,
+            gowait: None,
+            memory: None,
+            duration_s: 30.0,
+        };
+        assert_eq!(verdict(&facts), "killed by signal 11");
+        assert_eq!(top_leaf(&spread, |v| v.count).map(|t| t.0), Some("f".into()), "one leaf adds up");
+    }
+
+    #[test]
+    fn for_go_the_top_goroutine_wait_is_named_and_idle_threads_are_not() {
+        let reason = Reason::of_kind("manual");
+        let cpu = Profile::new(ProfileKind::Cpu);
+        let mut offcpu = Profile::new(ProfileKind::OffCpu);
+        let parked = [loc(1, "runtime.notesleep", false), loc(2, "runtime.mPark", false)];
+        let idle = SampleValue { count: 1, nanos: 9_000_000_000, ..Default::default() };
+        offcpu.add("t".into(), &[StackPart::User(&parked), StackPart::Pseudo(pseudo::GO_IDLE_THREAD)], idle);
+        let mut gowait = Profile::new(ProfileKind::GoWait);
+        let add = |p: &mut Profile, state: &str, names: &[&str], secs: u64| {
+            let user: Vec<_> = names.iter().enumerate().map(|(i, n)| loc(10 + i as u64, n, false)).collect();
+            let value = SampleValue { count: 1, nanos: secs * 1_000_000_000, ..Default::default() };
+            p.add(state.into(), &[StackPart::Pseudo(pseudo::state(state)), StackPart::User(&user)], value);
+        };
+        add(&mut gowait, "sync.Mutex.Lock", &["runtime.gopark", "sync.(*Mutex).Lock", "main.holdLock"], 60);
+        add(&mut gowait, "chan receive", &["runtime.gopark", "runtime.chanrecv1", "main.waitChan"], 30);
+        add(&mut gowait, "running", &["main.spin"], 10);
+        let facts = VerdictFacts {
+            reason: &reason,
+            capacity: None,
+            exit: None,
+            cpu: &cpu,
+            offcpu: &offcpu,
+            gowait: Some(&gowait),
+            memory: None,
+            duration_s: 30.0,
+        };
+        assert_eq!(
+            verdict(&facts),
+            "manual bundle; 60% of goroutine time waiting on [sync.Mutex.Lock] in main.holdLock"
+        );
+        // Without goroutines, idle scheduler threads still name nothing.
+        assert_eq!(verdict(&VerdictFacts { gowait: None, ..facts }), "manual bundle");
+    }
+}

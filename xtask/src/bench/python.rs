@@ -1,0 +1,114 @@
+//! Row 13: Python programs (Debian's python3.11, `tests/fixtures/python/bench.py`). Against
+//! py-spy sampling the same program without stopping it: a CPU-bound loop's and a switch-heavy
+//! program's slowdown, from the target's own CPU time. Against native code: what an on-CPU
+//! sample and a switch-out cost the probes when the walk also emits Python frames. And the
+//! agent's CPU and memory while it names 1,000 distinct Python functions.
+
+use std::{fmt::Write as _, path::PathBuf, time::Instant};
+
+use anyhow::{bail, Result};
+
+use super::{
+    bpf_stats::StatsSwitch,
+    process::{cpu_seconds, signal, status_mib, Target, Tool, ToolKind},
+    rows::{program_cost, slowdown},
+    stats::Series,
+    Bench,
+};
+use crate::util::{root, step};
+
+const PYTHON: &str = "/usr/bin/python3.11";
+/// The interpreter, as the bench runs its fixtures: `target/bench/python3`.
+const FIXTURE: &str = "python3";
+/// Rounds through the 1,000 functions: more than any footprint window lasts.
+const FUNCTION_ROUNDS: &str = "1000000";
+
+fn script() -> String {
+    root().join("tests/fixtures/python/bench.py").to_string_lossy().into_owned()
+}
+
+pub fn python_programs(bench: &Bench) -> Result<String> {
+    step("13 Python: slowdown against py-spy, probe cost against native code, 1,000 functions");
+    let link: PathBuf = bench.fixture(FIXTURE);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(PYTHON, &link)?;
+    let cpu = vec![script(), "cpu".into(), bench.opts.python_rounds.to_string()];
+    let switch = vec![script(), "switch".into(), bench.opts.python_trips.to_string()];
+    let mut md = String::from(
+        "## 13. Python programs\n\nDebian's `python3.11` running `tests/fixtures/python/bench.py`, which starts its \
+         work on SIGUSR1 once the tool has attached and prints the CPU seconds the work took (its own utime+stime, \
+         which other load does not stretch). py-spy 0.4.3 samples at the agent's 99 Hz without stopping the \
+         program (`--nonblocking`).\n\n",
+    );
+    let tools = [ToolKind::Alone, ToolKind::Autodump, ToolKind::PySpy];
+    {
+        let _stats = StatsSwitch::set(false)?;
+        for (title, args) in
+            [("CPU-bound loop (`cpu`, one thread)", &cpu), ("Switch-heavy (`switch`, two threads over pipes)", &switch)]
+        {
+            let table = slowdown(bench, FIXTURE, args, &tools)?.replacen("wall seconds", "target CPU seconds", 1);
+            let _ = write!(md, "### {title}: `bench.py {} {}`\n\n{table}\n", args[1], args[2]);
+        }
+    }
+    md += &probe_costs(bench, &cpu, &switch)?;
+    md += &many_functions(bench)?;
+    Ok(md)
+}
+
+/// ns per run of the on-CPU and switch programs, Python against the native fixtures.
+fn probe_costs(bench: &Bench, cpu: &[String], switch: &[String]) -> Result<String> {
+    let _stats = StatsSwitch::set(true)?;
+    let native_cpu = vec!["1".to_string(), (bench.opts.cpu_rounds / 4).to_string()];
+    let native_switch = vec![(bench.opts.round_trips / 2).to_string()];
+    let cases: [(&str, &str, &[String], &str); 4] = [
+        ("on-CPU sample, Python loop", FIXTURE, cpu, "on_cpu_unwind"),
+        ("on-CPU sample, native loop (`bench_cpu 1`)", "bench_cpu", &native_cpu, "on_cpu_unwind"),
+        ("switch-out, Python threads", FIXTURE, switch, "switch_unwind"),
+        ("switch-out, native threads (`bench_pingpong`)", "bench_pingpong", &native_switch, "switch_unwind"),
+    ];
+    let mut md = String::from(
+        "### Probe cost, Python against native (kernel.bpf_stats_enabled)\n\n| event | runs | ns per run (median of \
+         runs) |\n|---|---|---|\n",
+    );
+    for (event, fixture, args, program) in cases {
+        let (mut per_run, mut runs) = (Series::default(), 0);
+        for _ in 0..bench.opts.reps.min(3) {
+            let costs = program_cost(bench, ToolKind::Autodump, fixture, args, false)?;
+            let Some(&(ns, cnt)) = costs.get(program).filter(|c| c.1 > 0) else {
+                bail!("no {program} run during the work (programs: {costs:?})");
+            };
+            per_run.0.push(ns as f64 / cnt as f64);
+            runs = cnt;
+        }
+        eprintln!("    {event:<48} {} ns", per_run.show(0));
+        let _ = writeln!(md, "| {event} | {runs} | {} |", per_run.show(0));
+    }
+    Ok(md + "\n")
+}
+
+/// The agent's CPU (second half of the window) and memory while the target runs 1,000
+/// distinct Python functions in turn.
+fn many_functions(bench: &Bench) -> Result<String> {
+    let window = bench.opts.many_window / 2;
+    let target = Target::start(&bench.fixture(FIXTURE), &[script(), "functions".into(), FUNCTION_ROUNDS.into()])?;
+    let scratch = bench.fresh_scratch()?;
+    let argv = ToolKind::Autodump.command(&bench.agent, target.pid(), &scratch).expect("the agent");
+    let mut agent = Tool::start(ToolKind::Autodump, &argv, &[])?;
+    signal(target.pid(), "USR1")?;
+    std::thread::sleep(window / 2);
+    let (cpu_start, at) = (cpu_seconds(agent.pid())?, Instant::now());
+    std::thread::sleep(window / 2);
+    let cpu = (cpu_seconds(agent.pid())? - cpu_start) / at.elapsed().as_secs_f64() * 100.0;
+    let (peak, steady) = (status_mib(agent.pid(), "VmHWM:")?, status_mib(agent.pid(), "VmRSS:")?);
+    let target_cpu = cpu_seconds(target.pid())?;
+    agent.stop()?;
+    eprintln!("    1,000 functions: agent {cpu:.2}% of a core, peak {peak:.1} MiB, steady {steady:.1} MiB");
+    Ok(format!(
+        "### The agent with 1,000 distinct Python functions\n\n`bench.py functions`: one thread calls 1,000 \
+         generated functions in turn, for {}; the agent at its defaults. CPU is the agent's utime+stime over the \
+         second half, in percent of one core; peak is VmHWM, steady VmRSS at the end. The target used {target_cpu:.1} \
+         s of CPU.\n\n| agent CPU | peak RSS | steady RSS |\n|---|---|---|\n| {cpu:.2}% | {peak:.1} MiB | {steady:.1} \
+         MiB |\n\n",
+        humantime::format_duration(window)
+    ))
+}
