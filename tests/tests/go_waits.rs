@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 
 use autodump_tests::{
     gopprof::{self, own_function},
-    require_bpf, run_agent, scratch_dir, servers, unix_now, Bundle, Fixture, RunningAgent,
+    in_vm, require_bpf, run_agent, scratch_dir, servers, unix_now, Bundle, Fixture, RunningAgent,
 };
 
 /// Function shares of blocking time agree within this many points (for functions with at
@@ -89,7 +89,10 @@ fn waits_match(name: &str, scratch: &str, durations: bool) {
 
     let summary = bundle.summary();
     let snapshots = &summary["go"]["goroutine_snapshots"];
-    assert!(snapshots["snapshots"].as_u64().unwrap() >= 8, "a snapshot a second: {snapshots}");
+    // A snapshot each tick, a tick a second; in a kernel-matrix guest under TCG a tick's first
+    // symbolization takes over a second and delays the next (7 of 10 seen).
+    let least = if in_vm() { 6 } else { 8 };
+    assert!(snapshots["snapshots"].as_u64().unwrap() >= least, "a snapshot a second: {snapshots}");
     assert_eq!(snapshots["goroutines"], snapshots["read"], "all read, none sampled: {snapshots}");
 
     // Shares of blocking time: ours over the waits Go's block profile records, which it records

@@ -10,6 +10,9 @@ use autodump_tests::{require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
 const FAST: &[&str] =
     &["--interval", "500ms", "--warmup", "4s", "--baseline", "10s", "--lookback", "10s", "--after", "4s"];
 
+/// Calm recorded before the cpu spike: the lookback.
+const CALM_BEFORE_SPIKE: Duration = Duration::from_secs(10);
+
 fn start_agent(fixture: &Fixture, test: &str, extra: &[&str]) -> RunningAgent {
     let out = scratch_dir(test);
     let pid = fixture.pid.to_string();
@@ -42,8 +45,12 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
     if !require_bpf("cpu_spike_gives_one_bundle_reaching_back_before_it") {
         return;
     }
-    let fixture = Fixture::start("misbehave", &["cpu", "12"]);
+    let mut fixture = Fixture::start("misbehave", &["cpu", "cue"]);
     let mut agent = start_agent(&fixture, "watch_cpu", &[]);
+    // The spike starts 10 s into the recording, past the warm-up, with a lookback's worth of calm
+    // before it (on cue: in a slow kernel-matrix guest loading the probes took over 4 s).
+    std::thread::sleep(CALM_BEFORE_SPIKE);
+    fixture.send("spike");
     let spike = misbehaviour_start(&fixture);
     let bundle = agent.expect_bundle(Duration::from_secs(30), "a rule bundle");
     // The spike lasts 8 s and stays over the high-water mark: the cooldown holds back repeats.
