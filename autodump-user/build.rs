@@ -39,6 +39,10 @@ fn build() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={}", metadata.workspace_root.join("autodump-common"));
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    // Fuzz targets (cargo-fuzz sets `--cfg fuzzing`) call parsers only: no probes to embed.
+    if env::var_os("CARGO_CFG_FUZZING").is_some() {
+        return std::fs::write(out_dir.join("autodump"), []).context("cannot write an empty probe object");
+    }
     let endian = env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?;
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
     let target = if endian == "big" { "bpfeb-unknown-none" } else { "bpfel-unknown-none" };

@@ -89,7 +89,7 @@ fn main() -> Result<()> {
             }
             util::run(util::cargo().args(["deb", "-p", "autodump-user", "--no-build"]))
         }
-        Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds),
+        Task::Fuzz { targets, seconds } => fuzz::run_targets(&targets, seconds, fuzz::Build::Optimized),
         Task::Lint => {
             setup::toolchain()?;
             util::run(util::cargo().args(["fmt", "--all", "--check"]))?;
@@ -117,7 +117,7 @@ fn test(filter: Option<String>) -> Result<()> {
         util::step("unit tests");
         util::run(util::cargo().args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"]))?;
         util::step(&format!("fuzz targets, {} s each", fuzz::SECONDS_IN_TEST));
-        fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST)?;
+        fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST, fuzz::Build::Quick)?;
     }
     util::step("integration tests (real probes on fixture processes, one at a time)");
     let mut cmd = util::as_root(std::path::Path::new("cargo"));
