@@ -1,7 +1,10 @@
 //! Process metrics sampled each interval from /proc: CPU, RSS, threads and open files.
 //! The set is open: a metric a process does not have (goroutines, later) is `None`.
 
-use std::{fs, time::SystemTime};
+use std::{
+    fs,
+    time::{Duration, SystemTime},
+};
 
 use serde::Serialize;
 
@@ -103,7 +106,7 @@ pub struct Limits {
 }
 
 /// The limits of a cgroup are read again after this long; processes in one cgroup share them.
-const CGROUP_LIMITS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+const CGROUP_LIMITS_TTL: Duration = Duration::from_secs(10);
 
 /// A cgroup's memory limit and CPU quota, by the cgroup lines of /proc/PID/cgroup.
 type CgroupLimits = (u64, Option<f64>);
@@ -147,6 +150,11 @@ pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
     text.split_whitespace().nth(1)?.parse::<u64>().ok()?.checked_mul(page_size)
 }
 
+/// The shortest time a CPU rate is taken over: CPU time comes in clock ticks (10 ms), so a rate
+/// over a few ticks is mostly rounding. A tick that comes right after a late one (the agent fell
+/// behind) waits for the next.
+const MIN_CPU_RATE_SPAN: Duration = Duration::from_millis(200);
+
 /// Samples one process; remembers the previous CPU reading to compute a rate.
 pub struct MetricSampler {
     pid: u32,
@@ -156,30 +164,45 @@ pub struct MetricSampler {
 }
 
 impl MetricSampler {
+    /// The process's CPU use since the previous reading, in percent of one core: CPU time and
+    /// the time of its read, both from /proc/PID/stat reads (a sample may come long after its
+    /// read, when the interval's work was slow, and the next one soon after its own).
+    fn cpu_percent(&mut self, ticks: u64, read_at: SystemTime) -> Option<f64> {
+        let Some((previous, previous_at)) = self.previous_cpu else {
+            self.previous_cpu = Some((ticks, read_at));
+            return None;
+        };
+        let Ok(span) = read_at.duration_since(previous_at) else {
+            // The clock went back: start again from here.
+            self.previous_cpu = Some((ticks, read_at));
+            return None;
+        };
+        if span < MIN_CPU_RATE_SPAN {
+            return None;
+        }
+        self.previous_cpu = Some((ticks, read_at));
+        Some(ticks.saturating_sub(previous) as f64 / self.ticks_per_second / span.as_secs_f64() * 100.0)
+    }
+
     pub fn new(pid: u32) -> Self {
         // SAFETY: sysconf has no preconditions.
         let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
         Self { pid, previous_cpu: None, ticks_per_second: ticks.max(1) as f64, page_size: page.max(1) as u64 }
     }
 
-    /// A sample now; `stat` is this interval's read of /proc/PID/stat when there is one, and
-    /// `split` its resident memory by kind (which adds up to its RSS).
+    /// A sample now; `stat` is this interval's read of /proc/PID/stat and when it was read, when
+    /// there is one, and `split` its resident memory by kind (which adds up to its RSS).
     pub fn sample(
         &mut self,
-        stat: Option<&process::Stat>,
+        stat: Option<(&process::Stat, SystemTime)>,
         split: Option<super::memory::RssSplit>,
     ) -> Result<MetricSample, process::ProcessError> {
         let now = SystemTime::now();
-        let stat = match stat {
-            Some(stat) => stat.clone(),
-            None => process::read_stat(self.pid)?,
+        let (stat, read_at) = match stat {
+            Some((stat, at)) => (stat.clone(), at),
+            None => (process::read_stat(self.pid)?, now),
         };
-        let cpu_percent = self.previous_cpu.and_then(|(ticks, at)| {
-            let seconds = now.duration_since(at).ok()?.as_secs_f64();
-            (seconds > 0.0)
-                .then(|| stat.cpu_ticks.saturating_sub(ticks) as f64 / self.ticks_per_second / seconds * 100.0)
-        });
-        self.previous_cpu = Some((stat.cpu_ticks, now));
+        let cpu_percent = self.cpu_percent(stat.cpu_ticks, read_at);
         let rss_bytes = match split {
             Some(s) => Some(s.anon_bytes + s.file_bytes + s.shmem_bytes),
             None => fs::read_to_string(format!("/proc/{}/statm", self.pid))
@@ -230,12 +253,29 @@ mod tests {
     }
 
     #[test]
+    fn cpu_rate_is_over_the_reads_not_the_samples() {
+        let mut sampler = MetricSampler::new(1);
+        sampler.ticks_per_second = 100.0;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(sampler.cpu_percent(0, at(0)), None, "no rate from one reading");
+        // 10 ms of CPU a second, read a second apart, however late each sample came after its read.
+        assert_eq!(sampler.cpu_percent(1, at(1000)), Some(1.0));
+        // Read 50 ms after the last (a tick right after a late one): too short, kept for the next.
+        assert_eq!(sampler.cpu_percent(2, at(1050)), None);
+        assert_eq!(sampler.cpu_percent(3, at(2000)), Some(2.0));
+        // The clock went back: no rate, and the next is taken from there.
+        assert_eq!(sampler.cpu_percent(3, at(500)), None);
+        assert_eq!(sampler.cpu_percent(13, at(1500)), Some(10.0));
+    }
+
+    #[test]
     fn samples_this_process() {
         let mut sampler = MetricSampler::new(std::process::id());
         let first = sampler.sample(None, None).unwrap();
         assert_eq!(first.cpu_percent, None, "no rate before a second reading");
         let spin = std::time::Instant::now();
-        while spin.elapsed().as_millis() < 150 {
+        while spin.elapsed().as_millis() < 250 {
             std::hint::black_box(spin.elapsed());
         }
         let second = sampler.sample(None, None).unwrap();

@@ -58,9 +58,9 @@ pub struct Session {
     /// Go programs: goroutine snapshots over the recent past, and what the last bundle said of them.
     goroutines: GoroutineWatch,
     goroutine_facts: GoroutineFacts,
-    /// The process's /proc stat as read this interval (by the liveness check), for the metrics
-    /// and to tell whether its map or threads may have changed.
-    pub stat: Option<Stat>,
+    /// The process's /proc stat as read this interval (by the liveness check), and when, for the
+    /// metrics and to tell whether its map or threads may have changed.
+    pub stat: Option<(Stat, SystemTime)>,
     /// (vsize, threads) when the map and thread names were last read, and when.
     observed: Option<((u64, u64), Instant)>,
 }
@@ -156,7 +156,7 @@ impl Session {
     /// they are read only when the process's size or thread count changed, or every
     /// `OBSERVE_EVERY`: a calm process costs a few /proc reads an interval.
     pub fn observe(&mut self, host: &mut ProbeHost) {
-        let shape = self.stat.as_ref().map(|s| (s.vsize, s.threads));
+        let shape = self.stat.as_ref().map(|(s, _)| (s.vsize, s.threads));
         let fresh = match (shape, self.observed) {
             (Some(now), Some((then, at))) => now == then && at.elapsed() < OBSERVE_EVERY,
             _ => false,
@@ -175,7 +175,7 @@ impl Session {
 
     /// Whether the process still runs; keeps its stat for this interval.
     pub fn check_alive(&mut self) -> bool {
-        self.stat = self.target.stat_if_alive();
+        self.stat = self.target.stat_if_alive().map(|s| (s, SystemTime::now()));
         self.stat.is_some()
     }
 
