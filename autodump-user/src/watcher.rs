@@ -92,9 +92,9 @@ impl Watcher {
     pub fn tick(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
         self.flight.push_slice(slice);
         let split = self.session.memory.latest_split();
-        let Ok(mut sample) = self.sampler.sample(self.session.stat.as_ref().map(|(s, at)| (s, *at)), split) else {
-            return;
-        }; // it just exited: next tick
+        let Ok(mut sample) = self.sampler.sample(self.session.stat.as_ref(), split) else {
+            return; // it just exited: next tick
+        };
         sample.goroutines = self.session.goroutine_count();
         sample.python_threads = self.session.python_thread_count();
         if sample.t - self.limits_read_at >= LIMITS_REFRESH_S {

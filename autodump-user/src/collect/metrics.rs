@@ -164,6 +164,12 @@ pub struct MetricSampler {
 }
 
 impl MetricSampler {
+    pub fn new(pid: u32) -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        Self { pid, previous_cpu: None, ticks_per_second: ticks.max(1) as f64, page_size: page.max(1) as u64 }
+    }
+
     /// The process's CPU use since the previous reading, in percent of one core: CPU time and
     /// the time of its read, both from /proc/PID/stat reads (a sample may come long after its
     /// read, when the interval's work was slow, and the next one soon after its own).
@@ -184,22 +190,16 @@ impl MetricSampler {
         Some(ticks.saturating_sub(previous) as f64 / self.ticks_per_second / span.as_secs_f64() * 100.0)
     }
 
-    pub fn new(pid: u32) -> Self {
-        // SAFETY: sysconf has no preconditions.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-        Self { pid, previous_cpu: None, ticks_per_second: ticks.max(1) as f64, page_size: page.max(1) as u64 }
-    }
-
     /// A sample now; `stat` is this interval's read of /proc/PID/stat and when it was read, when
     /// there is one, and `split` its resident memory by kind (which adds up to its RSS).
     pub fn sample(
         &mut self,
-        stat: Option<(&process::Stat, SystemTime)>,
+        stat: Option<&(process::Stat, SystemTime)>,
         split: Option<super::memory::RssSplit>,
     ) -> Result<MetricSample, process::ProcessError> {
         let now = SystemTime::now();
         let (stat, read_at) = match stat {
-            Some((stat, at)) => (stat.clone(), at),
+            Some((stat, at)) => (stat.clone(), *at),
             None => (process::read_stat(self.pid)?, now),
         };
         let cpu_percent = self.cpu_percent(stat.cpu_ticks, read_at);
