@@ -146,7 +146,8 @@ pub const PY_THREAD_SEARCH: u32 = 32;
 
 /// A [`PyProc`] offset a version does not have.
 pub const PY_NONE: u16 = u16::MAX;
-/// `FRAME_OWNED_BY_CSTACK`: the shim frame a C call into the eval loop pushes (3.12+).
+/// The owner of the shim frame a C call into the eval loop pushes (3.12+): 3 on 3.12 to 3.14
+/// (`FRAME_OWNED_BY_CSTACK`, then 3.14's `FRAME_OWNED_BY_INTERPRETER`).
 pub const PY_OWNED_BY_CSTACK: u8 = 3;
 
 /// A Python frame in an unwound stack: this bit, the instruction's index in its code object's

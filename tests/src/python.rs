@@ -56,9 +56,75 @@ pub fn functions(t: &Thread) -> Vec<&str> {
     t.frames.iter().map(|f| f.0.as_str()).collect()
 }
 
-/// pyenv's builds of the other supported versions, where this machine has them (a fresh machine
-/// of this kind has only 3.11); the Debian releases' own 3.13 and 3.14 are to come.
-pub fn other_pythons() -> Vec<PathBuf> {
+/// A CPython to run fixtures on: the host's own, or one in a root filesystem of its own Debian
+/// release (it needs that release's libc), run with `chroot` as a container would run it.
+#[derive(Clone, Debug)]
+pub struct Python {
+    pub root: Option<PathBuf>,
+    /// The interpreter, as a process in its root sees it.
+    pub exe: PathBuf,
+}
+
+/// Where the fixtures are copied in a root.
+const FIXTURES_IN_ROOT: &str = "opt/autodump-fixtures";
+/// Debian releases whose interpreters `cargo xtask setup` unpacks into roots of their own
+/// (`target/python-roots/SUITE`): trixie's 3.13 and unstable's newest (3.14).
+pub const ROOT_SUITES: &[&str] = &["trixie", "sid"];
+
+impl Python {
+    pub fn host(exe: impl Into<PathBuf>) -> Self {
+        Self { root: None, exe: exe.into() }
+    }
+
+    /// A command that runs this interpreter (in its root, when it has one).
+    pub fn command(&self) -> Command {
+        match &self.root {
+            Some(root) => {
+                let mut command = Command::new("chroot");
+                command.arg(root).arg(&self.exe);
+                command
+            }
+            None => Command::new(&self.exe),
+        }
+    }
+
+    /// The path of fixture `name` as this interpreter sees it (copied into its root first).
+    pub fn fixture(&self, name: &str) -> PathBuf {
+        let here = workspace().join("tests/fixtures/python").join(name);
+        let Some(root) = &self.root else { return here };
+        let dir = root.join(FIXTURES_IN_ROOT);
+        std::fs::create_dir_all(&dir).expect("a fixture directory in the root");
+        std::fs::copy(&here, dir.join(name)).expect("copy the fixture into the root");
+        Path::new("/").join(FIXTURES_IN_ROOT).join(name)
+    }
+
+    /// `3.14.10`, as the interpreter says.
+    pub fn version(&self) -> String {
+        let out = self.command().args(["-c", "import platform; print(platform.python_version())"]).output();
+        String::from_utf8(out.expect("the interpreter runs").stdout).unwrap().trim().to_string()
+    }
+}
+
+impl std::fmt::Display for Python {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.root {
+            Some(root) => write!(f, "{} in {}", self.exe.display(), root.display()),
+            None => write!(f, "{}", self.exe.display()),
+        }
+    }
+}
+
+/// The interpreter `cargo xtask setup` unpacked for `suite`, if it has (its root's `ready` file
+/// names it, and is written last).
+pub fn in_root(suite: &str) -> Option<Python> {
+    let root = workspace().join("target/python-roots").join(suite);
+    let exe = std::fs::read_to_string(root.join("ready")).ok()?;
+    Some(Python { root: Some(root), exe: PathBuf::from(exe.trim()) })
+}
+
+/// pyenv's builds of 3.12 and 3.13, where this machine has them (a fresh machine of this kind
+/// has none).
+fn pyenv_pythons() -> Vec<Python> {
     let Ok(versions) = std::fs::read_dir("/root/.pyenv/versions") else { return Vec::new() };
     let mut found: Vec<PathBuf> = versions
         .flatten()
@@ -67,7 +133,7 @@ pub fn other_pythons() -> Vec<PathBuf> {
         .filter(|p| p.exists())
         .collect();
     found.sort();
-    found
+    found.into_iter().map(Python::host).collect()
 }
 
 /// The Python frames of a folded line, root first: (function, file name, line). Python frames
@@ -105,25 +171,45 @@ pub fn inclusive_shares(folded: &str) -> BTreeMap<String, f64> {
     by.into_iter().map(|(k, v)| (k, v as f64 / total.max(1) as f64)).collect()
 }
 
-/// Runs `check` on Debian's python3.11 and on every other interpreter `other_pythons` finds,
-/// when BPF and py-spy are there (a test that needs them fails under AUTODUMP_REQUIRE_BPF).
-pub fn with_each_python(test: &str, check: fn(&Path)) {
+/// Debian 12's python3.11, then Debian 13's and unstable's interpreters in their roots (not in a
+/// kernel-matrix guest, which carries 3.11 only); a missing root is a skip, which fails under
+/// AUTODUMP_REQUIRE_BPF.
+pub fn debian_pythons(test: &str) -> Vec<Python> {
+    let mut pythons = vec![Python::host(PYTHON)];
+    if crate::in_vm() {
+        return pythons;
+    }
+    for suite in ROOT_SUITES {
+        match in_root(suite) {
+            Some(python) => pythons.push(python),
+            None => {
+                skip(test, &format!("no Debian {suite} root (cargo xtask setup makes it)"));
+            }
+        }
+    }
+    pythons
+}
+
+/// Runs `check` on every Debian interpreter (`debian_pythons`) and on pyenv's where the machine
+/// has them, when BPF and py-spy are there (a test that needs them fails under
+/// AUTODUMP_REQUIRE_BPF).
+pub fn with_each_python(test: &str, check: fn(&Python)) {
     if !require_bpf(test) {
         return;
     }
     if !host_tool_available("py-spy") && !skip(test, "no py-spy (setup installs it)") {
         return;
     }
-    for python in std::iter::once(PathBuf::from(PYTHON)).chain(other_pythons()) {
-        eprintln!("== {}", python.display());
-        check(&python);
+    for python in debian_pythons(test).iter().chain(&pyenv_pythons()) {
+        eprintln!("== {python}");
+        check(python);
     }
 }
 
 /// Starts `python` on the fixture script `tests/fixtures/python/NAME`, until it prints "ready".
-pub fn start(python: &Path, name: &str, args: &[&str]) -> Fixture {
-    let mut command = Command::new(python);
-    command.arg(workspace().join("tests/fixtures/python").join(name)).args(args);
+pub fn start(python: &Python, name: &str, args: &[&str]) -> Fixture {
+    let mut command = python.command();
+    command.arg(python.fixture(name)).args(args);
     Fixture::spawn(command, name)
 }
 

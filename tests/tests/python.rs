@@ -1,14 +1,15 @@
-//! Python programs from outside, against py-spy, which nobody here wrote: Debian's own python3
-//! (and pyenv's 3.12 and 3.13 where the machine has them) with threads whose stacks are known:
+//! Python programs from outside, against py-spy, which nobody here wrote: Debian 12's own python3
+//! (3.11), Debian 13's 3.13 and unstable's 3.14 in root filesystems of their own releases (and
+//! pyenv's 3.12 and 3.13 where the machine has them) with threads whose stacks are known:
 //! the thread dump against `py-spy dump`, on-CPU shares against `py-spy record`, and threads that
 //! wait over and over against `py-spy dump` of the same threads.
 
-use std::{collections::BTreeMap, path::Path, process::Command};
+use std::{collections::BTreeMap, process::Command};
 
 use autodump_tests::{
     python::{
         functions, inclusive_shares, parse_dump, python_frames, record_with_py_spy, start, weight, with_each_python,
-        PyFrame, FRAME_CAP,
+        PyFrame, Python, FRAME_CAP,
     },
     run_agent, scratch_dir,
 };
@@ -18,7 +19,7 @@ fn python_threads_read_as_py_spy_dumps_them() {
     with_each_python("python_threads_read_as_py_spy_dumps_them", dump_matches_py_spy);
 }
 
-fn dump_matches_py_spy(python: &Path) {
+fn dump_matches_py_spy(python: &Python) {
     let fixture = start(python, "parked.py", &[]);
     let run = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "2s"]);
     let bundle = run.bundle();
@@ -27,10 +28,9 @@ fn dump_matches_py_spy(python: &Path) {
     let theirs = parse_dump(&String::from_utf8_lossy(&spy.stdout));
     let ours = parse_dump(&bundle.read("python-threads.txt"));
 
-    let version = Command::new(python).args(["-c", "import platform; print(platform.python_version())"]).output();
-    let version = String::from_utf8(version.unwrap().stdout).unwrap();
+    let version = python.version();
     let python = &bundle.summary()["python"];
-    assert_eq!(python["version"], version.trim(), "{python}");
+    assert_eq!(python["version"], version, "{python}");
     assert_eq!(python["threads"], 6, "{python}");
     assert_eq!(python["threads_with_frames"], 6, "{python}");
 
@@ -71,7 +71,7 @@ fn python_on_cpu_shares_match_py_spy() {
     with_each_python("python_on_cpu_shares_match_py_spy", on_cpu_shares_match);
 }
 
-fn on_cpu_shares_match(python: &Path) {
+fn on_cpu_shares_match(python: &Python) {
     let fixture = start(python, "spin.py", &[]);
     let (bundle, spy) = record_with_py_spy(fixture.pid, &scratch_dir("python_spin"), &[]);
     let cpu = bundle.read("cpu.folded");
@@ -99,7 +99,7 @@ fn python_off_cpu_stacks_name_where_threads_wait() {
     with_each_python("python_off_cpu_stacks_name_where_threads_wait", off_cpu_stacks_name_waits);
 }
 
-fn off_cpu_stacks_name_waits(python: &Path) {
+fn off_cpu_stacks_name_waits(python: &Python) {
     let fixture = start(python, "waits.py", &[]);
     let pid = fixture.pid.to_string();
     let run = run_agent(&["--pid", &pid, "--duration", "3s"]);

@@ -1,12 +1,15 @@
 //! Python services: a thread leak fires the `python_threads` rule; generators, asyncio tasks and
 //! page faults are named; and Debian's own `python3 -m http.server` under load reads like py-spy.
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use autodump_tests::{
     host_tool_available,
-    python::{inclusive_shares, parse_dump, python_frames, record_with_py_spy, start, weight, PYTHON},
-    require_bpf, run_agent, scratch_dir, skip,
+    python::{
+        debian_pythons, in_root, inclusive_shares, parse_dump, python_frames, record_with_py_spy, start, weight,
+        Python, PYTHON,
+    },
+    require_bpf, run_agent, scratch_dir, skip, Fixture,
 };
 
 /// Shares agree with py-spy's within this many points. py-spy is not steadier than that for a short
@@ -22,7 +25,7 @@ fn python_thread_leak_fires_its_rule() {
     if !require_bpf("python_thread_leak_fires_its_rule") {
         return;
     }
-    let fixture = start(Path::new(PYTHON), "thread_leak.py", &[]);
+    let fixture = start(&Python::host(PYTHON), "thread_leak.py", &[]);
     let out = scratch_dir("python_thread_leak");
     let pid = fixture.pid.to_string();
     let mut agent = autodump_tests::RunningAgent::start(&[
@@ -77,10 +80,18 @@ fn python_thread_leak_fires_its_rule() {
 /// Python function that touched the memory.
 #[test]
 fn python_generators_tasks_and_faults_are_named() {
-    if !require_bpf("python_generators_tasks_and_faults_are_named") {
+    let test = "python_generators_tasks_and_faults_are_named";
+    if !require_bpf(test) {
         return;
     }
-    let fixture = start(Path::new(PYTHON), "gen_async.py", &[]);
+    for python in debian_pythons(test) {
+        eprintln!("== {python}");
+        generators_tasks_and_faults_are_named(&python);
+    }
+}
+
+fn generators_tasks_and_faults_are_named(python: &Python) {
+    let fixture = start(python, "gen_async.py", &[]);
     let bundle = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "3s"]).bundle();
     // The thread dump reads the interpreter from user space: on every kernel.
     let dump = parse_dump(&bundle.read("python-threads.txt"));
@@ -115,6 +126,33 @@ fn python_generators_tasks_and_faults_are_named() {
     let grow: u64 = faults.lines().filter(|l| python_frames(l).iter().any(|f| f.0 == "grow_memory")).map(weight).sum();
     eprintln!("faults under grow_memory: {grow} of {total}");
     assert!(grow as f64 >= 0.8 * total as f64, "{grow} of {total} faults under grow_memory");
+}
+
+/// Debian unstable's 3.14 has the experimental JIT built in, off unless `PYTHON_JIT=1`. With it
+/// on, compiled traces run in anonymous memory outside the eval loop: the summary says the
+/// interpreter is not supported and why, and the stacks stay native (no Python frame made up).
+#[test]
+fn python_with_the_jit_on_is_named_unsupported() {
+    let test = "python_with_the_jit_on_is_named_unsupported";
+    if !require_bpf(test) || autodump_tests::in_vm() {
+        return;
+    }
+    let Some(python) = in_root("sid") else {
+        skip(test, "no Debian sid root (cargo xtask setup makes it)");
+        return;
+    };
+    let mut command = python.command();
+    command.env("PYTHON_JIT", "1").arg(python.fixture("spin.py"));
+    let fixture = Fixture::spawn(command, "spin.py");
+    let bundle = run_agent(&["--pid", &fixture.pid.to_string(), "--duration", "2s"]).bundle();
+    let summary = &bundle.summary()["python"];
+    assert!(summary["version"].as_str().is_some_and(|v| v.starts_with("3.14")), "{summary}");
+    assert_eq!(summary["threads_available"], false, "{summary}");
+    let reason = summary["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("JIT is on (PYTHON_JIT=1)"), "{summary}");
+    let cpu = bundle.read("cpu.folded");
+    assert!(cpu.lines().map(weight).sum::<u64>() > 50, "on-CPU samples of the spinning program: {cpu}");
+    assert!(cpu.lines().all(|l| python_frames(l).is_empty()), "no Python frames: {cpu}");
 }
 
 /// Requests from another process, 2 at a time, for `seconds`.

@@ -39,6 +39,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     // CPython 3.11's internal headers: the Python reader's 3.11 offsets are checked against them.
     ("python3.11-dev", "/usr/include/python3.11/internal/pycore_frame.h"),
+    // Debian 13's and unstable's interpreters, each in a root of its own release.
+    ("debootstrap", "/usr/sbin/debootstrap"),
     // The JIT tests' runtime: node writes a perf map with --perf-basic-prof-only-functions
     // (the machine's own Node.js satisfies this when it has one).
     ("nodejs", "node"),
@@ -57,6 +59,7 @@ pub fn all() -> Result<()> {
     apt_packages(TEST_PACKAGES)?;
     pip_packages(PIP_PACKAGES)?;
     crate::newer_go::ensure()?;
+    crate::python_roots::ensure()?;
     for suite in crate::vmtest::kernels::SUITES {
         crate::vmtest::kernels::ensure(suite)?;
     }

@@ -147,7 +147,8 @@ mod tests {
 }
 
 /// Against the interpreter itself: every code object of a few standard modules, decoded here and
-/// by `code.co_positions()` (one position per code unit), with the machine's python3 (3.11+).
+/// by `code.co_positions()` (one position per code unit), with the machine's python3 (3.11+) and
+/// the interpreters `cargo xtask setup` unpacked into Debian roots (3.13, 3.14), where present.
 #[cfg(test)]
 mod interpreter_tests {
     use super::line_of;
@@ -165,12 +166,35 @@ for m in (asyncio.base_events, json.decoder, threading):
         print(c.co_firstlineno, c.co_linetable.hex(), lines)
 "#;
 
+    /// Each interpreter there is, named, and a command that runs it: the machine's, then each
+    /// root's in its root.
+    fn interpreters() -> Vec<(String, std::process::Command)> {
+        let mut all = vec![("python3".to_string(), std::process::Command::new("python3"))];
+        let roots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/python-roots");
+        for root in std::fs::read_dir(roots).into_iter().flatten().flatten().map(|e| e.path()) {
+            let Ok(exe) = std::fs::read_to_string(root.join("ready")) else { continue };
+            let mut chroot = std::process::Command::new("chroot");
+            chroot.arg(&root).arg(exe.trim());
+            all.push((format!("{} in {}", exe.trim(), root.display()), chroot));
+        }
+        all
+    }
+
     #[test]
     fn lines_match_co_positions() {
-        let out = std::process::Command::new("python3").args(["-c", DUMP]).output().expect("python3");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for (python, mut command) in interpreters() {
+            let out = command.args(["-c", DUMP]).output().expect("python3");
+            assert!(out.status.success(), "{python}: {}", String::from_utf8_lossy(&out.stderr));
+            let (codes, units) = check(&String::from_utf8(out.stdout).unwrap());
+            eprintln!("{python}: {codes} code objects, {units} code units");
+            assert!(codes > 200 && units > 10_000, "{python}: {codes} code objects, {units} code units");
+        }
+    }
+
+    /// Checks every code unit of `DUMP`'s output: (code objects, code units).
+    fn check(dump: &str) -> (usize, usize) {
         let (mut codes, mut units) = (0, 0);
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
+        for line in dump.lines() {
             let mut fields = line.split(' ');
             let first: i32 = fields.next().unwrap().parse().unwrap();
             let hex = fields.next().unwrap();
@@ -184,6 +208,6 @@ for m in (asyncio.base_events, json.decoder, threading):
             }
             codes += 1;
         }
-        assert!(codes > 200 && units > 10_000, "{codes} code objects, {units} code units");
+        (codes, units)
     }
 }

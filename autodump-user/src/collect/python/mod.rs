@@ -3,8 +3,9 @@
 //!
 //! The interpreter is found by its files (the executable, or a `libpython3.X.so` it maps), its
 //! version by the `Py_Version` constant, its state by `_PyRuntime`. The struct layouts come
-//! from `offsets.rs`. Supported: CPython 3.11 to 3.13, GIL builds, x86_64.
+//! from `offsets.rs`. Supported: CPython 3.11 to 3.14, GIL builds, x86_64.
 
+mod build;
 pub mod eval_code;
 mod linetable;
 mod offsets;
@@ -85,6 +86,9 @@ impl PySupport {
                 continue;
             };
             let version = format!("{}.{}.{}", hex >> 24, (hex >> 16) & 0xff, (hex >> 8) & 0xff);
+            if let Some(why) = build::unsupported(pid, &elf, &data) {
+                return PySupport::Unsupported { version, why };
+            }
             let bias = segments.delta_for_mapping(m.file_offset).map(|d| m.start.wrapping_sub(m.file_offset + d));
             let memory = Box::new(ProcessMemory::new(pid));
             return match PyRuntime::open(memory, (&elf, &data), bias.unwrap_or(0), hex, &m.path) {
@@ -131,8 +135,8 @@ impl PyRuntime {
         let off = match minor {
             11 => offsets::V3_11,
             12 => offsets::V3_12,
-            13 => {
-                let debug = offsets::read_debug_offsets(&*memory, runtime).map_err(|e| e.to_string())?;
+            13 | 14 => {
+                let debug = offsets::read_debug_offsets(&*memory, runtime, minor).map_err(|e| e.to_string())?;
                 if debug.version >> 16 != hex >> 16 {
                     return Err(format!("_Py_DebugOffsets says {:#x}, Py_Version {hex:#x}", debug.version));
                 }
@@ -141,7 +145,7 @@ impl PyRuntime {
                 }
                 debug.offsets
             }
-            _ => return Err(format!("CPython 3.{minor} is not supported (3.11 to 3.13 are)")),
+            _ => return Err(format!("CPython 3.{minor} is not supported (3.11 to 3.14 are)")),
         };
         let rt = Self { memory, version: String::new(), file: path.to_string(), runtime, code_type, off, eval };
         rt.threads(&mut CodeCache::default()).map_err(|e| format!("cannot read the interpreter's threads: {e}"))?;
@@ -157,7 +161,7 @@ impl PyRuntime {
         let off = match minor {
             11 => offsets::V3_11,
             12 => offsets::V3_12,
-            _ => offsets::read_debug_offsets(&*memory, base).ok()?.offsets,
+            _ => offsets::read_debug_offsets(&*memory, base, u64::from(minor)).ok()?.offsets,
         };
         let version = format!("3.{minor}");
         Some(Self { memory, version, file: String::new(), runtime: base, code_type, off, eval: None })
