@@ -1,7 +1,7 @@
 //! Python services: a thread leak fires the `python_threads` rule; generators, asyncio tasks and
 //! page faults are named; and Debian's own `python3 -m http.server` under load reads like py-spy.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use autodump_tests::{
     host_tool_available,
@@ -167,7 +167,8 @@ ts = [threading.Thread(target=hit) for _ in range(2)]
 [t.join() for t in ts]
 "#;
 
-/// Debian's own `python3 -m http.server` listing a directory of 3,000 files under load (its
+/// Debian's own `python3 -m http.server` (12's 3.11, and 13's 3.13 and unstable's 3.14 in their
+/// roots) listing a directory of 3,000 files under load (its
 /// handler threads come and go with each request), against py-spy's `--gil` samples of the same
 /// seconds: the functions that hold at least 10% agree within 8 points. py-spy `--gil` samples
 /// the thread that holds the GIL, which runs Python code in user mode: our on-CPU samples in
@@ -175,22 +176,36 @@ ts = [threading.Thread(target=hit) for _ in range(2)]
 /// `send`).
 #[test]
 fn python_http_server_reads_like_py_spy() {
-    if !require_bpf("python_http_server_reads_like_py_spy") {
+    let test = "python_http_server_reads_like_py_spy";
+    if !require_bpf(test) {
         return;
     }
-    if !host_tool_available("py-spy") && !skip("python_http_server_reads_like_py_spy", "no py-spy (setup)") {
+    if !host_tool_available("py-spy") && !skip(test, "no py-spy (setup)") {
         return;
     }
+    for python in debian_pythons(test) {
+        eprintln!("== {python}");
+        http_server_reads_like_py_spy(&python);
+    }
+}
+
+fn http_server_reads_like_py_spy(python: &Python) {
     let dir = scratch_dir("python_http_server");
-    let site = dir.join("site");
+    // The directory it lists, here and as the server sees it (in its root, when it has one).
+    let (site, served) = match &python.root {
+        Some(root) => (root.join("opt/autodump-site"), PathBuf::from("/opt/autodump-site")),
+        None => (dir.join("site"), dir.join("site")),
+    };
+    let _ = std::fs::remove_dir_all(&site);
     std::fs::create_dir_all(&site).unwrap();
     for i in 0..3000 {
         std::fs::write(site.join(format!("file-{i}.txt")), b"").unwrap();
     }
     let port = autodump_tests::servers::free_port().to_string();
-    let mut server = Command::new(PYTHON)
+    let mut server = python
+        .command()
         .args(["-m", "http.server", &port, "--bind", "127.0.0.1", "--directory"])
-        .arg(&site)
+        .arg(&served)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

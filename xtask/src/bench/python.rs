@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, path::PathBuf, time::Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::{
     bpf_stats::StatsSwitch,
@@ -20,8 +20,16 @@ use crate::util::{root, step};
 const PYTHON: &str = "/usr/bin/python3.11";
 /// The interpreter, as the bench runs its fixtures: `target/bench/python3`.
 const FIXTURE: &str = "python3";
+/// Debian unstable's interpreter (3.14) in the root setup made for it, run by a script that
+/// execs `chroot` (the same process all the way): `target/bench/python3-sid`.
+const FIXTURE_SID: &str = "python3-sid";
+/// Where the bench script is in that root.
+const SCRIPT_IN_ROOT: &str = "/opt/autodump-fixtures/bench.py";
 /// Rounds through the 1,000 functions: more than any footprint window lasts.
 const FUNCTION_ROUNDS: &str = "1000000";
+
+/// The `cpu` and `switch` arguments of one interpreter.
+type Args<'a> = (&'a [String], &'a [String]);
 
 fn script() -> String {
     root().join("tests/fixtures/python/bench.py").to_string_lossy().into_owned()
@@ -50,20 +58,39 @@ pub fn python_programs(bench: &Bench) -> Result<String> {
             let _ = write!(md, "### {title}: `bench.py {} {}`\n\n{table}\n", args[1], args[2]);
         }
     }
-    md += &probe_costs(bench, &cpu, &switch)?;
+    let (sid_cpu, sid_switch) = sid_fixture(bench)?;
+    md += &probe_costs(bench, (&cpu, &switch), (&sid_cpu, &sid_switch))?;
     md += &many_functions(bench)?;
     Ok(md)
 }
 
-/// ns per run of the on-CPU and switch programs, Python against the native fixtures.
-fn probe_costs(bench: &Bench, cpu: &[String], switch: &[String]) -> Result<String> {
+/// `target/bench/python3-sid` and the `cpu` and `switch` arguments it takes (the script copied
+/// into the root).
+fn sid_fixture(bench: &Bench) -> Result<(Vec<String>, Vec<String>)> {
+    let dir = root().join("target/python-roots/sid");
+    let exe = std::fs::read_to_string(dir.join("ready")).context("no Debian sid root: run `cargo xtask setup`")?;
+    let script_in_root = dir.join(SCRIPT_IN_ROOT.trim_start_matches('/'));
+    std::fs::create_dir_all(script_in_root.parent().unwrap())?;
+    std::fs::copy(script(), &script_in_root)?;
+    let wrapper = bench.fixture(FIXTURE_SID);
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec chroot {} {} \"$@\"\n", dir.display(), exe.trim()))?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let args = |work: &str, n: u64| vec![SCRIPT_IN_ROOT.to_string(), work.to_string(), n.to_string()];
+    Ok((args("cpu", bench.opts.python_rounds), args("switch", bench.opts.python_trips)))
+}
+
+/// ns per run of the on-CPU and switch programs, Python (Debian 12's 3.11 and unstable's 3.14)
+/// against the native fixtures.
+fn probe_costs(bench: &Bench, (cpu, switch): Args, (sid_cpu, sid_switch): Args) -> Result<String> {
     let _stats = StatsSwitch::set(true)?;
     let native_cpu = vec!["1".to_string(), (bench.opts.cpu_rounds / 4).to_string()];
     let native_switch = vec![(bench.opts.round_trips / 2).to_string()];
-    let cases: [(&str, &str, &[String], &str); 4] = [
-        ("on-CPU sample, Python loop", FIXTURE, cpu, "on_cpu_unwind"),
+    let cases: [(&str, &str, &[String], &str); 6] = [
+        ("on-CPU sample, Python 3.11 loop (Debian 12's)", FIXTURE, cpu, "on_cpu_unwind"),
+        ("on-CPU sample, Python 3.14 loop (Debian unstable's)", FIXTURE_SID, sid_cpu, "on_cpu_unwind"),
         ("on-CPU sample, native loop (`bench_cpu 1`)", "bench_cpu", &native_cpu, "on_cpu_unwind"),
-        ("switch-out, Python threads", FIXTURE, switch, "switch_unwind"),
+        ("switch-out, Python 3.11 threads (Debian 12's)", FIXTURE, switch, "switch_unwind"),
+        ("switch-out, Python 3.14 threads (Debian unstable's)", FIXTURE_SID, sid_switch, "switch_unwind"),
         ("switch-out, native threads (`bench_pingpong`)", "bench_pingpong", &native_switch, "switch_unwind"),
     ];
     let mut md = String::from(
