@@ -165,7 +165,8 @@ const LAYOUT_3_13: Layout = Layout {
 /// 3.14: `threads_main` after `threads_head`; `code_object_generation`, `tlbc_generation`;
 /// the frame's `stackpointer`, `tlbc_index`; `co_tlbc`; the set table before the dict's; gen,
 /// llist and debugger tables at the end. `f_executable` is a `_PyStackRef`, whose low bits tag
-/// it (`Py_TAG_BITS`, 1 in GIL builds, 3 in free-threaded ones: objects are 8-byte aligned).
+/// it (`Py_TAG_BITS`, 1 in Debian's GIL build): the two low bits are cleared, which no object's
+/// address uses (objects are 8-byte aligned).
 const LAYOUT_3_14: Layout = Layout {
     minor: 14,
     words: 95,
