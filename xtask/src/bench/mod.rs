@@ -68,8 +68,9 @@ pub struct Options {
     /// How long the agent watches each set of idle workers in row 10 (steady state is its end).
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub many_window: Duration,
-    /// Rounds of the Python CPU-bound loop (about 2 s of CPU alone here).
-    #[arg(long, default_value_t = 12_000)]
+    /// Rounds of the Python CPU-bound loop (about 9 s of CPU alone here: shorter runs spread by
+    /// more than the 1% the row is read against).
+    #[arg(long, default_value_t = 100_000)]
     pub python_rounds: u64,
     /// Round trips in the Python context-switch-heavy target (about 2 s of CPU alone here).
     #[arg(long, default_value_t = 300_000)]
