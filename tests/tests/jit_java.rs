@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
     assert_close,
-    jit::{assert_shares_match, cleanup, record_against_perf},
+    jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
     require_bpf, run_agent, scratch_dir, workspace, Fixture,
 };
 
@@ -259,8 +259,18 @@ fn debians_rhino_is_named_as_perf_names_it() {
     }
     let hot: Vec<&str> = methods.into_iter().filter(|(_, n)| *n * 10 >= theirs.len()).map(|(m, _)| m).collect();
     eprintln!("Rhino methods in over 10% of perf's samples: {hot:?}");
-    assert!(hot.len() >= 2, "perf named {} Rhino methods over 10%", hot.len());
+    // How many distinct methods show depends on what HotSpot inlined (`_command__1.call` is
+    // sometimes compiled into `OptRuntime.callName`); the recursion keeps the stacks deep either way.
+    assert!(!hot.is_empty(), "perf named no Rhino method over 10%");
     assert_shares_match(&ours, &theirs, &hot, |frame, method| rhino_method(frame) == Some(method));
+    // Walked through compiled frames into their callers, not leaf only: samples with three or
+    // more Rhino frames, as many as perf's, and most of them.
+    let deep = |frames: &[String]| frames.iter().filter(|f| rhino_method(f).is_some()).count() >= 3;
+    let total = ours.iter().map(|f| f.weight).sum::<u64>().max(1);
+    let mine = ours.iter().filter(|f| deep(&f.frames)).map(|f| f.weight).sum::<u64>() as f64 / total as f64;
+    let perf = theirs.iter().filter(|s| deep(s)).count() as f64 / theirs.len().max(1) as f64;
+    eprintln!("three or more Rhino frames: ours {:.1}%, perf {:.1}%", mine * 100.0, perf * 100.0);
+    assert!(perf > 0.5 && (mine - perf).abs() <= SHARE_TOLERANCE, "deep stacks: ours {mine:.3}, perf {perf:.3}");
     assert_eq!(bundle.summary()["jit"]["runtime"], "java");
     cleanup(rhino);
 }
