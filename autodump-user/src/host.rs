@@ -9,6 +9,7 @@ use crate::{
     collect::{
         drain::{Drained, Drainer, ProbeStats, RawSample},
         maps::MemoryMap,
+        python::PyFiles,
     },
     error::{internal, AgentError},
     model::reports::{BudgetReport, ProbeReport, UnwindReport},
@@ -20,6 +21,8 @@ use crate::{
 pub struct ProbeHost {
     /// Every mapped file's names, shared by every watched process.
     pub files: Rc<RefCell<SymbolFiles>>,
+    /// What every CPython file mapped says, read once per file.
+    pub python_files: PyFiles,
     /// The memory budget and what keeping it took (see `budget`).
     pub budget: BudgetReport,
     probes: Probes,
@@ -89,6 +92,7 @@ impl ProbeHost {
             drainer: Drainer::new(maps),
             unwind,
             python,
+            python_files: PyFiles::default(),
         })
     }
 

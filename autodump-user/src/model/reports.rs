@@ -212,6 +212,8 @@ pub struct BudgetReport {
     pub over_budget_checks: u64,
     /// The shared file caches: files cached, their size, loads and evictions.
     pub file_cache: crate::symbolize::files::FileCacheStats,
+    /// CPython interpreter files read (once per file, for every process that maps it).
+    pub python_files_read: u64,
     /// Processes' address caches dropped (names are looked up again).
     pub address_cache_resets: u64,
     /// Idle processes whose flight recorder was cut short.

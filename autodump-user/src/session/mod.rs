@@ -96,7 +96,8 @@ impl Session {
             GoSupport::NotGo => {}
         }
         let maps = MemoryMap::read(pid).ok();
-        let python = maps.as_ref().map_or(PySupport::NotPython, |maps| PySupport::detect(pid, maps));
+        let python =
+            maps.as_ref().map_or(PySupport::NotPython, |maps| PySupport::detect(pid, maps, &mut host.python_files));
         let python_frames = match &python {
             PySupport::Ready(rt) => python::python_frames(host, pid, rt),
             _ => Err("not a supported CPython".into()),

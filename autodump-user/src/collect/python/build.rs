@@ -13,14 +13,21 @@ const TAIL_CALL_PREFIX: &str = "_TAIL_CALL_";
 /// The most of `/proc/PID/environ` read.
 const MAX_ENVIRON: u64 = 1 << 20;
 
-/// Why this build's frames cannot be read, if they cannot.
-pub fn unsupported(pid: u32, elf: &object::File<'_>, data: &[u8]) -> Option<String> {
-    if elf.symbols().any(|s| s.name().is_ok_and(|n| n.starts_with(TAIL_CALL_PREFIX))) {
-        return Some("the tail-calling interpreter (--with-tail-call-interp) is not supported".into());
-    }
-    if !data.windows(JIT_VARIABLE.len()).any(|w| w == JIT_VARIABLE) {
-        return None;
-    }
+/// Why this file's frames cannot be read in any process, if they cannot: the tail-calling
+/// interpreter, when its symbols are kept.
+pub fn unsupported_file(elf: &object::File<'_>) -> Option<String> {
+    elf.symbols()
+        .any(|s| s.name().is_ok_and(|n| n.starts_with(TAIL_CALL_PREFIX)))
+        .then(|| "the tail-calling interpreter (--with-tail-call-interp) is not supported".into())
+}
+
+/// Whether the experimental JIT is built in (whether it is on is each process's environment).
+pub fn jit_built(data: &[u8]) -> bool {
+    data.windows(JIT_VARIABLE.len()).any(|w| w == JIT_VARIABLE)
+}
+
+/// Why process `pid`'s frames cannot be read, if it turned a built-in JIT on.
+pub fn jit_on_in(pid: u32) -> Option<String> {
     let environ = read_environ(pid);
     jit_setting(&environ).filter(|v| jit_on(v)).map(|v| {
         format!("the experimental JIT is on (PYTHON_JIT={v}): its traces run outside the eval loop; not supported")

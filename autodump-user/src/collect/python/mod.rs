@@ -7,6 +7,7 @@
 
 mod build;
 pub mod eval_code;
+mod file;
 mod linetable;
 mod offsets;
 #[cfg(test)]
@@ -14,15 +15,15 @@ mod offsets_header_tests;
 mod threads;
 
 use autodump_common::unwind::{py_frame_parts, PyProc, PY_NONE};
-use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::{
     collect::{
         maps::MemoryMap,
         remote::{ProcessMemory, RemoteMemory},
     },
-    files::{identity::open_path, segments::Segments},
+    files::identity::open_path,
 };
+pub use file::{Interpreter, PyFile, PyFiles};
 pub use linetable::line_of;
 use offsets::Offsets;
 pub use threads::{CodeCache, PyFrame, PyThread, MAX_FRAME_READS, MAX_PY_FRAMES, MAX_THREADS};
@@ -67,31 +68,33 @@ pub struct PyRuntime {
 }
 
 impl PySupport {
-    /// Looks for CPython in `pid`'s executable mappings.
-    pub fn detect(pid: u32, maps: &MemoryMap) -> PySupport {
+    /// Looks for CPython in `pid`'s executable mappings; `files` keeps what each file says.
+    pub fn detect(pid: u32, maps: &MemoryMap, files: &mut PyFiles) -> PySupport {
         let candidates = maps.mappings().filter(|m| {
             let name = m.module();
             m.is_file() && (name.starts_with("libpython3.") || name.starts_with("python3"))
         });
         for m in candidates {
             let path = open_path(pid, m.start, m.end, &m.path);
-            let Ok(data) = std::fs::read(&path) else { continue };
-            let Ok(elf) = object::File::parse(&*data) else { continue };
-            let segments = Segments::of(&elf);
-            let Some(hex) = py_version(&elf, &segments, &data) else {
-                if elf.dynamic_symbols().any(|s| s.name() == Ok("Py_Initialize")) {
+            let Some(file) = files.get(&path, &m.path) else { continue };
+            let interpreter = match &*file {
+                PyFile::NotPython => continue,
+                PyFile::Before311 => {
                     let why = "CPython before 3.11 (no Py_Version) is not supported".into();
                     return PySupport::Unsupported { version: "< 3.11".into(), why };
                 }
-                continue;
+                PyFile::Interpreter(interpreter) => interpreter,
             };
-            let version = format!("{}.{}.{}", hex >> 24, (hex >> 16) & 0xff, (hex >> 8) & 0xff);
-            if let Some(why) = build::unsupported(pid, &elf, &data) {
+            let version = interpreter.version();
+            let why =
+                interpreter.unsupported.clone().or_else(|| interpreter.jit_built.then(|| build::jit_on_in(pid))?);
+            if let Some(why) = why {
                 return PySupport::Unsupported { version, why };
             }
+            let segments = &interpreter.segments;
             let bias = segments.delta_for_mapping(m.file_offset).map(|d| m.start.wrapping_sub(m.file_offset + d));
             let memory = Box::new(ProcessMemory::new(pid));
-            return match PyRuntime::open(memory, (&elf, &data), bias.unwrap_or(0), hex, &m.path) {
+            return match PyRuntime::open(memory, interpreter, bias.unwrap_or(0), &m.path) {
                 Ok(rt) => PySupport::Ready(std::sync::Arc::new(PyRuntime { version, ..rt })),
                 Err(why) => PySupport::Unsupported { version, why },
             };
@@ -100,38 +103,15 @@ impl PySupport {
     }
 }
 
-/// `Py_Version` (PY_VERSION_HEX, 3.11+), read from the file: a constant in read-only data.
-fn py_version(elf: &object::File<'_>, segments: &Segments, data: &[u8]) -> Option<u64> {
-    let sym = elf.dynamic_symbols().chain(elf.symbols()).find(|s| s.name() == Ok("Py_Version"))?;
-    let at = usize::try_from(segments.to_offset(sym.address())?).ok()?;
-    Some(u64::from(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?)))
-}
-
 impl PyRuntime {
     /// Checks the version and finds the runtime state; `bias` is added to the file's addresses.
-    fn open(
-        memory: Box<dyn RemoteMemory>,
-        (elf, data): (&object::File<'_>, &[u8]),
-        bias: u64,
-        hex: u64,
-        path: &str,
-    ) -> Result<Self, String> {
+    fn open(memory: Box<dyn RemoteMemory>, file: &Interpreter, bias: u64, path: &str) -> Result<Self, String> {
+        let hex = file.hex;
         let minor = (hex >> 16) & 0xff;
-        let symbol = |name: &'static str| {
-            elf.dynamic_symbols()
-                .chain(elf.symbols())
-                .find(|s| s.name() == Ok(name))
-                .map(|s| s.address().wrapping_add(bias))
-                .ok_or_else(|| PyError::NoSymbol(path.to_string(), name).to_string())
-        };
-        let runtime = symbol("_PyRuntime").or_else(|e| {
-            let section = elf.section_by_name(".PyRuntime").ok_or(e)?;
-            Ok::<u64, String>(section.address().wrapping_add(bias))
-        })?;
-        let code_type = symbol("PyCode_Type")?;
+        let runtime = file.runtime.clone()?.wrapping_add(bias);
+        let code_type = file.code_type.clone()?.wrapping_add(bias);
         let moved = |(start, end): (u64, u64)| (start.wrapping_add(bias), end.wrapping_add(bias));
-        let eval =
-            eval_code::find(elf, data).map(|e| eval_code::EvalCode { body: moved(e.body), cold: e.cold.map(moved) });
+        let eval = file.eval.map(|e| eval_code::EvalCode { body: moved(e.body), cold: e.cold.map(moved) });
         let off = match minor {
             11 => offsets::V3_11,
             12 => offsets::V3_12,
