@@ -39,6 +39,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("prometheus-alertmanager", "prometheus-alertmanager"),
     // CPython 3.11's internal headers: the Python reader's 3.11 offsets are checked against them.
     ("python3.11-dev", "/usr/include/python3.11/internal/pycore_frame.h"),
+    // A pre-fork Python server nobody here wrote: Debian's gunicorn, its workers on python3.11.
+    ("gunicorn", "gunicorn"),
     // Debian 13's and unstable's interpreters, each in a root of its own release.
     ("debootstrap", "/usr/sbin/debootstrap"),
     // The JIT tests' runtime: node writes a perf map with --perf-basic-prof-only-functions
