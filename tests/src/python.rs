@@ -171,6 +171,22 @@ pub fn inclusive_shares(folded: &str) -> BTreeMap<String, f64> {
     by.into_iter().map(|(k, v)| (k, v as f64 / total.max(1) as f64)).collect()
 }
 
+/// Compares the user-space stacks of `cpu_folded` (ours) with py-spy's raw output: every
+/// function py-spy puts at 10% or more is within `tolerance` of its share there. Our shares, and
+/// how many functions were compared.
+pub fn assert_shares_like_py_spy(cpu_folded: &str, spy: &str, tolerance: f64) -> (BTreeMap<String, f64>, usize) {
+    let user: String = cpu_folded.lines().filter(|l| !l.contains("_[k]")).map(|l| format!("{l}\n")).collect();
+    let (ours, theirs) = (inclusive_shares(&user), inclusive_shares(spy));
+    let mut compared = 0;
+    for (function, spy) in theirs.iter().filter(|(_, s)| **s >= 0.10) {
+        let mine = ours.get(function).copied().unwrap_or(0.0);
+        eprintln!("{function:<45} ours {:>5.1}%  py-spy {:>5.1}%", mine * 100.0, spy * 100.0);
+        assert!((mine - spy).abs() <= tolerance, "{function}: {mine:.3} against py-spy's {spy:.3}");
+        compared += 1;
+    }
+    (ours, compared)
+}
+
 /// Debian 12's python3.11, then Debian 13's and unstable's interpreters in their roots (not in a
 /// kernel-matrix guest, which carries 3.11 only); a missing root is a skip, which fails under
 /// AUTODUMP_REQUIRE_BPF.

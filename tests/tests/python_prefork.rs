@@ -15,7 +15,7 @@ use std::{
 
 use autodump_tests::{
     host_tool_available,
-    python::{inclusive_shares, Python, PYTHON},
+    python::{assert_shares_like_py_spy, Python, PYTHON},
     require_bpf, scratch_dir,
     servers::free_port,
     skip, Bundle, RunningAgent,
@@ -159,16 +159,8 @@ fn gunicorn_workers_read_like_py_spy_and_share_one_interpreter() {
     let summary = worker.summary();
     let share = summary["python"]["cpu_share_with_python"].as_f64().unwrap_or(0.0);
     assert!(share > 0.9, "a busy worker's samples with Python frames: {share}");
-    let cpu = worker.read("cpu.folded");
-    let user: String = cpu.lines().filter(|l| !l.contains("_[k]")).map(|l| format!("{l}\n")).collect();
-    let (ours, theirs) = (inclusive_shares(&user), inclusive_shares(&std::fs::read_to_string(&raw).unwrap()));
-    let mut compared = 0;
-    for (function, spy) in theirs.iter().filter(|(_, s)| **s >= 0.10) {
-        let mine = ours.get(function).copied().unwrap_or(0.0);
-        eprintln!("{function:<30} ours {:>5.1}%  py-spy {:>5.1}%", mine * 100.0, spy * 100.0);
-        assert!((mine - spy).abs() <= SHARE_TOLERANCE, "{function}: {mine:.3} against py-spy's {spy:.3}");
-        compared += 1;
-    }
+    let spy = std::fs::read_to_string(&raw).expect("py-spy's output");
+    let (ours, compared) = assert_shares_like_py_spy(&worker.read("cpu.folded"), &spy, SHARE_TOLERANCE);
     assert!(ours.get("page").is_some_and(|s| *s >= 0.5), "the app's page() on most samples: {ours:?}");
     assert!(compared >= 5, "{compared} functions compared");
 }

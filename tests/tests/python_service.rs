@@ -6,8 +6,8 @@ use std::{path::PathBuf, process::Command};
 use autodump_tests::{
     host_tool_available,
     python::{
-        debian_pythons, in_root, inclusive_shares, parse_dump, python_frames, record_with_py_spy, start, weight,
-        Python, PYTHON,
+        assert_shares_like_py_spy, debian_pythons, in_root, parse_dump, python_frames, record_with_py_spy, start,
+        weight, Python, PYTHON,
     },
     require_bpf, run_agent, scratch_dir, skip, Fixture,
 };
@@ -222,16 +222,7 @@ fn http_server_reads_like_py_spy(python: &Python) {
     let _ = load.wait();
     let _ = server.kill();
     let _ = server.wait();
-    let cpu = bundle.read("cpu.folded");
-    let user: String = cpu.lines().filter(|l| !l.contains("_[k]")).map(|l| format!("{l}\n")).collect();
-    let (ours, theirs) = (inclusive_shares(&user), inclusive_shares(&spy));
-    let mut compared = 0;
-    for (function, spy) in theirs.iter().filter(|(_, s)| **s >= 0.10) {
-        let mine = ours.get(function).copied().unwrap_or(0.0);
-        eprintln!("{function:<45} ours {:>5.1}%  py-spy {:>5.1}%", mine * 100.0, spy * 100.0);
-        assert!((mine - spy).abs() <= SHARE_TOLERANCE, "{function}: {mine:.3} against py-spy's {spy:.3}");
-        compared += 1;
-    }
+    let (ours, compared) = assert_shares_like_py_spy(&bundle.read("cpu.folded"), &spy, SHARE_TOLERANCE);
     assert!(ours.get("SimpleHTTPRequestHandler.list_directory").is_some_and(|s| *s >= 0.5), "{ours:?}");
     assert!(compared >= 5, "{compared} functions compared");
     let misses = bundle.summary()["dropped"]["python_thread_misses"].as_u64().unwrap_or(u64::MAX);

@@ -1,10 +1,17 @@
 //! Row 13: Python programs (Debian's python3.11, `tests/fixtures/python/bench.py`). Against
 //! py-spy sampling the same program without stopping it: a CPU-bound loop's and a switch-heavy
 //! program's slowdown, from the target's own CPU time. Against native code: what an on-CPU
-//! sample and a switch-out cost the probes when the walk also emits Python frames. And the
-//! agent's CPU and memory while it names 1,000 distinct Python functions.
+//! sample and a switch-out cost the probes when the walk also emits Python frames. The agent's
+//! CPU and memory while it names 1,000 distinct Python functions, and what attaching to 100
+//! processes of one interpreter costs it.
 
-use std::{fmt::Write as _, path::PathBuf, time::Instant};
+use std::{
+    fmt::Write as _,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -25,6 +32,8 @@ const FIXTURE: &str = "python3";
 const FIXTURE_SID: &str = "python3-sid";
 /// Where the bench script is in that root.
 const SCRIPT_IN_ROOT: &str = "/opt/autodump-fixtures/bench.py";
+/// Idle Python processes watched at once, for the attach cost.
+const PROCESSES: [usize; 2] = [1, 100];
 /// Rounds through the 1,000 functions: more than any footprint window lasts.
 const FUNCTION_ROUNDS: &str = "1000000";
 
@@ -36,7 +45,7 @@ fn script() -> String {
 }
 
 pub fn python_programs(bench: &Bench) -> Result<String> {
-    step("13 Python: slowdown against py-spy, probe cost against native code, 1,000 functions");
+    step("13 Python: slowdown against py-spy, probe cost against native code, 1,000 functions, 100 processes");
     let link: PathBuf = bench.fixture(FIXTURE);
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(PYTHON, &link)?;
@@ -61,6 +70,7 @@ pub fn python_programs(bench: &Bench) -> Result<String> {
     let (sid_cpu, sid_switch) = sid_fixture(bench)?;
     md += &probe_costs(bench, (&cpu, &switch), (&sid_cpu, &sid_switch))?;
     md += &many_functions(bench)?;
+    md += &many_processes(bench)?;
     Ok(md)
 }
 
@@ -138,4 +148,82 @@ fn many_functions(bench: &Bench) -> Result<String> {
          MiB |\n\n",
         humantime::format_duration(window)
     ))
+}
+
+/// Idle Python processes, killed on drop.
+struct Sleepers(Vec<Child>);
+
+impl Drop for Sleepers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What attaching to many processes of one interpreter costs the agent: N idle `python3.11`
+/// processes watched with `--exe`, the agent's CPU and wall time from its start until it has
+/// found CPython in every one (median of `reps` agents), and its peak RSS then.
+fn many_processes(bench: &Bench) -> Result<String> {
+    let reps = bench.opts.reps;
+    let mut md = format!(
+        "### Many Python processes: attaching\n\nN idle `python3.11` processes (`time.sleep`) watched with `--exe \
+         /usr/bin/python3.11` at the defaults: the agent's CPU (utime+stime) and wall time from its start until \
+         it has read CPython's threads in every one, and its peak RSS then (median of {reps} agents, range in \
+         brackets). Per process is the difference to one process, divided by the others. The interpreter's file \
+         is read once for all of them (`agent_memory.python_files_read`).\n\n| processes | agent CPU to attach \
+         (ms) | per further process (ms) | wall time (s) | peak RSS (MiB) |\n|---|---|---|---|---|\n",
+    );
+    let mut one = f64::NAN;
+    for n in PROCESSES {
+        let sleepers = (0..n)
+            .map(|_| Command::new(PYTHON).args(["-c", "import time; time.sleep(3600)"]).stdout(Stdio::null()).spawn())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let _sleepers = Sleepers(sleepers);
+        std::thread::sleep(Duration::from_secs(1));
+        let (mut cpu, mut wall, mut peak) = (Series::default(), Series::default(), Series::default());
+        for _ in 0..reps {
+            let (c, w, p) = attach(bench, n)?;
+            cpu.0.push(c * 1000.0);
+            wall.0.push(w);
+            peak.0.push(p);
+        }
+        eprintln!("    {n} Python processes: agent CPU {} ms, attached in {} s", cpu.show(0), wall.show(2));
+        let further = match n {
+            1 => {
+                one = cpu.median();
+                "".to_string()
+            }
+            _ => format!("{:.2}", (cpu.median() - one) / (n - 1) as f64),
+        };
+        let _ = writeln!(md, "| {n} | {} | {further} | {} | {} |", cpu.show(0), wall.show(2), peak.show(1));
+    }
+    Ok(md + "\n")
+}
+
+/// One agent watching the `n` Python processes running: (CPU seconds, wall seconds, peak RSS MiB)
+/// when it has found CPython in all of them.
+fn attach(bench: &Bench, n: usize) -> Result<(f64, f64, f64)> {
+    let scratch = bench.fresh_scratch()?;
+    let started = Instant::now();
+    let mut agent = Command::new(&bench.agent)
+        .args(["--exe", PYTHON, "--out"])
+        .arg(&scratch)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the agent")?;
+    let mut lines = BufReader::new(agent.stderr.take().expect("piped")).lines();
+    let mut found = 0;
+    while found < n {
+        let line = lines.next().with_context(|| format!("the agent ended; CPython found in {found} of {n}"))??;
+        found += usize::from(line.contains("CPython: its threads are dumped"));
+    }
+    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds(agent.id())?);
+    let peak = status_mib(agent.id(), "VmHWM:")?;
+    signal(agent.id(), "INT")?;
+    lines.for_each(drop);
+    agent.wait()?;
+    Ok((cpu, wall, peak))
 }
