@@ -8,6 +8,7 @@ pub mod go;
 pub mod gopclntab;
 pub mod identity;
 pub mod segments;
+pub mod shared;
 pub mod vdso;
 
 /// A section's bytes, decompressed, unless it holds (or says it would decompress to) more than

@@ -1,17 +1,12 @@
-//! What a CPython file says, read once per file ([`FileId`]) and shared by every process that
+//! What a CPython file says, read once per file (`files::shared`) and shared by every process that
 //! maps it: a service of 300 workers reads its interpreter once, not 300 times. The version,
 //! the build, and where the runtime state, the code type and the eval loop are, as file
 //! addresses; each process adds its own load bias and reads its own memory.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
-
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use super::{build, eval_code, PyError};
-use crate::files::{identity::FileId, segments::Segments};
-
-/// Interpreter files kept at most; past it the cache starts again (a host runs a few).
-pub const MAX_PY_FILES: usize = 64;
+use crate::files::{segments::Segments, shared::PerFile};
 
 /// One file mapped by a process under a CPython-like name.
 pub enum PyFile {
@@ -84,39 +79,13 @@ fn py_version(elf: &object::File<'_>, segments: &Segments, data: &[u8]) -> Optio
     Some(u64::from(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?)))
 }
 
-/// The interpreter files read so far, by identity, for every watched process.
-#[derive(Default)]
-pub struct PyFiles {
-    files: HashMap<FileId, Arc<PyFile>>,
-    /// Files read (a file read again after the cache started over counts again).
-    pub reads: u64,
-}
-
-impl PyFiles {
-    /// What the file at `path` says, read now unless a process mapping it was seen before; None
-    /// when it cannot be opened or is not ELF.
-    pub fn get(&mut self, path: &Path, shown: &str) -> Option<Arc<PyFile>> {
-        let file = std::fs::File::open(path).ok()?;
-        let meta = file.metadata().ok()?;
-        // SAFETY: read-only; interpreters in use are replaced, not rewritten in place.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let elf = object::File::parse(&*map).ok()?;
-        let id = FileId::of(&elf, &meta);
-        if let Some(known) = self.files.get(&id) {
-            return Some(known.clone());
-        }
-        if self.files.len() >= MAX_PY_FILES {
-            self.files.clear();
-        }
-        self.reads += 1;
-        let read = Arc::new(PyFile::parse(&elf, &map, shown));
-        self.files.insert(id, read.clone());
-        Some(read)
-    }
-}
+/// The interpreter files read so far, for every watched process.
+pub type PyFiles = PerFile<PyFile>;
 
 #[cfg(test)]
 mod tests {
+    use std::{path::Path, sync::Arc};
+
     use super::*;
 
     /// The machine's own interpreter, reached by two paths (as two processes, one in another
@@ -128,10 +97,11 @@ mod tests {
             return;
         };
         let mut files = PyFiles::default();
-        let first = files.get(&exe, "python3").expect("an ELF file");
+        let read = |elf: &object::File<'_>, data: &[u8]| PyFile::parse(elf, data, "python3");
+        let first = files.get(&exe, read).expect("an ELF file");
         let PyFile::Interpreter(interpreter) = &*first else { panic!("{exe:?} is not read as CPython") };
         assert!(interpreter.hex >> 24 == 3 && interpreter.runtime.is_ok() && interpreter.eval.is_some());
-        let again = files.get(&Path::new("/proc/self/root").join(exe.strip_prefix("/").unwrap()), "python3");
+        let again = files.get(&Path::new("/proc/self/root").join(exe.strip_prefix("/").unwrap()), read);
         assert!(Arc::ptr_eq(&first, &again.expect("the same file")));
         assert_eq!(files.reads, 1);
     }

@@ -76,7 +76,7 @@ impl PySupport {
         });
         for m in candidates {
             let path = open_path(pid, m.start, m.end, &m.path);
-            let Some(file) = files.get(&path, &m.path) else { continue };
+            let Some(file) = files.get(&path, |elf, data| PyFile::parse(elf, data, &m.path)) else { continue };
             let interpreter = match &*file {
                 PyFile::NotPython => continue,
                 PyFile::Before311 => {
