@@ -48,6 +48,7 @@ impl MemoryBudget {
         report.budget_bytes = self.limit as u64;
         report.file_cache = host.files.borrow().stats();
         report.python_files_read = host.python_files.reads;
+        report.go_files_read = host.go_files.reads;
         let used = heap_in_use();
         report.heap_bytes = used as u64;
         if used <= self.limit {

@@ -8,6 +8,7 @@ use crate::{
     cli::Cli,
     collect::{
         drain::{Drained, Drainer, ProbeStats, RawSample},
+        goruntime::GoFiles,
         maps::MemoryMap,
         python::PyFiles,
     },
@@ -23,6 +24,8 @@ pub struct ProbeHost {
     pub files: Rc<RefCell<SymbolFiles>>,
     /// What every CPython file mapped says, read once per file.
     pub python_files: PyFiles,
+    /// What every watched executable says of its Go runtime, read once per file.
+    pub go_files: GoFiles,
     /// The memory budget and what keeping it took (see `budget`).
     pub budget: BudgetReport,
     probes: Probes,
@@ -93,6 +96,7 @@ impl ProbeHost {
             unwind,
             python,
             python_files: PyFiles::default(),
+            go_files: GoFiles::default(),
         })
     }
 

@@ -247,6 +247,18 @@ fn a_go_server_nobody_here_wrote() {
     stopper.join().unwrap();
     load.into_iter().for_each(|t| t.join().unwrap());
 
+    assert_prometheus_goroutines_match(&bundle, &go);
+    let gowait = bundle.folded("gowait.folded");
+    let own = gowait.iter().filter(|f| f.frames.iter().any(|x| x.starts_with("github.com/prometheus/"))).count();
+    assert!(own > 0, "no goroutine waits in Prometheus's own code");
+    let verdict = bundle.summary()["verdict"].as_str().unwrap().to_string();
+    assert!(!verdict.contains("runtime.futex") && !verdict.contains("runtime.usleep"), "{verdict}");
+}
+
+/// Prometheus's own goroutines (not the connections of a load, which come and go between two
+/// reads, nor the one answering Go's profile request), counted by function in `bundle`: one by
+/// one, the same as Go's goroutine profile `go` says.
+fn assert_prometheus_goroutines_match(bundle: &Bundle, go: &HashMap<String, u64>) {
     let summary = bundle.summary();
     assert_eq!(summary["go"]["goroutines_available"], true, "{}", summary["go"]);
     let mut ours: HashMap<String, u64> = HashMap::new();
@@ -254,9 +266,7 @@ fn a_go_server_nobody_here_wrote() {
         *ours.entry(function_of(&f.frames)).or_default() += f.weight;
     }
     let total = |m: &HashMap<String, u64>| m.values().sum::<u64>();
-    eprintln!("Prometheus goroutines: ours {}, Go's {}", total(&ours), total(&go));
-    // The server's own goroutines (not the load's connections, which come and go between the
-    // two reads, nor the one answering Go's profile request): one by one, the same.
+    eprintln!("Prometheus goroutines: ours {}, Go's {}", total(&ours), total(go));
     let steady = |f: &str| {
         ["github.com/prometheus/", "github.com/oklog/", "main."].iter().any(|p| f.starts_with(p))
             && !f.ends_with(".serveDebug")
@@ -269,9 +279,43 @@ fn a_go_server_nobody_here_wrote() {
         compared += 1;
     }
     assert!(compared >= 10, "too few of the server's own functions to compare: {go:?}");
-    let gowait = bundle.folded("gowait.folded");
-    let own = gowait.iter().filter(|f| f.frames.iter().any(|x| x.starts_with("github.com/prometheus/"))).count();
-    assert!(own > 0, "no goroutine waits in Prometheus's own code");
-    let verdict = summary["verdict"].as_str().unwrap();
-    assert!(!verdict.contains("runtime.futex") && !verdict.contains("runtime.usleep"), "{verdict}");
+}
+
+/// Two Debian Prometheus servers (one binary, loaded at two addresses), watched with `--exe`:
+/// the binary is read once for both, and each bundle's goroutines are its own server's, as its
+/// own `/debug/pprof/goroutine` counts them.
+#[test]
+fn two_prometheus_servers_share_one_reading_of_their_binary() {
+    if !require_bpf("two_prometheus_servers_share_one_reading_of_their_binary") {
+        return;
+    }
+    let dir = scratch_dir("go_waits_two_prometheus");
+    let servers: Vec<servers::PrometheusServer> = (0..2)
+        .map(|i| {
+            let port = servers::free_port();
+            servers::PrometheusServer::start(&dir.join(format!("prometheus-{i}")), &[], "groups: []\n", port)
+        })
+        .collect();
+    let out = dir.join("out");
+    let mut agent = RunningAgent::start(&["--exe", "/usr/bin/prometheus", "--out", out.to_str().unwrap()]);
+    let started = std::time::Instant::now();
+    while agent.logged("watching a new process").len() < servers.len() {
+        assert!(started.elapsed() < Duration::from_secs(60), "both servers watched");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    agent.signal(libc::SIGUSR1);
+    let mut bundles: Vec<Bundle> = Vec::new();
+    while bundles.len() < servers.len() {
+        bundles.push(agent.next_bundle(Duration::from_secs(60)).expect("a bundle per server"));
+    }
+    agent.signal(libc::SIGTERM);
+    for server in &servers {
+        let go = gopprof::goroutines_by_function(&gopprof::get(server.port, "/debug/pprof/goroutine?debug=1"));
+        let bundle = bundles.iter().find(|b| b.summary()["pid"] == server.pid()).expect("the server's bundle");
+        eprintln!("== Prometheus {} (port {})", server.pid(), server.port);
+        assert_prometheus_goroutines_match(bundle, &go);
+        let memory = &bundle.summary()["agent_memory"];
+        assert_eq!(memory["go_files_read"], 1, "the executable read once for both: {memory}");
+    }
 }

@@ -214,6 +214,8 @@ pub struct BudgetReport {
     pub file_cache: crate::symbolize::files::FileCacheStats,
     /// CPython interpreter files read (once per file, for every process that maps it).
     pub python_files_read: u64,
+    /// Executables read for their Go runtime (once per file, for every process that runs it).
+    pub go_files_read: u64,
     /// Processes' address caches dropped (names are looked up again).
     pub address_cache_resets: u64,
     /// Idle processes whose flight recorder was cut short.

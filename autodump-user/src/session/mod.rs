@@ -89,7 +89,7 @@ impl Session {
     /// Starts recording `target` with the host's probes.
     pub fn open(host: &mut ProbeHost, cli: &Cli, target: Target) -> Result<Self, AgentError> {
         let pid = target.pid;
-        let go = GoSupport::detect(pid);
+        let go = GoSupport::detect(pid, &mut host.go_files);
         match &go {
             GoSupport::Ready(_) => tracing::info!(pid, "Go program: goroutines are counted and dumped"),
             GoSupport::Unavailable(why) => tracing::warn!(pid, "Go program, but goroutines cannot be read: {why}"),

@@ -16,12 +16,12 @@ mod shape;
 mod stripped_tests;
 mod versions;
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use layout::Layout;
 
 use crate::collect::remote::{ProcessMemory, ReadError, RemoteMemory};
-use crate::files::go::GoBinary;
+use crate::files::{go::GoBinary, shared::PerFile};
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
 pub use shape::{Addresses, Offsets};
 
@@ -95,37 +95,56 @@ pub struct GoRuntime {
     memory: Box<dyn RemoteMemory>,
     at: Addresses,
     off: Offsets,
-    /// Functions by start address, to tell runtime-internal goroutines from user ones.
-    functions: Vec<(u64, String)>,
+    /// Functions by start address (the file's, shared by every process of the binary), to tell
+    /// runtime-internal goroutines from user ones; `bias` is added to them in this process.
+    functions: Arc<[(u64, String)]>,
+    bias: u64,
     wait_reasons: Vec<String>,
 }
 
 pub use goroutines::{Goroutine, ReadStats, StackCache};
 
 impl GoSupport {
-    /// Inspects the executable of `pid` (through /proc, so a replaced file does not matter).
-    pub fn detect(pid: u32) -> GoSupport {
+    /// Inspects the executable of `pid` (through /proc, so a replaced file does not matter);
+    /// `files` keeps what each executable says.
+    pub fn detect(pid: u32, files: &mut GoFiles) -> GoSupport {
         let exe = format!("/proc/{pid}/exe");
-        let Ok(file) = std::fs::File::open(&exe) else { return GoSupport::NotGo };
-        // Mapped, not read: telling a non-Go executable takes its headers only, and every
-        // process is asked (300 workers of a 7 MB interpreter would read 2 GB at start).
-        // SAFETY: read-only; executables in use are replaced, not rewritten in place.
-        let Ok(data) = (unsafe { memmap2::Mmap::map(&file) }) else { return GoSupport::NotGo };
-        let Ok(elf) = object::File::parse(&*data) else { return GoSupport::NotGo };
-        let is_go = elf.section_by_name(".go.buildinfo").is_some() || elf.section_by_name(".gopclntab").is_some();
-        if !is_go {
+        let Some(file) = files.get(Path::new(&exe), |elf, _| GoFile::of_exe(elf, Path::new(&exe))) else {
             return GoSupport::NotGo;
-        }
-        match GoRuntime::open(pid, &elf, Path::new(&exe)) {
-            Ok(rt) => GoSupport::Ready(Box::new(rt)),
-            Err(e) => GoSupport::Unavailable(e.to_string()),
+        };
+        match &*file {
+            None => GoSupport::NotGo,
+            Some(Err(why)) => GoSupport::Unavailable(why.clone()),
+            Some(Ok(binary)) => match GoRuntime::open(pid, binary, Path::new(&exe)) {
+                Ok(rt) => GoSupport::Ready(Box::new(rt)),
+                Err(e) => GoSupport::Unavailable(e.to_string()),
+            },
         }
     }
 }
 
-impl GoRuntime {
-    fn open(pid: u32, elf: &object::File<'_>, exe: &Path) -> Result<Self, GoError> {
-        let bias = load_bias(pid, elf, exe);
+/// The Go executables read so far, for every watched process: None for a file that is not Go,
+/// else where its runtime is or why it cannot be read.
+pub type GoFiles = PerFile<Option<Result<GoFile, String>>>;
+
+/// A Go binary's runtime as its file says: globals and functions at file addresses.
+pub struct GoFile {
+    at: Addresses,
+    off: Offsets,
+    functions: Arc<[(u64, String)]>,
+    /// Position-independent, and its lowest segment's page: to find where it is loaded.
+    dynamic: bool,
+    lowest: u64,
+}
+
+impl GoFile {
+    /// None when `elf` is not a Go binary.
+    fn of_exe(elf: &object::File<'_>, exe: &Path) -> Option<Result<Self, String>> {
+        let is_go = elf.section_by_name(".go.buildinfo").is_some() || elf.section_by_name(".gopclntab").is_some();
+        is_go.then(|| Self::read(elf, exe).map_err(|e| e.to_string()))
+    }
+
+    fn read(elf: &object::File<'_>, exe: &Path) -> Result<Self, GoError> {
         let has_symbols = elf.symbols().any(|s| s.name() == Ok("runtime.allgs"));
         let layout = if elf.section_by_name(".debug_info").is_some() { Some(Layout::parse(elf)?) } else { None };
         let (off, sched_lock) = match &layout {
@@ -137,7 +156,7 @@ impl GoRuntime {
             let symbol = |name: &'static str| -> Result<(u64, u64), GoError> {
                 elf.symbols()
                     .find(|s| s.name() == Ok(name))
-                    .map(|s| (s.address() + bias, s.size()))
+                    .map(|s| (s.address(), s.size()))
                     .ok_or(GoError::NoSymbol(name))
             };
             let (wait_reasons, wait_reasons_size) = symbol("runtime.waitReasonStrings")?;
@@ -157,7 +176,7 @@ impl GoRuntime {
             let functions: Vec<(u64, String)> = elf
                 .symbols()
                 .filter(|s| s.kind() == object::SymbolKind::Text)
-                .filter_map(|s| Some((s.address() + bias, s.name().ok()?.to_string())))
+                .filter_map(|s| Some((s.address(), s.name().ok()?.to_string())))
                 .collect();
             (at, functions)
         } else {
@@ -169,21 +188,30 @@ impl GoRuntime {
             let lock = sched_lock.ok_or_else(|| GoError::Layout("runtime.schedt.lock".into()))?;
             let at = Addresses {
                 heap_cycle_words,
-                mbuckets: h.mbuckets + bias,
-                mem_profile_rate: h.mem_profile_rate + bias,
-                disable_memory_profiling: h.disable_memory_profiling.map(|a| a + bias),
-                mprof_cycle: h.mprof_cycle.map(|a| a + bias),
-                allgs: g.allgs + bias,
-                allglen: g.allglen + bias,
-                allp: g.allp + bias,
-                sched: (g.sched_lock - lock) + bias,
-                wait_reasons: g.wait_reasons + bias,
+                mbuckets: h.mbuckets,
+                mem_profile_rate: h.mem_profile_rate,
+                disable_memory_profiling: h.disable_memory_profiling,
+                mprof_cycle: h.mprof_cycle,
+                allgs: g.allgs,
+                allglen: g.allglen,
+                allp: g.allp,
+                sched: g.sched_lock - lock,
+                wait_reasons: g.wait_reasons,
                 wait_reasons_len: g.wait_reasons_len,
             };
-            (at, go.functions().iter().map(|(a, n)| (a + bias, n.clone())).collect())
+            (at, go.functions().to_vec())
         };
         functions.sort_unstable();
-        let rt = Self::from_parts(Box::new(ProcessMemory::new(pid)), at, off, functions);
+        let lowest = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+        Ok(Self { at, off, functions: functions.into(), dynamic: elf.kind() == ObjectKind::Dynamic, lowest })
+    }
+}
+
+impl GoRuntime {
+    fn open(pid: u32, file: &GoFile, exe: &Path) -> Result<Self, GoError> {
+        let bias = load_bias(pid, file, exe);
+        let memory = Box::new(ProcessMemory::new(pid));
+        let rt = Self::from_parts(memory, file.at.moved(bias), file.off.clone(), file.functions.clone(), bias);
         rt.count()?; // fail now, not at the first tick, if the layout is wrong
         Ok(rt)
     }
@@ -195,9 +223,10 @@ impl GoRuntime {
         memory: Box<dyn RemoteMemory>,
         at: Addresses,
         off: Offsets,
-        functions: Vec<(u64, String)>,
+        functions: Arc<[(u64, String)]>,
+        bias: u64,
     ) -> Self {
-        let mut rt = Self { memory, at, off, functions, wait_reasons: Vec::new() };
+        let mut rt = Self { memory, at, off, functions, bias, wait_reasons: Vec::new() };
         rt.wait_reasons = rt.read_wait_reasons();
         rt
     }
@@ -257,7 +286,8 @@ impl GoRuntime {
     /// A goroutine started in the runtime (other than runtime.main) is the runtime's own, as in
     /// `isSystemGoroutine`.
     fn is_system(&self, startpc: u64) -> bool {
-        let i = self.functions.partition_point(|(a, _)| *a <= startpc);
+        let pc = startpc.wrapping_sub(self.bias);
+        let i = self.functions.partition_point(|(a, _)| *a <= pc);
         let Some((_, name)) = i.checked_sub(1).and_then(|i| self.functions.get(i)) else { return false };
         name.starts_with("runtime.") && name != "runtime.main" && name != "runtime.handleAsyncEvent"
     }
@@ -284,12 +314,12 @@ impl GoRuntime {
 
 /// How far a position-independent executable was moved at load: where its first segment is
 /// mapped, less where the file says it goes. 0 for fixed-address executables (Go's default).
-fn load_bias(pid: u32, elf: &object::File<'_>, exe: &Path) -> u64 {
-    if elf.kind() != ObjectKind::Dynamic {
+fn load_bias(pid: u32, file: &GoFile, exe: &Path) -> u64 {
+    if !file.dynamic {
         return 0;
     }
     let target = std::fs::read_link(exe).unwrap_or_default();
-    let lowest = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+    let lowest = file.lowest;
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     maps.lines()
         .filter(|l| l.ends_with(&*target.to_string_lossy()))

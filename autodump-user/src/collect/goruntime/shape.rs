@@ -6,7 +6,7 @@ use super::GoRuntime;
 use crate::collect::remote::ImageMemory;
 
 /// Where the runtime's globals are in the process, from the binary's symbol table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Addresses {
     pub allgs: u64,
     pub allglen: u64,
@@ -22,6 +22,25 @@ pub struct Addresses {
     pub mem_profile_rate: u64,
     pub disable_memory_profiling: Option<u64>,
     pub mprof_cycle: Option<u64>,
+}
+
+impl Addresses {
+    /// The same globals in a process that loaded the binary `bias` bytes from its addresses.
+    pub fn moved(&self, bias: u64) -> Self {
+        let at = |a: u64| a.wrapping_add(bias);
+        Self {
+            allgs: at(self.allgs),
+            allglen: at(self.allglen),
+            allp: at(self.allp),
+            sched: at(self.sched),
+            wait_reasons: at(self.wait_reasons),
+            mbuckets: at(self.mbuckets),
+            mem_profile_rate: at(self.mem_profile_rate),
+            disable_memory_profiling: self.disable_memory_profiling.map(at),
+            mprof_cycle: self.mprof_cycle.map(at),
+            ..*self
+        }
+    }
 }
 
 /// Where fields sit in the runtime's structs, from the binary's DWARF.
@@ -88,6 +107,6 @@ impl GoRuntime {
             p_gfree_n: 32,
         };
         let functions = vec![(base, "runtime.gcBgMarkWorker".to_string()), (base + 64, "main.main".to_string())];
-        Self::from_parts(Box::new(ImageMemory { base, bytes }), at, off, functions)
+        Self::from_parts(Box::new(ImageMemory { base, bytes }), at, off, functions.into(), 0)
     }
 }
