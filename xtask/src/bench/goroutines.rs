@@ -2,19 +2,24 @@
 //! with more goroutines parked beside them, 1,000 to 100,000 in all, watched at the defaults
 //! (a snapshot every second, at most 10,000 goroutines read each) against the same agent with
 //! snapshots off (`--goroutine-every 1h`), in the same run: what a snapshot costs, and the
-//! agent's CPU and memory with and without them.
+//! agent's CPU and memory with and without them. And what attaching to 20 idle Alertmanagers
+//! costs (`attach.rs`).
 
 use std::{fmt::Write as _, time::Instant};
 
 use anyhow::Result;
 
 use super::{
+    attach::{self, Processes},
     process::{cpu_seconds, status_mib, Tool, ToolKind},
     stats::Series,
     Bench,
 };
 use crate::util::step;
 
+/// Debian's Alertmanager, and how many copies the attach table runs.
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+const ALERTMANAGERS: [usize; 2] = [1, 20];
 /// Goroutines in all, row by row.
 const COUNTS: [usize; 3] = [1_000, 10_000, 100_000];
 /// The fixture's own goroutines besides those it parks (see tests/fixtures/gowaits.go).
@@ -83,7 +88,27 @@ pub fn goroutine_snapshots(bench: &Bench) -> Result<String> {
     md += "\nTarget (issue 24): the agent at most 1% of a core, and within its memory budget (64 MiB), at 10,000 \
            goroutines. Above `--goroutine-max` a snapshot still reads every goroutine's header, but walks only an \
            even sample of stacks.\n\n";
+    md += &many_alertmanagers(bench)?;
     Ok(md)
+}
+
+/// Debian's Alertmanager (a stripped Go binary of 24 MB), 1 and 20 copies: what reading their
+/// runtime costs the agent, the binary read once for all.
+fn many_alertmanagers(bench: &Bench) -> Result<String> {
+    let dir = bench.scratch.join("alertmanager");
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(&config, "route:\n  receiver: none\nreceivers:\n  - name: none\n")?;
+    let args = [
+        format!("--config.file={}", config.display()),
+        format!("--storage.path={}", dir.display()),
+        "--cluster.listen-address=".to_string(),
+    ];
+    let exe = std::path::Path::new(ALERTMANAGER);
+    let processes = Processes { exe, args: &args, ports: true, found: "Go program: goroutines are counted" };
+    let md = attach::table(bench, &processes, &ALERTMANAGERS, "idle Debian `prometheus-alertmanager` servers")?;
+    Ok(md
+        + "The executable is read once for all of them (`agent_memory.go_files_read`), its function table shared.\n\n")
 }
 
 /// The fixture, killed on drop.

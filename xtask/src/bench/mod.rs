@@ -3,6 +3,7 @@
 //! BENCHMARKS.md.
 
 mod agent;
+mod attach;
 mod bpf_stats;
 mod budget;
 mod fleet;

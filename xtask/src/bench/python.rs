@@ -5,17 +5,12 @@
 //! CPU and memory while it names 1,000 distinct Python functions, and what attaching to 100
 //! processes of one interpreter costs it.
 
-use std::{
-    fmt::Write as _,
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{fmt::Write as _, path::PathBuf, time::Instant};
 
 use anyhow::{bail, Context, Result};
 
 use super::{
+    attach::{self, Processes},
     bpf_stats::StatsSwitch,
     process::{cpu_seconds, signal, status_mib, Target, Tool, ToolKind},
     rows::{program_cost, slowdown},
@@ -70,7 +65,11 @@ pub fn python_programs(bench: &Bench) -> Result<String> {
     let (sid_cpu, sid_switch) = sid_fixture(bench)?;
     md += &probe_costs(bench, (&cpu, &switch), (&sid_cpu, &sid_switch))?;
     md += &many_functions(bench)?;
-    md += &many_processes(bench)?;
+    let sleep = ["-c", "import time; time.sleep(3600)"].map(String::from);
+    let processes =
+        Processes { exe: PYTHON.as_ref(), args: &sleep, ports: false, found: "CPython: its threads are dumped" };
+    md += &attach::table(bench, &processes, &PROCESSES, "idle `python3.11` processes (`time.sleep`)")?;
+    md += "The interpreter's file is read once for all of them (`agent_memory.python_files_read`).\n\n";
     Ok(md)
 }
 
@@ -148,82 +147,4 @@ fn many_functions(bench: &Bench) -> Result<String> {
          MiB |\n\n",
         humantime::format_duration(window)
     ))
-}
-
-/// Idle Python processes, killed on drop.
-struct Sleepers(Vec<Child>);
-
-impl Drop for Sleepers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// What attaching to many processes of one interpreter costs the agent: N idle `python3.11`
-/// processes watched with `--exe`, the agent's CPU and wall time from its start until it has
-/// found CPython in every one (median of `reps` agents), and its peak RSS then.
-fn many_processes(bench: &Bench) -> Result<String> {
-    let reps = bench.opts.reps;
-    let mut md = format!(
-        "### Many Python processes: attaching\n\nN idle `python3.11` processes (`time.sleep`) watched with `--exe \
-         /usr/bin/python3.11` at the defaults: the agent's CPU (utime+stime) and wall time from its start until \
-         it has read CPython's threads in every one, and its peak RSS then (median of {reps} agents, range in \
-         brackets). Per process is the difference to one process, divided by the others. The interpreter's file \
-         is read once for all of them (`agent_memory.python_files_read`).\n\n| processes | agent CPU to attach \
-         (ms) | per further process (ms) | wall time (s) | peak RSS (MiB) |\n|---|---|---|---|---|\n",
-    );
-    let mut one = f64::NAN;
-    for n in PROCESSES {
-        let sleepers = (0..n)
-            .map(|_| Command::new(PYTHON).args(["-c", "import time; time.sleep(3600)"]).stdout(Stdio::null()).spawn())
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let _sleepers = Sleepers(sleepers);
-        std::thread::sleep(Duration::from_secs(1));
-        let (mut cpu, mut wall, mut peak) = (Series::default(), Series::default(), Series::default());
-        for _ in 0..reps {
-            let (c, w, p) = attach(bench, n)?;
-            cpu.0.push(c * 1000.0);
-            wall.0.push(w);
-            peak.0.push(p);
-        }
-        eprintln!("    {n} Python processes: agent CPU {} ms, attached in {} s", cpu.show(0), wall.show(2));
-        let further = match n {
-            1 => {
-                one = cpu.median();
-                "".to_string()
-            }
-            _ => format!("{:.2}", (cpu.median() - one) / (n - 1) as f64),
-        };
-        let _ = writeln!(md, "| {n} | {} | {further} | {} | {} |", cpu.show(0), wall.show(2), peak.show(1));
-    }
-    Ok(md + "\n")
-}
-
-/// One agent watching the `n` Python processes running: (CPU seconds, wall seconds, peak RSS MiB)
-/// when it has found CPython in all of them.
-fn attach(bench: &Bench, n: usize) -> Result<(f64, f64, f64)> {
-    let scratch = bench.fresh_scratch()?;
-    let started = Instant::now();
-    let mut agent = Command::new(&bench.agent)
-        .args(["--exe", PYTHON, "--out"])
-        .arg(&scratch)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start the agent")?;
-    let mut lines = BufReader::new(agent.stderr.take().expect("piped")).lines();
-    let mut found = 0;
-    while found < n {
-        let line = lines.next().with_context(|| format!("the agent ended; CPython found in {found} of {n}"))??;
-        found += usize::from(line.contains("CPython: its threads are dumped"));
-    }
-    let (wall, cpu) = (started.elapsed().as_secs_f64(), cpu_seconds(agent.id())?);
-    let peak = status_mib(agent.id(), "VmHWM:")?;
-    signal(agent.id(), "INT")?;
-    lines.for_each(drop);
-    agent.wait()?;
-    Ok((cpu, wall, peak))
 }
