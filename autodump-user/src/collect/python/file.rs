@@ -10,7 +10,7 @@ use crate::files::{segments::Segments, shared::PerFile};
 
 /// One file mapped by a process under a CPython-like name.
 pub enum PyFile {
-    /// Not CPython (or not ELF): another library named like it.
+    /// Not CPython: another ELF file named like it.
     NotPython,
     /// CPython before 3.11: no `Py_Version`.
     Before311,
