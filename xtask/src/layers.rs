@@ -1,6 +1,7 @@
 //! `cargo xtask lint`'s check that imports run one way: no circle of files that import each
 //! other, and none between the top-level modules of a crate (`collect`, `record`, `write`, ...),
-//! from `use crate::…`, `super::…` and inline `crate::…` paths. A rough reader like
+//! from `use` trees and inline `crate::…` and `super::…` paths, each resolved from the module that
+//! names it (`super` of `record/profile.rs` is `record`). A rough reader like
 //! `../shared/tools/modgraph.py` (no macro expansion), kept in the project so that every clone
 //! checks it.
 
@@ -16,10 +17,9 @@ pub const CRATES: &[&str] = &["autodump-user/src", "autodump-ebpf/src"];
 
 type Module = Vec<String>;
 
-/// A module's source, and whether it is a directory's (`mod.rs`, `lib.rs`, `main.rs`).
+/// A module's source.
 struct Source {
     text: String,
-    is_dir: bool,
 }
 
 /// Fails with every circle found, file by file and between top-level modules.
@@ -67,11 +67,10 @@ fn modules(src: &Path) -> Result<BTreeMap<Module, Source>> {
             if module.first().is_some_and(|m| m == "bin") {
                 continue;
             }
-            let is_dir = module.last().is_some_and(|m| ["mod", "lib", "main"].contains(&m.as_str()));
-            if is_dir {
+            if module.last().is_some_and(|m| ["mod", "lib", "main"].contains(&m.as_str())) {
                 module.pop();
             }
-            out.insert(module, Source { text: std::fs::read_to_string(&path)?, is_dir });
+            out.insert(module, Source { text: std::fs::read_to_string(&path)? });
         }
     }
     Ok(out)
@@ -81,12 +80,11 @@ fn modules(src: &Path) -> Result<BTreeMap<Module, Source>> {
 fn edges(modules: &BTreeMap<Module, Source>) -> BTreeMap<Module, BTreeSet<Module>> {
     let mut edges: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
     for (module, source) in modules {
-        // Paths in a file module are resolved from its directory's module.
-        let here: Module =
-            if source.is_dir { module.clone() } else { module[..module.len().saturating_sub(1)].to_vec() };
+        // Paths resolve from the module itself, whether it is a file or a directory's `mod.rs`:
+        // in `record/profile.rs` (`record::profile`), `super::kind` is `record::kind`.
         let targets = edges.entry(module.clone()).or_default();
         for path in paths(&source.text) {
-            if let Some(target) = resolve(&path, &here, modules) {
+            if let Some(target) = resolve(&path, module, modules) {
                 if &target != module && !target.is_empty() {
                     targets.insert(target);
                 }
@@ -96,7 +94,8 @@ fn edges(modules: &BTreeMap<Module, Source>) -> BTreeMap<Module, BTreeSet<Module
     edges
 }
 
-/// Every `crate::`/`super::`/`self::` path the text names, use trees expanded.
+/// Every `crate::`/`super::`/`self::` path the text names, use trees expanded: in `use`
+/// declarations, and written inline (`crate::a::b()`, `super::c::D`).
 fn paths(text: &str) -> Vec<Vec<String>> {
     let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
     let mut found = Vec::new();
@@ -111,20 +110,27 @@ fn paths(text: &str) -> Vec<Vec<String>> {
         }
         rest = &after[end..];
     }
-    for (i, _) in code.match_indices("crate::") {
-        if i > 0 && (code.as_bytes()[i - 1].is_ascii_alphanumeric() || code.as_bytes()[i - 1] == b'_') {
-            continue;
-        }
-        let path: String =
-            code[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
-        let path = path.trim_end_matches(':');
-        // `crate::{…}` is a use tree, read above.
-        if path != "crate" {
-            found.push(path.to_string());
+    for root in ["crate::", "super::"] {
+        for (i, _) in code.match_indices(root) {
+            let before = i.checked_sub(1).map(|b| code.as_bytes()[b]);
+            // Inside a longer name, or the middle of a path already read (`super::super::x`).
+            if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
+                continue;
+            }
+            let path: String =
+                code[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
+            let path = path.trim_end_matches(':');
+            // `crate::{…}` is a use tree, read above; a bare `super::` only starts one.
+            if !["crate", "super"].contains(&path) {
+                found.push(path.to_string());
+            }
         }
     }
+    // A `use` path is also read inline: each path once, in the order first read.
+    let mut seen = BTreeSet::new();
     found
         .into_iter()
+        .filter(|p| seen.insert(p.clone()))
         .map(|p| p.split("::").filter(|s| !s.is_empty() && *s != "*").map(String::from).collect())
         .collect()
 }
@@ -258,19 +264,40 @@ mod tests {
     #[test]
     fn reads_use_trees_and_inline_paths() {
         let text =
-            "use crate::{a::{B as Z, c::D}, e};\nuse super::f::G; // use crate::comment;\nfn x() { crate::h::i(); }";
+            "use crate::{a::{B as Z, c::D}, e};\nuse super::f::G; // use crate::comment;\nfn x() { crate::h::i(); super::j::K; }";
         let found: Vec<String> = paths(text).iter().map(|p| p.join("::")).collect();
-        assert_eq!(found, ["crate::a::B", "crate::a::c::D", "crate::e", "super::f::G", "crate::h::i"]);
+        assert_eq!(found, ["crate::a::B", "crate::a::c::D", "crate::e", "super::f::G", "crate::h::i", "super::j::K"]);
     }
 
     #[test]
     fn resolves_to_the_longest_module() {
         let modules: BTreeMap<Module, Source> = [vec!["a".to_string()], vec!["a".into(), "c".into()]]
             .into_iter()
-            .map(|m| (m, Source { text: String::new(), is_dir: false }))
+            .map(|m| (m, Source { text: String::new() }))
             .collect();
         let path: Vec<String> = ["crate", "a", "c", "D"].map(String::from).to_vec();
         assert_eq!(resolve(&path, &vec![], &modules), Some(vec!["a".to_string(), "c".to_string()]));
+    }
+
+    #[test]
+    fn super_is_the_parent_of_the_module_itself() {
+        // `record/profile.rs` names `super::kind`, and `record/kind.rs` names `super::profile`
+        // inline: two files of one folder that import each other.
+        let modules: BTreeMap<Module, Source> = [
+            (vec!["record".to_string()], "pub mod kind; pub mod profile;"),
+            (vec!["record".into(), "profile".into()], "use super::kind::Kind;"),
+            (vec!["record".into(), "kind".into()], "fn of(v: &super::profile::Value) {}"),
+        ]
+        .into_iter()
+        .map(|(m, text)| (m, Source { text: text.into() }))
+        .collect();
+        let edges = edges(&modules);
+        let record = |m: &str| vec!["record".to_string(), m.to_string()];
+        assert!(edges[&record("profile")].contains(&record("kind")));
+        assert!(edges[&record("kind")].contains(&record("profile")), "inline super:: paths are followed");
+        let names: BTreeMap<String, BTreeSet<String>> =
+            edges.iter().map(|(f, t)| (f.join("::"), t.iter().map(|t| t.join("::")).collect())).collect();
+        assert_eq!(strongly_connected(&names).len(), 1);
     }
 
     #[test]
