@@ -4,6 +4,7 @@
 //! hashes keys byte by byte, so a padding byte left uninitialised would split one key into many.
 #![no_std]
 
+pub mod runtimes;
 pub mod unwind;
 
 /// Processes one probe set can watch at once (the `TARGETS` and `EXITS` maps).
@@ -172,12 +173,6 @@ pub enum Stat {
     FaultKernelStackErrors,
     /// Page-fault samples lost because the fault-count map was full.
     FaultCountsFull,
-    /// Python frames the walks emitted from the interpreter's frame list.
-    PythonFrames,
-    /// Walks through a Python interpreter's eval loop for a thread whose state neither the agent's
-    /// list nor the probe's own search of the newest threads found (its Python frames are
-    /// missing from that stack).
-    PythonThreadMisses,
     /// Frames in JIT code (anonymous executable memory), walked by frame pointer.
     JitFrames,
     /// Walks that stopped in JIT code: its frame pointer did not move up the stack, or could
@@ -186,8 +181,9 @@ pub enum Stat {
     JitWalkStops,
 }
 
+/// Each runtime's own counters follow these (see `runtimes::stat_slot`).
 impl Stat {
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 22;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -209,8 +205,6 @@ impl Stat {
         Stat::FaultUserStackErrors,
         Stat::FaultKernelStackErrors,
         Stat::FaultCountsFull,
-        Stat::PythonFrames,
-        Stat::PythonThreadMisses,
         Stat::JitFrames,
         Stat::JitWalkStops,
     ];
@@ -237,8 +231,8 @@ pub mod maps {
     pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
     pub const PROC_MAPPINGS: &str = "PROC_MAPPINGS";
     pub const MAPPING_ENTRIES: &str = "MAPPING_ENTRIES";
-    pub const PY_PROCS: &str = "PY_PROCS";
-    pub const PY_THREADS: &str = "PY_THREADS";
+    pub const RUNTIME_PROCS: &str = "RUNTIME_PROCS";
+    pub const RUNTIME_THREADS: &str = "RUNTIME_THREADS";
 }
 
 /// Names of the read-only globals the agent sets before loading.
@@ -275,7 +269,7 @@ mod pod {
     unsafe impl aya::Pod for super::unwind::UnwindRow {}
     unsafe impl aya::Pod for super::unwind::MappingEntry {}
     unsafe impl aya::Pod for super::unwind::ProcMappings {}
-    unsafe impl aya::Pod for super::unwind::PyProc {}
+    unsafe impl aya::Pod for super::runtimes::RuntimeProc {}
 
     unsafe impl aya::Pod for super::unwind::UnwoundStack {}
 }

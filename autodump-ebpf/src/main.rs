@@ -14,6 +14,7 @@ mod config;
 mod exit;
 mod faults;
 mod maps;
+mod runtimes;
 mod sampling;
 mod stacks;
 mod switch;

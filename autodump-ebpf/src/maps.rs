@@ -4,8 +4,8 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use autodump_common::{
-    target_bit, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal, StackKey, Stat,
-    OVERFLOW_SHARE, TARGET_BIT_WORDS, TARGET_SLOTS,
+    runtimes::STAT_SLOTS, target_bit, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal,
+    StackKey, Stat, OVERFLOW_SHARE, TARGET_BIT_WORDS, TARGET_SLOTS,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -71,7 +71,7 @@ pub static TARGET_BITS: Array<u64> = Array::with_max_entries(TARGET_BIT_WORDS, 0
 #[map]
 pub static EXITS: HashMap<u32, ExitInfo> = HashMap::with_max_entries(TARGET_SLOTS, 0);
 #[map]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
 
 pub struct Generation {
     pub epoch: u32,
@@ -115,7 +115,13 @@ pub fn generation() -> Generation {
 /// Adds one to a stat slot; returns true the first time on this CPU, so callers can log once.
 #[inline(always)]
 pub fn count(stat: Stat) -> bool {
-    match STATS.get_ptr_mut(stat as u32) {
+    count_slot(stat as u32)
+}
+
+/// Adds one to the stat slot `slot` (a runtime's own slots follow `Stat`'s).
+#[inline(always)]
+pub fn count_slot(slot: u32) -> bool {
+    match STATS.get_ptr_mut(slot) {
         // SAFETY: a valid per-CPU slot; probes do not nest on one CPU.
         Some(slot) => unsafe {
             *slot += 1;

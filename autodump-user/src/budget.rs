@@ -44,11 +44,11 @@ impl MemoryBudget {
     /// host for summaries.
     pub fn enforce(&mut self, host: &mut ProbeHost, supervisors: &mut [Supervisor]) {
         host.files.borrow_mut().evict(usize::MAX, FILE_EXPIRY);
+        let files_read = host.files_read();
         let report = &mut host.budget;
         report.budget_bytes = self.limit as u64;
         report.file_cache = host.files.borrow().stats();
-        report.python_files_read = host.python_files.reads;
-        report.go_files_read = host.go_files.reads;
+        report.files_read = files_read;
         let used = heap_in_use();
         report.heap_bytes = used as u64;
         if used <= self.limit {

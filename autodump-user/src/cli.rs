@@ -57,17 +57,6 @@ pub mod defaults {
     pub const UNWIND_PROCESSES: u32 = 512;
     /// The agent's own heap; over it, caches go first, then idle processes' flight recorders.
     pub const MEMORY_BUDGET: &str = "64MiB";
-    /// How often a Go program's heap profile is read, so that a bundle can compare the heap with
-    /// what it was before its window.
-    pub const HEAP_EVERY: &str = "30s";
-    /// How often a Go program's goroutines are read (state, wait reason, stack), for `gowait.*`.
-    pub const GOROUTINE_EVERY: &str = "1s";
-    /// Goroutines a snapshot reads at most; above, an even sample stands for all of them.
-    pub const GOROUTINE_MAX: &str = "10000";
-    /// MiB a process's perf map may take in the agent.
-    pub const JIT_MAP_MAX_MIB: &str = "16";
-    /// How often a JVM is asked for its perf map.
-    pub const JIT_MAP_EVERY: &str = "60s";
     /// How often /proc/PID/smaps is read, to tell which mappings grew over a bundle's window.
     pub const SMAPS_EVERY: &str = "10s";
     /// The page-fault probe runs every this many faults (rounded up to a prime; see BENCHMARKS.md
@@ -188,35 +177,9 @@ pub struct Cli {
     #[arg(long, default_value_t = defaults::FAULT_PERIOD)]
     pub fault_period: u64,
 
-    /// Go programs: how often the runtime's heap profile is read (cheap: one read per bucket),
-    /// so that a bundle holds the heap from before its window (`heap-base.pb.gz`) too.
-    #[arg(long, default_value = defaults::HEAP_EVERY, value_parser = parse_duration)]
-    pub heap_every: Duration,
-
-    /// Go programs: how often every goroutine's state, wait reason and stack are read, for the
-    /// goroutine-time profile (`gowait.*`) and what grew (`goroutines-diff.svg`).
-    #[arg(long, default_value = defaults::GOROUTINE_EVERY, value_parser = parse_duration)]
-    pub goroutine_every: Duration,
-
-    /// Go programs: goroutines a snapshot reads at most; above, an even sample of them stands for
-    /// all (the summary says how many were read).
-    #[arg(long, default_value = defaults::GOROUTINE_MAX, value_parser = clap::value_parser!(u32).range(1..))]
-    pub goroutine_max: u32,
-
-    /// Python programs: keep the interpreter's eval-loop C frames (`_PyEval_EvalFrameDefault`)
-    /// between the Python frames they run; by default the Python frames stand in for them.
-    #[arg(long)]
-    pub python_eval_frames: bool,
-
-    /// JIT runtimes: memory a process's perf map (/tmp/perf-PID.map) may take in the agent, in
-    /// MiB; past it the oldest entries are dropped (counted in the summary).
-    #[arg(long, default_value = defaults::JIT_MAP_MAX_MIB, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub jit_map_max_mib: u64,
-
-    /// HotSpot JVMs (JDK 17 and later): how often the JVM is asked for a fresh perf map through
-    /// its attach mechanism, as `jcmd PID Compiler.perfmap` does; 0 never asks.
-    #[arg(long, default_value = defaults::JIT_MAP_EVERY, value_parser = parse_duration)]
-    pub jit_map_every: Duration,
+    /// The runtimes' own flags (Go, Python, JIT perf maps).
+    #[command(flatten)]
+    pub runtimes: crate::runtimes::args::RuntimeArgs,
 
     /// How often the resident size of each mapping is read (/proc/PID/smaps), so that a bundle
     /// can say which mappings grew over its window.
@@ -378,7 +341,8 @@ impl Cli {
 pub type RuleSpec = (crate::collect::metrics::Metric, Option<crate::trigger::rule::Rule>);
 
 fn parse_rule_spec(text: &str) -> Result<RuleSpec, String> {
-    crate::trigger::rule::Rule::parse_spec(text).map_err(|e| e.to_string())
+    let runtime: Vec<_> = crate::runtimes::metrics().collect();
+    crate::trigger::rule::Rule::parse_spec(text, &runtime).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub fn targets(cli: &Cli) -> Result<Vec<TargetConfig>, AgentError> {
     let upload = file_upload.or_else(|| cli.upload.clone());
     let rules = |own: &[RuleSpec]| {
         let mut set: BTreeMap<Metric, Option<Rule>> =
-            Rule::defaults().into_iter().map(|r| (r.metric, Some(r))).collect();
+            Rule::defaults(&runtime_metrics()).into_iter().map(|r| (r.metric, Some(r))).collect();
         for (metric, rule) in file_rules.iter().chain(own).chain(&cli.rules) {
             set.insert(*metric, rule.clone());
         }
@@ -171,10 +171,17 @@ fn parse(text: &str) -> Result<FileContents, String> {
     Ok((rules, upload, targets))
 }
 
+/// The metrics the runtimes add, which rules may name.
+fn runtime_metrics() -> Vec<&'static crate::collect::metrics::RuntimeMetric> {
+    crate::runtimes::metrics().collect()
+}
+
 fn parse_rules(table: &BTreeMap<String, String>) -> Result<Vec<RuleSpec>, String> {
     table
         .iter()
-        .map(|(metric, settings)| Rule::parse_spec(&format!("{metric}:{settings}")).map_err(|e| e.to_string()))
+        .map(|(metric, settings)| {
+            Rule::parse_spec(&format!("{metric}:{settings}"), &runtime_metrics()).map_err(|e| e.to_string())
+        })
         .collect()
 }
 

@@ -8,32 +8,30 @@ use crate::{
     cli::Cli,
     collect::{
         drain::{Drained, Drainer, ProbeStats, RawSample},
-        goruntime::GoFiles,
         maps::MemoryMap,
-        python::PyFiles,
     },
     error::{internal, AgentError},
     model::reports::{BudgetReport, ProbeReport, UnwindReport},
     probes::{targets::ExitStatus, KernelStacks, ProbeConfig, Probes, UnwindMode},
+    runtimes::seam::{Instance, Loader},
     symbolize::files::SymbolFiles,
-    unwind::{python::PythonTables, tables::UnwindTables},
+    unwind::{runtime_tables::RuntimeTables, tables::UnwindTables},
 };
 
 pub struct ProbeHost {
     /// Every mapped file's names, shared by every watched process.
     pub files: Rc<RefCell<SymbolFiles>>,
-    /// What every CPython file mapped says, read once per file.
-    pub python_files: PyFiles,
-    /// What every watched executable says of its Go runtime, read once per file.
-    pub go_files: GoFiles,
+    /// Every language runtime, for the whole agent: each reads a file once for every process
+    /// that maps it, and attaches to the processes that run it.
+    pub loaders: Vec<Box<dyn Loader>>,
     /// The memory budget and what keeping it took (see `budget`).
     pub budget: BudgetReport,
     probes: Probes,
     drainer: Drainer,
     /// The unwind tables, when user stacks are walked with CFI.
     unwind: Option<UnwindTables>,
-    /// CPython processes and their threads, for the CFI walk.
-    python: Option<PythonTables>,
+    /// Processes that run a language runtime, and their threads, for the CFI walk.
+    runtimes: Option<RuntimeTables>,
     pub frequency_hz: u64,
     /// 0: no page-fault probe (turned off, or the kernel would not take it).
     pub fault_period: u64,
@@ -83,10 +81,10 @@ impl ProbeHost {
                 None
             }
         };
-        let python = unwind.as_ref().and_then(|_| PythonTables::take(&mut probes));
+        let runtimes = unwind.as_ref().and_then(|_| RuntimeTables::take(&mut probes));
         probes.attach(cli.frequency)?;
         Ok(Self {
-            files: Rc::new(RefCell::new(SymbolFiles::new(cli.debug_dir.clone()))),
+            files: Rc::new(RefCell::new(SymbolFiles::new(cli.debug_dir.clone(), crate::runtimes::file_readers()))),
             budget: BudgetReport { budget_bytes: cli.memory_budget, ..Default::default() },
             frequency_hz: cli.frequency,
             fault_period: if probes.faults_attached() { crate::probes::prime_period(cli.fault_period) } else { 0 },
@@ -94,9 +92,8 @@ impl ProbeHost {
             probes,
             drainer: Drainer::new(maps),
             unwind,
-            python,
-            python_files: PyFiles::default(),
-            go_files: GoFiles::default(),
+            runtimes,
+            loaders: crate::runtimes::loaders(&cli.runtimes),
         })
     }
 
@@ -113,8 +110,8 @@ impl ProbeHost {
         if let Some(tables) = self.unwind.as_mut() {
             tables.forget(pid);
         }
-        if let Some(python) = self.python.as_mut() {
-            python.forget(pid);
+        if let Some(runtimes) = self.runtimes.as_mut() {
+            runtimes.forget(pid);
         }
         if let Err(e) = self.drainer.forget(pid) {
             tracing::warn!(pid, "cannot forget the process: {e}");
@@ -128,21 +125,41 @@ impl ProbeHost {
         }
     }
 
-    /// `pid` runs CPython as `info` says: its walks emit Python frames. False when they cannot
-    /// (no CFI walk, or the map is full).
-    pub fn watch_python(&mut self, pid: u32, info: autodump_common::unwind::PyProc) -> bool {
-        let Some(python) = self.python.as_mut() else { return false };
-        python.watch(pid, info).map_err(|e| tracing::warn!(pid, "cannot watch the Python process: {e}")).is_ok()
+    /// `pid` runs `runtime`: its walks emit the runtime's frames when its probe module can (the
+    /// runtime is told whether they do, or why not).
+    pub fn watch_runtime(&mut self, pid: u32, runtime: &mut dyn Instance) {
+        let result = match runtime.probe() {
+            None => return,
+            Some(Err(why)) => Err(why),
+            Some(Ok(proc)) => match self.runtimes.as_mut() {
+                None => {
+                    Err("user stacks are walked by frame pointer (no CFI walk on this kernel, or --unwind fp)".into())
+                }
+                Some(tables) => tables.watch(pid, proc).map_err(|e| {
+                    tracing::warn!(pid, "cannot tell the probes about the process's runtime: {e}");
+                    format!("the probes' runtime table is full or unwritable: {e}")
+                }),
+            },
+        };
+        let ok = result.is_ok();
+        runtime.probed(result);
+        if ok {
+            self.runtime_threads(pid, runtime);
+        }
     }
 
-    /// `pid`'s Python threads now, (tid, thread state).
-    pub fn python_threads(&mut self, pid: u32, threads: &[(u32, u64)]) {
-        if let Some(python) = self.python.as_mut() {
-            let failed = python.threads(pid, threads);
-            if failed > 0 {
-                tracing::debug!(pid, failed, "Python threads not listed for the probes: the map is full");
-            }
+    /// `pid`'s threads now, as its runtime lists them for its probe step.
+    pub fn runtime_threads(&mut self, pid: u32, runtime: &dyn Instance) {
+        let (Some(tables), Some(threads)) = (self.runtimes.as_mut(), runtime.threads()) else { return };
+        let failed = tables.threads(pid, &threads);
+        if failed > 0 {
+            tracing::debug!(pid, failed, "threads not listed for the probes: the map is full");
         }
+    }
+
+    /// Files the runtimes read so far, by their summary keys (`go_files_read`).
+    pub fn files_read(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        self.loaders.iter().filter_map(|l| l.files_read()).collect()
     }
 
     /// Everything recorded since the last drain, by process.
@@ -174,7 +191,8 @@ impl ProbeHost {
 
     /// The probes' counters since load, all processes together.
     pub fn stats(&self) -> Result<ProbeStats, AgentError> {
-        self.drainer.stats().map_err(internal)
+        let runtimes: Vec<(u8, &str)> = crate::runtimes::probed().collect();
+        self.drainer.stats(&runtimes).map_err(internal)
     }
 
     /// Each program's run time (ns) and runs, where `kernel.bpf_stats_enabled` is on.

@@ -1,8 +1,6 @@
 //! Turns what the flight recorder holds into one incident bundle: the window around a trigger,
 //! its profiles, the metric charts, the diff and the summary.
 
-use std::path::PathBuf;
-
 use crate::{
     collect::{
         memory::RssSplit,
@@ -21,7 +19,12 @@ use crate::{
     },
     session::Session,
     trigger::{Fired, Trigger},
-    write::{self, chart::Series, GoroutineFiles, Recording, WatchExtras},
+    write::{
+        self,
+        chart::Series,
+        diff::{DiffGraph, DiffSide, CPU_DIFF},
+        Recording, Written,
+    },
 };
 
 /// Why a bundle is written.
@@ -65,30 +68,23 @@ pub struct Context<'a> {
     pub target: Option<&'a TargetInfo>,
 }
 
-pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path::Path) -> anyhow::Result<Written> {
     let (start, end) = ctx.flight.coverage(span.from, span.to).unwrap_or((span.from, span.to));
     let mut profiles = ctx.flight.profiles(span.from, span.to);
     if ctx.include_blocked_now {
         let blocked = ctx.session.blocked_now(ctx.host, start)?;
-        profiles.get_mut(ProfileKind::OffCpu).merge(&blocked);
+        profiles.get_mut(ProfileKind::OFF_CPU).merge(&blocked);
     }
-    // A dead process has no goroutines, heap or JIT map to read (its goroutine snapshots still tell).
+    // A dead process's runtimes have nothing to read now (what they kept over time still tells).
     let alive = !matches!(incident, Incident::Exit(_));
-    ctx.session.recorder.name_jit_frames(&mut profiles, alive);
     let metrics = ctx.flight.metrics(start, end);
-    let mut go = ctx.session.go_bundle(start, end, alive);
-    let python = if alive { ctx.session.python_dump() } else { None };
-    for profile in go.profiles.drain(..) {
-        profiles.insert(profile);
-    }
-    if alive {
-        for heap in ctx.session.heap_profiles(start) {
-            profiles.insert(heap);
-        }
-    }
+    ctx.session.name_late_frames(&mut profiles, alive);
+    let runtimes = ctx.session.runtime_bundles((start, end), alive);
+    runtimes.profiles.into_iter().for_each(|p| profiles.insert(p));
+    let (mut diffs, files) = (runtimes.diffs, runtimes.files);
     let (before, after): (Profile, Profile) = match incident {
         Incident::Rule(_) => (ctx.flight.cpu(span.from, span.trigger), ctx.flight.cpu(span.trigger, span.to)),
-        _ => (Profile::new(ProfileKind::Cpu), Profile::new(ProfileKind::Cpu)),
+        _ => (Profile::new(ProfileKind::CPU), Profile::new(ProfileKind::CPU)),
     };
     let fired = match incident {
         Incident::Rule(f) => Some(f),
@@ -98,7 +94,7 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
     if let Incident::Alert(alert) = incident {
         reason.alert = Some(alert.clone());
     }
-    let summary = summary::build(summary::Facts {
+    let mut facts = summary::Facts {
         start,
         trigger: Some(span.trigger),
         end,
@@ -114,16 +110,28 @@ pub fn write(ctx: Context<'_>, incident: &Incident, span: Span, out: &std::path:
         target_info: ctx.target.cloned(),
         shed_before: ctx.flight.shed_before,
         ..ctx.session.facts(ctx.host, reason, &profiles)?
-    });
-    let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
-    let recording = Recording {
-        profiles: &profiles,
-        summary,
-        watch: Some(WatchExtras { charts, diff: fired.map(|_| (&before, &after)) }),
-        goroutines: GoroutineFiles { dump: go.dump.as_ref(), counts: go.counts.as_ref().map(|(a, b)| (a, b)) },
-        python: python.as_ref(),
     };
+    let html = facts.runtimes.iter_mut().filter_map(|r| r.html.take()).collect();
+    let summary = summary::build(facts);
+    let charts = charts(&metrics, span.trigger, fired, ctx.trigger, ctx.limits);
+    if fired.is_some() {
+        diffs.insert(0, cpu_diff(before, after));
+    }
+    let recording = Recording { profiles: &profiles, summary, charts: Some(charts), diffs, files, html };
     Ok(write::write_bundle(out, recording)?)
+}
+
+/// A rule bundle's `cpu-diff.svg`: on-CPU after the trigger against before.
+fn cpu_diff(before: Profile, after: Profile) -> DiffGraph {
+    DiffGraph {
+        file: "cpu-diff.svg",
+        follows: ProfileKind::CPU,
+        caption: "On-CPU: after the trigger against before",
+        title: ("on-CPU", "after the trigger vs before"),
+        style: &CPU_DIFF,
+        before: DiffSide::Own(before),
+        after: DiffSide::Own(after),
+    }
 }
 
 /// One chart per metric that has values: its line, the mean before the trigger (the rule's own
@@ -159,8 +167,12 @@ fn metric_charts(
     trigger: &Trigger,
     limits: &Limits,
 ) -> Vec<Series> {
+    let mut runtime: Vec<Metric> = metrics.iter().flat_map(MetricSample::runtime_metrics).collect();
+    runtime.sort_unstable();
+    runtime.dedup();
     Metric::ALL
         .into_iter()
+        .chain(runtime)
         .filter_map(|metric| {
             let points: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.t, m.get(metric)?))).collect();
             if points.is_empty() {
@@ -179,8 +191,7 @@ fn metric_charts(
                 Metric::Rss => "bytes",
                 Metric::Threads => "threads",
                 Metric::Fds => "open files",
-                Metric::Goroutines => "goroutines",
-                Metric::PythonThreads => "Python threads",
+                Metric::Runtime(m) => m.unit,
             };
             Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })
         })

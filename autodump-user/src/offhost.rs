@@ -89,11 +89,8 @@ impl OffHost {
                 t.rss_bytes += m.rss_bytes.unwrap_or(0);
                 t.threads += m.threads.unwrap_or(0);
                 t.fds += m.fds.unwrap_or(0);
-                if let Some(g) = m.goroutines {
-                    *t.goroutines.get_or_insert(0) += g;
-                }
-                if let Some(p) = m.python_threads {
-                    *t.python_threads.get_or_insert(0) += p;
+                for (metric, value) in &m.runtime.0 {
+                    *t.runtime.entry(metric.name).or_insert(0) += value;
                 }
             }
             snapshot.targets.push(t);

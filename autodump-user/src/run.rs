@@ -17,7 +17,7 @@ use crate::{
     progress::Progress,
     record::Profiles,
     session::Session,
-    write::{self, GoroutineFiles, Recording},
+    write::{self, Recording},
 };
 
 pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
@@ -57,33 +57,32 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     };
     progress.finish();
 
-    // The goroutines as the window closes (the process must still be there to be read).
-    let mut go = session.go_bundle(unix_now(start), unix_now(SystemTime::now()), !exited);
-    let heap = if exited { Vec::new() } else { session.heap_profiles(unix_now(start)) };
-    let python = if exited { None } else { session.python_dump() };
+    // What the runtimes read as the window closes (the process must still be there to be read).
+    let runtimes = session.runtime_bundles((unix_now(start), unix_now(SystemTime::now())), !exited);
     let memory = session.memory.report(unix_now(start), unix_now(SystemTime::now()));
     let part = host.stop()?.remove(&pid).unwrap_or_default();
     let last = session.finish(&host, &part, unix_now(start))?;
     totals.merge(&last.profiles);
-    for snapshot in go.profiles.drain(..).chain(heap) {
-        totals.insert(snapshot);
-    }
-    session.recorder.name_jit_frames(&mut totals, !exited);
+    runtimes.profiles.into_iter().for_each(|p| totals.insert(p));
+    session.name_late_frames(&mut totals, !exited);
     let end = SystemTime::now();
-    let summary = summary::build(summary::Facts {
+    let mut facts = summary::Facts {
         start: unix_now(start),
         end: unix_now(end),
         exited,
         exit: host.exit_status(pid).filter(|_| exited),
         memory: Some(memory),
         ..session.facts(&host, crate::model::reports::Reason::of_kind("record"), &totals)?
-    });
-    let goroutines = GoroutineFiles { dump: go.dump.as_ref(), counts: go.counts.as_ref().map(|(a, b)| (a, b)) };
-    let recording = Recording { profiles: &totals, summary, watch: None, goroutines, python: python.as_ref() };
-    let path =
+    };
+    let html = facts.runtimes.iter_mut().filter_map(|r| r.html.take()).collect();
+    let summary = summary::build(facts);
+    let (diffs, files) = (runtimes.diffs, runtimes.files);
+    let recording = Recording { profiles: &totals, summary, charts: None, diffs, files, html };
+    let written =
         write::write_bundle(&cli.out, recording).map_err(|e| AgentError::new(ExitCode::Output, e.to_string()))?;
+    let path = written.path.clone();
     tracing::info!(path = %path.display(), reason = "record", peak_rss_mib = peak_rss_mib(), "bundle written");
-    ship(&cli, pid, &path);
+    ship(&cli, pid, &written);
     Ok(path)
 }
 
@@ -92,7 +91,7 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
 const SHIP_WAIT: Duration = Duration::from_secs(60);
 
 /// Uploads and announces the record bundle, when `--upload` or `--alertmanager` ask.
-fn ship(cli: &Cli, pid: u32, path: &std::path::Path) {
+fn ship(cli: &Cli, pid: u32, written: &write::Written) {
     if cli.upload.is_none() && cli.alertmanager.is_none() {
         return;
     }
@@ -105,7 +104,7 @@ fn ship(cli: &Cli, pid: u32, path: &std::path::Path) {
     };
     match crate::ship::Shipping::start(settings, cli.upload.is_some(), &cli.out) {
         Ok(ship) => {
-            ship.bundle_written(&format!("pid:{pid}"), cli.upload.as_ref(), path);
+            ship.bundle_written(&format!("pid:{pid}"), cli.upload.as_ref(), written);
             if !ship.flush(SHIP_WAIT) {
                 tracing::warn!("the bundle is not uploaded or announced yet; it stays queued for the next agent");
             }

@@ -1,9 +1,6 @@
 //! One profiling session of one process, shared by record and watch mode: open the target,
 //! have the shared probes record it, and turn its part of each drain into a flight-recorder
-//! slice.
-
-mod jit;
-mod python;
+//! slice. The language runtimes it runs (see `runtimes`) are asked through their seam.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,21 +8,17 @@ use crate::{
     cli::Cli,
     collect::{
         drain::Drained,
-        goruntime::GoSupport,
         maps::MemoryMap,
         memory::MemoryWatch,
+        metrics::RuntimeMetric,
         monotonic_ns,
         process::{ProcessError, Stat, Target},
-        python::{CodeCache, PySupport},
         unix_now,
     },
     error::{internal, AgentError, ExitCode},
-    go_bundle::{go_bundle, GoBundle, GoroutineFacts},
-    goroutine_watch::GoroutineWatch,
-    heap_watch::HeapWatch,
     host::ProbeHost,
     model::{
-        reports::{GoStatus, Reason},
+        reports::{Reason, RuntimeReport},
         summary::Facts,
     },
     record::{
@@ -33,31 +26,19 @@ use crate::{
         profile::{Profile, ProfileKind},
         Profiles, Recorder,
     },
+    runtimes::seam::{Instance, Process, RuntimeBundle, Window},
     write::bundle,
 };
 
 pub struct Session {
     pub target: Target,
     pub recorder: Recorder,
-    /// Whether this is a Go program whose goroutines can be read.
-    pub go: GoSupport,
-    /// Whether this is a CPython program whose threads can be read.
-    pub python: PySupport,
-    /// Whether the probes emit its Python frames (CFI walks, the eval loop found), or why not.
-    python_frames: Result<(), String>,
-    /// Its code objects' names and line tables, read once.
-    python_codes: CodeCache,
-    /// (threads, threads with Python frames) in the last Python dump.
-    python_threads: Option<(usize, usize)>,
+    /// The language runtimes the process runs.
+    runtimes: Vec<Box<dyn Instance>>,
     /// Unix seconds when the current slice began.
     slice_start: f64,
     /// Resident memory by kind and by mapping, over the recent past.
     pub memory: MemoryWatch,
-    /// Go programs: heap profiles over the recent past.
-    heap: HeapWatch,
-    /// Go programs: goroutine snapshots over the recent past, and what the last bundle said of them.
-    goroutines: GoroutineWatch,
-    goroutine_facts: GoroutineFacts,
     /// The process's /proc stat as read this interval (by the liveness check), and when, for the
     /// metrics and to tell whether its map or threads may have changed.
     pub stat: Option<(Stat, SystemTime)>,
@@ -89,66 +70,36 @@ impl Session {
     /// Starts recording `target` with the host's probes.
     pub fn open(host: &mut ProbeHost, cli: &Cli, target: Target) -> Result<Self, AgentError> {
         let pid = target.pid;
-        let go = GoSupport::detect(pid, &mut host.go_files);
-        match &go {
-            GoSupport::Ready(_) => tracing::info!(pid, "Go program: goroutines are counted and dumped"),
-            GoSupport::Unavailable(why) => tracing::warn!(pid, "Go program, but goroutines cannot be read: {why}"),
-            GoSupport::NotGo => {}
-        }
         let maps = MemoryMap::read(pid).ok();
-        let python =
-            maps.as_ref().map_or(PySupport::NotPython, |maps| PySupport::detect(pid, maps, &mut host.python_files));
-        let python_frames = match &python {
-            PySupport::Ready(rt) => python::python_frames(host, pid, rt),
-            _ => Err("not a supported CPython".into()),
-        };
-        match &python {
-            PySupport::Ready(rt) => tracing::info!(pid, version = %rt.version, "CPython: its threads are dumped"),
-            PySupport::Unsupported { version, why } => {
-                tracing::warn!(pid, version = %version, "CPython, but its threads cannot be read: {why}")
-            }
-            PySupport::NotPython => {}
-        }
+        // What runtimes keep over time reaches back as far as a bundle does.
+        let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
+        let process = Process { pid, exe: &target.exe, maps: maps.as_ref(), keep_s: keep };
+        let mut runtimes: Vec<Box<dyn Instance>> = host.loaders.iter_mut().filter_map(|l| l.attach(&process)).collect();
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
         let period = crate::probes::prime_period(cli.fault_period);
         let mut recorder = Recorder::shared(target.clone(), host.files.clone(), cli.frequency, period, forget_after);
         recorder.observe_target();
         recorder.warm_up();
-        if let PySupport::Ready(rt) = &python {
-            recorder.set_python(rt.clone(), cli.python_eval_frames);
+        for runtime in &mut runtimes {
+            if let Some(names) = runtime.names() {
+                recorder.add_runtime(names);
+            }
+            host.watch_runtime(pid, runtime.as_mut());
         }
-        jit::name_jit_code(&mut recorder, &target, maps.as_ref(), cli);
+        // A JVM is asked for its perf map at once: the map is there by the first drain.
+        recorder.poll_runtimes();
         host.watch(pid)?;
         // The first snapshots once the probes record: growth and faults then cover one span.
-        let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
         let mut memory = MemoryWatch::new(pid, cli.smaps_every, keep);
-        memory.observe(unix_now(SystemTime::now()));
-        let mut heap = HeapWatch::new(cli.heap_every, keep);
-        let mut goroutines = GoroutineWatch::new(cli.goroutine_every, cli.goroutine_max as usize, keep);
-        if let GoSupport::Ready(rt) = &go {
-            heap.observe(rt, unix_now(SystemTime::now()));
-            goroutines.observe(rt, unix_now(SystemTime::now()));
+        let now = unix_now(SystemTime::now());
+        memory.observe(now);
+        for runtime in &mut runtimes {
+            runtime.tick(&mut recorder, now);
         }
         tracing::info!(pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
         let slice_start = unix_now(SystemTime::now());
-        let goroutine_facts = GoroutineFacts::default();
-        Ok(Self {
-            target,
-            recorder,
-            go,
-            python,
-            python_frames,
-            python_codes: CodeCache::default(),
-            python_threads: None,
-            slice_start,
-            memory,
-            heap,
-            goroutines,
-            goroutine_facts,
-            stat: None,
-            observed: None,
-        })
+        Ok(Self { target, recorder, runtimes, slice_start, memory, stat: None, observed: None })
     }
 
     /// Before a drain: learns new threads and mappings (so that the drained stacks can be named).
@@ -168,8 +119,8 @@ impl Session {
         if let Some(map) = self.recorder.observe_target() {
             host.refresh(self.target.pid, &map);
         }
-        if let (PySupport::Ready(rt), Ok(())) = (&self.python, &self.python_frames) {
-            host.python_threads(self.target.pid, &rt.thread_states().unwrap_or_default());
+        for runtime in &self.runtimes {
+            host.runtime_threads(self.target.pid, runtime.as_ref());
         }
         self.observed = shape.map(|s| (s, Instant::now()));
     }
@@ -183,13 +134,12 @@ impl Session {
     /// Ends the current slice with this process's part of a drain.
     pub fn tick(&mut self, drained: &Drained) -> Slice {
         let started = std::time::Instant::now();
-        self.recorder.poll_jit();
+        self.recorder.poll_runtimes();
         let profiles = self.recorder.profiles(drained);
         let now = unix_now(SystemTime::now());
         self.memory.observe(now);
-        if let GoSupport::Ready(rt) = &self.go {
-            self.heap.observe(rt, now);
-            self.goroutines.observe(rt, now);
+        for runtime in &mut self.runtimes {
+            runtime.tick(&mut self.recorder, now);
         }
         tracing::debug!(
             pid = self.target.pid,
@@ -208,7 +158,7 @@ impl Session {
             self.recorder.observe_target();
         }
         let mut profiles = self.recorder.profiles(drained);
-        profiles.get_mut(ProfileKind::OffCpu).merge(&self.blocked(host, now, not_before)?);
+        profiles.get_mut(ProfileKind::OFF_CPU).merge(&self.blocked(host, now, not_before)?);
         Ok(self.next_slice(profiles))
     }
 
@@ -226,12 +176,13 @@ impl Session {
     ) -> Result<Profile, AgentError> {
         let floor_ns = now_ns.saturating_sub(((now_unix - not_before).max(0.0) * 1e9) as u64);
         let blocked = host.still_blocked(self.target.pid, now_ns, floor_ns)?;
-        let mut profile = Profile::new(ProfileKind::OffCpu);
+        let mut profile = Profile::new(ProfileKind::OFF_CPU);
         self.recorder.add_off_cpu(&mut profile, &blocked);
         Ok(profile)
     }
 
-    /// A summary's facts about the target and the probes; callers add the window and reason.
+    /// A summary's facts about the target, the probes and the runtimes over `profiles` (after
+    /// `runtime_bundles`); callers add the window and reason.
     pub fn facts<'a>(
         &'a self,
         host: &ProbeHost,
@@ -259,69 +210,41 @@ impl Session {
             memory: None,
             cpu_capacity: None,
             target_info: None,
-            go: self.go_status(),
-            python: self.python_status(profiles),
-            jit: self.jit_status(profiles),
+            runtimes: self.runtime_reports(profiles),
             probes: host.report(),
             budget: host.budget.clone(),
             shed_before: None,
         })
     }
 
-    /// Live goroutines now, for a Go program whose runtime can be read.
-    pub fn goroutine_count(&self) -> Option<u64> {
-        match &self.go {
-            GoSupport::Ready(rt) => {
-                let started = std::time::Instant::now();
-                let count = rt.count().map_err(|e| tracing::debug!("goroutine count: {e}")).ok();
-                tracing::debug!(?count, took_us = started.elapsed().as_micros() as u64, "goroutines counted");
-                count
-            }
-            _ => None,
+    /// The runtimes' metrics now (goroutines, Python threads).
+    pub fn runtime_metrics(&self) -> Vec<(&'static RuntimeMetric, u64)> {
+        self.runtimes.iter().filter_map(|r| r.metric()).collect()
+    }
+
+    /// Names, as the runtimes name it now, the code they ran outside files that `profiles` left
+    /// unnamed when it was recorded (`alive`: the process can still be asked).
+    pub fn name_late_frames(&mut self, profiles: &mut Profiles, alive: bool) {
+        self.recorder.name_late_frames(profiles, alive);
+    }
+
+    /// What the process's runtimes add to a bundle of [from, to] (Unix seconds), read as the
+    /// window closes (`alive`: the process can still be read).
+    pub fn runtime_bundles(&mut self, (from, to): (f64, f64), alive: bool) -> RuntimeBundle {
+        let window = Window { from, to, alive };
+        let mut all = RuntimeBundle::default();
+        for runtime in &mut self.runtimes {
+            let bundle = runtime.bundle(&mut self.recorder, &window);
+            all.profiles.extend(bundle.profiles);
+            all.diffs.extend(bundle.diffs);
+            all.files.extend(bundle.files);
         }
+        all
     }
 
-    /// A Go program's goroutine files over [from, to] (Unix seconds), the goroutines read now
-    /// when `alive`; the summary's go facts are then about them.
-    pub fn go_bundle(&mut self, from: f64, to: f64, alive: bool) -> GoBundle {
-        let rt = match &self.go {
-            GoSupport::Ready(rt) => rt,
-            _ => return GoBundle::default(),
-        };
-        let now = unix_now(SystemTime::now());
-        let (bundle, facts) = go_bundle(&mut self.goroutines, alive.then_some(rt), &mut self.recorder, (from, to), now);
-        self.goroutine_facts = facts;
-        bundle
-    }
-
-    /// A Go program's heap profile now and from before `start` (Unix seconds), when its runtime
-    /// records one; the summary says why not otherwise.
-    pub fn heap_profiles(&mut self, start: f64) -> Vec<Profile> {
-        let GoSupport::Ready(rt) = &self.go else { return Vec::new() };
-        self.heap.profiles(rt, &mut self.recorder, start, unix_now(SystemTime::now()))
-    }
-
-    /// What summaries say about Go: absent for other programs.
-    pub fn go_status(&self) -> Option<GoStatus> {
-        match &self.go {
-            GoSupport::NotGo => None,
-            GoSupport::Ready(_) => Some(GoStatus {
-                goroutines_available: true,
-                reason: None,
-                heap: self.heap.report.clone(),
-                goroutine_snapshots: self.goroutine_facts.snapshots.clone(),
-                goroutines_grew: self.goroutine_facts.grew.clone(),
-                top_waits: self.goroutine_facts.top_waits.clone(),
-            }),
-            GoSupport::Unavailable(why) => Some(GoStatus {
-                goroutines_available: false,
-                reason: Some(why.clone()),
-                heap: None,
-                goroutine_snapshots: None,
-                goroutines_grew: Vec::new(),
-                top_waits: Vec::new(),
-            }),
-        }
+    /// What the runtimes say in a summary over `profiles`.
+    fn runtime_reports(&self, profiles: &Profiles) -> Vec<RuntimeReport> {
+        self.runtimes.iter().filter_map(|r| r.report(profiles)).collect()
     }
 
     fn next_slice(&mut self, profiles: crate::record::Profiles) -> Slice {

@@ -95,8 +95,7 @@ impl Watcher {
         let Ok(mut sample) = self.sampler.sample(self.session.stat.as_ref(), split) else {
             return; // it just exited: next tick
         };
-        sample.goroutines = self.session.goroutine_count();
-        sample.python_threads = self.session.python_thread_count();
+        sample.runtime.0 = self.session.runtime_metrics();
         if sample.t - self.limits_read_at >= LIMITS_REFRESH_S {
             (self.limits, self.limits_read_at) = (Limits::read(self.pid()), sample.t);
         }
@@ -214,12 +213,13 @@ impl Watcher {
             target: Some(info),
         };
         match incident::write(ctx, &incident, span, &cli.out) {
-            Ok(path) => {
+            Ok(written) => {
+                let path = &written.path;
                 tracing::info!(path = %path.display(), reason = incident.kind(), took_ms = started.elapsed().as_millis() as u64, "bundle written");
                 println!("{}", path.display());
-                self.delivery.bundle_written(&path);
+                self.delivery.bundle_written(&written);
                 let ship = &self.delivery.ship;
-                let pruned = retention::prune(&cli.out, cli.max_bundles, cli.max_disk, &path, &|b| ship.pending(b));
+                let pruned = retention::prune(&cli.out, cli.max_bundles, cli.max_disk, path, &|b| ship.pending(b));
                 for removed in &pruned.removed {
                     tracing::info!(path = %removed.display(), "removed old bundle (retention)");
                 }

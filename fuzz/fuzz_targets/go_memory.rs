@@ -3,7 +3,7 @@
 //! a consistent image). It must neither panic nor run away: every list and walk is bounded.
 #![no_main]
 
-use autodump::collect::goruntime::{
+use autodump::runtimes::go::{
     heap::{MAX_BUCKETS, MAX_STACK},
     GoRuntime, MAX_DUMPED_GOROUTINES, MAX_FRAMES,
 };

@@ -3,7 +3,7 @@
 //! the start of a real table). It must neither panic nor run away.
 #![no_main]
 
-use autodump::files::gopclntab::Pclntab;
+use autodump::runtimes::go::gopclntab::Pclntab;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use autodump::collect::perfmap::PerfMap;
+use autodump::runtimes::perfmap::map::PerfMap;
 use libfuzzer_sys::fuzz_target;
 
 /// A small bound, so that eviction runs on the fuzzer's inputs.

@@ -4,7 +4,7 @@
 //! with those versions' real `_Py_DebugOffsets`). It must neither panic nor run away: every list and walk is bounded.
 #![no_main]
 
-use autodump::collect::python::{line_of, CodeCache, PyRuntime, MAX_PY_FRAMES, MAX_THREADS};
+use autodump::runtimes::python::{line_of, CodeCache, PyRuntime, MAX_PY_FRAMES, MAX_THREADS};
 use libfuzzer_sys::fuzz_target;
 
 /// Where the image sits in the fake address space; `PyCode_Type` is said to be just after.

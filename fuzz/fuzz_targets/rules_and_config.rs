@@ -4,6 +4,7 @@
 
 use autodump::{
     config::parse_file,
+    runtimes,
     trigger::rule::Rule,
     units::{parse_duration, parse_size},
 };
@@ -11,8 +12,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = Rule::parse_spec(&text);
-    let _ = Rule::parse(&text);
+    let runtime: Vec<_> = runtimes::metrics().collect();
+    let _ = Rule::parse_spec(&text, &runtime);
+    let _ = Rule::parse(&text, &runtime);
     let _ = parse_size(&text);
     let _ = parse_duration(&text);
     let _ = parse_file(&text);

@@ -1,120 +1,67 @@
-//! Python frames in a native walk. When the walk meets a C frame of CPython's eval loop
-//! (`_PyEval_EvalFrameDefault`), it first emits the Python frames that C frame runs, one per
-//! loop step, innermost first, then carries on with the C frame itself. The thread's frames come
-//! from its thread state, which the agent lists in `PY_THREADS` (the interpreter's own thread
-//! list, read from outside: it holds whether or not the thread has the GIL). The boundary of a
-//! C frame's Python frames is the entry frame: `is_entry` on 3.11, the C stack's shim frame
-//! from 3.12 on.
-//!
-//! Only addresses go into the stack (`py_frame`): the agent reads names and lines.
+//! CPython's step. At a C frame of the eval loop (`_PyEval_EvalFrameDefault`), the Python frames
+//! that C frame runs come from the thread's state, which the agent lists in `RUNTIME_THREADS`
+//! (the interpreter's own thread list, read from outside: it holds whether or not the thread
+//! has the GIL). The boundary of a C frame's Python frames is the entry frame: `is_entry` on
+//! 3.11, the C stack's shim frame from 3.12 on.
 
-use autodump_common::{
-    unwind::{py_frame, PyProc, PY_NONE, PY_OWNED_BY_CSTACK, PY_THREAD_SEARCH},
-    Stat,
+use autodump_common::runtimes::{
+    kind,
+    python::{py_frame, PyProc, PY_NONE, PY_OWNED_BY_CSTACK, PY_THREAD_SEARCH},
+    stat_slot, STAT_THREAD_MISSES,
 };
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::map,
-    maps::HashMap,
-};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user};
 
-use super::Walk;
-use crate::maps::count;
+use super::{RuntimeWalk, Step, RUNTIME_THREADS};
+use crate::maps::count_slot;
 
-const PROCESS_SLOTS: u32 = 64;
-const THREAD_SLOTS: u32 = 16384;
-
-/// CPython processes by tgid.
-#[map]
-pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PROCESS_SLOTS, 0);
-/// Each Python thread's state (`PyThreadState *`), by tgid << 32 | tid.
-#[map]
-pub static PY_THREADS: HashMap<u64, u64> = HashMap::with_max_entries(THREAD_SLOTS, 0);
-
-/// Where the walk is in the current C frame's Python frames.
-pub(super) const IDLE: u32 = 0;
-const EMITTING: u32 = 1;
-/// This C frame's Python frames are all out: the native step follows, then back to `IDLE`.
-pub(super) const DONE: u32 = 2;
-
-/// Prepares `walk` for the current process: whether it runs CPython, and how.
+/// The next Python frame of the current C frame; `first`: the walk's first eval-loop frame,
+/// whose thread's innermost frame is read first.
 #[inline(always)]
-pub(super) fn start(walk: &mut Walk) {
-    walk.py_state = IDLE;
-    walk.py_cursor_ready = 0;
-    // SAFETY: the value is copied out while this program runs.
-    match unsafe { PY_PROCS.get(walk.tgid) } {
-        Some(proc) => {
-            walk.py = *proc;
-            walk.py_active = 1;
-        }
-        None => walk.py_active = 0,
+pub(super) fn step(rt: &mut RuntimeWalk, first: bool) -> Step {
+    // SAFETY: the agent wrote a `PyProc` for this process (its kind says so).
+    let p = unsafe { rt.proc.of::<PyProc>() };
+    if first {
+        rt.cursor = current_frame(rt.tgid, p).unwrap_or(0);
     }
-}
-
-/// The next Python frame to emit before the native frame at the walk's PC, if any.
-#[inline(always)]
-pub(super) fn next_frame(walk: &mut Walk) -> Option<u64> {
-    if walk.py_state == IDLE {
-        let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip.wrapping_sub(1) };
-        let p = &walk.py;
-        let in_body = pc >= p.eval_start && pc < p.eval_end;
-        if !in_body && (pc < p.cold_start || pc >= p.cold_end) {
-            return None;
-        }
-        walk.py_state = EMITTING;
-    }
-    if walk.py_state != EMITTING {
-        return None;
-    }
-    if walk.py_cursor_ready == 0 {
-        walk.py_cursor_ready = 1;
-        walk.py_cursor = current_frame(walk).unwrap_or(0);
-    }
-    let p = &walk.py;
-    let frame = walk.py_cursor;
+    let frame = rt.cursor;
     if frame == 0 {
-        walk.py_state = DONE;
-        return None;
+        return Step::Done;
     }
     let Some((owner, code, instr, previous)) = read_frame(frame, p) else {
-        walk.py_cursor = 0;
-        walk.py_state = DONE;
-        return None;
+        rt.cursor = 0;
+        return Step::Done;
     };
-    walk.py_cursor = previous;
+    rt.cursor = previous;
     if owner == PY_OWNED_BY_CSTACK {
         // 3.12+: the shim this C frame pushed as it entered: its frames are done.
-        walk.py_state = DONE;
-        return None;
-    }
-    if p.frame_is_entry != PY_NONE && read_u8(frame, p.frame_is_entry).is_none_or(|e| e != 0) {
-        // 3.11: the first frame this C frame ran is its last Python frame.
-        walk.py_state = DONE;
+        return Step::Done;
     }
     let code = code & !p.code_tag_mask;
     let index = instr.wrapping_sub(code.wrapping_add(p.code_adaptive as u64)) / 2;
-    count(Stat::PythonFrames);
-    Some(py_frame(code, index))
+    let entry = py_frame(code, index);
+    if p.frame_is_entry != PY_NONE && read_u8(frame, p.frame_is_entry).is_none_or(|e| e != 0) {
+        // 3.11: the first frame this C frame ran is its last Python frame.
+        return Step::Last(entry);
+    }
+    Step::Frame(entry)
 }
 
 /// The thread's innermost Python frame, from the thread state the agent listed, checked to be
 /// this thread's (a thread gone and its tid reused); else from the probe's own search.
 #[inline(always)]
-fn current_frame(walk: &Walk) -> Option<u64> {
+fn current_frame(tgid: u32, p: &PyProc) -> Option<u64> {
     let tid = bpf_get_current_pid_tgid() & 0xffff_ffff;
-    let key = (walk.tgid as u64) << 32 | tid;
-    let p = &walk.py;
+    let key = (tgid as u64) << 32 | tid;
     // SAFETY: the value is copied out while this program runs.
-    let listed = (unsafe { PY_THREADS.get(key) }).copied();
+    let listed = (unsafe { RUNTIME_THREADS.get(key) }).copied();
     let tstate = match listed {
         Some(t) if read(t, p.tstate_native_thread_id) == Some(tid) => t,
         _ => {
             let Some(found) = find_thread(p, tid) else {
-                count(Stat::PythonThreadMisses);
+                count_slot(stat_slot(kind::PYTHON, STAT_THREAD_MISSES));
                 return None;
             };
-            let _ = PY_THREADS.insert(key, found, 0);
+            let _ = RUNTIME_THREADS.insert(key, found, 0);
             found
         }
     };

@@ -21,7 +21,7 @@ pub(super) enum Found {
 #[inline(always)]
 pub(super) fn find_row(walk: &mut Walk, pc: u64) -> Found {
     // SAFETY: the value is only read, while this program runs.
-    let Some(table) = (unsafe { PROC_MAPPINGS.get(walk.tgid) }) else {
+    let Some(table) = (unsafe { PROC_MAPPINGS.get(walk.rt.tgid) }) else {
         return Found::NoRow;
     };
     let first = table.slot * MAX_MAPPINGS as u32;

@@ -15,8 +15,8 @@ use core::ffi::c_void;
 
 use autodump_common::{
     unwind::{
-        cfa, MappingEntry, ProcMappings, PyProc, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT,
-        END_UNKNOWN_CODE, MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
+        cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
+        MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
     },
     Stat, MAX_STACK_DEPTH,
 };
@@ -30,10 +30,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 
-use crate::maps::{count, Generation};
+use crate::{
+    maps::{count, Generation},
+    runtimes::{self, RuntimeWalk},
+};
 
 mod lookup;
-pub mod python;
 use lookup::{find_row, Found};
 
 /// Default sizes; the agent sizes the rows to the files it loads, and the rest from its flags.
@@ -79,7 +81,6 @@ pub(super) struct Walk {
     ip: u64,
     sp: u64,
     bp: u64,
-    pub(super) tgid: u32,
     /// Nonzero: `ip` is an interrupted PC (after a signal frame), not a return address.
     exact_ip: u32,
     /// Nonzero: `ip` was read by following the frame pointer.
@@ -92,13 +93,8 @@ pub(super) struct Walk {
     pub(super) search_failed: u32,
     /// This walk's slot in `WALKS`, for the search steps.
     pub(super) slot: u32,
-    /// CPython processes (see `python`): whether this is one, where the walk is in the current
-    /// C frame's Python frames, and the next Python frame (read at the first eval-loop frame).
-    py_active: u32,
-    py_state: u32,
-    py_cursor_ready: u32,
-    py_cursor: u64,
-    py: PyProc,
+    /// A language runtime's frames (see `runtimes`), and the process (`rt.tgid`).
+    pub(super) rt: RuntimeWalk,
     stack: UnwoundStack,
 }
 
@@ -184,13 +180,12 @@ fn start(walk: &mut Walk) -> bool {
         walk.sp = sp;
         walk.bp = bp;
     }
-    walk.tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     walk.exact_ip = 1;
     walk.from_frame_pointer = 0;
     walk.stack.hash = 0xcbf2_9ce4_8422_2325;
     walk.stack.len = 0;
     walk.stack.end = 0;
-    python::start(walk);
+    runtimes::start(&mut walk.rt, (bpf_get_current_pid_tgid() >> 32) as u32);
     true
 }
 
@@ -209,14 +204,16 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         walk.stack.end |= END_DEPTH;
         return 1;
     }
-    if walk.py_active != 0 {
-        if let Some(frame) = python::next_frame(walk) {
+    // A return address points after the call, possibly past the caller's last instruction.
+    let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip.wrapping_sub(1) };
+    match runtimes::next(&mut walk.rt, pc) {
+        Some(Some(frame)) => {
             push(walk, len, frame);
             return 0;
         }
+        Some(None) => return 0,
+        None => {}
     }
-    // A return address points after the call, possibly past the caller's last instruction.
-    let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip - 1 };
     walk.exact_ip = 0;
     let found = find_row(walk, pc);
     if let Found::NoMapping = found {
@@ -230,9 +227,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         walk.stack.end |= END_UNKNOWN_CODE;
     }
     push(walk, len, walk.ip);
-    if walk.py_state == python::DONE {
-        walk.py_state = python::IDLE;
-    }
+    runtimes::native_frame_done(&mut walk.rt);
     match caller(walk, found) {
         Some(()) if walk.ip != 0 => 0,
         Some(()) => {

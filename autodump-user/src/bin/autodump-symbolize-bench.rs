@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     };
     let pool: Vec<u64> = (0..DISTINCT).map(|_| base + text_offset + next() % text_size).collect();
 
-    let mut symbolizer = Symbolizer::new(std::process::id());
+    let mut symbolizer = Symbolizer::new(std::process::id(), autodump::runtimes::file_readers());
     symbolizer.refresh_maps();
     let started = Instant::now();
     let first = symbolizer.user(&pool[..1]);

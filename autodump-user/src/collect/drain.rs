@@ -4,6 +4,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use autodump_common::{
+    runtimes::{stat_slot, STAT_FRAMES, STAT_THREAD_MISSES},
     unwind::{UnwoundStack, UNWOUND_STACK_ID},
     Control, StackKey, Stat, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
 };
@@ -81,7 +82,7 @@ impl Drained {
 }
 
 /// Totals of the probes' per-CPU `STATS` slots since load.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ProbeStats {
     pub cpu_samples: u64,
     pub cpu_user_stack_errors: u64,
@@ -110,13 +111,14 @@ pub struct ProbeStats {
     pub fault_user_stack_errors: u64,
     pub fault_kernel_stack_errors: u64,
     pub fault_counts_full: u64,
-    /// Python frames the walks emitted, and walks through an eval loop whose thread was not
-    /// listed yet (see `collect::python`).
-    pub python_frames: u64,
-    pub python_thread_misses: u64,
     /// Frames walked in JIT code, and walks that stopped there (see `Stat::JitWalkStops`).
     pub jit_frames: u64,
     pub jit_walk_stops: u64,
+    /// Each runtime's frames the walks emitted (`python_frames`), and walks through its
+    /// interpreter whose thread it could not find (`python_thread_misses`): its frames are
+    /// missing from that stack.
+    #[serde(flatten)]
+    pub runtimes: std::collections::BTreeMap<String, u64>,
 }
 
 pub struct Drainer {
@@ -213,8 +215,9 @@ impl Drainer {
         Ok(())
     }
 
-    /// Sums the probes' per-CPU stat slots.
-    pub fn stats(&self) -> Result<ProbeStats, DrainError> {
+    /// Sums the probes' per-CPU stat slots; `runtimes` names the runtimes whose probe modules
+    /// count, by frame kind.
+    pub fn stats(&self, runtimes: &[(u8, &str)]) -> Result<ProbeStats, DrainError> {
         let mut totals = [0u64; Stat::COUNT as usize];
         for stat in Stat::ALL {
             let per_cpu = self.maps.stats.get(&(stat as u32), 0).map_err(map_err("STATS"))?;
@@ -242,11 +245,22 @@ impl Drainer {
             fault_user_stack_errors: t(Stat::FaultUserStackErrors),
             fault_kernel_stack_errors: t(Stat::FaultKernelStackErrors),
             fault_counts_full: t(Stat::FaultCountsFull),
-            python_frames: t(Stat::PythonFrames),
-            python_thread_misses: t(Stat::PythonThreadMisses),
             jit_frames: t(Stat::JitFrames),
             jit_walk_stops: t(Stat::JitWalkStops),
+            runtimes: self.runtime_stats(runtimes)?,
         })
+    }
+
+    /// Each runtime's counters, by name.
+    fn runtime_stats(&self, runtimes: &[(u8, &str)]) -> Result<std::collections::BTreeMap<String, u64>, DrainError> {
+        let mut stats = std::collections::BTreeMap::new();
+        for &(kind, name) in runtimes {
+            for (which, what) in [(STAT_FRAMES, "frames"), (STAT_THREAD_MISSES, "thread_misses")] {
+                let per_cpu = self.maps.stats.get(&stat_slot(kind, which), 0).map_err(map_err("STATS"))?;
+                stats.insert(format!("{name}_{what}"), per_cpu.iter().sum());
+            }
+        }
+        Ok(stats)
     }
 
     fn sample(&self, key: &StackKey, count: u64, off_cpu_ns: u64) -> RawSample {

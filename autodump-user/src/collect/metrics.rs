@@ -1,5 +1,5 @@
-//! Process metrics sampled each interval from /proc: CPU, RSS, threads and open files.
-//! The set is open: a metric a process does not have (goroutines, later) is `None`.
+//! Process metrics sampled each interval from /proc: CPU, RSS, threads and open files. The set
+//! is open: the runtimes a process runs add their own (goroutines, Python threads).
 
 use std::{
     fs,
@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::{capacity::CpuCapacity, cgroup, process};
 
-/// A metric that rules can watch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A metric that rules can watch: one every process has, or a runtime's own.
+#[derive(Clone, Copy, Debug)]
 pub enum Metric {
     /// CPU usage in percent of the process's CPU capacity (see `capacity`).
     Cpu,
@@ -20,15 +20,26 @@ pub enum Metric {
     Threads,
     /// Open file descriptors.
     Fds,
-    /// Live goroutines of a Go program (as `runtime.NumGoroutine()` counts them).
-    Goroutines,
-    /// Python threads of a CPython program (its interpreters' thread states).
-    PythonThreads,
+    /// A count a runtime keeps (Go's goroutines, CPython's threads).
+    Runtime(&'static RuntimeMetric),
+}
+
+/// A runtime's metric (see `runtimes`): a count it reads from the process each interval.
+#[derive(Debug)]
+pub struct RuntimeMetric {
+    /// Its name in rules, summaries and `/metrics` (`autodump_target_NAME`): `goroutines`.
+    pub name: &'static str,
+    /// Its unit on the chart.
+    pub unit: &'static str,
+    /// What `/metrics` says of it.
+    pub help: &'static str,
+    /// Its default rule: `min`, `diff` (percent) and `abs`, as counts.
+    pub default: (f64, f64, f64),
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] =
-        [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds, Metric::Goroutines, Metric::PythonThreads];
+    /// The metrics every process has.
+    pub const ALL: [Metric; 4] = [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,13 +47,45 @@ impl Metric {
             Metric::Rss => "rss",
             Metric::Threads => "threads",
             Metric::Fds => "fds",
-            Metric::Goroutines => "goroutines",
-            Metric::PythonThreads => "python_threads",
+            Metric::Runtime(m) => m.name,
         }
     }
 
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|m| m.name() == name)
+    /// The metric named `name`: one every process has, or one of `runtime`'s.
+    pub fn from_name(name: &str, runtime: &[&'static RuntimeMetric]) -> Option<Self> {
+        let runtime = runtime.iter().map(|&m| Metric::Runtime(m));
+        Self::ALL.into_iter().chain(runtime).find(|m| m.name() == name)
+    }
+
+    /// Its place among the metrics: every process's first, in their order, then the runtimes'.
+    fn key(self) -> (usize, &'static str) {
+        (Self::ALL.iter().position(|m| m.name() == self.name()).unwrap_or(Self::ALL.len()), self.name())
+    }
+}
+
+impl PartialEq for Metric {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Metric {}
+
+impl std::hash::Hash for Metric {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+impl PartialOrd for Metric {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Metric {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
 }
 
@@ -65,12 +108,30 @@ pub struct MetricSample {
     pub rss_split: Option<super::memory::RssSplit>,
     pub threads: Option<u64>,
     pub fds: Option<u64>,
-    /// Go programs only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub goroutines: Option<u64>,
-    /// CPython programs only.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub python_threads: Option<u64>,
+    /// The runtimes' metrics the process has (`goroutines`, `python_threads`), by name.
+    #[serde(flatten)]
+    pub runtime: RuntimeValues,
+}
+
+/// Runtime metrics of one sample.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeValues(pub Vec<(&'static RuntimeMetric, u64)>);
+
+impl PartialEq for RuntimeMetric {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Serialize for RuntimeValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (metric, value) in &self.0 {
+            map.serialize_entry(metric.name, value)?;
+        }
+        map.end()
+    }
 }
 
 impl MetricSample {
@@ -80,9 +141,13 @@ impl MetricSample {
             Metric::Rss => self.rss_bytes.map(|v| v as f64),
             Metric::Threads => self.threads.map(|v| v as f64),
             Metric::Fds => self.fds.map(|v| v as f64),
-            Metric::Goroutines => self.goroutines.map(|v| v as f64),
-            Metric::PythonThreads => self.python_threads.map(|v| v as f64),
+            Metric::Runtime(m) => self.runtime.0.iter().find(|(r, _)| r.name == m.name).map(|(_, v)| *v as f64),
         }
+    }
+
+    /// The runtime metrics this sample has.
+    pub fn runtime_metrics(&self) -> impl Iterator<Item = Metric> + '_ {
+        self.runtime.0.iter().map(|(m, _)| Metric::Runtime(m))
     }
 }
 
@@ -219,8 +284,7 @@ impl MetricSampler {
             rss_split: split,
             threads: Some(stat.threads),
             fds,
-            goroutines: None,
-            python_threads: None,
+            runtime: RuntimeValues::default(),
         })
     }
 }
@@ -231,10 +295,15 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for m in Metric::ALL {
-            assert_eq!(Metric::from_name(m.name()), Some(m));
+        static COUNT: RuntimeMetric =
+            RuntimeMetric { name: "widgets", unit: "widgets", help: "", default: (1.0, 1.0, 1.0) };
+        let runtime = [&COUNT];
+        for m in Metric::ALL.into_iter().chain([Metric::Runtime(&COUNT)]) {
+            assert_eq!(Metric::from_name(m.name(), &runtime), Some(m));
         }
-        assert_eq!(Metric::from_name("disk"), None);
+        assert_eq!(Metric::from_name("disk", &runtime), None);
+        assert_eq!(Metric::from_name("widgets", &[]), None, "only the runtimes given");
+        assert!(Metric::Fds < Metric::Runtime(&COUNT));
     }
 
     #[test]

@@ -4,14 +4,10 @@ pub mod batch;
 pub mod capacity;
 pub mod cgroup;
 pub mod drain;
-pub mod goruntime;
-pub mod hotspot;
 pub mod maps;
 pub mod memory;
 pub mod metrics;
-pub mod perfmap;
 pub mod process;
-pub mod python;
 pub mod remote;
 pub mod stack_tables;
 

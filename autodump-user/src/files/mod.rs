@@ -1,11 +1,9 @@
 //! Readers of the files a process maps, each parsed once per file and shared by every process
-//! that maps it: Go's function table, where functions start (from `.eh_frame`), separate debug
-//! files by build-id, segments, and the vDSO's symbols.
+//! that maps it: where functions start (from `.eh_frame`), separate debug files by build-id,
+//! segments, the vDSO's symbols, and the cache runtimes keep what they read of files in.
 
 pub mod debug_info;
 pub mod fde;
-pub mod go;
-pub mod gopclntab;
 pub mod identity;
 pub mod segments;
 pub mod shared;

@@ -30,7 +30,7 @@ pub fn listing(profiles: &Profiles) -> Vec<ProfileListing> {
             ProfileListing {
                 kind: p.kind,
                 files: [".folded", ".svg", ".pb.gz"].map(|ext| format!("{}{ext}", info.stem)),
-                totals: info.values.iter().map(|&(name, _, field)| (name, field.of(&total))).collect(),
+                totals: info.values.iter().map(|&(name, _, field)| (name, total.get(field))).collect(),
                 distinct_stacks: p.samples.len(),
             }
         })
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn faults_split_by_class_and_unclassified() {
-        let mut p = Profile::new(ProfileKind::Faults);
+        let mut p = Profile::new(ProfileKind::FAULTS);
         let user = [loc(1, "leak_here", false)];
         p.add(
             "t".into(),

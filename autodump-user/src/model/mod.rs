@@ -2,11 +2,8 @@
 //! below every stage that fills it (session, host, watcher) and every stage that reads it
 //! (writers, upload, alerts), so that neither imports the other.
 
-pub mod goroutines;
-pub mod jit;
 pub mod listing;
 mod notes;
-pub mod python;
 pub mod regressions;
 pub mod reports;
 pub mod summary;

@@ -1,7 +1,7 @@
-//! Notes the summary adds so that its numbers can be read: how user stacks were walked, and why
-//! a Go heap profile is missing or short.
+//! Notes the summary adds so that its numbers can be read: how user stacks were walked, and what
+//! keeping the memory budget cost.
 
-use super::reports::{BudgetReport, HeapReport, ProbeReport};
+use super::reports::{BudgetReport, ProbeReport};
 
 /// What a reader needs to know about how user stacks were walked.
 pub fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats) -> Vec<String> {
@@ -40,22 +40,6 @@ pub fn unwind_notes(probes: &ProbeReport, d: &crate::collect::drain::ProbeStats)
         notes.push(format!(
             "{} of {walks} user stacks stop early, at unwind information the probes cannot follow or an unreadable frame",
             d.unwind_broken
-        ));
-    }
-    notes
-}
-
-/// Why a Go program has no heap profile, or a short one.
-pub fn heap_notes(heap: Option<&HeapReport>) -> Vec<String> {
-    let mut notes = Vec::new();
-    let Some(heap) = heap else { return notes };
-    if let Some(why) = &heap.reason {
-        notes.push(format!("no Go heap profile: {why}"));
-    }
-    if heap.garbage_buckets > 0 {
-        notes.push(format!(
-            "the Go heap profile stopped at a bucket that made no sense, after {} buckets",
-            heap.buckets
         ));
     }
     notes

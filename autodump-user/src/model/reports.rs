@@ -1,5 +1,5 @@
 //! What the stages below a bundle report about it: why it was written, the probes, the target,
-//! a Go program's runtime. Filled by the stages (session, host, watcher), read by the summary.
+//! the process's runtimes. Filled by the stages (session, host, watcher), read by the summary.
 
 use serde::Serialize;
 
@@ -100,81 +100,7 @@ pub struct UnwindReport {
     pub tables: Option<crate::unwind::tables::TableStats>,
 }
 
-/// Go-specific facts of a bundle.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct GoStatus {
-    /// False for a Go binary whose goroutines cannot be read (e.g. stripped with -ldflags=-s -w).
-    pub goroutines_available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The runtime's heap profile, when the bundle tried to read it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heap: Option<HeapReport>,
-    /// The goroutine snapshots behind `gowait.*`: how often, how many, how much they cost.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub goroutine_snapshots: Option<SnapshotReport>,
-    /// The stacks whose goroutine count grew most over the window (where a leak shows).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub goroutines_grew: Vec<GoroutineGrowth>,
-    /// The goroutines waiting longest when the bundle was written.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub top_waits: Vec<GoroutineWait>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct SnapshotReport {
-    pub every_s: f64,
-    /// Snapshots in the bundle's window.
-    pub snapshots: usize,
-    /// Goroutines at the last snapshot, and how many of them it read (evenly, over
-    /// `--goroutine-max`).
-    pub goroutines: usize,
-    pub read: usize,
-    /// The last snapshot's cost, and the stacks it had to walk (the others had not moved).
-    pub read_ms: f64,
-    pub walked: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct GoroutineGrowth {
-    /// Folded, root first.
-    pub stack: String,
-    pub before: u64,
-    pub after: u64,
-    /// The state most of them were in at the end.
-    pub state: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct GoroutineWait {
-    pub goid: u64,
-    pub state: String,
-    /// Seconds it had waited in this state, at least (as the snapshots and the runtime saw it).
-    pub waiting_s: f64,
-    /// Its innermost user function.
-    pub function: String,
-}
-
-/// What was read of a Go program's heap profile (`heap.pb.gz`, `heap-base.pb.gz`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct HeapReport {
-    pub available: bool,
-    /// `runtime.MemProfileRate`: one sample per this many bytes allocated (0: off).
-    pub rate: u64,
-    pub buckets: usize,
-    /// When the earlier snapshot (`heap-base.pb.gz`) was read, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base_read_at: Option<f64>,
-    /// Buckets that made no sense and ended the read (a garbled list).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub garbage_buckets: u64,
-    pub read_ms: f64,
-    /// Why there is no heap profile.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-pub(crate) fn is_zero(n: &u64) -> bool {
+pub fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
@@ -212,12 +138,41 @@ pub struct BudgetReport {
     pub over_budget_checks: u64,
     /// The shared file caches: files cached, their size, loads and evictions.
     pub file_cache: crate::symbolize::files::FileCacheStats,
-    /// CPython interpreter files read (once per file, for every process that maps it).
-    pub python_files_read: u64,
-    /// Executables read for their Go runtime (once per file, for every process that runs it).
-    pub go_files_read: u64,
+    /// Files read for their runtime (`python_files_read`, `go_files_read`): each once, for
+    /// every process that maps it.
+    #[serde(flatten)]
+    pub files_read: std::collections::BTreeMap<&'static str, u64>,
     /// Processes' address caches dropped (names are looked up again).
     pub address_cache_resets: u64,
     /// Idle processes whose flight recorder was cut short.
     pub flight_recorder_cuts: u64,
+}
+
+/// What a runtime says in a bundle's summary and page (see `runtimes::seam`).
+pub struct RuntimeReport {
+    /// Its key in `summary.json` (`go`, `python`, `jit`), and what it says there.
+    pub key: &'static str,
+    pub section: serde_json::Value,
+    pub notes: Vec<String>,
+    /// Where the program waits, when the runtime knows better than its threads' off-CPU time
+    /// (Go's goroutine waits): the verdict says this instead.
+    pub wait: Option<String>,
+    /// Threads the runtime parked idle (its `idle_root` frame at their off-CPU stacks' root):
+    /// their off-CPU time, under its key in the summary's `offcpu`.
+    pub idle: Option<IdleThreads>,
+    /// A paragraph of `index.html` (HTML), and where: after the graph of this kind, or at the top.
+    pub html: Option<(Option<crate::record::profile::ProfileKind>, String)>,
+}
+
+pub struct IdleThreads {
+    /// The summary's key (`idle_go_threads_us`), and the frame that marks them.
+    pub key: &'static str,
+    pub frame: &'static str,
+}
+
+impl RuntimeReport {
+    pub fn new(key: &'static str, section: impl Serialize) -> Self {
+        let section = serde_json::to_value(section).unwrap_or_default();
+        Self { key, section, notes: Vec::new(), wait: None, idle: None, html: None }
+    }
 }

@@ -14,7 +14,7 @@ use crate::{
     },
 };
 
-use super::reports::{BudgetReport, GoStatus, ProbeReport, Reason, Regression, TargetInfo};
+use super::reports::{BudgetReport, ProbeReport, Reason, Regression, RuntimeReport, TargetInfo};
 
 /// Modules that leave less of a profile than this unnamed get no note (they are still listed in
 /// `naming`).
@@ -55,15 +55,9 @@ pub struct Summary {
     /// Which memory grew over the window: resident kinds, mappings, the cgroup's accounting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::collect::memory::MemoryReport>,
-    /// Go programs: whether goroutines could be read, and the dump's total.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub go: Option<GoStatus>,
-    /// Python programs: which CPython, and whether its threads could be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub python: Option<super::python::PythonStatus>,
-    /// JIT runtimes (Java, Node) and programs with a perf map: the map and what it named.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jit: Option<super::jit::JitStatus>,
+    /// The process's runtimes, each under its key (`go`, `python`, `jit`): what they say.
+    #[serde(flatten)]
+    pub runtimes: BTreeMap<&'static str, serde_json::Value>,
     /// Rule bundles: the stacks whose share of on-CPU samples grew most after the trigger.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub regressed_stacks: Vec<Regression>,
@@ -105,10 +99,10 @@ pub struct OffCpuTotals {
     /// Switch-outs whose time was counted.
     pub blocks: u64,
     pub distinct_stacks: usize,
-    /// Of which Go scheduler threads were parked with nothing to run (`[go: idle scheduler
-    /// thread]`): not where the program waits (see `gowait`).
-    #[serde(skip_serializing_if = "crate::model::reports::is_zero")]
-    pub idle_go_threads_us: u64,
+    /// Of which threads a runtime parked with nothing to run (`idle_go_threads_us`: Go's
+    /// scheduler threads, under `[go: idle scheduler thread]`): not where the program waits.
+    #[serde(flatten)]
+    pub idle_us: BTreeMap<&'static str, u64>,
     /// How kernel stacks were taken: `per-user-stack` (walked once per user stack per drain
     /// interval and reused for later blocks there) or `every-switch`.
     pub kernel_stacks: KernelStacks,
@@ -158,9 +152,8 @@ pub struct Facts<'a> {
     pub metrics: Vec<MetricSample>,
     pub regressed: Vec<Regression>,
     pub memory: Option<crate::collect::memory::MemoryReport>,
-    pub go: Option<GoStatus>,
-    pub python: Option<super::python::PythonStatus>,
-    pub jit: Option<super::jit::JitStatus>,
+    /// What the process's runtimes say (their `html` is the page's, not the summary's).
+    pub runtimes: Vec<RuntimeReport>,
     pub probes: ProbeReport,
     pub cpu_capacity: Option<crate::collect::capacity::CpuCapacity>,
     pub target_info: Option<TargetInfo>,
@@ -207,8 +200,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         }
     }
     notes.extend(super::notes::unwind_notes(&f.probes, d));
-    notes.extend(f.jit.iter().flat_map(|j| j.hints.iter().cloned()));
-    notes.extend(super::notes::heap_notes(f.go.as_ref().and_then(|g| g.heap.as_ref())));
+    notes.extend(f.runtimes.iter().flat_map(|r| r.notes.iter().cloned()));
     notes.extend(super::notes::budget_notes(&f.budget, f.shed_before.filter(|&t| t > start)));
     for d in &f.probes.degraded {
         notes.push(format!(
@@ -216,13 +208,16 @@ pub fn build(f: Facts<'_>) -> Summary {
             d.probe, d.lost, d.why
         ));
     }
+    let idle: Vec<(&'static str, &'static str)> =
+        f.runtimes.iter().filter_map(|r| r.idle.as_ref()).map(|i| (i.key, i.frame)).collect();
     let verdict = super::verdict::verdict(&super::verdict::VerdictFacts {
         reason: &f.reason,
         capacity: f.cpu_capacity.as_ref(),
         exit: f.exit.as_ref(),
         cpu: f.profiles.cpu(),
         offcpu: f.profiles.offcpu(),
-        gowait: f.profiles.get(ProfileKind::GoWait),
+        wait: f.runtimes.iter().find_map(|r| r.wait.clone()),
+        idle_frames: idle.iter().map(|(_, frame)| *frame).collect(),
         memory: f.memory.as_ref(),
         duration_s: end - start,
     });
@@ -245,13 +240,17 @@ pub fn build(f: Facts<'_>) -> Summary {
         offcpu: OffCpuTotals {
             total_us: offcpu.nanos / 1000,
             runnable_us: rooted_us(f.profiles.offcpu(), pseudo::RUNNABLE, true),
-            idle_go_threads_us: rooted_us(f.profiles.offcpu(), pseudo::GO_IDLE_THREAD, false),
+            idle_us: idle
+                .iter()
+                .map(|&(key, frame)| (key, rooted_us(f.profiles.offcpu(), frame, false)))
+                .filter(|&(_, us)| us > 0)
+                .collect(),
             blocks: offcpu.count,
             distinct_stacks: f.profiles.offcpu().samples.len(),
             kernel_stacks: f.offcpu_kernel_stacks,
         },
         faults: super::listing::FaultTotals::of(
-            f.profiles.get(ProfileKind::Faults).filter(|_| f.fault_period > 0),
+            f.profiles.get(ProfileKind::FAULTS).filter(|_| f.fault_period > 0),
             f.fault_period,
         ),
         profiles: super::listing::listing(f.profiles),
@@ -262,9 +261,7 @@ pub fn build(f: Facts<'_>) -> Summary {
         exit: f.exit,
         regressed_stacks: f.regressed,
         memory: f.memory,
-        go: f.go,
-        python: f.python,
-        jit: f.jit,
+        runtimes: f.runtimes.into_iter().map(|r| (r.key, r.section)).collect(),
         probes: f.probes,
         naming,
         agent_memory: f.budget,

@@ -3,7 +3,7 @@
 use super::*;
 use crate::record::profile::{tests::sample_profile, ProfileKind, SampleValue, StackPart};
 use crate::{
-    model::reports::HeapReport,
+    model::reports::{IdleThreads, RuntimeReport},
     trigger::{Crossed, Fired},
 };
 
@@ -27,9 +27,7 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         metrics: Vec::new(),
         regressed: Vec::new(),
         memory: None,
-        go: None,
-        python: None,
-        jit: None,
+        runtimes: Vec::new(),
         probes: ProbeReport::default(),
         cpu_capacity: None,
         target_info: None,
@@ -60,7 +58,7 @@ fn keeping_the_budget_is_noted() {
 
 #[test]
 fn summarizes_totals_window_threads_and_losses() {
-    let mut offcpu = Profile::new(ProfileKind::OffCpu);
+    let mut offcpu = Profile::new(ProfileKind::OFF_CPU);
     let loc = crate::record::profile::tests::loc(1, "wait", false);
     let user = [loc];
     offcpu.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 3, nanos: 3_000_000, ..Default::default() });
@@ -137,25 +135,25 @@ fn a_clean_recording_has_no_notes() {
 }
 
 #[test]
-fn heap_problems_become_notes() {
-    let (profiles, threads) = (Profiles::new(), BTreeMap::new());
-    let go = |heap: HeapReport| {
-        Some(GoStatus {
-            goroutines_available: true,
-            reason: None,
-            heap: Some(heap),
-            goroutine_snapshots: None,
-            goroutines_grew: Vec::new(),
-            top_waits: Vec::new(),
-        })
-    };
-    let off = HeapReport { reason: Some("memory profiling is off".into()), ..Default::default() };
-    let summary = build(Facts { go: go(off), ..facts(&profiles, &threads) });
-    assert_eq!(summary.notes, ["no Go heap profile: memory profiling is off"]);
-    let garbled = HeapReport { available: true, buckets: 12, garbage_buckets: 1, ..Default::default() };
-    let summary = build(Facts { go: go(garbled), ..facts(&profiles, &threads) });
-    assert!(summary.notes[0].contains("after 12 buckets"), "{:?}", summary.notes);
+fn a_runtime_says_its_section_notes_wait_and_idle_threads() {
+    let threads = BTreeMap::new();
+    let mut offcpu = Profile::new(ProfileKind::OFF_CPU);
+    let parked = [crate::record::profile::tests::loc(1, "park", false)];
+    let idle = SampleValue { count: 1, nanos: 9_000_000, ..Default::default() };
+    offcpu.add("t".into(), &[StackPart::User(&parked), StackPart::Pseudo("[parked]")], idle);
+    let mut profiles = Profiles::new();
+    profiles.insert(offcpu);
+    let mut report = RuntimeReport::new("widgets", serde_json::json!({"version": "1.2"}));
+    report.notes = vec!["no widget profile: it is off".into()];
+    report.wait = Some("60% of widget time waiting on [lock] in main.hold".into());
+    report.idle = Some(IdleThreads { key: "idle_widget_threads_us", frame: "[parked]" });
+    let summary = build(Facts { runtimes: vec![report], ..facts(&profiles, &threads) });
+    assert_eq!(summary.notes, ["no widget profile: it is off"]);
+    assert!(summary.verdict.ends_with("; 60% of widget time waiting on [lock] in main.hold"), "{}", summary.verdict);
     let json = serde_json::to_value(&summary).unwrap();
-    assert_eq!(json["go"]["heap"]["garbage_buckets"], 1);
+    assert_eq!(json["widgets"]["version"], "1.2");
+    assert_eq!(json["offcpu"]["idle_widget_threads_us"], 9000);
     assert_eq!(json["profiles"][2]["kind"], "faults");
+    let quiet = build(facts(&profiles, &threads));
+    assert!(serde_json::to_value(&quiet).unwrap()["offcpu"].get("idle_widget_threads_us").is_none());
 }

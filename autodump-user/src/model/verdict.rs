@@ -9,14 +9,11 @@ use super::reports::Reason;
 use crate::{
     collect::{capacity::CpuCapacity, memory::MemoryReport},
     probes::targets::ExitStatus,
-    record::{
-        go_frames::waited_in,
-        profile::{pseudo, Profile},
-    },
+    record::profile::Profile,
 };
 
 /// A function is named in the verdict when it holds at least this share of its profile.
-const NAMED_SHARE: f64 = 0.10;
+pub const NAMED_SHARE: f64 = 0.10;
 
 /// What the verdict is written from.
 pub struct VerdictFacts<'a> {
@@ -25,24 +22,26 @@ pub struct VerdictFacts<'a> {
     pub exit: Option<&'a ExitStatus>,
     pub cpu: &'a Profile,
     pub offcpu: &'a Profile,
-    /// Go programs: goroutine time by stack and state.
-    pub gowait: Option<&'a Profile>,
+    /// Where the program waits, when its runtime says (Go's goroutines): said instead of the
+    /// threads' off-CPU time.
+    pub wait: Option<String>,
+    /// Frames at the root of off-CPU stacks of threads a runtime parked idle (not waiting for
+    /// the program).
+    pub idle_frames: Vec<&'static str>,
     pub memory: Option<&'a MemoryReport>,
     pub duration_s: f64,
 }
 
 pub fn verdict(f: &VerdictFacts<'_>) -> String {
     let mut parts = vec![what_fired(f)];
-    if let Some((name, share)) = top_leaf(f.cpu, |v| v.count) {
+    if let Some((name, share)) = top_leaf(f.cpu, &[], |v| v.count) {
         parts.push(format!("{:.0}% of on-CPU in {name}", share * 100.0));
     }
-    // For Go, where goroutines wait; threads waiting is the runtime's business.
-    match f.gowait.and_then(top_wait) {
-        Some((state, name, share)) => {
-            parts.push(format!("{:.0}% of goroutine time waiting on {state} in {name}", share * 100.0))
-        }
+    // Where a runtime says the program waits (Go's goroutines); else where its threads do.
+    match &f.wait {
+        Some(wait) => parts.push(wait.clone()),
         None => {
-            if let Some((name, share)) = top_leaf(f.offcpu, |v| v.nanos) {
+            if let Some((name, share)) = top_leaf(f.offcpu, &f.idle_frames, |v| v.nanos) {
                 parts.push(format!("{:.0}% of the time off-CPU waiting in {name}", share * 100.0));
             }
         }
@@ -77,33 +76,20 @@ fn what_fired(f: &VerdictFacts<'_>) -> String {
     }
 }
 
-/// The wait reason and function holding most of the goroutine time, and their share of it, if it
-/// holds at least `NAMED_SHARE` (running and runnable goroutines do not wait).
-fn top_wait(gowait: &Profile) -> Option<(String, String, f64)> {
-    let mut by_wait: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut total = 0u64;
-    for (key, value) in &gowait.samples {
-        total += value.nanos;
-        if matches!(&*key.thread, "running" | "runnable") {
-            continue;
-        }
-        let names = key.stack.iter().flat_map(|&i| gowait.locations[i as usize].frames.iter()).map(|f| &*f.function);
-        if let Some(name) = waited_in(names.filter(|n| !n.starts_with('['))) {
-            *by_wait.entry((&key.thread, name)).or_default() += value.nanos;
-        }
-    }
-    let ((state, name), w) = by_wait.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))?;
-    let share = w as f64 / total.max(1) as f64;
-    (share >= NAMED_SHARE).then(|| (format!("[{state}]"), name.to_string(), share))
-}
-
 /// The innermost named user function holding most of `profile`'s `weight`, and its share, if it
-/// holds at least `NAMED_SHARE`. Go threads parked idle are not waiting for the program.
-fn top_leaf(profile: &Profile, weight: impl Fn(&crate::record::profile::SampleValue) -> u64) -> Option<(String, f64)> {
+/// holds at least `NAMED_SHARE`. Threads a runtime parked idle (their stack's root is one of
+/// `idle_frames`) are not waiting for the program.
+fn top_leaf(
+    profile: &Profile,
+    idle_frames: &[&str],
+    weight: impl Fn(&crate::record::profile::SampleValue) -> u64,
+) -> Option<(String, f64)> {
     let mut by_leaf: HashMap<&str, u64> = HashMap::new();
     let mut total = 0u64;
-    let idle =
-        |i: &u32| profile.locations[*i as usize].frames.first().is_some_and(|f| &*f.function == pseudo::GO_IDLE_THREAD);
+    let idle = |i: &u32| {
+        let location = &profile.locations[*i as usize];
+        location.address == 0 && location.frames.first().is_some_and(|f| idle_frames.contains(&&*f.function))
+    };
     for (key, value) in profile.samples.iter().filter(|(k, _)| !k.stack.last().is_some_and(idle)) {
         let w = weight(value);
         total += w;
@@ -154,8 +140,8 @@ mod tests {
         let mut reason = Reason::of_kind("rule");
         (reason.metric, reason.value, reason.held_s) = (Some("cpu".into()), Some(93.4), Some(40.2));
         let capacity = CpuCapacity { cores: 1.6, source: CapacitySource::CgroupQuota };
-        let cpu = profile(ProfileKind::Cpu, &[("main.newPublisherPerMessage", 71), ("runtime.mallocgc", 29)]);
-        let offcpu = profile(ProfileKind::OffCpu, &[("pthread_cond_wait", 8), ("read", 2)]);
+        let cpu = profile(ProfileKind::CPU, &[("main.newPublisherPerMessage", 71), ("runtime.mallocgc", 29)]);
+        let offcpu = profile(ProfileKind::OFF_CPU, &[("pthread_cond_wait", 8), ("read", 2)]);
         let memory = MemoryReport {
             grown_mappings: vec![MappingGrowth {
                 mapping: "[heap]".into(),
@@ -172,7 +158,8 @@ mod tests {
             exit: None,
             cpu: &cpu,
             offcpu: &offcpu,
-            gowait: None,
+            wait: None,
+            idle_frames: Vec::new(),
             memory: Some(&memory),
             duration_s: 50.0,
         };
@@ -187,46 +174,39 @@ mod tests {
     fn an_exit_and_an_idle_process_read_plainly() {
         let reason = Reason::of_kind("exit");
         let exit = ExitStatus { code: None, signal: Some(11), core_dumped: false };
-        let empty = Profile::new(ProfileKind::Cpu);
-        let spread = profile(ProfileKind::Cpu, &(0..20).map(|_| ("f", 1)).collect::<Vec<_>>());
+        let empty = Profile::new(ProfileKind::CPU);
+        let spread = profile(ProfileKind::CPU, &(0..20).map(|_| ("f", 1)).collect::<Vec<_>>());
         let facts = VerdictFacts {
             reason: &reason,
             capacity: None,
             exit: Some(&exit),
             cpu: &empty,
             offcpu: &empty,
-            gowait: None,
+            wait: None,
+            idle_frames: Vec::new(),
             memory: None,
             duration_s: 30.0,
         };
         assert_eq!(verdict(&facts), "killed by signal 11");
-        assert_eq!(top_leaf(&spread, |v| v.count).map(|t| t.0), Some("f".into()), "one leaf adds up");
+        assert_eq!(top_leaf(&spread, &[], |v| v.count).map(|t| t.0), Some("f".into()), "one leaf adds up");
     }
 
     #[test]
-    fn for_go_the_top_goroutine_wait_is_named_and_idle_threads_are_not() {
+    fn a_runtimes_wait_is_said_and_its_idle_threads_are_not() {
         let reason = Reason::of_kind("manual");
-        let cpu = Profile::new(ProfileKind::Cpu);
-        let mut offcpu = Profile::new(ProfileKind::OffCpu);
+        let cpu = Profile::new(ProfileKind::CPU);
+        let mut offcpu = Profile::new(ProfileKind::OFF_CPU);
         let parked = [loc(1, "runtime.notesleep", false), loc(2, "runtime.mPark", false)];
         let idle = SampleValue { count: 1, nanos: 9_000_000_000, ..Default::default() };
-        offcpu.add("t".into(), &[StackPart::User(&parked), StackPart::Pseudo(pseudo::GO_IDLE_THREAD)], idle);
-        let mut gowait = Profile::new(ProfileKind::GoWait);
-        let add = |p: &mut Profile, state: &str, names: &[&str], secs: u64| {
-            let user: Vec<_> = names.iter().enumerate().map(|(i, n)| loc(10 + i as u64, n, false)).collect();
-            let value = SampleValue { count: 1, nanos: secs * 1_000_000_000, ..Default::default() };
-            p.add(state.into(), &[StackPart::Pseudo(pseudo::state(state)), StackPart::User(&user)], value);
-        };
-        add(&mut gowait, "sync.Mutex.Lock", &["runtime.gopark", "sync.(*Mutex).Lock", "main.holdLock"], 60);
-        add(&mut gowait, "chan receive", &["runtime.gopark", "runtime.chanrecv1", "main.waitChan"], 30);
-        add(&mut gowait, "running", &["main.spin"], 10);
+        offcpu.add("t".into(), &[StackPart::User(&parked), StackPart::Pseudo("[parked]")], idle);
         let facts = VerdictFacts {
             reason: &reason,
             capacity: None,
             exit: None,
             cpu: &cpu,
             offcpu: &offcpu,
-            gowait: Some(&gowait),
+            wait: Some("60% of goroutine time waiting on [sync.Mutex.Lock] in main.holdLock".into()),
+            idle_frames: vec!["[parked]"],
             memory: None,
             duration_s: 30.0,
         };
@@ -234,7 +214,7 @@ mod tests {
             verdict(&facts),
             "manual bundle; 60% of goroutine time waiting on [sync.Mutex.Lock] in main.holdLock"
         );
-        // Without goroutines, idle scheduler threads still name nothing.
-        assert_eq!(verdict(&VerdictFacts { gowait: None, ..facts }), "manual bundle");
+        // Without the runtime's word, its idle threads still name nothing.
+        assert_eq!(verdict(&VerdictFacts { wait: None, ..facts }), "manual bundle");
     }
 }

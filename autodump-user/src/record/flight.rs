@@ -83,7 +83,7 @@ impl FlightRecorder {
 
     /// The merged on-CPU profile of the slices of [from, to).
     pub fn cpu(&self, from: f64, to: f64) -> super::profile::Profile {
-        let mut merged = super::profile::Profile::new(super::profile::ProfileKind::Cpu);
+        let mut merged = super::profile::Profile::new(super::profile::ProfileKind::CPU);
         for slice in self.within(from, to) {
             merged.merge(slice.profiles.cpu());
         }
@@ -118,7 +118,7 @@ mod tests {
         let mut profiles = Profiles::new();
         let user = [loc(1, "work", false)];
         if samples > 0 {
-            profiles.get_mut(crate::record::profile::ProfileKind::Cpu).add(
+            profiles.get_mut(crate::record::profile::ProfileKind::CPU).add(
                 Arc::from("t"),
                 &[StackPart::User(&user)],
                 SampleValue { count: samples, nanos: 0, ..Default::default() },

@@ -29,7 +29,7 @@ pub fn folded_lines(profile: &Profile) -> Vec<String> {
     }
     let mut weighted: Vec<(String, u64)> = lines
         .into_iter()
-        .map(|(line, value)| (line, profile.kind.info().weight.0.of(&value)))
+        .map(|(line, value)| (line, value.get(profile.kind.info().weight.0)))
         .filter(|(_, w)| *w > 0)
         .collect();
     weighted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn merges_stacks_with_the_same_names() {
-        let mut p = Profile::new(ProfileKind::Cpu);
+        let mut p = Profile::new(ProfileKind::CPU);
         let (a, b) =
             (crate::record::profile::tests::loc(1, "f", false), crate::record::profile::tests::loc(2, "f", false));
         p.add("t".into(), &[StackPart::User(&[a])], SampleValue { count: 2, nanos: 0, ..Default::default() });
@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn off_cpu_weights_are_microseconds() {
-        let mut p = Profile::new(ProfileKind::OffCpu);
+        let mut p = Profile::new(ProfileKind::OFF_CPU);
         let l = crate::record::profile::tests::loc(1, "block;ed", false);
         p.add(
             "t\n1".into(),

@@ -3,12 +3,9 @@
 
 pub mod flight;
 pub mod folded;
-pub mod go_frames;
-pub mod heap;
 pub mod kind;
 pub mod naming;
 pub mod profile;
-pub mod python_frames;
 mod set;
 
 pub use set::Profiles;
@@ -19,27 +16,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use go_frames::without_frames_past_root;
 use profile::{pseudo, Profile, ProfileKind, SampleValue, StackPart};
 
 use crate::{
     collect::{
         drain::{Drained, RawSample, RawStack},
-        goruntime::Goroutine,
         process::Target,
     },
-    symbolize::{lookup_addresses, Location, Symbolizer},
+    symbolize::{files::FileReader, lookup_addresses, Location, RuntimeNames, Symbolizer, Update},
 };
-
-/// Goroutines of one stack and state: how many, and the goroutine-seconds they stand for.
-#[derive(Clone, Debug)]
-pub struct GoEntry {
-    /// Return addresses, innermost first.
-    pub frames: Arc<[u64]>,
-    pub state: Arc<str>,
-    pub goroutines: u64,
-    pub seconds: f64,
-}
 
 pub struct Recorder {
     /// Every thread seen (within `forget_after`), by tid: its latest name.
@@ -54,15 +39,12 @@ pub struct Recorder {
     cpu_period_ns: u64,
     /// One recorded page fault stands for this many.
     fault_period: u64,
-    /// A CPython process: keep the eval loop's C frames between Python frames; where they are.
-    python_eval_frames: bool,
-    python_eval: Vec<(u64, u64)>,
 }
 
 impl Recorder {
     /// A recorder of `target` with its own symbol files (tests); see [`Recorder::shared`].
     pub fn new(target: Target, frequency_hz: u64, fault_period: u64, forget_after: Option<Duration>) -> Self {
-        let symbolizer = Symbolizer::new(target.pid);
+        let symbolizer = Symbolizer::new(target.pid, Vec::<FileReader>::new());
         Self::with_symbolizer(target, symbolizer, frequency_hz, fault_period, forget_after)
     }
 
@@ -93,41 +75,31 @@ impl Recorder {
             target,
             cpu_period_ns: 1_000_000_000 / frequency_hz,
             fault_period,
-            python_eval_frames: false,
-            python_eval: Vec::new(),
         }
     }
 
-    /// The target runs CPython: its stacks' Python frames are named from `rt`, and the eval
-    /// loop's C frames left out unless `eval_frames`.
-    pub fn set_python(&mut self, rt: Arc<crate::collect::python::PyRuntime>, eval_frames: bool) {
-        self.python_eval = rt.eval.iter().flat_map(|e| [Some(e.body), e.cold]).flatten().collect();
-        self.symbolizer.set_python(rt);
-        self.python_eval_frames = eval_frames;
-    }
-    /// Names the target's JIT code from its perf map.
-    pub fn set_jit(&mut self, names: crate::symbolize::jit::JitNames) {
-        self.symbolizer.set_jit(names);
+    /// The target runs a runtime that names some of its frames or code (see `runtimes`).
+    pub fn add_runtime(&mut self, names: Box<dyn RuntimeNames>) {
+        self.symbolizer.add_runtime(names);
     }
 
-    /// Asks a JVM target for a fresh perf map when one is due.
-    pub fn poll_jit(&mut self) {
-        self.symbolizer.poll_jit();
+    /// Once an interval: the runtimes read what they published since (a JIT's perf map).
+    pub fn poll_runtimes(&mut self) {
+        self.symbolizer.update_runtimes(Update::Tick);
     }
 
-    /// Names, with the perf map as it is now, the JIT frames of `profiles` left unnamed when
-    /// they were recorded: just before a bundle is written (a live JVM is asked for its map
-    /// first).
-    pub fn name_jit_frames(&mut self, profiles: &mut Profiles, alive: bool) {
-        self.symbolizer.refresh_jit(alive);
+    /// Names, as the runtimes name it now, the code outside files that `profiles` left unnamed
+    /// when it was recorded: just before a bundle is written (`alive`: the process can be asked).
+    pub fn name_late_frames(&mut self, profiles: &mut Profiles, alive: bool) {
+        self.symbolizer.update_runtimes(Update::Bundle { alive });
         for profile in profiles.each_mut() {
-            profile.rename_locations(|l| self.symbolizer.rename_jit(l));
+            profile.rename_locations(|l| self.symbolizer.rename_anonymous(l));
         }
     }
 
-    /// The target's perf map and what it named, when one was set.
-    pub fn jit(&self) -> Option<&crate::symbolize::jit::JitNames> {
-        self.symbolizer.jit()
+    /// User addresses named, as they are (no runtime tidies them): the runtimes' own stacks.
+    pub fn user_locations(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
+        self.symbolizer.user(addrs)
     }
 
     /// Forgets the names of addresses seen so far (the memory budget); true if there were any.
@@ -168,14 +140,14 @@ impl Recorder {
         for sample in &drained.cpu {
             let value =
                 SampleValue { count: sample.count, nanos: sample.count * self.cpu_period_ns, ..Default::default() };
-            self.add_sample(profiles.get_mut(ProfileKind::Cpu), sample, value);
+            self.add_sample(profiles.get_mut(ProfileKind::CPU), sample, value);
         }
         if !drained.offcpu.is_empty() {
-            self.add_off_cpu(profiles.get_mut(ProfileKind::OffCpu), &drained.offcpu);
+            self.add_off_cpu(profiles.get_mut(ProfileKind::OFF_CPU), &drained.offcpu);
         }
         for sample in &drained.faults {
             let value = SampleValue { count: sample.count * self.fault_period, nanos: 0, ..Default::default() };
-            self.add_sample(profiles.get_mut(ProfileKind::Faults), sample, value);
+            self.add_sample(profiles.get_mut(ProfileKind::FAULTS), sample, value);
         }
         profiles
     }
@@ -188,53 +160,12 @@ impl Recorder {
         }
     }
 
-    /// A profile of goroutines: one per stack and state, symbolized like the rest.
-    pub fn goroutine_profile(&mut self, goroutines: &[Goroutine]) -> Profile {
-        let entries: Vec<GoEntry> = goroutines
-            .iter()
-            .map(|g| GoEntry { frames: g.frames.clone(), state: g.state.as_str().into(), goroutines: 1, seconds: 0.0 })
-            .collect();
-        self.go_profile(ProfileKind::Goroutines, &entries)
-    }
-
-    /// A profile of goroutine stacks of `kind`: the root frame is the state, and in the
-    /// goroutine-time profile (`GoWait`) the leaf is too, as `[chan receive]`.
-    pub fn go_profile(&mut self, kind: ProfileKind, entries: &[GoEntry]) -> Profile {
-        let mut profile = Profile::new(kind);
-        for e in entries {
-            let locations = self.go_stack(&e.frames);
-            let mut parts = Vec::with_capacity(2);
-            if kind == ProfileKind::GoWait {
-                parts.push(StackPart::Pseudo(pseudo::state(&e.state)));
-            }
-            parts.push(if locations.is_empty() {
-                StackPart::Pseudo(pseudo::NO_STACK)
-            } else {
-                StackPart::User(&locations)
-            });
-            let value = SampleValue { count: e.goroutines, nanos: (e.seconds * 1e9) as u64, ..Default::default() };
-            profile.add(e.state.clone(), &parts, value);
-        }
-        profile
-    }
-
-    /// A goroutine's stack, named: every saved pc of a parked goroutine is a return address,
-    /// so the call is looked up.
-    pub fn go_stack(&mut self, frames: &[u64]) -> Vec<Arc<Location>> {
-        let addrs: Vec<u64> = frames.iter().map(|a| a.saturating_sub(1)).collect();
-        go_frames::without_wrappers(without_frames_past_root(self.symbolizer.user(&addrs)))
-    }
-
     fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {
         let thread = self.thread_name(sample.tid);
         let user = match &sample.user {
             RawStack::Frames(ips) => {
-                let stack = without_frames_past_root(self.symbolizer.user(&lookup_addresses(ips)));
-                Some(if self.python_eval_frames {
-                    stack
-                } else {
-                    python_frames::without_eval_frames(stack, &self.python_eval)
-                })
+                let stack = self.symbolizer.user(&lookup_addresses(ips));
+                Some(self.symbolizer.tidy(stack))
             }
             RawStack::Lost => None,
         };
@@ -246,15 +177,17 @@ impl Recorder {
         if sample.runnable {
             parts.push(StackPart::Pseudo(pseudo::RUNNABLE));
         }
-        if profile.kind == ProfileKind::Faults {
+        if profile.kind == ProfileKind::FAULTS {
             let region = self.symbolizer.region_of(sample.fault_address);
             parts.push(StackPart::Pseudo(crate::collect::maps::Region::frame(region)));
         }
         parts.push(kernel.as_deref().map_or(StackPart::Pseudo(pseudo::KERNEL_STACK_LOST), StackPart::Kernel));
         parts.push(user.as_deref().map_or(StackPart::Pseudo(pseudo::USER_STACK_LOST), StackPart::User));
-        // A Go thread parked with nothing to run is set apart: its goroutines are where Go waits.
-        if profile.kind == ProfileKind::OffCpu && user.as_deref().is_some_and(go_frames::is_idle_go_thread) {
-            parts.push(StackPart::Pseudo(pseudo::GO_IDLE_THREAD));
+        // A thread its runtime parked with nothing to run is set apart: it waits for no one.
+        if profile.kind == ProfileKind::OFF_CPU {
+            if let Some(root) = user.as_deref().and_then(|u| self.symbolizer.idle_root(u)) {
+                parts.push(StackPart::Pseudo(root));
+            }
         }
         profile.add(thread, &parts, value);
     }

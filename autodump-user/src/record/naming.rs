@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn shares_of_named_and_unnamed_weight() {
-        let mut p = Profile::new(ProfileKind::Cpu);
+        let mut p = Profile::new(ProfileKind::CPU);
         let one = |n| SampleValue { count: n, nanos: n * 10, ..Default::default() };
         p.add("t".into(), &[StackPart::User(&[loc("work", None), loc("main", None)])], one(3));
         p.add("t".into(), &[StackPart::User(&[loc("[unknown]+0x1", Some("JIT")), loc("main", None)])], one(1));
@@ -94,6 +94,6 @@ mod tests {
             naming.unnamed_modules,
             [UnnamedModule { module: "[unknown]".into(), share: 0.25, why: "JIT".into() }]
         );
-        assert!(super::naming(&Profile::new(ProfileKind::Cpu)).is_none());
+        assert!(super::naming(&Profile::new(ProfileKind::CPU)).is_none());
     }
 }

@@ -3,9 +3,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::symbolize::{Frame, Location};
+use autodump_common::runtimes::{frame_kind, kind};
 
+use super::kind::Field;
 pub use super::kind::ProfileKind;
+use crate::symbolize::{Frame, Location};
 
 /// Pseudo frames that stand where the kernel could not give a real one.
 pub mod pseudo {
@@ -13,32 +15,6 @@ pub mod pseudo {
     pub const KERNEL_STACK_LOST: &str = "[kernel stack lost]";
     /// Off-CPU leaf: the thread was preempted or yielded, and waited for a CPU.
     pub const RUNNABLE: &str = "[runnable]";
-    /// A goroutine whose stack could not be read (running, or its registers not saved).
-    pub const NO_STACK: &str = "[no stack]";
-    /// The root of a Go thread's off-CPU stack parked by the scheduler with nothing to run: not
-    /// where the program waits (see the goroutine waits).
-    pub const GO_IDLE_THREAD: &str = "[go: idle scheduler thread]";
-
-    /// Goroutine states as leaf frames (`[chan receive]`) at most; others read `[other state]`.
-    const MAX_STATES: usize = 512;
-
-    /// `state` as a leaf frame: `[chan receive]`. The runtime has a few dozen states, so each
-    /// frame name is made once and kept.
-    pub fn state(state: &str) -> &'static str {
-        use std::{collections::HashMap, sync::Mutex};
-        static STATES: Mutex<Option<HashMap<String, &'static str>>> = Mutex::new(None);
-        let mut states = STATES.lock().unwrap_or_else(|e| e.into_inner());
-        let states = states.get_or_insert_with(HashMap::new);
-        if let Some(name) = states.get(state) {
-            return name;
-        }
-        if states.len() >= MAX_STATES {
-            return "[other state]";
-        }
-        let name: &'static str = Box::leak(format!("[{state}]").into_boxed_str());
-        states.insert(state.to_string(), name);
-        name
-    }
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.
@@ -62,6 +38,18 @@ pub struct SampleValue {
 }
 
 impl SampleValue {
+    /// Its number `field`.
+    pub fn get(&self, field: Field) -> u64 {
+        match field {
+            Field::Count => self.count,
+            Field::Nanos => self.nanos,
+            Field::Micros => (self.nanos + 500) / 1000,
+            Field::Bytes => self.bytes,
+            Field::AllocCount => self.alloc_count,
+            Field::AllocBytes => self.alloc_bytes,
+        }
+    }
+
     pub fn add(&mut self, other: &SampleValue) {
         self.count += other.count;
         self.nanos += other.nanos;
@@ -83,6 +71,9 @@ enum LocationKey {
 #[derive(Clone, Debug)]
 pub struct Profile {
     pub kind: ProfileKind,
+    /// A runtime's own sampling period, for kinds whose pprof period it sets
+    /// (`Period::OfProfile`: Go's `MemProfileRate`); 0 otherwise.
+    pub period: u64,
     pub locations: Vec<Arc<Location>>,
     /// The key each location was interned under, by the same index.
     location_keys: Vec<LocationKey>,
@@ -101,7 +92,7 @@ impl Profile {
     /// The share of this profile's weight (samples, or time off-CPU) whose stacks have a
     /// location `pick` chooses; None for an empty profile.
     pub fn share_with(&self, pick: impl Fn(&Location) -> bool) -> Option<f64> {
-        let weigh = |v: &SampleValue| self.kind.info().weight.0.of(v);
+        let weigh = |v: &SampleValue| v.get(self.kind.info().weight.0);
         let total: u64 = self.samples.values().map(weigh).sum();
         let picked: u64 = self
             .samples
@@ -125,6 +116,7 @@ impl Profile {
     pub fn new(kind: ProfileKind) -> Self {
         Self {
             kind,
+            period: 0,
             locations: Vec::new(),
             location_keys: Vec::new(),
             location_ids: HashMap::new(),
@@ -208,13 +200,13 @@ impl Profile {
     }
 
     /// Calls `f(function, is_kernel)` for each frame of a stack, root first, without copying.
-    /// Python frames read `qualname (file:line)`.
+    /// A runtime's frames (interpreted code) read `function (file:line)`.
     pub fn for_each_name_root_first(&self, key: &SampleKey, mut f: impl FnMut(&str, bool)) {
         let mut buf = String::new();
         for &i in key.stack.iter().rev() {
             let loc = &self.locations[i as usize];
             for frame in loc.frames.iter().rev() {
-                f(super::python_frames::display_name(loc, frame, &mut buf), loc.kernel);
+                f(display_name(loc, frame, &mut buf), loc.kernel);
             }
         }
     }
@@ -225,6 +217,22 @@ impl Profile {
         v.sort_by(|a, b| b.1.nanos.cmp(&a.1.nanos).then(b.1.count.cmp(&a.1.count)).then(a.0.cmp(b.0)));
         v
     }
+}
+
+/// The name of `frame` of `location` in folded stacks: `function (file:line)` for a runtime's
+/// frame, whose function names are not unique across files (`<module>`, `block in run`).
+pub fn display_name<'a>(location: &Location, frame: &'a Frame, buf: &'a mut String) -> &'a str {
+    if location.kernel || frame_kind(location.address) == kind::NATIVE {
+        return &frame.function;
+    }
+    use std::fmt::Write;
+    buf.clear();
+    let _ = match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => write!(buf, "{} ({file}:{line})", frame.function),
+        (Some(file), None) => write!(buf, "{} ({file})", frame.function),
+        _ => write!(buf, "{}", frame.function),
+    };
+    buf
 }
 
 /// The key of a user location (see `LocationKey::User`).
@@ -254,7 +262,7 @@ pub(crate) mod tests {
 
     /// An on-CPU profile of one-frame stacks on thread "t": (function, samples) each.
     pub fn flat_profile(parts: &[(&str, u64)]) -> Profile {
-        let mut p = Profile::new(ProfileKind::Cpu);
+        let mut p = Profile::new(ProfileKind::CPU);
         for (i, (name, n)) in parts.iter().enumerate() {
             let user = [loc(i as u64 + 1, name, false)];
             p.add("t".into(), &[StackPart::User(&user)], SampleValue { count: *n, nanos: 0, ..Default::default() });
@@ -264,7 +272,7 @@ pub(crate) mod tests {
 
     /// main -> work -> spin on one thread, main -> idle on another, plus a kernel leaf.
     pub fn sample_profile() -> Profile {
-        let mut p = Profile::new(ProfileKind::Cpu);
+        let mut p = Profile::new(ProfileKind::CPU);
         let (main, work, spin, idle) =
             (loc(1, "main", false), loc(2, "work", false), loc(3, "spin", false), loc(4, "idle", false));
         let k = loc(0xffff_0001, "do_syscall_64", true);
@@ -306,7 +314,7 @@ pub(crate) mod tests {
     fn a_frozen_profile_merges_and_grows_alike() {
         let mut frozen = sample_profile();
         frozen.freeze();
-        let mut merged = Profile::new(ProfileKind::Cpu);
+        let mut merged = Profile::new(ProfileKind::CPU);
         merged.merge(&frozen);
         assert_eq!(merged.total(), sample_profile().total());
         frozen.merge(&sample_profile());
@@ -324,7 +332,7 @@ pub(crate) mod tests {
 
     #[test]
     fn inlined_frames_expand_outermost_first() {
-        let mut p = Profile::new(ProfileKind::Cpu);
+        let mut p = Profile::new(ProfileKind::CPU);
         let inlined = Arc::new(Location {
             address: 9,
             kernel: false,

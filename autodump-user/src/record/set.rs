@@ -46,11 +46,11 @@ impl Profiles {
     }
 
     pub fn cpu(&self) -> &Profile {
-        self.get(ProfileKind::Cpu).expect("every recorded kind is present")
+        self.get(ProfileKind::CPU).expect("every recorded kind is present")
     }
 
     pub fn offcpu(&self) -> &Profile {
-        self.get(ProfileKind::OffCpu).expect("every recorded kind is present")
+        self.get(ProfileKind::OFF_CPU).expect("every recorded kind is present")
     }
 
     /// Adds a snapshot profile (goroutines), replacing one of its kind.

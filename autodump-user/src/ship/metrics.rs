@@ -29,8 +29,9 @@ pub struct TargetSnapshot {
     pub rss_bytes: u64,
     pub threads: u64,
     pub fds: u64,
-    pub goroutines: Option<u64>,
-    pub python_threads: Option<u64>,
+    /// The runtimes' metrics (`goroutines`, `python_threads`), by name, over the processes that
+    /// have them.
+    pub runtime: BTreeMap<&'static str, u64>,
 }
 
 /// What the agent refreshes each interval.
@@ -188,20 +189,11 @@ impl Collector for Metrics {
             None,
             &per_target(&|t| Some(t.fds as f64)),
         )?;
-        family(
-            &mut e,
-            "autodump_target_goroutines",
-            "Live goroutines of the target's Go processes",
-            None,
-            &per_target(&|t| t.goroutines.map(|g| g as f64)),
-        )?;
-        family(
-            &mut e,
-            "autodump_target_python_threads",
-            "Python threads of the target's CPython processes",
-            None,
-            &per_target(&|t| t.python_threads.map(|g| g as f64)),
-        )?;
+        for metric in crate::runtimes::metrics() {
+            let name = format!("autodump_target_{}", metric.name);
+            let values = per_target(&|t| t.runtime.get(metric.name).map(|&v| v as f64));
+            family(&mut e, &name, metric.help, None, &values)?;
+        }
         let bundles: Vec<_> = lock(&self.bundles)
             .iter()
             .map(|((t, r), n)| ([("target", t.clone()), ("reason", r.clone())], Value::Counter(*n as f64)))
@@ -355,8 +347,7 @@ mod tests {
             rss_bytes: 1 << 20,
             threads: 8,
             fds: 20,
-            goroutines: None,
-            python_threads: None,
+            runtime: BTreeMap::new(),
         });
         metrics.bundle_written("api", "cpu");
         metrics.bundle_written("api", "cpu");

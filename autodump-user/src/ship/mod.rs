@@ -1,7 +1,7 @@
 //! Off the host: every bundle queued for an S3-compatible store and announced to Alertmanager,
 //! alerts from Alertmanager as triggers, and `/metrics` for Prometheus. Each runs on a thread of
-//! its own; watching never waits on the network. This layer reads bundles on disk and the
-//! model; the stages below never know it exists.
+//! its own; watching never waits on the network. This layer reads bundles on disk and their
+//! typed summaries; the stages below never know it exists.
 
 pub mod alertmanager;
 pub mod alerts;
@@ -18,6 +18,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::write::Written;
 use alertmanager::{Alertmanager, PostedAlert};
 use alerts::AlertSender;
 use metrics::Metrics;
@@ -49,7 +50,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn bundle_written(&self, bundle: &Path) {
+    pub fn bundle_written(&self, bundle: &Written) {
         self.ship.bundle_written(&self.target, self.upload.as_ref(), bundle);
     }
 }
@@ -84,14 +85,10 @@ impl Shipping {
     }
 
     /// A bundle was written for `target`: counted, queued for upload to `upload`, and announced.
-    pub fn bundle_written(&self, target: &str, upload: Option<&S3Url>, bundle: &Path) {
-        let summary: serde_json::Value = std::fs::read(bundle.join("summary.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let reason = &summary["reason"];
+    pub fn bundle_written(&self, target: &str, upload: Option<&S3Url>, written: &Written) {
+        let (bundle, summary) = (written.path.as_path(), &written.summary);
         // The rule's metric, else the kind (manual, exit, alert, record).
-        let why = reason["metric"].as_str().or(reason["kind"].as_str()).unwrap_or("unknown").to_string();
+        let why = summary.reason.metric.clone().unwrap_or_else(|| summary.reason.kind.clone());
         self.metrics.bundle_written(target, &why);
         let mut location = bundle.display().to_string();
         let mut key = None;
@@ -115,8 +112,7 @@ impl Shipping {
         let Some(sender) = &self.alerts else { return };
         let now = SystemTime::now();
         let mut annotations = std::collections::BTreeMap::new();
-        let verdict = summary["verdict"].as_str().unwrap_or("autodump wrote a bundle").to_string();
-        annotations.insert("summary".to_string(), verdict);
+        annotations.insert("summary".to_string(), summary.verdict.clone());
         annotations.insert("bundle".to_string(), location);
         if let Some(template) = &self.settings.bundle_url {
             let bucket = upload.map(|u| u.bucket.as_str()).unwrap_or_default();

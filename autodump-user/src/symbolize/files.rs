@@ -17,10 +17,10 @@ use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
 };
 
-use super::location::{frames_of, go_frames, Frame};
+use super::location::{frames_of, grouped, unknown, Frame, Location};
 use crate::{
-    collect::memory::heap_in_use,
-    files::{debug_info, fde::FunctionStarts, go::GoBinary, identity::FileId, vdso::Vdso},
+    collect::{maps::Mapping, memory::heap_in_use},
+    files::{debug_info, fde::FunctionStarts, identity::FileId, vdso::Vdso},
 };
 
 /// File offsets whose names one file keeps at most: a service that runs ever new code paths
@@ -38,6 +38,27 @@ pub enum Named {
     Unnamed(Arc<str>),
 }
 
+impl Named {
+    /// The location of user address `address` in `mapping`, as named here.
+    pub fn located(self, address: u64, mapping: Mapping) -> Location {
+        match self {
+            Named::Frames(frames) => Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None },
+            Named::Grouped(start, why) => grouped(address, mapping, start, why),
+            Named::Unnamed(why) => unknown(address, false, Some(mapping), why),
+        }
+    }
+}
+
+/// A file whose runtime names its code itself (a Go binary, from its own function table), read
+/// once per file.
+pub trait OwnNames {
+    /// The frames at file offset `offset`, innermost first; None: not code it names (cgo's C).
+    fn frames(&self, offset: u64) -> Option<Arc<[Frame]>>;
+}
+
+/// Opens the file at `path` (shown as `shown`) as one its runtime names, if it is one.
+pub type FileReader = fn(path: &Path, shown: &str) -> Option<Arc<dyn OwnNames>>;
+
 /// What the shared caches hold and what the budget took from them.
 #[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
 pub struct FileCacheStats {
@@ -53,6 +74,8 @@ pub struct FileCacheStats {
 
 pub struct SymbolFiles {
     debug_dirs: Vec<PathBuf>,
+    /// Readers of files runtimes name themselves.
+    readers: Vec<FileReader>,
     files: HashMap<FileId, FileNames>,
     /// The vDSO's symbols, from the agent's own copy (the same image in every process).
     vdso: Option<Vdso>,
@@ -63,8 +86,8 @@ struct FileNames {
     /// Where it was opened (a process's view of it; the file stays open).
     path: PathBuf,
     blaze: Blaze,
-    /// Its Go table, when it is a Go binary (decided at open).
-    go: Option<Arc<GoBinary>>,
+    /// Its runtime's own names, when a runtime names its code (decided at open).
+    own: Option<Arc<dyn OwnNames>>,
     /// Its separate debug file, when it has no symbols of its own (decided at open).
     debug: Option<debug_info::DebugFile>,
     /// Read the first time an address has no symbol.
@@ -77,9 +100,10 @@ struct FileNames {
 }
 
 impl SymbolFiles {
-    /// Shared names, with separate debug files looked for in `debug_dirs` (`--debug-dir`).
-    pub fn new(debug_dirs: Vec<PathBuf>) -> Self {
-        Self { debug_dirs, files: HashMap::new(), vdso: Vdso::own(), stats: FileCacheStats::default() }
+    /// Shared names, with separate debug files looked for in `debug_dirs` (`--debug-dir`), and
+    /// files that runtimes name themselves opened by `readers`.
+    pub fn new(debug_dirs: Vec<PathBuf>, readers: Vec<FileReader>) -> Self {
+        Self { debug_dirs, readers, files: HashMap::new(), vdso: Vdso::own(), stats: FileCacheStats::default() }
     }
 
     pub fn vdso(&self) -> Option<&Vdso> {
@@ -90,7 +114,7 @@ impl SymbolFiles {
     pub fn name(&mut self, id: &FileId, path: &Path, shown: &str, offsets: &[u64]) -> Vec<Named> {
         let before = heap_in_use();
         if !self.files.contains_key(id) {
-            let Some(entry) = FileNames::open(path, shown, &self.debug_dirs) else {
+            let Some(entry) = FileNames::open(path, shown, &self.debug_dirs, &self.readers) else {
                 let why: Arc<str> = "the file cannot be read".into();
                 return offsets.iter().map(|_| Named::Unnamed(why.clone())).collect();
             };
@@ -106,12 +130,12 @@ impl SymbolFiles {
         named
     }
 
-    /// Whether `id` is a Go binary (its addresses named from its own table).
-    pub fn is_go(&mut self, id: &FileId, path: &Path, shown: &str) -> bool {
+    /// Whether a runtime names the addresses of `id` itself (a Go binary, from its own table).
+    pub fn names_itself(&mut self, id: &FileId, path: &Path, shown: &str) -> bool {
         if !self.files.contains_key(id) {
             self.name(id, path, shown, &[]);
         }
-        self.files.get(id).is_some_and(|f| f.go.is_some())
+        self.files.get(id).is_some_and(|f| f.own.is_some())
     }
 
     /// Drops the least recently used files until about `bytes` are freed, only files not named
@@ -146,13 +170,10 @@ impl SymbolFiles {
 }
 
 impl FileNames {
-    fn open(path: &Path, shown: &str, debug_dirs: &[PathBuf]) -> Option<Self> {
+    fn open(path: &Path, shown: &str, debug_dirs: &[PathBuf], readers: &[FileReader]) -> Option<Self> {
         std::fs::metadata(path).ok()?;
-        let go = GoBinary::open(path).map(Arc::new);
-        if let Some(go) = &go {
-            tracing::info!(file = shown, version = ?go.version(), inlined = go.has_inline_trees(), "Go binary: symbolized from .gopclntab");
-        }
-        let debug = if go.is_none() { debug_info::find_by_build_id(path, debug_dirs) } else { None };
+        let own = readers.iter().find_map(|read| read(path, shown));
+        let debug = if own.is_none() { debug_info::find_by_build_id(path, debug_dirs) } else { None };
         if let Some(found) = &debug {
             tracing::info!(file = shown, debug_file = %found.path.display(), "symbols from a separate debug file");
         }
@@ -167,7 +188,7 @@ impl FileNames {
         Some(Self {
             path: path.to_path_buf(),
             blaze,
-            go,
+            own,
             debug,
             starts: None,
             why_unnamed: None,
@@ -192,12 +213,12 @@ impl FileNames {
     }
 
     fn look_up(&mut self, offsets: &[u64], debug_dirs: &[PathBuf]) {
-        // Go code from Go's own table; the rest (cgo's C, or a table we cannot read) from the
-        // ELF file's symbols.
+        // Code its runtime names, from the runtime's own table; the rest (cgo's C, or a table
+        // that cannot be read) from the ELF file's symbols.
         let mut rest = Vec::with_capacity(offsets.len());
         for &offset in offsets {
-            match self.go.as_ref().and_then(|go| go.frames(offset)) {
-                Some(frames) => drop(self.names.insert(offset, Named::Frames(go_frames(frames)))),
+            match self.own.as_ref().and_then(|own| own.frames(offset)) {
+                Some(frames) => drop(self.names.insert(offset, Named::Frames(frames))),
                 None => rest.push(offset),
             }
         }
@@ -276,7 +297,7 @@ mod tests {
 
     #[test]
     fn files_are_named_once_and_evicted_least_recently_used() {
-        let mut files = SymbolFiles::new(Vec::new());
+        let mut files = SymbolFiles::new(Vec::new(), Vec::new());
         let (a, b) = (Path::new("/bin/sh"), std::env::current_exe().unwrap());
         let (id_a, id_b) = (FileId::of_path(a).unwrap(), FileId::of_path(&b).unwrap());
         files.name(&id_a, a, "sh", &[0x10]);

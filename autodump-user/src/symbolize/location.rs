@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use blazesym::symbolize::Sym;
 
-use super::files::Named;
-use crate::{collect::maps::Mapping, files::gopclntab};
+use crate::collect::maps::Mapping;
 
 /// One function in a stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,15 +44,6 @@ pub(super) fn located(address: u64, kernel: bool, mapping: Option<Mapping>, sym:
     Location { address, kernel, mapping, frames: frames_of(sym), unnamed: None }
 }
 
-/// A user address of a file, as its file's names have it.
-pub(super) fn from_named(address: u64, mapping: Mapping, named: Named) -> Location {
-    match named {
-        Named::Frames(frames) => Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None },
-        Named::Grouped(start, why) => grouped(address, mapping, start, why),
-        Named::Unnamed(why) => unknown(address, false, Some(mapping), why),
-    }
-}
-
 /// An address without a symbol, named after the start of its function: `module+0xSTART`
 /// (file offsets), so that every address of one function shares one frame.
 pub(super) fn grouped(address: u64, mapping: Mapping, start: u64, why: Arc<str>) -> Location {
@@ -66,14 +56,6 @@ pub(super) fn grouped(address: u64, mapping: Mapping, start: u64, why: Arc<str>)
 pub(super) fn named(address: u64, mapping: Mapping, name: &str) -> Location {
     let frames = [Frame { function: Arc::from(name), file: None, line: None }].into();
     Location { address, kernel: false, mapping: Some(mapping), frames, unnamed: None }
-}
-
-/// Frames from Go's own table (innermost frame first, as blazesym's).
-pub(super) fn go_frames(frames: Vec<gopclntab::GoFrame>) -> Arc<[Frame]> {
-    frames
-        .into_iter()
-        .map(|f| Frame { function: Arc::from(f.function), file: f.file.map(Arc::from), line: f.line })
-        .collect()
 }
 
 /// `module+0xoffset` (file offset) for a mapped address, `[unknown]+0xaddr` otherwise.

@@ -7,7 +7,7 @@
 
 use std::{cell::RefCell, collections::HashMap, path::PathBuf, rc::Rc, sync::Arc};
 
-use autodump_common::unwind::py_frame_parts;
+use autodump_common::runtimes::{frame_kind, kind};
 use blazesym::symbolize::{
     source::{Kernel, Source},
     Input, Symbolized, Symbolizer as Blaze,
@@ -19,13 +19,13 @@ use crate::{
 };
 
 pub mod files;
-pub mod jit;
 mod location;
-mod python;
+mod runtime;
 
 use files::SymbolFiles;
-use location::{from_named, located, named, unknown, why_not_a_file};
+use location::{located, named, unknown, why_not_a_file};
 pub use location::{Frame, Location};
+pub use runtime::{RuntimeNames, Update};
 
 /// Addresses whose names one process keeps at most; past it the cache starts afresh (counted).
 /// A process that runs new code all the time does not grow the agent for ever.
@@ -49,19 +49,18 @@ pub struct Symbolizer {
     missed_at: Option<std::time::Instant>,
     /// Times the address cache was started afresh, at its cap or for the memory budget.
     pub cache_resets: u64,
-    /// A CPython process: names of the Python frames in its stacks.
-    python: Option<python::PythonNames>,
-    /// A process with a perf map (or a JIT runtime that may write one): names of its JIT code.
-    jit: Option<jit::JitNames>,
+    /// The runtimes the process runs: names of their frames and of their code outside files.
+    runtimes: Vec<Box<dyn RuntimeNames>>,
 }
 
 /// An address outside every known mapping has the map read again, at most this often.
 const MISS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Symbolizer {
-    /// A symbolizer with its own file cache (tests, tools): debug files in the default place.
-    pub fn new(pid: u32) -> Self {
-        let files = SymbolFiles::new(vec![PathBuf::from(crate::files::debug_info::DEFAULT_DEBUG_DIR)]);
+    /// A symbolizer with its own file cache (tests, tools): debug files in the default place,
+    /// files that runtimes name themselves opened by `readers`.
+    pub fn new(pid: u32, readers: Vec<files::FileReader>) -> Self {
+        let files = SymbolFiles::new(vec![PathBuf::from(crate::files::debug_info::DEFAULT_DEBUG_DIR)], readers);
         Self::shared(pid, Rc::new(RefCell::new(files)))
     }
 
@@ -75,57 +74,44 @@ impl Symbolizer {
             file_ids: HashMap::new(),
             missed_at: None,
             cache_resets: 0,
-            python: None,
-            jit: None,
+            runtimes: Vec::new(),
         }
     }
 
-    /// Names code in memory no file backs from `names`' perf map.
-    pub fn set_jit(&mut self, names: jit::JitNames) {
-        self.jit = Some(names);
+    /// The process runs a runtime that names some of its frames or code (see `runtimes`).
+    pub fn add_runtime(&mut self, names: Box<dyn RuntimeNames>) {
+        self.runtimes.push(names);
     }
 
-    /// Once a tick: asks a JVM for a fresh perf map when one is due (see `jit::JitNames::poll`),
-    /// and reads what a known runtime, or a process whose map was found, added to its map.
-    pub fn poll_jit(&mut self) {
-        let Some(jit) = self.jit.as_mut() else { return };
-        let mut stale = jit.poll(self.pid);
-        if jit.runtime.is_some() || !jit.map.is_empty() {
-            stale.extend(jit.update(self.pid));
-        }
-        for addr in stale {
-            self.user.remove(&addr);
+    /// Asks the runtimes what changed (`when`), and forgets the names that went stale.
+    pub fn update_runtimes(&mut self, when: Update) {
+        for runtime in &mut self.runtimes {
+            for address in runtime.update(self.pid, when) {
+                self.user.remove(&address);
+            }
         }
     }
 
-    /// Reads what the runtime added to its perf map, first asking a live JVM for a fresh one
-    /// when `ask` (names cached from the map before are forgotten when it changed).
-    pub fn refresh_jit(&mut self, ask: bool) {
-        let Some(jit) = self.jit.as_mut() else { return };
-        let stale = if ask { jit.ask_now(self.pid) } else { jit.update(self.pid) };
-        for addr in stale {
-            self.user.remove(&addr);
-        }
-    }
-
-    /// `location` named with the perf map as it is now, if it is JIT code that had no name when
-    /// it was recorded (compiled after the runtime last wrote its map).
-    pub fn rename_jit(&mut self, location: &Location) -> Option<Location> {
-        let jit = self.jit.as_mut()?;
-        let unnamed_jit = !location.kernel
+    /// `location` named by a runtime as it is now, if it is code in memory no file backs that
+    /// had no name when it was recorded (a JIT named it since).
+    pub fn rename_anonymous(&mut self, location: &Location) -> Option<Location> {
+        let unnamed = !location.kernel
             && location.unnamed.is_some()
             && location.mapping.as_ref().is_some_and(Mapping::is_anonymous);
-        unnamed_jit.then(|| jit.location(location.address, location.mapping.as_ref())).flatten()
+        if !unnamed {
+            return None;
+        }
+        self.runtimes.iter_mut().find_map(|r| r.anonymous(location.address, location.mapping.as_ref()))
     }
 
-    /// The perf map, when the process has one set.
-    pub fn jit(&self) -> Option<&jit::JitNames> {
-        self.jit.as_ref()
+    /// A named user stack as the process's runtimes have readers see it.
+    pub fn tidy(&self, stack: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
+        self.runtimes.iter().fold(stack, |stack, r| r.tidy(stack))
     }
 
-    /// The process runs CPython: name the Python frames of its stacks from `rt`.
-    pub fn set_python(&mut self, rt: Arc<crate::collect::python::PyRuntime>) {
-        self.python = Some(python::PythonNames::new(rt));
+    /// The pseudo frame a runtime sets at the root of this off-CPU stack, if it parked the thread.
+    pub fn idle_root(&self, user: &[Arc<Location>]) -> Option<&'static str> {
+        self.runtimes.iter().find_map(|r| r.idle_root(user))
     }
 
     /// Learns mappings the target added since the last call. Call while the target is alive,
@@ -153,10 +139,10 @@ impl Symbolizer {
         let exe_mapping = self.memory.mappings().find(|m| *m.path == *exe).cloned();
         if let Some(m) = exe_mapping {
             if let Some((id, path)) = self.file_id(&m) {
-                // A Go binary is named from its own table, mapped on demand: loading its symbols
-                // or DWARF (large in a Go binary) would be work for nothing.
+                // A file its runtime names itself (a Go binary, from its own table, mapped on
+                // demand): loading its symbols or DWARF would be work for nothing.
                 let mut files = self.files.borrow_mut();
-                if !files.is_go(&id, &path, &m.path) {
+                if !files.names_itself(&id, &path, &m.path) {
                     files.name(&id, &path, &m.path, &[m.file_offset]);
                 }
             }
@@ -166,28 +152,28 @@ impl Symbolizer {
     /// Symbolizes user-space addresses (already adjusted: see [`lookup_addresses`]).
     pub fn user(&mut self, addrs: &[u64]) -> Vec<Arc<Location>> {
         let mut missing: Vec<u64> = unique_missing(addrs, &self.user);
-        if let Some(jit) = self.jit.as_mut() {
+        if self.runtimes.iter().any(|r| r.names_anonymous()) {
             let memory = &self.memory;
-            if missing.iter().any(|&a| memory.find(a).is_none_or(|m| !m.is_file())) {
-                let stale = jit.update(self.pid);
-                if !stale.is_empty() {
-                    stale.iter().for_each(|a| drop(self.user.remove(a)));
-                    missing = unique_missing(addrs, &self.user);
-                }
+            let anonymous = |a: &u64| frame_kind(*a) == kind::NATIVE && memory.find(*a).is_none_or(|m| !m.is_file());
+            if missing.iter().any(anonymous) {
+                self.update_runtimes(Update::Unnamed);
+                missing = unique_missing(addrs, &self.user);
             }
         }
         if self.user.len() + missing.len() > MAX_CACHED_ADDRESSES {
             self.clear_cache();
         }
-        if let Some(names) = self.python.as_mut() {
-            missing.retain(|&a| {
-                let python = py_frame_parts(a).is_some();
-                if python {
-                    self.user.insert(a, Arc::new(names.location(a)));
-                }
-                !python
-            });
-        }
+        // Runtime frames: named by their runtime, from the live process.
+        missing.retain(|&a| {
+            let kind = frame_kind(a);
+            if kind == kind::NATIVE {
+                return true;
+            }
+            let named = self.runtimes.iter_mut().filter(|r| r.kind() == Some(kind)).find_map(|r| r.frame(a));
+            let location = named.unwrap_or_else(|| unknown_frame(a, kind));
+            self.user.insert(a, Arc::new(location));
+            false
+        });
         // The map is read when it may have changed (see `Session::observe`): an address outside
         // it may be in a library loaded since.
         let outside = missing.iter().any(|&a| self.memory.find(a).is_none());
@@ -209,7 +195,7 @@ impl Symbolizer {
                     self.user.insert(addr, Arc::new(location));
                 }
                 mapping => {
-                    let location = self.jit.as_mut().and_then(|j| j.location(addr, mapping.as_ref()));
+                    let location = self.runtimes.iter_mut().find_map(|r| r.anonymous(addr, mapping.as_ref()));
                     let location = location.unwrap_or_else(|| {
                         let why = why_not_a_file(&mapping);
                         unknown(addr, false, mapping, why)
@@ -228,7 +214,7 @@ impl Symbolizer {
             let why: Arc<str> = "the file cannot be read".into();
             for (i, (addr, m)) in entries.into_iter().enumerate() {
                 let named = names.get(i).cloned().unwrap_or_else(|| files::Named::Unnamed(why.clone()));
-                self.user.insert(addr, Arc::new(from_named(addr, m, named)));
+                self.user.insert(addr, Arc::new(named.located(addr, m)));
             }
         }
         addrs.iter().map(|a| self.user[a].clone()).collect()
@@ -236,9 +222,7 @@ impl Symbolizer {
 
     /// Forgets the names of addresses seen so far (the shared file caches keep theirs).
     pub fn clear_cache(&mut self) {
-        if let Some(jit) = self.jit.as_mut() {
-            jit.clear();
-        }
+        self.runtimes.iter_mut().for_each(|r| r.clear());
         if !self.user.is_empty() {
             self.user = HashMap::new();
             self.cache_resets += 1;
@@ -307,12 +291,20 @@ fn kernel_source() -> Source<'static> {
 
 /// Return addresses point after the call; looking up `ip - 1` for every frame but the
 /// innermost names the calling line, not the next one (as perf and pprof do).
-/// Python frames (see `py_frame`) are no addresses, and stay as they are.
+/// A runtime's frames (see `autodump_common::runtimes`) are no addresses, and stay as they are.
 pub fn lookup_addresses(ips: &[u64]) -> Vec<u64> {
     ips.iter()
         .enumerate()
-        .map(|(i, &ip)| if i == 0 || py_frame_parts(ip).is_some() { ip } else { ip.saturating_sub(1) })
+        .map(|(i, &ip)| if i == 0 || frame_kind(ip) != kind::NATIVE { ip } else { ip.saturating_sub(1) })
         .collect()
+}
+
+/// A runtime frame no runtime of the process names (its kind unknown here, or garbage).
+fn unknown_frame(entry: u64, kind: u8) -> Location {
+    let name: Arc<str> = format!("[frame of kind {kind}: {entry:#x}]").into();
+    let frames = [Frame { function: name, file: None, line: None }].into();
+    let why = "a runtime frame no runtime of the process names".into();
+    Location { address: entry, kernel: false, mapping: None, frames, unnamed: Some(why) }
 }
 
 fn unique_missing(addrs: &[u64], cache: &HashMap<u64, Arc<Location>>) -> Vec<u64> {
@@ -333,7 +325,7 @@ mod tests {
 
     #[test]
     fn names_a_function_of_this_test_binary() {
-        let mut s = Symbolizer::new(std::process::id());
+        let mut s = Symbolizer::new(std::process::id(), Vec::new());
         s.refresh_maps();
         let addr = marker_function_for_symbolizer_test();
         let loc = s.user(&[addr]);
@@ -344,7 +336,7 @@ mod tests {
 
     #[test]
     fn unmapped_addresses_keep_a_name() {
-        let mut s = Symbolizer::new(std::process::id());
+        let mut s = Symbolizer::new(std::process::id(), Vec::new());
         s.refresh_maps();
         let loc = s.user(&[0x10]);
         assert_eq!(&*loc[0].frames[0].function, "[unknown]+0x10");

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::collect::metrics::{Limits, Metric};
+use crate::collect::metrics::{Limits, Metric, RuntimeMetric};
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 #[error("invalid rule '{text}': {why} (write it like cpu:min=10%,diff=25%,abs=80%)")]
@@ -35,7 +35,7 @@ impl Threshold {
             Threshold::PercentOfLimit(p) => match metric {
                 Metric::Rss => Some(p / 100.0 * limits.memory_bytes as f64),
                 Metric::Fds => limits.open_files.map(|l| p / 100.0 * l as f64),
-                Metric::Cpu | Metric::Threads | Metric::Goroutines | Metric::PythonThreads => Some(p),
+                Metric::Cpu | Metric::Threads | Metric::Runtime(_) => Some(p),
             },
         }
     }
@@ -62,33 +62,34 @@ impl Rule {
             Metric::Rss => (Threshold::PercentOfLimit(30.0), 25.0, Threshold::PercentOfLimit(80.0)),
             Metric::Threads => (Threshold::Value(50.0), 50.0, Threshold::Value(1000.0)),
             Metric::Fds => (Threshold::Value(64.0), 50.0, Threshold::PercentOfLimit(80.0)),
-            // holmes's goroutine defaults.
-            Metric::Goroutines => (Threshold::Value(3000.0), 20.0, Threshold::Value(200_000.0)),
-            // As the process's threads: a pool that leaks Python threads.
-            Metric::PythonThreads => (Threshold::Value(50.0), 50.0, Threshold::Value(1000.0)),
+            // The runtime's own (Go's goroutines: holmes's).
+            Metric::Runtime(m) => (Threshold::Value(m.default.0), m.default.1, Threshold::Value(m.default.2)),
         };
         Rule { metric, min, diff_percent: Some(diff), abs: Some(abs), for_s: 0.0 }
     }
 
-    pub fn defaults() -> Vec<Rule> {
-        Metric::ALL.into_iter().map(Rule::default_for).collect()
+    /// Every metric's default rule, the runtimes' metrics `runtime` included.
+    pub fn defaults(runtime: &[&'static RuntimeMetric]) -> Vec<Rule> {
+        let runtime = runtime.iter().map(|&m| Metric::Runtime(m));
+        Metric::ALL.into_iter().chain(runtime).map(Rule::default_for).collect()
     }
 
-    /// Parses a rule, or `METRIC:off`, which turns that metric's rule off (None).
-    pub fn parse_spec(text: &str) -> Result<(Metric, Option<Rule>), RuleError> {
+    /// Parses a rule, or `METRIC:off`, which turns that metric's rule off (None); the metric is
+    /// one every process has or one of `runtime`'s.
+    pub fn parse_spec(text: &str, runtime: &[&'static RuntimeMetric]) -> Result<(Metric, Option<Rule>), RuleError> {
         if let Some((name, "off")) = text.split_once(':').map(|(n, s)| (n.trim(), s.trim())) {
-            let rule = Rule::parse(name)?;
+            let rule = Rule::parse(name, runtime)?;
             return Ok((rule.metric, None));
         }
-        Rule::parse(text).map(|r| (r.metric, Some(r)))
+        Rule::parse(text, runtime).map(|r| (r.metric, Some(r)))
     }
 
     /// Parses `METRIC:key=value,...`; keys not given keep the metric's default.
-    pub fn parse(text: &str) -> Result<Rule, RuleError> {
+    pub fn parse(text: &str, runtime: &[&'static RuntimeMetric]) -> Result<Rule, RuleError> {
         let err = |why: String| RuleError { text: text.to_string(), why };
         let (name, settings) = text.split_once(':').unwrap_or((text, ""));
-        let metric = Metric::from_name(name.trim()).ok_or_else(|| {
-            let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).collect();
+        let metric = Metric::from_name(name.trim(), runtime).ok_or_else(|| {
+            let names: Vec<_> = Metric::ALL.iter().map(|m| m.name()).chain(runtime.iter().map(|m| m.name)).collect();
             err(format!("unknown metric '{name}', expected one of {}", names.join(", ")))
         })?;
         let mut rule = Rule::default_for(metric);
@@ -133,7 +134,7 @@ fn parse_threshold(metric: Metric, text: &str) -> Result<Threshold, String> {
         (Metric::Rss, "MiB" | "M") => bytes(20),
         (Metric::Rss, "GiB" | "G") => bytes(30),
         (Metric::Rss, "TiB" | "T") => bytes(40),
-        (Metric::Threads | Metric::Fds | Metric::Goroutines | Metric::PythonThreads, "") => Ok(Threshold::Value(value)),
+        (Metric::Threads | Metric::Fds | Metric::Runtime(_), "") => Ok(Threshold::Value(value)),
         (m, u) => Err(format!("unit '{u}' does not fit metric {}", m.name())),
     }
 }
@@ -177,6 +178,11 @@ mod tests {
     use super::*;
     use crate::collect::capacity::CpuCapacity;
 
+    /// A runtime's metric, as Go's goroutines.
+    static WIDGETS: RuntimeMetric =
+        RuntimeMetric { name: "widgets", unit: "widgets", help: "", default: (3000.0, 20.0, 200_000.0) };
+    const RUNTIME: &[&RuntimeMetric] = &[&WIDGETS];
+
     #[test]
     fn parses_rules_with_units() {
         let cases: &[(&str, Rule)] = &[
@@ -215,24 +221,17 @@ mod tests {
                 Rule { for_s: 180.0, abs: Some(Threshold::Value(50.0)), ..Rule::default_for(Metric::Cpu) },
             ),
             (
-                "python_threads:min=5,abs=20",
-                Rule {
-                    min: Threshold::Value(5.0),
-                    abs: Some(Threshold::Value(20.0)),
-                    ..Rule::default_for(Metric::PythonThreads)
-                },
-            ),
-            (
-                "goroutines:min=500,abs=3000",
+                "widgets:min=500,abs=3000",
                 Rule {
                     min: Threshold::Value(500.0),
+                    diff_percent: Some(20.0),
                     abs: Some(Threshold::Value(3000.0)),
-                    ..Rule::default_for(Metric::Goroutines)
+                    ..Rule::default_for(Metric::Runtime(&WIDGETS))
                 },
             ),
         ];
         for (text, expected) in cases {
-            assert_eq!(&Rule::parse(text).unwrap(), expected, "{text}");
+            assert_eq!(&Rule::parse(text, RUNTIME).unwrap(), expected, "{text}");
         }
     }
 
@@ -248,16 +247,16 @@ mod tests {
             ("rss:min=-5MiB", "not a number"),
             ("cpu:for=soon", "not a duration"),
         ] {
-            let err = Rule::parse(text).unwrap_err().to_string();
+            let err = Rule::parse(text, RUNTIME).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
         }
     }
 
     #[test]
     fn a_metric_can_be_turned_off() {
-        assert_eq!(Rule::parse_spec("fds:off").unwrap(), (Metric::Fds, None));
-        assert_eq!(Rule::parse_spec("fds:min=3").unwrap().1.unwrap().min, Threshold::Value(3.0));
-        assert!(Rule::parse_spec("disk:off").is_err());
+        assert_eq!(Rule::parse_spec("fds:off", RUNTIME).unwrap(), (Metric::Fds, None));
+        assert_eq!(Rule::parse_spec("fds:min=3", RUNTIME).unwrap().1.unwrap().min, Threshold::Value(3.0));
+        assert!(Rule::parse_spec("disk:off", RUNTIME).is_err());
     }
 
     #[test]
@@ -268,7 +267,7 @@ mod tests {
             "threads:min=50,diff=50%,abs=off",
             "cpu:min=10%,diff=25%,abs=50%,for=30s",
         ] {
-            assert_eq!(Rule::parse(text).unwrap().to_string(), text);
+            assert_eq!(Rule::parse(text, RUNTIME).unwrap().to_string(), text);
         }
     }
 

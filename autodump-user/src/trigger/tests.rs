@@ -7,7 +7,7 @@ const SETTINGS: Settings =
     Settings { warmup_s: 5.0, baseline_s: 10.0, cooldown_s: 30.0, max_per_hour: 3, rearm_fraction: 0.9 };
 
 fn trigger(rules: &[&str]) -> Trigger {
-    let rules = rules.iter().map(|r| Rule::parse(r).unwrap()).map(|r| (r.metric, r)).collect();
+    let rules = rules.iter().map(|r| Rule::parse(r, &[]).unwrap()).map(|r| (r.metric, r)).collect();
     Trigger::new(rules, SETTINGS)
 }
 
@@ -47,7 +47,7 @@ fn table_of_rule_decisions() {
         ("fds:min=10,diff=off,abs=80%", 900.0, None, Some(Crossed::Abs)), // 80% of 1024 open files
     ];
     for &(text, value, mean, expected) in cases {
-        let rule = Rule::parse(text).unwrap();
+        let rule = Rule::parse(text, &[]).unwrap();
         let got = matches(&rule, value, mean, &LIMITS).map(|f| f.crossed);
         assert_eq!(got, expected, "{text} value {value} mean {mean:?}");
     }

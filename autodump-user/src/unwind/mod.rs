@@ -1,9 +1,9 @@
 //! Unwinding without frame pointers: the agent's side. `rows` compiles a file's CFI into the
 //! probes' rows; `tables` keeps them in the kernel, once per file, with each target's mappings.
 
-pub mod python;
 mod row_store;
 pub mod rows;
+pub mod runtime_tables;
 pub mod tables;
 
 /// Row capacity of the kernel's unwind table unless `--unwind-table-rows` says otherwise:

@@ -1,37 +1,38 @@
-//! The probes' view of CPython processes (`PY_PROCS`, `PY_THREADS`): where each one's eval
-//! loop is and how its frames are laid out, and every Python thread's state by tid, so that a
-//! walk through the eval loop emits the thread's Python frames (see the eBPF side's
-//! `unwind::python`). Only with CFI unwinding, whose walk does it.
+//! The probes' view of processes that run a language runtime (`RUNTIME_PROCS`,
+//! `RUNTIME_THREADS`): which runtime, where its interpreter's code is and how what it reads is
+//! laid out, and a word per thread the runtime's step starts from (CPython's thread state), so
+//! that a walk through the interpreter emits the runtime's frames (see the eBPF side's
+//! `runtimes`). Only with CFI unwinding, whose walk does it.
 
 use std::collections::HashMap;
 
-use autodump_common::{maps, unwind::PyProc};
+use autodump_common::{maps, runtimes::RuntimeProc};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 
 use crate::probes::Probes;
 
-pub struct PythonTables {
-    procs: BpfHashMap<MapData, u32, PyProc>,
+pub struct RuntimeTables {
+    procs: BpfHashMap<MapData, u32, RuntimeProc>,
     threads: BpfHashMap<MapData, u64, u64>,
-    /// The threads listed per process, and their states.
+    /// The threads listed per process, and their words.
     listed: HashMap<u32, HashMap<u32, u64>>,
 }
 
-impl PythonTables {
+impl RuntimeTables {
     /// The maps, when the probes walk user stacks with CFI.
     pub fn take(probes: &mut Probes) -> Option<Self> {
-        let procs = BpfHashMap::try_from(probes.take_cfi_map(maps::PY_PROCS)?).ok()?;
-        let threads = BpfHashMap::try_from(probes.take_cfi_map(maps::PY_THREADS)?).ok()?;
+        let procs = BpfHashMap::try_from(probes.take_cfi_map(maps::RUNTIME_PROCS)?).ok()?;
+        let threads = BpfHashMap::try_from(probes.take_cfi_map(maps::RUNTIME_THREADS)?).ok()?;
         Some(Self { procs, threads, listed: HashMap::new() })
     }
 
-    /// Process `pid` runs the interpreter `info` describes.
-    pub fn watch(&mut self, pid: u32, info: PyProc) -> std::io::Result<()> {
+    /// Process `pid` runs the runtime `info` describes.
+    pub fn watch(&mut self, pid: u32, info: RuntimeProc) -> std::io::Result<()> {
         self.procs.insert(pid, info, 0).map_err(std::io::Error::other)
     }
 
-    /// `pid`'s Python threads now, (tid, thread state): the new and changed are written, the
-    /// gone removed. Returns how many could not be written (the map is full).
+    /// `pid`'s threads now, (tid, word): the new and changed are written, the gone removed.
+    /// Returns how many could not be written (the map is full).
     pub fn threads(&mut self, pid: u32, now: &[(u32, u64)]) -> usize {
         let listed = self.listed.entry(pid).or_default();
         let key = |tid: u32| u64::from(pid) << 32 | u64::from(tid);

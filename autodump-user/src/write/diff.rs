@@ -1,12 +1,44 @@
 //! Differential flamegraphs: `cpu-diff.svg`, the on-CPU profile after the trigger against the
 //! one before it (normalized, so windows of different length compare), with the stacks whose
-//! share grew most; and `heap-diff.svg`, the Go heap in use now against before the window (in
-//! bytes, not normalized: growth is the point); and `goroutines-diff.svg`, goroutines by stack
-//! at the window's end against its start (counted, not normalized: a leak is growth).
+//! share grew most; and the runtimes' own (the Go heap now against before the window, in bytes,
+//! not normalized: growth is the point).
 
 use inferno::{differential, flamegraph};
 
-use crate::record::{folded::folded_lines, profile::Profile};
+use crate::record::{
+    folded::folded_lines,
+    profile::{Profile, ProfileKind},
+};
+
+/// A differential flamegraph of a bundle: `after` against `before`, shown after the graph of
+/// the profile kind it `follows`.
+pub struct DiffGraph {
+    pub file: &'static str,
+    pub follows: ProfileKind,
+    /// Its caption on the page.
+    pub caption: &'static str,
+    /// Its title, around the process: "on-CPU app (pid 1): after the trigger vs before".
+    pub title: (&'static str, &'static str),
+    pub style: &'static DiffStyle,
+    pub before: DiffSide,
+    pub after: DiffSide,
+}
+
+/// One side of a differential flamegraph: a profile of its own, or the bundle's of this kind.
+pub enum DiffSide {
+    Own(Profile),
+    Kind(ProfileKind),
+}
+
+impl DiffSide {
+    /// The profile it stands for in a bundle of `profiles`.
+    pub fn profile<'p>(&'p self, profiles: &'p crate::record::Profiles) -> Option<&'p Profile> {
+        match self {
+            DiffSide::Own(profile) => Some(profile),
+            DiffSide::Kind(kind) => profiles.get(*kind),
+        }
+    }
+}
 
 /// How a differential flamegraph compares and what it says.
 pub struct DiffStyle {
@@ -22,20 +54,6 @@ pub const CPU_DIFF: DiffStyle = DiffStyle {
     subtitle: "red: more of the CPU after the trigger, blue: less (normalized)",
     count_name: "samples",
     empty: "[no on-CPU samples after the trigger] 1 1",
-};
-
-pub const GOROUTINE_DIFF: DiffStyle = DiffStyle {
-    normalize: false,
-    subtitle: "red: more goroutines at the window's end than at its start, blue: fewer (goroutines)",
-    count_name: "goroutines",
-    empty: "[no goroutines at the window's end] 1 1",
-};
-
-pub const HEAP_DIFF: DiffStyle = DiffStyle {
-    normalize: false,
-    subtitle: "red: more heap in use now than before the window, blue: less (bytes)",
-    count_name: "bytes",
-    empty: "[no heap in use] 1 1",
 };
 
 /// Draws the differential flamegraph of `after` against `before` into `out`.
@@ -89,7 +107,7 @@ mod tests {
 
     #[test]
     fn draws_an_empty_side_instead_of_failing() {
-        let (empty, busy) = (Profile::new(ProfileKind::Cpu), profile(&[("calm", 10)]));
+        let (empty, busy) = (Profile::new(ProfileKind::CPU), profile(&[("calm", 10)]));
         let draw = |before: &Profile, after: &Profile| {
             let mut svg = Vec::new();
             diff_svg(before, after, "diff", &CPU_DIFF, &mut svg).unwrap();

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn draws_titled_svg() {
         let caption = Caption { comm: "app", pid: 7, window: "10 s" };
-        let svg = drawn(ProfileKind::Cpu, &folded_lines(&sample_profile()), &caption);
+        let svg = drawn(ProfileKind::CPU, &folded_lines(&sample_profile()), &caption);
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("on-CPU app (pid 7)"));
         assert!(svg.contains("spin"));
@@ -91,6 +91,6 @@ mod tests {
     #[test]
     fn empty_profile_still_draws() {
         let caption = Caption { comm: "app", pid: 7, window: "1 s" };
-        assert!(drawn(ProfileKind::OffCpu, &[], &caption).contains("no samples"));
+        assert!(drawn(ProfileKind::OFF_CPU, &[], &caption).contains("no samples"));
     }
 }

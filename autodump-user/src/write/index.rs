@@ -7,16 +7,16 @@ use super::{chart::escape, time::readable_utc};
 use crate::model::summary::Summary;
 use crate::record::profile::ProfileKind;
 
-/// Differential graphs, each shown after the graph of its kind.
-const DIFFS: [(ProfileKind, &str, &str); 3] = [
-    (ProfileKind::Cpu, "cpu-diff.svg", "On-CPU: after the trigger against before"),
-    (ProfileKind::GoWait, "goroutines-diff.svg", "Goroutines: at the window's end against its start (what grew)"),
-    (ProfileKind::Heap, "heap-diff.svg", "Go heap: in use now against before the window (what grew)"),
-];
-
-/// The page for a bundle holding profiles of `kinds` and the differential graphs `diffs`;
-/// memory profiles come first when the bundle was written for memory.
-pub fn index_html(summary: &Summary, kinds: &[ProfileKind], diffs: &[&str]) -> String {
+/// The page for a bundle holding profiles of `kinds`, the differential graphs `diffs` (each
+/// shown after the graph of the kind it follows: (kind, file, caption)) and the runtimes'
+/// paragraphs `html` (after the graph of a kind, or at the top); memory profiles come first
+/// when the bundle was written for memory.
+pub fn index_html(
+    summary: &Summary,
+    kinds: &[ProfileKind],
+    diffs: &[(ProfileKind, &str, &str)],
+    html: &[(Option<ProfileKind>, String)],
+) -> String {
     let r = &summary.reason;
     let mut why = format!("<b>{}</b>", escape(&r.kind));
     if let (Some(metric), Some(value)) = (&r.metric, r.value) {
@@ -57,10 +57,8 @@ pub fn index_html(summary: &Summary, kinds: &[ProfileKind], diffs: &[&str]) -> S
     for kind in display_order(kinds, memory_first) {
         let info = kind.info();
         graph(&mut graphs, &format!("{}.svg", info.stem), info.heading);
-        if kind == ProfileKind::GoWait {
-            graphs.push_str(&go_section(summary));
-        }
-        for (_, file, caption) in DIFFS.iter().filter(|(k, file, _)| *k == kind && diffs.contains(file)) {
+        html.iter().filter(|(after, _)| *after == Some(kind)).for_each(|(_, p)| graphs.push_str(p));
+        for (_, file, caption) in diffs.iter().filter(|(k, ..)| *k == kind) {
             graph(&mut graphs, file, caption);
         }
         for ext in ["pb.gz", "folded"] {
@@ -79,7 +77,7 @@ pub fn index_html(summary: &Summary, kinds: &[ProfileKind], diffs: &[&str]) -> S
 <p style="font-size:1.3em"><b>{verdict}</b></p>
 <p>{why}</p>
 <p>Window: {start} to {end} ({dur:.1} s){trigger}. {samples} on-CPU samples, {offcpu:.1} s off-CPU.
-Files: <a href="summary.json">summary.json</a>{files}.</p>{python}
+Files: <a href="summary.json">summary.json</a>{files}.</p>{top}
 <h2>Metrics</h2><img src="metrics.svg" alt="metrics over the window"/>
 {graphs}
 </body></html>
@@ -93,31 +91,8 @@ Files: <a href="summary.json">summary.json</a>{files}.</p>{python}
         dur = w.duration_s,
         samples = summary.cpu.samples,
         offcpu = summary.offcpu.total_us as f64 / 1e6,
-        python = python_line(summary),
+        top = html.iter().filter(|(after, _)| after.is_none()).map(|(_, p)| format!("\n{p}")).collect::<String>(),
     )
-}
-
-/// Python programs: which CPython, and where its threads' Python stacks are.
-fn python_line(summary: &Summary) -> String {
-    let Some(py) = &summary.python else { return String::new() };
-    match (&py.reason, py.threads) {
-        (Some(why), _) => {
-            format!("\n<p>CPython {}: Python stacks not read ({}).</p>", escape(&py.version), escape(why))
-        }
-        (None, Some(threads)) => {
-            let frames = match (&py.frames_not_in_stacks, py.cpu_share_with_python) {
-                (Some(why), _) => format!(" Stacks have native frames only: {}.", escape(why)),
-                (None, Some(share)) => format!(" {:.0}% of on-CPU samples have Python frames.", share * 100.0),
-                (None, None) => String::new(),
-            };
-            format!(
-                "\n<p>CPython {}: {threads} Python threads, each with its Python stack in \
-                 <a href=\"python-threads.txt\">python-threads.txt</a>.{frames}</p>",
-                escape(&py.version)
-            )
-        }
-        (None, None) => format!("\n<p>CPython {}.</p>", escape(&py.version)),
-    }
 }
 
 fn graph(graphs: &mut String, file: &str, caption: &str) {
@@ -125,45 +100,6 @@ fn graph(graphs: &mut String, file: &str, caption: &str) {
         graphs,
         r#"<h2>{caption}</h2><object type="image/svg+xml" data="{file}" width="100%">{file}</object><p><a href="{file}">{file}</a></p>"#
     );
-}
-
-/// Go programs: the goroutines that waited longest and the stacks whose count grew most.
-fn go_section(summary: &Summary) -> String {
-    let Some(go) = &summary.go else { return String::new() };
-    let mut html = String::new();
-    if !go.top_waits.is_empty() {
-        html.push_str("<table><tr><th>goroutine</th><th>waiting</th><th>for (s)</th><th>in</th></tr>");
-        for w in &go.top_waits {
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{:.0}</td><td><code>{}</code></td></tr>",
-                w.goid,
-                escape(&w.state),
-                w.waiting_s,
-                escape(&w.function)
-            );
-        }
-        html.push_str("</table>");
-    }
-    if !go.goroutines_grew.is_empty() {
-        html.push_str(
-            "<h3>Goroutines that grew</h3><table><tr><th>before</th><th>after</th><th>state</th><th>stack</th></tr>",
-        );
-        for g in &go.goroutines_grew {
-            let leaf = g.stack.rsplit(';').take(3).map(escape).collect::<Vec<_>>().join(" &larr; ");
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td><code title=\"{}\">{}</code></td></tr>",
-                g.before,
-                g.after,
-                escape(&g.state),
-                escape(&g.stack),
-                leaf
-            );
-        }
-        html.push_str("</table>");
-    }
-    html
 }
 
 /// Which memory grew: the resident split at the window's start and end, and the mappings that
@@ -227,7 +163,7 @@ mod tests {
     #[test]
     fn memory_comes_first_when_asked() {
         let kinds = ProfileKind::RECORDED.to_vec();
-        assert_eq!(display_order(&kinds, true)[0], ProfileKind::Faults);
+        assert_eq!(display_order(&kinds, true)[0], ProfileKind::FAULTS);
         assert_eq!(display_order(&kinds, false), kinds);
     }
 }

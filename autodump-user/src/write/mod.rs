@@ -5,11 +5,9 @@ pub mod bundle;
 pub mod chart;
 pub mod diff;
 pub mod flamegraph;
-pub mod goroutines;
 pub mod index;
 pub mod pprof;
 pub mod pprof_proto;
-pub mod python;
 pub mod retention;
 pub mod time;
 
@@ -29,26 +27,25 @@ pub struct Recording<'a> {
     /// Every profile, each written as `<stem>.folded`, `<stem>.svg` and `<stem>.pb.gz`.
     pub profiles: &'a Profiles,
     pub summary: crate::model::summary::Summary,
-    /// Watch-mode bundles add a metrics chart, an index page and, for rules, a diff.
-    pub watch: Option<WatchExtras<'a>>,
-    pub goroutines: GoroutineFiles<'a>,
-    /// Python programs: every thread's Python stack (`python-threads.txt`).
-    pub python: Option<&'a crate::model::python::PythonDump>,
+    /// Watch-mode bundles add a metrics chart and an index page.
+    pub charts: Option<Vec<chart::Series>>,
+    /// Differential flamegraphs (a rule bundle's on-CPU after the trigger against before, and
+    /// the runtimes' own).
+    pub diffs: Vec<diff::DiffGraph>,
+    /// Files of the process's runtimes (a thread dump).
+    pub files: Vec<BundleFile>,
+    /// Paragraphs of the runtimes for `index.html`: after the graph of a kind, or at the top.
+    pub html: Vec<(Option<ProfileKind>, String)>,
 }
 
-/// Go programs: the goroutines one by one (`goroutines.txt`), and by stack at the window's
-/// start and end (`goroutines-diff.svg`).
-#[derive(Default)]
-pub struct GoroutineFiles<'a> {
-    pub dump: Option<&'a crate::model::goroutines::GoroutineDump>,
-    pub counts: Option<(&'a Profile, &'a Profile)>,
+/// A file of a bundle beside its profiles, rendered as it is written.
+pub struct BundleFile {
+    pub name: &'static str,
+    pub render: Render,
 }
 
-pub struct WatchExtras<'a> {
-    pub charts: Vec<chart::Series>,
-    /// On-CPU before and after the trigger, for `cpu-diff.svg`.
-    pub diff: Option<(&'a Profile, &'a Profile)>,
-}
+/// Writes a file's content.
+pub type Render = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -124,10 +121,16 @@ fn file(
     })
 }
 
+/// A bundle on disk, and what its summary says.
+pub struct Written {
+    pub path: PathBuf,
+    pub summary: crate::model::summary::Summary,
+}
+
 /// Renders every file straight into the bundle's staging directory, one at a time, so that
 /// writing a bundle holds one file's rendering in memory, not the whole bundle; then renames
-/// the bundle into place (never partial). Returns its path.
-pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf, WriteError> {
+/// the bundle into place (never partial).
+pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<Written, WriteError> {
     let s = &rec.summary;
     let start_secs = s.window.start;
     let window = format!("{}, {:.1} s", time::readable_utc(start_secs as u64), s.window.duration_s);
@@ -137,7 +140,6 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
         duration_nanos: (s.window.duration_s * 1e9) as i64,
         frequency_hz: s.frequency_hz,
         fault_period: s.faults.period,
-        heap_rate: s.go.as_ref().and_then(|g| g.heap.as_ref()).map_or(0, |h| h.rate),
         comment: format!("autodump {} pid {} ({})", s.agent_version, s.pid, s.comm),
     };
     let stamp = s.window.trigger.unwrap_or(start_secs) as u64;
@@ -146,50 +148,30 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<PathBuf
     for profile in rec.profiles.iter() {
         profile_files(&bundle, profile, &caption, &meta, &mut failures)?;
     }
-    if let Some(dump) = rec.goroutines.dump {
-        let err = |source| WriteError::Render { what: "goroutines.txt", source };
-        file(&bundle, "goroutines.txt", |w| goroutines::write_goroutines_txt(dump, w), err)?;
+    for extra in rec.files {
+        let err = |source| WriteError::Render { what: extra.name, source };
+        file(&bundle, extra.name, extra.render, err)?;
     }
-    if let Some(dump) = rec.python {
-        let err = |source| WriteError::Render { what: "python-threads.txt", source };
-        file(&bundle, "python-threads.txt", |w| python::write_python_threads(dump, w), err)?;
+    let mut diffs = Vec::new();
+    for d in &rec.diffs {
+        let (Some(before), Some(after)) = (d.before.profile(rec.profiles), d.after.profile(rec.profiles)) else {
+            continue;
+        };
+        let title = format!("{} {} (pid {}): {}", d.title.0, s.comm, s.pid, d.title.1);
+        draw(&bundle, d.file, |w| diff::diff_svg(before, after, &title, d.style, w), &mut failures)?;
+        diffs.push((d.follows, d.file, d.caption));
     }
-    if let Some((first, last)) = rec.goroutines.counts {
-        let title = format!("goroutines of {} (pid {}): at the window's end against its start", s.comm, s.pid);
-        let style = &diff::GOROUTINE_DIFF;
-        draw(&bundle, "goroutines-diff.svg", |w| diff::diff_svg(first, last, &title, style, w), &mut failures)?;
-    }
-    let heap_diff = rec.profiles.get(ProfileKind::HeapBase).is_some() && rec.profiles.get(ProfileKind::Heap).is_some();
-    if let (Some(base), Some(now)) = (rec.profiles.get(ProfileKind::HeapBase), rec.profiles.get(ProfileKind::Heap)) {
-        let title = format!("Go heap in use of {} (pid {}): now against before the window", s.comm, s.pid);
-        draw(&bundle, "heap-diff.svg", |w| diff::diff_svg(base, now, &title, &diff::HEAP_DIFF, w), &mut failures)?;
-    }
-    if let Some(extras) = &rec.watch {
-        let chart = chart::metrics_svg(&extras.charts, s.window.start, s.window.end, s.window.trigger);
+    if let Some(charts) = &rec.charts {
+        let chart = chart::metrics_svg(charts, s.window.start, s.window.end, s.window.trigger);
         bundle.bytes("metrics.svg", chart.as_bytes())?;
-        if let Some((before, after)) = extras.diff {
-            let title = format!("on-CPU {} (pid {}): after the trigger vs before", s.comm, s.pid);
-            draw(
-                &bundle,
-                "cpu-diff.svg",
-                |w| diff::diff_svg(before, after, &title, &diff::CPU_DIFF, w),
-                &mut failures,
-            )?;
-        }
         let kinds: Vec<ProfileKind> = rec.profiles.iter().map(|p| p.kind).collect();
-        let diffs = [
-            (extras.diff.is_some(), "cpu-diff.svg"),
-            (rec.goroutines.counts.is_some(), "goroutines-diff.svg"),
-            (heap_diff, "heap-diff.svg"),
-        ];
-        let diffs: Vec<&str> = diffs.into_iter().filter(|(written, _)| *written).map(|(_, f)| f).collect();
-        bundle.bytes("index.html", index::index_html(s, &kinds, &diffs).as_bytes())?;
+        bundle.bytes("index.html", index::index_html(s, &kinds, &diffs, &rec.html).as_bytes())?;
     }
     // Last: a reader that sees the summary knows every other file is there.
     let mut summary = rec.summary;
     summary.notes.extend(failures);
     bundle.bytes("summary.json", &serde_json::to_vec_pretty(&summary)?)?;
-    Ok(bundle.commit()?)
+    Ok(Written { path: bundle.commit()?, summary })
 }
 
 #[cfg(test)]

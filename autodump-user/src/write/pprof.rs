@@ -21,8 +21,6 @@ pub struct PprofMeta {
     pub frequency_hz: u64,
     /// One recorded page fault stands for this many.
     pub fault_period: u64,
-    /// A Go program's `MemProfileRate` (0: no heap profile).
-    pub heap_rate: u64,
     pub comment: String,
 }
 
@@ -59,7 +57,7 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
     let period = match info.period.2 {
         Period::SamplingInterval => (1_000_000_000 / meta.frequency_hz.max(1)) as i64,
         Period::FaultPeriod => meta.fault_period.max(1) as i64,
-        Period::HeapRate => meta.heap_rate as i64,
+        Period::OfProfile => profile.period as i64,
         Period::One => 1,
     };
 
@@ -107,9 +105,9 @@ pub fn encode(profile: &Profile, meta: &PprofMeta) -> pb::Profile {
         locations.push(pb::Location { id: i as u64 + 1, mapping_id, address: loc.address, line, is_folded: false });
     }
 
-    // The root of a goroutine stack is its state; of a thread's stack, the thread's name.
+    // Each stack's root: a thread's name, or what the kind says it is (a goroutine's state).
     let thread_key = strings.get(info.root_label);
-    let values = |v: &crate::record::profile::SampleValue| info.values.iter().map(|f| f.2.of(v) as i64).collect();
+    let values = |v: &crate::record::profile::SampleValue| info.values.iter().map(|f| v.get(f.2) as i64).collect();
     let samples = profile
         .sorted_samples()
         .into_iter()
@@ -165,7 +163,6 @@ mod tests {
             duration_nanos: 10_000_000_000,
             frequency_hz: 99,
             fault_period: 16,
-            heap_rate: 512 * 1024,
             comment: "test".into(),
         }
     }
@@ -203,21 +200,37 @@ mod tests {
     }
 
     #[test]
-    fn goroutines_have_one_value_and_a_state_label() {
+    fn a_kind_of_its_own_has_its_values_root_label_and_period() {
+        // A runtime's kind, as Go's goroutine snapshots: one value, the state at the root.
+        static SNAPSHOT: crate::record::kind::KindInfo = crate::record::kind::KindInfo {
+            order: 60,
+            name: "snapshot",
+            stem: "snapshot",
+            title: "snapshot of",
+            heading: "Snapshot",
+            values: &[("goroutine", "count", crate::record::kind::Field::Count)],
+            period: ("goroutine", "count", Period::OfProfile),
+            weight: (crate::record::kind::Field::Count, "goroutines"),
+            palette: "aqua",
+            root_label: "state",
+            memory: false,
+        };
         let mut p = sample_profile();
-        p.kind = ProfileKind::Goroutines;
+        p.kind = ProfileKind::new(&SNAPSHOT);
+        p.period = 7;
         let encoded = encode(&p, &meta());
         let s = |i: i64| encoded.string_table[i as usize].as_str();
         assert_eq!(encoded.sample_type.len(), 1);
         assert_eq!((s(encoded.sample_type[0].r#type), s(encoded.sample_type[0].unit)), ("goroutine", "count"));
         assert!(encoded.sample.iter().all(|x| x.value.len() == 1));
         assert_eq!(s(encoded.sample[0].label[0].key), "state");
+        assert_eq!(encoded.period, 7, "the profile's own period");
     }
 
     #[test]
     fn off_cpu_uses_off_cpu_units() {
         let mut p = sample_profile();
-        p.kind = ProfileKind::OffCpu;
+        p.kind = ProfileKind::OFF_CPU;
         let encoded = encode(&p, &meta());
         let s = |i: i64| encoded.string_table[i as usize].as_str();
         assert_eq!(s(encoded.sample_type[1].r#type), "off_cpu");
@@ -227,7 +240,7 @@ mod tests {
     #[test]
     fn faults_count_faults_at_the_fault_period() {
         let mut p = sample_profile();
-        p.kind = ProfileKind::Faults;
+        p.kind = ProfileKind::FAULTS;
         let encoded = encode(&p, &meta());
         let s = |i: i64| encoded.string_table[i as usize].as_str();
         let types: Vec<_> = encoded.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();

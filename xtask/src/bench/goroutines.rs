@@ -36,7 +36,7 @@ fn measure(bench: &Bench, pid: u32, snapshots: bool) -> Result<(f64, f64, f64, S
     if !snapshots {
         argv.extend(["--goroutine-every".into(), "1h".into()]);
     }
-    let env = [("AUTODUMP_LOG", "info,autodump::goroutine_watch=debug")];
+    let env = [("AUTODUMP_LOG", "info,autodump::runtimes::go::goroutine_watch=debug")];
     let mut agent = Tool::start(ToolKind::Autodump, &argv, &env)?;
     let window = bench.opts.many_window / 2;
     std::thread::sleep(window / 2);

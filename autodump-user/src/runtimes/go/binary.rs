@@ -6,10 +6,8 @@ use std::path::Path;
 
 use object::{Object, ObjectSection};
 
-use super::{
-    gopclntab::{GoFrame, Pclntab, Reader, Version},
-    segments::Segments,
-};
+use super::gopclntab::{GoFrame, Pclntab, Reader, Version};
+use crate::files::segments::Segments;
 
 pub struct GoBinary {
     map: memmap2::Mmap,

@@ -1,9 +1,51 @@
 //! What Go's own function names say about a stack: where a Go stack starts, a thread the
-//! scheduler parked with nothing to run, and the program's function a goroutine waits in.
+//! scheduler parked with nothing to run, and the program's function a goroutine waits in; and
+//! the pseudo frames Go's profiles add.
 
 use std::sync::Arc;
 
-use crate::symbolize::Location;
+use crate::symbolize::{Location, RuntimeNames};
+
+/// A goroutine whose stack could not be read (running, or its registers not saved).
+pub const NO_STACK: &str = "[no stack]";
+/// The root of a Go thread's off-CPU stack parked by the scheduler with nothing to run: not
+/// where the program waits (see the goroutine waits).
+pub const IDLE_THREAD: &str = "[go: idle scheduler thread]";
+
+/// Goroutine states as leaf frames (`[chan receive]`) at most; others read `[other state]`.
+const MAX_STATES: usize = 512;
+
+/// `state` as a leaf frame: `[chan receive]`. The runtime has a few dozen states, so each frame
+/// name is made once and kept.
+pub fn state_frame(state: &str) -> &'static str {
+    use std::{collections::HashMap, sync::Mutex};
+    static STATES: Mutex<Option<HashMap<String, &'static str>>> = Mutex::new(None);
+    let mut states = STATES.lock().unwrap_or_else(|e| e.into_inner());
+    let states = states.get_or_insert_with(HashMap::new);
+    if let Some(name) = states.get(state) {
+        return name;
+    }
+    if states.len() >= MAX_STATES {
+        return "[other state]";
+    }
+    let name: &'static str = Box::leak(format!("[{state}]").into_boxed_str());
+    states.insert(state.to_string(), name);
+    name
+}
+
+/// How a Go program's thread stacks read: each ends at its Go root, and a thread the scheduler
+/// parked idle is set apart (Go's code is named by the symbolizer, from the file's own table).
+pub struct GoStacks;
+
+impl RuntimeNames for GoStacks {
+    fn tidy(&self, stack: Vec<Arc<Location>>) -> Vec<Arc<Location>> {
+        without_frames_past_root(stack)
+    }
+
+    fn idle_root(&self, user: &[Arc<Location>]) -> Option<&'static str> {
+        is_idle_go_thread(user).then_some(IDLE_THREAD)
+    }
+}
 
 /// The functions a Go stack starts in: a goroutine's, a thread's system stack, the main thread's,
 /// and `runtime.mcall`, which switches to the system stack (the frame pointer above it is not

@@ -14,8 +14,8 @@
 
 use iced_x86::{Decoder, DecoderOptions, MemorySize, Mnemonic, OpKind};
 
+use super::binary::GoBinary;
 use super::GoError;
-use crate::files::go::GoBinary;
 
 /// Link-time addresses of the runtime's globals, and the wait reasons' count.
 #[derive(Clone, Debug, PartialEq, Eq)]

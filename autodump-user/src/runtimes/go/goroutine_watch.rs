@@ -14,14 +14,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    collect::{
-        goruntime::{GoRuntime, Goroutine, ReadStats, StackCache},
-        monotonic_ns,
-    },
-    model::reports::{GoroutineGrowth, GoroutineWait, SnapshotReport},
-    record::GoEntry,
+use super::{
+    report::{GoroutineGrowth, GoroutineWait, SnapshotReport},
+    GoError, GoRuntime, Goroutine, ReadStats, StackCache,
 };
+use crate::collect::monotonic_ns;
+
+/// Goroutines of one stack and state: how many, and the goroutine-seconds they stand for.
+#[derive(Clone, Debug)]
+pub struct GoEntry {
+    /// Return addresses, innermost first.
+    pub frames: Arc<[u64]>,
+    pub state: Arc<str>,
+    pub goroutines: u64,
+    pub seconds: f64,
+}
 
 /// The stacks whose goroutine count grew most, and the longest waits, a summary lists.
 const TOP: usize = 10;
@@ -189,7 +196,7 @@ impl GoroutineWatch {
 
     /// Every goroutine now (at most `MAX_DUMPED_GOROUTINES`), unmoved stacks taken from the
     /// snapshots' cache, for a bundle's dump.
-    pub fn read_all(&mut self, rt: &GoRuntime) -> Result<Vec<Goroutine>, crate::collect::goruntime::GoError> {
+    pub fn read_all(&mut self, rt: &GoRuntime) -> Result<Vec<Goroutine>, GoError> {
         rt.goroutines_sampled(usize::MAX, &mut self.cache).map(|(gs, _)| gs)
     }
 

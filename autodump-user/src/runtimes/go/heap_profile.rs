@@ -3,44 +3,38 @@
 
 use std::sync::Arc;
 
-use super::{
-    profile::{Profile, ProfileKind, SampleValue, StackPart},
-    Recorder,
-};
+use super::heap::{unsample, HeapSnapshot};
 use crate::{
-    collect::goruntime::heap::{unsample, HeapSnapshot},
+    record::{
+        profile::{Profile, ProfileKind, SampleValue, StackPart},
+        Recorder,
+    },
     symbolize::Location,
 };
 
 /// The root of every heap stack in folded output (heap profiles have no thread).
 pub const HEAP_ROOT: &str = "heap";
 
-impl Recorder {
-    /// `snapshot` as a profile of `kind` (`Heap`, or `HeapBase` for the earlier one).
-    pub fn heap_profile(&mut self, snapshot: &HeapSnapshot, kind: ProfileKind) -> Profile {
-        let mut profile = Profile::new(kind);
-        let root: Arc<str> = Arc::from(HEAP_ROOT);
-        for record in &snapshot.records {
-            // Return PCs, one per logical frame: the call is the byte before.
-            let addrs: Vec<u64> = record.stack.iter().map(|a| a.saturating_sub(1)).collect();
-            let locations = logical_frames(&self.symbolizer.user(&addrs));
-            let (inuse_objects, inuse_bytes) = unsample(
-                record.alloc_objects.saturating_sub(record.free_objects),
-                record.alloc_bytes.saturating_sub(record.free_bytes),
-                snapshot.rate,
-            );
-            let (alloc_objects, alloc_bytes) = unsample(record.alloc_objects, record.alloc_bytes, snapshot.rate);
-            let value = SampleValue {
-                count: inuse_objects,
-                bytes: inuse_bytes,
-                alloc_count: alloc_objects,
-                alloc_bytes,
-                nanos: 0,
-            };
-            profile.add(root.clone(), &[StackPart::User(without_runtime_leaf(&locations))], value);
-        }
-        profile
+/// `snapshot` as a profile of `kind` (`HEAP`, or `HEAP_BASE` for the earlier one).
+pub fn heap_profile(recorder: &mut Recorder, snapshot: &HeapSnapshot, kind: ProfileKind) -> Profile {
+    let mut profile = Profile::new(kind);
+    profile.period = snapshot.rate;
+    let root: Arc<str> = Arc::from(HEAP_ROOT);
+    for record in &snapshot.records {
+        // Return PCs, one per logical frame: the call is the byte before.
+        let addrs: Vec<u64> = record.stack.iter().map(|a| a.saturating_sub(1)).collect();
+        let locations = logical_frames(&recorder.user_locations(&addrs));
+        let (inuse_objects, inuse_bytes) = unsample(
+            record.alloc_objects.saturating_sub(record.free_objects),
+            record.alloc_bytes.saturating_sub(record.free_bytes),
+            snapshot.rate,
+        );
+        let (alloc_objects, alloc_bytes) = unsample(record.alloc_objects, record.alloc_bytes, snapshot.rate);
+        let value =
+            SampleValue { count: inuse_objects, bytes: inuse_bytes, alloc_count: alloc_objects, alloc_bytes, nanos: 0 };
+        profile.add(root.clone(), &[StackPart::User(without_runtime_leaf(&locations))], value);
     }
+    profile
 }
 
 /// The runtime records one PC per logical frame, inlined ones included: a PC inside inlined

@@ -11,14 +11,14 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    collect::goruntime::{heap::HeapSnapshot, GoRuntime},
-    model::reports::HeapReport,
-    record::{
-        profile::{Profile, ProfileKind},
-        Recorder,
-    },
+use super::{
+    heap::HeapSnapshot,
+    heap_profile::heap_profile,
+    kinds::{HEAP, HEAP_BASE},
+    report::HeapReport,
+    GoRuntime,
 };
+use crate::record::{profile::Profile, Recorder};
 
 /// Snapshots kept at most, however short `--heap-every` is against the lookback: a bundle's base
 /// is then at most a tenth of the kept span older than its window's start.
@@ -94,9 +94,9 @@ impl HeapWatch {
             return Vec::new();
         };
         let base = self.snapshots.iter().rev().find(|(t, _)| *t <= start + 0.5).or(self.snapshots.front());
-        let mut profiles = vec![recorder.heap_profile(&current, ProfileKind::Heap)];
+        let mut profiles = vec![heap_profile(recorder, &current, HEAP)];
         if let Some((_, snapshot)) = base {
-            profiles.push(recorder.heap_profile(snapshot, ProfileKind::HeapBase));
+            profiles.push(heap_profile(recorder, snapshot, HEAP_BASE));
         }
         self.report = Some(HeapReport {
             available: true,
@@ -117,7 +117,7 @@ impl HeapWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::goruntime::heap::HeapRecord;
+    use crate::runtimes::go::heap::HeapRecord;
 
     fn snapshot(stacks: &[&[u64]]) -> HeapSnapshot {
         let records = stacks

@@ -1,16 +1,30 @@
 //! Go programs from outside: the exact goroutine count (as `runtime.NumGoroutine()` computes it)
-//! and every goroutine's stack, read from the live process's memory without stopping it.
+//! and every goroutine's stack, read from the live process's memory without stopping it; the
+//! heap profile the runtime keeps; and Go's own function table, which names stripped binaries.
+//! How the agent uses them (snapshots, bundles, the summary) is in `instance.rs`.
 //!
 //! Addresses come from the binary's symbol table (plus the load bias of a PIE), struct layouts
 //! from its DWARF. The target changes while it is read: every read is bounded, and an
 //! inconsistent count is read again.
 
+pub mod args;
+pub mod binary;
+mod bundle;
+mod dump;
+mod frames;
 mod globals;
+pub mod gopclntab;
+mod goroutine_watch;
 mod goroutines;
 pub mod heap;
+mod heap_profile;
+mod heap_watch;
 #[cfg(test)]
 mod image_tests;
+mod instance;
+mod kinds;
 mod layout;
+mod report;
 mod shape;
 #[cfg(test)]
 mod stripped_tests;
@@ -21,7 +35,9 @@ use std::{path::Path, sync::Arc};
 use layout::Layout;
 
 use crate::collect::remote::{ProcessMemory, ReadError, RemoteMemory};
-use crate::files::{go::GoBinary, shared::PerFile};
+use crate::files::shared::PerFile;
+use binary::GoBinary;
+pub use instance::{file_names, RUNTIME};
 use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
 pub use shape::{Addresses, Offsets};
 

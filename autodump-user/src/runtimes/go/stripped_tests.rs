@@ -4,8 +4,9 @@
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
+use super::binary::GoBinary;
 use super::{globals, layout::Layout, versions};
-use crate::{files::go::GoBinary, test_go};
+use crate::test_go;
 
 #[test]
 fn globals_found_in_instructions_match_the_symbol_table() {

@@ -8,8 +8,8 @@
 
 use object::{Object, ObjectSection};
 
+use super::gopclntab::varint;
 use super::{shape::Offsets, GoError};
-use crate::files::gopclntab::varint;
 
 /// The build info's magic, then pointer size and flags; with flag 2 the version string follows
 /// the 32-byte header inline (Go 1.18+).

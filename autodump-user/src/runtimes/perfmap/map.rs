@@ -268,5 +268,5 @@ pub fn ns_pid_and_ids(pid: u32) -> Option<(u32, u32, u32)> {
 }
 
 #[cfg(test)]
-#[path = "perfmap_tests.rs"]
+#[path = "map_tests.rs"]
 mod tests;

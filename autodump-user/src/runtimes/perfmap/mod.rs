@@ -1,52 +1,88 @@
-//! A session's JIT side: naming JIT code from the process's perf map, and what the summary says
-//! of it (the map, its entries, the share it named, what to do when frames stay unnamed).
+//! Code a JIT runtime names in a perf map (Java, Node, any runtime that writes
+//! `/tmp/perf-PID.map`), behind the runtime seam: addresses in memory no file backs are named
+//! from the map, read on as it grows (`map.rs`); a HotSpot JVM is asked for its map
+//! (`hotspot.rs`); the summary says what the map held and named, and what to do when frames stay
+//! unnamed.
 
-use super::Session;
+pub mod args;
+pub mod hotspot;
+pub mod map;
+mod names;
+mod report;
+
+use std::{cell::RefCell, rc::Rc};
+
+use args::PerfMapArgs;
+use hotspot::PerfMapRequests;
+use map::{ns_pid_and_ids, PerfMap};
+use names::{is_jit, JitNames, JitRuntime, SharedNames};
+use report::JitStatus;
+
 use crate::{
-    cli::Cli,
-    collect::{
-        hotspot::PerfMapRequests,
-        maps::MemoryMap,
-        perfmap::{ns_pid_and_ids, PerfMap},
-        process::Target,
+    record::Profiles,
+    runtimes::{
+        args::RuntimeArgs,
+        seam::{Instance, Loader, Process, Runtime, RuntimeReport},
     },
-    model::jit::JitStatus,
-    record::{Profiles, Recorder},
-    symbolize::jit::{is_jit, JitNames, JitRuntime},
+    symbolize::RuntimeNames,
 };
 
-/// Has `recorder` name the JIT code of its target from its perf map, read as it grows.
-pub(super) fn name_jit_code(recorder: &mut Recorder, target: &Target, maps: Option<&MemoryMap>, cli: &Cli) {
-    let Some((ns_pid, uid, gid)) = ns_pid_and_ids(target.pid) else { return };
-    let runtime = maps.and_then(|m| JitRuntime::detect(&target.exe, m.mappings().map(|m| &*m.path)));
-    if let Some(runtime) = runtime {
-        tracing::info!(
-            pid = target.pid,
-            runtime = runtime.name(),
-            "JIT runtime: its code is named from /tmp/perf-{ns_pid}.map"
-        );
-    }
-    let map = PerfMap::new(target.pid, ns_pid, uid, (cli.jit_map_max_mib << 20) as usize);
-    let mut names = JitNames::new(map, runtime);
-    if runtime == Some(JitRuntime::Java) && !cli.jit_map_every.is_zero() {
-        names.requests = Some(PerfMapRequests::new(target.pid, ns_pid, (uid, gid), cli.jit_map_every));
-    }
-    recorder.set_jit(names);
-    // A JVM is asked at once: its map is there by the first drain.
-    recorder.poll_jit();
+pub const RUNTIME: Runtime = Runtime {
+    name: "jit",
+    loader: |args: &RuntimeArgs| Box::new(JitLoader { args: args.perfmap.clone() }),
+    metric: None,
+    frame_kind: None,
+    file_reader: None,
+};
+
+struct JitLoader {
+    args: PerfMapArgs,
 }
 
-impl Session {
-    /// What summaries say about JIT code over `profiles`: absent for a process with neither a
+impl Loader for JitLoader {
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    /// Every process may write a perf map: its JIT code is named from it, read as it grows.
+    fn attach(&mut self, process: &Process<'_>) -> Option<Box<dyn Instance>> {
+        let pid = process.pid;
+        let (ns_pid, uid, gid) = ns_pid_and_ids(pid)?;
+        let runtime = process.maps.and_then(|m| JitRuntime::detect(process.exe, m.mappings().map(|m| &*m.path)));
+        if let Some(runtime) = runtime {
+            tracing::info!(pid, runtime = runtime.name(), "JIT runtime: its code is named from /tmp/perf-{ns_pid}.map");
+        }
+        let map = PerfMap::new(pid, ns_pid, uid, (self.args.jit_map_max_mib << 20) as usize);
+        let mut names = JitNames::new(map, runtime);
+        if runtime == Some(JitRuntime::Java) && !self.args.jit_map_every.is_zero() {
+            names.requests = Some(PerfMapRequests::new(pid, ns_pid, (uid, gid), self.args.jit_map_every));
+        }
+        Some(Box::new(JitInstance { pid, names: Rc::new(RefCell::new(names)) }))
+    }
+}
+
+struct JitInstance {
+    pid: u32,
+    /// Its map, shared with the symbolizer, which names from it.
+    names: Rc<RefCell<JitNames>>,
+}
+
+impl Instance for JitInstance {
+    fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
+        Some(Box::new(SharedNames(self.names.clone())))
+    }
+
+    /// What summaries say about JIT code over `profiles`: nothing for a process with neither a
     /// known runtime nor a perf map.
-    pub fn jit_status(&self, profiles: &Profiles) -> Option<JitStatus> {
-        let jit = self.recorder.jit()?;
+    fn report(&self, profiles: &Profiles) -> Option<RuntimeReport> {
+        let jit = self.names.borrow();
+        let jit = &*jit;
         let found = !jit.map.is_empty() || jit.map.exists();
         if jit.runtime.is_none() && !found {
             return None;
         }
         let stats = jit.map.stats;
-        let mut hints = java_hints(jit, found, self.target.pid);
+        let mut hints = java_hints(jit, found, self.pid);
         if jit.runtime == Some(JitRuntime::Node) && !found {
             hints.push(
                 "node wrote no perf map: start it with --perf-basic-prof-only-functions (and \
@@ -60,7 +96,7 @@ impl Session {
                 stats.left_out
             ));
         }
-        Some(JitStatus {
+        let status = JitStatus {
             runtime: jit.runtime.map(JitRuntime::name),
             map: jit.map.shown.clone(),
             map_found: found,
@@ -75,7 +111,10 @@ impl Session {
             maps_requested: jit.requests.as_ref().map(|r| r.written),
             frame_pointers: jit.requests.as_ref().map(|r| r.flags.preserve_frame_pointer),
             hints,
-        })
+        };
+        let mut report = RuntimeReport::new("jit", &status);
+        report.notes = status.hints;
+        Some(report)
     }
 }
 

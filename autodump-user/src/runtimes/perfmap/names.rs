@@ -3,8 +3,11 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use super::location::{Frame, Location};
-use crate::collect::{hotspot::PerfMapRequests, maps::Mapping, perfmap::PerfMap};
+use super::{hotspot::PerfMapRequests, map::PerfMap};
+use crate::{
+    collect::maps::Mapping,
+    symbolize::{Frame, Location, RuntimeNames, Update},
+};
 
 /// How long writing a bundle waits for a JVM to write its map (an answer comes in milliseconds
 /// once its attach socket is open; the first attach takes longer and is started at once).
@@ -120,6 +123,42 @@ impl JitNames {
     /// Forgets which addresses were named (the symbolizer's cache was cleared).
     pub fn clear(&mut self) {
         self.named.clear();
+    }
+}
+
+/// The names the symbolizer asks for, shared with the process's instance (its summary reads the
+/// map's figures).
+pub struct SharedNames(pub std::rc::Rc<std::cell::RefCell<JitNames>>);
+
+impl RuntimeNames for SharedNames {
+    fn names_anonymous(&self) -> bool {
+        true
+    }
+
+    fn anonymous(&mut self, address: u64, mapping: Option<&Mapping>) -> Option<Location> {
+        self.0.borrow_mut().location(address, mapping)
+    }
+
+    fn update(&mut self, pid: u32, when: Update) -> Vec<u64> {
+        let mut jit = self.0.borrow_mut();
+        match when {
+            // Asks a JVM for a fresh map when one is due, and reads what a known runtime, or a
+            // process whose map was found, added to it.
+            Update::Tick => {
+                let mut stale = jit.poll(pid);
+                if jit.runtime.is_some() || !jit.map.is_empty() {
+                    stale.extend(jit.update(pid));
+                }
+                stale
+            }
+            Update::Unnamed => jit.update(pid),
+            Update::Bundle { alive: true } => jit.ask_now(pid),
+            Update::Bundle { alive: false } => jit.update(pid),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.0.borrow_mut().clear();
     }
 }
 

@@ -1,26 +1,170 @@
-//! A session's Python side: the thread dump, the thread count the `python_threads` rule
-//! watches, what summaries say of the interpreter, and telling the probes about it.
+//! CPython behind the runtime seam: an interpreter's file is read once (`PyFiles`); each CPython
+//! process tells the probes where its eval loop is and which threads it has (so that walks emit
+//! Python frames), names those frames, reports its Python threads for the `python_threads`
+//! rule, and gives each bundle a thread dump (`python-threads.txt`).
 
-use super::Session;
+use std::sync::Arc;
+
+use super::{
+    args::PythonArgs,
+    dump::{write_python_threads, DumpedPyThread, PythonDump, PythonStatus},
+    names::PythonNames,
+    stacks::python_share,
+    CodeCache, PyFiles, PyRuntime, PySupport,
+};
 use crate::{
-    collect::python::PySupport,
-    host::ProbeHost,
-    model::python::{DumpedPyThread, PythonDump, PythonStatus},
-    record::{python_frames::python_share, Profiles},
+    collect::metrics::RuntimeMetric,
+    record::{Profiles, Recorder},
+    runtimes::{
+        args::RuntimeArgs,
+        seam::{Instance, Loader, Process, Runtime, RuntimeBundle, RuntimeReport, Window},
+    },
+    symbolize::RuntimeNames,
+    write::{chart::escape, BundleFile},
 };
 
-impl Session {
-    /// Python threads now, for a CPython program whose interpreter can be read.
-    pub fn python_thread_count(&self) -> Option<u64> {
-        let PySupport::Ready(rt) = &self.python else { return None };
-        rt.thread_states().map(|t| t.len() as u64).map_err(|e| tracing::debug!("Python threads: {e}")).ok()
+pub const RUNTIME: Runtime = Runtime {
+    name: "python",
+    loader: |args: &RuntimeArgs| Box::new(PyLoader { args: args.python.clone(), files: PyFiles::default() }),
+    metric: Some(&PYTHON_THREADS),
+    frame_kind: Some(autodump_common::runtimes::kind::PYTHON),
+    file_reader: None,
+};
+
+/// The thread states of a CPython program's interpreters; as the process's threads: a pool that
+/// leaks Python threads.
+pub static PYTHON_THREADS: RuntimeMetric = RuntimeMetric {
+    name: "python_threads",
+    unit: "Python threads",
+    help: "Python threads of the target's CPython processes",
+    default: (50.0, 50.0, 1000.0),
+};
+
+struct PyLoader {
+    args: PythonArgs,
+    files: PyFiles,
+}
+
+impl Loader for PyLoader {
+    fn name(&self) -> &'static str {
+        "python"
     }
 
-    /// A Python program's threads now, each with its Python stack.
-    pub fn python_dump(&mut self) -> Option<PythonDump> {
-        let PySupport::Ready(rt) = &self.python else { return None };
-        let pid = self.target.pid;
-        let threads = rt.threads(&mut self.python_codes).map_err(|e| tracing::warn!("cannot dump Python threads: {e}"));
+    fn attach(&mut self, process: &Process<'_>) -> Option<Box<dyn Instance>> {
+        let (pid, maps) = (process.pid, process.maps?);
+        let rt = match PySupport::detect(pid, maps, &mut self.files) {
+            PySupport::NotPython => return None,
+            PySupport::Ready(rt) => {
+                tracing::info!(pid, version = %rt.version, "CPython: its threads are dumped");
+                Ok(rt)
+            }
+            PySupport::Unsupported { version, why } => {
+                tracing::warn!(pid, version = %version, "CPython, but its threads cannot be read: {why}");
+                Err((version, why))
+            }
+        };
+        let frames = Err("not probed yet".into());
+        let eval_frames = self.args.python_eval_frames;
+        Some(Box::new(PyInstance { pid, rt, eval_frames, frames, codes: CodeCache::default(), threads: None }))
+    }
+
+    fn files_read(&self) -> Option<(&'static str, u64)> {
+        Some(("python_files_read", self.files.reads))
+    }
+}
+
+struct PyInstance {
+    pid: u32,
+    /// Its interpreter, or (version, why) it cannot be read.
+    rt: Result<Arc<PyRuntime>, (String, String)>,
+    eval_frames: bool,
+    /// Whether the probes emit its Python frames (CFI walks, the eval loop found), or why not.
+    frames: Result<(), String>,
+    /// Its code objects' names and line tables, read once, for the thread dump.
+    codes: CodeCache,
+    /// (threads, threads with Python frames) in the last dump.
+    threads: Option<(usize, usize)>,
+}
+
+impl Instance for PyInstance {
+    fn probe(&self) -> Option<Result<autodump_common::runtimes::RuntimeProc, String>> {
+        let rt = self.rt.as_ref().ok()?;
+        Some(rt.probe_info().ok_or_else(|| {
+            let why = "the interpreter has no _PyEval_EvalFrameDefault symbol";
+            tracing::warn!(pid = self.pid, "{why}: stacks have native frames only");
+            why.to_string()
+        }))
+    }
+
+    fn probed(&mut self, result: Result<(), String>) {
+        self.frames = result;
+    }
+
+    fn threads(&self) -> Option<Vec<(u32, u64)>> {
+        let rt = self.rt.as_ref().ok().filter(|_| self.frames.is_ok())?;
+        Some(rt.thread_states().unwrap_or_default())
+    }
+
+    fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
+        let rt = self.rt.as_ref().ok()?;
+        Some(Box::new(PythonNames::new(rt.clone(), self.eval_frames)))
+    }
+
+    fn metric(&self) -> Option<(&'static RuntimeMetric, u64)> {
+        let rt = self.rt.as_ref().ok()?;
+        let states = rt.thread_states().map_err(|e| tracing::debug!("Python threads: {e}")).ok()?;
+        Some((&PYTHON_THREADS, states.len() as u64))
+    }
+
+    fn bundle(&mut self, _recorder: &mut Recorder, window: &Window) -> RuntimeBundle {
+        let mut bundle = RuntimeBundle::default();
+        if let Some(dump) = window.alive.then(|| self.dump()).flatten() {
+            let render = Box::new(move |w: &mut dyn std::io::Write| write_python_threads(&dump, w));
+            bundle.files.push(BundleFile { name: "python-threads.txt", render });
+        }
+        bundle
+    }
+
+    fn report(&self, profiles: &Profiles) -> Option<RuntimeReport> {
+        let (threads, threads_with_frames) = self.threads.unzip();
+        let status = match &self.rt {
+            Ok(rt) => PythonStatus {
+                version: rt.version.clone(),
+                file: Some(rt.file.clone()),
+                threads_available: true,
+                reason: None,
+                threads,
+                threads_with_frames,
+                frames_in_stacks: self.frames.is_ok(),
+                frames_not_in_stacks: self.frames.clone().err(),
+                cpu_share_with_python: python_share(profiles.cpu()),
+                offcpu_share_with_python: python_share(profiles.offcpu()),
+            },
+            Err((version, why)) => PythonStatus {
+                version: version.clone(),
+                file: None,
+                threads_available: false,
+                reason: Some(why.clone()),
+                threads,
+                threads_with_frames,
+                frames_in_stacks: false,
+                frames_not_in_stacks: Some(why.clone()),
+                cpu_share_with_python: None,
+                offcpu_share_with_python: None,
+            },
+        };
+        let mut report = RuntimeReport::new("python", &status);
+        report.html = Some((None, html(&status)));
+        Some(report)
+    }
+}
+
+impl PyInstance {
+    /// Its threads now, each with its Python stack.
+    fn dump(&mut self) -> Option<PythonDump> {
+        let rt = self.rt.as_ref().ok()?;
+        let pid = self.pid;
+        let threads = rt.threads(&mut self.codes).map_err(|e| tracing::warn!("cannot dump Python threads: {e}"));
         let threads: Vec<DumpedPyThread> = threads
             .ok()?
             .into_iter()
@@ -33,62 +177,27 @@ impl Session {
             })
             .collect();
         let with_frames = threads.iter().filter(|t| !t.thread.frames.is_empty()).count();
-        self.python_threads = Some((threads.len(), with_frames));
+        self.threads = Some((threads.len(), with_frames));
         Some(PythonDump { threads })
-    }
-
-    /// What summaries say about Python, over `profiles`: absent for other programs.
-    pub fn python_status(&self, profiles: &Profiles) -> Option<PythonStatus> {
-        let (threads, threads_with_frames) = self.python_threads.unzip();
-        let status = PythonStatus {
-            version: String::new(),
-            file: None,
-            threads_available: false,
-            reason: None,
-            threads,
-            threads_with_frames,
-            frames_in_stacks: false,
-            frames_not_in_stacks: None,
-            cpu_share_with_python: None,
-            offcpu_share_with_python: None,
-        };
-        match &self.python {
-            PySupport::NotPython => None,
-            PySupport::Ready(rt) => Some(PythonStatus {
-                version: rt.version.clone(),
-                file: Some(rt.file.clone()),
-                threads_available: true,
-                frames_in_stacks: self.python_frames.is_ok(),
-                frames_not_in_stacks: self.python_frames.clone().err(),
-                cpu_share_with_python: python_share(profiles.cpu()),
-                offcpu_share_with_python: python_share(profiles.offcpu()),
-                ..status
-            }),
-            PySupport::Unsupported { version, why } => Some(PythonStatus {
-                version: version.clone(),
-                reason: Some(why.clone()),
-                frames_not_in_stacks: Some(why.clone()),
-                ..status
-            }),
-        }
     }
 }
 
-/// Tells the probes where `pid`'s interpreter runs Python code and which threads it has; or
-/// why its stacks will have native frames only (said in the log and the summary).
-pub(super) fn python_frames(
-    host: &mut ProbeHost,
-    pid: u32,
-    rt: &crate::collect::python::PyRuntime,
-) -> Result<(), String> {
-    let Some(info) = rt.probe_info() else {
-        let why = "the interpreter has no _PyEval_EvalFrameDefault symbol";
-        tracing::warn!(pid, "{why}: stacks have native frames only");
-        return Err(why.into());
-    };
-    if !host.watch_python(pid, info) {
-        return Err("user stacks are walked by frame pointer (no CFI walk on this kernel, or --unwind fp)".into());
+/// The page's line: which CPython, and where its threads' Python stacks are.
+fn html(py: &PythonStatus) -> String {
+    match (&py.reason, py.threads) {
+        (Some(why), _) => format!("<p>CPython {}: Python stacks not read ({}).</p>", escape(&py.version), escape(why)),
+        (None, Some(threads)) => {
+            let frames = match (&py.frames_not_in_stacks, py.cpu_share_with_python) {
+                (Some(why), _) => format!(" Stacks have native frames only: {}.", escape(why)),
+                (None, Some(share)) => format!(" {:.0}% of on-CPU samples have Python frames.", share * 100.0),
+                (None, None) => String::new(),
+            };
+            format!(
+                "<p>CPython {}: {threads} Python threads, each with its Python stack in \
+                 <a href=\"python-threads.txt\">python-threads.txt</a>.{frames}</p>",
+                escape(&py.version)
+            )
+        }
+        (None, None) => format!("<p>CPython {}.</p>", escape(&py.version)),
     }
-    host.python_threads(pid, &rt.thread_states().unwrap_or_default());
-    Ok(())
 }

@@ -5,16 +5,25 @@
 //! version by the `Py_Version` constant, its state by `_PyRuntime`. The struct layouts come
 //! from `offsets.rs`. Supported: CPython 3.11 to 3.14, GIL builds, x86_64.
 
+pub mod args;
 mod build;
+mod dump;
 pub mod eval_code;
 mod file;
+mod instance;
 mod linetable;
+mod names;
 mod offsets;
 #[cfg(test)]
 mod offsets_header_tests;
+mod stacks;
 mod threads;
 
-use autodump_common::unwind::{py_frame_parts, PyProc, PY_NONE};
+use autodump_common::runtimes::{
+    kind,
+    python::{py_frame_parts, PyProc, PY_NONE},
+    RuntimeProc,
+};
 
 use crate::{
     collect::{
@@ -24,6 +33,7 @@ use crate::{
     files::identity::open_path,
 };
 pub use file::{Interpreter, PyFile, PyFiles};
+pub use instance::RUNTIME;
 pub use linetable::line_of;
 use offsets::Offsets;
 pub use threads::{CodeCache, PyFrame, PyThread, MAX_FRAME_READS, MAX_PY_FRAMES, MAX_THREADS};
@@ -151,21 +161,18 @@ impl PyRuntime {
 impl PyRuntime {
     /// What the probes need to emit this interpreter's Python frames; None without the eval
     /// loop's address.
-    pub fn probe_info(&self) -> Option<PyProc> {
+    pub fn probe_info(&self) -> Option<RuntimeProc> {
         let eval = self.eval?;
         let (eval_start, eval_end) = eval.body;
         let (cold_start, cold_end) = eval.cold.unwrap_or((0, 0));
+        let code = [eval_start, eval_end, cold_start, cold_end];
         let o = &self.off;
         let narrow = |v: u64| u16::try_from(v).unwrap_or(PY_NONE);
         let (tstate_cframe, current_frame) = match o.current_frame {
             offsets::CurrentFrame::ThroughCFrame { cframe, current_frame } => (narrow(cframe), narrow(current_frame)),
             offsets::CurrentFrame::Direct(at) => (PY_NONE, narrow(at)),
         };
-        Some(PyProc {
-            eval_start,
-            eval_end,
-            cold_start,
-            cold_end,
+        let proc = PyProc {
             tstate_cframe,
             current_frame,
             frame_previous: narrow(o.frame_previous),
@@ -180,14 +187,14 @@ impl PyRuntime {
             interp_threads_head: narrow(o.interp_threads_head),
             tstate_next: narrow(o.tstate_next),
             tstate_native_thread_id: narrow(o.tstate_native_thread_id),
-            _pad: 0,
-        })
+        };
+        Some(RuntimeProc::new(kind::PYTHON, code, &proc))
     }
 
     /// The name and line of the Python frame the probes recorded as `entry` (see `py_frame`),
     /// read now from the process; None when the code object is gone or garbled.
     pub fn frame_of(&self, entry: u64, cache: &mut CodeCache) -> Option<PyFrame> {
-        let (code, index) = py_frame_parts(entry)?;
+        let (code, index) = py_frame_parts(entry);
         let c = self.code(code, cache)?;
         let line = line_of(&c.linetable, c.first_line, index).unwrap_or(0);
         Some(PyFrame { qualname: c.qualname.clone(), file: c.file.clone(), line })

@@ -14,7 +14,7 @@ use crate::collect::remote::{field_u64, RemoteMemory};
 /// The owner of the entry frame `_PyEval_EvalFrameDefault` pushes (3.12+): 3 on every version.
 /// 3.12 and 3.13 call it `FRAME_OWNED_BY_CSTACK`; 3.14 inserted `FRAME_OWNED_BY_INTERPRETER` at
 /// 3 and moved the entry frame onto it (its `FRAME_OWNED_BY_CSTACK`, 4, is assigned nowhere).
-pub use autodump_common::unwind::PY_OWNED_BY_CSTACK as OWNED_BY_CSTACK;
+pub use autodump_common::runtimes::python::PY_OWNED_BY_CSTACK as OWNED_BY_CSTACK;
 
 /// How a thread state leads to its innermost frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,12 +1,11 @@
 //! Python stacks as a reader wants them: the interpreter's eval-loop frames, which the Python
-//! frames they run stand in for, are left out (unless asked for), and Python frames read as
-//! `qualname (file:line)` in folded stacks and flamegraphs.
+//! frames they run stand in for, are left out (unless asked for).
 
 use std::sync::Arc;
 
-use autodump_common::unwind::py_frame_parts;
+use autodump_common::runtimes::{frame_kind, kind};
 
-use crate::symbolize::{Frame, Location};
+use crate::{record::profile::Profile, symbolize::Location};
 
 /// The C function of CPython's eval loop.
 pub const EVAL_FUNCTION: &str = "_PyEval_EvalFrameDefault";
@@ -28,33 +27,19 @@ pub fn without_eval_frames(stack: Vec<Arc<Location>>, eval: &[(u64, u64)]) -> Ve
 
 /// The share of `profile`'s weight (samples, or time off-CPU) whose stacks have Python frames;
 /// None for an empty profile.
-pub fn python_share(profile: &super::profile::Profile) -> Option<f64> {
+pub fn python_share(profile: &Profile) -> Option<f64> {
     profile.share_with(is_python)
 }
 
 pub fn is_python(location: &Location) -> bool {
-    !location.kernel && py_frame_parts(location.address).is_some()
-}
-
-/// The name of `frame` of `location` in folded stacks: `qualname (file:line)` for Python.
-pub fn display_name<'a>(location: &Location, frame: &'a Frame, buf: &'a mut String) -> &'a str {
-    if !is_python(location) {
-        return &frame.function;
-    }
-    use std::fmt::Write;
-    buf.clear();
-    let _ = match (&frame.file, frame.line) {
-        (Some(file), Some(line)) => write!(buf, "{} ({file}:{line})", frame.function),
-        (Some(file), None) => write!(buf, "{} ({file})", frame.function),
-        _ => write!(buf, "{}", frame.function),
-    };
-    buf
+    !location.kernel && frame_kind(location.address) == kind::PYTHON
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autodump_common::unwind::py_frame;
+    use crate::symbolize::Frame;
+    use autodump_common::runtimes::python::py_frame;
 
     fn loc(address: u64, function: &str, file: Option<&str>, line: Option<u32>) -> Arc<Location> {
         let frames = [Frame { function: function.into(), file: file.map(Into::into), line }].into();
@@ -81,8 +66,9 @@ mod tests {
         let merged = without_eval_frames(vec![python.clone(), cold, native.clone()], &[(0x3000, 0x3100)]);
         assert_eq!(merged, vec![python.clone(), native.clone()], "the unnamed cold part, by address");
         let mut buf = String::new();
-        assert_eq!(display_name(&python, &python.frames[0], &mut buf), "handler (/srv/app.py:12)");
+        let shown = crate::record::profile::display_name(&python, &python.frames[0], &mut buf);
+        assert_eq!(shown, "handler (/srv/app.py:12)", "a runtime's frame shows its place");
         let other = loc(0x2000, "main", Some("main.c"), Some(3));
-        assert_eq!(display_name(&other, &other.frames[0], &mut buf), "main");
+        assert_eq!(crate::record::profile::display_name(&other, &other.frames[0], &mut buf), "main");
     }
 }

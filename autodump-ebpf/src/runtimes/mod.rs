@@ -1,0 +1,123 @@
+//! Language runtimes in a CFI walk. When the walk reaches a native frame in a runtime's
+//! interpreter (the code ranges its `RUNTIME_PROCS` entry names), it first emits the runtime's
+//! own frames that native frame runs, innermost first, one per step, then carries on with the
+//! native frame itself. Each runtime is a module with one step function; `next` dispatches on
+//! the process's frame kind. Only addresses and offsets go into the stack: the agent names them.
+
+use autodump_common::runtimes::{kind, stat_slot, RuntimeProc, STAT_FRAMES};
+use aya_ebpf::{macros::map, maps::HashMap};
+
+use crate::maps::count_slot;
+
+mod python;
+
+const PROCESS_SLOTS: u32 = 64;
+const THREAD_SLOTS: u32 = 16384;
+
+/// Processes whose walks emit a runtime's frames, by tgid.
+#[map]
+pub static RUNTIME_PROCS: HashMap<u32, RuntimeProc> = HashMap::with_max_entries(PROCESS_SLOTS, 0);
+/// A word per thread the runtime's step starts from (CPython's thread state), by
+/// tgid << 32 | tid: listed by the agent, and found by the step itself when missing.
+#[map]
+pub static RUNTIME_THREADS: HashMap<u64, u64> = HashMap::with_max_entries(THREAD_SLOTS, 0);
+
+/// Where a walk is in the current native frame's runtime frames.
+const IDLE: u32 = 0;
+const EMITTING: u32 = 1;
+/// This native frame's runtime frames are all out: the native step follows, then back to `IDLE`.
+const DONE: u32 = 2;
+
+/// The runtime part of one walk.
+#[repr(C)]
+pub struct RuntimeWalk {
+    pub proc: RuntimeProc,
+    pub tgid: u32,
+    /// Nonzero when the process runs a runtime.
+    active: u32,
+    state: u32,
+    /// Nonzero once the runtime has found where its frames start (at the first interpreter frame).
+    cursor_ready: u32,
+    /// The runtime's place in its frames, and a bound it keeps (its own meaning).
+    pub cursor: u64,
+    pub bound: u64,
+}
+
+/// What a runtime's step gives.
+pub enum Step {
+    /// A frame; more may follow before this native frame.
+    Frame(u64),
+    /// This native frame's last runtime frame.
+    Last(u64),
+    /// Nothing to emit this step (a frame without code), more may follow.
+    #[expect(dead_code, reason = "the seam has it for runtimes whose frames may lack code; Python's never do")]
+    Skip,
+    /// No more frames before this native frame.
+    Done,
+}
+
+/// Prepares `rt` for a walk of process `tgid`: whether it runs a runtime, and which.
+#[inline(always)]
+pub fn start(rt: &mut RuntimeWalk, tgid: u32) {
+    rt.tgid = tgid;
+    rt.state = IDLE;
+    rt.cursor_ready = 0;
+    // SAFETY: the value is copied out while this program runs.
+    match unsafe { RUNTIME_PROCS.get(tgid) } {
+        Some(proc) => {
+            rt.proc = *proc;
+            rt.active = 1;
+        }
+        None => rt.active = 0,
+    }
+}
+
+/// Before the native frame at `pc`: the runtime's next frame to emit there, `Some(None)` for a
+/// step that emits nothing, or None to go on with the native frame.
+#[inline(always)]
+pub fn next(rt: &mut RuntimeWalk, pc: u64) -> Option<Option<u64>> {
+    if rt.active == 0 {
+        return None;
+    }
+    if rt.state == IDLE {
+        let c = &rt.proc.code;
+        let in_code = (pc >= c[0] && pc < c[1]) || (pc >= c[2] && pc < c[3]);
+        if !in_code {
+            return None;
+        }
+        rt.state = EMITTING;
+    }
+    if rt.state != EMITTING {
+        return None;
+    }
+    let kind = rt.proc.kind as u8;
+    let first = rt.cursor_ready == 0;
+    rt.cursor_ready = 1;
+    let step = match kind {
+        kind::PYTHON => python::step(rt, first),
+        _ => Step::Done,
+    };
+    let entry = match step {
+        Step::Frame(entry) => entry,
+        Step::Last(entry) => {
+            rt.state = DONE;
+            entry
+        }
+        Step::Skip => return Some(None),
+        Step::Done => {
+            rt.state = DONE;
+            return None;
+        }
+    };
+    count_slot(stat_slot(kind, STAT_FRAMES));
+    Some(Some(entry))
+}
+
+/// The native frame after the runtime's frames was walked: the next interpreter frame starts
+/// afresh.
+#[inline(always)]
+pub fn native_frame_done(rt: &mut RuntimeWalk) {
+    if rt.state == DONE {
+        rt.state = IDLE;
+    }
+}
