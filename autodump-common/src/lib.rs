@@ -255,6 +255,9 @@ pub mod globals {
     pub const GROUP_END_FROM_SIGNAL: &str = "GROUP_END_FROM_SIGNAL";
     /// Nonzero: walk the kernel stack at every off-CPU switch, not once per user stack.
     pub const KERNEL_STACK_EVERY_SWITCH: &str = "KERNEL_STACK_EVERY_SWITCH";
+    /// Offset in `struct task_struct` of the user thread pointer the kernel keeps
+    /// (`thread.fsbase` on x86_64): where a runtime's thread-local state is found.
+    pub const TASK_TLS_BASE_OFFSET: &str = "TASK_TLS_BASE_OFFSET";
 }
 
 #[cfg(feature = "user")]

@@ -21,6 +21,10 @@ pub static TASK_SIGNAL_OFFSET: u32 = 0;
 /// Offset of `live` in `struct signal_struct`.
 #[no_mangle]
 pub static SIGNAL_LIVE_OFFSET: u32 = 0;
+/// Offset in `struct task_struct` of the user thread pointer the kernel keeps
+/// (`thread.fsbase` on x86_64), from the kernel's BTF: where thread-local data is found.
+#[no_mangle]
+pub static TASK_TLS_BASE_OFFSET: u32 = 0;
 /// Nonzero: `sched_switch` has no `prev_state` argument (before 5.18); read the task's state.
 #[no_mangle]
 static SWITCH_STATE_FROM_TASK: u32 = 0;
@@ -35,6 +39,21 @@ static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
 fn read(global: &'static u32) -> u32 {
     // SAFETY: a plain read of a global the loader filled in.
     unsafe { core::ptr::read_volatile(global) }
+}
+
+/// The current thread's user thread pointer (its TLS base), as the kernel keeps it; None where
+/// the agent found no such field.
+#[inline(always)]
+pub fn thread_pointer() -> Option<u64> {
+    let offset = read(&TASK_TLS_BASE_OFFSET);
+    if offset == 0 {
+        return None;
+    }
+    // SAFETY: plain helper calls; the task is the current one, read with bpf_probe_read_kernel.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task_btf() as *const u8;
+        aya_ebpf::helpers::bpf_probe_read_kernel(task.add(offset as usize) as *const u64).ok()
+    }
 }
 
 #[inline(always)]

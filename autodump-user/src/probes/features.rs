@@ -43,6 +43,9 @@ pub struct TaskOffsets {
     pub signal: u32,
     /// `signal_struct::live`.
     pub signal_live: u32,
+    /// `task_struct::thread.fsbase`: the user thread pointer, saved for the task (x86_64); 0
+    /// where the kernel has no such field (runtimes that read thread-local state then cannot).
+    pub tls_base: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -66,6 +69,10 @@ impl KernelFeatures {
             state: btf.field_offset("task_struct", state_field)?,
             signal: btf.field_offset("task_struct", "signal")?,
             signal_live: btf.field_offset("signal_struct", "live")?,
+            tls_base: btf
+                .field_offset("task_struct", "thread")
+                .and_then(|thread| Ok(thread + btf.field_offset("thread_struct", "fsbase")?))
+                .unwrap_or(0),
         };
         let switch_state = match btf.tracepoint_args("sched_switch")? {
             Some(n) if n >= 4 => SwitchState::Argument,

@@ -188,6 +188,7 @@ impl Probes {
             .override_global(globals::TASK_STATE_OFFSET, &offsets.state, true)
             .override_global(globals::TASK_SIGNAL_OFFSET, &offsets.signal, true)
             .override_global(globals::SIGNAL_LIVE_OFFSET, &offsets.signal_live, true)
+            .override_global(globals::TASK_TLS_BASE_OFFSET, &offsets.tls_base, true)
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
