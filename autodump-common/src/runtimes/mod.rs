@@ -6,11 +6,13 @@
 //! A native address has kind 0: user addresses are below 2^48, so the top bits are free.
 
 pub mod python;
+pub mod ruby;
 
 /// Frame kinds: one per runtime whose probe module emits frames. Room for 15.
 pub mod kind {
     pub const NATIVE: u8 = 0;
     pub const PYTHON: u8 = 1;
+    pub const RUBY: u8 = 2;
     /// Kinds a stack entry can carry (4 bits).
     pub const COUNT: u8 = 16;
 }
@@ -22,6 +24,13 @@ pub const PAYLOAD_MASK: u64 = (1 << KIND_SHIFT) - 1;
 /// A stack entry of kind `kind` carrying `payload` (cut to its 60 bits).
 pub const fn runtime_frame(kind: u8, payload: u64) -> u64 {
     ((kind as u64) << KIND_SHIFT) | (payload & PAYLOAD_MASK)
+}
+
+/// The entry that marks where a walk's trailing frames of runtime `kind` start: frames no
+/// interpreter frame took, which the walk puts after its root (see the probes' `runtimes::trailing`)
+/// and the agent puts back.
+pub const fn trailing_mark(kind: u8) -> u64 {
+    runtime_frame(kind, 0)
 }
 
 /// The frame kind of a user stack entry: [`kind::NATIVE`] for an address.
@@ -63,7 +72,7 @@ pub struct RuntimeProc {
     pub _pad: u32,
     /// The interpreter's function, [start, end), and a second range (its cold part), 0 if none.
     pub code: [u64; 4],
-    /// The runtime's own layout (`python::PyProc`), read through [`RuntimeProc::of`].
+    /// The runtime's own layout (`python::PyProc`, `ruby::RubyProc`), read through [`RuntimeProc::of`].
     pub words: [u64; RUNTIME_WORDS],
 }
 

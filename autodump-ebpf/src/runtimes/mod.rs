@@ -10,6 +10,7 @@ use aya_ebpf::{macros::map, maps::HashMap};
 use crate::maps::count_slot;
 
 mod python;
+mod ruby;
 
 const PROCESS_SLOTS: u32 = 64;
 const THREAD_SLOTS: u32 = 16384;
@@ -38,6 +39,8 @@ pub struct RuntimeWalk {
     state: u32,
     /// Nonzero once the runtime has found where its frames start (at the first interpreter frame).
     cursor_ready: u32,
+    /// At the root: 1 while the runtime's trailing frames are emitted, 2 once one was.
+    trailing: u32,
     /// The runtime's place in its frames, and a bound it keeps (its own meaning).
     pub cursor: u64,
     pub bound: u64,
@@ -50,7 +53,6 @@ pub enum Step {
     /// This native frame's last runtime frame.
     Last(u64),
     /// Nothing to emit this step (a frame without code), more may follow.
-    #[expect(dead_code, reason = "the seam has it for runtimes whose frames may lack code; Python's never do")]
     Skip,
     /// No more frames before this native frame.
     Done,
@@ -62,6 +64,7 @@ pub fn start(rt: &mut RuntimeWalk, tgid: u32) {
     rt.tgid = tgid;
     rt.state = IDLE;
     rt.cursor_ready = 0;
+    rt.trailing = 0;
     // SAFETY: the value is copied out while this program runs.
     match unsafe { RUNTIME_PROCS.get(tgid) } {
         Some(proc) => {
@@ -95,6 +98,7 @@ pub fn next(rt: &mut RuntimeWalk, pc: u64) -> Option<Option<u64>> {
     rt.cursor_ready = 1;
     let step = match kind {
         kind::PYTHON => python::step(rt, first),
+        kind::RUBY => ruby::step(rt, first),
         _ => Step::Done,
     };
     let entry = match step {
@@ -111,6 +115,38 @@ pub fn next(rt: &mut RuntimeWalk, pc: u64) -> Option<Option<u64>> {
     };
     count_slot(stat_slot(kind, STAT_FRAMES));
     Some(Some(entry))
+}
+
+/// Whether runtime `kind` can have frames left at a walk's root: CRuby pushes a block's frame
+/// before its interpreter loop runs it (calling a block from C), and a walk then has one more
+/// group of Ruby frames than interpreter frames: each group is emitted one interpreter frame
+/// out, and the outermost is left over.
+#[inline(always)]
+fn trails(kind: u8) -> bool {
+    kind == kind::RUBY
+}
+
+/// At the walk's root: whether the runtime may have frames left (see [`trails`]).
+#[inline(always)]
+pub fn at_root(rt: &mut RuntimeWalk) -> bool {
+    if rt.active == 0 || rt.cursor_ready == 0 || rt.cursor == 0 || !trails(rt.proc.kind as u8) {
+        return false;
+    }
+    rt.trailing = 1;
+    rt.state = EMITTING;
+    true
+}
+
+/// After the root: the runtime's next frame left over, `Some(None)` for a step that emits
+/// nothing, None when none are left. The first comes after [`autodump_common::runtimes::trailing_mark`] (`true`), which tells the
+/// agent to put every group back one interpreter frame in, the innermost at the top.
+#[inline(always)]
+pub fn trailing(rt: &mut RuntimeWalk) -> Option<Option<(u64, bool)>> {
+    let entry = next(rt, 0)?;
+    let Some(entry) = entry else { return Some(None) };
+    let first = rt.trailing == 1;
+    rt.trailing = 2;
+    Some(Some((entry, first)))
 }
 
 /// The native frame after the runtime's frames was walked: the next interpreter frame starts

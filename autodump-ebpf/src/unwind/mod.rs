@@ -14,6 +14,7 @@
 use core::ffi::c_void;
 
 use autodump_common::{
+    runtimes::trailing_mark,
     unwind::{
         cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
         MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
@@ -204,6 +205,9 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         walk.stack.end |= END_DEPTH;
         return 1;
     }
+    if walk.stack.end & END_ROOT != 0 {
+        return trailing(walk, len);
+    }
     // A return address points after the call, possibly past the caller's last instruction.
     let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip.wrapping_sub(1) };
     match runtimes::next(&mut walk.rt, pc) {
@@ -232,8 +236,31 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         Some(()) if walk.ip != 0 => 0,
         Some(()) => {
             walk.stack.end |= END_ROOT;
-            1
+            i64::from(!runtimes::at_root(&mut walk.rt))
         }
+        None if walk.stack.end & END_ROOT != 0 => i64::from(!runtimes::at_root(&mut walk.rt)),
+        None => 1,
+    }
+}
+
+/// Past the root: a runtime's frames left over (see `runtimes::trailing`), after their mark.
+#[inline(always)]
+fn trailing(walk: &mut Walk, len: usize) -> i64 {
+    match runtimes::trailing(&mut walk.rt) {
+        Some(Some((frame, first))) => {
+            if first {
+                if len + 1 >= MAX_STACK_DEPTH {
+                    walk.stack.end |= END_DEPTH;
+                    return 1;
+                }
+                push(walk, len, trailing_mark(walk.rt.proc.kind as u8));
+                push(walk, len + 1, frame);
+            } else {
+                push(walk, len, frame);
+            }
+            0
+        }
+        Some(None) => 0,
         None => 1,
     }
 }

@@ -9,13 +9,14 @@ pub mod seam;
 pub mod go;
 pub mod perfmap;
 pub mod python;
+pub mod ruby;
 
 use crate::{collect::metrics::RuntimeMetric, symbolize::files::FileReader};
 use args::RuntimeArgs;
 use seam::{Loader, Runtime};
 
 /// Every runtime, in the order they attach to a process.
-pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &perfmap::RUNTIME];
+pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &ruby::RUNTIME, &perfmap::RUNTIME];
 
 /// Every runtime's loader, for the whole agent.
 pub fn loaders(args: &RuntimeArgs) -> Vec<Box<dyn Loader>> {

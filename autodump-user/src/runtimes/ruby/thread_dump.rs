@@ -1,0 +1,112 @@
+//! A Ruby program's threads as a bundle's `ruby-threads.txt` lists them: each thread's id, name,
+//! whether it runs, and its Ruby stack innermost first (`label (path:line)`, as rbspy prints a
+//! frame `label - path:line`); and what its summary says of its interpreter.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::{RubyThread, MAX_FRAMES};
+
+/// Every Ruby thread at the dump.
+#[derive(Debug, Default)]
+pub struct RubyDump {
+    pub threads: Vec<DumpedRubyThread>,
+}
+
+#[derive(Debug)]
+pub struct DumpedRubyThread {
+    pub thread: RubyThread,
+    /// The kernel thread's name (`comm`).
+    pub name: String,
+    /// Running or runnable when read (`R` in its /proc stat).
+    pub active: bool,
+}
+
+/// Ruby-specific facts of a bundle: absent for other programs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RubyStatus {
+    /// "3.4.11", from the interpreter's `ruby_version`.
+    pub version: String,
+    /// The file it lives in: libruby, or the executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// False for a CRuby this agent cannot read (another version, a layout that did not check).
+    pub threads_available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Ruby threads in the bundle's dump, and how many of them had Ruby frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads_with_frames: Option<usize>,
+    /// Whether the probes put Ruby frames in the stacks, and if not, why.
+    pub frames_in_stacks: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_not_in_stacks: Option<String>,
+    /// Share of on-CPU samples and of off-CPU time whose stacks have Ruby frames.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_share_with_ruby: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offcpu_share_with_ruby: Option<f64>,
+    /// What is not read as Ruby frames in this process (YJIT's code, when it is on).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
+}
+
+pub fn write_ruby_threads(dump: &RubyDump, w: &mut dyn Write) -> std::io::Result<()> {
+    for t in &dump.threads {
+        let state = if t.active { "active" } else { "idle" };
+        writeln!(w, "Thread {} ({state}): \"{}\"", t.thread.tid, t.name)?;
+        for f in &t.thread.frames {
+            match &f.path {
+                Some(path) => writeln!(w, "    {} ({path}:{})", f.label, f.line)?,
+                None => writeln!(w, "    {}", f.label)?,
+            }
+        }
+        if t.thread.truncated {
+            writeln!(w, "    ... (outer frames cut at {MAX_FRAMES})")?;
+        }
+        if t.thread.unreadable > 0 {
+            writeln!(w, "    # {} frames could not be read", t.thread.unreadable)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtimes::ruby::RubyFrame;
+
+    #[test]
+    fn lists_threads_with_their_ruby_stacks() {
+        let frame =
+            |label: &str, path: Option<&str>, line| RubyFrame { label: label.into(), path: path.map(Into::into), line };
+        let thread = |tid, frames| RubyThread { tid, frames, truncated: false, unreadable: 0 };
+        let dump = RubyDump {
+            threads: vec![
+                DumpedRubyThread {
+                    thread: thread(
+                        10,
+                        vec![frame("sleep [c function]", None, 0), frame("block in <main>", Some("/srv/app.rb"), 7)],
+                    ),
+                    name: "ruby".into(),
+                    active: false,
+                },
+                DumpedRubyThread {
+                    thread: thread(11, vec![frame("spin", Some("/srv/app.rb"), 3)]),
+                    name: "worker".into(),
+                    active: true,
+                },
+            ],
+        };
+        let mut text = Vec::new();
+        write_ruby_threads(&dump, &mut text).unwrap();
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "Thread 10 (idle): \"ruby\"\n    sleep [c function]\n    block in <main> (/srv/app.rb:7)\n\
+             Thread 11 (active): \"worker\"\n    spin (/srv/app.rb:3)\n"
+        );
+    }
+}
