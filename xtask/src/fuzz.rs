@@ -1,9 +1,9 @@
 //! Fuzz targets for every parser of outside data (fuzz/, cargo-fuzz with libFuzzer): briefly in
 //! `cargo xtask test`, for as long as asked with `cargo xtask fuzz`.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::util::{output, root, run, step};
 
@@ -19,6 +19,7 @@ pub const TARGETS: &[&str] = &[
     "offhost_inputs",
     "python_memory",
     "perf_map",
+    "ruby_memory",
 ];
 /// Seconds each target runs within `cargo xtask test`.
 pub const SECONDS_IN_TEST: u64 = 15;
@@ -43,8 +44,9 @@ pub enum Build {
 }
 
 /// Runs `targets` (all when empty) for `seconds` each, with debug assertions (so overflow is a
-/// crash). New inputs go to fuzz/corpus/TARGET; a crash fails the run and is saved in
-/// fuzz/artifacts/TARGET.
+/// crash), as many at once as there are CPUs (libFuzzer runs one thread). New inputs go to
+/// fuzz/corpus/TARGET; a crash fails the run and is saved in fuzz/artifacts/TARGET; each run's
+/// output is in target/fuzz-logs/TARGET.log.
 pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()> {
     crate::setup::toolchain()?;
     cargo_fuzz()?;
@@ -56,21 +58,69 @@ pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()>
         }
     }
     let dir = root().join("fuzz");
-    for target in chosen {
-        step(&format!("fuzzing {target} for {seconds} s"));
-        let corpus = dir.join("corpus").join(target);
-        std::fs::create_dir_all(&corpus)?;
-        run(Command::new("cargo")
-            .current_dir(&dir)
-            .args(["+nightly", "fuzz", "run", "--debug-assertions", target])
-            .arg(match build {
-                Build::Optimized => "--release",
-                Build::Quick => "--dev",
-            })
-            .arg(&corpus)
-            .arg(dir.join("seeds").join(target))
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}")))?;
+    let (flag, profile) = match build {
+        Build::Optimized => ("--release", "release"),
+        Build::Quick => ("--dev", "debug"),
+    };
+    step(&format!("building {} fuzz target(s)", chosen.len()));
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&dir).args(["+nightly", "fuzz", "build", "--debug-assertions", flag]);
+    if chosen.len() == 1 {
+        cmd.arg(chosen[0]);
     }
+    run(&mut cmd)?;
+    let host = output(Command::new("rustc").args(["+nightly", "-vV"]))
+        .and_then(|v| v.lines().find_map(|l| l.strip_prefix("host: ").map(str::to_string)))
+        .context("rustc +nightly -vV names no host")?;
+    let bins = dir.join("target").join(host).join(profile);
+    let logs = root().join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs)?;
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chosen.len().max(1));
+    step(&format!("fuzzing {} target(s) for {seconds} s each, {lanes} at a time", chosen.len()));
+    let queue = std::sync::Mutex::new(chosen.clone());
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| {
+                while let Some(target) = queue.lock().unwrap().pop() {
+                    if let Err(e) = fuzz_one(&dir, &bins, &logs, target, seconds) {
+                        failed.lock().unwrap().push(format!("{target}: {e:#}"));
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap();
+    if !failed.is_empty() {
+        bail!("fuzzing failed: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// One target's run over its corpus and seeds; its output goes to `logs/TARGET.log`.
+fn fuzz_one(dir: &Path, bins: &Path, logs: &Path, target: &str, seconds: u64) -> Result<()> {
+    let corpus = dir.join("corpus").join(target);
+    let artifacts = dir.join("artifacts").join(target);
+    std::fs::create_dir_all(&corpus)?;
+    std::fs::create_dir_all(&artifacts)?;
+    let log_path = logs.join(format!("{target}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let status = Command::new(bins.join(target))
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(&corpus)
+        .arg(dir.join("seeds").join(target))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .with_context(|| format!("cannot start the {target} fuzz target"))?;
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let last = text.lines().rev().find(|l| l.starts_with('#') || l.starts_with("Done")).unwrap_or("");
+    if !status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        bail!("{status} (crash input in {}; log {})", artifacts.display(), log_path.display());
+    }
+    step(&format!("fuzzed {target}: {last}"));
     Ok(())
 }
