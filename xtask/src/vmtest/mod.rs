@@ -55,14 +55,50 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("restarts", "services", "a_crashing_service_is_followed_across_restarts"),
     ("cgroup", "services", "a_cgroup_is_followed_as_processes_move_in_and_out"),
     ("python", "python_service", "python_generators_tasks_and_faults_are_named"),
+    ("ruby", "ruby", "ruby_on_cpu_shares_match_rbspy_or_stackprof"),
 ];
 
-/// The host's CPython for the Python check: the interpreter, its libraries, and the standard
-/// library without what no check imports (tests, IDLE, Tk, bytecode caches): about 20 MB.
-const PYTHON: &str = "/usr/bin/python3.11";
-const PYTHON_LIB: &str = "/usr/lib/python3.11";
-const PYTHON_LIB_SKIP: &[&str] =
-    &["__pycache__", "test", "tests", "idlelib", "tkinter", "ensurepip", "lib2to3", "pydoc_data", "dist-packages"];
+/// An interpreter a check runs, packed at its host paths: the executable (with the libraries it
+/// links), its library directories without what no check loads, and its fixtures.
+struct Interpreter {
+    exe: &'static str,
+    dirs: &'static [&'static str],
+    skip: &'static [&'static str],
+    fixtures: &'static str,
+}
+
+/// The host's CPython for the Python check (its standard library without tests, IDLE, Tk, or
+/// bytecode caches: about 20 MB), and its CRuby for the Ruby check (its libraries and the specs
+/// of its default gems, which it reads at start: about 17 MB).
+const INTERPRETERS: &[Interpreter] = &[
+    Interpreter {
+        exe: "/usr/bin/python3.11",
+        dirs: &["/usr/lib/python3.11"],
+        skip: &[
+            "__pycache__",
+            "test",
+            "tests",
+            "idlelib",
+            "tkinter",
+            "ensurepip",
+            "lib2to3",
+            "pydoc_data",
+            "dist-packages",
+        ],
+        fixtures: "tests/fixtures/python",
+    },
+    Interpreter {
+        exe: "/usr/bin/ruby3.1",
+        dirs: &[
+            "/usr/lib/ruby/3.1.0",
+            "/usr/lib/x86_64-linux-gnu/ruby/3.1.0",
+            "/usr/lib/ruby/vendor_ruby",
+            "/usr/lib/ruby/gems/3.1.0/specifications",
+        ],
+        skip: &["rdoc", "rubygems/ssl_certs"],
+        fixtures: "tests/fixtures/ruby",
+    },
+];
 
 /// Runs the matrix on every kernel, or on the ones whose suite or release contains `only`.
 pub fn run_matrix(only: Option<&str>) -> Result<()> {
@@ -81,12 +117,32 @@ pub fn run_matrix(only: Option<&str>) -> Result<()> {
     }
     let image = root().join("target/vmtest/initramfs.cpio");
     let checks = pack(&image)?;
+    let lanes = guests_at_once().min(kernels.len());
+    step(&format!("kernel matrix: {} kernel(s), {lanes} guest(s) at a time", kernels.len()));
+    let queue = std::sync::Mutex::new(kernels.iter().rev().collect::<Vec<_>>());
+    let booted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..lanes {
+            scope.spawn(|| {
+                while let Some(kernel) = queue.lock().unwrap().pop() {
+                    step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
+                    let started = Instant::now();
+                    let outcomes = boot(kernel, &image);
+                    step(&format!(
+                        "kernel matrix: {} done in {:.0} s",
+                        kernel.release,
+                        started.elapsed().as_secs_f64()
+                    ));
+                    booted.lock().unwrap().push((kernel.clone(), outcomes, started.elapsed()));
+                }
+            });
+        }
+    });
     let mut rows = Vec::new();
-    for kernel in &kernels {
-        step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
-        let booted = Instant::now();
-        let outcomes = boot(kernel, &image)?;
-        rows.push((kernel.clone(), outcomes, booted.elapsed()));
+    let mut booted = booted.into_inner().unwrap();
+    booted.sort_by_key(|(k, _, _)| kernels.iter().position(|o| o.suite == k.suite));
+    for (kernel, outcomes, took) in booted {
+        rows.push((kernel, outcomes?, took));
     }
     let table = table(&checks, &rows);
     let report = format!(
@@ -201,7 +257,9 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
     for fixture in fixtures.lines() {
         fs.file_as(Path::new(fixture), fixture)?;
     }
-    pack_python(&mut fs)?;
+    for interpreter in INTERPRETERS {
+        pack_interpreter(&mut fs, interpreter)?;
+    }
     // glibc's own symbols (libc6-dbg, as on the host), so that frames in it are named there too.
     if let Some(debug) = glibc_debug_file() {
         fs.host_path(&debug)?;
@@ -215,15 +273,17 @@ fn pack(image: &Path) -> Result<Vec<Check>> {
     Ok(checks)
 }
 
-/// The host's python3.11 and its standard library, and the Python fixtures, at their host paths.
-fn pack_python(fs: &mut initramfs::Initramfs) -> Result<()> {
-    fs.file_as(Path::new(PYTHON), PYTHON)?;
-    let mut pending = vec![PathBuf::from(PYTHON_LIB), root().join("tests/fixtures/python")];
+/// An interpreter, its libraries and its fixtures, at their host paths.
+fn pack_interpreter(fs: &mut initramfs::Initramfs, interpreter: &Interpreter) -> Result<()> {
+    fs.file_as(Path::new(interpreter.exe), interpreter.exe)?;
+    let mut pending: Vec<PathBuf> = interpreter.dirs.iter().map(PathBuf::from).collect();
+    pending.push(root().join(interpreter.fixtures));
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
             let path = entry?.path();
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if PYTHON_LIB_SKIP.contains(&name.as_str()) || name.starts_with("config-") {
+            let skipped = interpreter.skip.iter().any(|s| path.ends_with(s));
+            if skipped || name.starts_with("config-") {
                 continue;
             }
             if path.is_dir() {
@@ -360,6 +420,13 @@ fn accel() -> (&'static str, &'static str) {
         // attach), and the guest dies of an int3 oops in __schedule (seen on 7.2).
         ("tcg,thread=single", "QEMU TCG, no KVM")
     }
+}
+
+/// Guests booted at once: under TCG each runs on one host thread (`thread=single`), so one per
+/// host CPU; under KVM each takes `GUEST_CPUS`.
+fn guests_at_once() -> usize {
+    let per_guest = if accel().0 == "kvm" { GUEST_CPUS as usize } else { 1 };
+    (num_cpus() / per_guest).max(1)
 }
 
 fn num_cpus() -> usize {
