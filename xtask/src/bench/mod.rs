@@ -13,6 +13,7 @@ mod memory;
 pub mod process;
 mod python;
 mod rows;
+mod ruby;
 mod services;
 mod stats;
 mod symbols;
@@ -76,7 +77,13 @@ pub struct Options {
     /// Round trips in the Python context-switch-heavy target (about 2 s of CPU alone here).
     #[arg(long, default_value_t = 300_000)]
     pub python_trips: u64,
-    /// Only these rows (1 to 14, comma-separated); all by default.
+    /// Rounds of the Ruby CPU-bound loop (about 9 s of CPU alone here).
+    #[arg(long, default_value_t = 80_000)]
+    pub ruby_rounds: u64,
+    /// Round trips in the Ruby context-switch-heavy target (about 3 s of CPU alone here).
+    #[arg(long, default_value_t = 300_000)]
+    pub ruby_trips: u64,
+    /// Only these rows (1 to 15, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -122,7 +129,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 14] = [
+    let rows: [(u8, Row); 15] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
@@ -137,6 +144,7 @@ pub fn run_all(opts: Options) -> Result<()> {
         (12, goroutines::goroutine_snapshots),
         (13, python::python_programs),
         (14, jit::perf_map_growth),
+        (15, ruby::ruby_programs),
     ];
     for (row, measure) in rows {
         if wanted(row) {

@@ -120,6 +120,8 @@ pub enum ToolKind {
     Offcputime,
     /// py-spy sampling a Python program without stopping it, at the agent's frequency.
     PySpy,
+    /// rbspy sampling a Ruby program without stopping it, at the agent's frequency.
+    Rbspy,
 }
 
 impl ToolKind {
@@ -133,6 +135,7 @@ impl ToolKind {
             Self::PerfFaults => "perf record -e page-faults -c 211 -g",
             Self::Offcputime => "offcputime",
             Self::PySpy => "py-spy record --nonblocking -r 99",
+            Self::Rbspy => "rbspy record --nonblocking -r 99",
         }
     }
 
@@ -165,6 +168,23 @@ impl ToolKind {
                 let out = scratch.join("py-spy.raw");
                 let out = out.to_string_lossy();
                 s(&["py-spy", "record", "--pid", &pid, "--nonblocking", "-r", "99", "-f", "raw", "-o", &out])
+            }
+            Self::Rbspy => {
+                let out = scratch.join("rbspy.collapsed");
+                let out = out.to_string_lossy();
+                s(&[
+                    "rbspy",
+                    "record",
+                    "--pid",
+                    &pid,
+                    "--nonblocking",
+                    "-r",
+                    "99",
+                    "--format",
+                    "collapsed",
+                    "--file",
+                    &out,
+                ])
             }
         }
     }
@@ -212,6 +232,10 @@ impl Tool {
                 }
                 // "py-spy> Sampling process 99 times a second."
                 ToolKind::PySpy => tool.stdout.try_iter().chain(tool.stderr.try_iter()).any(|l| l.contains("Sampling")),
+                // "rbspy is recording traces. Press Ctrl+C to stop."
+                ToolKind::Rbspy => {
+                    tool.stdout.try_iter().chain(tool.stderr.try_iter()).any(|l| l.contains("recording traces"))
+                }
                 _ => holds_kernel_object(tool.child.id()),
             };
             if attached {

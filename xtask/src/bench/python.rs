@@ -5,7 +5,11 @@
 //! CPU and memory while it names 1,000 distinct Python functions, and what attaching to 100
 //! processes of one interpreter costs it.
 
-use std::{fmt::Write as _, path::PathBuf, time::Instant};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -25,8 +29,8 @@ const FIXTURE: &str = "python3";
 /// Debian unstable's interpreter (3.14) in the root setup made for it, run by a script that
 /// execs `chroot` (the same process all the way): `target/bench/python3-sid`.
 const FIXTURE_SID: &str = "python3-sid";
-/// Where the bench script is in that root.
-const SCRIPT_IN_ROOT: &str = "/opt/autodump-fixtures/bench.py";
+/// Where bench scripts are copied in a root.
+const SCRIPTS_IN_ROOT: &str = "/opt/autodump-fixtures";
 /// Idle Python processes watched at once, for the attach cost.
 const PROCESSES: [usize; 2] = [1, 100];
 /// Rounds through the 1,000 functions: more than any footprint window lasts.
@@ -78,14 +82,23 @@ pub fn python_programs(bench: &Bench) -> Result<String> {
 fn sid_fixture(bench: &Bench) -> Result<(Vec<String>, Vec<String>)> {
     let dir = root().join("target/python-roots/sid");
     let exe = std::fs::read_to_string(dir.join("ready")).context("no Debian sid root: run `cargo xtask setup`")?;
-    let script_in_root = dir.join(SCRIPT_IN_ROOT.trim_start_matches('/'));
-    std::fs::create_dir_all(script_in_root.parent().unwrap())?;
-    std::fs::copy(script(), &script_in_root)?;
-    let wrapper = bench.fixture(FIXTURE_SID);
-    std::fs::write(&wrapper, format!("#!/bin/sh\nexec chroot {} {} \"$@\"\n", dir.display(), exe.trim()))?;
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let args = |work: &str, n: u64| vec![SCRIPT_IN_ROOT.to_string(), work.to_string(), n.to_string()];
+    let script = in_root(bench, &dir, exe.trim(), &script(), FIXTURE_SID)?;
+    let args = |work: &str, n: u64| vec![script.clone(), work.to_string(), n.to_string()];
     Ok((args("cpu", bench.opts.python_rounds), args("switch", bench.opts.python_trips)))
+}
+
+/// A fixture `target/bench/NAME` that runs `exe` in the root `dir` (a script that execs `chroot`:
+/// the same process all the way), and `script` copied into the root: where the root sees it.
+pub(super) fn in_root(bench: &Bench, dir: &Path, exe: &str, script: &str, name: &str) -> Result<String> {
+    let file = Path::new(script).file_name().context("a script without a name")?;
+    let script_in_root = Path::new(SCRIPTS_IN_ROOT).join(file);
+    let copy = dir.join(script_in_root.strip_prefix("/")?);
+    std::fs::create_dir_all(copy.parent().unwrap())?;
+    std::fs::copy(script, &copy)?;
+    let wrapper = bench.fixture(name);
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec chroot {} {exe} \"$@\"\n", dir.display()))?;
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(script_in_root.to_string_lossy().into_owned())
 }
 
 /// ns per run of the on-CPU and switch programs, Python (Debian 12's 3.11 and unstable's 3.14)
@@ -102,11 +115,15 @@ fn probe_costs(bench: &Bench, (cpu, switch): Args, (sid_cpu, sid_switch): Args) 
         ("switch-out, Python 3.14 threads (Debian unstable's)", FIXTURE_SID, sid_switch, "switch_unwind"),
         ("switch-out, native threads (`bench_pingpong`)", "bench_pingpong", &native_switch, "switch_unwind"),
     ];
-    let mut md = String::from(
-        "### Probe cost, Python against native (kernel.bpf_stats_enabled)\n\n| event | runs | ns per run (median of \
-         runs) |\n|---|---|---|\n",
-    );
-    for (event, fixture, args, program) in cases {
+    let title = "### Probe cost, Python against native (kernel.bpf_stats_enabled)";
+    cost_table(bench, title, &cases)
+}
+
+/// A table of what each case's probe program costs per run: (event, fixture, its arguments,
+/// program).
+pub(super) fn cost_table(bench: &Bench, title: &str, cases: &[(&str, &str, &[String], &str)]) -> Result<String> {
+    let mut md = format!("{title}\n\n| event | runs | ns per run (median of runs) |\n|---|---|---|\n");
+    for &(event, fixture, args, program) in cases {
         let (mut per_run, mut runs) = (Series::default(), 0);
         for _ in 0..bench.opts.reps.min(3) {
             let costs = program_cost(bench, ToolKind::Autodump, fixture, args, false)?;
