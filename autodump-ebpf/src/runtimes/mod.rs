@@ -4,7 +4,7 @@
 //! native frame itself. Each runtime is a module with one step function; `next` dispatches on
 //! the process's frame kind. Only addresses and offsets go into the stack: the agent names them.
 
-use autodump_common::runtimes::{kind, stat_slot, RuntimeProc, STAT_FRAMES};
+use autodump_common::runtimes::{kind, stat_slot, trailing_mark, RuntimeProc, STAT_FRAMES};
 use aya_ebpf::{macros::map, maps::HashMap};
 
 use crate::maps::count_slot;
@@ -41,6 +41,8 @@ pub struct RuntimeWalk {
     cursor_ready: u32,
     /// At the root: 1 while the runtime's trailing frames are emitted, 2 once one was.
     trailing: u32,
+    /// A trailing frame held back one step, while its mark is pushed (one entry a step).
+    held: u64,
     /// The runtime's place in its frames, and a bound it keeps (its own meaning).
     pub cursor: u64,
     pub bound: u64,
@@ -65,6 +67,7 @@ pub fn start(rt: &mut RuntimeWalk, tgid: u32) {
     rt.state = IDLE;
     rt.cursor_ready = 0;
     rt.trailing = 0;
+    rt.held = 0;
     // SAFETY: the value is copied out while this program runs.
     match unsafe { RUNTIME_PROCS.get(tgid) } {
         Some(proc) => {
@@ -137,16 +140,23 @@ pub fn at_root(rt: &mut RuntimeWalk) -> bool {
     true
 }
 
-/// After the root: the runtime's next frame left over, `Some(None)` for a step that emits
-/// nothing, None when none are left. The first comes after [`autodump_common::runtimes::trailing_mark`] (`true`), which tells the
-/// agent to put every group back one interpreter frame in, the innermost at the top.
+/// After the root: the next entry of the runtime's frames left over, `Some(None)` for a step that
+/// emits nothing, None when none are left. The first is [`trailing_mark`], which tells the agent
+/// to put every group back one interpreter frame in, the innermost at the top.
 #[inline(always)]
-pub fn trailing(rt: &mut RuntimeWalk) -> Option<Option<(u64, bool)>> {
-    let entry = next(rt, 0)?;
-    let Some(entry) = entry else { return Some(None) };
-    let first = rt.trailing == 1;
-    rt.trailing = 2;
-    Some(Some((entry, first)))
+pub fn trailing(rt: &mut RuntimeWalk) -> Option<Option<u64>> {
+    if rt.held != 0 {
+        let held = rt.held;
+        rt.held = 0;
+        return Some(Some(held));
+    }
+    let Some(entry) = next(rt, 0)? else { return Some(None) };
+    if rt.trailing == 1 {
+        rt.trailing = 2;
+        rt.held = entry;
+        return Some(Some(trailing_mark(rt.proc.kind as u8)));
+    }
+    Some(Some(entry))
 }
 
 /// The native frame after the runtime's frames was walked: the next interpreter frame starts

@@ -14,7 +14,6 @@
 use core::ffi::c_void;
 
 use autodump_common::{
-    runtimes::trailing_mark,
     unwind::{
         cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
         MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
@@ -243,21 +242,12 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// Past the root: a runtime's frames left over (see `runtimes::trailing`), after their mark.
+/// Past the root: a runtime's frames left over (see `runtimes::trailing`), one entry a step.
 #[inline(always)]
 fn trailing(walk: &mut Walk, len: usize) -> i64 {
     match runtimes::trailing(&mut walk.rt) {
-        Some(Some((frame, first))) => {
-            if first {
-                if len + 1 >= MAX_STACK_DEPTH {
-                    walk.stack.end |= END_DEPTH;
-                    return 1;
-                }
-                push(walk, len, trailing_mark(walk.rt.proc.kind as u8));
-                push(walk, len + 1, frame);
-            } else {
-                push(walk, len, frame);
-            }
+        Some(Some(entry)) => {
+            push(walk, len, entry);
             0
         }
         Some(None) => 0,

@@ -70,6 +70,10 @@ fn regrouped(stack: Vec<Arc<Location>>, ruby: impl Fn(&Location) -> bool) -> Vec
     let Some(at) = stack.iter().position(|l| !l.kernel && l.address == mark) else { return stack };
     let mut stack = stack;
     let left_over: Vec<Arc<Location>> = stack.split_off(at).into_iter().skip(1).collect();
+    if left_over.is_empty() {
+        // The walk hit its depth limit right after the mark.
+        return stack;
+    }
     // The native frames, and before each a group (maybe empty) of Ruby frames.
     let mut groups: Vec<Vec<Arc<Location>>> = vec![Vec::new()];
     let mut natives = Vec::new();
