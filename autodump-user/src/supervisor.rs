@@ -62,6 +62,9 @@ pub struct Supervisor {
     /// Watched processes found ended this interval (`find_ended`), before the drain that holds
     /// their last moments; their exit bundles are written after it (`tick`).
     ended: Vec<u32>,
+    /// Processes that read as ended while the probes had not yet seen their group's end: each is
+    /// given one more interval (see `find_ended`).
+    awaiting_exit: HashSet<u32>,
     restarts: Restarts,
     /// Whether "nothing matches yet" has been said (it is said once).
     said_waiting: bool,
@@ -88,6 +91,7 @@ impl Supervisor {
             cli,
             watchers: BTreeMap::new(),
             ended: Vec::new(),
+            awaiting_exit: HashSet::new(),
             restarts: Restarts::default(),
             said_waiting: false,
         })
@@ -100,8 +104,22 @@ impl Supervisor {
 
     /// Finds the watched processes that have ended, before the scan for new ones (so that an
     /// instance started in the same interval counts as a restart) and before the drain.
-    pub fn find_ended(&mut self) {
-        self.ended = self.watchers.iter_mut().filter_map(|(p, w)| (!w.session.check_alive()).then_some(*p)).collect();
+    /// A leader that has exited while its other threads are still exiting (a crash takes the
+    /// whole group down) already reads as a zombie before the exit probe sees the group end: such
+    /// a process is given one more interval for its exit status to arrive.
+    pub fn find_ended(&mut self, mut host: Option<&mut ProbeHost>) {
+        let mut ended = Vec::new();
+        for (&pid, w) in self.watchers.iter_mut() {
+            if w.session.check_alive() {
+                continue;
+            }
+            let known = host.as_mut().is_none_or(|h| h.exit_status(pid).is_some());
+            if known || !self.awaiting_exit.insert(pid) {
+                self.awaiting_exit.remove(&pid);
+                ended.push(pid);
+            }
+        }
+        self.ended = ended;
         let t = now();
         self.restarts.exits.extend(self.ended.iter().map(|_| t));
     }

@@ -106,7 +106,7 @@ impl Agent {
     /// moments), new ones, the drain, then every supervisor's watchers.
     fn tick(&mut self) -> Result<(), AgentError> {
         for s in self.supervisors.iter_mut() {
-            s.find_ended();
+            s.find_ended(self.host.as_mut());
         }
         self.discover()?;
         let Some(mut parts) = self.drain()? else { return Ok(()) };
