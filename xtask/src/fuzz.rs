@@ -82,7 +82,10 @@ pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()>
     std::thread::scope(|scope| {
         for _ in 0..lanes {
             scope.spawn(|| {
-                while let Some(target) = queue.lock().unwrap().pop() {
+                loop {
+                    // Taken, then the lock let go: held while a target runs, it would run them one at a time.
+                    let next = queue.lock().unwrap().pop();
+                    let Some(target) = next else { break };
                     if let Err(e) = fuzz_one(&dir, &bins, &logs, target, seconds) {
                         failed.lock().unwrap().push(format!("{target}: {e:#}"));
                     }

@@ -124,7 +124,10 @@ pub fn run_matrix(only: Option<&str>) -> Result<()> {
     std::thread::scope(|scope| {
         for _ in 0..lanes {
             scope.spawn(|| {
-                while let Some(kernel) = queue.lock().unwrap().pop() {
+                loop {
+                    // Taken, then the lock let go: held while a guest runs, it would boot them one at a time.
+                    let next = queue.lock().unwrap().pop();
+                    let Some(kernel) = next else { break };
                     step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
                     let started = Instant::now();
                     let outcomes = boot(kernel, &image);
