@@ -10,6 +10,24 @@ use std::{
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
+/// Held while a fixture is built: across threads (`BUILD_LOCK`) and across test processes run
+/// at once (an exclusive `flock` on `target/fixtures/.build-lock`, released when dropped).
+struct BuildLock {
+    _file: std::fs::File,
+    _thread: std::sync::MutexGuard<'static, ()>,
+}
+
+impl BuildLock {
+    fn take(out_dir: &std::path::Path) -> Self {
+        let thread = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let file = std::fs::File::create(out_dir.join(".build-lock")).expect("the fixtures' lock file");
+        // SAFETY: flock on a descriptor this struct owns; it is released when the file closes.
+        let taken = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+        assert_eq!(taken, 0, "cannot lock target/fixtures: {}", std::io::Error::last_os_error());
+        Self { _file: file, _thread: thread }
+    }
+}
+
 /// The GOROOT of the newest Go in Debian unstable, which `cargo xtask setup` unpacks into
 /// target/go-toolchains (xtask/src/newer_go.rs), and its version; None if it is not there.
 pub fn newer_go() -> Option<(PathBuf, String)> {
@@ -32,10 +50,10 @@ pub fn go_toolchain(name: &str) -> Option<(PathBuf, String)> {
 /// (see [`debug_file`]); `NAME-newest-go` is NAME built with `newer_go()` instead of Debian
 /// 12's Go, `NAME-middle-go` with Debian 13's. They combine: `goleak-stripped-newest-go`.
 pub fn fixture_bin(name: &str) -> PathBuf {
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src_dir = super::workspace().join("tests/fixtures");
     let out_dir = super::workspace().join("target/fixtures");
     std::fs::create_dir_all(&out_dir).expect("create target/fixtures");
+    let _lock = BuildLock::take(&out_dir);
     let bin = out_dir.join(name);
     let stripped = name.contains("-stripped");
     let toolchain = ["newest", "middle"].into_iter().find(|t| name.contains(&format!("-{t}-go")));
@@ -80,9 +98,13 @@ pub fn fixture_bin(name: &str) -> PathBuf {
             cmd.arg("-ldflags=-s -w");
         }
         cmd.arg(&source);
-        // One build cache per toolchain; never fetch another toolchain.
-        let cache = toolchain.map_or("gocache".to_string(), |t| format!("gocache-{t}"));
-        cmd.env("GOCACHE", out_dir.join(cache)).env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
+        // Go's own build cache (shared by every checkout: its keys hold the toolchain), one in
+        // target/ when there is no home; never fetch another toolchain.
+        if std::env::var_os("HOME").is_none() {
+            let cache = toolchain.map_or("gocache".to_string(), |t| format!("gocache-{t}"));
+            cmd.env("GOCACHE", out_dir.join(cache));
+        }
+        cmd.env("GO111MODULE", "off").env("GOTOOLCHAIN", "local");
         cmd
     };
     let out =

@@ -66,7 +66,10 @@ impl Interpreter {
         let Some(root) = &self.root else { return here };
         let dir = root.join(FIXTURES_IN_ROOT);
         std::fs::create_dir_all(&dir).expect("a fixture directory in the root");
-        std::fs::copy(&here, dir.join(name)).expect("copy the fixture into the root");
+        // Copied whole, then renamed: a test running at once may be reading the last copy.
+        let part = dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::copy(&here, &part).expect("copy the fixture into the root");
+        std::fs::rename(&part, dir.join(name)).expect("rename the fixture's copy");
         Path::new("/").join(FIXTURES_IN_ROOT).join(name)
     }
 }
