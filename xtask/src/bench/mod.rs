@@ -115,7 +115,7 @@ impl Bench {
 }
 
 pub fn run_all(opts: Options) -> Result<()> {
-    setup::all()?;
+    setup::all(true)?;
     setup::apt_packages(BENCH_PACKAGES)?;
     let agent = crate::build()?;
     let bin = root().join("target/bench");
