@@ -25,6 +25,11 @@ pub trait RemoteMemory: Send + Sync {
         Ok(u64::from_le_bytes(b))
     }
 
+    /// The word at `offset` from `base`; an address that wraps is simply unreadable.
+    fn field(&self, base: u64, offset: u64) -> Result<u64, ReadError> {
+        self.u64(base.wrapping_add(offset))
+    }
+
     fn i32(&self, addr: u64) -> Result<i32, ReadError> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b)?;

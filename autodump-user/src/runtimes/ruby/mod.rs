@@ -78,7 +78,10 @@ impl RubySupport {
             let Some(file) = files.get(&path, RubyFile::parse) else { continue };
             let RubyFile::Interpreter(ruby) = &*file else { continue };
             let version = ruby.version.clone();
-            let bias = ruby.segments.delta_for_mapping(m.file_offset).map(|d| m.start.wrapping_sub(m.file_offset + d));
+            let bias = ruby
+                .segments
+                .delta_for_mapping(m.file_offset)
+                .map(|d| m.start.wrapping_sub(m.file_offset.wrapping_add(d)));
             let memory = Box::new(ProcessMemory::new(pid));
             return match RubyProcess::open(pid, memory, ruby, bias.unwrap_or(0), &m.path) {
                 Ok(process) => RubySupport::Ready(Arc::new(process)),
@@ -133,7 +136,7 @@ impl RubyProcess {
         let index = index.wrapping_add(bias);
         let unreadable = |e: crate::collect::remote::ReadError| format!("cannot read the TLS index at {:#x}", e.0);
         let module = m.u64(index).map_err(unreadable)?;
-        let dtpoff = m.u64(index + 8).map_err(unreadable)?;
+        let dtpoff = m.field(index, 8).map_err(unreadable)?;
         if module == 0 || module > 1 << 16 {
             return Err(format!("the TLS index holds module {module}: not loaded as expected"));
         }
@@ -200,7 +203,7 @@ fn a_handler(rt: &RubyRuntime) -> Option<u64> {
                 continue;
             }
             let l = &rt.layout;
-            let encoded = m.u64(m.u64(iseq + l.iseq_body).ok()? + l.body_encoded).ok()?;
+            let encoded = m.field(m.field(iseq, l.iseq_body).ok()?, l.body_encoded).ok()?;
             if let Ok(handler) = m.u64(encoded) {
                 return Some(handler);
             }

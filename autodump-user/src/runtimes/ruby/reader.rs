@@ -124,7 +124,7 @@ impl RubyRuntime {
     pub fn thread_list(&self) -> Result<Vec<u64>, RubyError> {
         let (m, l) = (&*self.memory, &self.layout);
         let vm = self.vm()?;
-        let main = m.u64(vm + l.vm_main_thread)?;
+        let main = m.field(vm, l.vm_main_thread)?;
         let mut threads = vec![main];
         let mut node = m.u64(main)?;
         // The ring holds the threads and its head; a ring that does not close ends here too.
@@ -144,10 +144,10 @@ impl RubyRuntime {
     pub fn thread(&self, thread: u64) -> Result<(u32, u64), RubyError> {
         let (m, l) = (&*self.memory, &self.layout);
         let tid = match l.thread_tid {
-            Tid::InThread(at) => m.u64(thread + at)? as u32,
-            Tid::InNativeThread { nt, tid } => m.u64(m.u64(thread + nt)?.wrapping_add(tid))? as u32,
+            Tid::InThread(at) => m.field(thread, at)? as u32,
+            Tid::InNativeThread { nt, tid } => m.u64(m.field(thread, nt)?.wrapping_add(tid))? as u32,
         };
-        Ok((tid, m.u64(thread + l.thread_ec)?))
+        Ok((tid, m.field(thread, l.thread_ec)?))
     }
 
     /// An execution context's control frames, innermost first, as (iseq, pc, ep-flags, ep):
@@ -155,9 +155,9 @@ impl RubyRuntime {
     /// exactly.
     pub fn control_frames(&self, ec: u64) -> Result<Vec<(u64, u64, u64, u64)>, RubyError> {
         let (m, l) = (&*self.memory, &self.layout);
-        let stack = m.u64(ec + l.ec_vm_stack)?;
-        let size = m.u64(ec + l.ec_vm_stack_size)?;
-        let cfp = m.u64(ec + l.ec_cfp)?;
+        let stack = m.field(ec, l.ec_vm_stack)?;
+        let size = m.field(ec, l.ec_vm_stack_size)?;
+        let cfp = m.field(ec, l.ec_cfp)?;
         let end = stack.wrapping_add(size.wrapping_mul(8));
         if size == 0 || size > 1 << 24 || cfp < stack || cfp >= end || (end - cfp) % l.cfp_size != 0 {
             return Err(RubyError::Inconsistent(format!("control frames at {cfp:#x} do not end with the VM stack")));
@@ -166,9 +166,9 @@ impl RubyRuntime {
         let mut frames = Vec::with_capacity(count as usize);
         for i in 0..count {
             let at = cfp + i * l.cfp_size;
-            let ep = m.u64(at + l.cfp_ep)?;
+            let ep = m.field(at, l.cfp_ep)?;
             let flags = m.u64(ep).unwrap_or(0);
-            frames.push((m.u64(at + l.cfp_iseq)?, m.u64(at + l.cfp_pc)?, flags, ep));
+            frames.push((m.field(at, l.cfp_iseq)?, m.field(at, l.cfp_pc)?, flags, ep));
         }
         Ok(frames)
     }
@@ -186,10 +186,12 @@ impl RubyRuntime {
             return Err(RubyError::Inconsistent(format!("{object:#x} is no String")));
         }
         let (len, at) = match (self.layout.string, flags & FL_USER1 != 0) {
-            (StringLayout::LengthInFlags, false) => ((flags >> EMBED_LEN_SHIFT) & EMBED_LEN_MASK, object + 16),
-            (StringLayout::LengthInFlags, true) => (m.u64(object + 16)?, m.u64(object + 24)?),
-            (StringLayout::LengthField, false) => (m.u64(object + 16)?, object + 24),
-            (StringLayout::LengthField, true) => (m.u64(object + 16)?, m.u64(object + 24)?),
+            (StringLayout::LengthInFlags, false) => {
+                ((flags >> EMBED_LEN_SHIFT) & EMBED_LEN_MASK, object.wrapping_add(16))
+            }
+            (StringLayout::LengthInFlags, true) => (m.field(object, 16)?, m.field(object, 24)?),
+            (StringLayout::LengthField, false) => (m.field(object, 16)?, object.wrapping_add(24)),
+            (StringLayout::LengthField, true) => (m.field(object, 16)?, m.field(object, 24)?),
         };
         let mut bytes = vec![0u8; len.min(MAX_STRING) as usize];
         m.read(at, &mut bytes)?;
@@ -204,7 +206,7 @@ impl RubyRuntime {
             return Err(RubyError::Inconsistent(format!("{object:#x} is no Array")));
         }
         let embedded = flags & FL_USER1 != 0;
-        let base = if embedded { object + 16 } else { m.u64(object + 32)? };
+        let base = if embedded { object.wrapping_add(16) } else { m.field(object, 32)? };
         Ok(m.u64(base.wrapping_add(index * 8))?)
     }
 
@@ -223,24 +225,24 @@ impl RubyRuntime {
 
     fn read_iseq(&self, iseq: u64) -> Result<Iseq, RubyError> {
         let (m, l) = (&*self.memory, &self.layout);
-        let body = m.u64(iseq + l.iseq_body)?;
-        let label: Arc<str> = self.string(m.u64(body + l.body_label)?)?.into();
-        let pathobj = m.u64(body + l.body_pathobj)?;
+        let body = m.field(iseq, l.iseq_body)?;
+        let label: Arc<str> = self.string(m.field(body, l.body_label)?)?.into();
+        let pathobj = m.field(body, l.body_pathobj)?;
         let path = match self.flags(pathobj)? & T_MASK {
             T_ARRAY => self.string(self.array_entry(pathobj, 0)?)?,
             _ => self.string(pathobj)?,
         };
-        let first = m.u64(body + l.body_first_lineno)?;
+        let first = m.field(body, l.body_first_lineno)?;
         let first_line = if l.first_lineno_is_value { (first as i64 >> 1) as u32 } else { first as u32 };
-        let count = m.u64(body + l.body_insns_size)? & 0xffff_ffff;
+        let count = m.field(body, l.body_insns_size)? & 0xffff_ffff;
         let iseq_size = m.u64(body)? >> 32;
         let (mut entries, mut table) = (Vec::new(), None);
         if count > 0 && count <= MAX_LINE_ENTRIES && iseq_size <= MAX_ISEQ_WORDS {
             entries = vec![0u8; (count * l.insn_info_entry_size) as usize];
-            m.read(m.u64(body + l.body_insns_info)?, &mut entries)?;
+            m.read(m.field(body, l.body_insns_info)?, &mut entries)?;
             if count > 1 {
                 let mut bits = vec![0u8; succ_table_len(iseq_size) as usize];
-                m.read(m.u64(body + l.body_succ_index_table)?, &mut bits)?;
+                m.read(m.field(body, l.body_succ_index_table)?, &mut bits)?;
                 table = Some(bits);
             }
         }
@@ -263,7 +265,7 @@ impl RubyRuntime {
             .methods
             .entry(me)
             .or_insert_with(|| {
-                let id = self.memory.u64(me + self.layout.me_called_id).ok()?;
+                let id = self.memory.field(me, self.layout.me_called_id).ok()?;
                 Some(format!("{} [c function]", self.id_name(id)?).into())
             })
             .clone()?;
@@ -283,7 +285,7 @@ impl RubyRuntime {
         if serial == 0 || serial > last {
             return None;
         }
-        let ids = m.u64(symbols + 16).ok()?;
+        let ids = m.field(symbols, 16).ok()?;
         let entries = self.array_entry(ids, serial / ID_ENTRY_UNIT).ok()?;
         let string = self.array_entry(entries, (serial % ID_ENTRY_UNIT) * 2).ok()?;
         self.string(string).ok()
@@ -299,7 +301,7 @@ impl RubyRuntime {
             _ if iseq == 0 || pc == 0 => return None,
             _ => {}
         }
-        let encoded = m.u64(m.u64(iseq + l.iseq_body).ok()? + l.body_encoded).ok()?;
+        let encoded = m.field(m.field(iseq, l.iseq_body).ok()?, l.body_encoded).ok()?;
         Some(RubyEntry::Iseq { iseq, pos: pc.wrapping_sub(encoded) / 8 })
     }
 
