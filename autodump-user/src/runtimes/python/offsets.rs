@@ -16,6 +16,10 @@ use crate::collect::remote::{field_u64, RemoteMemory};
 /// 3 and moved the entry frame onto it (its `FRAME_OWNED_BY_CSTACK`, 4, is assigned nowhere).
 pub use autodump_common::runtimes::python::PY_OWNED_BY_CSTACK as OWNED_BY_CSTACK;
 
+/// The owner of a generator's or coroutine's frame, `FRAME_OWNED_BY_GENERATOR`: 1 on 3.11 to
+/// 3.14. While it runs, its `previous` is its caller; a yield clears it.
+pub const OWNED_BY_GENERATOR: u8 = 1;
+
 /// How a thread state leads to its innermost frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CurrentFrame {

@@ -138,6 +138,8 @@ fn the_3_12_table_matches_its_headers() {
         ("gil_holder", "offsetof(struct _gil_runtime_state, last_holder)"),
         ("gil_locked", "offsetof(struct _gil_runtime_state, locked)"),
         ("cstack", "FRAME_OWNED_BY_CSTACK"),
+        ("generator", "FRAME_OWNED_BY_GENERATOR"),
     ];
-    check(include, &V3_12, &gil, &[at, holder, locked, u64::from(super::offsets::OWNED_BY_CSTACK)]);
+    let owners = [super::offsets::OWNED_BY_CSTACK, super::offsets::OWNED_BY_GENERATOR].map(u64::from);
+    check(include, &V3_12, &gil, &[at, holder, locked, owners[0], owners[1]]);
 }

@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use super::{
     line_of,
-    offsets::{CurrentFrame, Gil, OWNED_BY_CSTACK},
+    offsets::{CurrentFrame, Gil, OWNED_BY_CSTACK, OWNED_BY_GENERATOR},
     PyError, PyRuntime,
 };
 use crate::collect::remote::{field_u32, field_u64, ReadError};
@@ -30,6 +30,8 @@ const MAX_CODES: usize = 100_000;
 /// Frames read per dump at most, over all threads: a garbled list (a thread or frame that
 /// leads back to itself) costs at most this much.
 pub const MAX_FRAME_READS: usize = 200_000;
+/// Reads of a thread whose chain was torn (see `walk`) before the last is kept as it is.
+const TORN_READS: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PyFrame {
@@ -116,8 +118,14 @@ impl PyRuntime {
                 let tid = u32::try_from(tid).map_err(|_| PyError::Inconsistent("native_thread_id"))?;
                 let mut thread =
                     PyThread { tid, holds_gil: holder == tstate, frames: Vec::new(), truncated: false, unreadable: 0 };
-                if let Ok(frame) = self.current_frame(tstate) {
-                    self.walk(frame, cache, &mut thread, &mut budget);
+                // A running thread changes its chain as it is read: a generator read just as it
+                // yields has lost its caller. Such a torn read is read again.
+                for _ in 0..TORN_READS {
+                    (thread.frames, thread.truncated, thread.unreadable) = (Vec::new(), false, 0);
+                    let Ok(frame) = self.current_frame(tstate) else { break };
+                    if !self.walk(frame, cache, &mut thread, &mut budget) {
+                        break;
+                    }
                 }
                 out.push(thread);
                 tstate = m.u64(tstate.wrapping_add(o.tstate_next))?;
@@ -151,27 +159,32 @@ impl PyRuntime {
         }
     }
 
-    fn walk(&self, mut frame: u64, cache: &mut CodeCache, thread: &mut PyThread, budget: &mut usize) {
+    /// Reads the chain from `frame` into `thread`; true if it was torn (a generator's frame
+    /// without its caller: it yielded while being read).
+    fn walk(&self, mut frame: u64, cache: &mut CodeCache, thread: &mut PyThread, budget: &mut usize) -> bool {
         let o = &self.off;
         let len = [o.frame_previous, o.frame_code, o.frame_instr, o.frame_owner].into_iter().max().unwrap_or(0) + 8;
         let mut block = vec![0u8; len as usize];
+        let mut torn = false;
         for _ in 0..MAX_PY_FRAMES * 4 {
             if frame == 0 {
-                return;
+                return torn;
             }
             if *budget == 0 {
                 thread.truncated = true;
-                return;
+                return false;
             }
             *budget -= 1;
             if self.memory.read(frame, &mut block).is_err() {
                 thread.unreadable += 1;
-                return;
+                return false;
             }
             let owner = block[o.frame_owner as usize];
             let code = field_u64(&block, o.frame_code).unwrap_or(0) & !o.code_tag_mask;
             let instr = field_u64(&block, o.frame_instr).unwrap_or(0);
             frame = field_u64(&block, o.frame_previous).unwrap_or(0);
+            // Its frame is kept either way: the last read of a thread that stays torn ends there.
+            torn = frame == 0 && owner == OWNED_BY_GENERATOR;
             if owner == OWNED_BY_CSTACK {
                 continue; // the shim a C call into the interpreter pushes (3.12+)
             }
@@ -183,7 +196,7 @@ impl PyRuntime {
                     };
                     if thread.frames.len() == MAX_PY_FRAMES {
                         thread.truncated = true;
-                        return;
+                        return false;
                     }
                     let line = line_of(&c.linetable, c.first_line, index).unwrap_or(0);
                     thread.frames.push(PyFrame { qualname: c.qualname.clone(), file: c.file.clone(), line });
@@ -192,6 +205,7 @@ impl PyRuntime {
             }
         }
         thread.truncated = true;
+        false
     }
 
     pub(super) fn code(&self, at: u64, cache: &mut CodeCache) -> Option<Arc<Code>> {
