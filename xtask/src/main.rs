@@ -12,7 +12,7 @@ mod soak;
 mod util;
 mod vmtest;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -116,18 +116,30 @@ pub(crate) fn build() -> Result<std::path::PathBuf> {
     Ok(util::root().join("target/release/autodump-agent"))
 }
 
+/// Every test: a failing stage does not stop the later ones (each says what it found), and the
+/// run fails at the end naming every stage that failed.
 fn test(filter: Option<String>) -> Result<()> {
     setup::all(true)?;
     let agent = build()?;
+    let mut failed = Vec::new();
+    let mut stage = |name: &str, result: Result<()>| {
+        if let Err(e) = result {
+            eprintln!("{name} failed: {e:#}");
+            failed.push(name.to_string());
+        }
+    };
     if filter.is_none() {
         util::step("unit tests");
-        util::run(util::cargo().args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"]))?;
+        stage(
+            "unit tests",
+            util::run(util::cargo().args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"])),
+        );
         util::step(&format!("fuzz targets, {} s each", fuzz::SECONDS_IN_TEST));
-        fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST, fuzz::Build::Quick)?;
+        stage("fuzzing", fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST, fuzz::Build::Quick));
     }
     let mut cmd = util::as_root(std::path::Path::new("cargo"));
     if util::output(std::process::Command::new("cargo").args(["nextest", "--version"])).is_some() {
-        // Two at a time where neither needs the machine to itself (.config/nextest.toml).
+        // Two at a time (.config/nextest.toml).
         util::step("integration tests (real probes on fixture processes; cargo nextest, .config/nextest.toml)");
         cmd.args(["nextest", "run", "-p", "autodump-tests"]);
         cmd.args(filter.as_ref());
@@ -137,10 +149,13 @@ fn test(filter: Option<String>) -> Result<()> {
         cmd.args(filter.as_ref());
     }
     cmd.env("AUTODUMP_AGENT", &agent);
-    util::run(&mut cmd)?;
+    stage("integration tests", util::run(&mut cmd));
     if filter.is_none() {
         util::step("kernel matrix (the end-to-end checks on Debian's kernels under QEMU)");
-        vmtest::run_matrix(None)?;
+        stage("kernel matrix", vmtest::run_matrix(None));
+    }
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
     }
     Ok(())
 }
