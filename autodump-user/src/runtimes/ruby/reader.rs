@@ -365,4 +365,19 @@ mod tests {
         );
         assert_eq!(t.unreadable, 0);
     }
+
+    /// Addresses near the top of the address space (garbage in a control frame, an object or a
+    /// body) wrap into unreadable ones, never overflow (the fuzz target found `iseq + offset`).
+    #[test]
+    fn addresses_at_the_top_are_unreadable_not_an_overflow() {
+        let rt = RubyRuntime::over_image(0x10_0000, vec![0; 64], 3).unwrap();
+        let top = u64::MAX - 4;
+        assert!(rt.entry((top, 1, 0, top)).is_none());
+        assert!(rt.entry((top, 1, FRAME_MAGIC_CFUNC, top)).is_none());
+        assert!(rt.control_frames(top).is_err());
+        assert!(rt.thread(top).is_err());
+        assert!(rt.string(top).is_err());
+        assert!(rt.iseq_frame(top, 0, &mut NameCache::default()).is_none());
+        assert!(rt.cfunc_frame(top, &mut NameCache::default()).is_none());
+    }
 }
