@@ -272,7 +272,8 @@ mod tests {
     #[test]
     fn threads_gone_past_the_horizon_are_forgotten() {
         let me = Target::open(std::process::id()).unwrap();
-        let mut recorder = Recorder::new(me, 99, 1, Some(Duration::from_millis(200)));
+        // A horizon long enough that the reads right after the thread's end fall within it.
+        let mut recorder = Recorder::new(me, 99, 1, Some(Duration::from_secs(1)));
         let (seen, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
         let worker = std::thread::spawn(move || {
             seen.0.send(tid()).unwrap();
@@ -285,7 +286,7 @@ mod tests {
         worker.join().unwrap();
         recorder.observe_target();
         assert!(recorder.threads.contains_key(&worker_tid), "still within the horizon");
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(1200));
         recorder.observe_target();
         assert!(!recorder.threads.contains_key(&worker_tid), "gone past the horizon");
         assert!(recorder.threads.contains_key(&tid()), "a live thread stays");

@@ -301,13 +301,13 @@ mod tests {
         let (a, b) = (Path::new("/bin/sh"), std::env::current_exe().unwrap());
         let (id_a, id_b) = (FileId::of_path(a).unwrap(), FileId::of_path(&b).unwrap());
         files.name(&id_a, a, "sh", &[0x10]);
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(600));
         files.name(&id_b, &b, "test", &[0x10]);
         // Named again from the cache, through another path to the same file: not loaded again.
         files.name(&id_b, Path::new(&format!("/proc/self/root{}", b.display())), "test", &[0x10, 0x20]);
         assert_eq!(files.stats().loads, 2);
         // Only what was not named for a while may go.
-        files.evict(usize::MAX, Duration::from_millis(40));
+        files.evict(usize::MAX, Duration::from_millis(500));
         let stats = files.stats();
         assert_eq!((stats.files, stats.evictions), (1, 1), "{stats:?}");
         files.name(&id_a, a, "sh", &[0x10]);
