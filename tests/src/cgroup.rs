@@ -42,6 +42,15 @@ impl TestCgroup {
         Self { path: format!("/{name}"), dir, root }
     }
 
+    /// Gives the cgroup the weight of a nice -20 task against its siblings (see
+    /// [`crate::favour_cpu`]: a process's nice counts only within its cgroup).
+    pub fn favour(&self) {
+        match self.dir.join("cpu.weight").exists() {
+            true => fs::write(self.dir.join("cpu.weight"), "10000").unwrap(),
+            false => fs::write(self.dir.join("cpu.shares"), "88761").unwrap(),
+        }
+    }
+
     /// Moves process `pid` (every thread) in.
     pub fn add(&self, pid: u32) {
         fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();

@@ -2,7 +2,7 @@
 //! killed when the test drops them.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{mpsc, Mutex},
     time::Duration,
@@ -40,6 +40,18 @@ pub fn go_toolchain(name: &str) -> Option<(PathBuf, String)> {
     let goroot = super::workspace().join("target/go-toolchains").join(name);
     let version = std::fs::read_to_string(goroot.join("VERSION")).ok()?;
     goroot.join("bin/go").exists().then(|| (goroot, version.lines().next().unwrap_or_default().to_string()))
+}
+
+/// A copy of `binary` that is this test's own (in `target/test-scratch/own-bin/TEST`), for a
+/// test that selects its processes by executable: a test beside it may run the same program.
+pub fn own_copy(binary: &Path, test: &str) -> PathBuf {
+    let dir = super::workspace().join("target/test-scratch/own-bin").join(test);
+    std::fs::create_dir_all(&dir).expect("create the own-bin dir");
+    let name = binary.file_name().expect("a binary's name");
+    let (copy, part) = (dir.join(name), dir.join(format!(".{}.part", name.to_string_lossy())));
+    std::fs::copy(binary, &part).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+    std::fs::rename(&part, &copy).expect("rename the copy into place");
+    copy
 }
 
 /// Builds fixture `name` (`name.c` with gcc, `name.rs` with rustc, or `name.go` with go) unless
@@ -147,6 +159,13 @@ impl Fixture {
         let mut command = Command::new(fixture_bin(name));
         command.args(args);
         Self::spawn(command, name)
+    }
+
+    /// Starts the fixture at `binary` (an [`own_copy`], say) and waits until it prints `ready`.
+    pub fn start_at(binary: &Path, args: &[&str]) -> Self {
+        let mut command = Command::new(binary);
+        command.args(args);
+        Self::spawn(command, &binary.display().to_string())
     }
 
     /// Starts `command` (a fixture run by an interpreter, say) and waits until it prints `ready`.

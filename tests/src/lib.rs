@@ -24,7 +24,7 @@ use std::{
 };
 
 pub use bundle::{Bundle, Folded};
-pub use fixture::{fixture_bin, Fixture};
+pub use fixture::{fixture_bin, own_copy, Fixture};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -38,6 +38,28 @@ pub fn agent() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target/release/autodump-agent"));
     assert!(path.exists(), "agent binary {} not found: run `cargo xtask test`", path.display());
     path
+}
+
+/// The nextest test group of the tests that call [`favour_cpu`] (.config/nextest.toml).
+pub const FAVOURED_GROUP: &str = "favoured";
+
+/// For a test whose checks depend on the CPU its processes get (CPU rules, a spinning thread's
+/// share of a CPU): this test's thread, and so every process it starts from now on (fixtures,
+/// the agent, a reference sampler), runs at nice -20, so a test beside it at nice 0 cannot take
+/// that CPU (the scheduler gives a nice -20 task about 99% against a nice 0 one). Two such tests
+/// would take it from each other: under nextest they are one group, one at a time; a test that
+/// calls this outside the group fails, saying so.
+pub fn favour_cpu() {
+    if std::env::var_os("NEXTEST_RUN_ID").is_some() {
+        let group = std::env::var("NEXTEST_TEST_GROUP").unwrap_or_default();
+        assert_eq!(
+            group, FAVOURED_GROUP,
+            "a test that favours its CPU belongs in .config/nextest.toml's favoured group"
+        );
+    }
+    // SAFETY: setpriority has no memory preconditions; `0` is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
+    assert_eq!(rc, 0, "setpriority(-20): {} (the tests run as root)", std::io::Error::last_os_error());
 }
 
 /// True if this test can load BPF. Otherwise prints why it is skipped, or panics when

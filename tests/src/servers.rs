@@ -58,11 +58,37 @@ fn weed() -> PathBuf {
     resolved.map_or(PathBuf::from(&shim), |o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
 }
 
+/// The ports of a SeaweedFS server's parts but its S3 gateway.
+#[derive(Clone, Copy)]
+struct Ports {
+    master: u16,
+    volume: u16,
+    filer: u16,
+    master_grpc: u16,
+    volume_grpc: u16,
+    filer_grpc: u16,
+    s3_grpc: u16,
+}
+
+impl Ports {
+    /// These and the S3 gateway's, all distinct.
+    fn free() -> (Self, u16) {
+        let [master, volume, filer, master_grpc, volume_grpc, filer_grpc, s3_grpc, s3] = free_ports();
+        (Self { master, volume, filer, master_grpc, volume_grpc, filer_grpc, s3_grpc }, s3)
+    }
+}
+
+/// `N` distinct free ports: all bound at once, then released.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
 /// SeaweedFS with an S3 gateway that checks signatures, and a bucket.
 pub struct SeaweedFs {
     dir: PathBuf,
     pub s3_port: u16,
-    ports: (u16, u16, u16),
+    ports: Ports,
     pub access_key: String,
     pub secret_key: String,
     process: Option<Process>,
@@ -74,17 +100,18 @@ impl SeaweedFs {
         std::fs::create_dir_all(dir.join("data")).unwrap();
         let identity = r#"{"identities":[{"name":"ci","credentials":[{"accessKey":"ciKey","secretKey":"ciSecret"}],"actions":["Admin","Read","Write","List"]}]}"#;
         std::fs::write(dir.join("s3.json"), identity).unwrap();
+        let (ports, s3_port) = Ports::free();
         let mut store = Self {
             dir: dir.to_path_buf(),
-            s3_port: free_port(),
-            ports: (free_port(), free_port(), free_port()),
+            s3_port,
+            ports,
             access_key: "ciKey".into(),
             secret_key: "ciSecret".into(),
             process: None,
         };
         store.resume();
         let out = Command::new(weed())
-            .args(["shell", &format!("-master=127.0.0.1:{}", store.ports.0)])
+            .args(["shell", &format!("-master=127.0.0.1:{}.{}", store.ports.master, store.ports.master_grpc)])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -100,13 +127,18 @@ impl SeaweedFs {
 
     /// Starts (again) on the same data and ports.
     pub fn resume(&mut self) {
-        let (master, volume, filer) = self.ports;
+        let Ports { master, volume, filer, master_grpc, volume_grpc, filer_grpc, s3_grpc } = self.ports;
         let mut cmd = Command::new(weed());
         cmd.arg("server")
             .arg(format!("-dir={}", self.dir.join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", &format!("-master.port={master}")])
             .args([&format!("-volume.port={volume}"), "-filer", &format!("-filer.port={filer}")])
             .args(["-s3", &format!("-s3.port={}", self.s3_port)])
+            // Every port its own (gRPC's default, port + 10000, may be taken or past 65535), and the
+            // catalog servers with fixed default ports off: two stores may run at once.
+            .args([format!("-master.port.grpc={master_grpc}"), format!("-volume.port.grpc={volume_grpc}")])
+            .args([format!("-filer.port.grpc={filer_grpc}"), format!("-s3.port.grpc={s3_grpc}")])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .arg(format!("-s3.config={}", self.dir.join("s3.json").display()));
         self.process = Some(Process::spawn(&mut cmd, &self.dir.join("weed.log")));
         wait_http(&format!("http://127.0.0.1:{}/", self.s3_port), "SeaweedFS's S3 gateway", Duration::from_secs(60));
@@ -124,7 +156,7 @@ impl SeaweedFs {
 
     /// An object's bytes, read through the filer (not through an S3 client of ours).
     pub fn object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let url = format!("http://127.0.0.1:{}/buckets/{bucket}/{key}", self.ports.2);
+        let url = format!("http://127.0.0.1:{}/buckets/{bucket}/{key}", self.ports.filer);
         let mut response = ureq::get(&url).call().ok()?;
         response.body_mut().with_config().limit(1 << 30).read_to_vec().ok()
     }
@@ -134,7 +166,7 @@ impl SeaweedFs {
         let mut keys = Vec::new();
         let mut dirs = vec![prefix.trim_end_matches('/').to_string()];
         while let Some(dir) = dirs.pop() {
-            let url = format!("http://127.0.0.1:{}/buckets/{bucket}/{dir}/?limit=10000", self.ports.2);
+            let url = format!("http://127.0.0.1:{}/buckets/{bucket}/{dir}/?limit=10000", self.ports.filer);
             let Ok(mut response) = ureq::get(&url).header("Accept", "application/json").call() else { continue };
             let listing: serde_json::Value =
                 serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
@@ -235,6 +267,17 @@ pub struct PrometheusServer {
 
 impl PrometheusServer {
     pub fn start(dir: &Path, targets: &[(&str, u16)], rules: &str, alertmanager_port: u16) -> Self {
+        Self::start_binary(Path::new("prometheus"), dir, targets, rules, alertmanager_port)
+    }
+
+    /// The same from `binary` (a test's own copy, say).
+    pub fn start_binary(
+        binary: &Path,
+        dir: &Path,
+        targets: &[(&str, u16)],
+        rules: &str,
+        alertmanager_port: u16,
+    ) -> Self {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("rules.yml"), rules).unwrap();
@@ -248,7 +291,7 @@ impl PrometheusServer {
         }
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         let port = free_port();
-        let mut cmd = Command::new("prometheus");
+        let mut cmd = Command::new(binary);
         cmd.arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autodump_tests::{cgroup::TestCgroup, require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
+use autodump_tests::{cgroup::TestCgroup, favour_cpu, require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
 
 fn watch(fixture: &Fixture, test: &str, extra: &[&str]) -> RunningAgent {
     let out = scratch_dir(test);
@@ -34,6 +34,7 @@ fn steady_busy_service_fires_nothing_at_default_rules() {
     if !require_bpf("steady_busy_service_fires_nothing_at_default_rules") {
         return;
     }
+    favour_cpu();
     let fixture = Fixture::start("cpuload", &["2", "75"]);
     let mut agent = watch(&fixture, "capacity_steady", &[]);
     let watching = Instant::now();
@@ -67,7 +68,9 @@ fn the_same_service_in_a_smaller_cgroup_fires_at_abs() {
     if !require_bpf("the_same_service_in_a_smaller_cgroup_fires_at_abs") {
         return;
     }
+    favour_cpu();
     let cgroup = TestCgroup::cpu("capacity", Some(1.6));
+    cgroup.favour();
     let fixture = Fixture::start("cpuload", &["2", "75"]);
     cgroup.add(fixture.pid);
     let mut agent = watch(&fixture, "capacity_cgroup", &["--warmup", "5s", "--after", "3s", "--cooldown", "10s"]);
@@ -91,6 +94,7 @@ fn a_sustained_rule_needs_its_duration_and_reaches_back_to_its_start() {
     if !require_bpf("a_sustained_rule_needs_its_duration_and_reaches_back_to_its_start") {
         return;
     }
+    favour_cpu();
     // Calm at 5% of a core per thread, then bursts of both threads at 100% (100% of capacity).
     let mut fixture = Fixture::start("cpuload", &["2", "5"]);
     let rule = ["--rule", "cpu:for=30s,abs=50%", "--warmup", "5s", "--after", "3s", "--lookback", "10s"];

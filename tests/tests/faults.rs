@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use autodump_tests::{require_bpf, run_agent, scratch_dir, Bundle, Fixture, RunningAgent};
+use autodump_tests::{favour_cpu, require_bpf, run_agent, scratch_dir, Bundle, Fixture, RunningAgent};
 
 /// Both variants of the on-CPU, off-CPU and page-fault probes (frame pointers, CFI); one of each
 /// is loaded.
@@ -17,12 +17,39 @@ const OUR_PROGRAMS: [&str; 7] =
     ["on_cpu_sample", "on_cpu_unwind", "sched_switch", "switch_unwind", "process_exit", "fault_sample", "fault_unwind"];
 const LOADED_PER_AGENT: usize = 4;
 
-/// Loaded BPF programs that carry our programs' names (bpftool, from the kernel's own list).
-fn our_programs_loaded() -> usize {
+/// The ids of the BPF programs process `pid` holds (its fds' `prog_id`, from /proc), that are
+/// loaded and carry our programs' names: another agent's, from a test beside this one, are not.
+fn programs_of(pid: u32) -> Vec<u64> {
+    let mut held: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_to_string(fd.path()).ok())
+        .flat_map(|info| {
+            info.lines().filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok()).collect::<Vec<_>>()
+        })
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    loaded_programs()
+        .iter()
+        .filter(|p| OUR_PROGRAMS.iter().any(|n| p["name"] == *n))
+        .filter_map(|p| p["id"].as_u64())
+        .filter(|id| held.contains(id))
+        .collect()
+}
+
+/// Every loaded program, as bpftool lists it.
+fn loaded_programs() -> Vec<serde_json::Value> {
     let out =
         Command::new("bpftool").args(["prog", "show", "--json"]).output().expect("run bpftool (cargo xtask setup)");
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool prints JSON");
-    progs.as_array().unwrap().iter().filter(|p| OUR_PROGRAMS.iter().any(|n| p["name"] == *n)).count()
+    progs.as_array().cloned().unwrap_or_default()
+}
+
+/// Which of `ids` are still loaded.
+fn still_loaded(ids: &[u64]) -> Vec<u64> {
+    loaded_programs().iter().filter_map(|p| p["id"].as_u64()).filter(|id| ids.contains(id)).collect()
 }
 
 #[test]
@@ -30,20 +57,20 @@ fn sigkilled_agent_leaves_no_probe_loaded() {
     if !require_bpf("sigkilled_agent_leaves_no_probe_loaded") {
         return;
     }
-    let before = our_programs_loaded();
     let fixture = Fixture::start("two_threads", &[]);
     let out = scratch_dir("fault_sigkill");
     let mut agent = RunningAgent::start(&["--pid", &fixture.pid.to_string(), "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
-    assert_eq!(our_programs_loaded(), before + LOADED_PER_AGENT, "the probes are loaded while it runs");
+    let ours = programs_of(agent.pid());
+    assert_eq!(ours.len(), LOADED_PER_AGENT, "the probes are loaded while it runs: {ours:?}");
     agent.signal(libc::SIGKILL);
     assert!(agent.wait_exit(Duration::from_secs(5)).is_some());
-    // The kernel frees programs once their last reference (our fds) is gone.
+    // The kernel frees programs once their last reference (our fds) is gone; ids are not reused.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while our_programs_loaded() != before && Instant::now() < deadline {
+    while !still_loaded(&ours).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(our_programs_loaded(), before, "no program or link of ours stays loaded");
+    assert_eq!(still_loaded(&ours), Vec::<u64>::new(), "no program or link of ours stays loaded");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "no partial bundle");
 }
 
@@ -52,6 +79,8 @@ fn overflowing_maps_are_counted_and_reported() {
     if !require_bpf("overflowing_maps_are_counted_and_reported") {
         return;
     }
+    // Its fixture must run to fill the maps in the run's 3 s.
+    favour_cpu();
     // 4096 distinct stacks per thread against 64 stack slots.
     let fixture = Fixture::start("stacky", &["2"]);
     let out = scratch_dir("fault_maps");

@@ -290,14 +290,16 @@ fn two_prometheus_servers_share_one_reading_of_their_binary() {
         return;
     }
     let dir = scratch_dir("go_waits_two_prometheus");
+    // Its own copy: the agent selects by executable, and a test beside it may run Prometheus.
+    let binary = autodump_tests::own_copy(std::path::Path::new("/usr/bin/prometheus"), "go_waits_two_prometheus");
     let servers: Vec<servers::PrometheusServer> = (0..2)
         .map(|i| {
-            let port = servers::free_port();
-            servers::PrometheusServer::start(&dir.join(format!("prometheus-{i}")), &[], "groups: []\n", port)
+            let (port, dir) = (servers::free_port(), dir.join(format!("prometheus-{i}")));
+            servers::PrometheusServer::start_binary(&binary, &dir, &[], "groups: []\n", port)
         })
         .collect();
     let out = dir.join("out");
-    let mut agent = RunningAgent::start(&["--exe", "/usr/bin/prometheus", "--out", out.to_str().unwrap()]);
+    let mut agent = RunningAgent::start(&["--exe", binary.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let started = std::time::Instant::now();
     while agent.logged("watching a new process").len() < servers.len() {
         assert!(started.elapsed() < Duration::from_secs(60), "both servers watched");

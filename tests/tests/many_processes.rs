@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autodump_tests::{fixture_bin, require_bpf, scratch_dir, Fixture, RunningAgent};
+use autodump_tests::{favour_cpu, fixture_bin, own_copy, require_bpf, scratch_dir, Fixture, RunningAgent};
 
 /// Short timings: 500 ms ticks, 4 s warm-up, 10 s lookback, 3 s after a trigger.
 const FAST: &[&str] =
@@ -12,8 +12,10 @@ const FAST: &[&str] =
 /// The agent's default memory budget (`--memory-budget`).
 const DEFAULT_BUDGET: u64 = 64 << 20;
 
-fn worker_exe() -> String {
-    std::fs::canonicalize(fixture_bin("worker")).unwrap().to_str().unwrap().to_string()
+/// The test's own copy of the worker fixture: the agent selects by executable, and the other
+/// test here may run beside this one.
+fn worker_exe(test: &str) -> String {
+    own_copy(&fixture_bin("worker"), test).to_str().unwrap().to_string()
 }
 
 /// A kB field of /proc/PID/status, in bytes.
@@ -25,9 +27,8 @@ fn status_bytes(pid: u32, key: &str) -> u64 {
 }
 
 /// Starts the agent on the worker executable and waits until it watches `n` processes.
-fn watch_workers(test: &str, n: usize, extra: &[&str]) -> RunningAgent {
+fn watch_workers(test: &str, exe: &str, n: usize, extra: &[&str]) -> RunningAgent {
     let out = scratch_dir(test);
-    let exe = worker_exe();
     let mut args = vec!["--exe", &exe, "--out", out.to_str().unwrap()];
     args.extend_from_slice(FAST);
     args.extend_from_slice(extra);
@@ -81,8 +82,10 @@ fn two_hundred_workers_stay_within_the_budget_and_a_spike_gives_its_bundle() {
     if !require_bpf("two_hundred_workers_stay_within_the_budget_and_a_spike_gives_its_bundle") {
         return;
     }
-    let mut workers: Vec<Fixture> = (0..200).map(|_| Fixture::start("worker", &[])).collect();
-    let mut agent = watch_workers("many_processes_200", workers.len(), &[]);
+    favour_cpu();
+    let exe = worker_exe("many_processes_200");
+    let mut workers: Vec<Fixture> = (0..200).map(|_| Fixture::start_at(exe.as_ref(), &[])).collect();
+    let mut agent = watch_workers("many_processes_200", &exe, workers.len(), &[]);
     // A whole lookback of recording for every worker, then the spike.
     std::thread::sleep(Duration::from_secs(12));
     let steady = status_bytes(agent.pid(), "VmRSS:");
@@ -111,9 +114,11 @@ fn over_its_budget_the_agent_frees_caches_and_still_names_the_spike() {
     if !require_bpf("over_its_budget_the_agent_frees_caches_and_still_names_the_spike") {
         return;
     }
-    let mut workers: Vec<Fixture> = (0..40).map(|_| Fixture::start("worker", &[])).collect();
+    favour_cpu();
+    let exe = worker_exe("many_processes_budget");
+    let mut workers: Vec<Fixture> = (0..40).map(|_| Fixture::start_at(exe.as_ref(), &[])).collect();
     // A budget below what the agent needs at all: it frees what it can, counts it, and goes on.
-    let mut agent = watch_workers("many_processes_budget", workers.len(), &["--memory-budget", "4MiB"]);
+    let mut agent = watch_workers("many_processes_budget", &exe, workers.len(), &["--memory-budget", "4MiB"]);
     agent.wait_log(&["over the memory budget"], Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(6));
     let summary = spike_and_check(&mut agent, &mut workers[7]);

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use autodump_tests::{
-    assert_close, require_bpf, scratch_dir, steal_fraction, steal_ticks, thread_cpu_ticks, ticks_per_second, Fixture,
-    RunningAgent,
+    assert_close, favour_cpu, require_bpf, scratch_dir, steal_fraction, steal_ticks, thread_cpu_ticks,
+    ticks_per_second, Fixture, RunningAgent,
 };
 
 const FREQUENCY: u64 = 99;
@@ -35,6 +35,7 @@ fn sample_counts_and_shares_match_cpu_time() {
     if !require_bpf("sample_counts_and_shares_match_cpu_time") {
         return;
     }
+    favour_cpu();
     let fixture = Fixture::start("two_threads", &[]);
     let out = scratch_dir("on_cpu");
     let freq = FREQUENCY.to_string();

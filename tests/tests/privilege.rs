@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use autodump_tests::{agent, require_bpf, scratch_dir, AgentRun, Bundle, Fixture};
+use autodump_tests::{agent, fixture_bin, own_copy, require_bpf, scratch_dir, AgentRun, Bundle, Fixture};
 
 const CAPS: [&str; 3] = ["bpf", "perfmon", "sys_ptrace"];
 
@@ -23,6 +23,16 @@ fn run_as_nobody_with(caps: &[&str], pid: u32, out: &std::path::Path) -> AgentRu
     AgentRun::from(output)
 }
 
+/// The probes sampled the fixture's spinning thread, and /proc and the symbols named 90% of its
+/// samples `hot_spin`. Three samples at the least: beside a test that favours its CPU
+/// (`favour_cpu`), the thread may get only a few percent of one (8 samples in 4 s, seen here).
+fn hot_thread_is_named(bundle: &Bundle) -> bool {
+    let all = bundle.weight("cpu.folded", |f| f.frames[0] == "hot");
+    let named = bundle.weight_in("cpu.folded", "hot", "hot_spin");
+    eprintln!("hot thread: {named} of {all} samples in hot_spin");
+    all >= 3 && named * 10 >= all * 9
+}
+
 #[test]
 fn runs_with_exactly_the_documented_capabilities() {
     if !require_bpf("runs_with_exactly_the_documented_capabilities") {
@@ -34,7 +44,7 @@ fn runs_with_exactly_the_documented_capabilities() {
 
     let run = run_as_nobody_with(&CAPS, fixture.pid, &out);
     let bundle: Bundle = run.bundle();
-    assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 50, "probes, /proc and symbols all work");
+    assert!(hot_thread_is_named(&bundle), "probes, /proc and symbols all work");
     assert!(bundle.summary()["offcpu"]["total_us"].as_u64().unwrap() > 0);
 
     // Without any one of them, and without all of them: exit 4 and one line naming what is missing.
@@ -80,8 +90,9 @@ fn the_systemd_unit_verifies_and_its_capabilities_suffice() {
     let caps: Vec<String> = bounding.split_whitespace().map(|c| c.trim_start_matches("CAP_").to_lowercase()).collect();
     let set =
         std::iter::once("-all".to_string()).chain(caps.iter().map(|c| format!("+{c}"))).collect::<Vec<_>>().join(",");
-    let fixture = Fixture::start("two_threads", &[]);
-    let exe = std::fs::read_link(format!("/proc/{}/exe", fixture.pid)).unwrap();
+    // Its own copy: the agent selects by executable, and a test beside it may run two_threads.
+    let exe = own_copy(&fixture_bin("two_threads"), "unit_caps");
+    let _fixture = Fixture::start_at(&exe, &[]);
     let out = scratch_dir("unit_caps");
     let child = Command::new("setpriv")
         .arg(format!("--bounding-set={set}"))
@@ -101,5 +112,5 @@ fn the_systemd_unit_verifies_and_its_capabilities_suffice() {
     let run = AgentRun::from(child.wait_with_output().unwrap());
     let bundle = run.bundle();
     assert_eq!(bundle.summary()["target"]["selector"], format!("exe:{}", exe.display()));
-    assert!(bundle.weight_in("cpu.folded", "hot", "hot_spin") > 50, "{}", run.stderr);
+    assert!(hot_thread_is_named(&bundle), "{}", run.stderr);
 }

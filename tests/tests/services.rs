@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use autodump_tests::{
-    cgroup::TestCgroup, fixture_bin, require_bpf, scratch_dir, unix_now, Bundle, Fixture, RunningAgent,
+    cgroup::TestCgroup, fixture_bin, own_copy, require_bpf, scratch_dir, unix_now, Bundle, Fixture, RunningAgent,
 };
 
 /// Short timings: 500 ms ticks, 4 s warm-up, 10 s lookback, 3 s after a trigger.
@@ -19,8 +19,9 @@ fn start_agent(test: &str, target: &[&str]) -> RunningAgent {
     RunningAgent::start(&args)
 }
 
-fn cpuload_exe() -> String {
-    std::fs::canonicalize(fixture_bin("cpuload")).unwrap().to_str().unwrap().to_string()
+/// The test's own copy of the cpuload fixture: a test beside it may run cpuload too.
+fn cpuload_exe(test: &str) -> String {
+    own_copy(&fixture_bin("cpuload"), test).to_str().unwrap().to_string()
 }
 
 /// Waits until the agent watches `pid`; returns how long that took.
@@ -40,7 +41,7 @@ fn a_crashing_service_is_followed_across_restarts() {
     if !require_bpf("a_crashing_service_is_followed_across_restarts") {
         return;
     }
-    let exe = cpuload_exe();
+    let exe = cpuload_exe("services_restarts");
     let mut agent = start_agent("services_restarts", &["--exe", &exe]);
     agent.wait_log(&["no process matches yet"], Duration::from_secs(30));
     let mut latencies = Vec::new();
@@ -48,7 +49,7 @@ fn a_crashing_service_is_followed_across_restarts() {
     for crash in 1..=3 {
         // 5 ms busy in each 20 ms: a 1 ms burst every 20 ms beats with 99 Hz sampling (two
         // periods are 20.2 ms), so a 2 s life could fall wholly between samples.
-        let mut instance = Fixture::start("cpuload", &["2", "25"]);
+        let mut instance = Fixture::start_at(exe.as_ref(), &["2", "25"]);
         latencies.push(attached(&mut agent, instance.pid));
         std::thread::sleep(Duration::from_secs(2));
         instance.send("crash");
@@ -65,7 +66,7 @@ fn a_crashing_service_is_followed_across_restarts() {
         assert!(bundle.weight("cpu.folded", |f| f.frames.iter().any(|x| x == "load_work")) > 0);
     }
     // The fourth instance: still watched, and a CPU spike gives a rule bundle for it.
-    let mut fourth = Fixture::start("cpuload", &["2", "5"]);
+    let mut fourth = Fixture::start_at(exe.as_ref(), &["2", "5"]);
     latencies.push(attached(&mut agent, fourth.pid));
     std::thread::sleep(Duration::from_secs(6));
     spike(&mut fourth);
@@ -97,9 +98,9 @@ fn of_two_processes_of_one_executable_only_the_spiking_one_fires() {
     if !require_bpf("of_two_processes_of_one_executable_only_the_spiking_one_fires") {
         return;
     }
-    let calm = Fixture::start("cpuload", &["2", "5"]);
-    let mut spiking = Fixture::start("cpuload", &["2", "5"]);
-    let exe = cpuload_exe();
+    let exe = cpuload_exe("services_two");
+    let calm = Fixture::start_at(exe.as_ref(), &["2", "5"]);
+    let mut spiking = Fixture::start_at(exe.as_ref(), &["2", "5"]);
     let mut agent = start_agent("services_two", &["--exe", &exe]);
     attached(&mut agent, calm.pid);
     attached(&mut agent, spiking.pid);
@@ -157,8 +158,8 @@ fn sighup_reloads_the_config_and_keeps_unchanged_targets_recording() {
     if !require_bpf("sighup_reloads_the_config_and_keeps_unchanged_targets_recording") {
         return;
     }
-    let exe = cpuload_exe();
-    let kept = Fixture::start("cpuload", &["1", "20"]);
+    let exe = cpuload_exe("services_reload");
+    let kept = Fixture::start_at(exe.as_ref(), &["1", "20"]);
     let dir = scratch_dir("services_reload");
     let config = dir.join("config.toml");
     let write = |extra: &str| {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autodump_tests::{require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
+use autodump_tests::{favour_cpu, require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
 
 /// Short timings so each test takes seconds: 500 ms ticks, 4 s warm-up, 10 s lookback.
 const FAST: &[&str] =
@@ -45,6 +45,7 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
     if !require_bpf("cpu_spike_gives_one_bundle_reaching_back_before_it") {
         return;
     }
+    favour_cpu();
     let mut fixture = Fixture::start("misbehave", &["cpu", "cue"]);
     let mut agent = start_agent(&fixture, "watch_cpu", &[]);
     // The spike starts 10 s into the recording, past the warm-up, with a lookback's worth of calm
@@ -206,6 +207,7 @@ fn manual_bundle_on_sigusr1_and_none_for_steady_load() {
     if !require_bpf("manual_bundle_on_sigusr1_and_none_for_steady_load") {
         return;
     }
+    favour_cpu();
     let fixture = Fixture::start("misbehave", &["steady", "0"]);
     let out = scratch_dir("watch_steady");
     let pid = fixture.pid.to_string();
