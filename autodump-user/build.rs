@@ -50,8 +50,10 @@ fn build() -> anyhow::Result<()> {
     let mut cmd = Command::new("rustup");
     cmd.args(["run", TOOLCHAIN, "cargo", "build", "--package", PROBES, "--bins", "--message-format=json"])
         .args(["--release", "--target", target, "-Z", "build-std=core"])
+        // One target directory for every profile of the outer build (check, test, release):
+        // the probes are built once, whichever comes first, and found fresh by the rest.
         .arg("--target-dir")
-        .arg(out_dir.join("ebpf-target"))
+        .arg(metadata.target_directory.join("ebpf").as_std_path())
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),

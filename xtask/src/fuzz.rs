@@ -1,7 +1,10 @@
 //! Fuzz targets for every parser of outside data (fuzz/, cargo-fuzz with libFuzzer): briefly in
 //! `cargo xtask test`, for as long as asked with `cargo xtask fuzz`.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -43,17 +46,27 @@ pub enum Build {
     Quick,
 }
 
-/// Runs `targets` (all when empty) for `seconds` each, with debug assertions (so overflow is a
-/// crash), as many at once as there are CPUs (libFuzzer runs one thread). New inputs go to
-/// fuzz/corpus/TARGET; a crash fails the run and is saved in fuzz/artifacts/TARGET; each run's
-/// output is in target/fuzz-logs/TARGET.log.
+/// Fuzz targets built and ready to run.
+pub struct Built {
+    dir: PathBuf,
+    bins: PathBuf,
+    chosen: Vec<String>,
+}
+
+/// Runs `targets` (all when empty) for `seconds` each: [`build`], then [`run_built`].
 pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()> {
+    run_built(&self::build(targets, build, false)?, seconds)
+}
+
+/// Builds `targets` (all when empty) with debug assertions (so overflow is a crash); `idle`:
+/// at idle CPU priority (beside the integration tests, whose CPU it must not take).
+pub fn build(targets: &[String], build: Build, idle: bool) -> Result<Built> {
     crate::setup::toolchain()?;
     cargo_fuzz()?;
-    let chosen: Vec<&str> =
-        if targets.is_empty() { TARGETS.to_vec() } else { targets.iter().map(|s| s.as_str()).collect() };
+    let chosen: Vec<String> =
+        if targets.is_empty() { TARGETS.iter().map(|t| t.to_string()).collect() } else { targets.to_vec() };
     for target in &chosen {
-        if !TARGETS.contains(target) {
+        if !TARGETS.contains(&target.as_str()) {
             bail!("no fuzz target '{target}'; targets: {}", TARGETS.join(", "));
         }
     }
@@ -62,17 +75,25 @@ pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()>
         Build::Optimized => ("--release", "release"),
         Build::Quick => ("--dev", "debug"),
     };
-    step(&format!("building {} fuzz target(s)", chosen.len()));
-    let mut cmd = Command::new("cargo");
+    step(&format!("building {} fuzz target(s){}", chosen.len(), if idle { " at idle priority" } else { "" }));
+    let mut cmd = if idle { crate::util::idle("cargo") } else { Command::new("cargo") };
     cmd.current_dir(&dir).args(["+nightly", "fuzz", "build", "--debug-assertions", flag]);
     if chosen.len() == 1 {
-        cmd.arg(chosen[0]);
+        cmd.arg(&chosen[0]);
     }
     run(&mut cmd)?;
     let host = output(Command::new("rustc").args(["+nightly", "-vV"]))
         .and_then(|v| v.lines().find_map(|l| l.strip_prefix("host: ").map(str::to_string)))
         .context("rustc +nightly -vV names no host")?;
     let bins = dir.join("target").join(host).join(profile);
+    Ok(Built { dir, bins, chosen })
+}
+
+/// Runs built targets for `seconds` each, as many at once as there are CPUs (libFuzzer runs
+/// one thread). New inputs go to fuzz/corpus/TARGET; a crash fails the run and is saved in
+/// fuzz/artifacts/TARGET; each run's output is in target/fuzz-logs/TARGET.log.
+pub fn run_built(built: &Built, seconds: u64) -> Result<()> {
+    let Built { dir, bins, chosen } = built;
     let logs = root().join("target/fuzz-logs");
     std::fs::create_dir_all(&logs)?;
     let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chosen.len().max(1));
@@ -86,7 +107,7 @@ pub fn run_targets(targets: &[String], seconds: u64, build: Build) -> Result<()>
                     // Taken, then the lock let go: held while a target runs, it would run them one at a time.
                     let next = queue.lock().unwrap().pop();
                     let Some(target) = next else { break };
-                    if let Err(e) = fuzz_one(&dir, &bins, &logs, target, seconds) {
+                    if let Err(e) = fuzz_one(dir, bins, &logs, &target, seconds) {
                         failed.lock().unwrap().push(format!("{target}: {e:#}"));
                     }
                 }

@@ -118,6 +118,10 @@ pub(crate) fn build() -> Result<std::path::PathBuf> {
 
 /// Every test: a failing stage does not stop the later ones (each says what it found), and the
 /// run fails at the end naming every stage that failed.
+///
+/// With cargo-nextest, the integration tests run two at a time (.config/nextest.toml), and
+/// beside them the unit tests are built at idle priority and then run, and the fuzz targets
+/// built at idle priority; the fuzz targets run after them, the kernel matrix last.
 fn test(filter: Option<String>) -> Result<()> {
     setup::all(true)?;
     let agent = build()?;
@@ -128,28 +132,25 @@ fn test(filter: Option<String>) -> Result<()> {
             failed.push(name.to_string());
         }
     };
-    if filter.is_none() {
+    let nextest = util::output(std::process::Command::new("cargo").args(["nextest", "--version"])).is_some();
+    if let Some(filter) = &filter {
+        stage("integration tests", integration(&agent, nextest, Some(filter)));
+    } else if nextest {
+        util::step("building the integration tests");
+        let built = integration_build()?;
+        let background = std::thread::spawn(unit_and_fuzz_build);
+        stage("integration tests", integration_run(&agent, &built, None));
+        util::step("waiting for the unit tests and the fuzz targets' build (beside the integration tests)");
+        let (unit, fuzz_built) = background.join().map_err(|_| anyhow::anyhow!("the unit tests' thread panicked"))?;
+        stage("unit tests", unit);
+        stage("fuzzing", fuzz_built.and_then(|b| fuzz::run_built(&b, fuzz::SECONDS_IN_TEST)));
+    } else {
         util::step("unit tests");
-        stage(
-            "unit tests",
-            util::run(util::cargo().args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"])),
-        );
+        stage("unit tests", util::run(&mut unit_tests(util::cargo())));
         util::step(&format!("fuzz targets, {} s each", fuzz::SECONDS_IN_TEST));
         stage("fuzzing", fuzz::run_targets(&[], fuzz::SECONDS_IN_TEST, fuzz::Build::Quick));
+        stage("integration tests", integration(&agent, false, None));
     }
-    let mut cmd = util::as_root(std::path::Path::new("cargo"));
-    if util::output(std::process::Command::new("cargo").args(["nextest", "--version"])).is_some() {
-        // Two at a time (.config/nextest.toml).
-        util::step("integration tests (real probes on fixture processes; cargo nextest, .config/nextest.toml)");
-        cmd.args(["nextest", "run", "-p", "autodump-tests"]);
-        cmd.args(filter.as_ref());
-    } else {
-        util::step("integration tests (real probes on fixture processes, one at a time; no cargo-nextest)");
-        cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]);
-        cmd.args(filter.as_ref());
-    }
-    cmd.env("AUTODUMP_AGENT", &agent);
-    stage("integration tests", util::run(&mut cmd));
     if filter.is_none() {
         util::step("kernel matrix (the end-to-end checks on Debian's kernels under QEMU)");
         stage("kernel matrix", vmtest::run_matrix(None));
@@ -158,4 +159,75 @@ fn test(filter: Option<String>) -> Result<()> {
         bail!("failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// `cargo test` of the unit tests (every crate but the integration tests).
+fn unit_tests(mut cargo: std::process::Command) -> std::process::Command {
+    cargo.current_dir(util::root()).args(["test", "-p", "autodump-common", "-p", "autodump-user", "-p", "xtask"]);
+    cargo
+}
+
+/// Beside the integration tests: the unit tests built at idle priority, then run (two more
+/// tests beside them), and the fuzz targets built at idle priority. Their output goes to
+/// target/unit-tests.log, and is printed when they are done.
+fn unit_and_fuzz_build() -> (Result<()>, Result<fuzz::Built>) {
+    let log_path = util::root().join("target/unit-tests.log");
+    let unit = (|| -> Result<()> {
+        let log = std::fs::File::create(&log_path)?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = unit_tests(util::idle(&cargo));
+        build.arg("--no-run").stdout(log.try_clone()?).stderr(log.try_clone()?);
+        util::run(&mut build)?;
+        util::run(unit_tests(util::cargo()).stdout(log.try_clone()?).stderr(log))
+    })();
+    let fuzz = fuzz::build(&[], fuzz::Build::Quick, true);
+    util::step("unit tests (run beside the integration tests; target/unit-tests.log)");
+    eprintln!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    (unit, fuzz)
+}
+
+/// Runs the integration tests matching `filter`: with nextest, two at a time; else one at a time.
+fn integration(agent: &std::path::Path, nextest: bool, filter: Option<&str>) -> Result<()> {
+    if nextest {
+        return integration_run(agent, &integration_build()?, filter);
+    }
+    util::step("integration tests (real probes on fixture processes, one at a time; no cargo-nextest)");
+    let mut cmd = util::as_root(std::path::Path::new("cargo"));
+    cmd.args(["test", "-p", "autodump-tests", "--", "--test-threads=1"]).args(filter);
+    util::run(cmd.env("AUTODUMP_AGENT", agent))
+}
+
+/// The integration tests' binaries, built: nextest's list of them and cargo's metadata, from
+/// which nextest runs them without building (so that cargo's lock is free for the unit tests).
+fn integration_build() -> Result<[std::path::PathBuf; 2]> {
+    let dir = util::root().join("target/nextest");
+    std::fs::create_dir_all(&dir)?;
+    let (binaries, metadata) = (dir.join("binaries.json"), dir.join("cargo-metadata.json"));
+    let list = util::as_root(std::path::Path::new("cargo"))
+        .args(["nextest", "list", "-p", "autodump-tests", "--list-type", "binaries-only", "--message-format", "json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !list.status.success() {
+        bail!("building the integration tests failed: {}", list.status);
+    }
+    std::fs::write(&binaries, list.stdout)?;
+    let meta = util::cargo().args(["metadata", "--format-version", "1", "--no-deps"]).output()?;
+    if !meta.status.success() {
+        bail!("cargo metadata failed: {}", meta.status);
+    }
+    std::fs::write(&metadata, meta.stdout)?;
+    Ok([binaries, metadata])
+}
+
+/// Runs the built integration tests matching `filter` under nextest (.config/nextest.toml).
+fn integration_run(
+    agent: &std::path::Path,
+    [binaries, metadata]: &[std::path::PathBuf; 2],
+    filter: Option<&str>,
+) -> Result<()> {
+    util::step("integration tests (real probes on fixture processes; cargo nextest, .config/nextest.toml)");
+    let mut cmd = util::as_root(std::path::Path::new("cargo"));
+    cmd.args(["nextest", "run", "--binaries-metadata"]).arg(binaries).arg("--cargo-metadata").arg(metadata);
+    cmd.args(filter);
+    util::run(cmd.env("AUTODUMP_AGENT", agent))
 }

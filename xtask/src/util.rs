@@ -33,6 +33,24 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// `program` at idle CPU priority (SCHED_IDLE, nice 19), as are its children: it runs on what
+/// CPU the rest leaves.
+pub fn idle(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    // SAFETY: between fork and exec, only the two system calls, which allocate nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// `program` run as root: directly when we are root, else through `sudo -E`.
 pub fn as_root(program: &Path) -> Command {
     let mut cmd = if is_root() {
