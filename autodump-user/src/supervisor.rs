@@ -143,9 +143,15 @@ impl Supervisor {
         let live =
             |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X' && s.flags & PF_KTHREAD == 0);
         let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
-        // Alive, but no longer matching (moved to another cgroup, or exec'd another program).
-        let left: Vec<u32> =
-            self.watchers.keys().copied().filter(|p| !matched.contains(p) && !self.ended.contains(p)).collect();
+        // Alive, but no longer matching (moved to another cgroup, or exec'd another program). A
+        // process that ended and awaits its exit status no longer matches either (its
+        // executable's link is gone): it is not leaving, it gets its exit bundle next interval.
+        let left: Vec<u32> = self
+            .watchers
+            .keys()
+            .copied()
+            .filter(|p| !matched.contains(p) && !self.ended.contains(p) && !self.awaiting_exit.contains(p))
+            .collect();
         for pid in left {
             self.watchers.remove(&pid);
             tracing::info!(pid, target = %self.config.name, "left the target; no longer watched");

@@ -40,26 +40,45 @@ pub fn agent() -> PathBuf {
     path
 }
 
+/// Waits until process `pid` has run `seconds` of CPU (all its threads) from now: a warm-up
+/// measured in the work done, which a test beside this one cannot shorten (as it would a sleep).
+pub fn warm_up(pid: u32, seconds: f64) {
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process's stat");
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("a comm") + 2..].split_whitespace().collect();
+        (fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()) as f64 / ticks_per_second()
+    };
+    let (start, since) = (cpu(), Instant::now());
+    while cpu() - start < seconds {
+        assert!(since.elapsed() < Duration::from_secs(120), "{pid} ran under {seconds} s of CPU in two minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The nextest test group of the tests that call [`favour_cpu`] (.config/nextest.toml).
 pub const FAVOURED_GROUP: &str = "favoured";
+/// The nice value of what a favoured test starts (see [`favour_cpu`]).
+pub const FAVOURED_NICE: i32 = -10;
 
 /// For a test whose checks depend on the CPU its processes get (CPU rules, a spinning thread's
 /// share of a CPU): this test's thread, and so every process it starts from now on (fixtures,
-/// the agent, a reference sampler), runs at nice -20, so a test beside it at nice 0 cannot take
-/// that CPU (the scheduler gives a nice -20 task about 99% against a nice 0 one). Two such tests
-/// would take it from each other: under nextest they are one group, one at a time; a test that
-/// calls this outside the group fails, saying so.
+/// the agent, a reference sampler), runs at nice -10, so a test beside it at nice 0 cannot take
+/// that CPU: the scheduler gives a nice -10 task 90% of a CPU both want (weights 9548 and 1024),
+/// and leaves the other the 10% it needs to make progress (at nice -20, 1%: a test beside it
+/// got 1 sample in 4 s). Two such tests would take it from each other: under nextest they are
+/// one group, one at a time; a test that calls this outside the group fails, saying so.
+///
+/// Only under nextest: elsewhere (`cargo test` one at a time, a kernel-matrix guest) no test
+/// runs beside it, and its priority stays as it was.
 pub fn favour_cpu() {
-    if std::env::var_os("NEXTEST_RUN_ID").is_some() {
-        let group = std::env::var("NEXTEST_TEST_GROUP").unwrap_or_default();
-        assert_eq!(
-            group, FAVOURED_GROUP,
-            "a test that favours its CPU belongs in .config/nextest.toml's favoured group"
-        );
+    if std::env::var_os("NEXTEST_RUN_ID").is_none() {
+        return;
     }
+    let group = std::env::var("NEXTEST_TEST_GROUP").unwrap_or_default();
+    assert_eq!(group, FAVOURED_GROUP, "a test that favours its CPU belongs in .config/nextest.toml's favoured group");
     // SAFETY: setpriority has no memory preconditions; `0` is the calling thread.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
-    assert_eq!(rc, 0, "setpriority(-20): {} (the tests run as root)", std::io::Error::last_os_error());
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, FAVOURED_NICE) };
+    assert_eq!(rc, 0, "setpriority({FAVOURED_NICE}): {} (the tests run as root)", std::io::Error::last_os_error());
 }
 
 /// True if this test can load BPF. Otherwise prints why it is skipped, or panics when

@@ -52,7 +52,7 @@ fn node_frames_are_named_and_walked_as_perf_does() {
     let node = start_node("spin", &["--perf-basic-prof-only-functions", "--no-turbo-inlining"]);
     // Let the hot functions reach the optimizing compiler first (which inlines none of them, so
     // that each is a frame of its own).
-    std::thread::sleep(Duration::from_secs(3));
+    autodump_tests::warm_up(node.pid, 3.0);
     let (bundle, ours, theirs) = record_against_perf(node.pid, &[]);
     assert_shares_match(&ours, &theirs, &FUNCTIONS, is_js);
     let total: u64 = ours.iter().map(|f| f.weight).sum();

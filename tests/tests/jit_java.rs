@@ -61,7 +61,7 @@ fn java_frames_are_named_and_walked_as_perf_does() {
     }
     let java = start_java(&["-XX:+PreserveFramePointer"]);
     // Let the hot methods reach the compilers first.
-    std::thread::sleep(Duration::from_secs(4));
+    autodump_tests::warm_up(java.pid, 4.0);
     // The agent asks the JVM for its perf map (nobody ran jcmd); perf reads the same map after.
     let methods = ["leafSpin", "outerLoop", "sideLoop"];
     let (bundle, ours, theirs) = record_against_perf(java.pid, &["--jit-map-every", "2s"]);
@@ -201,7 +201,7 @@ fn a_jvm_in_a_rootless_container_is_named() {
     let java = spawn_jvm(command, "Chain.java in a rootless container");
     let status = std::fs::read_to_string(format!("/proc/{}/status", java.pid)).expect("the JVM's status");
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("100000")), "{status}");
-    std::thread::sleep(Duration::from_secs(4));
+    autodump_tests::warm_up(java.pid, 4.0);
     let run = run_agent(&["--pid", &java.pid.to_string(), "--duration", "4s", "--jit-map-every", "2s"]);
     assert!(!std::path::Path::new(&format!("/tmp/perf-{}.map", java.pid)).exists(), "the map is in the JVM's /tmp");
     let bundle = run.bundle();
@@ -244,7 +244,7 @@ fn debians_rhino_is_named_as_perf_names_it() {
     command.args(["-XX:+PreserveFramePointer", "-cp", "/usr/share/java/js.jar"]);
     command.args(["org.mozilla.javascript.tools.shell.Main", "-e", script]);
     let rhino = spawn_jvm(command, "rhino");
-    std::thread::sleep(Duration::from_secs(5));
+    autodump_tests::warm_up(rhino.pid, 5.0);
     // The agent asks the JVM for its map; perf names its frames from the same map afterwards.
     let (bundle, ours, theirs) = record_against_perf(rhino.pid, &["--jit-map-every", "2s"]);
     // Rhino's own methods in at least 10% of perf's samples, each within 5 points.

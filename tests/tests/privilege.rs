@@ -25,7 +25,7 @@ fn run_as_nobody_with(caps: &[&str], pid: u32, out: &std::path::Path) -> AgentRu
 
 /// The probes sampled the fixture's spinning thread, and /proc and the symbols named 90% of its
 /// samples `hot_spin`. Three samples at the least: beside a test that favours its CPU
-/// (`favour_cpu`), the thread may get only a few percent of one (8 samples in 4 s, seen here).
+/// (`favour_cpu`), the thread may get only a tenth of one.
 fn hot_thread_is_named(bundle: &Bundle) -> bool {
     let all = bundle.weight("cpu.folded", |f| f.frames[0] == "hot");
     let named = bundle.weight_in("cpu.folded", "hot", "hot_spin");
