@@ -42,16 +42,17 @@ impl TestCgroup {
         Self { path: format!("/{name}"), dir, root }
     }
 
-    /// Gives the cgroup the weight of a nice -10 task against its siblings (see
-    /// [`crate::favour_cpu`]: a process's nice counts only within its cgroup); as that, only
-    /// under nextest.
+    /// Gives the cgroup the highest weight against its siblings (a process's nice counts only
+    /// within its cgroup), for a test that favours its CPU (see [`crate::favour_cpu`]), and only
+    /// under nextest, as that. Only for a cgroup with a quota: the quota bounds what it takes,
+    /// and the test beside it keeps the rest.
     pub fn favour(&self) {
         if std::env::var_os("NEXTEST_RUN_ID").is_none() {
             return;
         }
         match self.dir.join("cpu.weight").exists() {
-            true => fs::write(self.dir.join("cpu.weight"), "932").unwrap(),
-            false => fs::write(self.dir.join("cpu.shares"), "9548").unwrap(),
+            true => fs::write(self.dir.join("cpu.weight"), "10000").unwrap(),
+            false => fs::write(self.dir.join("cpu.shares"), "262144").unwrap(),
         }
     }
 

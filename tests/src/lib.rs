@@ -178,9 +178,14 @@ impl RunningAgent {
 
     /// Starts the agent with `env` added to its environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(agent())
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = Command::new(agent());
+        command.args(args).envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts `command`, which runs the agent (through `setpriv`, say).
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("AUTODUMP_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -36,6 +36,18 @@ pub enum Reference {
     OwnClocks,
 }
 
+impl Reference {
+    /// How far a share of ours may be from the reference's: 5 points from rbspy's, on the same
+    /// process over the same seconds; 6 from stackprof's, taken in a second run of the program,
+    /// and from the program's own clocks, which time whole method calls (5.4 points seen).
+    pub fn tolerance(self) -> f64 {
+        match self {
+            Reference::Rbspy => 0.05,
+            Reference::Stackprof | Reference::OwnClocks => 0.06,
+        }
+    }
+}
+
 /// The newest `/usr/bin/ruby3.N` in `suite`'s root, when setup put one there.
 pub fn in_root(suite: &str) -> Option<Ruby> {
     let root = roots::root(suite);

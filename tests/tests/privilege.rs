@@ -2,9 +2,9 @@
 //! CAP_SYS_PTRACE (as README says) the agent works; without any one of them it fails clearly.
 //! The repository's systemd unit grants those, and the agent watches a service with them.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
-use autodump_tests::{agent, fixture_bin, own_copy, require_bpf, scratch_dir, AgentRun, Bundle, Fixture};
+use autodump_tests::{agent, fixture_bin, own_copy, require_bpf, scratch_dir, AgentRun, Bundle, Fixture, RunningAgent};
 
 const CAPS: [&str; 3] = ["bpf", "perfmon", "sys_ptrace"];
 
@@ -94,23 +94,17 @@ fn the_systemd_unit_verifies_and_its_capabilities_suffice() {
     let exe = own_copy(&fixture_bin("two_threads"), "unit_caps");
     let _fixture = Fixture::start_at(&exe, &[]);
     let out = scratch_dir("unit_caps");
-    let child = Command::new("setpriv")
-        .arg(format!("--bounding-set={set}"))
-        .arg(format!("--inh-caps={set}"))
-        .arg("--no-new-privs")
-        .arg(agent())
-        .args(["--exe", exe.to_str().unwrap(), "--interval", "500ms", "--out", out.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run setpriv");
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    // SAFETY: signals to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let run = AgentRun::from(child.wait_with_output().unwrap());
-    let bundle = run.bundle();
+    let mut command = Command::new("setpriv");
+    command.arg(format!("--bounding-set={set}")).arg(format!("--inh-caps={set}")).arg("--no-new-privs");
+    command.arg(agent()).args(["--exe", exe.to_str().unwrap(), "--interval", "500ms", "--out", out.to_str().unwrap()]);
+    // setpriv execs the agent: same process. Two seconds of recording, then a manual bundle.
+    let mut running = RunningAgent::spawn(command);
+    running.wait_recording(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    running.signal(libc::SIGUSR1);
+    let bundle = running.expect_bundle(Duration::from_secs(30), "a manual bundle");
+    running.signal(libc::SIGTERM);
+    assert_eq!(running.wait_exit(Duration::from_secs(10)), Some(0), "it stops on SIGTERM");
     assert_eq!(bundle.summary()["target"]["selector"], format!("exe:{}", exe.display()));
-    assert!(hot_thread_is_named(&bundle), "{}", run.stderr);
+    assert!(hot_thread_is_named(&bundle), "{}", bundle.dir.display());
 }

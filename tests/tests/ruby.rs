@@ -8,12 +8,16 @@
 use std::time::Duration;
 
 use autodump_tests::{
+    favour_cpu,
     ruby::{self, record_with_rbspy, ruby_frames, stackprof_shares, with_each_ruby, Reference, Ruby},
     run_agent, scratch_dir,
 };
 
 #[test]
 fn ruby_on_cpu_shares_match_rbspy_or_stackprof() {
+    // A starved target runs in bursts, and rbspy's samples (at wall-clock times) drift from ours
+    // (on its CPU time): 7 points seen beside a test that favours its CPU.
+    favour_cpu();
     with_each_ruby("ruby_on_cpu_shares_match_rbspy_or_stackprof", |ruby, reference| {
         let mut fixture = ruby::start(ruby, "busy.rb", &[]);
         let scratch = scratch_dir("ruby_on_cpu");
@@ -48,7 +52,7 @@ fn ruby_on_cpu_shares_match_rbspy_or_stackprof() {
         assert_eq!(status["frames_in_stacks"], true, "{status}");
         assert!(status["cpu_share_with_ruby"].as_f64() > Some(0.95), "{status}");
         let cpu = bundle.read("cpu.folded");
-        let compared = ruby::assert_shares_like(&cpu, &theirs, reference, 0.06);
+        let compared = ruby::assert_shares_like(&cpu, &theirs, reference, reference.tolerance());
         let least = if reference == Reference::OwnClocks { 2 } else { 4 };
         assert!(compared >= least, "run, work, spin, heavy at least (heavy, light by clocks): {compared}");
         // Merged: the Ruby frames sit on the interpreter's own C frames, from `_start` up, and
@@ -92,6 +96,7 @@ fn rdoc_shares_match_rbspy() {
     if !ruby::rbspy_ready(TEST) {
         return;
     }
+    favour_cpu(); // as the shares above
     let scratch = scratch_dir("ruby_rdoc");
     let mut rdoc = std::process::Command::new(ruby::RUBY)
         .args(["/usr/bin/rdoc3.1", "--quiet", "--output"])
@@ -111,7 +116,7 @@ fn rdoc_shares_match_rbspy() {
         &bundle.read("cpu.folded"),
         &ruby::inclusive_shares(&collapsed),
         Reference::Rbspy,
-        0.06,
+        Reference::Rbspy.tolerance(),
     );
     assert!(compared >= 5, "rdoc's methods at 10% or more: {compared}");
 }
