@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod seam;
+pub mod thread_text;
 
 pub mod go;
 pub mod perfmap;

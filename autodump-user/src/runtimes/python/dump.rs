@@ -7,6 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{PyThread, MAX_PY_FRAMES};
+use crate::runtimes::thread_text::{write_thread, ThreadText};
 
 /// Every Python thread at the dump.
 #[derive(Debug, Default)]
@@ -60,16 +61,10 @@ pub fn write_python_threads(dump: &PythonDump, w: &mut dyn Write) -> std::io::Re
             (false, true) => "idle+gil",
             (false, false) => "idle",
         };
-        writeln!(w, "Thread {} ({state}): \"{}\"", t.thread.tid, t.name)?;
-        for f in &t.thread.frames {
-            writeln!(w, "    {} ({}:{})", f.qualname, f.file, f.line)?;
-        }
-        if t.thread.truncated {
-            writeln!(w, "    ... (outer frames cut at {})", MAX_PY_FRAMES)?;
-        }
-        if t.thread.unreadable > 0 {
-            writeln!(w, "    # {} frames could not be read", t.thread.unreadable)?;
-        }
+        let frames = t.thread.frames.iter().map(|f| format!("{} ({}:{})", f.qualname, f.file, f.line));
+        let cut_at = t.thread.truncated.then_some(MAX_PY_FRAMES);
+        let (tid, name, unreadable) = (t.thread.tid, t.name.as_str(), t.thread.unreadable);
+        write_thread(w, ThreadText { tid, state, name, frames, cut_at, unreadable })?;
     }
     Ok(())
 }

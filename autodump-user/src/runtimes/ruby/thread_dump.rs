@@ -7,6 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{RubyThread, MAX_FRAMES};
+use crate::runtimes::thread_text::{write_thread, ThreadText};
 
 /// Every Ruby thread at the dump.
 #[derive(Debug, Default)]
@@ -56,20 +57,14 @@ pub struct RubyStatus {
 
 pub fn write_ruby_threads(dump: &RubyDump, w: &mut dyn Write) -> std::io::Result<()> {
     for t in &dump.threads {
+        let frames = t.thread.frames.iter().map(|f| match &f.path {
+            Some(path) => format!("{} ({path}:{})", f.label, f.line),
+            None => f.label.to_string(),
+        });
         let state = if t.active { "active" } else { "idle" };
-        writeln!(w, "Thread {} ({state}): \"{}\"", t.thread.tid, t.name)?;
-        for f in &t.thread.frames {
-            match &f.path {
-                Some(path) => writeln!(w, "    {} ({path}:{})", f.label, f.line)?,
-                None => writeln!(w, "    {}", f.label)?,
-            }
-        }
-        if t.thread.truncated {
-            writeln!(w, "    ... (outer frames cut at {MAX_FRAMES})")?;
-        }
-        if t.thread.unreadable > 0 {
-            writeln!(w, "    # {} frames could not be read", t.thread.unreadable)?;
-        }
+        let cut_at = t.thread.truncated.then_some(MAX_FRAMES);
+        let (tid, name, unreadable) = (t.thread.tid, t.name.as_str(), t.thread.unreadable);
+        write_thread(w, ThreadText { tid, state, name, frames, cut_at, unreadable })?;
     }
     Ok(())
 }
