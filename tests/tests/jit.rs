@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
-    assert_close,
+    assert_close, favour_cpu,
     jit::{assert_shares_match, cleanup, record_against_perf},
     require_bpf, run_agent, scratch_dir, workspace, Bundle, Fixture, Folded,
 };
@@ -49,6 +49,9 @@ fn node_frames_are_named_and_walked_as_perf_does() {
     if !require_bpf("node_frames_are_named_and_walked_as_perf_does") {
         return;
     }
+    // Shares against perf's on a starved target drift apart (6.6 points seen beside a test
+    // that favours its CPU), as rbspy's do.
+    favour_cpu();
     let node = start_node("spin", &["--perf-basic-prof-only-functions", "--no-turbo-inlining"]);
     // Let the hot functions reach the optimizing compiler first (which inlines none of them, so
     // that each is a frame of its own).

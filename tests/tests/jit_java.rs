@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
-    assert_close,
+    assert_close, favour_cpu,
     jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
     require_bpf, run_agent, scratch_dir, workspace, Fixture,
 };
@@ -59,6 +59,9 @@ fn java_frames_are_named_and_walked_as_perf_does() {
     if !require_bpf("java_frames_are_named_and_walked_as_perf_does") {
         return;
     }
+    // Shares against perf's on a starved target drift apart (6.6 points seen beside a test
+    // that favours its CPU), as rbspy's do.
+    favour_cpu();
     let java = start_java(&["-XX:+PreserveFramePointer"]);
     // Let the hot methods reach the compilers first.
     autodump_tests::warm_up(java.pid, 4.0);
@@ -239,6 +242,9 @@ fn debians_rhino_is_named_as_perf_names_it() {
     if !require_bpf("debians_rhino_is_named_as_perf_names_it") {
         return;
     }
+    // Shares against perf's on a starved target drift apart (6.6 points seen beside a test
+    // that favours its CPU), as rbspy's do.
+    favour_cpu();
     let script = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) } print('ready'); while (true) fib(25)";
     let mut command = Command::new("java");
     command.args(["-XX:+PreserveFramePointer", "-cp", "/usr/share/java/js.jar"]);
