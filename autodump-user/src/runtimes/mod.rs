@@ -4,8 +4,8 @@
 //! registers them, one entry each in `ALL` (and their flags, for those that have some).
 
 pub mod args;
+pub mod interpreter;
 pub mod seam;
-pub mod thread_text;
 
 pub mod go;
 pub mod perfmap;

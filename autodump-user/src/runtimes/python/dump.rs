@@ -7,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{PyThread, MAX_PY_FRAMES};
-use crate::runtimes::thread_text::{write_thread, ThreadText};
+use crate::runtimes::interpreter::{write_thread, DumpedThread, InterpreterStatus, ThreadText};
 
 /// Every Python thread at the dump.
 #[derive(Debug, Default)]
@@ -15,37 +15,16 @@ pub struct PythonDump {
     pub threads: Vec<DumpedPyThread>,
 }
 
-#[derive(Debug)]
-pub struct DumpedPyThread {
-    pub thread: PyThread,
-    /// The kernel thread's name (`comm`).
-    pub name: String,
-    /// Running or runnable when read (`R` in its /proc stat), as py-spy's "active".
-    pub active: bool,
-}
+/// A Python thread of a dump, with what /proc says of it.
+pub type DumpedPyThread = DumpedThread<PyThread>;
 
 /// Python-specific facts of a bundle: absent for other programs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PythonStatus {
-    /// "3.11.2", from the interpreter's `Py_Version`.
-    pub version: String,
-    /// The file it lives in: the executable or a libpython.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// False for a CPython this agent cannot read (too old, free-threaded, unknown layout).
-    pub threads_available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Python threads in the bundle's dump, and how many of them had Python frames.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads_with_frames: Option<usize>,
-    /// Whether the probes put Python frames in the stacks (CFI walks, the eval loop found), and
-    /// if not, why.
-    pub frames_in_stacks: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frames_not_in_stacks: Option<String>,
+    /// "3.11.2", from `Py_Version`; the executable or a libpython; false for a CPython this
+    /// agent cannot read (too old, free-threaded, unknown layout).
+    #[serde(flatten)]
+    pub interpreter: InterpreterStatus,
     /// Share of on-CPU samples and of off-CPU time whose stacks have Python frames.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_share_with_python: Option<f64>,
@@ -98,6 +77,27 @@ mod tests {
             String::from_utf8(text).unwrap(),
             "Thread 10 (active+gil): \"python3\"\n    Worker.spin (/srv/app.py:17)\n    <module> (/srv/app.py:34)\n\
              Thread 11 (idle): \"t\"\n    f (/srv/app.py:3)\n    ... (outer frames cut at 256)\n"
+        );
+    }
+
+    /// The summary's `python` section: the interpreter's facts first, then the shares, under
+    /// the keys bundles have always had.
+    #[test]
+    fn the_summary_section_keeps_its_keys() {
+        let read = InterpreterStatus::new(Ok(("3.11.2", "/usr/bin/python3.11")), Some((3, 2)), &Ok(()));
+        let status =
+            PythonStatus { interpreter: read, cpu_share_with_python: Some(0.5), offcpu_share_with_python: None };
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            "{\"version\":\"3.11.2\",\"file\":\"/usr/bin/python3.11\",\"threads_available\":true,\"threads\":3,\
+             \"threads_with_frames\":2,\"frames_in_stacks\":true,\"cpu_share_with_python\":0.5}"
+        );
+        let unread = InterpreterStatus::new(Err(("3.9.2", "too old")), None, &Ok(()));
+        let status = PythonStatus { interpreter: unread, cpu_share_with_python: None, offcpu_share_with_python: None };
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            "{\"version\":\"3.9.2\",\"threads_available\":false,\"reason\":\"too old\",\"frames_in_stacks\":false,\
+             \"frames_not_in_stacks\":\"too old\"}"
         );
     }
 }

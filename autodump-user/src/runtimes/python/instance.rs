@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::{
     args::PythonArgs,
-    dump::{write_python_threads, DumpedPyThread, PythonDump, PythonStatus},
+    dump::{write_python_threads, PythonDump, PythonStatus},
     names::PythonNames,
     stacks::python_share,
     CodeCache, PyFiles, PyRuntime, PySupport,
 };
+use crate::runtimes::interpreter::{dumped, InterpreterStatus};
 use crate::{
     collect::metrics::RuntimeMetric,
     record::{Profiles, Recorder},
@@ -20,7 +21,7 @@ use crate::{
         seam::{Instance, Loader, Process, Runtime, RuntimeBundle, RuntimeReport, Window},
     },
     symbolize::RuntimeNames,
-    write::{chart::escape, BundleFile},
+    write::BundleFile,
 };
 
 pub const RUNTIME: Runtime = Runtime {
@@ -126,35 +127,19 @@ impl Instance for PyInstance {
     }
 
     fn report(&self, profiles: &Profiles) -> Option<RuntimeReport> {
-        let (threads, threads_with_frames) = self.threads.unzip();
-        let status = match &self.rt {
-            Ok(rt) => PythonStatus {
-                version: rt.version.clone(),
-                file: Some(rt.file.clone()),
-                threads_available: true,
-                reason: None,
-                threads,
-                threads_with_frames,
-                frames_in_stacks: self.frames.is_ok(),
-                frames_not_in_stacks: self.frames.clone().err(),
-                cpu_share_with_python: python_share(profiles.cpu()),
-                offcpu_share_with_python: python_share(profiles.offcpu()),
-            },
-            Err((version, why)) => PythonStatus {
-                version: version.clone(),
-                file: None,
-                threads_available: false,
-                reason: Some(why.clone()),
-                threads,
-                threads_with_frames,
-                frames_in_stacks: false,
-                frames_not_in_stacks: Some(why.clone()),
-                cpu_share_with_python: None,
-                offcpu_share_with_python: None,
-            },
+        let read = match &self.rt {
+            Ok(rt) => Ok((rt.version.as_str(), rt.file.as_str())),
+            Err((version, why)) => Err((version.as_str(), why.as_str())),
+        };
+        let readable = read.is_ok();
+        let status = PythonStatus {
+            interpreter: InterpreterStatus::new(read, self.threads, &self.frames),
+            cpu_share_with_python: readable.then(|| python_share(profiles.cpu())).flatten(),
+            offcpu_share_with_python: readable.then(|| python_share(profiles.offcpu())).flatten(),
         };
         let mut report = RuntimeReport::new("python", &status);
-        report.html = Some((None, html(&status)));
+        let html = status.interpreter.html("CPython", "Python", "python-threads.txt", status.cpu_share_with_python);
+        report.html = Some((None, html));
         Some(report)
     }
 }
@@ -165,39 +150,9 @@ impl PyInstance {
         let rt = self.rt.as_ref().ok()?;
         let pid = self.pid;
         let threads = rt.threads(&mut self.codes).map_err(|e| tracing::warn!("cannot dump Python threads: {e}"));
-        let threads: Vec<DumpedPyThread> = threads
-            .ok()?
-            .into_iter()
-            .map(|thread| {
-                let task = format!("/proc/{pid}/task/{}", thread.tid);
-                let name = std::fs::read_to_string(format!("{task}/comm")).unwrap_or_default().trim_end().to_string();
-                let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
-                let active = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'));
-                DumpedPyThread { thread, name, active }
-            })
-            .collect();
+        let threads = dumped(pid, threads.ok()?, |t| t.tid);
         let with_frames = threads.iter().filter(|t| !t.thread.frames.is_empty()).count();
         self.threads = Some((threads.len(), with_frames));
         Some(PythonDump { threads })
-    }
-}
-
-/// The page's line: which CPython, and where its threads' Python stacks are.
-fn html(py: &PythonStatus) -> String {
-    match (&py.reason, py.threads) {
-        (Some(why), _) => format!("<p>CPython {}: Python stacks not read ({}).</p>", escape(&py.version), escape(why)),
-        (None, Some(threads)) => {
-            let frames = match (&py.frames_not_in_stacks, py.cpu_share_with_python) {
-                (Some(why), _) => format!(" Stacks have native frames only: {}.", escape(why)),
-                (None, Some(share)) => format!(" {:.0}% of on-CPU samples have Python frames.", share * 100.0),
-                (None, None) => String::new(),
-            };
-            format!(
-                "<p>CPython {}: {threads} Python threads, each with its Python stack in \
-                 <a href=\"python-threads.txt\">python-threads.txt</a>.{frames}</p>",
-                escape(&py.version)
-            )
-        }
-        (None, None) => format!("<p>CPython {}.</p>", escape(&py.version)),
     }
 }

@@ -10,9 +10,10 @@ use autodump_common::runtimes::{frame_kind, kind, RuntimeProc};
 use super::{
     file::RubyFiles,
     names::RubyNames,
-    thread_dump::{write_ruby_threads, DumpedRubyThread, RubyDump, RubyStatus},
+    thread_dump::{write_ruby_threads, RubyDump, RubyStatus},
     NameCache, RubyProcess, RubySupport,
 };
+use crate::runtimes::interpreter::{dumped, InterpreterStatus};
 use crate::{
     collect::metrics::RuntimeMetric,
     record::{profile::Profile, Profiles, Recorder},
@@ -21,7 +22,7 @@ use crate::{
         seam::{Instance, Loader, Process, Runtime, RuntimeBundle, RuntimeReport, Window},
     },
     symbolize::{Location, RuntimeNames},
-    write::{chart::escape, BundleFile},
+    write::BundleFile,
 };
 
 pub const RUNTIME: Runtime = Runtime {
@@ -113,42 +114,22 @@ impl Instance for RubyInstance {
     }
 
     fn report(&self, profiles: &Profiles) -> Option<RuntimeReport> {
-        let (threads, threads_with_frames) = self.threads.unzip();
-        let status = match &self.ruby {
-            Ok(ruby) => RubyStatus {
-                version: ruby.version.clone(),
-                file: Some(ruby.file.clone()),
-                threads_available: true,
-                reason: None,
-                threads,
-                threads_with_frames,
-                frames_in_stacks: self.frames.is_ok(),
-                frames_not_in_stacks: self.frames.clone().err(),
-                cpu_share_with_ruby: ruby_share(profiles.cpu()),
-                offcpu_share_with_ruby: ruby_share(profiles.offcpu()),
-                unsupported: ruby
-                    .yjit
-                    .then(|| "YJIT is on: code it compiled shows as JIT frames, its Ruby frames around it".into())
-                    .into_iter()
-                    .collect(),
-            },
-            Err((version, why)) => RubyStatus {
-                version: version.clone(),
-                file: None,
-                threads_available: false,
-                reason: Some(why.clone()),
-                threads,
-                threads_with_frames,
-                frames_in_stacks: false,
-                frames_not_in_stacks: Some(why.clone()),
-                cpu_share_with_ruby: None,
-                offcpu_share_with_ruby: None,
-                unsupported: Vec::new(),
-            },
+        let read = match &self.ruby {
+            Ok(ruby) => Ok((ruby.version.as_str(), ruby.file.as_str())),
+            Err((version, why)) => Err((version.as_str(), why.as_str())),
+        };
+        let ruby = self.ruby.as_ref().ok();
+        let yjit = "YJIT is on: code it compiled shows as JIT frames, its Ruby frames around it";
+        let status = RubyStatus {
+            interpreter: InterpreterStatus::new(read, self.threads, &self.frames),
+            cpu_share_with_ruby: ruby.and_then(|_| ruby_share(profiles.cpu())),
+            offcpu_share_with_ruby: ruby.and_then(|_| ruby_share(profiles.offcpu())),
+            unsupported: ruby.filter(|r| r.yjit).map(|_| yjit.to_string()).into_iter().collect(),
         };
         let mut report = RuntimeReport::new("ruby", &status);
         report.notes = status.unsupported.clone();
-        report.html = Some((None, html(&status)));
+        let html = status.interpreter.html("CRuby", "Ruby", "ruby-threads.txt", status.cpu_share_with_ruby);
+        report.html = Some((None, html));
         Some(report)
     }
 }
@@ -159,17 +140,7 @@ impl RubyInstance {
         let ruby = self.ruby.as_ref().ok()?;
         let pid = self.pid;
         let threads = ruby.rt.threads(&mut self.names).map_err(|e| tracing::warn!("cannot dump Ruby threads: {e}"));
-        let threads: Vec<DumpedRubyThread> = threads
-            .ok()?
-            .into_iter()
-            .map(|thread| {
-                let task = format!("/proc/{pid}/task/{}", thread.tid);
-                let name = std::fs::read_to_string(format!("{task}/comm")).unwrap_or_default().trim_end().to_string();
-                let stat = std::fs::read_to_string(format!("{task}/stat")).unwrap_or_default();
-                let active = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'));
-                DumpedRubyThread { thread, name, active }
-            })
-            .collect();
+        let threads = dumped(pid, threads.ok()?, |t| t.tid);
         let with_frames = threads.iter().filter(|t| !t.thread.frames.is_empty()).count();
         self.threads = Some((threads.len(), with_frames));
         Some(RubyDump { threads })
@@ -179,24 +150,4 @@ impl RubyInstance {
 /// The share of `profile`'s weight whose stacks have Ruby frames; None for an empty profile.
 fn ruby_share(profile: &Profile) -> Option<f64> {
     profile.share_with(|l: &Location| !l.kernel && frame_kind(l.address) == kind::RUBY)
-}
-
-/// The page's line: which CRuby, and where its threads' Ruby stacks are.
-fn html(ruby: &RubyStatus) -> String {
-    match (&ruby.reason, ruby.threads) {
-        (Some(why), _) => format!("<p>CRuby {}: Ruby stacks not read ({}).</p>", escape(&ruby.version), escape(why)),
-        (None, Some(threads)) => {
-            let frames = match (&ruby.frames_not_in_stacks, ruby.cpu_share_with_ruby) {
-                (Some(why), _) => format!(" Stacks have native frames only: {}.", escape(why)),
-                (None, Some(share)) => format!(" {:.0}% of on-CPU samples have Ruby frames.", share * 100.0),
-                (None, None) => String::new(),
-            };
-            format!(
-                "<p>CRuby {}: {threads} Ruby threads, each with its Ruby stack in \
-                 <a href=\"ruby-threads.txt\">ruby-threads.txt</a>.{frames}</p>",
-                escape(&ruby.version)
-            )
-        }
-        (None, None) => format!("<p>CRuby {}.</p>", escape(&ruby.version)),
-    }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{RubyThread, MAX_FRAMES};
-use crate::runtimes::thread_text::{write_thread, ThreadText};
+use crate::runtimes::interpreter::{write_thread, DumpedThread, InterpreterStatus, ThreadText};
 
 /// Every Ruby thread at the dump.
 #[derive(Debug, Default)]
@@ -15,36 +15,16 @@ pub struct RubyDump {
     pub threads: Vec<DumpedRubyThread>,
 }
 
-#[derive(Debug)]
-pub struct DumpedRubyThread {
-    pub thread: RubyThread,
-    /// The kernel thread's name (`comm`).
-    pub name: String,
-    /// Running or runnable when read (`R` in its /proc stat).
-    pub active: bool,
-}
+/// A Ruby thread of a dump, with what /proc says of it.
+pub type DumpedRubyThread = DumpedThread<RubyThread>;
 
 /// Ruby-specific facts of a bundle: absent for other programs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RubyStatus {
-    /// "3.4.11", from the interpreter's `ruby_version`.
-    pub version: String,
-    /// The file it lives in: libruby, or the executable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// False for a CRuby this agent cannot read (another version, a layout that did not check).
-    pub threads_available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// Ruby threads in the bundle's dump, and how many of them had Ruby frames.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads_with_frames: Option<usize>,
-    /// Whether the probes put Ruby frames in the stacks, and if not, why.
-    pub frames_in_stacks: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frames_not_in_stacks: Option<String>,
+    /// "3.4.11", from `ruby_version`; libruby or the executable; false for a CRuby this agent
+    /// cannot read (another version, a layout that did not check).
+    #[serde(flatten)]
+    pub interpreter: InterpreterStatus,
     /// Share of on-CPU samples and of off-CPU time whose stacks have Ruby frames.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_share_with_ruby: Option<f64>,
