@@ -98,23 +98,12 @@ pub fn run_built(built: &Built, seconds: u64) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(chosen.len().max(1));
     step(&format!("fuzzing {} target(s) for {seconds} s each, {lanes} at a time", chosen.len()));
-    let queue = std::sync::Mutex::new(chosen.clone());
-    let failed = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..lanes {
-            scope.spawn(|| {
-                loop {
-                    // Taken, then the lock let go: held while a target runs, it would run them one at a time.
-                    let next = queue.lock().unwrap().pop();
-                    let Some(target) = next else { break };
-                    if let Err(e) = fuzz_one(dir, bins, &logs, &target, seconds) {
-                        failed.lock().unwrap().push(format!("{target}: {e:#}"));
-                    }
-                }
-            });
-        }
-    });
-    let failed = failed.into_inner().unwrap();
+    let failed: Vec<String> = crate::util::in_lanes(chosen.clone(), lanes, |target| {
+        fuzz_one(dir, bins, &logs, &target, seconds).err().map(|e| format!("{target}: {e:#}"))
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     if !failed.is_empty() {
         bail!("fuzzing failed: {}", failed.join("; "));
     }

@@ -83,3 +83,22 @@ pub fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Runs `work` on each of `items`, `lanes` at a time: a lane takes the next item as soon as it is
+/// free, the first item first. The results come in the order they finished.
+pub fn in_lanes<T: Send, R: Send>(items: Vec<T>, lanes: usize, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let queue = std::sync::Mutex::new(items.into_iter().rev().collect::<Vec<_>>());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..lanes.max(1) {
+            scope.spawn(|| loop {
+                // Taken, then the lock let go: held while an item runs, it would run them one at a time.
+                let next = queue.lock().unwrap().pop();
+                let Some(item) = next else { break };
+                let result = work(item);
+                done.lock().unwrap().push(result);
+            });
+        }
+    });
+    done.into_inner().unwrap()
+}

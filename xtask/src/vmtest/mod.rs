@@ -45,30 +45,14 @@ pub fn run_matrix(only: Option<&str>) -> Result<()> {
     let checks = contents::pack(&image)?;
     let lanes = guests_at_once().min(kernels.len());
     step(&format!("kernel matrix: {} kernel(s), {lanes} guest(s) at a time", kernels.len()));
-    let queue = std::sync::Mutex::new(kernels.iter().rev().collect::<Vec<_>>());
-    let booted = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..lanes {
-            scope.spawn(|| {
-                loop {
-                    // Taken, then the lock let go: held while a guest runs, it would boot them one at a time.
-                    let next = queue.lock().unwrap().pop();
-                    let Some(kernel) = next else { break };
-                    step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
-                    let started = Instant::now();
-                    let outcomes = boot(kernel, &image);
-                    step(&format!(
-                        "kernel matrix: {} done in {:.0} s",
-                        kernel.release,
-                        started.elapsed().as_secs_f64()
-                    ));
-                    booted.lock().unwrap().push((kernel.clone(), outcomes, started.elapsed()));
-                }
-            });
-        }
+    let mut booted = crate::util::in_lanes(kernels.iter().collect(), lanes, |kernel| {
+        step(&format!("kernel matrix: booting {} ({})", kernel.release, kernel.suite));
+        let started = Instant::now();
+        let outcomes = boot(kernel, &image);
+        step(&format!("kernel matrix: {} done in {:.0} s", kernel.release, started.elapsed().as_secs_f64()));
+        (kernel.clone(), outcomes, started.elapsed())
     });
     let mut rows = Vec::new();
-    let mut booted = booted.into_inner().unwrap();
     booted.sort_by_key(|(k, _, _)| kernels.iter().position(|o| o.suite == k.suite));
     for (kernel, outcomes, took) in booted {
         rows.push((kernel, outcomes?, took));
