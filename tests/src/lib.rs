@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod fixture;
 pub mod gopprof;
+pub mod java;
 pub mod jit;
 pub mod perf;
 pub mod python;

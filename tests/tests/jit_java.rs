@@ -7,47 +7,10 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
     assert_close, favour_cpu,
+    java::{java_classes, spawn_jvm, start_java},
     jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
-    require_bpf, run_agent, scratch_dir, workspace, Fixture,
+    require_bpf, run_agent,
 };
-
-/// The Java fixture's classes, compiled once per test binary (readable by any user).
-fn java_classes() -> &'static std::path::Path {
-    static COMPILED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    COMPILED.get_or_init(|| {
-        let dir = scratch_dir("jit-java-classes");
-        let source = workspace().join("tests/fixtures/jit/Chain.java");
-        let status =
-            Command::new("javac").arg("-d").arg(&dir).arg(source).status().expect("javac (setup installs a JDK)");
-        assert!(status.success(), "javac failed");
-        dir
-    })
-}
-
-/// Starts the Java fixture with `flags`.
-fn start_java(flags: &[&str]) -> Fixture {
-    let mut command = Command::new("java");
-    command.args(flags).arg("-cp").arg(java_classes()).arg("Chain");
-    spawn_jvm(command, "Chain.java")
-}
-
-/// Starts a JVM as a service manager would: with SIGQUIT at its default, so that the JVM
-/// catches it (a shell's background job ignores it, and a JVM that inherits that can never be
-/// attached to: the agent then says so and does not signal it).
-fn spawn_jvm(mut command: Command, name: &str) -> Fixture {
-    use std::os::unix::process::CommandExt;
-    if command.get_current_dir().is_none() {
-        command.current_dir(scratch_dir("jit-java"));
-    }
-    // SAFETY: signal() is async-signal-safe; the closure runs in the child before exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            Ok(())
-        });
-    }
-    Fixture::spawn(command, name)
-}
 
 /// A Java frame of method `name` of the fixture (HotSpot names read `long Chain.leafSpin(int)`).
 fn is_java(frame: &str, name: &str) -> bool {
