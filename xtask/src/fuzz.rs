@@ -23,6 +23,7 @@ pub const TARGETS: &[&str] = &[
     "python_memory",
     "perf_map",
     "ruby_memory",
+    "hotspot_tables",
 ];
 /// Seconds each target runs within `cargo xtask test`.
 pub const SECONDS_IN_TEST: u64 = 15;

@@ -1,0 +1,167 @@
+//! HotSpot JVMs read from outside, with no flag and no attach: the JVM's own description of its
+//! layout (`vmstructs.rs`, the tables the serviceability agent reads), and from it where its
+//! code cache is. A `libjvm.so` is read once (`JvmFiles`) for every JVM that maps it; each JVM's
+//! tables are read from its memory at attach, and its summary section says what they hold and
+//! whether what walking and naming Java frames needs is there (`layout.rs`).
+
+pub mod layout;
+pub mod vmstructs;
+
+use std::sync::Arc;
+
+use object::{Object, ObjectSymbol};
+use serde::Serialize;
+
+use crate::{
+    collect::remote::{ProcessMemory, RemoteMemory},
+    files::{identity::open_path, segments::Segments, shared::PerFile},
+    record::Profiles,
+    runtimes::{
+        args::RuntimeArgs,
+        seam::{Instance, Loader, Process, Runtime, RuntimeReport},
+    },
+};
+use layout::{CodeCache, Needed};
+use vmstructs::{Exports, VmStructs};
+
+pub const RUNTIME: Runtime = Runtime {
+    name: "hotspot",
+    loader: |_: &RuntimeArgs| Box::new(HotSpotLoader { files: PerFile::default() }),
+    metric: None,
+    frame_kind: None,
+    file_reader: None,
+};
+
+/// What a `libjvm.so` says: where its tables' symbols are (file addresses), when it has them.
+struct JvmFile {
+    exports: Option<Exports>,
+    segments: Segments,
+}
+
+impl JvmFile {
+    fn parse(elf: &object::File<'_>, _data: &[u8]) -> Self {
+        let symbols: std::collections::HashMap<&str, u64> = elf
+            .dynamic_symbols()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with("gHotSpotVM")))
+            .filter_map(|s| Some((s.name().ok()?, s.address())))
+            .collect();
+        Self { exports: Exports::find(|name| symbols.get(name).copied()), segments: Segments::of(elf) }
+    }
+}
+
+struct HotSpotLoader {
+    files: PerFile<JvmFile>,
+}
+
+impl Loader for HotSpotLoader {
+    fn name(&self) -> &'static str {
+        "hotspot"
+    }
+
+    /// A process that maps a `libjvm.so`.
+    fn attach(&mut self, process: &Process<'_>) -> Option<Box<dyn Instance>> {
+        let (pid, maps) = (process.pid, process.maps?);
+        let m = maps.mappings().find(|m| m.is_file() && m.module() == "libjvm.so")?;
+        let path = open_path(pid, m.start, m.end, &m.path);
+        let file = self.files.get(&path, JvmFile::parse)?;
+        let bias =
+            file.segments.delta_for_mapping(m.file_offset).map(|d| m.start.wrapping_sub(m.file_offset.wrapping_add(d)));
+        let status = match (&file.exports, bias) {
+            (None, _) => HotSpotStatus::failed(&m.path, "libjvm.so exports no gHotSpotVMStructs tables"),
+            (_, None) => HotSpotStatus::failed(&m.path, "libjvm.so's mapping matches none of its segments"),
+            (Some(exports), Some(bias)) => read(pid, &ProcessMemory::new(pid), &exports.biased(bias), &m.path),
+        };
+        match &status.error {
+            None => {
+                tracing::info!(pid, release = ?status.vm_release, fields = status.fields + status.static_fields, "HotSpot JVM: its tables read")
+            }
+            Some(e) => tracing::warn!(pid, "HotSpot JVM whose tables cannot be read: {e}"),
+        }
+        Some(Box::new(HotSpotInstance { status: Arc::new(status) }))
+    }
+
+    fn files_read(&self) -> Option<(&'static str, u64)> {
+        Some(("jvm_files_read", self.files.reads))
+    }
+}
+
+/// Reads a JVM's tables, and through them its release and code cache.
+fn read(pid: u32, m: &dyn RemoteMemory, exports: &Exports, file: &str) -> HotSpotStatus {
+    let started = std::time::Instant::now();
+    let vm = match VmStructs::read(m, exports) {
+        Ok(vm) => vm,
+        Err(e) => return HotSpotStatus::failed(file, &e.to_string()),
+    };
+    let needed = Needed::check(&vm);
+    let vm_release = layout::vm_release(m, &vm);
+    let code_cache = CodeCache::read(m, &vm).map_err(|e| e.to_string());
+    tracing::debug!(pid, ms = started.elapsed().as_millis() as u64, "HotSpot tables read");
+    HotSpotStatus {
+        file: file.to_string(),
+        vm_release,
+        fields: vm.fields.len() - vm.statics(),
+        static_fields: vm.statics(),
+        types: vm.types.len(),
+        int_constants: vm.int_constants.len(),
+        long_constants: vm.long_constants.len(),
+        unreadable: vm.unreadable,
+        truncated: vm.truncated,
+        layout: needed.found,
+        missing: needed.missing,
+        code_cache: code_cache.as_ref().ok().cloned(),
+        code_cache_error: code_cache.err(),
+        error: None,
+    }
+}
+
+/// The summary's `hotspot` section.
+#[derive(Debug, Default, Serialize)]
+struct HotSpotStatus {
+    /// The libjvm.so, as the process maps it.
+    file: String,
+    /// `Abstract_VM_Version::_s_vm_release`: "17.0.17+10-Debian-1deb12u1".
+    vm_release: Option<String>,
+    /// Entries of each table (fields at an offset, and statics).
+    fields: usize,
+    static_fields: usize,
+    types: usize,
+    int_constants: usize,
+    long_constants: usize,
+    /// Entries whose names could not be read, and whether a table ran past its cap.
+    unreadable: u32,
+    truncated: bool,
+    /// What walking and naming Java frames reads, as the tables give it ("CodeBlob::_frame_size":
+    /// its offset; a static's address; a type's size), and what the tables lack of it.
+    layout: std::collections::BTreeMap<String, u64>,
+    missing: Vec<String>,
+    code_cache: Option<CodeCache>,
+    code_cache_error: Option<String>,
+    /// Why the tables could not be read at all.
+    error: Option<String>,
+}
+
+impl HotSpotStatus {
+    fn failed(file: &str, why: &str) -> Self {
+        Self { file: file.to_string(), error: Some(why.to_string()), ..Self::default() }
+    }
+}
+
+struct HotSpotInstance {
+    status: Arc<HotSpotStatus>,
+}
+
+impl Instance for HotSpotInstance {
+    fn report(&self, _profiles: &Profiles) -> Option<RuntimeReport> {
+        let status = &*self.status;
+        let mut report = RuntimeReport::new("hotspot", status);
+        if let Some(error) = &status.error {
+            report.notes.push(format!("the JVM's own tables (gHotSpotVMStructs) could not be read: {error}"));
+        } else if !status.missing.is_empty() {
+            report.notes.push(format!(
+                "this JVM's tables lack what walking its Java frames reads: {}",
+                status.missing.join(", ")
+            ));
+        }
+        Some(report)
+    }
+}

@@ -1,0 +1,368 @@
+//! HotSpot's description of itself, read from a live JVM: the tables `libjvm.so` exports for
+//! the serviceability agent (`vmStructs.cpp`). `gHotSpotVMStructs` lists each field the agent may
+//! read (its type, name, and offset, or address when static), `gHotSpotVMTypes` each type's size
+//! and superclass, `gHotSpotVMIntConstants` and `gHotSpotVMLongConstants` named constants. How
+//! each table's entries are laid out is itself exported (`gHotSpotVMStructEntryTypeNameOffset`,
+//! ..., `...ArrayStride`), so nothing here depends on the JDK's version.
+//!
+//! The layout words are set when libjvm is initialised, so everything is read from the process.
+//! An entry whose name cannot be read is counted and skipped; every table and string is capped.
+
+use std::collections::HashMap;
+
+use crate::collect::remote::RemoteMemory;
+
+/// Entries read per table at most (JDK 17 has about 2,000 fields, 800 types, 800 constants).
+pub const MAX_ENTRIES: usize = 20_000;
+/// Longest name read (the longest type strings are about 60 bytes).
+const MAX_NAME: usize = 256;
+/// Largest entry stride believed (entries are six words at most).
+const MAX_STRIDE: u64 = 256;
+
+/// The exported symbols, by name: the four tables, then each one's layout words.
+pub const STRUCTS: [&str; 8] = [
+    "gHotSpotVMStructs",
+    "gHotSpotVMStructEntryTypeNameOffset",
+    "gHotSpotVMStructEntryFieldNameOffset",
+    "gHotSpotVMStructEntryTypeStringOffset",
+    "gHotSpotVMStructEntryIsStaticOffset",
+    "gHotSpotVMStructEntryOffsetOffset",
+    "gHotSpotVMStructEntryAddressOffset",
+    "gHotSpotVMStructEntryArrayStride",
+];
+pub const TYPES: [&str; 5] = [
+    "gHotSpotVMTypes",
+    "gHotSpotVMTypeEntryTypeNameOffset",
+    "gHotSpotVMTypeEntrySuperclassNameOffset",
+    "gHotSpotVMTypeEntrySizeOffset",
+    "gHotSpotVMTypeEntryArrayStride",
+];
+pub const INTS: [&str; 4] = [
+    "gHotSpotVMIntConstants",
+    "gHotSpotVMIntConstantEntryNameOffset",
+    "gHotSpotVMIntConstantEntryValueOffset",
+    "gHotSpotVMIntConstantEntryArrayStride",
+];
+pub const LONGS: [&str; 4] = [
+    "gHotSpotVMLongConstants",
+    "gHotSpotVMLongConstantEntryNameOffset",
+    "gHotSpotVMLongConstantEntryValueOffset",
+    "gHotSpotVMLongConstantEntryArrayStride",
+];
+
+/// Where each exported symbol is in the process (the file's address plus the load bias), in the
+/// order of `STRUCTS`, `TYPES`, `INTS` and `LONGS`.
+#[derive(Clone, Debug)]
+pub struct Exports {
+    pub structs: [u64; 8],
+    pub types: [u64; 5],
+    pub ints: [u64; 4],
+    pub longs: [u64; 4],
+}
+
+impl Exports {
+    /// The symbols' addresses from `address_of` (a file's symbol table, biased); None when any
+    /// is missing: not a HotSpot libjvm.
+    pub fn find(address_of: impl Fn(&str) -> Option<u64>) -> Option<Self> {
+        fn all<const N: usize>(names: [&str; N], address_of: &impl Fn(&str) -> Option<u64>) -> Option<[u64; N]> {
+            let mut out = [0; N];
+            for (slot, name) in out.iter_mut().zip(names) {
+                *slot = address_of(name)?;
+            }
+            Some(out)
+        }
+        Some(Self {
+            structs: all(STRUCTS, &address_of)?,
+            types: all(TYPES, &address_of)?,
+            ints: all(INTS, &address_of)?,
+            longs: all(LONGS, &address_of)?,
+        })
+    }
+
+    /// Every address shifted by `bias` (file addresses to the process's).
+    pub fn biased(&self, bias: u64) -> Self {
+        let shift = |a: &mut u64| *a = a.wrapping_add(bias);
+        let mut out = self.clone();
+        out.structs.iter_mut().chain(&mut out.types).chain(&mut out.ints).chain(&mut out.longs).for_each(shift);
+        out
+    }
+}
+
+/// Where a field is: at an offset in its type, or (static) at an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Offset(u64),
+    Static(u64),
+}
+
+/// A type's size and superclass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Type {
+    pub size: u64,
+    pub superclass: Option<String>,
+}
+
+/// The tables of one JVM.
+#[derive(Debug, Default)]
+pub struct VmStructs {
+    /// (type, field) → where.
+    pub fields: HashMap<(String, String), Field>,
+    pub types: HashMap<String, Type>,
+    pub int_constants: HashMap<String, i64>,
+    pub long_constants: HashMap<String, i64>,
+    /// Entries skipped: a name that could not be read.
+    pub unreadable: u32,
+    /// A table ended at `MAX_ENTRIES` without its end mark.
+    pub truncated: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TablesError {
+    #[error("cannot read {what} at {at:#x}")]
+    Read { what: &'static str, at: u64 },
+    #[error("{what}: entries of {stride} bytes, with a field at {offset}: not HotSpot's tables")]
+    Layout { what: &'static str, stride: u64, offset: u64 },
+}
+
+impl VmStructs {
+    /// Reads the four tables through `m`, at the (biased) `exports`.
+    pub fn read(m: &dyn RemoteMemory, exports: &Exports) -> Result<Self, TablesError> {
+        let mut names = Names::default();
+        let mut out = VmStructs::default();
+        let mut skipped = 0;
+        let structs = Table::open(m, "gHotSpotVMStructs", &exports.structs)?;
+        // type name, field name, type string, is static, offset, address.
+        let [ty, field, _, is_static, offset, address] = structs.layout();
+        structs.each(m, &mut out.truncated, |entry| {
+            let Some(owner) = word(entry, ty) else { return Entry::End };
+            if owner == 0 {
+                return Entry::End;
+            }
+            let (Some(owner), Some(name)) = (names.get(m, owner), word(entry, field).and_then(|f| names.get(m, f)))
+            else {
+                skipped += 1;
+                return Entry::Next;
+            };
+            let at = if word(entry, is_static).is_some_and(|s| s & 0xffff_ffff != 0) {
+                Field::Static(word(entry, address).unwrap_or(0))
+            } else {
+                Field::Offset(word(entry, offset).unwrap_or(0))
+            };
+            out.fields.insert((owner, name), at);
+            Entry::Next
+        })?;
+        let types = Table::open(m, "gHotSpotVMTypes", &exports.types)?;
+        let [ty, superclass, size] = types.layout();
+        types.each(m, &mut out.truncated, |entry| {
+            let name = match word(entry, ty) {
+                Some(0) | None => return Entry::End,
+                Some(at) => names.get(m, at),
+            };
+            let Some(name) = name else {
+                skipped += 1;
+                return Entry::Next;
+            };
+            let superclass = word(entry, superclass).filter(|&a| a != 0).and_then(|a| names.get(m, a));
+            out.types.insert(name, Type { size: word(entry, size).unwrap_or(0), superclass });
+            Entry::Next
+        })?;
+        for (what, table, into) in [
+            ("gHotSpotVMIntConstants", &exports.ints, &mut out.int_constants),
+            ("gHotSpotVMLongConstants", &exports.longs, &mut out.long_constants),
+        ] {
+            let constants = Table::open(m, what, table)?;
+            let [name, value] = constants.layout();
+            let int = what.contains("Int");
+            constants.each(m, &mut out.truncated, |entry| {
+                let name = match word(entry, name) {
+                    Some(0) | None => return Entry::End,
+                    Some(at) => names.get(m, at),
+                };
+                let Some(name) = name else {
+                    skipped += 1;
+                    return Entry::Next;
+                };
+                let value = word(entry, value).unwrap_or(0);
+                // An int constant is an int32_t: its upper half is padding.
+                into.insert(name, if int { i64::from(value as u32 as i32) } else { value as i64 });
+                Entry::Next
+            })?;
+        }
+        out.unreadable = skipped;
+        Ok(out)
+    }
+
+    /// A field's offset in its type (not a static).
+    pub fn offset(&self, ty: &str, field: &str) -> Option<u64> {
+        match self.fields.get(&(ty.to_string(), field.to_string()))? {
+            Field::Offset(o) => Some(*o),
+            Field::Static(_) => None,
+        }
+    }
+
+    /// A field of `ty` or of the nearest superclass that declares it (`nmethod::_method` is
+    /// `CompiledMethod`'s before JDK 23), and the type that does.
+    pub fn inherited<'a>(&'a self, ty: &'a str, field: &str) -> Option<(&'a str, Field)> {
+        let mut ty = ty;
+        // A chain longer than the table is a cycle in garbage.
+        for _ in 0..=self.types.len() {
+            if let Some(&at) = self.fields.get(&(ty.to_string(), field.to_string())) {
+                return Some((ty, at));
+            }
+            ty = self.types.get(ty)?.superclass.as_deref()?;
+        }
+        None
+    }
+
+    /// Fields that are statics.
+    pub fn statics(&self) -> usize {
+        self.fields.values().filter(|f| matches!(f, Field::Static(_))).count()
+    }
+
+    /// A static field's address.
+    pub fn address(&self, ty: &str, field: &str) -> Option<u64> {
+        match self.fields.get(&(ty.to_string(), field.to_string()))? {
+            Field::Static(a) => Some(*a),
+            Field::Offset(_) => None,
+        }
+    }
+
+    pub fn size(&self, ty: &str) -> Option<u64> {
+        self.types.get(ty).map(|t| t.size)
+    }
+
+    /// A constant, int or long.
+    pub fn constant(&self, name: &str) -> Option<i64> {
+        self.int_constants.get(name).or_else(|| self.long_constants.get(name)).copied()
+    }
+}
+
+enum Entry {
+    Next,
+    End,
+}
+
+/// One table: where its array is, its entries' stride and the offsets of their fields.
+struct Table<const N: usize> {
+    what: &'static str,
+    array: u64,
+    stride: u64,
+    offsets: [u64; N],
+}
+
+impl<const N: usize> Table<N> {
+    /// `symbols`: the table's pointer, then each field's offset word, then the stride's word:
+    /// `N` = `M - 2` fields.
+    fn open<const M: usize>(m: &dyn RemoteMemory, what: &'static str, symbols: &[u64; M]) -> Result<Self, TablesError> {
+        debug_assert_eq!(N + 2, M, "a table's symbols are its pointer, its fields' offsets and its stride");
+        let read = |at: u64| m.u64(at).map_err(|_| TablesError::Read { what, at });
+        let array = read(symbols[0])?;
+        let stride = read(symbols[M - 1])?;
+        let mut offsets = [0; N];
+        for (slot, &at) in offsets.iter_mut().zip(&symbols[1..M - 1]) {
+            *slot = read(at)?;
+        }
+        if stride == 0 || stride > MAX_STRIDE || offsets.iter().any(|&o| o.saturating_add(8) > stride) {
+            let offset = offsets.iter().copied().max().unwrap_or(0);
+            return Err(TablesError::Layout { what, stride, offset });
+        }
+        Ok(Self { what, array, stride, offsets })
+    }
+
+    fn layout(&self) -> [u64; N] {
+        self.offsets
+    }
+
+    /// Hands each entry's bytes to `f` until it says the table ended, or `MAX_ENTRIES`.
+    /// Entries are read 64 at a time.
+    fn each(
+        &self,
+        m: &dyn RemoteMemory,
+        truncated: &mut bool,
+        mut f: impl FnMut(&[u8]) -> Entry,
+    ) -> Result<(), TablesError> {
+        const BATCH: usize = 64;
+        let stride = self.stride as usize;
+        let mut buf = vec![0u8; stride * BATCH];
+        for first in (0..MAX_ENTRIES).step_by(BATCH) {
+            let at = self.array.wrapping_add((first * stride) as u64);
+            // Near the end of its mapping, the last batch may not be readable whole.
+            let n = if m.read(at, &mut buf).is_ok() {
+                BATCH
+            } else {
+                let one = &mut buf[..stride];
+                m.read(at, one).map_err(|_| TablesError::Read { what: self.what, at })?;
+                1
+            };
+            let n = n.min(MAX_ENTRIES - first);
+            for entry in buf[..n * stride].chunks_exact(stride) {
+                if let Entry::End = f(entry) {
+                    return Ok(());
+                }
+            }
+            if n == 1 {
+                // Read on one at a time from here.
+                return self.each_from(m, first + 1, truncated, f);
+            }
+        }
+        *truncated = true;
+        Ok(())
+    }
+
+    fn each_from(
+        &self,
+        m: &dyn RemoteMemory,
+        from: usize,
+        truncated: &mut bool,
+        mut f: impl FnMut(&[u8]) -> Entry,
+    ) -> Result<(), TablesError> {
+        let mut entry = vec![0u8; self.stride as usize];
+        for i in from..MAX_ENTRIES {
+            let at = self.array.wrapping_add(i as u64 * self.stride);
+            m.read(at, &mut entry).map_err(|_| TablesError::Read { what: self.what, at })?;
+            if let Entry::End = f(&entry) {
+                return Ok(());
+            }
+        }
+        *truncated = true;
+        Ok(())
+    }
+}
+
+fn word(entry: &[u8], offset: u64) -> Option<u64> {
+    crate::collect::remote::field_u64(entry, offset)
+}
+
+/// Names read so far, by address: the same literal is shared by many entries.
+#[derive(Default)]
+struct Names(HashMap<u64, Option<String>>);
+
+impl Names {
+    fn get(&mut self, m: &dyn RemoteMemory, at: u64) -> Option<String> {
+        self.0.entry(at).or_insert_with(|| c_string(m, at)).clone()
+    }
+}
+
+/// The NUL-terminated string at `at`, read in pieces that never cross a 32-byte boundary (so
+/// never a page the string does not reach); None past `MAX_NAME` bytes or if not UTF-8.
+pub fn c_string(m: &dyn RemoteMemory, at: u64) -> Option<String> {
+    const PIECE: u64 = 32;
+    let mut bytes = Vec::new();
+    let mut next = at;
+    while bytes.len() < MAX_NAME {
+        let len = PIECE - next % PIECE;
+        let mut piece = vec![0u8; len as usize];
+        m.read(next, &mut piece).ok()?;
+        if let Some(end) = piece.iter().position(|&b| b == 0) {
+            bytes.extend_from_slice(&piece[..end]);
+            return String::from_utf8(bytes).ok();
+        }
+        bytes.extend_from_slice(&piece);
+        next = next.checked_add(len)?;
+    }
+    None
+}
+
+#[cfg(test)]
+#[path = "vmstructs_tests.rs"]
+mod tests;

@@ -1,0 +1,120 @@
+//! A HotSpot JVM read from outside with no flag and no attach: the tables libjvm.so exports for
+//! the serviceability agent, against the serviceability agent's own reading of them
+//! (`jhsdb clhsdb`'s `vmstructsdump`), the release `jcmd PID VM.version` prints, and the code
+//! cache's bounds against where the JVM's perf map puts its compiled methods.
+
+use std::{collections::HashMap, process::Command};
+
+use autodump_tests::{java::start_java, jit::cleanup, require_bpf, run_agent};
+
+/// What `vmstructsdump` prints: each type (`type NAME SUPER isOop isInteger isUnsigned SIZE`)
+/// and each non-static field (`field TYPE NAME TYPESTRING isStatic OFFSET ADDRESS`).
+#[derive(Default)]
+struct SaTables {
+    /// name → (superclass, size; -1 when the agent does not know it).
+    types: HashMap<String, (Option<String>, i64)>,
+    /// (type, field) → offset.
+    fields: HashMap<(String, String), u64>,
+}
+
+impl SaTables {
+    fn dump(pid: u32) -> Self {
+        let mut sa = Command::new("jhsdb")
+            .args(["clhsdb", "--pid", &pid.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("jhsdb (the JDK's serviceability agent; setup installs the JDK)");
+        use std::io::Write;
+        sa.stdin.take().expect("piped").write_all(b"vmstructsdump\nquit\n").expect("write to jhsdb");
+        let out = sa.wait_with_output().expect("jhsdb");
+        let text = String::from_utf8_lossy(&out.stdout).replace("hsdb> ", "");
+        let mut tables = Self::default();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                // Names with spaces ("unsigned int") are quoted: only unquoted ones are kept.
+                ["type", name, superclass, _, _, _, size] => {
+                    let superclass = (*superclass != "null").then(|| superclass.to_string());
+                    tables.types.insert(name.to_string(), (superclass, size.parse().expect("a size")));
+                }
+                ["field", ty, name, _, "false", offset, _] => {
+                    tables.fields.insert((ty.to_string(), name.to_string()), offset.parse().expect("an offset"));
+                }
+                _ => {}
+            }
+        }
+        assert!(tables.types.len() > 500 && tables.fields.len() > 500, "jhsdb printed:\n{text}");
+        tables
+    }
+
+    /// A field of `ty` or of the superclass that declares it.
+    fn inherited<'a>(&'a self, mut ty: &'a str, field: &str) -> Option<u64> {
+        loop {
+            if let Some(&offset) = self.fields.get(&(ty.to_string(), field.to_string())) {
+                return Some(offset);
+            }
+            ty = self.types.get(ty)?.0.as_deref()?;
+        }
+    }
+}
+
+#[test]
+fn a_jvms_own_tables_read_as_its_serviceability_agent_reads_them() {
+    if !require_bpf("a_jvms_own_tables_read_as_its_serviceability_agent_reads_them") {
+        return;
+    }
+    // No flag: the JVM as it runs in production.
+    let java = start_java(&[]);
+    let pid = java.pid.to_string();
+    let run = run_agent(&["--pid", &pid, "--duration", "2s"]);
+    let summary = run.bundle().summary();
+    let hotspot = &summary["hotspot"];
+    assert_eq!(hotspot["error"], serde_json::Value::Null, "{hotspot}");
+    assert_eq!(hotspot["missing"], serde_json::json!([]), "{hotspot}");
+    assert_eq!((hotspot["unreadable"].as_u64(), hotspot["truncated"].as_bool()), (Some(0), Some(false)), "{hotspot}");
+
+    // The release, as the JVM itself prints it.
+    let version = Command::new("jcmd").args([&pid, "VM.version"]).output().expect("jcmd");
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let release = hotspot["vm_release"].as_str().expect("a release");
+    assert!(version.lines().any(|l| l.ends_with(&format!(" version {release}"))), "{release} in:\n{version}");
+
+    // Every offset and size the walk reads, as the serviceability agent reads them (it dumps
+    // fields at an offset, not statics); and as many fields and types as it has of its own
+    // (it adds pointer types, and GrowableArray's fields for each instantiation).
+    let sa = SaTables::dump(java.pid);
+    let mut compared = 0;
+    for (name, value) in hotspot["layout"].as_object().expect("the layout") {
+        let value = value.as_u64().expect("a number");
+        let theirs = match name.split_once("::") {
+            Some((ty, field)) => sa.inherited(ty, field).map(|o| o as i64),
+            None => sa.types.get(name.as_str()).map(|t| t.1),
+        };
+        if let Some(theirs) = theirs {
+            assert_eq!(value as i64, theirs, "{name}: ours {value}, jhsdb {theirs}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 18, "only {compared} of the layout's entries are in jhsdb's dump");
+    let ours = hotspot["fields"].as_u64().expect("fields") as f64;
+    let theirs = sa.fields.len() as f64;
+    assert!(ours >= 0.95 * theirs, "{ours} fields at an offset read; jhsdb has {theirs}");
+
+    // The code cache holds every compiled method the JVM's own perf map lists.
+    let out = Command::new("jcmd").args([&pid, "Compiler.perfmap"]).output().expect("jcmd");
+    assert!(out.status.success(), "jcmd Compiler.perfmap failed");
+    let map_path = format!("/tmp/perf-{pid}.map");
+    let map = std::fs::read_to_string(&map_path).expect("the perf map jcmd wrote");
+    let _ = std::fs::remove_file(&map_path);
+    let (low, high) = (hotspot["code_cache"]["low"].as_u64(), hotspot["code_cache"]["high"].as_u64());
+    let (low, high) = (low.expect("low"), high.expect("high"));
+    let starts: Vec<u64> = map
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().next()?.trim_start_matches("0x"), 16).ok())
+        .collect();
+    assert!(starts.len() > 100, "{} perf map entries", starts.len());
+    let outside: Vec<_> = starts.iter().filter(|&&a| a < low || a >= high).collect();
+    assert!(outside.is_empty(), "{} of {} compiled methods outside {low:#x}..{high:#x}", outside.len(), starts.len());
+    cleanup(java);
+}
