@@ -1,12 +1,16 @@
 //! The HotSpot tables reader over garbage memory: the exported words (the tables' addresses and
-//! their entries' layout), the entries and their names are whatever the fuzzer writes. It must
-//! neither panic nor run away: every table and name is capped.
+//! their entries' layout), the entries and their names are whatever the fuzzer writes; then
+//! naming compiled code through those tables (code heaps, segment maps, blobs, methods and
+//! their symbols, descriptors) over the same garbage. It must neither panic nor run away: every
+//! table, name and walk is capped.
 #![no_main]
 
 use autodump::{
     collect::remote::ImageMemory,
     runtimes::hotspot::{
+        code::{CodeLayout, JavaCode},
         layout::{vm_release, CodeCache, Needed},
+        signature::parameters,
         vmstructs::{Exports, VmStructs, MAX_ENTRIES},
     },
 };
@@ -24,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         ints: [word(13), word(14), word(15), word(16)],
         longs: [word(17), word(18), word(19), word(20)],
     };
+    let _ = parameters(&String::from_utf8_lossy(data));
     let m = ImageMemory { base: BASE, bytes: data.to_vec() };
     let Ok(vm) = VmStructs::read(&m, &exports) else { return };
     assert!(vm.fields.len() <= MAX_ENTRIES && vm.types.len() <= MAX_ENTRIES);
@@ -31,4 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = vm.inherited("nmethod", "_method");
     let _ = vm_release(&m, &vm);
     let _ = CodeCache::read(&m, &vm);
+    let Ok(layout) = CodeLayout::of(&vm) else { return };
+    // The whole image as the code cache: every word-aligned address in it is named.
+    let end = BASE + data.len() as u64;
+    let mut code = JavaCode::new(Box::new(ImageMemory { base: BASE, bytes: data.to_vec() }), layout, (BASE, end));
+    for pc in (BASE..end).step_by(64) {
+        let _ = code.at(pc);
+    }
 });

@@ -197,6 +197,13 @@ impl Fixture {
     }
 
     /// Kills the fixture now (it is reaped, so its pid is gone from /proc).
+    /// Asks it to stop (SIGTERM), as a service manager would, and waits until it has.
+    pub fn terminate(&mut self) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

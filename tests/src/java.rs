@@ -4,11 +4,12 @@ use std::process::Command;
 
 use crate::{scratch_dir, workspace, Fixture};
 
-/// The Java fixture's classes, compiled once per test binary (readable by any user).
+/// The Java fixture's classes, compiled once per test process (readable by any user).
 pub fn java_classes() -> &'static std::path::Path {
     static COMPILED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     COMPILED.get_or_init(|| {
-        let dir = scratch_dir("jit-java-classes");
+        // Each test process its own: another test's compile would wipe the classes under a JVM.
+        let dir = scratch_dir(&format!("jit-java-classes-{}", std::process::id()));
         let source = workspace().join("tests/fixtures/jit/Chain.java");
         let status =
             Command::new("javac").arg("-d").arg(&dir).arg(source).status().expect("javac (setup installs a JDK)");
@@ -30,7 +31,7 @@ pub fn start_java(flags: &[&str]) -> Fixture {
 pub fn spawn_jvm(mut command: Command, name: &str) -> Fixture {
     use std::os::unix::process::CommandExt;
     if command.get_current_dir().is_none() {
-        command.current_dir(scratch_dir("jit-java"));
+        command.current_dir(scratch_dir(&format!("jit-java-{}", std::process::id())));
     }
     // SAFETY: signal() is async-signal-safe; the closure runs in the child before exec.
     unsafe {

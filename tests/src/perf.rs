@@ -63,7 +63,8 @@ impl PerfRecording {
         Self { child, data, only: None }
     }
 
-    /// Waits until perf has stopped recording (`finish` then reads what it recorded).
+    /// Waits until perf has stopped recording (`finish` then reads what it recorded; later, once
+    /// a JIT has written the map that names its code, say). Waiting again is a no-op.
     pub fn wait(&mut self) {
         let status = self.child.wait().expect("wait for perf");
         assert!(status.success(), "perf record failed");

@@ -1,11 +1,18 @@
 //! A HotSpot JVM read from outside with no flag and no attach: the tables libjvm.so exports for
 //! the serviceability agent, against the serviceability agent's own reading of them
 //! (`jhsdb clhsdb`'s `vmstructsdump`), the release `jcmd PID VM.version` prints, and the code
-//! cache's bounds against where the JVM's perf map puts its compiled methods.
+//! cache's bounds against where the JVM's perf map puts its compiled methods; and compiled
+//! methods named from the JVM's memory against `perf record -g` with the JVM's own perf map.
 
-use std::{collections::HashMap, process::Command};
+use std::{collections::HashMap, process::Command, time::Duration};
 
-use autodump_tests::{java::start_java, jit::cleanup, require_bpf, run_agent};
+use autodump_tests::{
+    favour_cpu,
+    java::start_java,
+    jit::{assert_shares_match, cleanup},
+    perf::PerfRecording,
+    require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
+};
 
 /// What `vmstructsdump` prints: each type (`type NAME SUPER isOop isInteger isUnsigned SIZE`)
 /// and each non-static field (`field TYPE NAME TYPESTRING isStatic OFFSET ADDRESS`).
@@ -117,4 +124,44 @@ fn a_jvms_own_tables_read_as_its_serviceability_agent_reads_them() {
     let outside: Vec<_> = starts.iter().filter(|&&a| a < low || a >= high).collect();
     assert!(outside.is_empty(), "{} of {} compiled methods outside {low:#x}..{high:#x}", outside.len(), starts.len());
     cleanup(java);
+}
+
+/// A JVM that cannot be asked for a perf map (attach disabled): its compiled methods named from
+/// its memory, against `perf record -g` over the same seconds with the map the JVM writes as it
+/// exits (`-XX:+DumpPerfMapAtExit`).
+#[test]
+fn compiled_java_is_named_from_the_jvms_memory_as_its_perf_map_names_it() {
+    if !require_bpf("compiled_java_is_named_from_the_jvms_memory_as_its_perf_map_names_it") {
+        return;
+    }
+    favour_cpu();
+    let flags = [
+        "-XX:+PreserveFramePointer",
+        "-XX:+DisableAttachMechanism",
+        "-XX:+UnlockDiagnosticVMOptions",
+        "-XX:+DumpPerfMapAtExit",
+    ];
+    let mut java = start_java(&flags);
+    warm_up(java.pid, 4.0);
+    let pid = java.pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--frequency", "499"]);
+    agent.wait_recording(Duration::from_secs(60));
+    let mut perf = PerfRecording::start_frame_pointers(java.pid, 6, 499, &scratch_dir("hotspot-perf"));
+    let run = agent.finish();
+    perf.wait();
+    java.terminate();
+    let theirs = perf.finish();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+
+    let bundle = run.bundle();
+    let summary = bundle.summary();
+    assert_eq!(summary["jit"]["map_found"], false, "no perf map while the agent records: {}", summary["jit"]);
+    let hotspot = &summary["hotspot"];
+    assert_eq!(hotspot["naming_error"], serde_json::Value::Null, "{hotspot}");
+    assert!(hotspot["cpu_share_named"].as_f64() > Some(0.9), "{hotspot}");
+    let ours = bundle.folded("cpu.folded");
+    let is_java = |frame: &str, name: &str| frame.contains(&format!("Chain.{name}("));
+    assert_shares_match(&ours, &theirs, &["leafSpin", "outerLoop", "sideLoop"], is_java);
+    // Named as Java writes a method: class, name and parameters.
+    assert!(ours.iter().any(|f| f.frames.iter().any(|x| x == "Chain.leafSpin(int)")), "no Chain.leafSpin(int) frame");
 }

@@ -18,7 +18,7 @@ use args::RuntimeArgs;
 use seam::{Loader, Runtime};
 
 /// Every runtime, in the order they attach to a process.
-pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &ruby::RUNTIME, &hotspot::RUNTIME, &perfmap::RUNTIME];
+pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &ruby::RUNTIME, &perfmap::RUNTIME, &hotspot::RUNTIME];
 
 /// Every runtime's loader, for the whole agent.
 pub fn loaders(args: &RuntimeArgs) -> Vec<Box<dyn Loader>> {

@@ -2,12 +2,16 @@
 //! layout (`vmstructs.rs`, the tables the serviceability agent reads), and from it where its
 //! code cache is. A `libjvm.so` is read once (`JvmFiles`) for every JVM that maps it; each JVM's
 //! tables are read from its memory at attach, and its summary section says what they hold and
-//! whether what walking and naming Java frames needs is there (`layout.rs`).
+//! whether what walking and naming Java frames needs is there (`layout.rs`). Compiled code a
+//! perf map does not name is named from the JVM's memory (`code.rs`, `names.rs`).
 
+pub mod code;
 pub mod layout;
+mod names;
+pub mod signature;
 pub mod vmstructs;
 
-use std::sync::Arc;
+use std::{cell::RefCell, rc::Rc};
 
 use object::{Object, ObjectSymbol};
 use serde::Serialize;
@@ -20,8 +24,11 @@ use crate::{
         args::RuntimeArgs,
         seam::{Instance, Loader, Process, Runtime, RuntimeReport},
     },
+    symbolize::RuntimeNames,
 };
+use code::{CodeLayout, CodeStats, JavaCode};
 use layout::{CodeCache, Needed};
+use names::{HotSpotNames, Naming};
 use vmstructs::{Exports, VmStructs};
 
 pub const RUNTIME: Runtime = Runtime {
@@ -66,10 +73,10 @@ impl Loader for HotSpotLoader {
         let file = self.files.get(&path, JvmFile::parse)?;
         let bias =
             file.segments.delta_for_mapping(m.file_offset).map(|d| m.start.wrapping_sub(m.file_offset.wrapping_add(d)));
-        let status = match (&file.exports, bias) {
-            (None, _) => HotSpotStatus::failed(&m.path, "libjvm.so exports no gHotSpotVMStructs tables"),
-            (_, None) => HotSpotStatus::failed(&m.path, "libjvm.so's mapping matches none of its segments"),
-            (Some(exports), Some(bias)) => read(pid, &ProcessMemory::new(pid), &exports.biased(bias), &m.path),
+        let (status, code) = match (&file.exports, bias) {
+            (None, _) => (HotSpotStatus::failed(&m.path, "libjvm.so exports no gHotSpotVMStructs tables"), None),
+            (_, None) => (HotSpotStatus::failed(&m.path, "libjvm.so's mapping matches none of its segments"), None),
+            (Some(exports), Some(bias)) => read(pid, &exports.biased(bias), &m.path),
         };
         match &status.error {
             None => {
@@ -77,7 +84,8 @@ impl Loader for HotSpotLoader {
             }
             Some(e) => tracing::warn!(pid, "HotSpot JVM whose tables cannot be read: {e}"),
         }
-        Some(Box::new(HotSpotInstance { status: Arc::new(status) }))
+        let naming = code.map(|code| Rc::new(RefCell::new(Naming { code, named: Default::default() })));
+        Some(Box::new(HotSpotInstance { status, naming }))
     }
 
     fn files_read(&self) -> Option<(&'static str, u64)> {
@@ -85,18 +93,28 @@ impl Loader for HotSpotLoader {
     }
 }
 
-/// Reads a JVM's tables, and through them its release and code cache.
-fn read(pid: u32, m: &dyn RemoteMemory, exports: &Exports, file: &str) -> HotSpotStatus {
+/// Reads a JVM's tables, and through them its release and code cache: what it says, and its
+/// compiled code, to be named, when the tables say how.
+fn read(pid: u32, exports: &Exports, file: &str) -> (HotSpotStatus, Option<JavaCode>) {
     let started = std::time::Instant::now();
+    let memory = ProcessMemory::new(pid);
+    let m: &dyn RemoteMemory = &memory;
     let vm = match VmStructs::read(m, exports) {
         Ok(vm) => vm,
-        Err(e) => return HotSpotStatus::failed(file, &e.to_string()),
+        Err(e) => return (HotSpotStatus::failed(file, &e.to_string()), None),
     };
     let needed = Needed::check(&vm);
     let vm_release = layout::vm_release(m, &vm);
     let code_cache = CodeCache::read(m, &vm).map_err(|e| e.to_string());
     tracing::debug!(pid, ms = started.elapsed().as_millis() as u64, "HotSpot tables read");
-    HotSpotStatus {
+    let layout = CodeLayout::of(&vm);
+    let code = match (&layout, &code_cache) {
+        (Ok(layout), Ok(cache)) => {
+            Some(JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), (cache.low, cache.high)))
+        }
+        _ => None,
+    };
+    let status = HotSpotStatus {
         file: file.to_string(),
         vm_release,
         fields: vm.fields.len() - vm.statics(),
@@ -110,12 +128,15 @@ fn read(pid: u32, m: &dyn RemoteMemory, exports: &Exports, file: &str) -> HotSpo
         missing: needed.missing,
         code_cache: code_cache.as_ref().ok().cloned(),
         code_cache_error: code_cache.err(),
+        naming_error: layout.err().map(|missing| format!("the tables lack {missing}")),
         error: None,
-    }
+        ..HotSpotStatus::default()
+    };
+    (status, code)
 }
 
 /// The summary's `hotspot` section.
-#[derive(Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 struct HotSpotStatus {
     /// The libjvm.so, as the process maps it.
     file: String,
@@ -136,6 +157,13 @@ struct HotSpotStatus {
     missing: Vec<String>,
     code_cache: Option<CodeCache>,
     code_cache_error: Option<String>,
+    /// Why compiled code is not named from the JVM's memory, when it is not.
+    naming_error: Option<String>,
+    /// What naming compiled code from the JVM's memory met (`methods`, `blobs`: addresses named;
+    /// `free`: in no code in use; `unreadable`), and the share of samples with a frame it named.
+    naming: Option<CodeStats>,
+    cpu_share_named: Option<f64>,
+    offcpu_share_named: Option<f64>,
     /// Why the tables could not be read at all.
     error: Option<String>,
 }
@@ -147,12 +175,26 @@ impl HotSpotStatus {
 }
 
 struct HotSpotInstance {
-    status: Arc<HotSpotStatus>,
+    status: HotSpotStatus,
+    /// Its compiled code, shared with the symbolizer, which names from it.
+    naming: Option<Rc<RefCell<Naming>>>,
 }
 
 impl Instance for HotSpotInstance {
-    fn report(&self, _profiles: &Profiles) -> Option<RuntimeReport> {
-        let status = &*self.status;
+    fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
+        Some(Box::new(HotSpotNames(self.naming.clone()?)))
+    }
+
+    fn report(&self, profiles: &Profiles) -> Option<RuntimeReport> {
+        let mut status = self.status.clone();
+        if let Some(naming) = &self.naming {
+            let naming = naming.borrow();
+            let ours = |l: &crate::symbolize::Location| naming.named.contains(&l.address);
+            status.naming = Some(naming.code.stats);
+            status.cpu_share_named = profiles.cpu().share_with(ours);
+            status.offcpu_share_named = profiles.offcpu().share_with(ours);
+        }
+        let status = &status;
         let mut report = RuntimeReport::new("hotspot", status);
         if let Some(error) = &status.error {
             report.notes.push(format!("the JVM's own tables (gHotSpotVMStructs) could not be read: {error}"));

@@ -202,10 +202,15 @@ fn a_field_is_found_in_the_superclass_that_declares_it() {
     assert_eq!(vm.statics(), 1);
 }
 
-/// The fuzz target's seed is a whole set of tables (laid out as `exports()` says, at 0x10_0000).
+/// The fuzz target's seed (`scripts/hotspot_tables_seed.py`) is a whole JVM: tables laid out
+/// as `exports()` says, at 0x10_0000, and one compiled method in one code heap.
 #[test]
 fn the_fuzz_seed_is_read_whole() {
-    let bytes = include_bytes!("../../../../fuzz/seeds/hotspot_tables/two_tables_and_bounds").to_vec();
+    use super::super::{
+        code::{Code, CodeLayout, JavaCode},
+        layout::{vm_release, CodeCache, Needed},
+    };
+    let bytes = include_bytes!("../../../../fuzz/seeds/hotspot_tables/one_compiled_method").to_vec();
     let at = |i: u64| 0x10_0000 + 8 * i;
     let exports = Exports {
         structs: [at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)],
@@ -213,10 +218,21 @@ fn the_fuzz_seed_is_read_whole() {
         ints: [at(13), at(14), at(15), at(16)],
         longs: [at(17), at(18), at(19), at(20)],
     };
-    let m = ImageMemory { base: 0x10_0000, bytes };
+    let m = ImageMemory { base: 0x10_0000, bytes: bytes.clone() };
     let vm = VmStructs::read(&m, &exports).expect("the seed's tables");
     assert_eq!(vm.inherited("nmethod", "_method"), Some(("CompiledMethod", Field::Offset(112))));
     assert_eq!(vm.constant("frame::interpreter_frame_method_offset"), Some(-3));
-    let cache = super::super::layout::CodeCache::read(&m, &vm).expect("the code cache's bounds");
-    assert_eq!((cache.low, cache.high), (0x7f00_0000_0000, 0x7f00_1000_0000));
+    assert_eq!(vm_release(&m, &vm).as_deref(), Some("17.0.15+6-seed"));
+    assert_eq!(Needed::check(&vm).missing, Vec::<String>::new());
+    let cache = CodeCache::read(&m, &vm).expect("the code cache's bounds");
+    let layout = CodeLayout::of(&vm).expect("what naming reads");
+    let mut code = JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, (cache.low, cache.high));
+    let method = Code::Method { name: "Chain.leafSpin(int)".into(), file: Some("Chain.java".into()) };
+    // Past the block's header, through every segment the method spans (the map hops back).
+    for pc in [cache.low + 16, cache.low + 70, cache.low + 200, cache.high - 1] {
+        assert_eq!(code.at(pc), Some(method.clone()), "{pc:#x}");
+    }
+    assert_eq!(code.at(cache.low), None, "the block's header is no code");
+    assert_eq!(code.at(cache.high), None, "past the code cache");
+    assert_eq!((code.stats.methods, code.stats.free, code.stats.unreadable), (4, 1, 0));
 }
