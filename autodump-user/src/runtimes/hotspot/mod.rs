@@ -11,7 +11,11 @@ mod names;
 pub mod signature;
 pub mod vmstructs;
 
-use std::{cell::RefCell, rc::Rc};
+use std::{
+    cell::RefCell,
+    rc::Rc,
+    sync::{Arc, OnceLock},
+};
 
 use object::{Object, ObjectSymbol};
 use serde::Serialize;
@@ -39,10 +43,13 @@ pub const RUNTIME: Runtime = Runtime {
     file_reader: None,
 };
 
-/// What a `libjvm.so` says: where its tables' symbols are (file addresses), when it has them.
+/// What a `libjvm.so` says: where its tables' symbols are (file addresses), when it has them,
+/// and its tables, once a JVM has shown them whole (they are the same in every JVM that maps the
+/// file; their statics' addresses are kept relative to the file's load address).
 struct JvmFile {
     exports: Option<Exports>,
     segments: Segments,
+    tables: OnceLock<Arc<VmStructs>>,
 }
 
 impl JvmFile {
@@ -52,7 +59,8 @@ impl JvmFile {
             .filter(|s| s.name().is_ok_and(|n| n.starts_with("gHotSpotVM")))
             .filter_map(|s| Some((s.name().ok()?, s.address())))
             .collect();
-        Self { exports: Exports::find(|name| symbols.get(name).copied()), segments: Segments::of(elf) }
+        let exports = Exports::find(|name| symbols.get(name).copied());
+        Self { exports, segments: Segments::of(elf), tables: OnceLock::new() }
     }
 }
 
@@ -76,7 +84,7 @@ impl Loader for HotSpotLoader {
         let (status, code) = match (&file.exports, bias) {
             (None, _) => (HotSpotStatus::failed(&m.path, "libjvm.so exports no gHotSpotVMStructs tables"), None),
             (_, None) => (HotSpotStatus::failed(&m.path, "libjvm.so's mapping matches none of its segments"), None),
-            (Some(exports), Some(bias)) => read(pid, &exports.biased(bias), &m.path),
+            (Some(exports), Some(bias)) => read(pid, &file, &exports.biased(bias), bias, &m.path),
         };
         match &status.error {
             None => {
@@ -93,15 +101,25 @@ impl Loader for HotSpotLoader {
     }
 }
 
-/// Reads a JVM's tables, and through them its release and code cache: what it says, and its
-/// compiled code, to be named, when the tables say how.
-fn read(pid: u32, exports: &Exports, file: &str) -> (HotSpotStatus, Option<JavaCode>) {
+/// Reads a JVM's tables (or takes them from the file, when another JVM showed them), and
+/// through them its release and code cache: what it says, and its compiled code, to be named,
+/// when the tables say how.
+fn read(pid: u32, jvm: &JvmFile, exports: &Exports, bias: u64, file: &str) -> (HotSpotStatus, Option<JavaCode>) {
     let started = std::time::Instant::now();
     let memory = ProcessMemory::new(pid);
     let m: &dyn RemoteMemory = &memory;
-    let vm = match VmStructs::read(m, exports) {
-        Ok(vm) => vm,
-        Err(e) => return (HotSpotStatus::failed(file, &e.to_string()), None),
+    let shared = jvm.tables.get();
+    let vm = match shared {
+        Some(tables) => tables.rebased(bias, true),
+        None => match VmStructs::read(m, exports) {
+            Ok(vm) => {
+                if vm.unreadable == 0 && !vm.truncated {
+                    let _ = jvm.tables.set(Arc::new(vm.rebased(bias, false)));
+                }
+                vm
+            }
+            Err(e) => return (HotSpotStatus::failed(file, &e.to_string()), None),
+        },
     };
     let needed = Needed::check(&vm);
     let vm_release = layout::vm_release(m, &vm);
@@ -117,6 +135,7 @@ fn read(pid: u32, exports: &Exports, file: &str) -> (HotSpotStatus, Option<JavaC
     let status = HotSpotStatus {
         file: file.to_string(),
         vm_release,
+        tables_shared: shared.is_some(),
         fields: vm.fields.len() - vm.statics(),
         static_fields: vm.statics(),
         types: vm.types.len(),
@@ -142,6 +161,8 @@ struct HotSpotStatus {
     file: String,
     /// `Abstract_VM_Version::_s_vm_release`: "17.0.17+10-Debian-1deb12u1".
     vm_release: Option<String>,
+    /// The tables came from another JVM that maps the same libjvm.so (read once per file).
+    tables_shared: bool,
     /// Entries of each table (fields at an offset, and statics).
     fields: usize,
     static_fields: usize,

@@ -214,6 +214,31 @@ impl VmStructs {
         None
     }
 
+    /// A copy whose statics' addresses are moved by the load bias: added (`to_process`: a
+    /// file's tables for one process), or taken away (one process's tables for the file).
+    pub fn rebased(&self, bias: u64, to_process: bool) -> Self {
+        let fields = self
+            .fields
+            .iter()
+            .map(|(key, &at)| {
+                let at = match at {
+                    Field::Static(a) if to_process => Field::Static(a.wrapping_add(bias)),
+                    Field::Static(a) => Field::Static(a.wrapping_sub(bias)),
+                    offset => offset,
+                };
+                (key.clone(), at)
+            })
+            .collect();
+        Self {
+            fields,
+            types: self.types.clone(),
+            int_constants: self.int_constants.clone(),
+            long_constants: self.long_constants.clone(),
+            unreadable: self.unreadable,
+            truncated: self.truncated,
+        }
+    }
+
     /// Fields that are statics.
     pub fn statics(&self) -> usize {
         self.fields.values().filter(|f| matches!(f, Field::Static(_))).count()

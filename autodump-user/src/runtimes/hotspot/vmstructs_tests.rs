@@ -236,3 +236,14 @@ fn the_fuzz_seed_is_read_whole() {
     assert_eq!(code.at(cache.high), None, "past the code cache");
     assert_eq!((code.stats.methods, code.stats.free, code.stats.unreadable), (4, 1, 0));
 }
+
+#[test]
+fn a_files_tables_serve_another_process_at_another_address() {
+    let vm = VmStructs::read(&jvm(&method_fields()), &exports()).expect("tables");
+    let file = vm.rebased(0x1000, false);
+    assert_eq!(file.address("CodeCache", "_heaps"), Some(0x6000), "relative to the load address");
+    let other = file.rebased(0x7f00_0000_0000, true);
+    assert_eq!(other.address("CodeCache", "_heaps"), Some(0x7f00_0000_6000));
+    assert_eq!(other.offset("Method", "_constMethod"), Some(8), "offsets do not move");
+    assert_eq!(other.types, vm.types);
+}
