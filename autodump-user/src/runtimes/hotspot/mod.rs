@@ -88,7 +88,7 @@ impl Loader for HotSpotLoader {
         };
         match &status.error {
             None => {
-                tracing::info!(pid, release = ?status.vm_release, fields = status.fields + status.static_fields, "HotSpot JVM: its tables read")
+                tracing::info!(pid, release = ?status.vm_release, shared = status.tables_shared, "HotSpot JVM: its tables read")
             }
             Some(e) => tracing::warn!(pid, "HotSpot JVM whose tables cannot be read: {e}"),
         }
