@@ -35,9 +35,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(parsed)
 }
 
+/// A duration as [`parse_duration`] reads it, where 0 is allowed (a flag whose 0 means never).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if text.trim().parse::<u64>() == Ok(0) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_a_duration_only_where_it_means_never() {
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_zero("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration_or_zero("soon").is_err());
+    }
 
     #[test]
     fn durations_parse() {

@@ -74,9 +74,13 @@ fn a_jvms_own_tables_read_as_its_serviceability_agent_reads_them() {
     // No flag: the JVM as it runs in production.
     let java = start_java(&[]);
     let pid = java.pid.to_string();
-    let run = run_agent(&["--pid", &pid, "--duration", "2s"]);
+    // Nothing asked of the JVM: no perf map, named from its memory (leaf frames, without frame
+    // pointers).
+    let run = run_agent(&["--pid", &pid, "--duration", "2s", "--jit-map-every", "0"]);
+    assert!(!std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists(), "the JVM was asked for a perf map");
     let summary = run.bundle().summary();
     let hotspot = &summary["hotspot"];
+    assert!(hotspot["cpu_share_named"].as_f64() > Some(0.5), "{hotspot}");
     assert_eq!(hotspot["error"], serde_json::Value::Null, "{hotspot}");
     assert_eq!(hotspot["missing"], serde_json::json!([]), "{hotspot}");
     assert_eq!((hotspot["unreadable"].as_u64(), hotspot["truncated"].as_bool()), (Some(0), Some(false)), "{hotspot}");

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::units::parse_duration;
+use crate::units::parse_duration_or_zero;
 
 /// MiB a process's perf map may take in the agent.
 pub const JIT_MAP_MAX_MIB: &str = "16";
@@ -17,7 +17,8 @@ pub struct PerfMapArgs {
     pub jit_map_max_mib: u64,
 
     /// HotSpot JVMs (JDK 17 and later): how often the JVM is asked for a fresh perf map through
-    /// its attach mechanism, as `jcmd PID Compiler.perfmap` does; 0 never asks.
-    #[arg(long, default_value = JIT_MAP_EVERY, value_parser = parse_duration)]
+    /// its attach mechanism, as `jcmd PID Compiler.perfmap` does; 0 never asks (its compiled
+    /// methods are then named from its own memory).
+    #[arg(long, default_value = JIT_MAP_EVERY, value_parser = parse_duration_or_zero)]
     pub jit_map_every: Duration,
 }
