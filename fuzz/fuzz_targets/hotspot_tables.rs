@@ -10,6 +10,7 @@ use autodump::{
     runtimes::hotspot::{
         code::{CodeLayout, JavaCode},
         layout::{vm_release, CodeCache, Needed},
+        scopes::ScopesLayout,
         signature::parameters,
         vmstructs::{Exports, VmStructs, MAX_ENTRIES},
     },
@@ -39,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(layout) = CodeLayout::of(&vm) else { return };
     // The whole image as the code cache: every word-aligned address in it is named.
     let end = BASE + data.len() as u64;
-    let mut code = JavaCode::new(Box::new(ImageMemory { base: BASE, bytes: data.to_vec() }), layout, (BASE, end));
+    let scopes = ScopesLayout::of(&vm, Some(21));
+    let mut code = JavaCode::new(Box::new(ImageMemory { base: BASE, bytes: data.to_vec() }), layout, scopes, (BASE, end));
     for pc in (BASE..end).step_by(64) {
         let _ = code.at(pc);
     }

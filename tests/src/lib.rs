@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod fixture;
 pub mod gopprof;
 pub mod java;
+pub mod jfr;
 pub mod jit;
 pub mod perf;
 pub mod python;

@@ -9,7 +9,7 @@ use std::{collections::HashMap, process::Command, time::Duration};
 use autodump_tests::{
     favour_cpu,
     java::start_java,
-    jit::{assert_shares_match, cleanup},
+    jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
     require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
 };
@@ -168,4 +168,63 @@ fn compiled_java_is_named_from_the_jvms_memory_as_its_perf_map_names_it() {
     assert_shares_match(&ours, &theirs, &["leafSpin", "outerLoop", "sideLoop"], is_java);
     // Named as Java writes a method: class, name and parameters.
     assert!(ours.iter().any(|f| f.frames.iter().any(|x| x == "Chain.leafSpin(int)")), "no Chain.leafSpin(int) frame");
+}
+
+/// Inlined methods as their own frames, against JFR, HotSpot's own profiler, on the same JVM
+/// over the same seconds: the inclusive share of every method of the hot chains in the main
+/// thread's samples, and the chain itself. Nothing is asked of the JVM (JFR starts with it).
+#[test]
+fn inlined_methods_read_as_jfr_records_them() {
+    if !require_bpf("inlined_methods_read_as_jfr_records_them") {
+        return;
+    }
+    favour_cpu();
+    let recording = scratch_dir("hotspot-jfr").join("chain.jfr");
+    let jfr = format!("-XX:StartFlightRecording=filename={},settings=profile,dumponexit=true", recording.display());
+    // JFR says it started on standard output, where the fixture says it is ready.
+    let mut java = start_java(&["-XX:+PreserveFramePointer", "-Xlog:jfr+startup=off", &jfr]);
+    warm_up(java.pid, 4.0);
+    let pid = java.pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s", "--jit-map-every", "0"]);
+    agent.wait_recording(Duration::from_secs(60));
+    let from = autodump_tests::unix_now();
+    let run = agent.finish();
+    let to = autodump_tests::unix_now();
+    java.terminate();
+    let bundle = run.bundle();
+    assert!(bundle.summary()["hotspot"]["naming"]["inlined"].as_u64() > Some(0), "{}", bundle.summary()["hotspot"]);
+
+    let theirs: Vec<_> = autodump_tests::jfr::execution_samples(&recording)
+        .into_iter()
+        .filter(|s| s.thread == "main" && (from..to).contains(&s.time))
+        .collect();
+    assert!(theirs.len() > 100, "{} JFR samples of the main thread in the window", theirs.len());
+    let ours: Vec<_> = bundle.folded("cpu.folded").into_iter().filter(|f| f.frames[0] == "java").collect();
+    let total = ours.iter().map(|f| f.weight).sum::<u64>() as f64;
+    let methods = ["leafSpin", "middleHop", "outerLoop", "sideHop", "sideLoop"];
+    for method in methods {
+        let named = |frame: &str| frame.starts_with(&format!("Chain.{method}("));
+        let mine = ours.iter().filter(|f| f.frames.iter().any(|x| named(x))).map(|f| f.weight).sum::<u64>();
+        let mine = mine as f64 / total;
+        let jfr = theirs.iter().filter(|s| s.frames.iter().any(|x| *x == format!("Chain.{method}"))).count();
+        let jfr = jfr as f64 / theirs.len() as f64;
+        eprintln!("{method}: ours {:.1}%, JFR {:.1}%", mine * 100.0, jfr * 100.0);
+        assert!((mine - jfr).abs() <= SHARE_TOLERANCE, "{method}: ours {mine:.3}, JFR {jfr:.3}");
+    }
+    // The hot chain, innermost first, as JFR records it most often.
+    let chain = |frames: &[String]| -> Vec<String> {
+        frames.iter().filter_map(|f| Some(f.strip_prefix("Chain.")?.split('(').next()?.to_string())).take(3).collect()
+    };
+    let top = |stacks: Vec<(Vec<String>, u64)>| {
+        let mut counts = HashMap::<Vec<String>, u64>::new();
+        for (c, w) in stacks {
+            *counts.entry(c).or_default() += w;
+        }
+        counts.into_iter().max_by_key(|(_, w)| *w).map(|(c, _)| c)
+    };
+    let jfr_top = top(theirs.iter().map(|s| (chain(&s.frames), 1)).collect());
+    let our_top =
+        top(ours.iter().map(|f| (chain(&f.frames.iter().rev().cloned().collect::<Vec<_>>()), f.weight)).collect());
+    assert_eq!(our_top, jfr_top, "the hottest chain");
+    assert_eq!(jfr_top, Some(vec!["leafSpin".into(), "middleHop".into(), "outerLoop".into()]));
 }

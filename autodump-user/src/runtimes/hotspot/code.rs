@@ -9,6 +9,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use super::{
+    scopes::{ScopesLayout, Sections},
     signature::parameters,
     vmstructs::{c_string, Field, VmStructs},
 };
@@ -108,20 +109,22 @@ struct Heap {
 /// What holds an address of compiled code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Code {
-    /// A compiled Java method: `Chain.leafSpin(int)`, and its source file.
-    Method { name: Arc<str>, file: Option<Arc<str>> },
+    /// A compiled Java method, `Chain.leafSpin(int)` and its source file, after the methods it
+    /// inlined there, innermost first.
+    Method(Vec<NamedMethod>),
     /// A stub, adapter or the interpreter, by the blob's own name.
     Blob(Arc<str>),
 }
 
 /// A method's name (`Chain.leafSpin(int)`) and source file.
-type NamedMethod = (Arc<str>, Option<Arc<str>>);
+pub type NamedMethod = (Arc<str>, Option<Arc<str>>);
 
 /// Counts of what naming met.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct CodeStats {
-    /// Addresses named as compiled methods, and as other code blobs.
+    /// Addresses named as compiled methods, and as other code blobs; inlined methods named.
     pub methods: u64,
+    pub inlined: u64,
     pub blobs: u64,
     /// Addresses in the code cache in no block in use (code freed since the sample), and ones
     /// whose blob or method could not be read.
@@ -133,6 +136,8 @@ pub struct CodeStats {
 pub struct JavaCode {
     memory: Box<dyn RemoteMemory>,
     layout: CodeLayout,
+    /// Where nmethods say what they inlined, when this JDK's layout is known.
+    scopes: Option<ScopesLayout>,
     /// The code cache's bounds.
     bounds: (u64, u64),
     heaps: Vec<Heap>,
@@ -141,8 +146,14 @@ pub struct JavaCode {
 }
 
 impl JavaCode {
-    pub fn new(memory: Box<dyn RemoteMemory>, layout: CodeLayout, bounds: (u64, u64)) -> Self {
-        Self { memory, layout, bounds, heaps: Vec::new(), methods: HashMap::new(), stats: CodeStats::default() }
+    pub fn new(
+        memory: Box<dyn RemoteMemory>,
+        layout: CodeLayout,
+        scopes: Option<ScopesLayout>,
+        bounds: (u64, u64),
+    ) -> Self {
+        let (heaps, methods, stats) = (Vec::new(), HashMap::new(), CodeStats::default());
+        Self { memory, layout, scopes, bounds, heaps, methods, stats }
     }
 
     pub fn contains(&self, pc: u64) -> bool {
@@ -174,7 +185,10 @@ impl JavaCode {
             }
         };
         match &code {
-            Code::Method { .. } => self.stats.methods += 1,
+            Code::Method(frames) => {
+                self.stats.methods += 1;
+                self.stats.inlined += frames.len() as u64 - 1;
+            }
             Code::Blob(_) => self.stats.blobs += 1,
         }
         Some(code)
@@ -239,19 +253,29 @@ impl JavaCode {
             return Ok(Some(Code::Blob(name.into())));
         }
         let method = m.field(blob, l.nmethod_method).map_err(|_| ())?;
+        // The methods it inlined at `pc`, innermost first, then its own.
+        let mut methods = match &self.scopes {
+            Some(scopes) => Sections::read(m, scopes, blob).map(|s| s.methods_at(scopes, pc)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if methods.last() != Some(&method) {
+            methods.push(method);
+        }
+        let frames: Option<Vec<NamedMethod>> = methods.iter().map(|&m| self.named(m)).collect();
+        Ok(Some(Code::Method(frames.ok_or(())?)))
+    }
+
+    /// The name of the `Method` at `method`, cached.
+    fn named(&mut self, method: u64) -> Option<NamedMethod> {
         if self.methods.len() >= MAX_METHODS {
             self.methods.clear();
         }
-        let named = match self.methods.get(&method) {
-            Some(known) => known.clone(),
-            None => {
-                let named = self.method(method);
-                self.methods.insert(method, named.clone());
-                named
-            }
-        };
-        let (name, file) = named.ok_or(())?;
-        Ok(Some(Code::Method { name, file }))
+        if let Some(known) = self.methods.get(&method) {
+            return known.clone();
+        }
+        let named = self.method(method);
+        self.methods.insert(method, named.clone());
+        named
     }
 
     /// `Class.method(parameters)` and the source file of the `Method` at `method`.

@@ -8,6 +8,7 @@
 pub mod code;
 pub mod layout;
 mod names;
+pub mod scopes;
 pub mod signature;
 pub mod vmstructs;
 
@@ -33,6 +34,7 @@ use crate::{
 use code::{CodeLayout, CodeStats, JavaCode};
 use layout::{CodeCache, Needed};
 use names::{HotSpotNames, Naming};
+use scopes::ScopesLayout;
 use vmstructs::{Exports, VmStructs};
 
 pub const RUNTIME: Runtime = Runtime {
@@ -126,9 +128,13 @@ fn read(pid: u32, jvm: &JvmFile, exports: &Exports, bias: u64, file: &str) -> (H
     let code_cache = CodeCache::read(m, &vm).map_err(|e| e.to_string());
     tracing::debug!(pid, ms = started.elapsed().as_millis() as u64, "HotSpot tables read");
     let layout = CodeLayout::of(&vm);
+    let mut inlining = false;
     let code = match (&layout, &code_cache) {
         (Ok(layout), Ok(cache)) => {
-            Some(JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), (cache.low, cache.high)))
+            let major = vm_release.as_deref().and_then(|r| r.split(['.', '+', '-']).next()?.parse().ok());
+            let scopes = ScopesLayout::of(&vm, major);
+            inlining = scopes.is_some();
+            Some(JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, (cache.low, cache.high)))
         }
         _ => None,
     };
@@ -148,6 +154,7 @@ fn read(pid: u32, jvm: &JvmFile, exports: &Exports, bias: u64, file: &str) -> (H
         code_cache: code_cache.as_ref().ok().cloned(),
         code_cache_error: code_cache.err(),
         naming_error: layout.err().map(|missing| format!("the tables lack {missing}")),
+        inlining,
         error: None,
         ..HotSpotStatus::default()
     };
@@ -180,6 +187,9 @@ struct HotSpotStatus {
     code_cache_error: Option<String>,
     /// Why compiled code is not named from the JVM's memory, when it is not.
     naming_error: Option<String>,
+    /// Inlined methods are named (as their own frames): the JDK lays its nmethods out as 17 to
+    /// 22 do.
+    inlining: bool,
     /// What naming compiled code from the JVM's memory met (`methods`, `blobs`: addresses named;
     /// `free`: in no code in use; `unreadable`), and the share of samples with a frame it named.
     naming: Option<CodeStats>,

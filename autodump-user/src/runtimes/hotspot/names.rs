@@ -29,15 +29,17 @@ impl RuntimeNames for HotSpotNames {
 
     fn anonymous(&mut self, address: u64, mapping: Option<&Mapping>) -> Option<Location> {
         let mut naming = self.0.borrow_mut();
-        let frame = match naming.code.at(address)? {
-            Code::Method { name, file } => Frame { function: name, file, line: None },
-            Code::Blob(name) => Frame { function: name, file: None, line: None },
+        let frames: Arc<[Frame]> = match naming.code.at(address)? {
+            Code::Method(methods) => {
+                methods.into_iter().map(|(function, file)| Frame { function, file, line: None }).collect()
+            }
+            Code::Blob(name) => Arc::new([Frame { function: name, file: None, line: None }]),
         };
         if naming.named.len() >= MAX_NAMED {
             naming.named.clear();
         }
         naming.named.insert(address);
-        Some(Location { address, kernel: false, mapping: mapping.cloned(), frames: Arc::new([frame]), unnamed: None })
+        Some(Location { address, kernel: false, mapping: mapping.cloned(), frames, unnamed: None })
     }
 
     fn clear(&mut self) {

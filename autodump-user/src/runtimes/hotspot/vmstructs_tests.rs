@@ -226,8 +226,9 @@ fn the_fuzz_seed_is_read_whole() {
     assert_eq!(Needed::check(&vm).missing, Vec::<String>::new());
     let cache = CodeCache::read(&m, &vm).expect("the code cache's bounds");
     let layout = CodeLayout::of(&vm).expect("what naming reads");
-    let mut code = JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, (cache.low, cache.high));
-    let method = Code::Method { name: "Chain.leafSpin(int)".into(), file: Some("Chain.java".into()) };
+    let mut code =
+        JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, None, (cache.low, cache.high));
+    let method = Code::Method(vec![("Chain.leafSpin(int)".into(), Some("Chain.java".into()))]);
     // Past the block's header, through every segment the method spans (the map hops back).
     for pc in [cache.low + 16, cache.low + 70, cache.low + 200, cache.high - 1] {
         assert_eq!(code.at(pc), Some(method.clone()), "{pc:#x}");

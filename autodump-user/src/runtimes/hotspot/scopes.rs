@@ -1,0 +1,168 @@
+//! Methods a compiled method inlined, at an address of its code, as the JVM's debug information
+//! records them (what its serviceability agent and JFR read): the nmethod's `PcDesc` table maps
+//! an offset in its code to a scope in its scopes data, and each scope is (its caller's scope,
+//! the method's index in the nmethod's metadata, the bytecode index), numbers in the UNSIGNED5
+//! encoding of Pack200, innermost first.
+//!
+//! Read for the layouts of JDK 17 to 22 (the sections at offsets from the nmethod); a JDK whose
+//! nmethods keep them elsewhere (23 and later) is named without inlined methods.
+
+use super::vmstructs::{Field, VmStructs};
+
+/// Largest span of metadata, scopes data and `PcDesc`s read for one nmethod.
+const MAX_SECTIONS: u64 = 1 << 20;
+/// Scopes followed at most from one address (the JVM inlines at most 15 levels by default).
+const MAX_SCOPES: usize = 64;
+
+/// Where an nmethod keeps its debug information, from the tables.
+#[derive(Clone, Debug)]
+pub struct ScopesLayout {
+    code_begin: u64,
+    metadata_offset: u64,
+    scopes_data_begin: u64,
+    scopes_pcs_offset: u64,
+    dependencies_offset: u64,
+    pc_desc_size: u64,
+    pc_offset: u64,
+    scope_decode_offset: u64,
+    /// Bytes UNSIGNED5 leaves out of its encoding: 1 from JDK 21 (0 before).
+    excluded: u8,
+}
+
+impl ScopesLayout {
+    /// None when the tables do not lay the sections out as JDK 17 to 22 do.
+    pub fn of(vm: &VmStructs, major: Option<u32>) -> Option<Self> {
+        let offset = |ty: &str, name: &str| match vm.inherited(ty, name)? {
+            (_, Field::Offset(o)) => Some(o),
+            (_, Field::Static(_)) => None,
+        };
+        Some(Self {
+            code_begin: offset("CodeBlob", "_code_begin")?,
+            metadata_offset: offset("nmethod", "_metadata_offset")?,
+            scopes_data_begin: offset("nmethod", "_scopes_data_begin")?,
+            scopes_pcs_offset: offset("nmethod", "_scopes_pcs_offset")?,
+            dependencies_offset: offset("nmethod", "_dependencies_offset")?,
+            pc_desc_size: vm.size("PcDesc").filter(|&s| (8..=64).contains(&s))?,
+            pc_offset: offset("PcDesc", "_pc_offset")?,
+            scope_decode_offset: offset("PcDesc", "_scope_decode_offset")?,
+            excluded: u8::from(major? >= 21),
+        })
+    }
+}
+
+/// The sections of one nmethod that say what it inlined where.
+pub struct Sections {
+    code_begin: u64,
+    /// Metadata, scopes data, then the `PcDesc`s, as one read; where each begins in it.
+    bytes: Vec<u8>,
+    scopes_data: usize,
+    scopes_pcs: usize,
+}
+
+impl Sections {
+    /// Reads them from the nmethod at `nmethod` (`header`: its first bytes, already read).
+    pub fn read(m: &dyn crate::collect::remote::RemoteMemory, l: &ScopesLayout, nmethod: u64) -> Option<Self> {
+        let int = |at: u64| m.i32(nmethod.wrapping_add(at)).ok().and_then(|v| u64::try_from(v).ok());
+        let metadata = int(l.metadata_offset)?;
+        let scopes_pcs = int(l.scopes_pcs_offset)?;
+        let end = int(l.dependencies_offset)?;
+        let scopes_data = m.field(nmethod, l.scopes_data_begin).ok()?.checked_sub(nmethod)?;
+        if !(metadata <= scopes_data && scopes_data <= scopes_pcs && scopes_pcs <= end) || end - metadata > MAX_SECTIONS
+        {
+            return None;
+        }
+        let mut bytes = vec![0u8; (end - metadata) as usize];
+        m.read(nmethod + metadata, &mut bytes).ok()?;
+        Some(Self {
+            code_begin: m.field(nmethod, l.code_begin).ok()?,
+            bytes,
+            scopes_data: (scopes_data - metadata) as usize,
+            scopes_pcs: (scopes_pcs - metadata) as usize,
+        })
+    }
+
+    /// The `Method*`s of the scopes at `pc`, innermost first (the compiled method last); empty
+    /// when the nmethod records none there.
+    pub fn methods_at(&self, l: &ScopesLayout, pc: u64) -> Vec<u64> {
+        let Some(delta) = pc.checked_sub(self.code_begin).and_then(|d| i32::try_from(d).ok()) else {
+            return Vec::new();
+        };
+        // The first PcDesc at or after the address, as the JVM finds one for a pc that is not a
+        // call's return (its "approximate" search): a return address less one finds its call's.
+        let pcs = &self.bytes[self.scopes_pcs..];
+        let word = |block: &[u8], at: u64| crate::collect::remote::field_u32(block, at).map(|v| v as i32);
+        let mut best: Option<(i32, i32)> = None;
+        for desc in pcs.chunks_exact(l.pc_desc_size as usize) {
+            let (Some(offset), Some(scope)) = (word(desc, l.pc_offset), word(desc, l.scope_decode_offset)) else {
+                break;
+            };
+            if offset >= delta && best.is_none_or(|(b, _)| offset < b) {
+                best = Some((offset, scope));
+            }
+        }
+        let Some((_, scope)) = best else { return Vec::new() };
+        let data = &self.bytes[self.scopes_data..self.scopes_pcs];
+        let mut methods = Vec::new();
+        let (mut at, mut bound) = (usize::try_from(scope).unwrap_or(0), data.len());
+        // Each scope's sender lies before it: offsets fall, and the walk ends.
+        while at != 0 && at < bound && methods.len() < MAX_SCOPES {
+            bound = at;
+            let mut stream = Unsigned5 { bytes: &data[at..], excluded: l.excluded };
+            let (Some(sender), Some(index), Some(_bci)) = (stream.next(), stream.next(), stream.next()) else {
+                break;
+            };
+            if index != 0 {
+                match self.metadata(index) {
+                    Some(method) => methods.push(method),
+                    None => break,
+                }
+            }
+            at = sender as usize;
+        }
+        methods
+    }
+
+    /// The metadata's entry `index` (1-based).
+    fn metadata(&self, index: u32) -> Option<u64> {
+        let at = (u64::from(index) - 1).checked_mul(8)?;
+        (at + 8 <= self.scopes_data as u64).then(|| crate::collect::remote::field_u64(&self.bytes, at)).flatten()
+    }
+}
+
+/// Pack200's UNSIGNED5: a byte below 192 ends a number; each byte adds its value (less the
+/// excluded bytes) shifted 6 bits further; five bytes at most.
+struct Unsigned5<'a> {
+    bytes: &'a [u8],
+    excluded: u8,
+}
+
+impl Unsigned5<'_> {
+    fn next(&mut self) -> Option<u32> {
+        const LOW: u8 = 192;
+        let mut sum = 0u32;
+        for i in 0..5 {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            let value = b.checked_sub(self.excluded)?;
+            sum = sum.wrapping_add(u32::from(value) << (6 * i));
+            if b < LOW {
+                return Some(sum);
+            }
+        }
+        Some(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unsigned5;
+
+    #[test]
+    fn unsigned5_reads_pack200_numbers() {
+        // 5; 191; 192 + 64 * 1 = 256 (bytes 192, 1); and with one byte excluded, 1 as 2.
+        let mut s = Unsigned5 { bytes: &[5, 191, 192, 1], excluded: 0 };
+        assert_eq!((s.next(), s.next(), s.next(), s.next()), (Some(5), Some(191), Some(256), None));
+        let mut s = Unsigned5 { bytes: &[2, 0], excluded: 1 };
+        assert_eq!((s.next(), s.next()), (Some(1), None), "an excluded byte is no number");
+    }
+}
