@@ -3,7 +3,8 @@
 memory, laid out as JDK 17 lays them out, in one image at 0x100000 (the fuzz target's and the
 unit test's address): the exported words (the four tables' addresses and their entries' layout)
 in the first 21 words, then the tables, one code heap with 64-byte segments holding one
-compiled method (`Chain.leafSpin(int)` from `Chain.java`), and the strings. The unit test
+compiled method (`Chain.leafSpin(int)` from `Chain.java`, with `Chain.middleHop(int)` inlined
+over part of its code), and the strings. The unit test
 `the_fuzz_seed_is_read_whole` reads it back."""
 import struct
 import sys
@@ -46,29 +47,51 @@ def symbol(text):
 statics = alloc(64)
 klass = alloc(64)
 put(klass + 24, symbol("Chain"))
-pool = alloc(72 + 8 * 4)
+pool = alloc(72 + 8 * 5)
 put(pool + 24, BASE + klass)
 put(pool + 54, 3, 2)
-for i, text in [(1, "leafSpin"), (2, "(I)J"), (3, "Chain.java")]:
+for i, text in [(1, "leafSpin"), (2, "(I)J"), (3, "Chain.java"), (4, "middleHop")]:
     put(pool + 72 + 8 * i, symbol(text))
-const_method = alloc(48)
-put(const_method + 8, BASE + pool)
-put(const_method + 34, 1, 2)
-put(const_method + 36, 2, 2)
-method = alloc(88)
-put(method + 8, BASE + const_method)
-code = alloc(256, 256)
-put(code, 4)  # HeapBlock::_length, in segments
+
+
+def method_named(name_index):
+    const_method = alloc(48)
+    put(const_method + 8, BASE + pool)
+    put(const_method + 34, name_index, 2)
+    put(const_method + 36, 2, 2)
+    method = alloc(88)
+    put(method + 8, BASE + const_method)
+    return BASE + method
+
+
+method = method_named(1)  # Chain.leafSpin(int), the compiled method
+inlined = method_named(4)  # Chain.middleHop(int), inlined into it
+code = alloc(1024, 1024)
+put(code, 16)  # HeapBlock::_length, in segments
 put(code + 8, 1, 1)  # _used
 blob = code + 16
-put(blob + 12, 240, 4)  # CodeBlob::_size
+put(blob + 12, 1000, 4)  # CodeBlob::_size
+put(blob + 32, BASE + blob + 400)  # CodeBlob::_code_begin
 strings.append((blob + 96, "nmethod"))
-put(blob + 112, BASE + method)  # CompiledMethod::_method
-segmap = alloc(4)
-img[segmap:segmap + 4] = bytes([0, 1, 2, 3])
+put(blob + 112, method)  # CompiledMethod::_method
+# Its debug information: metadata (the two Methods), scopes data, PcDescs, as offsets from it.
+put(blob + 260, 600, 4)  # nmethod::_metadata_offset
+put(blob + 600, method)
+put(blob + 608, inlined)
+put(blob + 120, BASE + blob + 616)  # CompiledMethod::_scopes_data_begin
+# A pad byte (offset 0 is no scope), leafSpin's scope at 1 (no sender, metadata entry 1 (entries
+# count from 1), bci 0), then middleHop's at 4 (sender 1, metadata entry 2, bci 3).
+img[blob + 616:blob + 623] = bytes([0, 0, 1, 0, 1, 2, 3])
+put(blob + 268, 640, 4)  # nmethod::_scopes_pcs_offset
+for i, (pc, scope) in enumerate([(-1, 1), (50, 4), (300, 1)]):
+    put(blob + 640 + 16 * i, pc, 4)
+    put(blob + 644 + 16 * i, scope, 4)
+put(blob + 272, 688, 4)  # nmethod::_dependencies_offset
+segmap = alloc(16)
+img[segmap:segmap + 16] = bytes(range(16))
 heap = alloc(264)
 put(heap + 8 + 16, BASE + code)
-put(heap + 8 + 24, BASE + code + 256)
+put(heap + 8 + 24, BASE + code + 1024)
 put(heap + 120 + 16, BASE + segmap)
 put(heap + 256, 6, 4)
 heap_list = alloc(8)
@@ -78,7 +101,7 @@ put(heaps, 1, 4)  # GrowableArrayBase::_len
 put(heaps + 8, BASE + heap_list)  # GrowableArray<int>::_data
 put(statics, BASE + heaps)  # CodeCache::_heaps
 put(statics + 8, BASE + code)  # CodeCache::_low_bound
-put(statics + 16, BASE + code + 256)  # CodeCache::_high_bound
+put(statics + 16, BASE + code + 1024)  # CodeCache::_high_bound
 strings.append((statics + 24, "17.0.15+6-seed"))  # Abstract_VM_Version::_s_vm_release
 
 # Structs: typeName, fieldName, typeString, isStatic, offset, address; 48 bytes.
@@ -99,6 +122,10 @@ fields = [
     ("ConstMethod", "_signature_index", 36, None), ("ConstantPool", "_pool_holder", 24, None),
     ("ConstantPool", "_source_file_name_index", 54, None), ("Klass", "_name", 24, None),
     ("Symbol", "_length", 4, None), ("Symbol", "_body", 6, None),
+    ("CodeBlob", "_code_begin", 32, None), ("CompiledMethod", "_scopes_data_begin", 120, None),
+    ("nmethod", "_metadata_offset", 260, None), ("nmethod", "_scopes_pcs_offset", 268, None),
+    ("nmethod", "_dependencies_offset", 272, None),
+    ("PcDesc", "_pc_offset", 0, None), ("PcDesc", "_scope_decode_offset", 4, None),
 ]
 entries = []
 for ty, name, offset, static in fields:
@@ -111,7 +138,7 @@ for i, v in enumerate([0, 8, 32, 48]):
     put(8 * (9 + i), v)
 types = [("HeapBlock", None, 16), ("ConstantPool", "Metadata", 72), ("Method", "Metadata", 88),
          ("ConstMethod", "MetaspaceObj", 48), ("nmethod", "CompiledMethod", 400),
-         ("CompiledMethod", "CodeBlob", 200), ("CodeBlob", None, 104)]
+         ("CompiledMethod", "CodeBlob", 200), ("CodeBlob", None, 104), ("PcDesc", None, 16)]
 put(64, table(48, [[(0, t)] + ([(1, s)] if s else []) + [(4, n)] for t, s, n in types]))
 # Constants: name, value; 16 bytes.
 for i, v in enumerate([0, 8, 16]):

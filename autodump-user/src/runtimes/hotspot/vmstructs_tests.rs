@@ -209,6 +209,7 @@ fn the_fuzz_seed_is_read_whole() {
     use super::super::{
         code::{Code, CodeLayout, JavaCode},
         layout::{vm_release, CodeCache, Needed},
+        scopes::ScopesLayout,
     };
     let bytes = include_bytes!("../../../../fuzz/seeds/hotspot_tables/one_compiled_method").to_vec();
     let at = |i: u64| 0x10_0000 + 8 * i;
@@ -226,16 +227,28 @@ fn the_fuzz_seed_is_read_whole() {
     assert_eq!(Needed::check(&vm).missing, Vec::<String>::new());
     let cache = CodeCache::read(&m, &vm).expect("the code cache's bounds");
     let layout = CodeLayout::of(&vm).expect("what naming reads");
+    let scopes = ScopesLayout::of(&vm, Some(17));
+    assert!(scopes.is_some(), "JDK 17's nmethod layout");
     let mut code =
-        JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, None, (cache.low, cache.high));
-    let method = Code::Method(vec![("Chain.leafSpin(int)".into(), Some("Chain.java".into()))]);
-    // Past the block's header, through every segment the method spans (the map hops back).
-    for pc in [cache.low + 16, cache.low + 70, cache.low + 200, cache.high - 1] {
-        assert_eq!(code.at(pc), Some(method.clone()), "{pc:#x}");
+        JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, scopes, (cache.low, cache.high));
+    let leaf = ("Chain.leafSpin(int)".into(), Some("Chain.java".into()));
+    let inlined = ("Chain.middleHop(int)".into(), Some("Chain.java".into()));
+    // The blob starts past the block's header; its code at 400 into it, the PcDescs at 50 (the
+    // inlined scope) and 300 (the method's own).
+    let code_begin = cache.low + 16 + 400;
+    for (pc, frames) in [
+        (cache.low + 16, vec![leaf.clone()]),
+        (code_begin + 10, vec![inlined.clone(), leaf.clone()]),
+        (code_begin + 50, vec![inlined, leaf.clone()]),
+        (code_begin + 51, vec![leaf.clone()]),
+        (code_begin + 400, vec![leaf.clone()]),
+        (cache.high - 9, vec![leaf]),
+    ] {
+        assert_eq!(code.at(pc), Some(Code::Method(frames)), "{pc:#x}");
     }
     assert_eq!(code.at(cache.low), None, "the block's header is no code");
     assert_eq!(code.at(cache.high), None, "past the code cache");
-    assert_eq!((code.stats.methods, code.stats.free, code.stats.unreadable), (4, 1, 0));
+    assert_eq!((code.stats.methods, code.stats.inlined, code.stats.free, code.stats.unreadable), (6, 2, 1, 0));
 }
 
 #[test]
