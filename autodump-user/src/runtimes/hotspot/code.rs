@@ -11,7 +11,7 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     scopes::{ScopesLayout, Sections},
     signature::parameters,
-    vmstructs::{c_string, Field, VmStructs},
+    vmstructs::{c_string, VmStructs},
 };
 use crate::collect::remote::RemoteMemory;
 
@@ -59,10 +59,7 @@ pub struct CodeLayout {
 impl CodeLayout {
     /// The layout, or the first thing the tables lack (or give as garbage).
     pub fn of(vm: &VmStructs) -> Result<Self, String> {
-        let field = |ty: &str, name: &str| match vm.inherited(ty, name) {
-            Some((_, Field::Offset(o) | Field::Static(o))) => Ok(o),
-            None => Err(format!("{ty}::{name}")),
-        };
+        let field = |ty: &str, name: &str| vm.value(ty, name).ok_or_else(|| format!("{ty}::{name}"));
         // A size is read whole: one beyond what HotSpot's types measure is garbage.
         let size = |ty: &str| match vm.size(ty) {
             Some(size) if size <= MAX_TYPE_SIZE => Ok(size),

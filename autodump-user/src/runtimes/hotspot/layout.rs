@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::vmstructs::{c_string, Field, VmStructs};
+use super::vmstructs::{c_string, VmStructs};
 use crate::collect::remote::RemoteMemory;
 
 /// Fields ("Type::field": an offset, or a static's address) and types (a size) the walk and the
@@ -50,9 +50,7 @@ impl Needed {
         let mut missing = Vec::new();
         for &name in NEEDED {
             let value = match name.split_once("::") {
-                Some((ty, field)) => vm.inherited(ty, field).map(|(_, f)| match f {
-                    Field::Offset(o) | Field::Static(o) => o,
-                }),
+                Some((ty, field)) => vm.value(ty, field),
                 None => vm.size(name),
             };
             match value {

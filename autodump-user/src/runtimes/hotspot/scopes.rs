@@ -7,7 +7,7 @@
 //! Read for the layouts of JDK 17 to 22 (the sections at offsets from the nmethod); a JDK whose
 //! nmethods keep them elsewhere (23 and later) is named without inlined methods.
 
-use super::vmstructs::{Field, VmStructs};
+use super::vmstructs::VmStructs;
 
 /// Largest span of metadata, scopes data and `PcDesc`s read for one nmethod.
 const MAX_SECTIONS: u64 = 1 << 20;
@@ -32,10 +32,7 @@ pub struct ScopesLayout {
 impl ScopesLayout {
     /// None when the tables do not lay the sections out as JDK 17 to 22 do.
     pub fn of(vm: &VmStructs, major: Option<u32>) -> Option<Self> {
-        let offset = |ty: &str, name: &str| match vm.inherited(ty, name)? {
-            (_, Field::Offset(o)) => Some(o),
-            (_, Field::Static(_)) => None,
-        };
+        let offset = |ty: &str, name: &str| vm.inherited_offset(ty, name);
         Some(Self {
             code_begin: offset("CodeBlob", "_code_begin")?,
             metadata_offset: offset("nmethod", "_metadata_offset")?,

@@ -239,6 +239,21 @@ impl VmStructs {
         }
     }
 
+    /// A field's offset, or a static's address, declared by `ty` or a superclass.
+    pub fn value(&self, ty: &str, field: &str) -> Option<u64> {
+        self.inherited(ty, field).map(|(_, f)| match f {
+            Field::Offset(v) | Field::Static(v) => v,
+        })
+    }
+
+    /// A field's offset (not a static), declared by `ty` or a superclass.
+    pub fn inherited_offset(&self, ty: &str, field: &str) -> Option<u64> {
+        match self.inherited(ty, field)?.1 {
+            Field::Offset(o) => Some(o),
+            Field::Static(_) => None,
+        }
+    }
+
     /// Fields that are statics.
     pub fn statics(&self) -> usize {
         self.fields.values().filter(|f| matches!(f, Field::Static(_))).count()
