@@ -103,7 +103,9 @@ fn target_exit_mid_recording_still_writes_the_bundle() {
     let mut agent =
         autodump_tests::RunningAgent::start(&["--pid", &pid, "--duration", "30s", "--out", out.to_str().unwrap()]);
     agent.wait_recording(Duration::from_secs(30));
-    std::thread::sleep(Duration::from_secs(2));
+    // Two CPU seconds of the target's own (a second or more of `hot`'s), not two of the wall
+    // clock: beside a test that favours its CPU, two wall seconds gave `hot` too few samples.
+    autodump_tests::warm_up(fixture.pid, 2.0);
     fixture.kill();
     let started = std::time::Instant::now();
     let run = agent.finish();
