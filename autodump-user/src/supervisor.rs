@@ -144,13 +144,15 @@ impl Supervisor {
             |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X' && s.flags & PF_KTHREAD == 0);
         let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
         // Alive, but no longer matching (moved to another cgroup, or exec'd another program). A
-        // process that ended and awaits its exit status no longer matches either (its
-        // executable's link is gone): it is not leaving, it gets its exit bundle next interval.
+        // process that ended no longer matches either (its executable's link is gone), whether
+        // it awaits its exit status or ended since `find_ended` looked: it is not leaving, it
+        // gets its exit bundle next interval.
         let left: Vec<u32> = self
             .watchers
             .keys()
             .copied()
             .filter(|p| !matched.contains(p) && !self.ended.contains(p) && !self.awaiting_exit.contains(p))
+            .filter(|p| live(p))
             .collect();
         for pid in left {
             self.watchers.remove(&pid);
