@@ -11,7 +11,8 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     scopes::{ScopesLayout, Sections},
     signature::parameters,
-    vmstructs::{c_string, VmStructs},
+    tables::c_string,
+    vmstructs::VmStructs,
 };
 use crate::collect::remote::RemoteMemory;
 

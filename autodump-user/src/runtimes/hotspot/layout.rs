@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::vmstructs::{c_string, VmStructs};
+use super::{tables::c_string, vmstructs::VmStructs};
 use crate::collect::remote::RemoteMemory;
 
 /// Fields ("Type::field": an offset, or a static's address) and types (a size) the walk and the

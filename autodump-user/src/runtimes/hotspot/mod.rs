@@ -10,6 +10,7 @@ pub mod layout;
 mod names;
 pub mod scopes;
 pub mod signature;
+mod tables;
 pub mod vmstructs;
 
 use std::{

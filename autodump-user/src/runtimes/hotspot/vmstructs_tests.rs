@@ -1,5 +1,6 @@
 use super::*;
 use crate::collect::remote::ImageMemory;
+use crate::runtimes::hotspot::tables::c_string;
 
 const BASE: u64 = 0x40_0000;
 
