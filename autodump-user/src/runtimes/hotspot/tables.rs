@@ -3,13 +3,22 @@
 
 use std::collections::HashMap;
 
-use super::vmstructs::{TablesError, MAX_ENTRIES};
 use crate::collect::remote::RemoteMemory;
 
+/// Entries read per table at most (JDK 17 has about 2,000 fields, 800 types, 800 constants).
+pub const MAX_ENTRIES: usize = 20_000;
 /// Longest name read (the longest type strings are about 60 bytes).
 const MAX_NAME: usize = 256;
 /// Largest entry stride believed (entries are six words at most).
 const MAX_STRIDE: u64 = 256;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TablesError {
+    #[error("cannot read {what} at {at:#x}")]
+    Read { what: &'static str, at: u64 },
+    #[error("{what}: entries of {stride} bytes, with a field at {offset}: not HotSpot's tables")]
+    Layout { what: &'static str, stride: u64, offset: u64 },
+}
 
 pub enum Entry {
     Next,

@@ -11,10 +11,8 @@
 use std::collections::HashMap;
 
 use super::tables::{word, Entry, Names, Table};
+pub use super::tables::{TablesError, MAX_ENTRIES};
 use crate::collect::remote::RemoteMemory;
-
-/// Entries read per table at most (JDK 17 has about 2,000 fields, 800 types, 800 constants).
-pub const MAX_ENTRIES: usize = 20_000;
 
 /// The exported symbols, by name: the four tables, then each one's layout words.
 pub const STRUCTS: [&str; 8] = [
@@ -111,14 +109,6 @@ pub struct VmStructs {
     pub unreadable: u32,
     /// A table ended at `MAX_ENTRIES` without its end mark.
     pub truncated: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TablesError {
-    #[error("cannot read {what} at {at:#x}")]
-    Read { what: &'static str, at: u64 },
-    #[error("{what}: entries of {stride} bytes, with a field at {offset}: not HotSpot's tables")]
-    Layout { what: &'static str, stride: u64, offset: u64 },
 }
 
 impl VmStructs {
