@@ -25,6 +25,10 @@ pub mod cfa {
     /// CFI the probes cannot follow (the CFA in another register, an unknown expression):
     /// the walk stops here, counted.
     pub const UNSUPPORTED: u8 = 8;
+    /// A frame-pointer frame that saved its caller's stack pointer at RBP - 8: the caller's
+    /// RBP at RBP, its PC at RBP + 8 (HotSpot's interpreter frames, whose caller may have
+    /// extended its frame for the callee's arguments).
+    pub const SENDER_SP: u8 = 9;
 }
 
 /// `UnwindRow::rbp_offset` when the caller's RBP is the same as this frame's (not saved).

@@ -157,6 +157,15 @@ impl ProbeHost {
         }
     }
 
+    /// The rows `pid`'s runtime gives for code it generates, when they changed.
+    pub fn runtime_code(&mut self, pid: u32, runtime: &mut dyn Instance) {
+        let Some(tables) = self.unwind.as_mut() else { return };
+        let Some(rows) = runtime.code_rows() else { return };
+        if let Ok(map) = MemoryMap::read(pid) {
+            tables.set_code_rows(pid, &rows, &map);
+        }
+    }
+
     /// Files the runtimes read so far, by their summary keys (`go_files_read`).
     pub fn files_read(&self) -> std::collections::BTreeMap<&'static str, u64> {
         self.loaders.iter().filter_map(|l| l.files_read()).collect()

@@ -73,8 +73,14 @@ impl Session {
         let maps = MemoryMap::read(pid).ok();
         // What runtimes keep over time reaches back as far as a bundle does.
         let keep = (cli.duration.unwrap_or_default() + cli.lookback + cli.after + 2 * cli.interval).as_secs_f64();
-        let process = Process { pid, exe: &target.exe, maps: maps.as_ref(), keep_s: keep };
-        let mut runtimes: Vec<Box<dyn Instance>> = host.loaders.iter_mut().filter_map(|l| l.attach(&process)).collect();
+        let mut process = Process { pid, exe: &target.exe, maps: maps.as_ref(), keep_s: keep, code_named: false };
+        let mut runtimes: Vec<Box<dyn Instance>> = Vec::new();
+        for loader in &mut host.loaders {
+            if let Some(runtime) = loader.attach(&process) {
+                process.code_named |= runtime.names_code();
+                runtimes.push(runtime);
+            }
+        }
         // Watch mode forgets threads gone for longer than any bundle reaches back.
         let forget_after = cli.duration.is_none().then(|| cli.lookback + cli.after + 4 * cli.interval);
         let period = crate::probes::prime_period(cli.fault_period);
@@ -90,6 +96,9 @@ impl Session {
         // A JVM is asked for its perf map at once: the map is there by the first drain.
         recorder.poll_runtimes();
         host.watch(pid)?;
+        for runtime in &mut runtimes {
+            host.runtime_code(pid, runtime.as_mut());
+        }
         // The first snapshots once the probes record: growth and faults then cover one span.
         let mut memory = MemoryWatch::new(pid, cli.smaps_every, keep);
         let now = unix_now(SystemTime::now());
@@ -108,6 +117,10 @@ impl Session {
     /// they are read only when the process's size or thread count changed, or every
     /// `OBSERVE_EVERY`: a calm process costs a few /proc reads an interval.
     pub fn observe(&mut self, host: &mut ProbeHost) {
+        // Code a runtime generates changes without the process's shape changing.
+        for runtime in &mut self.runtimes {
+            host.runtime_code(self.target.pid, runtime.as_mut());
+        }
         let shape = self.stat.as_ref().map(|(s, _)| (s.vsize, s.threads));
         let fresh = match (shape, self.observed) {
             (Some(now), Some((then, at))) => now == then && at.elapsed() < OBSERVE_EVERY,

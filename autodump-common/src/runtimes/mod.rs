@@ -5,6 +5,7 @@
 //!
 //! A native address has kind 0: user addresses are below 2^48, so the top bits are free.
 
+pub mod hotspot;
 pub mod python;
 pub mod ruby;
 
@@ -13,6 +14,7 @@ pub mod kind {
     pub const NATIVE: u8 = 0;
     pub const PYTHON: u8 = 1;
     pub const RUBY: u8 = 2;
+    pub const HOTSPOT: u8 = 3;
     /// Kinds a stack entry can carry (4 bits).
     pub const COUNT: u8 = 16;
 }

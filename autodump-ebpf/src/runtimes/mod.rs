@@ -9,6 +9,7 @@ use aya_ebpf::{macros::map, maps::HashMap};
 
 use crate::maps::count_slot;
 
+mod hotspot;
 mod python;
 mod ruby;
 
@@ -46,6 +47,8 @@ pub struct RuntimeWalk {
     /// The runtime's place in its frames, and a bound it keeps (its own meaning).
     pub cursor: u64,
     pub bound: u64,
+    /// The frame pointer of the native frame being walked.
+    pub frame: u64,
 }
 
 /// What a runtime's step gives.
@@ -81,10 +84,11 @@ pub fn start(rt: &mut RuntimeWalk, tgid: u32) {
 /// Before the native frame at `pc`: the runtime's next frame to emit there, `Some(None)` for a
 /// step that emits nothing, or None to go on with the native frame.
 #[inline(always)]
-pub fn next(rt: &mut RuntimeWalk, pc: u64) -> Option<Option<u64>> {
+pub fn next(rt: &mut RuntimeWalk, pc: u64, frame: u64) -> Option<Option<u64>> {
     if rt.active == 0 {
         return None;
     }
+    rt.frame = frame;
     if rt.state == IDLE {
         let c = &rt.proc.code;
         let in_code = (pc >= c[0] && pc < c[1]) || (pc >= c[2] && pc < c[3]);
@@ -102,6 +106,7 @@ pub fn next(rt: &mut RuntimeWalk, pc: u64) -> Option<Option<u64>> {
     let step = match kind {
         kind::PYTHON => python::step(rt, first),
         kind::RUBY => ruby::step(rt, first),
+        kind::HOTSPOT => hotspot::step(rt),
         _ => Step::Done,
     };
     let entry = match step {
@@ -150,13 +155,20 @@ pub fn trailing(rt: &mut RuntimeWalk) -> Option<Option<u64>> {
         rt.held = 0;
         return Some(Some(held));
     }
-    let Some(entry) = next(rt, 0)? else { return Some(None) };
+    let Some(entry) = next(rt, 0, 0)? else { return Some(None) };
     if rt.trailing == 1 {
         rt.trailing = 2;
         rt.held = entry;
         return Some(Some(trailing_mark(rt.proc.kind as u8)));
     }
     Some(Some(entry))
+}
+
+/// Whether the runtime's frames just emitted stand for the native frame they run in (a Java
+/// frame for the interpreter's code): the walk then steps past that frame without keeping it.
+#[inline(always)]
+pub fn takes_native(rt: &RuntimeWalk) -> bool {
+    rt.active != 0 && rt.state == DONE && rt.proc.kind as u8 == kind::HOTSPOT
 }
 
 /// The native frame after the runtime's frames was walked: the next interpreter frame starts

@@ -209,7 +209,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
     }
     // A return address points after the call, possibly past the caller's last instruction.
     let pc = if walk.exact_ip != 0 { walk.ip } else { walk.ip.wrapping_sub(1) };
-    match runtimes::next(&mut walk.rt, pc) {
+    match runtimes::next(&mut walk.rt, pc, walk.bp) {
         Some(Some(frame)) => {
             push(walk, len, frame);
             return 0;
@@ -229,7 +229,9 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         // anonymous code. Kept as the last frame, and counted.
         walk.stack.end |= END_UNKNOWN_CODE;
     }
-    push(walk, len, walk.ip);
+    if !runtimes::takes_native(&walk.rt) {
+        push(walk, len, walk.ip);
+    }
     runtimes::native_frame_done(&mut walk.rt);
     match caller(walk, found) {
         Some(()) if walk.ip != 0 => 0,
@@ -298,6 +300,19 @@ fn caller(walk: &mut Walk, found: Found) -> Option<()> {
             walk.sp = sp;
             walk.ip = ip;
             walk.exact_ip = 1;
+            return Some(());
+        }
+        cfa::SENDER_SP => {
+            let (Some(caller_bp), Some(ra), Some(sp)) = (read(walk.bp), read(walk.bp + 8), read(walk.bp - 8)) else {
+                return broken(walk);
+            };
+            // The caller's frame holds this one's: its stack pointer is at or above this frame's.
+            if sp < walk.bp + 16 || sp - walk.sp > JIT_MAX_FRAME {
+                return broken(walk);
+            }
+            walk.bp = caller_bp;
+            walk.sp = sp;
+            walk.ip = ra;
             return Some(());
         }
         cfa::NONE => {

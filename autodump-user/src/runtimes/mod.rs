@@ -17,8 +17,9 @@ use crate::{collect::metrics::RuntimeMetric, symbolize::files::FileReader};
 use args::RuntimeArgs;
 use seam::{Loader, Runtime};
 
-/// Every runtime, in the order they attach to a process.
-pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &ruby::RUNTIME, &perfmap::RUNTIME, &hotspot::RUNTIME];
+/// Every runtime, in the order they attach to a process and name its frames: HotSpot before
+/// perf maps, which then name only what a JVM's memory does not (and no JVM is asked for one).
+pub const ALL: &[&Runtime] = &[&go::RUNTIME, &python::RUNTIME, &ruby::RUNTIME, &hotspot::RUNTIME, &perfmap::RUNTIME];
 
 /// Every runtime's loader, for the whole agent.
 pub fn loaders(args: &RuntimeArgs) -> Vec<Box<dyn Loader>> {

@@ -17,6 +17,7 @@ use crate::{
     collect::{maps::MemoryMap, metrics::RuntimeMetric},
     record::{profile::Profile, Profiles, Recorder},
     symbolize::{files::FileReader, RuntimeNames},
+    unwind::code_rows::CodeRows,
     write::{diff::DiffGraph, BundleFile},
 };
 
@@ -58,6 +59,9 @@ pub struct Process<'a> {
     pub maps: Option<&'a MemoryMap>,
     /// Seconds a bundle may reach back: what an instance keeps over time is kept this long.
     pub keep_s: f64,
+    /// A runtime attached before names the code this process generates outside files (a
+    /// JIT's code) from the process's own memory: nothing need be asked of the process.
+    pub code_named: bool,
 }
 
 /// One process's runtime.
@@ -72,6 +76,15 @@ pub trait Instance {
     /// The word of each thread its probe step starts from, (tid, word), read now.
     fn threads(&self) -> Option<Vec<(u32, u64)>> {
         None
+    }
+    /// Rows that walk the code it generates outside files (a JIT's code cache), when they
+    /// changed since it was last asked.
+    fn code_rows(&mut self) -> Option<CodeRows> {
+        None
+    }
+    /// Whether it names the code the process generates outside files, from its memory.
+    fn names_code(&self) -> bool {
+        false
     }
     /// What names its frames (and any code it runs outside files) in this process's stacks.
     fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {

@@ -1,6 +1,7 @@
 //! Unwinding without frame pointers: the agent's side. `rows` compiles a file's CFI into the
 //! probes' rows; `tables` keeps them in the kernel, once per file, with each target's mappings.
 
+pub mod code_rows;
 mod row_store;
 pub mod rows;
 pub mod runtime_tables;

@@ -40,16 +40,30 @@ impl RowStore {
 
     /// Copies `rows` after the last file's; their first index, or None without room.
     pub fn append(&mut self, rows: &[UnwindRow]) -> Option<u32> {
+        let start = self.reserve(u32::try_from(rows.len()).ok()?)?;
+        self.write(start, rows);
+        Some(start)
+    }
+
+    /// Sets `count` rows aside after the last; their first index, or None without room.
+    pub fn reserve(&mut self, count: u32) -> Option<u32> {
         let start = self.used;
-        let end = start.checked_add(u32::try_from(rows.len()).ok()?)?;
+        let end = start.checked_add(count)?;
         if end > self.capacity {
             return None;
         }
-        // SAFETY: [start, end) lies inside the mapping; probes only read rows a mapping table
-        // names, and none names these until the table is written after this copy.
-        unsafe { self.rows.as_ptr().add(start as usize).copy_from_nonoverlapping(rows.as_ptr(), rows.len()) };
         self.used = end;
         Some(start)
+    }
+
+    /// Copies `rows` to index `start`, within what was set aside (the rest is dropped).
+    pub fn write(&mut self, start: u32, rows: &[UnwindRow]) {
+        let room = self.used.saturating_sub(start) as usize;
+        let rows = &rows[..rows.len().min(room)];
+        // SAFETY: [start, start + rows.len()) lies inside what was reserved, inside the mapping;
+        // probes only read rows a mapping table names, and a table names these only after this
+        // copy (the caller writes into a block no table names now).
+        unsafe { self.rows.as_ptr().add(start as usize).copy_from_nonoverlapping(rows.as_ptr(), rows.len()) };
     }
 }
 

@@ -16,6 +16,7 @@ use object::Object;
 use serde::Serialize;
 
 use super::{
+    code_rows::{CodeRowBlocks, CodeRows},
     row_store::RowStore,
     rows::{self, Compiled},
 };
@@ -24,6 +25,9 @@ use crate::{collect::maps::MemoryMap, files::vdso, probes::MappingMaps};
 /// Rows of headroom the array gets beyond what the target maps at attach (libraries it
 /// loads later).
 const HEADROOM_ROWS: u32 = 1 << 16;
+/// Rows of headroom more when a target runs code no file backs (a JIT, whose runtime may give
+/// rows for its code): 2 MiB.
+const CODE_HEADROOM_ROWS: u32 = 1 << 17;
 
 /// What the summary says about the tables.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -43,6 +47,8 @@ pub struct TableStats {
     pub frame_pointer_files: Vec<FileNote>,
     /// The row cap was reached: some files are walked by frame pointer.
     pub cap_reached: bool,
+    /// Rows a runtime gave for code no file backs (a JIT's code cache), in the kernel now.
+    pub code_rows: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -86,6 +92,7 @@ pub struct UnwindTables {
     maps: Option<MappingMaps>,
     /// Per tgid: the mappings last written, and the slot they are in.
     written: HashMap<u32, (Vec<MappingEntry>, u32)>,
+    code: CodeRowBlocks,
     stats: TableStats,
 }
 
@@ -100,19 +107,23 @@ impl UnwindTables {
             store: None,
             maps: None,
             written: HashMap::new(),
+            code: CodeRowBlocks::default(),
             stats: TableStats::default(),
         }
     }
 
     /// Compiles the rows of every file `pids` map now; returns the array size to load with.
     pub fn prepare(&mut self, pids: &[u32]) -> u32 {
+        let mut jit = false;
         for &pid in pids {
             if let Ok(map) = MemoryMap::read(pid) {
                 self.scan(pid, &map);
+                jit |= map.mappings().any(|m| m.is_anonymous());
             }
         }
         let needed: u64 = self.files.values().map(|f| rows_of(&f.rows)).sum();
-        let capacity = (needed + u64::from(HEADROOM_ROWS)).min(u64::from(self.cap_rows)).max(1) as u32;
+        let headroom = HEADROOM_ROWS + if jit { CODE_HEADROOM_ROWS } else { 0 };
+        let capacity = (needed + u64::from(headroom)).min(u64::from(self.cap_rows)).max(1) as u32;
         self.stats.capacity_rows = u64::from(capacity);
         capacity
     }
@@ -133,6 +144,7 @@ impl UnwindTables {
     /// instance of a restarted service maps the same files).
     pub fn forget(&mut self, pid: u32) {
         self.mapped.remove(&pid);
+        self.stats.code_rows -= u64::from(self.code.forget(pid));
         if self.written.remove(&pid).is_some() {
             if let Some(maps) = self.maps.as_mut() {
                 let _ = maps.processes.remove(&pid);
@@ -154,12 +166,15 @@ impl UnwindTables {
                 };
                 Some(MappingEntry { start, end, bias, row_start, row_count })
             })
-            .chain(map.mappings().filter(|m| m.is_anonymous()).map(|m| MappingEntry {
-                start: m.start,
-                end: m.end,
-                bias: 0,
-                row_start: JIT_CODE,
-                row_count: 0,
+            .chain(map.mappings().filter(|m| m.is_anonymous()).map(|m| match self.code.placed.get(&pid) {
+                Some(c) if c.base <= m.start && m.end <= c.end => MappingEntry {
+                    start: m.start,
+                    end: m.end,
+                    bias: c.base,
+                    row_start: c.row_start,
+                    row_count: c.row_count,
+                },
+                _ => MappingEntry { start: m.start, end: m.end, bias: 0, row_start: JIT_CODE, row_count: 0 },
             }))
             .collect();
         let mut entries = entries;
@@ -181,6 +196,20 @@ impl UnwindTables {
                 self.written.insert(pid, (entries, slot));
             }
             Err(e) => tracing::warn!("cannot write the unwind mappings of {pid}: {e}"),
+        }
+    }
+
+    /// A runtime's rows for `pid`'s code no file backs (see `code_rows`): written into the array,
+    /// then into `pid`'s mapping table, from `map` (its memory map now).
+    pub fn set_code_rows(&mut self, pid: u32, code: &CodeRows, map: &MemoryMap) {
+        let Some(store) = self.store.as_mut() else { return };
+        let before = self.code.placed.get(&pid).map_or(0, |p| u64::from(p.row_count));
+        match self.code.place(store, pid, code) {
+            Ok(placed) => {
+                self.stats.code_rows = self.stats.code_rows - before + u64::from(placed.row_count);
+                self.refresh(pid, map);
+            }
+            Err(e) => self.note(&format!("code of process {pid} no file backs"), &e),
         }
     }
 

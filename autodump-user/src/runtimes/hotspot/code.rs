@@ -96,12 +96,12 @@ impl CodeLayout {
 }
 
 /// One code heap: where its code is committed, and its segment map.
-#[derive(Clone, Copy, Debug)]
-struct Heap {
-    low: u64,
-    high: u64,
-    segmap: u64,
-    log2_segment: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heap {
+    pub low: u64,
+    pub high: u64,
+    pub segmap: u64,
+    pub log2_segment: u32,
 }
 
 /// What holds an address of compiled code.
@@ -165,7 +165,7 @@ impl JavaCode {
         }
         // Heaps commit more as they grow: read them again when none holds the address.
         if !self.heaps.iter().any(|h| (h.low..h.high).contains(&pc)) {
-            self.heaps = self.read_heaps().unwrap_or_default();
+            self.heaps = read_heaps(&*self.memory, &self.layout).unwrap_or_default();
         }
         let Some(heap) = self.heaps.iter().copied().find(|h| (h.low..h.high).contains(&pc)) else {
             self.stats.free += 1;
@@ -190,30 +190,6 @@ impl JavaCode {
             Code::Blob(_) => self.stats.blobs += 1,
         }
         Some(code)
-    }
-
-    fn read_heaps(&self) -> Option<Vec<Heap>> {
-        let (m, l) = (&*self.memory, &self.layout);
-        let array = m.u64(l.heaps).ok()?;
-        let len = m.i32(array.wrapping_add(l.array_len)).ok()?;
-        let data = m.field(array, l.array_data).ok()?;
-        let len = u64::try_from(len).ok()?.min(MAX_HEAPS);
-        let mut heaps = Vec::new();
-        for i in 0..len {
-            let Ok(heap) = m.u64(data.wrapping_add(8 * i)) else { continue };
-            let space = |at: u64| {
-                let space = heap.wrapping_add(at);
-                Some((m.field(space, l.space_low).ok()?, m.field(space, l.space_high).ok()?))
-            };
-            let (Some((low, high)), Some((segmap, _))) = (space(l.heap_memory), space(l.heap_segmap)) else {
-                continue;
-            };
-            let Ok(log2) = m.i32(heap.wrapping_add(l.heap_log2_segment)) else { continue };
-            if low < high && (4..=16).contains(&log2) {
-                heaps.push(Heap { low, high, segmap, log2_segment: log2 as u32 });
-            }
-        }
-        Some(heaps)
     }
 
     /// The blob that holds `pc`: Ok(None) when its segment is free or its block not in use.
@@ -247,7 +223,8 @@ impl JavaCode {
             return Ok(None);
         }
         let name = c_string(m, m.field(blob, l.blob_name).map_err(|_| ())?).ok_or(())?;
-        if name != "nmethod" {
+        // A JNI method's compiled wrapper is an nmethod too ("native nmethod" up to JDK 22).
+        if name != "nmethod" && name != "native nmethod" {
             return Ok(Some(Code::Blob(name.into())));
         }
         let method = m.field(blob, l.nmethod_method).map_err(|_| ())?;
@@ -264,7 +241,7 @@ impl JavaCode {
     }
 
     /// The name of the `Method` at `method`, cached.
-    fn named(&mut self, method: u64) -> Option<NamedMethod> {
+    pub fn named(&mut self, method: u64) -> Option<NamedMethod> {
         if self.methods.len() >= MAX_METHODS {
             self.methods.clear();
         }
@@ -309,4 +286,28 @@ impl JavaCode {
         // Modified UTF-8: what is not UTF-8 is shown, not dropped.
         Some(String::from_utf8_lossy(&body).into_owned())
     }
+}
+
+/// The code heaps, as committed now.
+pub fn read_heaps(m: &dyn RemoteMemory, l: &CodeLayout) -> Option<Vec<Heap>> {
+    let array = m.u64(l.heaps).ok()?;
+    let len = m.i32(array.wrapping_add(l.array_len)).ok()?;
+    let data = m.field(array, l.array_data).ok()?;
+    let len = u64::try_from(len).ok()?.min(MAX_HEAPS);
+    let mut heaps = Vec::new();
+    for i in 0..len {
+        let Ok(heap) = m.u64(data.wrapping_add(8 * i)) else { continue };
+        let space = |at: u64| {
+            let space = heap.wrapping_add(at);
+            Some((m.field(space, l.space_low).ok()?, m.field(space, l.space_high).ok()?))
+        };
+        let (Some((low, high)), Some((segmap, _))) = (space(l.heap_memory), space(l.heap_segmap)) else {
+            continue;
+        };
+        let Ok(log2) = m.i32(heap.wrapping_add(l.heap_log2_segment)) else { continue };
+        if low < high && (4..=16).contains(&log2) {
+            heaps.push(Heap { low, high, segmap, log2_segment: log2 as u32 });
+        }
+    }
+    Some(heaps)
 }

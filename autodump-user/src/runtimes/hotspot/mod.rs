@@ -5,6 +5,7 @@
 //! whether what walking and naming Java frames needs is there (`layout.rs`). Compiled code a
 //! perf map does not name is named from the JVM's memory (`code.rs`, `names.rs`).
 
+mod blobs;
 pub mod code;
 pub mod layout;
 mod names;
@@ -19,6 +20,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
+use autodump_common::runtimes::{hotspot::HotSpotProc, kind, RuntimeProc};
 use object::{Object, ObjectSymbol};
 use serde::Serialize;
 
@@ -32,6 +34,7 @@ use crate::{
     },
     symbolize::RuntimeNames,
 };
+use blobs::{BlobLayout, CodeMap};
 use code::{CodeLayout, CodeStats, JavaCode};
 use layout::{CodeCache, Needed};
 use names::{HotSpotNames, Naming};
@@ -42,7 +45,7 @@ pub const RUNTIME: Runtime = Runtime {
     name: "hotspot",
     loader: |_: &RuntimeArgs| Box::new(HotSpotLoader { files: PerFile::default() }),
     metric: None,
-    frame_kind: None,
+    frame_kind: Some(kind::HOTSPOT),
     file_reader: None,
 };
 
@@ -89,6 +92,7 @@ impl Loader for HotSpotLoader {
             (_, None) => (HotSpotStatus::failed(&m.path, "libjvm.so's mapping matches none of its segments"), None),
             (Some(exports), Some(bias)) => read(pid, &file, &exports.biased(bias), bias, &m.path),
         };
+        let (code, walk) = code.map_or((None, None), |(code, walk)| (Some(code), walk));
         match &status.error {
             None => {
                 tracing::info!(pid, release = ?status.vm_release, shared = status.tables_shared, "HotSpot JVM: its tables read")
@@ -96,7 +100,11 @@ impl Loader for HotSpotLoader {
             Some(e) => tracing::warn!(pid, "HotSpot JVM whose tables cannot be read: {e}"),
         }
         let naming = code.map(|code| Rc::new(RefCell::new(Naming { code, named: Default::default() })));
-        Some(Box::new(HotSpotInstance { status, naming }))
+        let mut instance = HotSpotInstance { status, naming, walk: None, first: None };
+        if let Some(walk) = walk {
+            instance.start_walk(walk);
+        }
+        Some(Box::new(instance))
     }
 
     fn files_read(&self) -> Option<(&'static str, u64)> {
@@ -107,7 +115,13 @@ impl Loader for HotSpotLoader {
 /// Reads a JVM's tables (or takes them from the file, when another JVM showed them), and
 /// through them its release and code cache: what it says, and its compiled code, to be named,
 /// when the tables say how.
-fn read(pid: u32, jvm: &JvmFile, exports: &Exports, bias: u64, file: &str) -> (HotSpotStatus, Option<JavaCode>) {
+fn read(
+    pid: u32,
+    jvm: &JvmFile,
+    exports: &Exports,
+    bias: u64,
+    file: &str,
+) -> (HotSpotStatus, Option<(JavaCode, Option<Walk>)>) {
     let started = std::time::Instant::now();
     let memory = ProcessMemory::new(pid);
     let m: &dyn RemoteMemory = &memory;
@@ -135,7 +149,9 @@ fn read(pid: u32, jvm: &JvmFile, exports: &Exports, bias: u64, file: &str) -> (H
             let major = vm_release.as_deref().and_then(|r| r.split(['.', '+', '-']).next()?.parse().ok());
             let scopes = ScopesLayout::of(&vm, major);
             inlining = scopes.is_some();
-            Some(JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, (cache.low, cache.high)))
+            let bounds = (cache.low, cache.high);
+            let code = JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, bounds);
+            Some((code, Walk::of(pid, &vm, layout, bounds)))
         }
         _ => None,
     };
@@ -196,6 +212,13 @@ struct HotSpotStatus {
     naming: Option<CodeStats>,
     cpu_share_named: Option<f64>,
     offcpu_share_named: Option<f64>,
+    /// Java frames are walked without frame pointers (the probes walk the code cache by each
+    /// blob's frame and emit interpreted frames' methods), or why not; the code cache's blobs
+    /// at the last change, and blocks whose blob could not be read then.
+    frames_walked: bool,
+    walk_error: Option<String>,
+    code_blobs: usize,
+    code_blobs_unreadable: u64,
     /// Why the tables could not be read at all.
     error: Option<String>,
 }
@@ -210,9 +233,84 @@ struct HotSpotInstance {
     status: HotSpotStatus,
     /// Its compiled code, shared with the symbolizer, which names from it.
     naming: Option<Rc<RefCell<Naming>>>,
+    walk: Option<Walk>,
+    /// The code cache's blobs as read at attach, for the first rows.
+    first: Option<Vec<blobs::Blob>>,
+}
+
+/// What the probes need to walk a JVM's Java frames: its code cache's blobs, the interpreter's
+/// code, and where an interpreter frame keeps its method.
+struct Walk {
+    map: CodeMap,
+    own: HotSpotProc,
+    interpreter: Option<(u64, u64)>,
+}
+
+/// Slots of an x86_64 interpreter frame, in words from its frame pointer
+/// (`frame::interpreter_frame_method_offset`, `..._bcp_offset`: the same from JDK 9 to 25).
+const FRAME_METHOD_SLOT: i64 = -3;
+const FRAME_BCP_SLOT: i64 = -8;
+
+impl Walk {
+    fn of(pid: u32, vm: &VmStructs, layout: &CodeLayout, bounds: (u64, u64)) -> Option<Self> {
+        let blobs = BlobLayout::of(vm).ok()?;
+        let own = HotSpotProc {
+            frame_method: FRAME_METHOD_SLOT * 8,
+            frame_bcp: FRAME_BCP_SLOT * 8,
+            method_const: vm.value("Method", "_constMethod")?,
+            const_method_size: vm.size("ConstMethod")?,
+        };
+        let map = CodeMap::new(Box::new(ProcessMemory::new(pid)), layout.clone(), blobs, bounds);
+        Some(Self { map, own, interpreter: None })
+    }
+}
+
+impl HotSpotInstance {
+    fn start_walk(&mut self, mut walk: Walk) {
+        let blobs = walk.map.changed().unwrap_or_default();
+        walk.interpreter = blobs.iter().find(|b| &*b.name == "Interpreter").map(|b| (b.begin, b.end));
+        self.status.code_blobs = blobs.len();
+        self.status.code_blobs_unreadable = walk.map.unreadable;
+        self.first = Some(blobs);
+        self.walk = Some(walk);
+    }
 }
 
 impl Instance for HotSpotInstance {
+    fn probe(&self) -> Option<Result<RuntimeProc, String>> {
+        let Some(walk) = &self.walk else {
+            return Some(Err(self
+                .status
+                .error
+                .clone()
+                .unwrap_or_else(|| "the tables lack the code cache's layout".into())));
+        };
+        let Some((start, end)) = walk.interpreter else {
+            return Some(Err("the code cache holds no interpreter".into()));
+        };
+        Some(Ok(RuntimeProc::new(kind::HOTSPOT, [start, end, 0, 0], &walk.own)))
+    }
+
+    fn names_code(&self) -> bool {
+        self.naming.is_some() && self.walk.is_some()
+    }
+
+    fn probed(&mut self, result: Result<(), String>) {
+        self.status.frames_walked = result.is_ok();
+        self.status.walk_error = result.err();
+    }
+
+    fn code_rows(&mut self) -> Option<crate::unwind::code_rows::CodeRows> {
+        let walk = self.walk.as_mut()?;
+        let blobs = match self.first.take() {
+            Some(blobs) => blobs,
+            None => walk.map.changed()?,
+        };
+        self.status.code_blobs = blobs.len();
+        self.status.code_blobs_unreadable = walk.map.unreadable;
+        Some(walk.map.rows(&blobs))
+    }
+
     fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
         Some(Box::new(HotSpotNames(self.naming.clone()?)))
     }

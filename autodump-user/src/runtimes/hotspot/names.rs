@@ -4,6 +4,8 @@
 
 use std::{cell::RefCell, collections::HashSet, rc::Rc, sync::Arc};
 
+use autodump_common::runtimes::{hotspot::hotspot_parts, kind};
+
 use super::code::{Code, JavaCode};
 use crate::{
     collect::maps::Mapping,
@@ -19,10 +21,40 @@ pub struct Naming {
     pub named: HashSet<u64>,
 }
 
+impl Naming {
+    /// `address` (or a frame entry) was named here.
+    fn remember(&mut self, address: u64) {
+        if self.named.len() >= MAX_NAMED {
+            self.named.clear();
+        }
+        self.named.insert(address);
+    }
+}
+
 /// The naming, shared with the instance's report.
 pub struct HotSpotNames(pub Rc<RefCell<Naming>>);
 
 impl RuntimeNames for HotSpotNames {
+    fn kind(&self) -> Option<u8> {
+        Some(kind::HOTSPOT)
+    }
+
+    /// An interpreted frame: its `Method*`, named as a compiled frame's method is.
+    fn frame(&mut self, entry: u64) -> Option<Location> {
+        let (method, _bci) = hotspot_parts(entry);
+        let mut naming = self.0.borrow_mut();
+        let (frames, unnamed): (Arc<[Frame]>, _) = match naming.code.named(method) {
+            Some((function, file)) => (Arc::new([Frame { function, file, line: None }]), None),
+            None => {
+                let function = format!("[java method {method:#x}]").into();
+                let why = "the method was gone or unreadable when the stack was named".into();
+                (Arc::new([Frame { function, file: None, line: None }]), Some(why))
+            }
+        };
+        naming.remember(entry);
+        Some(Location { address: entry, kernel: false, mapping: None, frames, unnamed })
+    }
+
     fn names_anonymous(&self) -> bool {
         true
     }
@@ -35,10 +67,7 @@ impl RuntimeNames for HotSpotNames {
             }
             Code::Blob(name) => Arc::new([Frame { function: name, file: None, line: None }]),
         };
-        if naming.named.len() >= MAX_NAMED {
-            naming.named.clear();
-        }
-        naming.named.insert(address);
+        naming.remember(address);
         Some(Location { address, kernel: false, mapping: mapping.cloned(), frames, unnamed: None })
     }
 

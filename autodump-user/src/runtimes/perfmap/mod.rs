@@ -54,10 +54,11 @@ impl Loader for JitLoader {
         }
         let map = PerfMap::new(pid, ns_pid, uid, (self.args.jit_map_max_mib << 20) as usize);
         let mut names = JitNames::new(map, runtime);
-        if runtime == Some(JitRuntime::Java) && !self.args.jit_map_every.is_zero() {
-            names.requests = Some(PerfMapRequests::new(pid, ns_pid, (uid, gid), self.args.jit_map_every));
+        // By default a JVM is asked for its map only when its code is not named from its memory.
+        if let (Some(JitRuntime::Java), Some(every)) = (runtime, self.args.requests_every(process.code_named)) {
+            names.requests = Some(PerfMapRequests::new(pid, ns_pid, (uid, gid), every));
         }
-        Some(Box::new(JitInstance { pid, names: Rc::new(RefCell::new(names)) }))
+        Some(Box::new(JitInstance { pid, names: Rc::new(RefCell::new(names)), code_named: process.code_named }))
     }
 }
 
@@ -65,6 +66,8 @@ struct JitInstance {
     pid: u32,
     /// Its map, shared with the symbolizer, which names from it.
     names: Rc<RefCell<JitNames>>,
+    /// Its JIT code is named from its memory (a map, if any, names what that does not).
+    code_named: bool,
 }
 
 impl Instance for JitInstance {
@@ -78,11 +81,11 @@ impl Instance for JitInstance {
         let jit = self.names.borrow();
         let jit = &*jit;
         let found = !jit.map.is_empty() || jit.map.exists();
-        if jit.runtime.is_none() && !found {
+        if (jit.runtime.is_none() || self.code_named) && !found {
             return None;
         }
         let stats = jit.map.stats;
-        let mut hints = java_hints(jit, found, self.pid);
+        let mut hints = java_hints(jit, found, self.pid, self.code_named);
         if jit.runtime == Some(JitRuntime::Node) && !found {
             hints.push(
                 "node wrote no perf map: start it with --perf-basic-prof-only-functions (and \
@@ -118,9 +121,9 @@ impl Instance for JitInstance {
     }
 }
 
-/// What a JVM's summary says: why it has no map, that its stacks are leaf-only without frame
-/// pointers, and what `Interpreter` frames are.
-fn java_hints(jit: &JitNames, found: bool, pid: u32) -> Vec<String> {
+/// What a JVM's summary says: why it has no map and, when its memory does not name its code,
+/// that its stacks are leaf-only without frame pointers, and what `Interpreter` frames are.
+fn java_hints(jit: &JitNames, found: bool, pid: u32, code_named: bool) -> Vec<String> {
     let mut hints = Vec::new();
     let Some(requests) = jit.requests.as_ref() else {
         if jit.runtime == Some(JitRuntime::Java) && !found {
@@ -133,14 +136,14 @@ fn java_hints(jit: &JitNames, found: bool, pid: u32) -> Vec<String> {
     if let Some(error) = &requests.error {
         hints.push(format!("no perf map from the JVM: {error}"));
     }
-    if !requests.flags.preserve_frame_pointer {
+    if !requests.flags.preserve_frame_pointer && !code_named {
         hints.push(
             "the JVM runs without -XX:+PreserveFramePointer: its compiled Java frames are leaf-only (walks stop in \
              JIT code); start it with the flag for whole Java stacks"
                 .into(),
         );
     }
-    if found {
+    if found && !code_named {
         hints.push(
             "frames named Interpreter are Java methods the JVM runs interpreted: a perf map names compiled code only"
                 .into(),

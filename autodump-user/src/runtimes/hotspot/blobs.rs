@@ -1,0 +1,267 @@
+//! The code cache as the probes' walk needs it: every code blob, where its code is and what its
+//! frame is like, turned into unwind rows for the code cache (`unwind::code_rows`). A compiled
+//! method's frame has a fixed size (the blob's `_frame_size`), so its caller is found without a
+//! frame pointer; the interpreter keeps a frame pointer and saves its caller's stack pointer;
+//! most stubs keep a frame pointer, some have no frame. What is none of these (adapters, code
+//! whose frame is not set up yet) gets a row that stops the walk, counted: never guessed.
+//!
+//! Blocks are found from each heap's segment map, read whole, and a blob is read only when its
+//! block is new: a calm JVM costs one read of its segment maps an interval.
+
+use std::{collections::HashMap, sync::Arc};
+
+use autodump_common::unwind::{cfa, UnwindRow, RBP_UNCHANGED};
+
+use super::{
+    code::{read_heaps, CodeLayout, Heap},
+    tables::c_string,
+    vmstructs::VmStructs,
+};
+use crate::{
+    collect::remote::{field_u32, field_u64, read_near, RemoteMemory},
+    unwind::code_rows::CodeRows,
+};
+
+/// Largest segment map read (a 2 GiB code cache of 64-byte segments).
+const MAX_SEGMAP: u64 = 32 << 20;
+/// The segment map's mark of a free segment, and of a block's first segment.
+const FREE_SEGMENT: u8 = 0xff;
+const BLOCK_START: u8 = 0;
+/// Bytes of a blob read: its header fields all lie in its first few hundred bytes.
+const BLOB_HEADER: u64 = 512;
+
+/// Where a blob's code and frame are described, by JDK.
+#[derive(Clone, Debug)]
+pub struct BlobLayout {
+    block_size: u64,
+    block_used: u64,
+    name: u64,
+    frame_size: u64,
+    frame_complete: u64,
+    /// `_frame_complete_offset` is an `int16_t` (JDK 23 on), not an `int`.
+    complete_short: bool,
+    code: CodeFields,
+}
+
+/// Where a blob's code begins and ends: pointers up to JDK 22, offsets in the blob from 23.
+#[derive(Clone, Copy, Debug)]
+enum CodeFields {
+    Pointers { begin: u64, end: u64 },
+    Offsets { begin: u64, end: u64 },
+}
+
+impl BlobLayout {
+    pub fn of(vm: &VmStructs) -> Result<Self, String> {
+        let field = |name: &str| vm.value("CodeBlob", name).ok_or_else(|| format!("CodeBlob::{name}"));
+        let code = match (vm.value("CodeBlob", "_code_begin"), vm.value("CodeBlob", "_code_end")) {
+            (Some(begin), Some(end)) => CodeFields::Pointers { begin, end },
+            _ => CodeFields::Offsets { begin: field("_code_offset")?, end: field("_data_offset")? },
+        };
+        let block = |name: &str| vm.value("HeapBlock", name).ok_or_else(|| format!("HeapBlock::{name}"));
+        Ok(Self {
+            block_size: vm.size("HeapBlock").filter(|&s| s <= 64).ok_or("HeapBlock")?,
+            block_used: block("_header")? + vm.value("HeapBlock::Header", "_used").ok_or("HeapBlock::Header::_used")?,
+            name: field("_name")?,
+            frame_size: field("_frame_size")?,
+            frame_complete: field("_frame_complete_offset")?,
+            complete_short: matches!(code, CodeFields::Offsets { .. }),
+            code,
+        })
+    }
+}
+
+/// How a blob's frame is walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A fixed size in bytes (compiled methods, runtime stubs), from `complete` bytes into its
+    /// code (before that, the frame is being set up).
+    Fixed { size: u32, complete: u32 },
+    /// The template interpreter.
+    Interpreter,
+    /// A frame pointer (the stubs `StubRoutines` generates).
+    FramePointer,
+    /// No frame: its caller's return address is on top of the stack (method handle adapters,
+    /// vtable stubs).
+    None,
+    /// Not known (adapters that move the return address): the walk stops.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    pub begin: u64,
+    pub end: u64,
+    pub name: Arc<str>,
+    pub frame: Frame,
+}
+
+impl Blob {
+    fn frame_of(name: &str, frame_size: i32, complete: i32) -> Frame {
+        match name {
+            _ if frame_size > 0 && frame_size < 1 << 16 => {
+                Frame::Fixed { size: frame_size as u32 * 8, complete: complete.max(0) as u32 }
+            }
+            "Interpreter" => Frame::Interpreter,
+            _ if name.starts_with("StubRoutines") => Frame::FramePointer,
+            "MethodHandles adapters" | "vtable chunks" => Frame::None,
+            _ => Frame::Unknown,
+        }
+    }
+}
+
+/// The blobs of one JVM's code cache, read again as its segment maps change.
+pub struct CodeMap {
+    memory: Box<dyn RemoteMemory>,
+    heaps_layout: CodeLayout,
+    layout: BlobLayout,
+    bounds: (u64, u64),
+    /// Each heap's segment map as last read.
+    segmaps: Vec<(Heap, Vec<u8>)>,
+    /// Blobs by their block's (address, segments), None for a block not in use.
+    blocks: HashMap<(u64, u64), Option<Blob>>,
+    names: HashMap<u64, Arc<str>>,
+    /// Blocks whose blob could not be read, at the last change.
+    pub unreadable: u64,
+}
+
+impl CodeMap {
+    pub fn new(
+        memory: Box<dyn RemoteMemory>,
+        heaps_layout: CodeLayout,
+        layout: BlobLayout,
+        bounds: (u64, u64),
+    ) -> Self {
+        let (segmaps, blocks, names) = (Vec::new(), HashMap::new(), HashMap::new());
+        Self { memory, heaps_layout, layout, bounds, segmaps, blocks, names, unreadable: 0 }
+    }
+
+    /// Reads the segment maps; the blobs, sorted, when anything changed since the last call.
+    pub fn changed(&mut self) -> Option<Vec<Blob>> {
+        let heaps = read_heaps(&*self.memory, &self.heaps_layout)?;
+        let mut segmaps = Vec::new();
+        for heap in heaps {
+            let len = (heap.high - heap.low) >> heap.log2_segment;
+            if len > MAX_SEGMAP {
+                continue;
+            }
+            let mut bytes = vec![0u8; len as usize];
+            if read_chunked(&*self.memory, heap.segmap, &mut bytes) {
+                segmaps.push((heap, bytes));
+            }
+        }
+        if segmaps == self.segmaps {
+            return None;
+        }
+        self.segmaps = segmaps;
+        Some(self.read_blobs())
+    }
+
+    fn read_blobs(&mut self) -> Vec<Blob> {
+        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        for (heap, map) in &self.segmaps {
+            let mut i = 0;
+            while i < map.len() {
+                if map[i] != BLOCK_START {
+                    i += 1;
+                    continue;
+                }
+                let rest = &map[i + 1..];
+                let len = 1 + rest.iter().position(|&b| b == BLOCK_START || b == FREE_SEGMENT).unwrap_or(rest.len());
+                blocks.push((heap.low + ((i as u64) << heap.log2_segment), len as u64));
+                i += len;
+            }
+        }
+        let mut old = std::mem::take(&mut self.blocks);
+        let new: Vec<u64> = blocks.iter().filter(|b| !old.contains_key(b)).map(|b| b.0).collect();
+        let mut read: HashMap<u64, Option<Blob>> = HashMap::new();
+        let l = self.layout.clone();
+        let mut headers = Vec::new();
+        read_near(&*self.memory, &new, (l.block_size + BLOB_HEADER) as usize, |i, bytes| {
+            headers.push((new[i], bytes.to_vec()));
+        });
+        self.unreadable = (new.len() - headers.len()) as u64;
+        for (block, bytes) in headers {
+            read.insert(block, self.blob(block, &bytes));
+        }
+        for b in blocks {
+            let blob = old.remove(&b).or_else(|| read.remove(&b.0));
+            if let Some(blob) = blob {
+                self.blocks.insert(b, blob);
+            }
+        }
+        let mut blobs: Vec<Blob> = self.blocks.values().flatten().cloned().collect();
+        blobs.sort_by_key(|b| b.begin);
+        blobs
+    }
+
+    /// The blob in the block at `block`, whose first bytes are `bytes`: None when not in use.
+    fn blob(&mut self, block: u64, bytes: &[u8]) -> Option<Blob> {
+        let l = &self.layout;
+        if bytes.get(l.block_used as usize).is_none_or(|&used| used == 0) {
+            return None;
+        }
+        let blob = block + l.block_size;
+        let at = |offset: u64| l.block_size + offset;
+        let (begin, end) = match l.code {
+            CodeFields::Pointers { begin, end } => (field_u64(bytes, at(begin))?, field_u64(bytes, at(end))?),
+            CodeFields::Offsets { begin, end } => {
+                let offset = |o| Some(blob + u64::from(field_u32(bytes, at(o))?));
+                (offset(begin)?, offset(end)?)
+            }
+        };
+        if begin < blob || end <= begin || end - begin > 1 << 28 || begin < self.bounds.0 || end > self.bounds.1 {
+            return None;
+        }
+        let frame_size = field_u32(bytes, at(l.frame_size))? as i32;
+        let complete = field_u32(bytes, at(l.frame_complete))?;
+        let complete = if l.complete_short { complete as u16 as i16 as i32 } else { complete as i32 };
+        let name_at = field_u64(bytes, at(l.name))?;
+        let name = match self.names.get(&name_at) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = c_string(&*self.memory, name_at)?.into();
+                self.names.insert(name_at, name.clone());
+                name
+            }
+        };
+        let frame = Blob::frame_of(&name, frame_size, complete);
+        Some(Blob { begin, end, name, frame })
+    }
+
+    /// Rows that walk `blobs` (sorted), relative to the code cache's low bound.
+    pub fn rows(&self, blobs: &[Blob]) -> CodeRows {
+        let base = self.bounds.0;
+        let row = |at: u64, cfa_kind: u8, cfa_offset: i32, rbp_offset: i16| UnwindRow {
+            pc: (at - base) as u32,
+            cfa_offset,
+            rbp_offset,
+            cfa_kind,
+            ..UnwindRow::default()
+        };
+        let mut rows = Vec::with_capacity(2 * blobs.len());
+        for (i, b) in blobs.iter().enumerate() {
+            match b.frame {
+                Frame::Fixed { size, complete } => {
+                    if complete > 0 {
+                        rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
+                    }
+                    let at = (b.begin + u64::from(complete)).min(b.end - 1);
+                    rows.push(row(at, cfa::RSP, size as i32, -16));
+                }
+                Frame::Interpreter => rows.push(row(b.begin, cfa::SENDER_SP, 0, RBP_UNCHANGED)),
+                Frame::FramePointer => rows.push(row(b.begin, cfa::RBP, 16, -16)),
+                Frame::None => rows.push(row(b.begin, cfa::RSP, 8, RBP_UNCHANGED)),
+                Frame::Unknown => rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED)),
+            }
+            if blobs.get(i + 1).is_none_or(|next| next.begin > b.end) {
+                rows.push(row(b.end, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
+            }
+        }
+        CodeRows { base, end: self.bounds.1, rows }
+    }
+}
+
+/// Reads `buf` from `at` in reads of at most 1 MiB; false when any fails.
+fn read_chunked(m: &dyn RemoteMemory, at: u64, buf: &mut [u8]) -> bool {
+    buf.chunks_mut(1 << 20).enumerate().all(|(i, chunk)| m.read(at + (i as u64) * (1 << 20), chunk).is_ok())
+}
