@@ -29,6 +29,12 @@ pub mod cfa {
     /// RBP at RBP, its PC at RBP + 8 (HotSpot's interpreter frames, whose caller may have
     /// extended its frame for the callee's arguments).
     pub const SENDER_SP: u8 = 9;
+    /// A frame of a fixed size with no CFI: CFA = RSP + offset, the caller's RBP at CFA - 16,
+    /// unless the frame is interrupted in its epilogue (a JIT's compiled methods).
+    pub const FIXED: u8 = 10;
+    /// The prologue of such a frame (`cfa_offset` its size): where the CFA is depends on the
+    /// instruction interrupted; a walk never returns into a prologue (it stops, counted).
+    pub const FIXED_PROLOGUE: u8 = 11;
 }
 
 /// `UnwindRow::rbp_offset` when the caller's RBP is the same as this frame's (not saved).

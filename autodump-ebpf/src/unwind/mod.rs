@@ -35,6 +35,7 @@ use crate::{
     runtimes::{self, RuntimeWalk},
 };
 
+mod fixed;
 mod lookup;
 use lookup::{find_row, Found};
 
@@ -217,6 +218,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         Some(None) => return 0,
         None => {}
     }
+    let interrupted = walk.exact_ip != 0;
     walk.exact_ip = 0;
     let found = find_row(walk, pc);
     if let Found::NoMapping = found {
@@ -233,7 +235,7 @@ extern "C" fn step(_index: u64, ctx: *mut c_void) -> i64 {
         push(walk, len, walk.ip);
     }
     runtimes::native_frame_done(&mut walk.rt);
-    match caller(walk, found) {
+    match caller(walk, found, interrupted) {
         Some(()) if walk.ip != 0 => 0,
         Some(()) => {
             walk.stack.end |= END_ROOT;
@@ -268,14 +270,24 @@ fn push(walk: &mut Walk, len: usize, entry: u64) {
 
 /// Moves `walk` to the caller of the frame at `pc`; None ends the walk (with `end` set).
 #[inline(always)]
-fn caller(walk: &mut Walk, found: Found) -> Option<()> {
-    let row = match found {
+fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
+    let mut row = match found {
         Found::Row(row) => row,
         Found::NoRow => UnwindRow { cfa_kind: cfa::NONE, ..UnwindRow::default() },
         Found::NoMapping => return None,
         Found::Jit => return jit_caller(walk),
     };
     walk.from_frame_pointer = u32::from(row.cfa_kind == cfa::NONE);
+    if row.cfa_kind == cfa::FIXED || row.cfa_kind == cfa::FIXED_PROLOGUE {
+        let (offset, rbp_saved) = if row.cfa_kind == cfa::FIXED {
+            fixed::body(walk.ip, row.cfa_offset, interrupted)
+        } else {
+            fixed::prologue(walk.ip, row.cfa_offset, interrupted).unwrap_or((0, false))
+        };
+        row.cfa_kind = if offset == 0 { cfa::UNSUPPORTED } else { cfa::RSP };
+        row.cfa_offset = offset as i32;
+        row.rbp_offset = if rbp_saved { -16 } else { RBP_UNCHANGED };
+    }
     let broken = |walk: &mut Walk| {
         walk.stack.end |= END_BROKEN;
         None

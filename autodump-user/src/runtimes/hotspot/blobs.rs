@@ -2,8 +2,9 @@
 //! frame is like, turned into unwind rows for the code cache (`unwind::code_rows`). A compiled
 //! method's frame has a fixed size (the blob's `_frame_size`), so its caller is found without a
 //! frame pointer; the interpreter keeps a frame pointer and saves its caller's stack pointer;
-//! most stubs keep a frame pointer, some have no frame. What is none of these (adapters, code
-//! whose frame is not set up yet) gets a row that stops the walk, counted: never guessed.
+//! most stubs keep a frame pointer, some have no frame. A compiled frame being set up or torn
+//! down is told by the instruction interrupted (the probes' `unwind::fixed`). What is none of
+//! these (adapters) gets a row that stops the walk, counted: never guessed.
 //!
 //! Blocks are found from each heap's segment map, read whole, and a blob is read only when its
 //! block is new: a calm JVM costs one read of its segment maps an interval.
@@ -243,10 +244,10 @@ impl CodeMap {
             match b.frame {
                 Frame::Fixed { size, complete } => {
                     if complete > 0 {
-                        rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
+                        rows.push(row(b.begin, cfa::FIXED_PROLOGUE, size as i32, RBP_UNCHANGED));
                     }
                     let at = (b.begin + u64::from(complete)).min(b.end - 1);
-                    rows.push(row(at, cfa::RSP, size as i32, -16));
+                    rows.push(row(at, cfa::FIXED, size as i32, -16));
                 }
                 Frame::Interpreter => rows.push(row(b.begin, cfa::SENDER_SP, 0, RBP_UNCHANGED)),
                 Frame::FramePointer => rows.push(row(b.begin, cfa::RBP, 16, -16)),
