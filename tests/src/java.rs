@@ -42,3 +42,7 @@ pub fn spawn_jvm(mut command: Command, name: &str) -> Fixture {
     }
     Fixture::spawn(command, name)
 }
+
+/// Flags that keep HotSpot from inlining the fixture's methods: a perf map names compiled
+/// methods, not what they inlined, so that against `perf` both name every sample's methods.
+pub const NO_INLINING: [&str; 2] = ["-XX:CompileCommand=quiet", "-XX:CompileCommand=dontinline,Chain::*"];

@@ -8,7 +8,7 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use autodump_tests::{
     favour_cpu,
-    java::start_java,
+    java::{start_java, NO_INLINING},
     jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
     require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
@@ -139,15 +139,14 @@ fn compiled_java_is_named_from_the_jvms_memory_as_its_perf_map_names_it() {
         return;
     }
     favour_cpu();
-    // A perf map names compiled methods, not what they inlined: with nothing inlined, both name
-    // every sample's methods (inlining is compared against JFR below).
+    // Nothing inlined, as a perf map cannot say (inlining is compared against JFR below).
     let flags = [
         "-XX:+PreserveFramePointer",
         "-XX:+DisableAttachMechanism",
         "-XX:+UnlockDiagnosticVMOptions",
         "-XX:+DumpPerfMapAtExit",
-        "-XX:CompileCommand=quiet",
-        "-XX:CompileCommand=dontinline,Chain::*",
+        NO_INLINING[0],
+        NO_INLINING[1],
     ];
     let mut java = start_java(&flags);
     warm_up(java.pid, 4.0);

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
     assert_close, favour_cpu,
-    java::{java_classes, spawn_jvm, start_java},
+    java::{java_classes, spawn_jvm, start_java, NO_INLINING},
     jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
     require_bpf, run_agent,
 };
@@ -25,7 +25,7 @@ fn java_frames_are_named_and_walked_as_perf_does() {
     // Shares against perf's on a starved target drift apart (6.6 points seen beside a test
     // that favours its CPU), as rbspy's do.
     favour_cpu();
-    let java = start_java(&["-XX:+PreserveFramePointer"]);
+    let java = start_java(&["-XX:+PreserveFramePointer", NO_INLINING[0], NO_INLINING[1]]);
     // Let the hot methods reach the compilers first.
     autodump_tests::warm_up(java.pid, 4.0);
     // The agent asks the JVM for its perf map (nobody ran jcmd); perf reads the same map after.

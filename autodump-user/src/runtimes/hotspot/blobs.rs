@@ -79,8 +79,8 @@ pub enum Frame {
     Fixed { size: u32, complete: u32 },
     /// The template interpreter.
     Interpreter,
-    /// A frame pointer (the stubs `StubRoutines` generates).
-    FramePointer,
+    /// Linked by its frame pointer (the stubs `StubRoutines` generates).
+    Linked,
     /// No frame: its caller's return address is on top of the stack (method handle adapters,
     /// vtable stubs).
     None,
@@ -103,7 +103,7 @@ impl Blob {
                 Frame::Fixed { size: frame_size as u32 * 8, complete: complete.max(0) as u32 }
             }
             "Interpreter" => Frame::Interpreter,
-            _ if name.starts_with("StubRoutines") => Frame::FramePointer,
+            _ if name.starts_with("StubRoutines") => Frame::Linked,
             "MethodHandles adapters" | "vtable chunks" => Frame::None,
             _ => Frame::Unknown,
         }
@@ -231,38 +231,91 @@ impl CodeMap {
 
     /// Rows that walk `blobs` (sorted), relative to the code cache's low bound.
     pub fn rows(&self, blobs: &[Blob]) -> CodeRows {
-        let base = self.bounds.0;
-        let row = |at: u64, cfa_kind: u8, cfa_offset: i32, rbp_offset: i16| UnwindRow {
-            pc: (at - base) as u32,
-            cfa_offset,
-            rbp_offset,
-            cfa_kind,
-            ..UnwindRow::default()
-        };
-        let mut rows = Vec::with_capacity(2 * blobs.len());
-        for (i, b) in blobs.iter().enumerate() {
-            match b.frame {
-                Frame::Fixed { size, complete } => {
-                    if complete > 0 {
-                        rows.push(row(b.begin, cfa::FIXED_PROLOGUE, size as i32, RBP_UNCHANGED));
-                    }
-                    let at = (b.begin + u64::from(complete)).min(b.end - 1);
-                    rows.push(row(at, cfa::FIXED, size as i32, -16));
-                }
-                Frame::Interpreter => rows.push(row(b.begin, cfa::SENDER_SP, 0, RBP_UNCHANGED)),
-                Frame::FramePointer => rows.push(row(b.begin, cfa::RBP, 16, -16)),
-                Frame::None => rows.push(row(b.begin, cfa::RSP, 8, RBP_UNCHANGED)),
-                Frame::Unknown => rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED)),
-            }
-            if blobs.get(i + 1).is_none_or(|next| next.begin > b.end) {
-                rows.push(row(b.end, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
-            }
-        }
-        CodeRows { base, end: self.bounds.1, rows }
+        rows(self.bounds, blobs)
     }
+}
+
+/// Rows that walk `blobs` (sorted) of the code cache at `bounds`, relative to its low bound.
+fn rows(bounds: (u64, u64), blobs: &[Blob]) -> CodeRows {
+    let base = bounds.0;
+    let row = |at: u64, cfa_kind: u8, cfa_offset: i32, rbp_offset: i16| UnwindRow {
+        pc: (at - base) as u32,
+        cfa_offset,
+        rbp_offset,
+        cfa_kind,
+        ..UnwindRow::default()
+    };
+    let mut rows = Vec::with_capacity(2 * blobs.len());
+    for (i, b) in blobs.iter().enumerate() {
+        match b.frame {
+            Frame::Fixed { size, complete } => {
+                if complete > 0 {
+                    rows.push(row(b.begin, cfa::FIXED_PROLOGUE, size as i32, RBP_UNCHANGED));
+                }
+                let at = (b.begin + u64::from(complete)).min(b.end - 1);
+                rows.push(row(at, cfa::FIXED, size as i32, -16));
+            }
+            Frame::Interpreter => rows.push(row(b.begin, cfa::SENDER_SP, 0, RBP_UNCHANGED)),
+            Frame::Linked => rows.push(row(b.begin, cfa::RBP, 16, -16)),
+            Frame::None => rows.push(row(b.begin, cfa::RSP, 8, RBP_UNCHANGED)),
+            Frame::Unknown => rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED)),
+        }
+        if blobs.get(i + 1).is_none_or(|next| next.begin > b.end) {
+            rows.push(row(b.end, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
+        }
+    }
+    CodeRows { base, end: bounds.1, rows }
 }
 
 /// Reads `buf` from `at` in reads of at most 1 MiB; false when any fails.
 fn read_chunked(m: &dyn RemoteMemory, at: u64, buf: &mut [u8]) -> bool {
     buf.chunks_mut(1 << 20).enumerate().all(|(i, chunk)| m.read(at + (i as u64) * (1 << 20), chunk).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(begin: u64, end: u64, name: &str, frame: Frame) -> Blob {
+        Blob { begin, end, name: name.into(), frame }
+    }
+
+    #[test]
+    fn each_blob_is_walked_by_its_frame_and_gaps_stop_the_walk() {
+        let base = 0x7f00_0000_0000;
+        let blobs = [
+            blob(base + 0x100, base + 0x900, "Interpreter", Frame::Interpreter),
+            blob(base + 0x900, base + 0xa00, "StubRoutines (1)", Frame::Linked),
+            blob(base + 0x1000, base + 0x1400, "nmethod", Frame::Fixed { size: 48, complete: 0x20 }),
+            blob(base + 0x1480, base + 0x1500, "I2C/C2I adapters", Frame::Unknown),
+        ];
+        let code = rows((base, base + 0x10_0000), &blobs);
+        let got: Vec<(u32, u8, i32, i16)> =
+            code.rows.iter().map(|r| (r.pc, r.cfa_kind, r.cfa_offset, r.rbp_offset)).collect();
+        assert_eq!(
+            got,
+            [
+                (0x100, cfa::SENDER_SP, 0, RBP_UNCHANGED),
+                (0x900, cfa::RBP, 16, -16),
+                (0xa00, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0x1000, cfa::FIXED_PROLOGUE, 48, RBP_UNCHANGED),
+                (0x1020, cfa::FIXED, 48, -16),
+                (0x1400, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0x1480, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0x1500, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+            ]
+        );
+        assert!(code.rows.windows(2).all(|w| w[0].pc < w[1].pc), "sorted, one row an address");
+    }
+
+    #[test]
+    fn a_blob_names_how_its_frame_is_walked() {
+        assert_eq!(Blob::frame_of("nmethod", 6, 12), Frame::Fixed { size: 48, complete: 12 });
+        assert_eq!(Blob::frame_of("SafepointBlob", 4, -1), Frame::Fixed { size: 32, complete: 0 });
+        assert_eq!(Blob::frame_of("Interpreter", 0, 0), Frame::Interpreter);
+        assert_eq!(Blob::frame_of("StubRoutines (final stubs)", 0, 0), Frame::Linked);
+        assert_eq!(Blob::frame_of("vtable chunks", 0, 0), Frame::None);
+        assert_eq!(Blob::frame_of("I2C/C2I adapters", 0, 0), Frame::Unknown);
+        assert_eq!(Blob::frame_of("nmethod", 1 << 20, 0), Frame::Unknown, "a frame size past belief");
+    }
 }
