@@ -1,14 +1,17 @@
 //! The HotSpot tables reader over garbage memory: the exported words (the tables' addresses and
 //! their entries' layout), the entries and their names are whatever the fuzzer writes; then
 //! naming compiled code through those tables (code heaps, segment maps, blobs, methods and
-//! their symbols, descriptors) over the same garbage. It must neither panic nor run away: every
+//! their symbols, descriptors, line number tables) and the code cache's unwind rows over the
+//! same garbage. It must neither panic nor run away: every
 //! table, name and walk is capped.
 #![no_main]
 
 use autodump::{
     collect::remote::ImageMemory,
     runtimes::hotspot::{
+        blobs::{BlobLayout, CodeMap},
         code::{CodeLayout, JavaCode},
+        lines::{decode, LineLayout},
         layout::{vm_release, CodeCache, Needed},
         scopes::ScopesLayout,
         signature::parameters,
@@ -30,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         longs: [word(17), word(18), word(19), word(20)],
     };
     let _ = parameters(&String::from_utf8_lossy(data));
+    let _ = decode(data, 1);
     let m = ImageMemory { base: BASE, bytes: data.to_vec() };
     let Ok(vm) = VmStructs::read(&m, &exports) else { return };
     assert!(vm.fields.len() <= MAX_ENTRIES && vm.types.len() <= MAX_ENTRIES);
@@ -41,8 +45,17 @@ fuzz_target!(|data: &[u8]| {
     // The whole image as the code cache: every word-aligned address in it is named.
     let end = BASE + data.len() as u64;
     let scopes = ScopesLayout::of(&vm, Some(21));
-    let mut code = JavaCode::new(Box::new(ImageMemory { base: BASE, bytes: data.to_vec() }), layout, scopes, (BASE, end));
+    let image = || Box::new(ImageMemory { base: BASE, bytes: data.to_vec() });
+    if let Ok(blobs) = BlobLayout::of(&vm) {
+        // The code cache's blobs and their rows, from the same garbage.
+        let mut map = CodeMap::new(image(), layout.clone(), blobs, (BASE, end));
+        if let Some(blobs) = map.changed() {
+            let _ = map.rows(&blobs);
+        }
+    }
+    let mut code = JavaCode::new(image(), layout, scopes, (BASE, end)).with_lines(LineLayout::of(&vm, Some(21)));
     for pc in (BASE..end).step_by(64) {
         let _ = code.at(pc);
+        let _ = code.line(pc, (pc & 0xffff) as u32);
     }
 });

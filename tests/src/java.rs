@@ -20,10 +20,19 @@ pub fn java_classes() -> &'static std::path::Path {
 
 /// Starts the Java fixture with `flags`.
 pub fn start_java(flags: &[&str]) -> Fixture {
-    let mut command = Command::new("java");
+    start_java_of("java", flags)
+}
+
+/// Starts the Java fixture with `flags` on the JVM `java` (its classes, compiled by Debian's
+/// JDK 17, run on later JDKs too).
+pub fn start_java_of(java: &str, flags: &[&str]) -> Fixture {
+    let mut command = Command::new(java);
     command.args(flags).arg("-cp").arg(java_classes()).arg("Chain");
     spawn_jvm(command, "Chain.java")
 }
+
+/// The JDK 25 this machine kind has beside Debian's 17 (Temurin's build, in its image).
+pub const JDK_25: &str = "/usr/lib/jvm/temurin-25-jdk-amd64";
 
 /// Starts a JVM as a service manager would: with SIGQUIT at its default, so that the JVM
 /// catches it (a shell's background job ignores it, and a JVM that inherits that can never be

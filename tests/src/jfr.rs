@@ -9,11 +9,14 @@ pub struct JfrSample {
     pub time: f64,
     pub thread: String,
     pub frames: Vec<String>,
+    /// Each frame's source line, when JFR has it.
+    pub lines: Vec<Option<u64>>,
 }
 
-/// The `jdk.ExecutionSample` events of the recording at `file`.
-pub fn execution_samples(file: &Path) -> Vec<JfrSample> {
-    let out = Command::new("jfr")
+/// The `jdk.ExecutionSample` events of the recording at `file`, read by the `jfr` tool `tool`
+/// (the JDK's that wrote it).
+pub fn execution_samples(tool: &str, file: &Path) -> Vec<JfrSample> {
+    let out = Command::new(tool)
         .args(["print", "--json", "--events", "jdk.ExecutionSample"])
         .arg(file)
         .output()
@@ -33,10 +36,15 @@ pub fn execution_samples(file: &Path) -> Vec<JfrSample> {
                     format!("{class}.{}", f["method"]["name"].as_str().unwrap_or("?"))
                 })
                 .collect();
+            let lines = v["stackTrace"]["frames"]
+                .as_array()
+                .map(|fs| fs.iter().map(|f| f["lineNumber"].as_u64().filter(|&l| l > 0)).collect())
+                .unwrap_or_default();
             JfrSample {
                 time: iso_seconds(v["startTime"].as_str().expect("a start time")),
                 thread: v["sampledThread"]["javaName"].as_str().unwrap_or_default().to_string(),
                 frames,
+                lines,
             }
         })
         .collect()

@@ -8,7 +8,7 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use autodump_tests::{
     favour_cpu,
-    java::{start_java, NO_INLINING},
+    java::{start_java, start_java_of, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
     require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
@@ -177,17 +177,41 @@ fn compiled_java_is_named_from_the_jvms_memory_as_its_perf_map_names_it() {
 /// over the same seconds: a JVM without frame pointers, attach disabled. Every method JFR puts
 /// in at least 10% of the main thread's samples, within 5 points inclusive (inlined methods as
 /// their own frames, the interpreted `main` too); the hottest chain the same; and the stacks
-/// whole, down to the thread's start. Nothing is asked of the JVM (JFR starts with it).
+/// whole, down to the thread's start; `main`'s line. Nothing is asked of the JVM (JFR starts
+/// with it).
 #[test]
 fn java_stacks_without_frame_pointers_read_as_jfr_records_them() {
     if !require_bpf("java_stacks_without_frame_pointers_read_as_jfr_records_them") {
         return;
     }
+    stacks_read_as_jfr_records_them("java", "jfr", &[], true);
+}
+
+/// The same on JDK 25 (its layout of code blobs and frames), with nothing inlined: JDK 25's
+/// layout of what an nmethod inlined is not read yet.
+#[test]
+fn jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them() {
+    if !require_bpf("jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them") {
+        return;
+    }
+    if !std::path::Path::new(JDK_25).exists() {
+        // Not every machine has it: Debian 13 has no JDK 25, and its unstable's does not install
+        // in a root without /proc.
+        eprintln!("skipped: no JDK 25 at {JDK_25}");
+        return;
+    }
+    let (java, jfr) = (format!("{JDK_25}/bin/java"), format!("{JDK_25}/bin/jfr"));
+    stacks_read_as_jfr_records_them(&java, &jfr, &NO_INLINING, false);
+}
+
+fn stacks_read_as_jfr_records_them(java: &str, jfr_tool: &str, flags: &[&str], inlining: bool) {
     favour_cpu();
-    let recording = scratch_dir("hotspot-jfr").join("chain.jfr");
+    let recording = scratch_dir("hotspot-jfr").join(format!("chain-{}.jfr", std::process::id()));
     let jfr = format!("-XX:StartFlightRecording=filename={},settings=profile,dumponexit=true", recording.display());
     // JFR says it started on standard output, where the fixture says it is ready.
-    let mut java = start_java(&["-XX:+DisableAttachMechanism", "-Xlog:jfr+startup=off", &jfr]);
+    let mut all = vec!["-XX:+DisableAttachMechanism", "-Xlog:jfr+startup=off", &jfr];
+    all.extend_from_slice(flags);
+    let mut java = start_java_of(java, &all);
     warm_up(java.pid, 4.0);
     let pid = java.pid.to_string();
     let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s"]);
@@ -198,14 +222,18 @@ fn java_stacks_without_frame_pointers_read_as_jfr_records_them() {
     java.terminate();
     let bundle = run.bundle();
     let hotspot = &bundle.summary()["hotspot"];
-    assert!(hotspot["naming"]["inlined"].as_u64() > Some(0), "{hotspot}");
+    assert_eq!(hotspot["inlining"], inlining, "{hotspot}");
+    if inlining {
+        assert!(hotspot["naming"]["inlined"].as_u64() > Some(0), "{hotspot}");
+    }
     assert_eq!(hotspot["frames_walked"], true, "{hotspot}");
     assert_eq!(bundle.summary()["jit"], serde_json::Value::Null, "nothing asked of the JVM");
 
-    let theirs: Vec<_> = autodump_tests::jfr::execution_samples(&recording)
+    let theirs: Vec<_> = autodump_tests::jfr::execution_samples(jfr_tool, &recording)
         .into_iter()
         .filter(|s| s.thread == "main" && (from..to).contains(&s.time))
         .collect();
+    let _ = std::fs::remove_file(&recording);
     assert!(theirs.len() > 100, "{} JFR samples of the main thread in the window", theirs.len());
     let ours: Vec<_> = bundle.folded("cpu.folded").into_iter().filter(|f| f.frames[0] == "java").collect();
     let total = ours.iter().map(|f| f.weight).sum::<u64>() as f64;
@@ -249,6 +277,24 @@ fn java_stacks_without_frame_pointers_read_as_jfr_records_them() {
     let our_top =
         top(ours.iter().map(|f| (chain(&f.frames.iter().rev().cloned().collect::<Vec<_>>()), f.weight)).collect());
     assert_eq!(our_top, jfr_top, "the hottest chain");
+    // The interpreted `main`'s line (where it calls the loops), as JFR reads it most often.
+    let jfr_lines = top(theirs
+        .iter()
+        .filter_map(|s| {
+            let at = s.frames.iter().position(|f| f == "Chain.main")?;
+            Some((vec![s.lines.get(at).copied().flatten()?.to_string()], 1))
+        })
+        .collect());
+    let our_lines = top(ours
+        .iter()
+        .filter_map(|f| {
+            let main = f.frames.iter().find(|x| x.starts_with("Chain.main("))?;
+            let line = main.rsplit(':').next()?.strip_suffix(')')?;
+            Some((vec![line.to_string()], f.weight))
+        })
+        .collect());
+    assert!(jfr_lines.is_some(), "JFR gave main's line");
+    assert_eq!(our_lines, jfr_lines, "main's line");
     let expected = ["leafSpin", "middleHop", "outerLoop", "main"].map(String::from).to_vec();
     assert_eq!(jfr_top, Some(expected));
 }

@@ -9,6 +9,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use super::{
+    lines::{self, line_at, LineLayout},
     scopes::{ScopesLayout, Sections},
     signature::parameters,
     tables::c_string,
@@ -114,6 +115,9 @@ pub enum Code {
     Blob(Arc<str>),
 }
 
+/// A method's (bytecode index, line) pairs.
+type LineTable = Arc<[(u32, u32)]>;
+
 /// A method's name (`Chain.leafSpin(int)`) and source file.
 pub type NamedMethod = (Arc<str>, Option<Arc<str>>);
 
@@ -140,6 +144,8 @@ pub struct JavaCode {
     bounds: (u64, u64),
     heaps: Vec<Heap>,
     methods: HashMap<u64, Option<NamedMethod>>,
+    /// How a method's source lines are read, when the tables say, and each method's lines.
+    lines: Option<(LineLayout, HashMap<u64, Option<LineTable>>)>,
     pub stats: CodeStats,
 }
 
@@ -151,7 +157,27 @@ impl JavaCode {
         bounds: (u64, u64),
     ) -> Self {
         let (heaps, methods, stats) = (Vec::new(), HashMap::new(), CodeStats::default());
-        Self { memory, layout, scopes, bounds, heaps, methods, stats }
+        Self { memory, layout, scopes, bounds, heaps, methods, lines: None, stats }
+    }
+
+    /// Reads source lines with `layout`.
+    pub fn with_lines(mut self, layout: Option<LineLayout>) -> Self {
+        self.lines = layout.map(|l| (l, HashMap::new()));
+        self
+    }
+
+    /// The source line of bytecode `bci` of the `Method` at `method` (its table read once).
+    pub fn line(&mut self, method: u64, bci: u32) -> Option<u32> {
+        let Self { lines, memory, layout, .. } = self;
+        let (line_layout, tables) = lines.as_mut()?;
+        if tables.len() >= MAX_METHODS {
+            tables.clear();
+        }
+        let table = tables.entry(method).or_insert_with(|| {
+            let constant = memory.field(method, layout.method_const).ok()?;
+            lines::table(&**memory, line_layout, constant).map(Arc::from)
+        });
+        line_at(table.as_ref()?, bci)
     }
 
     pub fn contains(&self, pc: u64) -> bool {

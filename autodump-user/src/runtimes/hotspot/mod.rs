@@ -5,9 +5,10 @@
 //! whether what walking and naming Java frames needs is there (`layout.rs`). Compiled code a
 //! perf map does not name is named from the JVM's memory (`code.rs`, `names.rs`).
 
-mod blobs;
+pub mod blobs;
 pub mod code;
 pub mod layout;
+pub mod lines;
 mod names;
 pub mod scopes;
 pub mod signature;
@@ -150,7 +151,8 @@ fn read(
             let scopes = ScopesLayout::of(&vm, major);
             inlining = scopes.is_some();
             let bounds = (cache.low, cache.high);
-            let code = JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, bounds);
+            let code = JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, bounds)
+                .with_lines(lines::LineLayout::of(&vm, major));
             Some((code, Walk::of(pid, &vm, layout, bounds)))
         }
         _ => None,

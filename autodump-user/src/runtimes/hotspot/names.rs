@@ -41,10 +41,13 @@ impl RuntimeNames for HotSpotNames {
 
     /// An interpreted frame: its `Method*`, named as a compiled frame's method is.
     fn frame(&mut self, entry: u64) -> Option<Location> {
-        let (method, _bci) = hotspot_parts(entry);
+        let (method, bci) = hotspot_parts(entry);
         let mut naming = self.0.borrow_mut();
         let (frames, unnamed): (Arc<[Frame]>, _) = match naming.code.named(method) {
-            Some((function, file)) => (Arc::new([Frame { function, file, line: None }]), None),
+            Some((function, file)) => {
+                let line = bci.and_then(|bci| naming.code.line(method, u32::try_from(bci).ok()?));
+                (Arc::new([Frame { function, file, line }]), None)
+            }
             None => {
                 let function = format!("[java method {method:#x}]").into();
                 let why = "the method was gone or unreadable when the stack was named".into();

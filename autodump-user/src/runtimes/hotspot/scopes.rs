@@ -42,7 +42,7 @@ impl ScopesLayout {
             pc_desc_size: vm.size("PcDesc").filter(|&s| (8..=64).contains(&s))?,
             pc_offset: offset("PcDesc", "_pc_offset")?,
             scope_decode_offset: offset("PcDesc", "_scope_decode_offset")?,
-            excluded: u8::from(major? >= 21),
+            excluded: excluded(major?),
         })
     }
 }
@@ -126,15 +126,20 @@ impl Sections {
     }
 }
 
+/// The bytes UNSIGNED5 leaves out on JDK `major` (zero, from 21 on).
+pub(super) fn excluded(major: u32) -> u8 {
+    u8::from(major >= 21)
+}
+
 /// Pack200's UNSIGNED5: a byte below 192 ends a number; each byte adds its value (less the
 /// excluded bytes) shifted 6 bits further; five bytes at most.
-struct Unsigned5<'a> {
-    bytes: &'a [u8],
-    excluded: u8,
+pub(super) struct Unsigned5<'a> {
+    pub bytes: &'a [u8],
+    pub excluded: u8,
 }
 
 impl Unsigned5<'_> {
-    fn next(&mut self) -> Option<u32> {
+    pub fn next(&mut self) -> Option<u32> {
         const LOW: u8 = 192;
         let mut sum = 0u32;
         for i in 0..5 {
