@@ -52,8 +52,8 @@ fn java_frames_are_named_and_walked_as_perf_does() {
     cleanup(java);
 }
 
-/// The Java frames of `thread` in `jcmd PID Thread.print`, top to bottom (`Chain.sleeper`), once
-/// its top frame is a native method (the thread is parked).
+/// The Java frames of `thread` in `jcmd PID Thread.print`, top to bottom
+/// (`Chain.sleeper(Chain.java:28)`), once its top frame is a native method (the thread is parked).
 fn parked_in(pid: u32, thread: &str) -> Vec<String> {
     for _ in 0..20 {
         let dump = Command::new("jcmd").args([&pid.to_string(), "Thread.print"]).output().expect("jcmd");
@@ -62,7 +62,7 @@ fn parked_in(pid: u32, thread: &str) -> Vec<String> {
             dump.split("\n\n").find(|t| t.starts_with(&format!("\"{thread}\""))).unwrap_or_else(|| panic!("{dump}"));
         let frames: Vec<&str> = entry.lines().filter_map(|l| l.trim().strip_prefix("at ")).collect();
         if frames.first().is_some_and(|top| top.contains("Native Method")) {
-            return frames.iter().map(|f| java_method(f)).collect();
+            return frames.iter().map(|f| f.to_string()).collect();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -75,6 +75,20 @@ fn java_method(frame: &str) -> String {
     frame.split('(').next().unwrap_or_default().replace('+', "/")
 }
 
+/// A frame's method and line as `Thread.print` writes it: `Chain.sleeper(Chain.java:28)` or
+/// `java.lang.Thread.sleep(java.base@17.0.15/Native Method)`.
+fn method_and_line(frame: &str) -> (String, Option<u32>) {
+    let line = frame.rsplit_once(':').and_then(|(_, l)| l.strip_suffix(')')?.parse().ok());
+    (frame.split('(').next().unwrap_or_default().to_string(), line)
+}
+
+/// `thread`'s frames in the bundle's `java-threads.txt`, top to bottom.
+fn dumped(dump: &str, thread: &str) -> Vec<(String, Option<u32>)> {
+    let entry =
+        dump.split("\n\n").find(|t| t.starts_with(&format!("\"{thread}\" "))).unwrap_or_else(|| panic!("{dump}"));
+    entry.lines().filter_map(|l| l.trim().strip_prefix("at ")).map(method_and_line).collect()
+}
+
 /// A frame the agent names as a Java method, not native code (`JavaCalls::call_helper(...)`).
 fn is_java_method(frame: &str) -> bool {
     let name = frame.split('(').next().unwrap_or_default();
@@ -84,7 +98,7 @@ fn is_java_method(frame: &str) -> bool {
 /// Threads in `Thread.sleep`, `Object.wait`, a socket read and on a `ReentrantLock`, without
 /// frame pointers and nothing asked of the JVM by the agent (jcmd attaches, as the reference):
 /// their off-CPU stacks hold the Java frames `jcmd Thread.print` gives, top to bottom, for the
-/// seconds they waited.
+/// seconds they waited; and the bundle's thread dump gives them with their lines.
 #[test]
 fn waiting_java_threads_are_where_jcmd_says_they_are() {
     if !require_bpf("waiting_java_threads_are_where_jcmd_says_they_are") {
@@ -97,11 +111,16 @@ fn waiting_java_threads_are_where_jcmd_says_they_are() {
     let parked: Vec<(&str, Vec<String>)> =
         ["sleeper", "waiter", "reader", "locker"].into_iter().map(|t| (t, parked_in(java.pid, t))).collect();
     let bundle = run.bundle();
+    let dump = std::fs::read_to_string(bundle.dir.join("java-threads.txt")).expect("the bundle's java-threads.txt");
     for (thread, jcmd) in &parked {
+        // The bundle's thread dump, read from the JVM's memory: the same frames and lines.
+        let theirs: Vec<_> = jcmd.iter().map(|f| method_and_line(f)).collect();
+        assert_eq!(dumped(&dump, thread), theirs, "{thread} in java-threads.txt and in jcmd Thread.print");
+        let jcmd: Vec<String> = jcmd.iter().map(|f| java_method(f)).collect();
         let ours = |frames: &[String]| -> Vec<String> {
             frames.iter().rev().filter(|f| is_java_method(f)).map(|f| java_method(f)).collect()
         };
-        let waited = bundle.weight("offcpu.folded", |f| f.frames[0] == *thread && ours(&f.frames) == *jcmd);
+        let waited = bundle.weight("offcpu.folded", |f| f.frames[0] == *thread && ours(&f.frames) == jcmd);
         if waited == 0 {
             let mine: Vec<_> = bundle.folded("offcpu.folded").into_iter().filter(|f| f.frames[0] == *thread).collect();
             let heaviest = mine.iter().max_by_key(|f| f.weight).map(|f| ours(&f.frames));

@@ -27,6 +27,8 @@ const MAX_SYMBOL: u64 = 4096;
 const MAX_METHODS: usize = 100_000;
 /// Largest type size believed (a `ConstantPool` header is under 100 bytes, a `HeapBlock` 16).
 const MAX_TYPE_SIZE: u64 = 4096;
+/// `JVM_ACC_NATIVE`.
+const ACC_NATIVE: u16 = 0x0100;
 /// The segment map's mark of a free segment.
 const FREE_SEGMENT: u8 = 0xff;
 
@@ -47,6 +49,7 @@ pub struct CodeLayout {
     blob_size: u64,
     nmethod_method: u64,
     method_const: u64,
+    method_flags: Option<u64>,
     const_constants: u64,
     const_name_index: u64,
     const_signature_index: u64,
@@ -83,6 +86,7 @@ impl CodeLayout {
             blob_size: field("CodeBlob", "_size")?,
             nmethod_method: field("nmethod", "_method")?,
             method_const: field("Method", "_constMethod")?,
+            method_flags: field("Method", "_access_flags").ok(),
             const_constants: field("ConstMethod", "_constants")?,
             const_name_index: field("ConstMethod", "_name_index")?,
             const_signature_index: field("ConstMethod", "_signature_index")?,
@@ -164,6 +168,21 @@ impl JavaCode {
     pub fn with_lines(mut self, layout: Option<LineLayout>) -> Self {
         self.lines = layout.map(|l| (l, HashMap::new()));
         self
+    }
+
+    /// Whether the `Method` at `method` is native (`JVM_ACC_NATIVE` in its access flags).
+    pub fn native(&self, method: u64) -> bool {
+        let mut flags = [0u8; 2];
+        let read = self.layout.method_flags.map(|at| self.memory.read(method.wrapping_add(at), &mut flags));
+        matches!(read, Some(Ok(()))) && u16::from_le_bytes(flags) & ACC_NATIVE != 0
+    }
+
+    /// The bytecode index of bytecode pointer `bcp` in the `Method` at `method`.
+    pub fn bci(&self, method: u64, bcp: u64) -> Option<u32> {
+        let (lines, _) = self.lines.as_ref()?;
+        let constant = self.memory.field(method, self.layout.method_const).ok()?;
+        let bci = bcp.checked_sub(constant.checked_add(lines.bytecodes())?)?;
+        u32::try_from(bci).ok().filter(|&b| b <= u32::from(u16::MAX))
     }
 
     /// The source line of bytecode `bci` of the `Method` at `method` (its table read once).

@@ -44,6 +44,13 @@ impl LineLayout {
     }
 }
 
+impl LineLayout {
+    /// Where a method's bytecodes begin in its `ConstMethod`.
+    pub fn bytecodes(&self) -> u64 {
+        self.header
+    }
+}
+
 /// The (bytecode index, line) pairs of the `ConstMethod` at `constant`; empty without a table.
 pub fn table(m: &dyn RemoteMemory, l: &LineLayout, constant: u64) -> Option<Vec<(u32, u32)>> {
     let mut word = [0u8; 4];

@@ -13,6 +13,7 @@ mod names;
 pub mod scopes;
 pub mod signature;
 mod tables;
+pub mod threads;
 pub mod vmstructs;
 
 use std::{
@@ -28,12 +29,13 @@ use serde::Serialize;
 use crate::{
     collect::remote::{ProcessMemory, RemoteMemory},
     files::{identity::open_path, segments::Segments, shared::PerFile},
-    record::Profiles,
+    record::{Profiles, Recorder},
     runtimes::{
         args::RuntimeArgs,
-        seam::{Instance, Loader, Process, Runtime, RuntimeReport},
+        seam::{Instance, Loader, Process, Runtime, RuntimeBundle, RuntimeReport, Window},
     },
     symbolize::RuntimeNames,
+    write::BundleFile,
 };
 use blobs::{BlobLayout, CodeMap};
 use code::{CodeLayout, CodeStats, JavaCode};
@@ -246,6 +248,9 @@ struct Walk {
     map: CodeMap,
     own: HotSpotProc,
     interpreter: Option<(u64, u64)>,
+    /// The code cache's blobs as last read, and where the JVM's threads are (for the dump).
+    blobs: Vec<blobs::Blob>,
+    threads: Option<(threads::ThreadLayout, u32)>,
 }
 
 /// Slots of an x86_64 interpreter frame, in words from its frame pointer
@@ -263,7 +268,8 @@ impl Walk {
             const_method_size: vm.size("ConstMethod")?,
         };
         let map = CodeMap::new(Box::new(ProcessMemory::new(pid)), layout.clone(), blobs, bounds);
-        Some(Self { map, own, interpreter: None })
+        let threads = threads::ThreadLayout::of(vm).map(|l| (l, pid));
+        Some(Self { map, own, interpreter: None, blobs: Vec::new(), threads })
     }
 }
 
@@ -310,7 +316,28 @@ impl Instance for HotSpotInstance {
         };
         self.status.code_blobs = blobs.len();
         self.status.code_blobs_unreadable = walk.map.unreadable;
-        Some(walk.map.rows(&blobs))
+        let rows = walk.map.rows(&blobs);
+        walk.blobs = blobs;
+        Some(rows)
+    }
+
+    /// A bundle of a live JVM gains its Java threads (`java-threads.txt`).
+    fn bundle(&mut self, _recorder: &mut Recorder, window: &Window) -> RuntimeBundle {
+        let mut bundle = RuntimeBundle::default();
+        let (Some(walk), Some(naming), true) = (&self.walk, &self.naming, window.alive) else { return bundle };
+        let Some((layout, pid)) = &walk.threads else { return bundle };
+        let memory = ProcessMemory::new(*pid);
+        let dump = threads::read(&memory, layout, &walk.blobs, &mut naming.borrow_mut().code);
+        if let Some(dump) = dump {
+            let pid = *pid;
+            let names = move |tid: u32| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+                comm.trim_end().to_string()
+            };
+            let render = Box::new(move |w: &mut dyn std::io::Write| threads::write(&dump, names, w));
+            bundle.files.push(BundleFile { name: "java-threads.txt", render });
+        }
+        bundle
     }
 
     fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
