@@ -8,6 +8,7 @@ mod bpf_stats;
 mod budget;
 mod fleet;
 mod goroutines;
+mod java;
 mod jit;
 mod memory;
 pub mod process;
@@ -83,7 +84,10 @@ pub struct Options {
     /// Round trips in the Ruby context-switch-heavy target (about 3 s of CPU alone here).
     #[arg(long, default_value_t = 300_000)]
     pub ruby_trips: u64,
-    /// Only these rows (1 to 15, comma-separated); all by default.
+    /// Rounds of the Java CPU-bound loop (about 5 s of CPU alone here).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub java_rounds: u64,
+    /// Only these rows (1 to 16, comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -129,7 +133,7 @@ pub fn run_all(opts: Options) -> Result<()> {
     let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
-    let rows: [(u8, Row); 15] = [
+    let rows: [(u8, Row); 16] = [
         (1, rows::cpu_bound),
         (2, rows::switch_heavy),
         (3, rows::probe_costs),
@@ -145,6 +149,7 @@ pub fn run_all(opts: Options) -> Result<()> {
         (13, python::python_programs),
         (14, jit::perf_map_growth),
         (15, ruby::ruby_programs),
+        (16, java::java_programs),
     ];
     for (row, measure) in rows {
         if wanted(row) {
