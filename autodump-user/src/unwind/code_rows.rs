@@ -2,15 +2,16 @@
 //! compiled method's frame size), kept in the same array as the files' rows. Each process gets a
 //! pair of blocks: new rows are written into the block the probes are not reading, and the
 //! process's mapping table is then pointed at it, so a walk never reads a table half written.
-//! A block too small for new rows is given up for a pair twice the size; a pair of a process no
-//! longer watched goes to the next process that needs one.
+//! A block too small for new rows is given up for a pair twice the size they need (kept while
+//! none can be had); a pair of a process no longer watched goes to the next process that needs
+//! one.
 
 use autodump_common::unwind::UnwindRow;
 
 use super::row_store::RowStore;
 
 /// Rows a block holds at least.
-const MIN_BLOCK: u32 = 4096;
+const MIN_BLOCK: u32 = 16_384;
 
 /// What a runtime says about code it generates: rows sorted by address, each relative to `base`,
 /// for the code in `[base, end)`.
@@ -56,9 +57,8 @@ impl CodeRowBlocks {
         let (pair, block) = match current {
             Some(p) if p.pair.capacity >= count => (p.pair, p.block ^ 1),
             _ => {
-                if let Some(old) = current {
-                    self.free.push(old.pair);
-                }
+                // Twice what is needed now, for the code still to come: a JVM's code grows, and
+                // doubling bounds what the pairs given up take to what the last one takes.
                 let capacity = count.saturating_mul(2).max(MIN_BLOCK);
                 let pair = match self.free.iter().position(|p| p.capacity >= count) {
                     Some(i) => self.free.swap_remove(i),
@@ -69,6 +69,10 @@ impl CodeRowBlocks {
                         capacity,
                     },
                 };
+                // The old pair is given up only once the new one is had: until then its rows stay.
+                if let Some(old) = current {
+                    self.free.push(old.pair);
+                }
                 (pair, 0)
             }
         };

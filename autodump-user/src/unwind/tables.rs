@@ -26,8 +26,8 @@ use crate::{collect::maps::MemoryMap, files::vdso, probes::MappingMaps};
 /// loads later).
 const HEADROOM_ROWS: u32 = 1 << 16;
 /// Rows of headroom more when a target runs code no file backs (a JIT, whose runtime may give
-/// rows for its code): 2 MiB.
-const CODE_HEADROOM_ROWS: u32 = 1 << 17;
+/// rows for its code): 4 MiB, a block pair for a JVM of some 50,000 compiled methods.
+const CODE_HEADROOM_ROWS: u32 = 1 << 18;
 
 /// What the summary says about the tables.
 #[derive(Clone, Debug, Default, Serialize)]
