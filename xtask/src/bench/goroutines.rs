@@ -5,13 +5,13 @@
 //! agent's CPU and memory with and without them. And what attaching to 20 idle Alertmanagers
 //! costs (`attach.rs`).
 
-use std::{fmt::Write as _, time::Instant};
+use std::fmt::Write as _;
 
 use anyhow::Result;
 
 use super::{
     attach::{self, Processes},
-    process::{cpu_seconds, status_mib, Tool, ToolKind},
+    process::{Tool, ToolKind},
     stats::Series,
     Bench,
 };
@@ -39,11 +39,7 @@ fn measure(bench: &Bench, pid: u32, snapshots: bool) -> Result<(f64, f64, f64, S
     let env = [("AUTODUMP_LOG", "info,autodump::runtimes::go::goroutine_watch=debug")];
     let mut agent = Tool::start(ToolKind::Autodump, &argv, &env)?;
     let window = bench.opts.many_window / 2;
-    std::thread::sleep(window / 2);
-    let (cpu_start, at) = (cpu_seconds(agent.pid())?, Instant::now());
-    std::thread::sleep(window / 2);
-    let cpu = (cpu_seconds(agent.pid())? - cpu_start) / at.elapsed().as_secs_f64() * 100.0;
-    let (peak, steady) = (status_mib(agent.pid(), "VmHWM:")?, status_mib(agent.pid(), "VmRSS:")?);
+    let (cpu, peak, steady) = agent.footprint(window)?;
     agent.stop()?;
     let read_ms = agent
         .stderr

@@ -3,13 +3,13 @@
 //! on-CPU sample costs the probes when the walk goes through the JVM's code cache by its rows and
 //! emits interpreted methods, against a native loop's sample measured in the same run.
 
-use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
+use std::{fmt::Write as _, path::PathBuf, process::Command};
 
 use anyhow::{ensure, Result};
 
 use super::{
     bpf_stats::StatsSwitch,
-    process::{cpu_seconds, signal, status_mib, Target, Tool, ToolKind},
+    process::{signal, Target, Tool, ToolKind},
     python::cost_table,
     rows::slowdown,
     Bench,
@@ -116,11 +116,7 @@ fn many_methods(bench: &Bench) -> Result<String> {
     let argv = ToolKind::Autodump.command(&bench.agent, target.pid(), &scratch).expect("the agent");
     let mut agent = Tool::start(ToolKind::Autodump, &argv, &[])?;
     signal(target.pid(), "USR1")?;
-    std::thread::sleep(window / 2);
-    let (cpu_start, at) = (cpu_seconds(agent.pid())?, Instant::now());
-    std::thread::sleep(window / 2);
-    let cpu = (cpu_seconds(agent.pid())? - cpu_start) / at.elapsed().as_secs_f64() * 100.0;
-    let (peak, steady) = (status_mib(agent.pid(), "VmHWM:")?, status_mib(agent.pid(), "VmRSS:")?);
+    let (cpu, peak, steady) = agent.footprint(window)?;
     agent.stop()?;
     eprintln!("    {METHODS} methods: agent {cpu:.2}% of a core, peak {peak:.1} MiB, steady {steady:.1} MiB");
     Ok(format!(

@@ -211,6 +211,16 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
 }
 
 impl Tool {
+    /// Watches the tool for `window`: its CPU over the second half, in percent of one core, and
+    /// its peak (VmHWM) and steady (VmRSS at the end) memory in MiB.
+    pub fn footprint(&self, window: std::time::Duration) -> Result<(f64, f64, f64)> {
+        std::thread::sleep(window / 2);
+        let (cpu_start, at) = (cpu_seconds(self.pid())?, std::time::Instant::now());
+        std::thread::sleep(window / 2);
+        let cpu = (cpu_seconds(self.pid())? - cpu_start) / at.elapsed().as_secs_f64() * 100.0;
+        Ok((cpu, status_mib(self.pid(), "VmHWM:")?, status_mib(self.pid(), "VmRSS:")?))
+    }
+
     /// Starts `argv` and waits until it has attached: autodump says "recording"; perf and
     /// offcputime hold a perf event or BPF link open.
     pub fn start(kind: ToolKind, argv: &[String], extra_env: &[(&str, &str)]) -> Result<Self> {

@@ -8,7 +8,6 @@
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -16,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use super::{
     attach::{self, Processes},
     bpf_stats::StatsSwitch,
-    process::{cpu_seconds, signal, status_mib, Target, Tool, ToolKind},
+    process::{cpu_seconds, signal, Target, Tool, ToolKind},
     rows::{program_cost, slowdown},
     stats::Series,
     Bench,
@@ -148,11 +147,7 @@ fn many_functions(bench: &Bench) -> Result<String> {
     let argv = ToolKind::Autodump.command(&bench.agent, target.pid(), &scratch).expect("the agent");
     let mut agent = Tool::start(ToolKind::Autodump, &argv, &[])?;
     signal(target.pid(), "USR1")?;
-    std::thread::sleep(window / 2);
-    let (cpu_start, at) = (cpu_seconds(agent.pid())?, Instant::now());
-    std::thread::sleep(window / 2);
-    let cpu = (cpu_seconds(agent.pid())? - cpu_start) / at.elapsed().as_secs_f64() * 100.0;
-    let (peak, steady) = (status_mib(agent.pid(), "VmHWM:")?, status_mib(agent.pid(), "VmRSS:")?);
+    let (cpu, peak, steady) = agent.footprint(window)?;
     let target_cpu = cpu_seconds(target.pid())?;
     agent.stop()?;
     eprintln!("    1,000 functions: agent {cpu:.2}% of a core, peak {peak:.1} MiB, steady {steady:.1} MiB");
