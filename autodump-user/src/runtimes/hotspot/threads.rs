@@ -15,6 +15,11 @@ use crate::collect::remote::RemoteMemory;
 /// Threads and frames a dump reads at most.
 const MAX_THREADS: u64 = 4096;
 const MAX_FRAMES: usize = 1024;
+/// Reads again of a thread found running Java code, of all of them in one dump, and the pause
+/// before each.
+const THREAD_RETRIES: u32 = 5;
+const RETRIES: u32 = 40;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 /// Slots of an x86_64 interpreter frame, in bytes from its frame pointer.
 const FRAME_SENDER_SP: u64 = 8;
 
@@ -75,17 +80,31 @@ pub fn read(m: &dyn RemoteMemory, l: &ThreadLayout, blobs: &[Blob], code: &mut J
     let len = u64::from(u32::from_le_bytes(len)).min(MAX_THREADS);
     let array = m.field(list, l.threads).ok()?;
     let mut threads = Vec::new();
+    let mut retries = RETRIES;
     for i in 0..len {
         let Ok(thread) = m.u64(array.wrapping_add(8 * i)) else { continue };
         let tid = m.field(thread, l.osthread).and_then(|os| m.i32(os.wrapping_add(l.thread_id)));
         let Ok(tid) = tid else { continue };
-        let state = m.i32(thread.wrapping_add(l.state)).map_or("unknown", state_name);
-        let (sp, fp) = (m.field(thread, l.last_sp).unwrap_or(0), m.field(thread, l.last_fp).unwrap_or(0));
+        // A thread running Java code has no last frame to start from: a waiting thread that
+        // woke for a moment parks again within microseconds, so it is read again, briefly.
+        let mut state = m.i32(thread.wrapping_add(l.state)).map_or("unknown", state_name);
+        let mut sp = m.field(thread, l.last_sp).unwrap_or(0);
+        let mut again = THREAD_RETRIES;
+        while sp == 0 && retries > 0 && again > 0 {
+            (retries, again) = (retries - 1, again - 1);
+            std::thread::sleep(RETRY_PAUSE);
+            state = m.i32(thread.wrapping_add(l.state)).map_or("unknown", state_name);
+            sp = m.field(thread, l.last_sp).unwrap_or(0);
+        }
+        let fp = m.field(thread, l.last_fp).unwrap_or(0);
         let pc = match m.field(thread, l.last_pc) {
             Ok(0) | Err(_) => m.u64(sp.wrapping_sub(8)).unwrap_or(0),
             Ok(pc) => pc,
         };
-        let (frames, cut) = if sp == 0 { (Vec::new(), None) } else { walk(m, blobs, code, (pc, sp, fp)) };
+        let (frames, cut) = match sp {
+            0 => (Vec::new(), Some("it runs Java code: its frames are read once it leaves Java")),
+            _ => walk(m, blobs, code, (pc, sp, fp)),
+        };
         threads.push(JavaThread { tid: tid as u32, state, frames, cut });
     }
     Some(threads)
@@ -100,7 +119,7 @@ fn walk(m: &dyn RemoteMemory, blobs: &[Blob], code: &mut JavaCode, start: (u64, 
     while frames.len() < MAX_FRAMES {
         let at = blobs.partition_point(|b| b.begin <= pc);
         let Some(blob) = at.checked_sub(1).map(|i| &blobs[i]).filter(|b| pc < b.end) else {
-            return (frames, Some("a frame outside the code cache's blobs"));
+            return (frames, Some("the walk stopped: a frame outside the code cache's blobs"));
         };
         let caller = match blob.frame {
             Frame::Fixed { size, .. } => {
@@ -112,7 +131,7 @@ fn walk(m: &dyn RemoteMemory, blobs: &[Blob], code: &mut JavaCode, start: (u64, 
                         native: false,
                     })),
                     Some(Code::Blob(_)) => {}
-                    None => return (frames, Some("a compiled frame whose method could not be read")),
+                    None => return (frames, Some("the walk stopped: a compiled frame whose method could not be read")),
                 }
                 let sender = sp.wrapping_add(u64::from(size));
                 (m.u64(sender.wrapping_sub(8)), m.u64(sender.wrapping_sub(16)), Ok(sender))
@@ -120,7 +139,7 @@ fn walk(m: &dyn RemoteMemory, blobs: &[Blob], code: &mut JavaCode, start: (u64, 
             Frame::Interpreter => {
                 let method = m.u64(fp.wrapping_sub(24)).unwrap_or(0);
                 let Some((function, file)) = code.named(method) else {
-                    return (frames, Some("an interpreted frame whose method could not be read"));
+                    return (frames, Some("the walk stopped: an interpreted frame whose method could not be read"));
                 };
                 let bcp = m.u64(fp.wrapping_sub(64)).unwrap_or(0);
                 let native = code.native(method);
@@ -132,17 +151,17 @@ fn walk(m: &dyn RemoteMemory, blobs: &[Blob], code: &mut JavaCode, start: (u64, 
             Frame::None => (m.u64(sp), Ok(fp), Ok(sp.wrapping_add(8))),
             // The call stub that entered Java: the thread's Java frames are all out.
             Frame::Linked => return (frames, None),
-            Frame::Unknown => return (frames, Some("an adapter the walk cannot step through")),
+            Frame::Unknown => return (frames, Some("the walk stopped: an adapter the walk cannot step through")),
         };
         let (Ok(next_pc), Ok(next_fp), Ok(next_sp)) = caller else {
-            return (frames, Some("a frame that could not be read"));
+            return (frames, Some("the walk stopped: a frame that could not be read"));
         };
         if next_sp <= sp {
-            return (frames, Some("a caller's frame below its callee's"));
+            return (frames, Some("the walk stopped: a caller's frame below its callee's"));
         }
         (pc, sp, fp) = (next_pc, next_sp, next_fp);
     }
-    (frames, Some("more frames than a dump reads"))
+    (frames, Some("the walk stopped: more frames than a dump reads"))
 }
 
 /// `JavaThreadState`'s name (HotSpot's `_thread_*` values, the same from JDK 17 to 25).
@@ -173,7 +192,7 @@ pub fn write(threads: &[JavaThread], names: impl Fn(u32) -> String, w: &mut dyn 
             }
         }
         if let Some(why) = t.cut {
-            writeln!(w, "\t... (the walk stopped: {why})")?;
+            writeln!(w, "\t... ({why})")?;
         }
         writeln!(w)?;
     }
