@@ -36,6 +36,7 @@ use crate::{
 };
 
 mod fixed;
+mod jit;
 mod lookup;
 use lookup::{find_row, Found};
 
@@ -275,7 +276,7 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
         Found::Row(row) => row,
         Found::NoRow => UnwindRow { cfa_kind: cfa::NONE, ..UnwindRow::default() },
         Found::NoMapping => return None,
-        Found::Jit => return jit_caller(walk),
+        Found::Jit => return jit::jit_caller(walk),
     };
     walk.from_frame_pointer = u32::from(row.cfa_kind == cfa::NONE);
     if row.cfa_kind == cfa::FIXED || row.cfa_kind == cfa::FIXED_PROLOGUE {
@@ -314,19 +315,7 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
             walk.exact_ip = 1;
             return Some(());
         }
-        cfa::SENDER_SP => {
-            let (Some(caller_bp), Some(ra), Some(sp)) = (read(walk.bp), read(walk.bp + 8), read(walk.bp - 8)) else {
-                return broken(walk);
-            };
-            // The caller's frame holds this one's: its stack pointer is at or above this frame's.
-            if sp < walk.bp + 16 || sp - walk.sp > JIT_MAX_FRAME {
-                return broken(walk);
-            }
-            walk.bp = caller_bp;
-            walk.sp = sp;
-            walk.ip = ra;
-            return Some(());
-        }
+        cfa::SENDER_SP => return jit::sender_sp_caller(walk),
         cfa::NONE => {
             count(Stat::UnwindFramePointerFrames);
             // The frame pointer chain: [rbp] is the caller's rbp, [rbp + 8] the return address.
@@ -367,37 +356,6 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
     walk.ip = ra;
     Some(())
 }
-
-/// The caller of a frame in JIT code, by its frame pointer: JIT code keeps none of the CFI that
-/// would say otherwise. The caller's frame must lie above this one on the same stack (JIT code
-/// that uses RBP for data, as HotSpot's does without `-XX:+PreserveFramePointer`, fails this).
-#[inline(always)]
-fn jit_caller(walk: &mut Walk) -> Option<()> {
-    count(Stat::JitFrames);
-    walk.from_frame_pointer = 1;
-    let stop = |walk: &mut Walk| {
-        count(Stat::JitWalkStops);
-        walk.stack.end |= END_BROKEN;
-        None
-    };
-    if walk.bp < walk.sp || walk.bp - walk.sp > JIT_MAX_FRAME {
-        return stop(walk);
-    }
-    let (Some(caller_bp), Some(ra)) = (read(walk.bp), read(walk.bp + 8)) else {
-        return stop(walk);
-    };
-    if caller_bp != 0 && caller_bp <= walk.bp {
-        return stop(walk);
-    }
-    walk.sp = walk.bp + 16;
-    walk.bp = caller_bp;
-    walk.ip = ra;
-    Some(())
-}
-
-/// The largest JIT frame believed: a frame pointer further above the stack pointer is taken for
-/// data in RBP, not a frame.
-const JIT_MAX_FRAME: u64 = 1 << 20;
 
 #[inline(always)]
 fn read(address: u64) -> Option<u64> {
