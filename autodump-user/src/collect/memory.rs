@@ -2,7 +2,14 @@
 //! resident size per mapping from /proc/PID/smaps (snapshots every `--smaps-every`, kept for
 //! as long as a bundle reaches back), and the cgroup's `memory.stat` when it limits memory.
 
-use std::{collections::BTreeMap, fs, io::Read, time::Duration};
+use std::{
+    alloc::{GlobalAlloc, Layout, System},
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use serde::Serialize;
 
@@ -30,13 +37,57 @@ pub fn parse_status_split(status: &str) -> Option<RssSplit> {
     Some(RssSplit { anon_bytes: kib("RssAnon:")?, file_bytes: kib("RssFile:")?, shmem_bytes: kib("RssShmem:")? })
 }
 
-/// Bytes of heap the agent has allocated and not freed (glibc's count: small blocks and those
-/// mapped on their own). What `--memory-budget` bounds.
+/// Bytes of heap the agent has allocated and not freed, as asked of the allocator (counted by
+/// [`Counting`]: reading glibc's own count, `mallinfo2`, walks its free lists, and naming
+/// reads it around every batch). What `--memory-budget` bounds.
 pub fn heap_in_use() -> usize {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    info.uordblks + info.hblkhd
+    IN_USE.load(Ordering::Relaxed)
 }
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting the bytes it hands out.
+pub struct Counting;
+
+// SAFETY: every call is passed to the system allocator unchanged; only a counter is kept beside.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract for `dealloc`, passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc`, passed on.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            IN_USE.fetch_add(new_size, Ordering::Relaxed);
+            IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 /// A size field of the agent's own /proc/self/status (`VmRSS:`, `VmHWM:`), in MiB.
 pub fn own_status_mib(key: &str) -> f64 {

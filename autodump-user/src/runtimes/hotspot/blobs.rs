@@ -116,13 +116,17 @@ pub struct CodeMap {
     heaps_layout: CodeLayout,
     layout: BlobLayout,
     bounds: (u64, u64),
-    /// Each heap's segment map as last read.
+    /// Each heap's segment map as last read, and buffers to read them into next.
     segmaps: Vec<(Heap, Vec<u8>)>,
-    /// Blobs by their block's (address, segments), None for a block not in use.
-    blocks: HashMap<(u64, u64), Option<Blob>>,
+    spare: Vec<Vec<u8>>,
+    /// Blocks by (address, segments), sorted, with their blob (None: not in use).
+    blocks: Vec<((u64, u64), Option<Blob>)>,
     names: HashMap<u64, Arc<str>>,
     /// Blocks whose blob could not be read, at the last change.
     pub unreadable: u64,
+    /// Code that was freed, or is new, since `take_changed` was last called: what was named
+    /// there may now be another method.
+    changed: Vec<(u64, u64)>,
 }
 
 impl CodeMap {
@@ -132,29 +136,41 @@ impl CodeMap {
         layout: BlobLayout,
         bounds: (u64, u64),
     ) -> Self {
-        let (segmaps, blocks, names) = (Vec::new(), HashMap::new(), HashMap::new());
-        Self { memory, heaps_layout, layout, bounds, segmaps, blocks, names, unreadable: 0 }
+        let (segmaps, blocks, names) = (Vec::new(), Vec::new(), HashMap::new());
+        let (spare, changed) = (Vec::new(), Vec::new());
+        Self { memory, heaps_layout, layout, bounds, segmaps, spare, blocks, names, unreadable: 0, changed }
+    }
+
+    /// The code ranges freed or new since the last call (none at the first read).
+    pub fn take_changed(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Reads the segment maps; the blobs, sorted, when anything changed since the last call.
     pub fn changed(&mut self) -> Option<Vec<Blob>> {
         let heaps = read_heaps(&*self.memory, &self.heaps_layout)?;
+        // The maps are read into the buffers of the last read but one: no pages to fault in.
+        let mut spare = std::mem::take(&mut self.spare);
         let mut segmaps = Vec::new();
         for heap in heaps {
             let len = (heap.high - heap.low) >> heap.log2_segment;
             if len > MAX_SEGMAP {
                 continue;
             }
-            let mut bytes = vec![0u8; len as usize];
+            let mut bytes = spare.pop().unwrap_or_default();
+            bytes.clear();
+            bytes.resize(len as usize, 0);
             if read_chunked(&*self.memory, heap.segmap, &mut bytes) {
                 segmaps.push((heap, bytes));
+            } else {
+                spare.push(bytes);
             }
         }
-        if segmaps == self.segmaps {
-            return None;
-        }
-        self.segmaps = segmaps;
-        Some(self.read_blobs())
+        let same = segmaps == self.segmaps;
+        let done = if same { segmaps } else { std::mem::replace(&mut self.segmaps, segmaps) };
+        spare.extend(done.into_iter().map(|(_, bytes)| bytes));
+        self.spare = spare;
+        (!same).then(|| self.read_blobs())
     }
 
     fn read_blobs(&mut self) -> Vec<Blob> {
@@ -172,25 +188,42 @@ impl CodeMap {
                 i += len;
             }
         }
-        let mut old = std::mem::take(&mut self.blocks);
-        let new: Vec<u64> = blocks.iter().filter(|b| !old.contains_key(b)).map(|b| b.0).collect();
-        let mut read: HashMap<u64, Option<Blob>> = HashMap::new();
-        let l = self.layout.clone();
-        let mut headers = Vec::new();
-        read_near(&*self.memory, &new, (l.block_size + BLOB_HEADER) as usize, |i, bytes| {
-            headers.push((new[i], bytes.to_vec()));
-        });
-        self.unreadable = (new.len() - headers.len()) as u64;
-        for (block, bytes) in headers {
-            read.insert(block, self.blob(block, &bytes));
-        }
+        blocks.sort_unstable();
+        // Both lists are sorted: a block kept as it was keeps its blob, and only new ones are read.
+        let old = std::mem::take(&mut self.blocks);
+        let (mut kept, mut new) = (Vec::with_capacity(blocks.len()), Vec::new());
+        let mut old_blocks = old.into_iter().peekable();
+        let mut gone = |blob: Option<Blob>| self.changed.extend(blob.map(|b| (b.begin, b.end)));
         for b in blocks {
-            let blob = old.remove(&b).or_else(|| read.remove(&b.0));
-            if let Some(blob) = blob {
-                self.blocks.insert(b, blob);
+            while let Some(o) = old_blocks.next_if(|o| o.0 < b) {
+                gone(o.1);
+            }
+            match old_blocks.next_if(|o| o.0 == b) {
+                Some(o) => kept.push(Some(o)),
+                None => {
+                    new.push((b, kept.len()));
+                    kept.push(None);
+                }
             }
         }
-        let mut blobs: Vec<Blob> = self.blocks.values().flatten().cloned().collect();
+        old_blocks.for_each(|o| gone(o.1));
+        let l = self.layout.clone();
+        let addrs: Vec<u64> = new.iter().map(|n| n.0 .0).collect();
+        let mut headers = Vec::new();
+        read_near(&*self.memory, &addrs, (l.block_size + BLOB_HEADER) as usize, |i, bytes| {
+            headers.push((i, bytes.to_vec()));
+        });
+        self.unreadable = (new.len() - headers.len()) as u64;
+        for (i, bytes) in headers {
+            let (block, at) = new[i];
+            let blob = self.blob(block.0, &bytes);
+            self.changed.extend(blob.as_ref().map(|b| (b.begin, b.end)));
+            kept[at] = Some((block, blob));
+        }
+        // A new block whose blob could not be read is left out, to be read again next time.
+        let kept: Vec<_> = kept.into_iter().flatten().collect();
+        self.blocks = kept;
+        let mut blobs: Vec<Blob> = self.blocks.iter().filter_map(|(_, b)| b.clone()).collect();
         blobs.sort_by_key(|b| b.begin);
         blobs
     }

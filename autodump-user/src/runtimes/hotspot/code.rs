@@ -15,7 +15,7 @@ use super::{
     tables::c_string,
     vmstructs::VmStructs,
 };
-use crate::collect::remote::RemoteMemory;
+use crate::collect::remote::{field_u32, field_u64, RemoteMemory};
 
 /// Code heaps read at most (HotSpot has three with a segmented code cache).
 const MAX_HEAPS: u64 = 16;
@@ -31,6 +31,12 @@ const MAX_TYPE_SIZE: u64 = 4096;
 const ACC_NATIVE: u16 = 0x0100;
 /// The segment map's mark of a free segment.
 const FREE_SEGMENT: u8 = 0xff;
+/// Bytes of the segment map read at once, going back from an address's segment.
+const SEGMAP_WINDOW: usize = 512;
+/// Bytes of a symbol's body read with its length (most names are shorter).
+const SYMBOL_PIECE: u64 = 64;
+/// Bytes of a blob read at once: the header fields naming reads lie in its first few hundred.
+const BLOB_HEADER: u64 = 512;
 
 /// Where what naming reads is, from the tables.
 #[derive(Clone, Debug)]
@@ -124,6 +130,8 @@ type LineTable = Arc<[(u32, u32)]>;
 
 /// A method's name (`Chain.leafSpin(int)`) and source file.
 pub type NamedMethod = (Arc<str>, Option<Arc<str>>);
+/// A class's name (`java.lang.String`) and source file.
+type NamedClass = (Arc<str>, Option<Arc<str>>);
 
 /// Counts of what naming met.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -148,6 +156,11 @@ pub struct JavaCode {
     bounds: (u64, u64),
     heaps: Vec<Heap>,
     methods: HashMap<u64, Option<NamedMethod>>,
+    /// Blobs' names (`nmethod`, `Interpreter`) by where they are: static strings of the JVM.
+    blob_names: HashMap<u64, Arc<str>>,
+    /// Classes and source files by constant pool, and symbols' text by address.
+    classes: HashMap<u64, Option<NamedClass>>,
+    symbols: HashMap<u64, Arc<str>>,
     /// How a method's source lines are read, when the tables say, and each method's lines.
     lines: Option<(LineLayout, HashMap<u64, Option<LineTable>>)>,
     pub stats: CodeStats,
@@ -161,7 +174,8 @@ impl JavaCode {
         bounds: (u64, u64),
     ) -> Self {
         let (heaps, methods, stats) = (Vec::new(), HashMap::new(), CodeStats::default());
-        Self { memory, layout, scopes, bounds, heaps, methods, lines: None, stats }
+        let (blob_names, classes, symbols) = (HashMap::new(), HashMap::new(), HashMap::new());
+        Self { memory, layout, scopes, bounds, heaps, methods, blob_names, classes, symbols, lines: None, stats }
     }
 
     /// Reads source lines with `layout`.
@@ -238,44 +252,42 @@ impl JavaCode {
     }
 
     /// The blob that holds `pc`: Ok(None) when its segment is free or its block not in use.
+    /// Three reads: the segment map before `pc`, the block's header, the nmethod's scopes.
     fn blob(&mut self, heap: Heap, pc: u64) -> Result<Option<Code>, ()> {
-        let m = &*self.memory;
-        let l = &self.layout;
-        let mut segment = (pc - heap.low) >> heap.log2_segment;
-        let mut hop = [0u8; 1];
-        m.read(heap.segmap.wrapping_add(segment), &mut hop).map_err(|_| ())?;
-        if hop[0] == FREE_SEGMENT {
+        let Some(segment) = block_start(&*self.memory, heap, (pc - heap.low) >> heap.log2_segment)? else {
             return Ok(None);
-        }
-        let mut hops = 0;
-        while hop[0] > 0 {
-            segment = segment.checked_sub(u64::from(hop[0])).ok_or(())?;
-            hops += 1;
-            if hops > MAX_HOPS {
-                return Err(());
-            }
-            m.read(heap.segmap.wrapping_add(segment), &mut hop).map_err(|_| ())?;
-        }
+        };
+        let l = &self.layout;
         let block = heap.low + (segment << heap.log2_segment);
-        let mut header = vec![0u8; l.heap_block_size as usize];
-        m.read(block, &mut header).map_err(|_| ())?;
+        let mut header = vec![0u8; (l.heap_block_size + BLOB_HEADER) as usize];
+        self.memory.read(block, &mut header).map_err(|_| ())?;
         if header.get(l.block_used as usize).is_none_or(|&used| used == 0) {
             return Ok(None);
         }
-        let blob = block + l.heap_block_size;
-        let size = m.i32(blob.wrapping_add(l.blob_size)).map_err(|_| ())?;
+        let (blob, fields) = (block + l.heap_block_size, &header[l.heap_block_size as usize..]);
+        let size = field_u32(fields, l.blob_size).ok_or(())? as i32;
         if size <= 0 || pc < blob || pc >= blob.saturating_add(size as u64) {
             return Ok(None);
         }
-        let name = c_string(m, m.field(blob, l.blob_name).map_err(|_| ())?).ok_or(())?;
+        let name_at = field_u64(fields, l.blob_name).ok_or(())?;
+        let name = match self.blob_names.get(&name_at) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = c_string(&*self.memory, name_at).ok_or(())?.into();
+                self.blob_names.insert(name_at, name.clone());
+                name
+            }
+        };
         // A JNI method's compiled wrapper is an nmethod too ("native nmethod" up to JDK 22).
-        if name != "nmethod" && name != "native nmethod" {
-            return Ok(Some(Code::Blob(name.into())));
+        if &*name != "nmethod" && &*name != "native nmethod" {
+            return Ok(Some(Code::Blob(name)));
         }
-        let method = m.field(blob, l.nmethod_method).map_err(|_| ())?;
+        let method = field_u64(fields, l.nmethod_method).ok_or(())?;
         // The methods it inlined at `pc`, innermost first, then its own.
         let mut methods = match &self.scopes {
-            Some(scopes) => Sections::read(m, scopes, blob).map(|s| s.methods_at(scopes, pc)).unwrap_or_default(),
+            Some(scopes) => Sections::read(&*self.memory, scopes, blob, fields)
+                .map(|s| s.methods_at(scopes, pc))
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         if methods.last() != Some(&method) {
@@ -298,38 +310,92 @@ impl JavaCode {
         named
     }
 
-    /// `Class.method(parameters)` and the source file of the `Method` at `method`.
-    fn method(&self, method: u64) -> Option<NamedMethod> {
-        let (m, l) = (&*self.memory, &self.layout);
-        let constant = m.field(method, l.method_const).ok()?;
-        let mut indexes = [0u8; 4];
-        m.read(constant.wrapping_add(l.const_name_index), &mut indexes[..2]).ok()?;
-        m.read(constant.wrapping_add(l.const_signature_index), &mut indexes[2..]).ok()?;
-        let pool = m.field(constant, l.const_constants).ok()?;
-        let holder = m.field(pool, l.pool_holder).ok()?;
-        let symbol_at = |index: u16| m.u64(pool.wrapping_add(l.pool_size).wrapping_add(8 * u64::from(index))).ok();
-        let name = self.symbol(symbol_at(u16::from_le_bytes([indexes[0], indexes[1]]))?)?;
-        let signature = self.symbol(symbol_at(u16::from_le_bytes([indexes[2], indexes[3]]))?)?;
-        let class = self.symbol(m.field(holder, l.klass_name).ok()?)?.replace('/', ".");
-        let file = l.pool_source_file.and_then(|at| {
-            let mut index = [0u8; 2];
-            m.read(pool.wrapping_add(at), &mut index).ok()?;
-            self.symbol(symbol_at(u16::from_le_bytes(index))?)
-        });
+    /// `Class.method(parameters)` and the source file of the `Method` at `method`: its
+    /// `ConstMethod`'s header in one read, its class (by constant pool) and symbols cached.
+    fn method(&mut self, method: u64) -> Option<NamedMethod> {
+        let l = self.layout.clone();
+        let constant = self.memory.field(method, l.method_const).ok()?;
+        let header_len = l.const_constants.max(l.const_name_index).max(l.const_signature_index) + 8;
+        let mut header = vec![0u8; header_len as usize];
+        self.memory.read(constant, &mut header).ok()?;
+        let index = |at: u64| Some(u16::from_le_bytes([*header.get(at as usize)?, *header.get(at as usize + 1)?]));
+        let (name, signature) = (index(l.const_name_index)?, index(l.const_signature_index)?);
+        let pool = field_u64(&header, l.const_constants)?;
+        let (class, file) = self.class(pool)?;
+        let name = self.symbol(self.pool_symbol(pool, name)?)?;
+        let signature = self.symbol(self.pool_symbol(pool, signature)?)?;
         let parameters = parameters(&signature)?;
-        Some((format!("{class}.{name}({parameters})").into(), file.map(Arc::from)))
+        Some((format!("{class}.{name}({parameters})").into(), file))
     }
 
-    /// A `Symbol`'s text.
-    fn symbol(&self, at: u64) -> Option<String> {
+    /// The class (`java.lang.String`) and source file of the constant pool at `pool`, cached.
+    fn class(&mut self, pool: u64) -> Option<NamedClass> {
+        if let Some(known) = self.classes.get(&pool) {
+            return known.clone();
+        }
+        let l = self.layout.clone();
+        let mut header = vec![0u8; l.pool_size as usize];
+        let read = self.memory.read(pool, &mut header).ok().and_then(|()| {
+            let holder = field_u64(&header, l.pool_holder)?;
+            let class = self.symbol(self.memory.field(holder, l.klass_name).ok()?)?.replace('/', ".");
+            let file = l.pool_source_file.and_then(|at| {
+                let at = at as usize;
+                let index = u16::from_le_bytes([*header.get(at)?, *header.get(at + 1)?]);
+                self.symbol(self.pool_symbol(pool, index)?)
+            });
+            Some((Arc::from(class), file))
+        });
+        if self.classes.len() >= MAX_METHODS {
+            self.classes.clear();
+        }
+        self.classes.insert(pool, read.clone());
+        read
+    }
+
+    /// A `Symbol`'s bytes: its length and first bytes in one read, the rest, if any, in a
+    /// second (two exact reads where the first would run past readable memory).
+    fn symbol_body(&self, at: u64) -> Option<Vec<u8>> {
         let (m, l) = (&*self.memory, &self.layout);
-        let mut len = [0u8; 2];
-        m.read(at.wrapping_add(l.symbol_length), &mut len).ok()?;
-        let len = u64::from(u16::from_le_bytes(len)).min(MAX_SYMBOL);
-        let mut body = vec![0u8; len as usize];
-        m.read(at.wrapping_add(l.symbol_body), &mut body).ok()?;
+        let shift = l.symbol_length.min(l.symbol_body);
+        let (len_at, body_at) = ((l.symbol_length - shift) as usize, (l.symbol_body - shift) as usize);
+        let mut first = vec![0u8; body_at + SYMBOL_PIECE as usize];
+        let (len, mut body) = match m.read(at.wrapping_add(shift), &mut first) {
+            Ok(()) => (u16::from_le_bytes([*first.get(len_at)?, *first.get(len_at + 1)?]), first.split_off(body_at)),
+            Err(_) => {
+                let mut len = [0u8; 2];
+                m.read(at.wrapping_add(l.symbol_length), &mut len).ok()?;
+                (u16::from_le_bytes(len), Vec::new())
+            }
+        };
+        let len = u64::from(len).min(MAX_SYMBOL) as usize;
+        if body.len() < len {
+            let mut rest = vec![0u8; len - body.len()];
+            m.read(at.wrapping_add(l.symbol_body + body.len() as u64), &mut rest).ok()?;
+            body.extend_from_slice(&rest);
+        }
+        body.truncate(len);
+        Some(body)
+    }
+
+    /// The `Symbol*` in slot `index` of the constant pool at `pool`.
+    fn pool_symbol(&self, pool: u64, index: u16) -> Option<u64> {
+        let at = pool.wrapping_add(self.layout.pool_size).wrapping_add(8 * u64::from(index));
+        self.memory.u64(at).ok()
+    }
+
+    /// A `Symbol`'s text, cached by address (symbols live as long as their classes).
+    fn symbol(&mut self, at: u64) -> Option<Arc<str>> {
+        if let Some(known) = self.symbols.get(&at) {
+            return Some(known.clone());
+        }
+        let body = self.symbol_body(at)?;
         // Modified UTF-8: what is not UTF-8 is shown, not dropped.
-        Some(String::from_utf8_lossy(&body).into_owned())
+        let text: Arc<str> = String::from_utf8_lossy(&body).into();
+        if self.symbols.len() >= MAX_METHODS {
+            self.symbols.clear();
+        }
+        self.symbols.insert(at, text.clone());
+        Some(text)
     }
 }
 
@@ -355,4 +421,30 @@ pub fn read_heaps(m: &dyn RemoteMemory, l: &CodeLayout) -> Option<Vec<Heap>> {
         }
     }
     Some(heaps)
+}
+
+/// The first segment of the block that holds `segment` of `heap`, following the segment map's
+/// hops back (read a window at a time): None when the segment is free.
+fn block_start(m: &dyn RemoteMemory, heap: Heap, mut segment: u64) -> Result<Option<u64>, ()> {
+    let mut window = [0u8; SEGMAP_WINDOW];
+    let (mut first, mut hops) = (u64::MAX, 0);
+    loop {
+        if segment < first || segment >= first + SEGMAP_WINDOW as u64 {
+            first = segment.saturating_sub(SEGMAP_WINDOW as u64 - 1);
+            let len = (segment - first + 1) as usize;
+            m.read(heap.segmap.wrapping_add(first), &mut window[..len]).map_err(|_| ())?;
+        }
+        let hop = window[(segment - first) as usize];
+        if hops == 0 && hop == FREE_SEGMENT {
+            return Ok(None);
+        }
+        if hop == 0 {
+            return Ok(Some(segment));
+        }
+        segment = segment.checked_sub(u64::from(hop)).ok_or(())?;
+        hops += 1;
+        if hops > MAX_HOPS {
+            return Err(());
+        }
+    }
 }

@@ -102,7 +102,7 @@ impl Loader for HotSpotLoader {
             }
             Some(e) => tracing::warn!(pid, "HotSpot JVM whose tables cannot be read: {e}"),
         }
-        let naming = code.map(|code| Rc::new(RefCell::new(Naming { code, named: Default::default() })));
+        let naming = code.map(|code| Rc::new(RefCell::new(Naming::new(code))));
         let mut instance = HotSpotInstance { status, naming, walk: None, first: None };
         if let Some(walk) = walk {
             instance.start_walk(walk);
@@ -316,6 +316,10 @@ impl Instance for HotSpotInstance {
         };
         self.status.code_blobs = blobs.len();
         self.status.code_blobs_unreadable = walk.map.unreadable;
+        let changed = walk.map.take_changed();
+        if let Some(naming) = &self.naming {
+            naming.borrow_mut().changed.extend(changed);
+        }
         let rows = walk.map.rows(&blobs);
         walk.blobs = blobs;
         Some(rows)

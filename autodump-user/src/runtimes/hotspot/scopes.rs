@@ -8,6 +8,7 @@
 //! nmethods keep them elsewhere (23 and later) is named without inlined methods.
 
 use super::vmstructs::VmStructs;
+use crate::collect::remote::{field_u32, field_u64};
 
 /// Largest span of metadata, scopes data and `PcDesc`s read for one nmethod.
 const MAX_SECTIONS: u64 = 1 << 20;
@@ -57,13 +58,21 @@ pub struct Sections {
 }
 
 impl Sections {
-    /// Reads them from the nmethod at `nmethod` (`header`: its first bytes, already read).
-    pub fn read(m: &dyn crate::collect::remote::RemoteMemory, l: &ScopesLayout, nmethod: u64) -> Option<Self> {
-        let int = |at: u64| m.i32(nmethod.wrapping_add(at)).ok().and_then(|v| u64::try_from(v).ok());
+    /// Reads them from the nmethod at `nmethod`, whose first bytes are `header` (its fields are
+    /// taken from there when they lie in it).
+    pub fn read(
+        m: &dyn crate::collect::remote::RemoteMemory,
+        l: &ScopesLayout,
+        nmethod: u64,
+        header: &[u8],
+    ) -> Option<Self> {
+        let u32_at = |at: u64| field_u32(header, at).or_else(|| m.i32(nmethod.wrapping_add(at)).ok().map(|v| v as u32));
+        let u64_at = |at: u64| field_u64(header, at).or_else(|| m.field(nmethod, at).ok());
+        let int = |at: u64| u32_at(at).and_then(|v| u64::try_from(v as i32).ok());
         let metadata = int(l.metadata_offset)?;
         let scopes_pcs = int(l.scopes_pcs_offset)?;
         let end = int(l.dependencies_offset)?;
-        let scopes_data = m.field(nmethod, l.scopes_data_begin).ok()?.checked_sub(nmethod)?;
+        let scopes_data = u64_at(l.scopes_data_begin)?.checked_sub(nmethod)?;
         if !(metadata <= scopes_data && scopes_data <= scopes_pcs && scopes_pcs <= end) || end - metadata > MAX_SECTIONS
         {
             return None;
@@ -71,7 +80,7 @@ impl Sections {
         let mut bytes = vec![0u8; (end - metadata) as usize];
         m.read(nmethod + metadata, &mut bytes).ok()?;
         Some(Self {
-            code_begin: m.field(nmethod, l.code_begin).ok()?,
+            code_begin: u64_at(l.code_begin)?,
             bytes,
             scopes_data: (scopes_data - metadata) as usize,
             scopes_pcs: (scopes_pcs - metadata) as usize,

@@ -72,7 +72,7 @@ struct JitInstance {
 
 impl Instance for JitInstance {
     fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
-        Some(Box::new(SharedNames(self.names.clone())))
+        Some(Box::new(SharedNames { names: self.names.clone(), code_named: self.code_named }))
     }
 
     /// What summaries say about JIT code over `profiles`: nothing for a process with neither a

@@ -127,8 +127,12 @@ impl JitNames {
 }
 
 /// The names the symbolizer asks for, shared with the process's instance (its summary reads the
-/// map's figures).
-pub struct SharedNames(pub std::rc::Rc<std::cell::RefCell<JitNames>>);
+/// map's figures). `code_named`: another runtime names the process's JIT code from its memory, so
+/// an unnamed address is no reason to read the map at once (each tick still does).
+pub struct SharedNames {
+    pub names: std::rc::Rc<std::cell::RefCell<JitNames>>,
+    pub code_named: bool,
+}
 
 impl RuntimeNames for SharedNames {
     fn names_anonymous(&self) -> bool {
@@ -136,11 +140,11 @@ impl RuntimeNames for SharedNames {
     }
 
     fn anonymous(&mut self, address: u64, mapping: Option<&Mapping>) -> Option<Location> {
-        self.0.borrow_mut().location(address, mapping)
+        self.names.borrow_mut().location(address, mapping)
     }
 
     fn update(&mut self, pid: u32, when: Update) -> Vec<u64> {
-        let mut jit = self.0.borrow_mut();
+        let mut jit = self.names.borrow_mut();
         match when {
             // Asks a JVM for a fresh map when one is due, and reads what a known runtime, or a
             // process whose map was found, added to it.
@@ -151,6 +155,7 @@ impl RuntimeNames for SharedNames {
                 }
                 stale
             }
+            Update::Unnamed if self.code_named => Vec::new(),
             Update::Unnamed => jit.update(pid),
             Update::Bundle { alive: true } => jit.ask_now(pid),
             Update::Bundle { alive: false } => jit.update(pid),
@@ -158,7 +163,7 @@ impl RuntimeNames for SharedNames {
     }
 
     fn clear(&mut self) {
-        self.0.borrow_mut().clear();
+        self.names.borrow_mut().clear();
     }
 }
 
