@@ -20,19 +20,99 @@ pub fn java_classes() -> &'static std::path::Path {
 
 /// Starts the Java fixture with `flags`.
 pub fn start_java(flags: &[&str]) -> Fixture {
-    start_java_of("java", flags)
+    start_java_of(&Jdk::host(), flags)
 }
 
-/// Starts the Java fixture with `flags` on the JVM `java` (its classes, compiled by Debian's
-/// JDK 17, run on later JDKs too).
-pub fn start_java_of(java: &str, flags: &[&str]) -> Fixture {
-    let mut command = Command::new(java);
-    command.args(flags).arg("-cp").arg(java_classes()).arg("Chain");
+/// Starts the Java fixture with `flags` on the JDK `jdk` (its classes, compiled by Debian's
+/// JDK 17, run on later JDKs too; copied into the JDK's root when it has one).
+pub fn start_java_of(jdk: &Jdk, flags: &[&str]) -> Fixture {
+    let mut command = jdk.tool("java");
+    command.args(flags).arg("-cp").arg(jdk.classes()).arg("Chain");
     spawn_jvm(command, "Chain.java")
 }
 
 /// The JDK 25 this machine kind has beside Debian's 17 (Temurin's build, in its image).
 pub const JDK_25: &str = "/usr/lib/jvm/temurin-25-jdk-amd64";
+/// Debian 13's JDK 21, in the Debian 13 root `cargo xtask setup` makes.
+pub const JDK_21: &str = "/usr/lib/jvm/java-21-openjdk-amd64";
+
+/// A JDK: the host's (`java` on the path), or one in a directory, on the host or in a root
+/// filesystem of its own Debian release (run with `chroot`, in a mount namespace of its own).
+pub struct Jdk {
+    pub home: Option<String>,
+    pub root: Option<std::path::PathBuf>,
+}
+
+impl Jdk {
+    pub fn host() -> Self {
+        Self { home: None, root: None }
+    }
+
+    pub fn at(home: &str) -> Self {
+        Self { home: Some(home.into()), root: None }
+    }
+
+    pub fn in_root(root: std::path::PathBuf, home: &str) -> Self {
+        Self { home: Some(home.into()), root: Some(root) }
+    }
+
+    /// Whether it is there.
+    pub fn exists(&self) -> bool {
+        self.home.as_ref().is_none_or(|h| self.on_host(h).join("bin/java").exists())
+    }
+
+    /// A command that runs the JDK's tool `name` (`java`, `jfr`, `jcmd`).
+    pub fn tool(&self, name: &str) -> Command {
+        let exe = match &self.home {
+            Some(home) => format!("{home}/bin/{name}"),
+            None => name.to_string(),
+        };
+        match &self.root {
+            // The launcher finds its libraries through /proc/self/exe: /proc is mounted in the
+            // root, in a mount namespace of the JVM's own (as a container's), gone with it.
+            Some(root) => {
+                let mut command = Command::new("unshare");
+                command
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount -t proc proc "$0/proc" && exec chroot "$0" "$@""#)
+                    .arg(root)
+                    .arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        }
+    }
+
+    /// Where a path the JDK sees (absolute) is on the host.
+    pub fn on_host(&self, path: &str) -> std::path::PathBuf {
+        match &self.root {
+            Some(root) => root.join(path.trim_start_matches('/')),
+            None => path.into(),
+        }
+    }
+
+    /// A scratch directory the JDK and the host both see: (as the JDK sees it, on the host).
+    pub fn scratch(&self, name: &str) -> (String, std::path::PathBuf) {
+        let host = scratch_dir(name);
+        let Some(root) = &self.root else { return (host.display().to_string(), host) };
+        let inside = format!("/tmp/autodump-{name}-{}", std::process::id());
+        let dir = root.join(inside.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).expect("a scratch directory in the root");
+        (inside, dir)
+    }
+
+    /// The fixture's classes, as the JDK sees them.
+    fn classes(&self) -> String {
+        if self.root.is_none() {
+            return java_classes().display().to_string();
+        }
+        let (inside, dir) = self.scratch("java-classes");
+        for entry in std::fs::read_dir(java_classes()).expect("the compiled classes").flatten() {
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy a class into the root");
+        }
+        inside
+    }
+}
 
 /// Starts a JVM as a service manager would: with SIGQUIT at its default, so that the JVM
 /// catches it (a shell's background job ignores it, and a JVM that inherits that can never be

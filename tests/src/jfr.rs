@@ -13,10 +13,10 @@ pub struct JfrSample {
     pub lines: Vec<Option<u64>>,
 }
 
-/// The `jdk.ExecutionSample` events of the recording at `file`, read by the `jfr` tool `tool`
-/// (the JDK's that wrote it).
-pub fn execution_samples(tool: &str, file: &Path) -> Vec<JfrSample> {
-    let out = Command::new(tool)
+/// The `jdk.ExecutionSample` events of the recording at `file` (as the tool sees it), read by
+/// `tool`, the `jfr` of the JDK that wrote it.
+pub fn execution_samples(mut tool: Command, file: &Path) -> Vec<JfrSample> {
+    let out = tool
         .args(["print", "--json", "--events", "jdk.ExecutionSample"])
         .arg(file)
         .output()

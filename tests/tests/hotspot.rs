@@ -8,10 +8,12 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use autodump_tests::{
     favour_cpu,
-    java::{start_java, start_java_of, JDK_25, NO_INLINING},
+    java::{start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
-    require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
+    require_bpf,
+    roots::root,
+    run_agent, scratch_dir, warm_up, RunningAgent,
 };
 
 /// What `vmstructsdump` prints: each type (`type NAME SUPER isOop isInteger isUnsigned SIZE`)
@@ -184,7 +186,18 @@ fn java_stacks_without_frame_pointers_read_as_jfr_records_them() {
     if !require_bpf("java_stacks_without_frame_pointers_read_as_jfr_records_them") {
         return;
     }
-    stacks_read_as_jfr_records_them("java", "jfr", &[], true);
+    stacks_read_as_jfr_records_them(&Jdk::host(), &[], true);
+}
+
+/// The same on Debian 13's JDK 21, in a Debian 13 root of its own.
+#[test]
+fn jdk_21_stacks_in_a_debian_13_root_read_as_jfr_records_them() {
+    if !require_bpf("jdk_21_stacks_in_a_debian_13_root_read_as_jfr_records_them") {
+        return;
+    }
+    let jdk = Jdk::in_root(root("trixie"), JDK_21);
+    assert!(jdk.exists(), "no JDK 21 in {} (cargo xtask setup installs it)", root("trixie").display());
+    stacks_read_as_jfr_records_them(&jdk, &[], true);
 }
 
 /// The same on JDK 25 (its layout of code blobs and frames), with nothing inlined: JDK 25's
@@ -194,25 +207,27 @@ fn jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them() {
     if !require_bpf("jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them") {
         return;
     }
-    if !std::path::Path::new(JDK_25).exists() {
+    let jdk = Jdk::at(JDK_25);
+    if !jdk.exists() {
         // This machine kind's image has it (Debian 13 has no JDK 25, and unstable's does not
         // install in a root without /proc): where CI runs, its absence is a failure.
         assert!(std::env::var_os("AUTODUMP_REQUIRE_BPF").is_none(), "no JDK 25 at {JDK_25}");
         eprintln!("skipped: no JDK 25 at {JDK_25}");
         return;
     }
-    let (java, jfr) = (format!("{JDK_25}/bin/java"), format!("{JDK_25}/bin/jfr"));
-    stacks_read_as_jfr_records_them(&java, &jfr, &NO_INLINING, false);
+    stacks_read_as_jfr_records_them(&jdk, &NO_INLINING, false);
 }
 
-fn stacks_read_as_jfr_records_them(java: &str, jfr_tool: &str, flags: &[&str], inlining: bool) {
+fn stacks_read_as_jfr_records_them(jdk: &Jdk, flags: &[&str], inlining: bool) {
     favour_cpu();
-    let recording = scratch_dir("hotspot-jfr").join(format!("chain-{}.jfr", std::process::id()));
-    let jfr = format!("-XX:StartFlightRecording=filename={},settings=profile,dumponexit=true", recording.display());
+    let (dir, on_host) = jdk.scratch("hotspot-jfr");
+    let name = format!("chain-{}.jfr", std::process::id());
+    let (recording, on_host) = (format!("{dir}/{name}"), on_host.join(&name));
+    let jfr = format!("-XX:StartFlightRecording=filename={recording},settings=profile,dumponexit=true");
     // JFR says it started on standard output, where the fixture says it is ready.
     let mut all = vec!["-XX:+DisableAttachMechanism", "-Xlog:jfr+startup=off", &jfr];
     all.extend_from_slice(flags);
-    let mut java = start_java_of(java, &all);
+    let mut java = start_java_of(jdk, &all);
     warm_up(java.pid, 4.0);
     let pid = java.pid.to_string();
     let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s"]);
@@ -230,16 +245,18 @@ fn stacks_read_as_jfr_records_them(java: &str, jfr_tool: &str, flags: &[&str], i
     assert_eq!(hotspot["frames_walked"], true, "{hotspot}");
     assert_eq!(bundle.summary()["jit"], serde_json::Value::Null, "nothing asked of the JVM");
 
-    let theirs: Vec<_> = autodump_tests::jfr::execution_samples(jfr_tool, &recording)
+    let theirs: Vec<_> = autodump_tests::jfr::execution_samples(jdk.tool("jfr"), recording.as_ref())
         .into_iter()
         .filter(|s| s.thread == "main" && (from..to).contains(&s.time))
         .collect();
-    let _ = std::fs::remove_file(&recording);
+    let _ = std::fs::remove_file(&on_host);
     assert!(theirs.len() > 100, "{} JFR samples of the main thread in the window", theirs.len());
     let ours: Vec<_> = bundle.folded("cpu.folded").into_iter().filter(|f| f.frames[0] == "java").collect();
     let total = ours.iter().map(|f| f.weight).sum::<u64>() as f64;
-    let whole = ours.iter().filter(|f| f.frames.iter().any(|x| x == "start_thread")).map(|f| f.weight).sum::<u64>();
-    eprintln!("main thread's samples walked to start_thread: {:.1}%", whole as f64 / total * 100.0);
+    // Whole: through every Java frame and the call stub to the launcher's thread (`JavaMain`,
+    // under which only libc's thread start lies, named where its debug symbols are).
+    let whole = ours.iter().filter(|f| f.frames.iter().any(|x| x == "JavaMain")).map(|f| f.weight).sum::<u64>();
+    eprintln!("main thread's samples walked to JavaMain: {:.1}%", whole as f64 / total * 100.0);
     assert!(whole as f64 >= 0.9 * total, "{whole} of {total} samples walked whole");
     let mut counts = HashMap::<&str, usize>::new();
     for s in &theirs {

@@ -1,7 +1,7 @@
-//! Debian 13's and unstable's CPython and CRuby for the runtime tests, each in a root filesystem of
-//! its own release (an interpreter needs that release's libc): `debootstrap --variant=minbase`
-//! with the Python interpreter included, under `target/python-roots/SUITE`, then the release's
-//! Ruby installed in it (unstable's newest, 3.4, is in Debian's experimental suite). The tests
+//! Debian 13's and unstable's CPython and CRuby (and Debian 13's JDK 21) for the runtime tests,
+//! each in a root filesystem of its own release (an interpreter needs that release's libc):
+//! `debootstrap --variant=minbase` with the Python interpreter included, under
+//! `target/python-roots/SUITE`, then the release's Ruby and JDK installed in it (unstable's newest, 3.4, is in Debian's experimental suite). The tests
 //! run them with `chroot`, as a container would, so the agent also reads an interpreter in
 //! another root.
 
@@ -22,6 +22,10 @@ pub const ROOTS: &[(&str, &str)] = &[("trixie", "python3.13"), ("sid", "python3"
 /// with stackprof, Ruby's own sampler, the reference for a version rbspy cannot read.
 const RUBIES: &[(&str, &[&str], &str)] =
     &[("trixie", &["ruby3.3", "ruby-stackprof"], "trixie"), ("sid", &["ruby3.4"], "experimental")];
+/// Each suite's JDK (Debian 13's 21), for the Java tests: its headless JDK, with `jcmd` and `jfr`.
+/// Its packages' scripts run Java, which needs `/proc`: they are installed in a mount namespace
+/// of their own with `/proc` mounted in the root, so nothing stays mounted after.
+const JDKS: &[(&str, &str)] = &[("trixie", "openjdk-21-jdk-headless")];
 const MIRROR: &str = "http://deb.debian.org/debian";
 
 fn dir(suite: &str) -> PathBuf {
@@ -62,15 +66,19 @@ pub fn ensure() -> Result<()> {
         step(&format!("Debian {suite}'s {} ready", exe.display()));
     }
     for &(suite, packages, from) in RUBIES {
-        ruby(&dir(suite), packages, (from != suite).then_some(from))?;
+        install(&dir(suite), "ruby", packages, (from != suite).then_some(from))?;
+    }
+    for &(suite, package) in JDKS {
+        install(&dir(suite), "jdk", &[package], None)?;
     }
     Ok(())
 }
 
 /// Installs `packages` (`ruby3.4`) into a finished root, from Debian's suite `from` when it is
-/// not the root's own, unless they are there (a `ready-ruby` file, written last, lists them).
-fn ruby(dir: &Path, packages: &[&str], from: Option<&str>) -> Result<()> {
-    let ready = dir.join("ready-ruby");
+/// not the root's own, unless they are there (a `ready-KIND` file, written last, lists them).
+/// With `/proc` mounted in the root, in a mount namespace of its own (a JDK's scripts need it).
+fn install(dir: &Path, kind: &str, packages: &[&str], from: Option<&str>) -> Result<()> {
+    let ready = dir.join(format!("ready-{kind}"));
     let package = packages.join(" ");
     if std::fs::read_to_string(&ready).is_ok_and(|r| r.trim() == package) {
         step(&format!("{package} ready in {}", dir.display()));
@@ -79,15 +87,19 @@ fn ruby(dir: &Path, packages: &[&str], from: Option<&str>) -> Result<()> {
     let suite = from.map(|f| format!(" from Debian {f}")).unwrap_or_default();
     step(&format!("installing {package}{suite} into {} (apt in the root)", dir.display()));
     if let Some(from) = from {
-        let list = dir.join("etc/apt/sources.list.d/autodump-ruby.list");
+        let list = dir.join(format!("etc/apt/sources.list.d/autodump-{kind}.list"));
         std::fs::write(&list, format!("deb {MIRROR} {from} main\n"))?;
     }
     // A root made weeks ago holds release files apt now calls expired: they are still Debian's.
     let apt = "apt-get -o Acquire::Check-Valid-Until=false";
     let target = from.map(|f| format!("-t {f}")).unwrap_or_default();
-    let script =
-        format!("{apt} update -qq && DEBIAN_FRONTEND=noninteractive {apt} install -y -qq --no-install-recommends {target} {package}");
-    run(Command::new("chroot").arg(dir).args(["sh", "-c", &script]).stdout(std::process::Stdio::null()))
+    let script = format!(
+        "mount -t proc proc /proc && {apt} update -qq && DEBIAN_FRONTEND=noninteractive {apt} install -y -qq \
+         --no-install-recommends {target} {package}"
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "chroot"]).arg(dir).args(["sh", "-c", &script]);
+    run(command.stdout(std::process::Stdio::null()))
         .with_context(|| format!("cannot install {package} in {} (needs deb.debian.org)", dir.display()))?;
     std::fs::write(&ready, &package)?;
     step(&format!("{package} ready in {}", dir.display()));
