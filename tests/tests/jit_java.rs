@@ -7,9 +7,11 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
     assert_close, favour_cpu,
-    java::{java_classes, spawn_jvm, start_java, NO_INLINING},
+    java::{java_classes, spawn_jvm, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
-    require_bpf, run_agent,
+    require_bpf,
+    roots::root,
+    run_agent,
 };
 
 /// A Java frame of method `name` of the fixture (HotSpot names read `long Chain.leafSpin(int)`).
@@ -54,9 +56,9 @@ fn java_frames_are_named_and_walked_as_perf_does() {
 
 /// The Java frames of `thread` in `jcmd PID Thread.print`, top to bottom
 /// (`Chain.sleeper(Chain.java:28)`), once its top frame is a native method (the thread is parked).
-fn parked_in(pid: u32, thread: &str) -> Vec<String> {
+fn parked_in(jdk: &Jdk, pid: u32, thread: &str) -> Vec<String> {
     for _ in 0..20 {
-        let dump = Command::new("jcmd").args([&pid.to_string(), "Thread.print"]).output().expect("jcmd");
+        let dump = jdk.tool("jcmd").args([&pid.to_string(), "Thread.print"]).output().expect("jcmd");
         let dump = String::from_utf8_lossy(&dump.stdout).to_string();
         let entry =
             dump.split("\n\n").find(|t| t.starts_with(&format!("\"{thread}\""))).unwrap_or_else(|| panic!("{dump}"));
@@ -104,12 +106,42 @@ fn waiting_java_threads_are_where_jcmd_says_they_are() {
     if !require_bpf("waiting_java_threads_are_where_jcmd_says_they_are") {
         return;
     }
-    let java = start_java(&[]);
+    waiting_threads_read_as_jcmd_prints_them(&Jdk::host());
+}
+
+/// The same on Debian 13's JDK 21, in a Debian 13 root of its own.
+#[test]
+fn jdk_21_waiting_threads_are_where_its_jcmd_says_they_are() {
+    if !require_bpf("jdk_21_waiting_threads_are_where_its_jcmd_says_they_are") {
+        return;
+    }
+    let jdk = Jdk::in_root(root("trixie"), JDK_21);
+    assert!(jdk.exists(), "no JDK 21 in {} (cargo xtask setup installs it)", root("trixie").display());
+    waiting_threads_read_as_jcmd_prints_them(&jdk);
+}
+
+/// The same on JDK 25 (where this machine kind has it: see `hotspot.rs`).
+#[test]
+fn jdk_25_waiting_threads_are_where_its_jcmd_says_they_are() {
+    if !require_bpf("jdk_25_waiting_threads_are_where_its_jcmd_says_they_are") {
+        return;
+    }
+    let jdk = Jdk::at(JDK_25);
+    if !jdk.exists() {
+        assert!(std::env::var_os("AUTODUMP_REQUIRE_BPF").is_none(), "no JDK 25 at {JDK_25}");
+        eprintln!("skipped: no JDK 25 at {JDK_25}");
+        return;
+    }
+    waiting_threads_read_as_jcmd_prints_them(&jdk);
+}
+
+fn waiting_threads_read_as_jcmd_prints_them(jdk: &Jdk) {
+    let java = start_java_of(jdk, &[]);
     std::thread::sleep(Duration::from_secs(2));
     let seconds = 5.0;
     let run = run_agent(&["--pid", &java.pid.to_string(), "--duration", "5s"]);
     let parked: Vec<(&str, Vec<String>)> =
-        ["sleeper", "waiter", "reader", "locker"].into_iter().map(|t| (t, parked_in(java.pid, t))).collect();
+        ["sleeper", "waiter", "reader", "locker"].into_iter().map(|t| (t, parked_in(jdk, java.pid, t))).collect();
     let bundle = run.bundle();
     let dump = std::fs::read_to_string(bundle.dir.join("java-threads.txt")).expect("the bundle's java-threads.txt");
     for (thread, jcmd) in &parked {
