@@ -220,9 +220,13 @@ impl Profile {
 }
 
 /// The name of `frame` of `location` in folded stacks: `function (file:line)` for a runtime's
-/// frame, whose function names are not unique across files (`<module>`, `block in run`).
+/// frame, whose function names are not unique across files (`<module>`, `block in run`), and
+/// for JIT code a runtime named with its line (a compiled Java method, as its interpreted frames
+/// read); native code in files by its function alone, as `perf` folds it.
 pub fn display_name<'a>(location: &Location, frame: &'a Frame, buf: &'a mut String) -> &'a str {
-    if location.kernel || frame_kind(location.address) == kind::NATIVE {
+    let runtime = frame_kind(location.address) != kind::NATIVE;
+    let jit_line = frame.line.is_some() && location.mapping.as_ref().is_some_and(|m| !m.is_file());
+    if location.kernel || !(runtime || jit_line) {
         return &frame.function;
     }
     use std::fmt::Write;

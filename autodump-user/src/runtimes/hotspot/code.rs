@@ -118,15 +118,23 @@ pub struct Heap {
 /// What holds an address of compiled code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Code {
-    /// A compiled Java method, `Chain.leafSpin(int)` and its source file, after the methods it
-    /// inlined there, innermost first.
-    Method(Vec<NamedMethod>),
+    /// A compiled Java method after the methods it inlined there, innermost first.
+    Method(Vec<MethodFrame>),
     /// A stub, adapter or the interpreter, by the blob's own name.
     Blob(Arc<str>),
 }
 
 /// A method's (bytecode index, line) pairs.
 type LineTable = Arc<[(u32, u32)]>;
+
+/// A method in compiled code: its name (`Chain.leafSpin(int)`), source file, and the line of
+/// the bytecode the code is at, where the compiler recorded one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MethodFrame {
+    pub name: Arc<str>,
+    pub file: Option<Arc<str>>,
+    pub line: Option<u32>,
+}
 
 /// A method's name (`Chain.leafSpin(int)`) and source file.
 pub type NamedMethod = (Arc<str>, Option<Arc<str>>);
@@ -290,11 +298,16 @@ impl JavaCode {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        if methods.last() != Some(&method) {
-            methods.push(method);
+        if methods.last().is_none_or(|&(m, _)| m != method) {
+            methods.push((method, None));
         }
-        let frames: Option<Vec<NamedMethod>> = methods.iter().map(|&m| self.named(m)).collect();
-        Ok(Some(Code::Method(frames.ok_or(())?)))
+        let mut frames = Vec::with_capacity(methods.len());
+        for (method, bci) in methods {
+            let (name, file) = self.named(method).ok_or(())?;
+            let line = bci.and_then(|bci| self.line(method, bci));
+            frames.push(MethodFrame { name, file, line });
+        }
+        Ok(Some(Code::Method(frames)))
     }
 
     /// The name of the `Method` at `method`, cached.

@@ -107,7 +107,7 @@ impl RuntimeNames for HotSpotNames {
         let mut naming = self.0.borrow_mut();
         let frames: Arc<[Frame]> = match naming.code.at(address)? {
             Code::Method(methods) => {
-                methods.into_iter().map(|(function, file)| Frame { function, file, line: None }).collect()
+                methods.into_iter().map(|m| Frame { function: m.name, file: m.file, line: m.line }).collect()
             }
             Code::Blob(name) => Arc::new([Frame { function: name, file: None, line: None }]),
         };

@@ -124,10 +124,10 @@ fn walk(m: &dyn RemoteMemory, blobs: &[Blob], code: &mut JavaCode, start: (u64, 
         let caller = match blob.frame {
             Frame::Fixed { size, .. } => {
                 match code.at(pc) {
-                    Some(Code::Method(methods)) => frames.extend(methods.into_iter().map(|(f, file)| JavaFrame {
-                        function: f.to_string(),
-                        file: file.map(|s| s.to_string()),
-                        line: None,
+                    Some(Code::Method(methods)) => frames.extend(methods.into_iter().map(|f| JavaFrame {
+                        function: f.name.to_string(),
+                        file: f.file.map(|s| s.to_string()),
+                        line: f.line,
                         native: false,
                     })),
                     Some(Code::Blob(_)) => {}

@@ -208,7 +208,7 @@ fn a_field_is_found_in_the_superclass_that_declares_it() {
 #[test]
 fn the_fuzz_seed_is_read_whole() {
     use super::super::{
-        code::{Code, CodeLayout, JavaCode},
+        code::{Code, CodeLayout, JavaCode, MethodFrame},
         layout::{vm_release, CodeCache, Needed},
         scopes::ScopesLayout,
     };
@@ -232,8 +232,9 @@ fn the_fuzz_seed_is_read_whole() {
     assert!(scopes.is_some(), "JDK 17's nmethod layout");
     let mut code =
         JavaCode::new(Box::new(ImageMemory { base: 0x10_0000, bytes }), layout, scopes, (cache.low, cache.high));
-    let leaf = ("Chain.leafSpin(int)".into(), Some("Chain.java".into()));
-    let inlined = ("Chain.middleHop(int)".into(), Some("Chain.java".into()));
+    // No line tables here (`with_lines` is not called): lines are read in the JVM tests.
+    let frame = |name: &str| MethodFrame { name: name.into(), file: Some("Chain.java".into()), line: None };
+    let (leaf, inlined) = (frame("Chain.leafSpin(int)"), frame("Chain.middleHop(int)"));
     // The blob starts past the block's header; its code at 400 into it, the PcDescs at 50 (the
     // inlined scope) and 300 (the method's own).
     let code_begin = cache.low + 16 + 400;
