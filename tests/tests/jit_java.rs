@@ -55,8 +55,9 @@ fn java_frames_are_named_and_walked_as_perf_does() {
 }
 
 /// The Java frames of `thread` in `jcmd PID Thread.print`, top to bottom
-/// (`Chain.sleeper(Chain.java:28)`), once its top frame is a native method (the thread is parked).
-fn parked_in(jdk: &Jdk, pid: u32, thread: &str) -> Vec<String> {
+/// (`Chain.sleeper(Chain.java:28)`), once its top frame is a native method (the thread is parked),
+/// and its `java.lang.Thread.State` line (`TIMED_WAITING (sleeping)`).
+fn parked_in(jdk: &Jdk, pid: u32, thread: &str) -> (Vec<String>, String) {
     for _ in 0..20 {
         let dump = jdk.tool("jcmd").args([&pid.to_string(), "Thread.print"]).output().expect("jcmd");
         let dump = String::from_utf8_lossy(&dump.stdout).to_string();
@@ -64,11 +65,17 @@ fn parked_in(jdk: &Jdk, pid: u32, thread: &str) -> Vec<String> {
             dump.split("\n\n").find(|t| t.starts_with(&format!("\"{thread}\""))).unwrap_or_else(|| panic!("{dump}"));
         let frames: Vec<&str> = entry.lines().filter_map(|l| l.trim().strip_prefix("at ")).collect();
         if frames.first().is_some_and(|top| top.contains("Native Method")) {
-            return frames.iter().map(|f| f.to_string()).collect();
+            return (frames.iter().map(|f| f.to_string()).collect(), thread_state(entry));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("jcmd never saw {thread} parked in a native method");
+}
+
+/// A thread entry's `java.lang.Thread.State:` (empty without one).
+fn thread_state(entry: &str) -> String {
+    let state = entry.lines().find_map(|l| l.trim().strip_prefix("java.lang.Thread.State: "));
+    state.unwrap_or_default().to_string()
 }
 
 /// `Class.method` of a Java frame as jcmd prints it (`Chain.sleeper(Chain.java:27)`) or as we
@@ -84,11 +91,11 @@ fn method_and_line(frame: &str) -> (String, Option<u32>) {
     (frame.split('(').next().unwrap_or_default().to_string(), line)
 }
 
-/// `thread`'s frames in the bundle's `java-threads.txt`, top to bottom.
-fn dumped(dump: &str, thread: &str) -> Vec<(String, Option<u32>)> {
+/// `thread`'s frames in the bundle's `java-threads.txt`, top to bottom, and its state.
+fn dumped(dump: &str, thread: &str) -> (Vec<(String, Option<u32>)>, String) {
     let entry =
         dump.split("\n\n").find(|t| t.starts_with(&format!("\"{thread}\" "))).unwrap_or_else(|| panic!("{dump}"));
-    entry.lines().filter_map(|l| l.trim().strip_prefix("at ")).map(method_and_line).collect()
+    (entry.lines().filter_map(|l| l.trim().strip_prefix("at ")).map(method_and_line).collect(), thread_state(entry))
 }
 
 /// A frame the agent names as a Java method, not native code (`JavaCalls::call_helper(...)`).
@@ -140,14 +147,20 @@ fn waiting_threads_read_as_jcmd_prints_them(jdk: &Jdk) {
     std::thread::sleep(Duration::from_secs(2));
     let seconds = 5.0;
     let run = run_agent(&["--pid", &java.pid.to_string(), "--duration", "5s"]);
-    let parked: Vec<(&str, Vec<String>)> =
+    let parked: Vec<(&str, (Vec<String>, String))> =
         ["sleeper", "waiter", "reader", "locker"].into_iter().map(|t| (t, parked_in(jdk, java.pid, t))).collect();
     let bundle = run.bundle();
     let dump = std::fs::read_to_string(bundle.dir.join("java-threads.txt")).expect("the bundle's java-threads.txt");
-    for (thread, jcmd) in &parked {
-        // The bundle's thread dump, read from the JVM's memory: the same frames and lines.
+    // Java's own names (the OS calls the main thread `java`), and the state of a running one.
+    assert_eq!(dumped(&dump, "main").1, "RUNNABLE", "{dump}");
+    for (thread, (jcmd, state)) in &parked {
+        // The bundle's thread dump, read from the JVM's memory: the same frames, lines, state.
         let theirs: Vec<_> = jcmd.iter().map(|f| method_and_line(f)).collect();
-        assert_eq!(dumped(&dump, thread), theirs, "{thread} in java-threads.txt and in jcmd Thread.print");
+        assert_eq!(
+            dumped(&dump, thread),
+            (theirs, state.clone()),
+            "{thread} in java-threads.txt and in jcmd Thread.print"
+        );
         let jcmd: Vec<String> = jcmd.iter().map(|f| java_method(f)).collect();
         let ours = |frames: &[String]| -> Vec<String> {
             frames.iter().rev().filter(|f| is_java_method(f)).map(|f| java_method(f)).collect()

@@ -10,6 +10,7 @@ pub mod code;
 pub mod layout;
 pub mod lines;
 mod names;
+pub mod objects;
 pub mod scopes;
 pub mod signature;
 mod tables;
@@ -57,6 +58,8 @@ pub const RUNTIME: Runtime = Runtime {
 /// file; their statics' addresses are kept relative to the file's load address).
 struct JvmFile {
     exports: Option<Exports>,
+    /// What a thread's name and state are read through (the file's symbol table).
+    objects: objects::ObjectSymbols,
     segments: Segments,
     tables: OnceLock<Arc<VmStructs>>,
 }
@@ -69,7 +72,8 @@ impl JvmFile {
             .filter_map(|s| Some((s.name().ok()?, s.address())))
             .collect();
         let exports = Exports::find(|name| symbols.get(name).copied());
-        Self { exports, segments: Segments::of(elf), tables: OnceLock::new() }
+        let objects = objects::ObjectSymbols::find(elf);
+        Self { exports, objects, segments: Segments::of(elf), tables: OnceLock::new() }
     }
 }
 
@@ -155,7 +159,8 @@ fn read(
             let bounds = (cache.low, cache.high);
             let code = JavaCode::new(Box::new(ProcessMemory::new(pid)), layout.clone(), scopes, bounds)
                 .with_lines(lines::LineLayout::of(&vm, major));
-            Some((code, Walk::of(pid, &vm, layout, bounds)))
+            let objects = jvm.objects.biased(bias, &vm, major);
+            Some((code, Walk::of(pid, &vm, layout, bounds, objects)))
         }
         _ => None,
     };
@@ -259,7 +264,13 @@ const FRAME_METHOD_SLOT: i64 = -3;
 const FRAME_BCP_SLOT: i64 = -8;
 
 impl Walk {
-    fn of(pid: u32, vm: &VmStructs, layout: &CodeLayout, bounds: (u64, u64)) -> Option<Self> {
+    fn of(
+        pid: u32,
+        vm: &VmStructs,
+        layout: &CodeLayout,
+        bounds: (u64, u64),
+        objects: Option<objects::Objects>,
+    ) -> Option<Self> {
         let blobs = BlobLayout::of(vm).ok()?;
         let own = HotSpotProc {
             frame_method: FRAME_METHOD_SLOT * 8,
@@ -268,7 +279,7 @@ impl Walk {
             const_method_size: vm.size("ConstMethod")?,
         };
         let map = CodeMap::new(Box::new(ProcessMemory::new(pid)), layout.clone(), blobs, bounds);
-        let threads = threads::ThreadLayout::of(vm).map(|l| (l, pid));
+        let threads = threads::ThreadLayout::of(vm, objects).map(|l| (l, pid));
         Some(Self { map, own, interpreter: None, blobs: Vec::new(), threads })
     }
 }

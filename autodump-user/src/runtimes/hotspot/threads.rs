@@ -8,6 +8,7 @@
 use super::{
     blobs::{Blob, Frame},
     code::{Code, JavaCode},
+    objects::Objects,
     vmstructs::VmStructs,
 };
 use crate::collect::remote::RemoteMemory;
@@ -35,10 +36,12 @@ pub struct ThreadLayout {
     last_sp: u64,
     last_pc: u64,
     last_fp: u64,
+    /// Where each thread's Java name and `Thread.State` are, when the JVM's file says.
+    objects: Option<Objects>,
 }
 
 impl ThreadLayout {
-    pub fn of(vm: &VmStructs) -> Option<Self> {
+    pub fn of(vm: &VmStructs, objects: Option<Objects>) -> Option<Self> {
         let anchor = vm.value("JavaThread", "_anchor")?;
         let field = |ty: &str, name: &str| vm.value(ty, name);
         Some(Self {
@@ -51,6 +54,7 @@ impl ThreadLayout {
             last_sp: anchor + field("JavaFrameAnchor", "_last_Java_sp")?,
             last_pc: anchor + field("JavaFrameAnchor", "_last_Java_pc")?,
             last_fp: anchor + field("JavaFrameAnchor", "_last_Java_fp")?,
+            objects,
         })
     }
 }
@@ -59,6 +63,9 @@ impl ThreadLayout {
 /// (`Class.method(parameters)`, the source file and line), and why they end early, if they do.
 pub struct JavaThread {
     pub tid: u32,
+    /// Its `java.lang.Thread`'s name and state, where they could be read.
+    pub name: Option<String>,
+    pub java_state: Option<&'static str>,
     pub state: &'static str,
     pub frames: Vec<JavaFrame>,
     pub cut: Option<&'static str>,
@@ -79,6 +86,7 @@ pub fn read(m: &dyn RemoteMemory, l: &ThreadLayout, blobs: &[Blob], code: &mut J
     m.read(list.wrapping_add(l.length), &mut len).ok()?;
     let len = u64::from(u32::from_le_bytes(len)).min(MAX_THREADS);
     let array = m.field(list, l.threads).ok()?;
+    let objects = l.objects.as_ref().and_then(|o| o.read(m));
     let mut threads = Vec::new();
     let mut retries = RETRIES;
     for i in 0..len {
@@ -102,10 +110,14 @@ pub fn read(m: &dyn RemoteMemory, l: &ThreadLayout, blobs: &[Blob], code: &mut J
             Ok(pc) => pc,
         };
         let (frames, cut) = match sp {
-            0 => (Vec::new(), Some("it runs Java code: its frames are read once it leaves Java")),
+            // Running Java code, or never in Java (a thread of the VM's own, as jcmd shows it).
+            0 if state == "in Java" => (Vec::new(), Some("it runs Java code: its frames are read once it leaves Java")),
+            0 => (Vec::new(), None),
             _ => walk(m, blobs, code, (pc, sp, fp)),
         };
-        threads.push(JavaThread { tid: tid as u32, state, frames, cut });
+        let name = objects.as_ref().and_then(|o| o.name(m, thread));
+        let java_state = objects.as_ref().and_then(|o| o.state(m, thread));
+        threads.push(JavaThread { tid: tid as u32, name, java_state, state, frames, cut });
     }
     Some(threads)
 }
@@ -178,9 +190,13 @@ fn state_name(state: i32) -> &'static str {
 
 /// The dump as `jcmd PID Thread.print` lays it out: a thread's header, then `\tat` lines.
 pub fn write(threads: &[JavaThread], names: impl Fn(u32) -> String, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    writeln!(w, "Java threads, read from the JVM's memory (names as the OS has them)\n")?;
+    writeln!(w, "Java threads, read from the JVM's memory (a name the JVM's memory does not give is the OS's)\n")?;
     for t in threads {
-        writeln!(w, "\"{}\" nid={} state: {}", names(t.tid), t.tid, t.state)?;
+        let name = t.name.clone().unwrap_or_else(|| names(t.tid));
+        writeln!(w, "\"{name}\" nid={} state: {}", t.tid, t.state)?;
+        if let Some(state) = t.java_state {
+            writeln!(w, "   java.lang.Thread.State: {state}")?;
+        }
         for f in &t.frames {
             // A hidden class's name as jcmd writes it (`Chain$$Lambda$14/0x...`).
             let name = f.function.split('(').next().unwrap_or(&f.function).replace('+', "/");
