@@ -31,10 +31,17 @@ pub fn start_java_of(jdk: &Jdk, flags: &[&str]) -> Fixture {
     spawn_jvm(command, "Chain.java")
 }
 
-/// The JDK 25 this machine kind has beside Debian's 17 (Temurin's build, in its image).
-pub const JDK_25: &str = "/usr/lib/jvm/temurin-25-jdk-amd64";
-/// Debian 13's JDK 21, in the Debian 13 root `cargo xtask setup` makes.
-pub const JDK_21: &str = "/usr/lib/jvm/java-21-openjdk-amd64";
+/// Debian 13's JDK 21 and unstable's JDK 25: (the root `cargo xtask setup` installs it in, its
+/// home there).
+pub const JDK_21: (&str, &str) = ("trixie", "/usr/lib/jvm/java-21-openjdk-amd64");
+pub const JDK_25: (&str, &str) = ("sid", "/usr/lib/jvm/java-25-openjdk-amd64");
+
+/// Debian's JDK (`JDK_21`, `JDK_25`) in its release's root: there, or the test fails.
+pub fn debian_jdk((suite, home): (&str, &str)) -> Jdk {
+    let jdk = Jdk::in_root(crate::roots::root(suite), home);
+    assert!(jdk.exists(), "no {home} in {} (cargo xtask setup installs it)", crate::roots::root(suite).display());
+    jdk
+}
 
 /// A JDK: the host's (`java` on the path), or one in a directory, on the host or in a root
 /// filesystem of its own Debian release (run with `chroot`, in a mount namespace of its own).
@@ -46,10 +53,6 @@ pub struct Jdk {
 impl Jdk {
     pub fn host() -> Self {
         Self { home: None, root: None }
-    }
-
-    pub fn at(home: &str) -> Self {
-        Self { home: Some(home.into()), root: None }
     }
 
     pub fn in_root(root: std::path::PathBuf, home: &str) -> Self {

@@ -8,12 +8,10 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use autodump_tests::{
     favour_cpu,
-    java::{start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
+    java::{debian_jdk, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
-    require_bpf,
-    roots::root,
-    run_agent, scratch_dir, warm_up, RunningAgent,
+    require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
 };
 
 /// What `vmstructsdump` prints: each type (`type NAME SUPER isOop isInteger isUnsigned SIZE`)
@@ -196,26 +194,18 @@ fn jdk_21_stacks_in_a_debian_13_root_read_as_jfr_records_them() {
     if !require_bpf("jdk_21_stacks_in_a_debian_13_root_read_as_jfr_records_them") {
         return;
     }
-    let jdk = Jdk::in_root(root("trixie"), JDK_21);
-    assert!(jdk.exists(), "no JDK 21 in {} (cargo xtask setup installs it)", root("trixie").display());
+    let jdk = debian_jdk(JDK_21);
     stacks_read_as_jfr_records_them(&jdk, &[], true);
 }
 
-/// The same on JDK 25: its layout of code blobs, and of what an nmethod inlined (in the
-/// nmethod's immutable and mutable data, from JDK 23).
+/// The same on Debian unstable's JDK 25, in an unstable root of its own: its layout of code
+/// blobs, and of what an nmethod inlined (in the nmethod's immutable and mutable data, from 23).
 #[test]
 fn jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them() {
     if !require_bpf("jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them") {
         return;
     }
-    let jdk = Jdk::at(JDK_25);
-    if !jdk.exists() {
-        // This machine kind's image has it (Debian 13 has no JDK 25, and unstable's does not
-        // install in a root without /proc): where CI runs, its absence is a failure.
-        assert!(std::env::var_os("AUTODUMP_REQUIRE_BPF").is_none(), "no JDK 25 at {JDK_25}");
-        eprintln!("skipped: no JDK 25 at {JDK_25}");
-        return;
-    }
+    let jdk = debian_jdk(JDK_25);
     stacks_read_as_jfr_records_them(&jdk, &[], true);
 }
 

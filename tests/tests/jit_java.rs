@@ -7,11 +7,9 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use autodump_tests::{
     assert_close, favour_cpu,
-    java::{java_classes, spawn_jvm, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
+    java::{debian_jdk, java_classes, spawn_jvm, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, record_against_perf, SHARE_TOLERANCE},
-    require_bpf,
-    roots::root,
-    run_agent,
+    require_bpf, run_agent,
 };
 
 /// A Java frame of method `name` of the fixture (HotSpot names read `long Chain.leafSpin(int)`).
@@ -122,23 +120,17 @@ fn jdk_21_waiting_threads_are_where_its_jcmd_says_they_are() {
     if !require_bpf("jdk_21_waiting_threads_are_where_its_jcmd_says_they_are") {
         return;
     }
-    let jdk = Jdk::in_root(root("trixie"), JDK_21);
-    assert!(jdk.exists(), "no JDK 21 in {} (cargo xtask setup installs it)", root("trixie").display());
+    let jdk = debian_jdk(JDK_21);
     waiting_threads_read_as_jcmd_prints_them(&jdk);
 }
 
-/// The same on JDK 25 (where this machine kind has it: see `hotspot.rs`).
+/// The same on Debian unstable's JDK 25, in an unstable root of its own.
 #[test]
 fn jdk_25_waiting_threads_are_where_its_jcmd_says_they_are() {
     if !require_bpf("jdk_25_waiting_threads_are_where_its_jcmd_says_they_are") {
         return;
     }
-    let jdk = Jdk::at(JDK_25);
-    if !jdk.exists() {
-        assert!(std::env::var_os("AUTODUMP_REQUIRE_BPF").is_none(), "no JDK 25 at {JDK_25}");
-        eprintln!("skipped: no JDK 25 at {JDK_25}");
-        return;
-    }
+    let jdk = debian_jdk(JDK_25);
     waiting_threads_read_as_jcmd_prints_them(&jdk);
 }
 

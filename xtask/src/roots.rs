@@ -1,4 +1,4 @@
-//! Debian 13's and unstable's CPython and CRuby (and Debian 13's JDK 21) for the runtime tests,
+//! Debian 13's and unstable's CPython, CRuby and JDK (21 and 25) for the runtime tests,
 //! each in a root filesystem of its own release (an interpreter needs that release's libc):
 //! `debootstrap --variant=minbase` with the Python interpreter included, under
 //! `target/python-roots/SUITE`, then the release's Ruby and JDK installed in it (unstable's newest, 3.4, is in Debian's experimental suite). The tests
@@ -22,10 +22,11 @@ pub const ROOTS: &[(&str, &str)] = &[("trixie", "python3.13"), ("sid", "python3"
 /// with stackprof, Ruby's own sampler, the reference for a version rbspy cannot read.
 const RUBIES: &[(&str, &[&str], &str)] =
     &[("trixie", &["ruby3.3", "ruby-stackprof"], "trixie"), ("sid", &["ruby3.4"], "experimental")];
-/// Each suite's JDK (Debian 13's 21), for the Java tests: its headless JDK, with `jcmd` and `jfr`.
+/// Each suite's JDK (Debian 13's 21, unstable's 25), for the Java tests: its headless JDK, with
+/// `jcmd` and `jfr`.
 /// Its packages' scripts run Java, which needs `/proc`: they are installed in a mount namespace
 /// of their own with `/proc` mounted in the root, so nothing stays mounted after.
-const JDKS: &[(&str, &str)] = &[("trixie", "openjdk-21-jdk-headless")];
+const JDKS: &[(&str, &str)] = &[("trixie", "openjdk-21-jdk-headless"), ("sid", "openjdk-25-jdk-headless")];
 const MIRROR: &str = "http://deb.debian.org/debian";
 
 fn dir(suite: &str) -> PathBuf {
