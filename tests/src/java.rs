@@ -26,8 +26,14 @@ pub fn start_java(flags: &[&str]) -> Fixture {
 /// Starts the Java fixture with `flags` on the JDK `jdk` (its classes, compiled by Debian's
 /// JDK 17, run on later JDKs too; copied into the JDK's root when it has one).
 pub fn start_java_of(jdk: &Jdk, flags: &[&str]) -> Fixture {
+    start_chain(jdk, flags, &[])
+}
+
+/// Starts the Java fixture on `jdk` with JVM `flags` and its own `args` (`wait`: its main
+/// thread sleeps instead of spinning).
+pub fn start_chain(jdk: &Jdk, flags: &[&str], args: &[&str]) -> Fixture {
     let mut command = jdk.tool("java");
-    command.args(flags).arg("-cp").arg(jdk.classes()).arg("Chain");
+    command.args(flags).arg("-cp").arg(jdk.classes()).arg("Chain").args(args);
     spawn_jvm(command, "Chain.java")
 }
 

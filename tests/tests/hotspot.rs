@@ -248,6 +248,12 @@ fn stacks_read_as_jfr_records_them(jdk: &Jdk, flags: &[&str], inlining: bool) {
     // under which only libc's thread start lies, named where its debug symbols are).
     let whole = ours.iter().filter(|f| f.frames.iter().any(|x| x == "JavaMain")).map(|f| f.weight).sum::<u64>();
     eprintln!("main thread's samples walked to JavaMain: {:.1}%", whole as f64 / total * 100.0);
+    // Where the walks that stopped short stopped: the heaviest few, innermost frames last.
+    let mut short: Vec<_> = ours.iter().filter(|f| !f.frames.iter().any(|x| x == "JavaMain")).collect();
+    short.sort_by_key(|f| std::cmp::Reverse(f.weight));
+    for f in short.iter().take(3) {
+        eprintln!("  stopped short ({}): {}", f.weight, f.frames.join(";"));
+    }
     assert!(whole as f64 >= 0.9 * total, "{whole} of {total} samples walked whole");
     let mut counts = HashMap::<&str, usize>::new();
     for s in &theirs {
