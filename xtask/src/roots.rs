@@ -1,7 +1,8 @@
-//! Debian 13's and unstable's CPython, CRuby and JDK (21 and 25) for the runtime tests,
-//! each in a root filesystem of its own release (an interpreter needs that release's libc):
+//! Debian 13's and unstable's CPython, CRuby and JDK (21 and 25) for the runtime tests, each in a
+//! root filesystem of its own release (an interpreter needs that release's libc):
 //! `debootstrap --variant=minbase` with the Python interpreter included, under
-//! `target/python-roots/SUITE`, then the release's Ruby and JDK installed in it (unstable's newest, 3.4, is in Debian's experimental suite). The tests
+//! `target/python-roots/SUITE`, then the release's Ruby and JDK installed in it (unstable's
+//! newest Ruby, 3.4, is in Debian's experimental suite). The tests
 //! run them with `chroot`, as a container would, so the agent also reads an interpreter in
 //! another root.
 
@@ -23,8 +24,7 @@ pub const ROOTS: &[(&str, &str)] = &[("trixie", "python3.13"), ("sid", "python3"
 const RUBIES: &[(&str, &[&str], &str)] =
     &[("trixie", &["ruby3.3", "ruby-stackprof"], "trixie"), ("sid", &["ruby3.4"], "experimental")];
 /// Each suite's JDK (Debian 13's 21, unstable's 25), for the Java tests: its headless JDK, with
-/// `jcmd` and `jfr`.
-/// Its packages' scripts run Java, which needs `/proc`: they are installed in a mount namespace
+/// `jcmd` and `jfr`. Its packages' scripts run Java, which needs `/proc`: they are installed in a mount namespace
 /// of their own with `/proc` mounted in the root, so nothing stays mounted after.
 const JDKS: &[(&str, &str)] = &[("trixie", "openjdk-21-jdk-headless"), ("sid", "openjdk-25-jdk-headless")];
 const MIRROR: &str = "http://deb.debian.org/debian";

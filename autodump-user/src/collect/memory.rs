@@ -47,7 +47,7 @@ pub fn heap_in_use() -> usize {
 static IN_USE: AtomicUsize = AtomicUsize::new(0);
 
 /// The system allocator, counting the bytes it hands out.
-pub struct Counting;
+struct Counting;
 
 // SAFETY: every call is passed to the system allocator unchanged; only a counter is kept beside.
 unsafe impl GlobalAlloc for Counting {

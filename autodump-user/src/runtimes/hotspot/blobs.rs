@@ -14,8 +14,8 @@ use std::{collections::HashMap, sync::Arc};
 use autodump_common::unwind::{cfa, UnwindRow, RBP_UNCHANGED};
 
 use super::{
-    code::{read_heaps, CodeLayout, Heap},
-    tables::c_string,
+    code::{read_heaps, CodeLayout, Heap, BLOB_HEADER, FREE_SEGMENT},
+    tables::cached_c_string,
     vmstructs::VmStructs,
 };
 use crate::{
@@ -25,11 +25,8 @@ use crate::{
 
 /// Largest segment map read (a 2 GiB code cache of 64-byte segments).
 const MAX_SEGMAP: u64 = 32 << 20;
-/// The segment map's mark of a free segment, and of a block's first segment.
-const FREE_SEGMENT: u8 = 0xff;
+/// The segment map's mark of a block's first segment.
 const BLOCK_START: u8 = 0;
-/// Bytes of a blob read: its header fields all lie in its first few hundred bytes.
-const BLOB_HEADER: u64 = 512;
 
 /// Where a blob's code and frame are described, by JDK.
 #[derive(Clone, Debug)]
@@ -249,15 +246,7 @@ impl CodeMap {
         let frame_size = field_u32(bytes, at(l.frame_size))? as i32;
         let complete = field_u32(bytes, at(l.frame_complete))?;
         let complete = if l.complete_short { complete as u16 as i16 as i32 } else { complete as i32 };
-        let name_at = field_u64(bytes, at(l.name))?;
-        let name = match self.names.get(&name_at) {
-            Some(name) => name.clone(),
-            None => {
-                let name: Arc<str> = c_string(&*self.memory, name_at)?.into();
-                self.names.insert(name_at, name.clone());
-                name
-            }
-        };
+        let name = cached_c_string(&mut self.names, &*self.memory, field_u64(bytes, at(l.name))?)?;
         let frame = Blob::frame_of(&name, frame_size, complete);
         Some(Blob { begin, end, name, frame })
     }

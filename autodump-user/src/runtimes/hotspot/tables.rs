@@ -130,6 +130,20 @@ impl Names {
     }
 }
 
+/// The string at `at`, from `cache` (the JVM's static strings, by address) or read once into it.
+pub fn cached_c_string(
+    cache: &mut std::collections::HashMap<u64, std::sync::Arc<str>>,
+    m: &dyn RemoteMemory,
+    at: u64,
+) -> Option<std::sync::Arc<str>> {
+    if let Some(known) = cache.get(&at) {
+        return Some(known.clone());
+    }
+    let text: std::sync::Arc<str> = c_string(m, at)?.into();
+    cache.insert(at, text.clone());
+    Some(text)
+}
+
 /// The NUL-terminated string at `at`, read in pieces that never cross a 32-byte boundary (so
 /// never a page the string does not reach); None past `MAX_NAME` bytes or if not UTF-8.
 pub fn c_string(m: &dyn RemoteMemory, at: u64) -> Option<String> {

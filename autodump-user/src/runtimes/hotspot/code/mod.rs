@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     lines::{self, line_at, LineLayout},
     scopes::{ScopesLayout, Sections},
-    tables::c_string,
+    tables::cached_c_string,
     vmstructs::VmStructs,
 };
 use crate::collect::remote::{field_u32, field_u64, RemoteMemory};
@@ -31,11 +31,11 @@ const MAX_TYPE_SIZE: u64 = 4096;
 /// `JVM_ACC_NATIVE`.
 const ACC_NATIVE: u16 = 0x0100;
 /// The segment map's mark of a free segment.
-const FREE_SEGMENT: u8 = 0xff;
+pub(super) const FREE_SEGMENT: u8 = 0xff;
 /// Bytes of the segment map read at once, going back from an address's segment.
 const SEGMAP_WINDOW: usize = 512;
-/// Bytes of a blob read at once: the header fields naming reads lie in its first few hundred.
-const BLOB_HEADER: u64 = 512;
+/// Bytes of a blob read at once: its header fields all lie in its first few hundred bytes.
+pub(super) const BLOB_HEADER: u64 = 512;
 
 /// Where what naming reads is, from the tables.
 #[derive(Clone, Debug)]
@@ -69,15 +69,20 @@ pub struct CodeLayout {
 impl CodeLayout {
     /// The layout, or the first thing the tables lack (or give as garbage).
     pub fn of(vm: &VmStructs) -> Result<Self, String> {
-        let field = |ty: &str, name: &str| vm.value(ty, name).ok_or_else(|| format!("{ty}::{name}"));
-        // A size is read whole: one beyond what HotSpot's types measure is garbage.
+        // A field's offset, or a size read whole, beyond what HotSpot's types measure is garbage.
+        let field = |ty: &str, name: &str| match vm.value(ty, name) {
+            Some(offset) if offset < MAX_TYPE_SIZE => Ok(offset),
+            Some(offset) => Err(format!("{ty}::{name} at {offset}")),
+            None => Err(format!("{ty}::{name}")),
+        };
+        let heaps = vm.value("CodeCache", "_heaps").ok_or("CodeCache::_heaps")?;
         let size = |ty: &str| match vm.size(ty) {
             Some(size) if size <= MAX_TYPE_SIZE => Ok(size),
             Some(size) => Err(format!("{ty} of {size} bytes")),
             None => Err(ty.to_string()),
         };
         Ok(Self {
-            heaps: field("CodeCache", "_heaps")?,
+            heaps,
             array_len: field("GrowableArrayBase", "_len")?,
             array_data: field("GrowableArray<int>", "_data")?,
             heap_memory: field("CodeHeap", "_memory")?,
@@ -277,14 +282,7 @@ impl JavaCode {
             return Ok(None);
         }
         let name_at = field_u64(fields, l.blob_name).ok_or(())?;
-        let name = match self.blob_names.get(&name_at) {
-            Some(name) => name.clone(),
-            None => {
-                let name: Arc<str> = c_string(&*self.memory, name_at).ok_or(())?.into();
-                self.blob_names.insert(name_at, name.clone());
-                name
-            }
-        };
+        let name = cached_c_string(&mut self.blob_names, &*self.memory, name_at).ok_or(())?;
         // A JNI method's compiled wrapper is an nmethod too ("native nmethod" up to JDK 22).
         if &*name != "nmethod" && &*name != "native nmethod" {
             return Ok(Some(Code::Blob(name)));

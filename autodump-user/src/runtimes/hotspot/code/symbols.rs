@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{JavaCode, NamedClass, NamedMethod, MAX_METHODS, MAX_SYMBOL, MAX_TYPE_SIZE};
+use super::{JavaCode, NamedClass, NamedMethod, MAX_METHODS, MAX_SYMBOL};
 use crate::{collect::remote::field_u64, runtimes::hotspot::signature::parameters};
 
 /// Bytes of a symbol's body read with its length (most names are shorter).
@@ -15,11 +15,7 @@ impl JavaCode {
     pub(super) fn method(&mut self, method: u64) -> Option<NamedMethod> {
         let l = self.layout.clone();
         let constant = self.memory.field(method, l.method_const).ok()?;
-        // Offsets past a type's size are garbage from the tables: nothing is read for them.
-        let header_len = l.const_constants.max(l.const_name_index).max(l.const_signature_index).checked_add(8)?;
-        if header_len > MAX_TYPE_SIZE {
-            return None;
-        }
+        let header_len = l.const_constants.max(l.const_name_index).max(l.const_signature_index) + 8;
         let mut header = vec![0u8; header_len as usize];
         self.memory.read(constant, &mut header).ok()?;
         let index = |at: u64| Some(u16::from_le_bytes([*header.get(at as usize)?, *header.get(at as usize + 1)?]));
@@ -60,9 +56,6 @@ impl JavaCode {
     /// second (two exact reads where the first would run past readable memory).
     fn symbol_body(&self, at: u64) -> Option<Vec<u8>> {
         let (m, l) = (&*self.memory, &self.layout);
-        if l.symbol_length.max(l.symbol_body) > MAX_TYPE_SIZE {
-            return None;
-        }
         let shift = l.symbol_length.min(l.symbol_body);
         let (len_at, body_at) = ((l.symbol_length - shift) as usize, (l.symbol_body - shift) as usize);
         let mut first = vec![0u8; body_at + SYMBOL_PIECE as usize];
