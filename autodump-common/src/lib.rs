@@ -179,11 +179,14 @@ pub enum Stat {
     /// not be read (code built without frame pointers, as HotSpot's without
     /// `-XX:+PreserveFramePointer`).
     JitWalkStops,
+    /// Walks that stopped in code a JIT compiled after the agent last read its code region
+    /// (`cfa::NEW_CODE`): the agent reads the region again when this rises.
+    NewCodeStops,
 }
 
 /// Each runtime's own counters follow these (see `runtimes::stat_slot`).
 impl Stat {
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 23;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -207,6 +210,7 @@ impl Stat {
         Stat::FaultCountsFull,
         Stat::JitFrames,
         Stat::JitWalkStops,
+        Stat::NewCodeStops,
     ];
 }
 

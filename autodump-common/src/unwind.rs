@@ -35,6 +35,10 @@ pub mod cfa {
     /// The prologue of such a frame (`cfa_offset` its size): where the CFA is depends on the
     /// instruction interrupted; a walk never returns into a prologue (it stops, counted).
     pub const FIXED_PROLOGUE: u8 = 11;
+    /// Free space in a JIT's code region when the agent last read it: code compiled since,
+    /// whose frame is not known yet. The walk stops here, counted (`Stat::NewCodeStops`), and
+    /// the agent reads the region again within `--code-check`.
+    pub const NEW_CODE: u8 = 12;
 }
 
 /// `UnwindRow::rbp_offset` when the caller's RBP is the same as this frame's (not saved).

@@ -19,6 +19,7 @@ pub mod defaults {
     pub const OUT_DIR: &str = "/var/tmp/autodump";
     /// How often the agent drains the kernel maps.
     pub const INTERVAL: &str = "1s";
+    pub const CODE_CHECK: &str = "100ms";
     /// Stack-map slots per generation; more slots mean fewer hash collisions (counted when they happen).
     pub const STACK_SLOTS: u32 = 8192;
     /// Entries per generation of the sample-count and off-CPU totals maps.
@@ -140,6 +141,12 @@ pub struct Cli {
     /// How often kernel maps are drained into the agent (e.g. 500ms, 2s).
     #[arg(long, default_value = defaults::INTERVAL, value_parser = parse_duration)]
     pub interval: Duration,
+
+    /// How often the agent checks whether walks stopped in code a JIT compiled since it last
+    /// read the JIT's code (one counter read), and then reads it at once rather than at the
+    /// next interval.
+    #[arg(long, default_value = defaults::CODE_CHECK, value_parser = parse_duration)]
+    pub code_check: Duration,
 
     /// Stack-map slots per generation (kernel memory: about 1 KiB each, two generations), plus
     /// one overflow slot per eight for stacks whose slot holds another stack.

@@ -36,6 +36,8 @@ pub struct ProbeHost {
     /// 0: no page-fault probe (turned off, or the kernel would not take it).
     pub fault_period: u64,
     pub offcpu_kernel_stacks: KernelStacks,
+    /// `Stat::NewCodeStops` when last checked (see `new_code`).
+    new_code_stops: u64,
 }
 
 impl ProbeHost {
@@ -94,6 +96,7 @@ impl ProbeHost {
             unwind,
             runtimes,
             loaders: crate::runtimes::loaders(&cli.runtimes),
+            new_code_stops: 0,
         })
     }
 
@@ -155,6 +158,15 @@ impl ProbeHost {
         if failed > 0 {
             tracing::debug!(pid, failed, "threads not listed for the probes: the map is full");
         }
+    }
+
+    /// Whether walks stopped in code a JIT compiled since its code was last read, since the last
+    /// check: one counter read (a map lookup), cheap enough to do often.
+    pub fn new_code(&mut self) -> bool {
+        let Ok(stops) = self.drainer.stat(autodump_common::Stat::NewCodeStops) else { return false };
+        let seen = stops > self.new_code_stops;
+        self.new_code_stops = stops;
+        seen
     }
 
     /// The rows `pid`'s runtime gives for code it generates, when they changed.

@@ -34,6 +34,8 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
     let mut tick = tokio::time::interval(cli.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick fires at once
+    let mut code_check = tokio::time::interval(cli.code_check);
+    code_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(duration);
     tokio::pin!(deadline);
     let progress = Progress::new();
@@ -42,6 +44,10 @@ pub async fn record(cli: Cli, duration: Duration) -> anyhow::Result<PathBuf> {
             _ = &mut deadline => break false,
             _ = sigint.recv() => break false,
             _ = sigterm.recv() => break false,
+            // Walks stopped in code compiled since its JIT's code was last read: read it now.
+            _ = code_check.tick() => if host.new_code() {
+                session.read_code(&mut host);
+            },
             _ = tick.tick() => {
                 if !session.check_alive() {
                     tracing::warn!(pid = pid, "target exited; writing what was recorded");

@@ -95,10 +95,12 @@ impl Session {
         }
         // A JVM is asked for its perf map at once: the map is there by the first drain.
         recorder.poll_runtimes();
-        host.watch(pid)?;
+        // The rows for a runtime's code are in before the probes record: the first stacks are
+        // walked whole.
         for runtime in &mut runtimes {
             host.runtime_code(pid, runtime.as_mut());
         }
+        host.watch(pid)?;
         // The first snapshots once the probes record: growth and faults then cover one span.
         let mut memory = MemoryWatch::new(pid, cli.smaps_every, keep);
         let now = unix_now(SystemTime::now());
@@ -118,9 +120,7 @@ impl Session {
     /// `OBSERVE_EVERY`: a calm process costs a few /proc reads an interval.
     pub fn observe(&mut self, host: &mut ProbeHost) {
         // Code a runtime generates changes without the process's shape changing.
-        for runtime in &mut self.runtimes {
-            host.runtime_code(self.target.pid, runtime.as_mut());
-        }
+        self.read_code(host);
         let shape = self.stat.as_ref().map(|(s, _)| (s.vsize, s.threads));
         let fresh = match (shape, self.observed) {
             (Some(now), Some((then, at))) => now == then && at.elapsed() < OBSERVE_EVERY,
@@ -136,6 +136,13 @@ impl Session {
             host.runtime_threads(self.target.pid, runtime.as_ref());
         }
         self.observed = shape.map(|s| (s, Instant::now()));
+    }
+
+    /// The rows for the code its runtimes generate, where it changed.
+    pub fn read_code(&mut self, host: &mut ProbeHost) {
+        for runtime in &mut self.runtimes {
+            host.runtime_code(self.target.pid, runtime.as_mut());
+        }
     }
 
     /// Whether the process still runs; keeps its stat for this interval.

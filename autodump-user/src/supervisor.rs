@@ -198,6 +198,15 @@ impl Supervisor {
         }
     }
 
+    /// Walks stopped in newly compiled code: each live watcher's runtimes read their code again.
+    pub fn read_code(&mut self, host: &mut ProbeHost) {
+        for (pid, w) in self.watchers.iter_mut() {
+            if !self.ended.contains(pid) {
+                w.session.read_code(host);
+            }
+        }
+    }
+
     /// After a drain: exit bundles for the processes that ended, then every other watcher's tick.
     pub fn tick(&mut self, host: &mut ProbeHost, parts: &mut std::collections::HashMap<u32, Drained>) {
         self.restarts.prune();

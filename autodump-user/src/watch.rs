@@ -43,6 +43,8 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut late = LateTicks::new(interval);
+    let mut code_check = tokio::time::interval(agent.cli.code_check);
+    code_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -57,6 +59,7 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
                 }
             }
             Some(fired) = agent.off.fired.recv() => agent.alert(&fired)?,
+            _ = code_check.tick() => agent.read_new_code(),
             _ = tick.tick() => {
                 late.observe();
                 agent.tick()?;
@@ -91,6 +94,14 @@ impl Agent {
             self.supervisors[i].discover(&mut self.host, &self.cli, &taken, processes)?;
         }
         Ok(())
+    }
+
+    /// Walks stopped in code compiled since its JIT's code was last read: it is read now.
+    fn read_new_code(&mut self) {
+        let Some(host) = self.host.as_mut() else { return };
+        if host.new_code() {
+            self.supervisors.iter_mut().for_each(|s| s.read_code(host));
+        }
     }
 
     /// Each watcher learns its process's threads and mappings, then the probes are drained.

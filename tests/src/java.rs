@@ -129,7 +129,10 @@ impl Jdk {
 pub fn spawn_jvm(mut command: Command, name: &str) -> Fixture {
     use std::os::unix::process::CommandExt;
     if command.get_current_dir().is_none() {
-        command.current_dir(scratch_dir(&format!("jit-java-{}", std::process::id())));
+        // One of its own: tests in one process would each empty a shared one under the others.
+        static JVMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = JVMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        command.current_dir(scratch_dir(&format!("jit-java-{}-{n}", std::process::id())));
     }
     // SAFETY: signal() is async-signal-safe; the closure runs in the child before exec.
     unsafe {

@@ -8,7 +8,7 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use autodump_tests::{
     favour_cpu,
-    java::{debian_jdk, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
+    java::{debian_jdk, start_chain, start_java, start_java_of, Jdk, JDK_21, JDK_25, NO_INLINING},
     jit::{assert_shares_match, cleanup, SHARE_TOLERANCE},
     perf::PerfRecording,
     require_bpf, run_agent, scratch_dir, warm_up, RunningAgent,
@@ -207,6 +207,42 @@ fn jdk_25_stacks_without_frame_pointers_read_as_jfr_records_them() {
     }
     let jdk = debian_jdk(JDK_25);
     stacks_read_as_jfr_records_them(&jdk, &[], true);
+}
+
+/// Code the JIT compiles while the agent records (the main thread starts methods it never ran
+/// once the probes record): walks that stop in it before the agent has read it are counted,
+/// and the agent reads it at once (`--code-check`), not at the next interval. Nine in ten of
+/// those methods' samples, and more, are walked whole (with the code read each interval only,
+/// 212 of 399 were, in two runs of two).
+#[test]
+fn code_compiled_while_recorded_is_walked_whole_within_a_code_check() {
+    if !require_bpf("code_compiled_while_recorded_is_walked_whole_within_a_code_check") {
+        return;
+    }
+    favour_cpu();
+    let go = scratch_dir("hotspot-late").join(format!("go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let late = ["late", go.to_str().expect("a UTF-8 path")];
+    let mut java = start_chain(&Jdk::host(), &["-XX:+DisableAttachMechanism"], &late);
+    let pid = java.pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "4s"]);
+    agent.wait_recording(Duration::from_secs(60));
+    std::fs::write(&go, b"").expect("tell the fixture to start");
+    let run = agent.finish();
+    java.terminate();
+    let _ = std::fs::remove_file(&go);
+    let bundle = run.bundle();
+    let stops = &bundle.summary()["dropped"]["new_code_stops"];
+    let late: Vec<_> = bundle
+        .folded("cpu.folded")
+        .into_iter()
+        .filter(|f| f.frames[0] == "java" && f.frames.iter().any(|x| x.starts_with("Chain.lateSpin(")))
+        .collect();
+    let total = late.iter().map(|f| f.weight).sum::<u64>();
+    let whole = late.iter().filter(|f| f.frames.iter().any(|x| x == "JavaMain")).map(|f| f.weight).sum::<u64>();
+    eprintln!("lateSpin's samples walked to JavaMain: {whole} of {total}; walks stopped in new code: {stops}");
+    assert!(total > 100, "{total} samples in Chain.lateSpin");
+    assert!(whole as f64 >= 0.85 * total as f64, "{whole} of {total} samples walked whole");
 }
 
 fn stacks_read_as_jfr_records_them(jdk: &Jdk, flags: &[&str], inlining: bool) {

@@ -316,6 +316,10 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
             return Some(());
         }
         cfa::SENDER_SP => return jit::sender_sp_caller(walk),
+        cfa::NEW_CODE => {
+            count(Stat::NewCodeStops);
+            return broken(walk);
+        }
         cfa::NONE => {
             count(Stat::UnwindFramePointerFrames);
             // The frame pointer chain: [rbp] is the caller's rbp, [rbp + 8] the return address.

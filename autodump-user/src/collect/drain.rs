@@ -114,6 +114,9 @@ pub struct ProbeStats {
     /// Frames walked in JIT code, and walks that stopped there (see `Stat::JitWalkStops`).
     pub jit_frames: u64,
     pub jit_walk_stops: u64,
+    /// Walks stopped in code a JIT compiled after the agent last read its code region (the
+    /// agent reads it again at once: see `--code-check`).
+    pub new_code_stops: u64,
     /// Each runtime's frames the walks emitted (`python_frames`), and walks through its
     /// interpreter whose thread it could not find (`python_thread_misses`): its frames are
     /// missing from that stack.
@@ -215,13 +218,18 @@ impl Drainer {
         Ok(())
     }
 
+    /// One of the probes' counters, summed over CPUs.
+    pub fn stat(&self, stat: Stat) -> Result<u64, DrainError> {
+        let per_cpu = self.maps.stats.get(&(stat as u32), 0).map_err(map_err("STATS"))?;
+        Ok(per_cpu.iter().sum())
+    }
+
     /// Sums the probes' per-CPU stat slots; `runtimes` names the runtimes whose probe modules
     /// count, by frame kind.
     pub fn stats(&self, runtimes: &[(u8, &str)]) -> Result<ProbeStats, DrainError> {
         let mut totals = [0u64; Stat::COUNT as usize];
         for stat in Stat::ALL {
-            let per_cpu = self.maps.stats.get(&(stat as u32), 0).map_err(map_err("STATS"))?;
-            totals[stat as usize] = per_cpu.iter().sum();
+            totals[stat as usize] = self.stat(stat)?;
         }
         let t = |s: Stat| totals[s as usize];
         Ok(ProbeStats {
@@ -247,6 +255,7 @@ impl Drainer {
             fault_counts_full: t(Stat::FaultCountsFull),
             jit_frames: t(Stat::JitFrames),
             jit_walk_stops: t(Stat::JitWalkStops),
+            new_code_stops: t(Stat::NewCodeStops),
             runtimes: self.runtime_stats(runtimes)?,
         })
     }

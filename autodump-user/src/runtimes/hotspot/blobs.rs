@@ -283,7 +283,7 @@ fn rows(bounds: (u64, u64), blobs: &[Blob]) -> CodeRows {
             Frame::Unknown => rows.push(row(b.begin, cfa::UNSUPPORTED, 0, RBP_UNCHANGED)),
         }
         if blobs.get(i + 1).is_none_or(|next| next.begin > b.end) {
-            rows.push(row(b.end, cfa::UNSUPPORTED, 0, RBP_UNCHANGED));
+            rows.push(row(b.end, cfa::NEW_CODE, 0, RBP_UNCHANGED));
         }
     }
     CodeRows { base, end: bounds.1, rows }
@@ -303,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn each_blob_is_walked_by_its_frame_and_gaps_stop_the_walk() {
+    fn each_blob_is_walked_by_its_frame_and_gaps_are_new_code() {
         let base = 0x7f00_0000_0000;
         let blobs = [
             blob(base + 0x100, base + 0x900, "Interpreter", Frame::Interpreter),
@@ -319,12 +319,12 @@ mod tests {
             [
                 (0x100, cfa::SENDER_SP, 0, RBP_UNCHANGED),
                 (0x900, cfa::RBP, 16, -16),
-                (0xa00, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0xa00, cfa::NEW_CODE, 0, RBP_UNCHANGED),
                 (0x1000, cfa::FIXED_PROLOGUE, 48, RBP_UNCHANGED),
                 (0x1020, cfa::FIXED, 48, -16),
-                (0x1400, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0x1400, cfa::NEW_CODE, 0, RBP_UNCHANGED),
                 (0x1480, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
-                (0x1500, cfa::UNSUPPORTED, 0, RBP_UNCHANGED),
+                (0x1500, cfa::NEW_CODE, 0, RBP_UNCHANGED),
             ]
         );
         assert!(code.rows.windows(2).all(|w| w[0].pc < w[1].pc), "sorted, one row an address");
