@@ -179,7 +179,8 @@ impl Fixture {
         let lines = super::line_channel(child.stdout.take().expect("piped"));
         let pid = child.id();
         let fixture = Self { child, pid, lines };
-        let first = fixture.next_line(Duration::from_secs(10));
+        // A JVM under QEMU's emulation takes its time to start.
+        let first = fixture.next_line(Duration::from_secs(if super::in_vm() { 60 } else { 10 }));
         assert_eq!(first.as_deref(), Some("ready"), "fixture {name} did not start");
         fixture
     }

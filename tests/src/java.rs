@@ -8,6 +8,10 @@ use crate::{scratch_dir, workspace, Fixture};
 pub fn java_classes() -> &'static std::path::Path {
     static COMPILED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     COMPILED.get_or_init(|| {
+        // Compiled already where there is no compiler (a kernel-matrix guest: a JRE only).
+        if let Some(dir) = std::env::var_os("AUTODUMP_JAVA_CLASSES") {
+            return dir.into();
+        }
         // Each test process its own: another test's compile would wipe the classes under a JVM.
         let dir = scratch_dir(&format!("jit-java-classes-{}", std::process::id()));
         let source = workspace().join("tests/fixtures/jit/Chain.java");

@@ -125,8 +125,8 @@ fn execute(check: &Check) -> Result<(), String> {
     let err = log.try_clone().map_err(|e| e.to_string())?;
     let mut child = Command::new(&check.program)
         .args(&check.args)
-        .envs(check.env.iter().map(|(k, v)| (k, v)))
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .envs(check.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)

@@ -1,5 +1,5 @@
 //! What a kernel-matrix guest carries: the agent, the integration tests and the fixtures the
-//! checks start, the interpreters they run, the libraries `ldd` names and the plan of checks,
+//! checks start, the interpreters and the JVM they run, the libraries `ldd` names and the plan of checks,
 //! packed into one initramfs.
 
 use std::{
@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    initramfs,
+    initramfs, jre,
     plan::{self, Check, Plan, PLAN_PATH},
 };
 use crate::util::{root, run, step};
@@ -48,6 +48,10 @@ const TEST_CHECKS: &[(&str, &str, &str)] = &[
     ("python", "python_service", "python_generators_tasks_and_faults_are_named"),
     ("ruby", "ruby", "ruby_on_cpu_shares_match_rbspy_or_stackprof"),
 ];
+
+/// The Java check's test (in the `hotspot` binary): a JVM's code compiled while it is recorded,
+/// walked whole (which needs only `java`).
+const JAVA_TEST: &str = "code_compiled_while_recorded_is_walked_whole_within_a_code_check";
 
 /// An interpreter a check runs, packed at its host paths: the executable (with the libraries it
 /// links), its library directories without what no check loads, and its fixtures.
@@ -133,6 +137,22 @@ pub fn pack(image: &Path) -> Result<Vec<Check>> {
             hide_btf: false,
         });
     }
+    // Java: HotSpot's frames walked and named from its own tables, with no flag and no attach
+    // (Debian's JVM, its JDK cut down to what the fixture runs).
+    let java = jre::build()?;
+    let program = tests.get("hotspot").context("no test binary hotspot")?;
+    let path = format!("{}:/usr/bin:/bin", java.home.join("bin").display());
+    let classes = java.classes.to_string_lossy().into_owned();
+    checks.push(Check {
+        id: "java".into(),
+        program: program.to_string_lossy().into_owned(),
+        args: [JAVA_TEST, "--exact", "--test-threads=1", "--nocapture"].map(String::from).to_vec(),
+        env: env(&[("PATH", &path), ("AUTODUMP_JAVA_CLASSES", &classes)]),
+        timeout_s: 300,
+        expect_exit: 0,
+        expect_output: "1 passed".into(),
+        hide_btf: false,
+    });
     // The probes load, and how much the verifier had to check (logged per program): the
     // kernels' verifiers differ most in what a walk under bpf_loop costs them.
     checks.push(Check {
@@ -183,6 +203,7 @@ pub fn pack(image: &Path) -> Result<Vec<Check>> {
     for interpreter in INTERPRETERS {
         pack_interpreter(&mut fs, interpreter)?;
     }
+    jre::pack(&mut fs, &java)?;
     // glibc's own symbols (libc6-dbg, as on the host), so that frames in it are named there too.
     if let Some(debug) = glibc_debug_file() {
         fs.host_path(&debug)?;

@@ -5,6 +5,7 @@
 
 mod contents;
 pub mod initramfs;
+mod jre;
 pub mod kernels;
 pub mod plan;
 
