@@ -90,6 +90,10 @@ fn on_cpu_shares_match(python: &Python) {
     let summary = bundle.summary();
     let share = summary["python"]["cpu_share_with_python"].as_f64().unwrap_or(0.0);
     assert!(share >= 0.95, "{:.1}% of on-CPU samples have Python frames", share * 100.0);
+    // The verdict names the Python function most of the CPU was in, not the interpreter's.
+    let verdict = summary["verdict"].as_str().unwrap_or_default();
+    eprintln!("verdict: {verdict}");
+    assert!(verdict.contains("% of on-CPU in heavy"), "{verdict}");
 }
 
 /// Threads that wait over and over: their off-CPU time is in stacks that name the Python
@@ -125,6 +129,13 @@ fn off_cpu_stacks_name_waits(python: &Python) {
         eprintln!("{caller} -> {leaf}: {seconds:.2} s off-CPU of {window:.2} s");
         assert!(seconds >= 0.7 * window, "{caller} -> {leaf} waited {seconds:.2} s of {window:.2} s");
     }
+    // The verdict names a Python function the threads wait in (six threads wait about as long
+    // as each other), not the interpreter's frames under it.
+    let verdict = bundle.summary()["verdict"].as_str().unwrap_or_default().to_string();
+    eprintln!("verdict: {verdict}");
+    let waits = ["nap", "hold", "wait_lock", "recv_one", "sender", "main"];
+    let waited_in = verdict.split("; ").find_map(|part| part.split("off-CPU waiting in ").nth(1));
+    assert!(waited_in.is_some_and(|f| waits.contains(&f)), "{verdict}");
     // py-spy's dump of the same threads: the same functions, files and lines, root first.
     let mut matched = 0;
     for _ in 0..5 {

@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 
+use autodump_common::runtimes::{frame_kind, kind};
+
 use super::reports::Reason;
 use crate::{
     collect::{capacity::CpuCapacity, memory::MemoryReport},
     probes::targets::ExitStatus,
     record::profile::Profile,
+    symbolize::Location,
 };
 
 /// A function is named in the verdict when it holds at least this share of its profile.
@@ -76,8 +79,16 @@ fn what_fired(f: &VerdictFacts<'_>) -> String {
     }
 }
 
-/// The innermost named user function holding most of `profile`'s `weight`, and its share, if it
-/// holds at least `NAMED_SHARE`. Threads a runtime parked idle (their stack's root is one of
+/// A frame of the program's own code that a runtime named: an interpreted function (Python,
+/// Ruby, Java's interpreter) or JIT code (Java's compiled methods, a perf map's). The verdict
+/// names it rather than the interpreter's or the VM's native frames under it.
+fn runtime_frame(location: &Location) -> bool {
+    let jit = || location.mapping.as_ref().is_some_and(|m| m.is_anonymous());
+    !location.kernel && location.address != 0 && (frame_kind(location.address) != kind::NATIVE || jit())
+}
+
+/// The innermost user function holding most of `profile`'s `weight` (the innermost a runtime
+/// named, in a stack that has one), and its share, if it holds at least `NAMED_SHARE`. Threads a runtime parked idle (their stack's root is one of
 /// `idle_frames`) are not waiting for the program.
 fn top_leaf(
     profile: &Profile,
@@ -93,7 +104,8 @@ fn top_leaf(
     for (key, value) in profile.samples.iter().filter(|(k, _)| !k.stack.last().is_some_and(idle)) {
         let w = weight(value);
         total += w;
-        let leaf = key.stack.iter().map(|&i| &profile.locations[i as usize]).find(|l| !l.kernel && l.address != 0);
+        let stack = || key.stack.iter().map(|&i| &profile.locations[i as usize]);
+        let leaf = stack().find(|l| runtime_frame(l)).or_else(|| stack().find(|l| !l.kernel && l.address != 0));
         if let Some(frame) = leaf.and_then(|l| l.frames.first()) {
             *by_leaf.entry(&frame.function).or_default() += w;
         }
@@ -123,6 +135,7 @@ mod tests {
         collect::{capacity::CapacitySource, memory::MappingGrowth},
         record::profile::{tests::loc, ProfileKind, SampleValue, StackPart},
     };
+    use autodump_common::runtimes::runtime_frame;
 
     fn profile(kind: ProfileKind, stacks: &[(&str, u64)]) -> Profile {
         let mut p = Profile::new(kind);
@@ -189,6 +202,26 @@ mod tests {
         };
         assert_eq!(verdict(&facts), "killed by signal 11");
         assert_eq!(top_leaf(&spread, &[], |v| v.count).map(|t| t.0), Some("f".into()), "one leaf adds up");
+    }
+
+    #[test]
+    fn a_runtimes_process_is_named_by_its_own_functions_not_the_interpreters() {
+        // Python's frames above the interpreter's native ones, whose addresses differ (and go
+        // unnamed where the interpreter is stripped); a C program's stacks as before.
+        let mut cpu = Profile::new(ProfileKind::CPU);
+        let mut offcpu = Profile::new(ProfileKind::OFF_CPU);
+        let python = |f: &str, payload: u64| loc(runtime_frame(kind::PYTHON, payload), f, false);
+        for i in 0..10u64 {
+            let user = [loc(0x1000 + i, &format!("python3.13+0x{:x}", 0x1000 + i), false), python("render", 7)];
+            cpu.add("t".into(), &[StackPart::User(&user)], SampleValue { count: 1, ..Default::default() });
+            let user = [loc(0x2000, "__futex_abstimed_wait_common", false), loc(0x3000 + i, "?", false)];
+            let user = [&user[..], &[python("Parameter.__init__", 9)]].concat();
+            offcpu.add("t".into(), &[StackPart::User(&user)], SampleValue { nanos: 5, ..Default::default() });
+        }
+        assert_eq!(top_leaf(&cpu, &[], |v| v.count), Some(("render".into(), 1.0)));
+        assert_eq!(top_leaf(&offcpu, &[], |v| v.nanos), Some(("Parameter.__init__".into(), 1.0)));
+        let native = profile(ProfileKind::CPU, &[("put_entry", 3)]);
+        assert_eq!(top_leaf(&native, &[], |v| v.count), Some(("put_entry".into(), 1.0)));
     }
 
     #[test]
