@@ -307,6 +307,9 @@ fn stacks_read_as_jfr_records_them(jdk: &Jdk, flags: &[&str], inlining: bool) {
         eprintln!("  stopped short ({}): {}", f.weight, f.frames.join(";"));
     }
     assert!(whole as f64 >= 0.9 * total, "{whole} of {total} samples walked whole");
+    // The verdict names the hot Java method.
+    let verdict = bundle.summary()["verdict"].as_str().unwrap_or_default().to_string();
+    assert!(verdict.contains("% of on-CPU in Chain.leafSpin("), "{verdict}");
     let mut counts = HashMap::<&str, usize>::new();
     for s in &theirs {
         let mut seen: Vec<&str> = s.frames.iter().map(String::as_str).collect();

@@ -181,6 +181,12 @@ fn waiting_threads_read_as_jcmd_prints_them(jdk: &Jdk) {
     }
     assert_eq!(bundle.summary()["hotspot"]["frames_walked"], true, "{}", bundle.summary()["hotspot"]);
     assert_eq!(bundle.summary()["jit"], serde_json::Value::Null, "the agent asked the JVM nothing");
+    // The verdict names the Java method most of the program's threads wait in (four of seven
+    // sleep), not libc's wait under it or the JVM's own idle threads.
+    let verdict = bundle.summary()["verdict"].as_str().unwrap_or_default().to_string();
+    eprintln!("verdict: {verdict}");
+    let waited_in = verdict.split("; ").find_map(|part| part.split("off-CPU waiting in ").nth(1));
+    assert!(waited_in.is_some_and(|m| m.starts_with("java.lang.Thread.sleep")), "{verdict}");
     cleanup(java);
 }
 

@@ -37,14 +37,14 @@ pub struct VerdictFacts<'a> {
 
 pub fn verdict(f: &VerdictFacts<'_>) -> String {
     let mut parts = vec![what_fired(f)];
-    if let Some((name, share)) = top_leaf(f.cpu, &[], |v| v.count) {
+    if let Some((name, share)) = top_leaf(f.cpu, &[], Threads::All, |v| v.count) {
         parts.push(format!("{:.0}% of on-CPU in {name}", share * 100.0));
     }
     // Where a runtime says the program waits (Go's goroutines); else where its threads do.
     match &f.wait {
         Some(wait) => parts.push(wait.clone()),
         None => {
-            if let Some((name, share)) = top_leaf(f.offcpu, &f.idle_frames, |v| v.nanos) {
+            if let Some((name, share)) = top_leaf(f.offcpu, &f.idle_frames, Threads::Program, |v| v.nanos) {
                 parts.push(format!("{:.0}% of the time off-CPU waiting in {name}", share * 100.0));
             }
         }
@@ -79,6 +79,16 @@ fn what_fired(f: &VerdictFacts<'_>) -> String {
     }
 }
 
+/// Which threads' stacks a part of the verdict is read from.
+#[derive(Clone, Copy, PartialEq)]
+enum Threads {
+    /// Every thread's: a runtime's own threads' CPU (its garbage collector's) is the process's.
+    All,
+    /// Where a runtime names frames, the threads that run the program's code: a runtime's own
+    /// threads (a JVM's collector and compiler threads, idle between tasks) do not wait for it.
+    Program,
+}
+
 /// A frame of the program's own code that a runtime named: an interpreted function (Python,
 /// Ruby, Java's interpreter) or JIT code (Java's compiled methods, a perf map's). The verdict
 /// names it rather than the interpreter's or the VM's native frames under it.
@@ -93,6 +103,7 @@ fn runtime_frame(location: &Location) -> bool {
 fn top_leaf(
     profile: &Profile,
     idle_frames: &[&str],
+    threads: Threads,
     weight: impl Fn(&crate::record::profile::SampleValue) -> u64,
 ) -> Option<(String, f64)> {
     let mut by_leaf: HashMap<&str, u64> = HashMap::new();
@@ -101,7 +112,12 @@ fn top_leaf(
         let location = &profile.locations[*i as usize];
         location.address == 0 && location.frames.first().is_some_and(|f| idle_frames.contains(&&*f.function))
     };
-    for (key, value) in profile.samples.iter().filter(|(k, _)| !k.stack.last().is_some_and(idle)) {
+    let runs_program = |stack: &[u32]| stack.iter().any(|&i| runtime_frame(&profile.locations[i as usize]));
+    let program_only = threads == Threads::Program && profile.samples.keys().any(|k| runs_program(&k.stack));
+    let counted = |k: &&crate::record::profile::SampleKey| {
+        !k.stack.last().is_some_and(idle) && (!program_only || runs_program(&k.stack))
+    };
+    for (key, value) in profile.samples.iter().filter(|(k, _)| counted(k)) {
         let w = weight(value);
         total += w;
         let stack = || key.stack.iter().map(|&i| &profile.locations[i as usize]);
@@ -201,7 +217,11 @@ mod tests {
             duration_s: 30.0,
         };
         assert_eq!(verdict(&facts), "killed by signal 11");
-        assert_eq!(top_leaf(&spread, &[], |v| v.count).map(|t| t.0), Some("f".into()), "one leaf adds up");
+        assert_eq!(
+            top_leaf(&spread, &[], Threads::All, |v| v.count).map(|t| t.0),
+            Some("f".into()),
+            "one leaf adds up"
+        );
     }
 
     #[test]
@@ -218,10 +238,15 @@ mod tests {
             let user = [&user[..], &[python("Parameter.__init__", 9)]].concat();
             offcpu.add("t".into(), &[StackPart::User(&user)], SampleValue { nanos: 5, ..Default::default() });
         }
-        assert_eq!(top_leaf(&cpu, &[], |v| v.count), Some(("render".into(), 1.0)));
-        assert_eq!(top_leaf(&offcpu, &[], |v| v.nanos), Some(("Parameter.__init__".into(), 1.0)));
+        // A runtime's own thread, idle with no frame of the program's: not what the program
+        // waits for, though it waited longest; its CPU counts.
+        let vm = [loc(0x2000, "__futex_abstimed_wait_common", false), loc(0x4000, "WorkerThread::run", false)];
+        offcpu.add("gc".into(), &[StackPart::User(&vm)], SampleValue { nanos: 500, ..Default::default() });
+        cpu.add("gc".into(), &[StackPart::User(&vm)], SampleValue { count: 5, ..Default::default() });
+        assert_eq!(top_leaf(&cpu, &[], Threads::All, |v| v.count), Some(("render".into(), 10.0 / 15.0)));
+        assert_eq!(top_leaf(&offcpu, &[], Threads::Program, |v| v.nanos), Some(("Parameter.__init__".into(), 1.0)));
         let native = profile(ProfileKind::CPU, &[("put_entry", 3)]);
-        assert_eq!(top_leaf(&native, &[], |v| v.count), Some(("put_entry".into(), 1.0)));
+        assert_eq!(top_leaf(&native, &[], Threads::Program, |v| v.count), Some(("put_entry".into(), 1.0)));
     }
 
     #[test]
