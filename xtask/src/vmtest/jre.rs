@@ -1,5 +1,5 @@
-//! The Java check's JVM in a guest: Debian's JDK 17 cut down by `jlink` to `java.base` (about
-//! 50 MB where the JDK is 300: its `libjvm.so` as Debian ships it), and the Java fixture
+//! The Java check's JVM in a guest: Debian's JDK 17 cut down by `jlink` to `java.base` (37 MB
+//! where the JDK is 260: its `libjvm.so` as Debian ships it), and the Java fixture
 //! compiled on the host (a guest has no compiler).
 
 use std::{path::PathBuf, process::Command};
