@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use autodump_tests::{favour_cpu, require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
+use autodump_tests::{favour_cpu, in_vm, require_bpf, scratch_dir, Bundle, Fixture, RunningAgent};
 
 /// Short timings so each test takes seconds: 500 ms ticks, 4 s warm-up, 10 s lookback.
 const FAST: &[&str] =
@@ -47,7 +47,11 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
     }
     favour_cpu();
     let mut fixture = Fixture::start("misbehave", &["cpu", "cue"]);
-    let mut agent = start_agent(&fixture, "watch_cpu", &[]);
+    // In a kernel-matrix guest the default rule fired before the spike twice (0.5 and 3.5 s, on
+    // 6.12): a calm interval read over 10%. Emulation has no steal time, so a guest may charge its
+    // task for time the host gave its vCPU to another guest. There the spike must hold a second.
+    let hold: &[&str] = if in_vm() { &["--rule", "cpu:min=10%,diff=25%,abs=80%,for=1s"] } else { &[] };
+    let mut agent = start_agent(&fixture, "watch_cpu", hold);
     // The spike starts 10 s into the recording, past the warm-up, with a lookback's worth of calm
     // before it (on cue: in a slow kernel-matrix guest loading the probes took over 4 s).
     std::thread::sleep(CALM_BEFORE_SPIKE);
@@ -67,7 +71,7 @@ fn cpu_spike_gives_one_bundle_reaching_back_before_it() {
         "detection latency {latency:.2} s; window reaches {:.1} s before the spike",
         spike - summary["window"]["start"].as_f64().unwrap()
     );
-    assert!((0.0..3.0).contains(&latency), "trigger {latency:.2} s after the spike");
+    assert!((0.0..3.0).contains(&latency), "trigger {latency:.2} s after the spike: {}", summary["reason"]);
     assert!(summary["window"]["start"].as_f64().unwrap() <= spike - 8.0, "the window reaches back before the spike");
     assert!(summary["window"]["end"].as_f64().unwrap() >= trigger + 3.5, "and goes on after it");
 
