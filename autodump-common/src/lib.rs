@@ -78,8 +78,11 @@ pub struct OffCpuStart {
     pub flags: u32,
     /// The thread's process.
     pub tgid: u32,
-    /// Keeps the size a multiple of 8 with no implicit padding.
+    /// Keeps `futex` 8-byte aligned with no implicit padding.
     pub zero: u32,
+    /// The futex word it waits on, for a thread blocked in a futex wait (a contended lock or a
+    /// condition variable); 0 otherwise, or where the probes cannot read system call arguments.
+    pub futex: u64,
 }
 
 impl OffCpuStart {
@@ -101,6 +104,29 @@ impl OffCpuStart {
             flags: self.flags,
         }
     }
+}
+
+/// Key of the wake-up totals: a blocked thread's stack as counted off-CPU, the futex it waited
+/// on (0: not a futex wait), and the thread that woke it with its stacks, taken as it did.
+///
+/// A waker in another process, or in an interrupt, has its kernel stack only: its user stack
+/// would be another program's (or the interrupted one's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WakeKey {
+    pub blocked: StackKey,
+    pub futex: u64,
+    pub waker_tgid: u32,
+    pub waker_tid: u32,
+    /// Negative: not taken (see above), or the kernel's error code.
+    pub waker_user_stack_id: i32,
+    pub waker_kernel_stack_id: i32,
+    /// The generation the waker's stacks are filed in (the blocked stack's may be older).
+    pub waker_epoch: u32,
+    /// Keeps the size a multiple of 8 with no implicit padding.
+    pub zero: u32,
+    /// The waker's `comm`: its process may be gone before the agent reads it.
+    pub waker_comm: [u8; 16],
 }
 
 /// Off-CPU time summed per [`StackKey`].
@@ -182,11 +208,17 @@ pub enum Stat {
     /// Walks that stopped in code a JIT compiled after the agent last read its code region
     /// (`cfa::NEW_CODE`): the agent reads the region again when this rises.
     NewCodeStops,
+    /// Wake-ups of blocked target threads that were recorded with their waker.
+    Wakeups,
+    WakerUserStackErrors,
+    WakerKernelStackErrors,
+    /// Wake-ups lost because the wake-up totals map was full.
+    WakeupTotalsFull,
 }
 
 /// Each runtime's own counters follow these (see `runtimes::stat_slot`).
 impl Stat {
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 27;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -211,6 +243,10 @@ impl Stat {
         Stat::JitFrames,
         Stat::JitWalkStops,
         Stat::NewCodeStops,
+        Stat::Wakeups,
+        Stat::WakerUserStackErrors,
+        Stat::WakerKernelStackErrors,
+        Stat::WakeupTotalsFull,
     ];
 }
 
@@ -225,6 +261,7 @@ pub mod maps {
     pub const OFFCPU_TOTALS: [&str; 2] = ["OFFCPU_TOTALS_0", "OFFCPU_TOTALS_1"];
     pub const FAULT_COUNTS: [&str; 2] = ["FAULT_COUNTS_0", "FAULT_COUNTS_1"];
     pub const KERNEL_STACK_CACHE: [&str; 2] = ["KERNEL_STACK_CACHE_0", "KERNEL_STACK_CACHE_1"];
+    pub const WAKEUP_TOTALS: [&str; 2] = ["WAKEUP_TOTALS_0", "WAKEUP_TOTALS_1"];
     pub const OFFCPU_START: &str = "OFFCPU_START";
     pub const CONTROL: &str = "CONTROL";
     pub const EXITS: &str = "EXITS";
@@ -262,6 +299,12 @@ pub mod globals {
     /// Offset in `struct task_struct` of the user thread pointer the kernel keeps
     /// (`thread.fsbase` on x86_64): where a runtime's thread-local state is found.
     pub const TASK_TLS_BASE_OFFSET: &str = "TASK_TLS_BASE_OFFSET";
+    /// The futex system call's number on this architecture, and the offsets in `struct pt_regs`
+    /// of the system call number and its first two arguments (0: no futex addresses).
+    pub const FUTEX_SYSCALL: &str = "FUTEX_SYSCALL";
+    pub const PT_REGS_SYSCALL_OFFSET: &str = "PT_REGS_SYSCALL_OFFSET";
+    pub const PT_REGS_ARG0_OFFSET: &str = "PT_REGS_ARG0_OFFSET";
+    pub const PT_REGS_ARG1_OFFSET: &str = "PT_REGS_ARG1_OFFSET";
 }
 
 #[cfg(feature = "user")]
@@ -271,6 +314,7 @@ mod pod {
     unsafe impl aya::Pod for super::FaultKey {}
     unsafe impl aya::Pod for super::OffCpuStart {}
     unsafe impl aya::Pod for super::OffCpuTotal {}
+    unsafe impl aya::Pod for super::WakeKey {}
     unsafe impl aya::Pod for super::Control {}
     unsafe impl aya::Pod for super::ExitInfo {}
     unsafe impl aya::Pod for super::unwind::UnwindRow {}

@@ -35,6 +35,37 @@ static GROUP_END_FROM_SIGNAL: u32 = 0;
 /// generation (see `switch::kernel_stack_for`).
 #[no_mangle]
 static KERNEL_STACK_EVERY_SWITCH: u32 = 0;
+/// The futex system call's number (0: futex addresses are not read), and where `struct pt_regs`
+/// keeps the system call number and its first two arguments: set by the agent for its
+/// architecture.
+#[no_mangle]
+static FUTEX_SYSCALL: u32 = 0;
+#[no_mangle]
+static PT_REGS_SYSCALL_OFFSET: u32 = 0;
+#[no_mangle]
+static PT_REGS_ARG0_OFFSET: u32 = 0;
+#[no_mangle]
+static PT_REGS_ARG1_OFFSET: u32 = 0;
+
+/// Where to read a blocked thread's system call, if the agent set it.
+pub struct SyscallLayout {
+    pub futex: u64,
+    pub nr: usize,
+    pub arg0: usize,
+    pub arg1: usize,
+}
+
+#[inline(always)]
+pub fn syscall_layout() -> Option<SyscallLayout> {
+    let futex = read(&FUTEX_SYSCALL);
+    (futex != 0).then(|| SyscallLayout {
+        futex: futex as u64,
+        nr: read(&PT_REGS_SYSCALL_OFFSET) as usize,
+        arg0: read(&PT_REGS_ARG0_OFFSET) as usize,
+        arg1: read(&PT_REGS_ARG1_OFFSET) as usize,
+    })
+}
+
 #[inline(always)]
 fn read(global: &'static u32) -> u32 {
     // SAFETY: a plain read of a global the loader filled in.

@@ -13,12 +13,14 @@
 mod config;
 mod exit;
 mod faults;
+mod futex;
 mod maps;
 mod runtimes;
 mod sampling;
 mod stacks;
 mod switch;
 mod unwind;
+mod wakeup;
 
 #[cfg(not(test))]
 #[panic_handler]

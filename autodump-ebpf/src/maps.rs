@@ -5,7 +5,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use autodump_common::{
     runtimes::STAT_SLOTS, target_bit, unwind::UnwoundStack, Control, ExitInfo, FaultKey, OffCpuStart, OffCpuTotal,
-    StackKey, Stat, OVERFLOW_SHARE, TARGET_BIT_WORDS, TARGET_SLOTS,
+    StackKey, Stat, WakeKey, OVERFLOW_SHARE, TARGET_BIT_WORDS, TARGET_SLOTS,
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -42,6 +42,11 @@ pub static FAULT_COUNTS_1: HashMap<FaultKey, u64> = HashMap::with_max_entries(CO
 pub static OFFCPU_TOTALS_0: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 #[map]
 pub static OFFCPU_TOTALS_1: HashMap<StackKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+/// Blocked time until woken, by blocked stack and waker (see `wakeup`).
+#[map]
+pub static WAKEUP_TOTALS_0: HashMap<WakeKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
+#[map]
+pub static WAKEUP_TOTALS_1: HashMap<WakeKey, OffCpuTotal> = HashMap::with_max_entries(COUNT_SLOTS, 0);
 /// User stacks walked with CFI (`unwind`) by id (`UNWOUND_STACK_ID` | part of the hash).
 #[map]
 pub static UNWOUND_STACKS_0: HashMap<u32, UnwoundStack> = HashMap::with_max_entries(UNWOUND_SLOTS, 0);
@@ -80,6 +85,7 @@ pub struct Generation {
     pub cpu_counts: &'static HashMap<StackKey, u64>,
     pub fault_counts: &'static HashMap<FaultKey, u64>,
     pub offcpu_totals: &'static HashMap<StackKey, OffCpuTotal>,
+    pub wakeup_totals: &'static HashMap<WakeKey, OffCpuTotal>,
     pub kernel_stack_cache: &'static HashMap<u64, i32>,
     pub unwound: &'static HashMap<u32, UnwoundStack>,
 }
@@ -95,6 +101,7 @@ pub fn generation() -> Generation {
             cpu_counts: &CPU_COUNTS_0,
             fault_counts: &FAULT_COUNTS_0,
             offcpu_totals: &OFFCPU_TOTALS_0,
+            wakeup_totals: &WAKEUP_TOTALS_0,
             kernel_stack_cache: &KERNEL_STACK_CACHE_0,
             unwound: &UNWOUND_STACKS_0,
         }
@@ -106,6 +113,7 @@ pub fn generation() -> Generation {
             cpu_counts: &CPU_COUNTS_1,
             fault_counts: &FAULT_COUNTS_1,
             offcpu_totals: &OFFCPU_TOTALS_1,
+            wakeup_totals: &WAKEUP_TOTALS_1,
             kernel_stack_cache: &KERNEL_STACK_CACHE_1,
             unwound: &UNWOUND_STACKS_1,
         }

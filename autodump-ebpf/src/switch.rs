@@ -78,6 +78,7 @@ fn switch_out(ctx: &BtfTracePointContext, tgid: u32, tid: u32, runnable: bool, n
         flags,
         tgid,
         zero: 0,
+        futex: if unwind && !runnable { crate::futex::waited_on() } else { 0 },
     };
     // A thread keeps its slot while it lives, rewritten in place: an insert or delete at every
     // switch would take the bucket lock twice. `start_ns` goes last, as it marks the slot in use.

@@ -63,6 +63,8 @@ pub mod defaults {
     /// The page-fault probe runs every this many faults (rounded up to a prime; see BENCHMARKS.md
     /// for the cost): a leak touching 10 MiB a second gives about 12 stacks a second.
     pub const FAULT_PERIOD: u64 = 211;
+    /// Record who woke each blocked thread (wakeups.*, locks.txt).
+    pub const WAKEUPS: bool = true;
 }
 
 /// When the target ends, whether to write an `exit` bundle.
@@ -184,6 +186,11 @@ pub struct Cli {
     #[arg(long, default_value_t = defaults::FAULT_PERIOD)]
     pub fault_period: u64,
 
+    /// Record who woke each blocked thread and what it waited on (wakeups.*, locks.txt): a
+    /// probe on every wake-up of the host, answered at once for threads not watched.
+    #[arg(long, default_value_t = defaults::WAKEUPS, action = clap::ArgAction::Set)]
+    pub wakeups: bool,
+
     /// The runtimes' own flags (Go, Python, JIT perf maps).
     #[command(flatten)]
     pub runtimes: crate::runtimes::args::RuntimeArgs,
@@ -199,7 +206,7 @@ pub struct Cli {
     pub bench_empty_probe: bool,
 
     /// Tests only: do not attach this probe (`on_cpu_sample`, `sched_switch`, `process_exit`,
-    /// `fault_sample`),
+    /// `fault_sample`, `sched_waking`),
     /// as if the kernel had rejected it, to exercise the degraded paths (repeatable).
     #[arg(long, hide = true)]
     pub skip_probe: Vec<String>,

@@ -57,6 +57,7 @@ impl ProbeHost {
             unwind_rows: None,
             unwind_processes: processes,
             fault_period: (cli.fault_period > 0).then(|| crate::probes::prime_period(cli.fault_period)),
+            wakeups: cli.wakeups,
         };
         let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows, processes));
         if let Some(tables) = tables.as_mut() {
@@ -197,6 +198,7 @@ impl ProbeHost {
         first.cpu.extend(second.cpu);
         first.offcpu.extend(second.offcpu);
         first.faults.extend(second.faults);
+        first.wakeups.extend(second.wakeups);
         Ok(first.split())
     }
 

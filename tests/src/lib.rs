@@ -16,6 +16,7 @@ pub mod python;
 pub mod roots;
 pub mod ruby;
 pub mod servers;
+pub mod wakeuptime;
 
 use std::{
     io::{BufRead, BufReader},

@@ -61,12 +61,13 @@ pub static MAPPING_ENTRIES: Array<MappingEntry> = Array::with_max_entries(MAPPIN
 /// runs with interrupts off, nor a fault's probe, which runs as a perf event too; they are kept
 /// apart anyway).
 #[map]
-pub(super) static WALKS: PerCpuArray<Walk> = PerCpuArray::with_max_entries(3, 0);
+pub(super) static WALKS: PerCpuArray<Walk> = PerCpuArray::with_max_entries(4, 0);
 
 /// The walk slot of each probe kind.
 pub const WALK_ON_CPU: u32 = 0;
 pub const WALK_SWITCH: u32 = 1;
 pub const WALK_FAULT: u32 = 2;
+pub const WALK_WAKE: u32 = 3;
 
 /// Offsets in x86_64's `struct pt_regs`.
 const PT_REGS_BP: usize = 32;

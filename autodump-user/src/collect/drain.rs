@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use autodump_common::{
     runtimes::{stat_slot, STAT_FRAMES, STAT_THREAD_MISSES},
     unwind::{UnwoundStack, UNWOUND_STACK_ID},
-    Control, StackKey, Stat, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
+    Control, OffCpuTotal, StackKey, Stat, WakeKey, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
 };
 use aya::maps::{MapData, MapError, StackTraceMap};
 use serde::Serialize;
@@ -56,12 +56,28 @@ pub struct RawSample {
     pub off_cpu_ns: u64,
 }
 
+/// Blocked time until a wake-up, by blocked stack and waker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawWakeup {
+    /// The blocked thread as counted off-CPU; `off_cpu_ns` is its time until the wake-up.
+    pub blocked: RawSample,
+    /// The futex word it waited on; 0: not a futex wait.
+    pub futex: u64,
+    pub waker_tgid: u32,
+    pub waker_tid: u32,
+    pub waker_comm: String,
+    /// Empty for a waker outside the watched processes (its kernel stack says the rest).
+    pub waker_user: RawStack,
+    pub waker_kernel: RawStack,
+}
+
 /// Everything recorded in one generation.
 #[derive(Debug, Default)]
 pub struct Drained {
     pub cpu: Vec<RawSample>,
     pub offcpu: Vec<RawSample>,
     pub faults: Vec<RawSample>,
+    pub wakeups: Vec<RawWakeup>,
 }
 
 impl Drained {
@@ -76,6 +92,9 @@ impl Drained {
         }
         for s in self.faults {
             parts.entry(s.tgid).or_default().faults.push(s);
+        }
+        for w in self.wakeups {
+            parts.entry(w.blocked.tgid).or_default().wakeups.push(w);
         }
         parts
     }
@@ -117,6 +136,12 @@ pub struct ProbeStats {
     /// Walks stopped in code a JIT compiled after the agent last read its code region (the
     /// agent reads it again at once: see `--code-check`).
     pub new_code_stops: u64,
+    /// Wake-ups of blocked threads recorded with their waker, waker stacks not recorded, and
+    /// wake-ups lost to a full map.
+    pub wakeups: u64,
+    pub waker_user_stack_errors: u64,
+    pub waker_kernel_stack_errors: u64,
+    pub wakeup_totals_full: u64,
     /// Each runtime's frames the walks emitted (`python_frames`), and walks through its
     /// interpreter whose thread it could not find (`python_thread_misses`): its frames are
     /// missing from that stack.
@@ -161,6 +186,9 @@ impl Drainer {
         }
         for (key, total) in take_all(&mut self.maps.offcpu_totals[gen]).map_err(map_err("OFFCPU_TOTALS"))? {
             drained.offcpu.push(self.sample(&key, total.count, total.total_ns));
+        }
+        for (key, total) in take_all(&mut self.maps.wakeup_totals[gen]).map_err(map_err("WAKEUP_TOTALS"))? {
+            drained.wakeups.push(self.wakeup(&key, &total));
         }
         // Its kernel stack ids named stacks of the map just cleared.
         take_all(&mut self.maps.kernel_stack_cache[gen]).map_err(map_err("KERNEL_STACK_CACHE"))?;
@@ -256,6 +284,10 @@ impl Drainer {
             jit_frames: t(Stat::JitFrames),
             jit_walk_stops: t(Stat::JitWalkStops),
             new_code_stops: t(Stat::NewCodeStops),
+            wakeups: t(Stat::Wakeups),
+            waker_user_stack_errors: t(Stat::WakerUserStackErrors),
+            waker_kernel_stack_errors: t(Stat::WakerKernelStackErrors),
+            wakeup_totals_full: t(Stat::WakeupTotalsFull),
             runtimes: self.runtime_stats(runtimes)?,
         })
     }
@@ -282,6 +314,19 @@ impl Drainer {
             fault_address: 0,
             count,
             off_cpu_ns,
+        }
+    }
+
+    fn wakeup(&self, key: &WakeKey, total: &OffCpuTotal) -> RawWakeup {
+        let comm = key.waker_comm.split(|&b| b == 0).next().unwrap_or_default();
+        RawWakeup {
+            blocked: self.sample(&key.blocked, total.count, total.total_ns),
+            futex: key.futex,
+            waker_tgid: key.waker_tgid,
+            waker_tid: key.waker_tid,
+            waker_comm: String::from_utf8_lossy(comm).into_owned(),
+            waker_user: self.resolve(key.waker_epoch, key.waker_user_stack_id),
+            waker_kernel: self.resolve(key.waker_epoch, key.waker_kernel_stack_id),
         }
     }
 

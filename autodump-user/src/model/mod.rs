@@ -3,6 +3,7 @@
 //! (writers, upload, alerts), so that neither imports the other.
 
 pub mod listing;
+pub mod locks;
 mod notes;
 pub mod regressions;
 pub mod reports;

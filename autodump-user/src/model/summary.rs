@@ -40,6 +40,10 @@ pub struct Summary {
     pub offcpu: OffCpuTotals,
     /// Page faults, by the class of memory they touched.
     pub faults: super::listing::FaultTotals,
+    /// What threads waited on and who released them (from the wake-up probe), heaviest first;
+    /// `locks.txt` says the same with stacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<super::locks::LockReport>,
     /// Every profile of the bundle: its files and totals.
     pub profiles: Vec<super::listing::ProfileListing>,
     /// Events the probes could not record (from their stats map).
@@ -175,13 +179,16 @@ pub fn build(f: Facts<'_>) -> Summary {
         + d.offcpu_user_stack_errors
         + d.offcpu_kernel_stack_errors
         + d.fault_user_stack_errors
-        + d.fault_kernel_stack_errors;
+        + d.fault_kernel_stack_errors
+        + d.waker_user_stack_errors
+        + d.waker_kernel_stack_errors;
     if lost > 0 {
         notes.push(format!(
             "{lost} stacks could not be recorded (stack-map collisions or a full map); raise --stack-slots"
         ));
     }
-    let full = d.cpu_counts_full + d.offcpu_start_full + d.offcpu_totals_full + d.fault_counts_full;
+    let full =
+        d.cpu_counts_full + d.offcpu_start_full + d.offcpu_totals_full + d.fault_counts_full + d.wakeup_totals_full;
     if full > 0 {
         notes.push(format!("{full} events were lost to full maps; raise --count-slots or --thread-slots"));
     }
@@ -249,6 +256,7 @@ pub fn build(f: Facts<'_>) -> Summary {
             distinct_stacks: f.profiles.offcpu().samples.len(),
             kernel_stacks: f.offcpu_kernel_stacks,
         },
+        locks: f.profiles.get(ProfileKind::WAKEUPS).map(super::locks::locks).unwrap_or_default(),
         faults: super::listing::FaultTotals::of(
             f.profiles.get(ProfileKind::FAULTS).filter(|_| f.fault_period > 0),
             f.fault_period,

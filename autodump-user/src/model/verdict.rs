@@ -92,7 +92,7 @@ enum Threads {
 /// A frame of the program's own code that a runtime named: an interpreted function (Python,
 /// Ruby, Java's interpreter) or JIT code (Java's compiled methods, a perf map's). The verdict
 /// names it rather than the interpreter's or the VM's native frames under it.
-fn runtime_frame(location: &Location) -> bool {
+pub(super) fn runtime_frame(location: &Location) -> bool {
     let jit = || location.mapping.as_ref().is_some_and(|m| m.is_anonymous());
     !location.kernel && location.address != 0 && (frame_kind(location.address) != kind::NATIVE || jit())
 }

@@ -10,7 +10,8 @@ use aya::programs::{
 use super::{
     errors,
     helpers::{log_verified, program_mut},
-    Probes, ON_CPU, ON_CPU_UNWIND, PAGE_FAULT, PAGE_FAULT_UNWIND, PROCESS_EXIT, SCHED_SWITCH, SWITCH_UNWIND,
+    Probes, ON_CPU, ON_CPU_UNWIND, PAGE_FAULT, PAGE_FAULT_UNWIND, PROCESS_EXIT, SCHED_SWITCH, SCHED_WAKING,
+    SWITCH_UNWIND, WAKING_UNWIND,
 };
 use crate::error::{AgentError, ExitCode};
 
@@ -81,6 +82,17 @@ impl Probes {
         Ok(())
     }
 
+    /// The wake-up probe, if asked for (`--wakeups`).
+    pub(super) fn attach_waking(&mut self) -> Result<(), AgentError> {
+        if !self.wakeups {
+            return Ok(());
+        }
+        self.skipped(SCHED_WAKING)?;
+        let name = if self.cfi() { WAKING_UNWIND } else { SCHED_WAKING };
+        self.waking_link = Some(self.attach_tracepoint(name, "sched_waking")?);
+        Ok(())
+    }
+
     pub(super) fn attach_exit(&mut self) -> Result<(), AgentError> {
         self.skipped(PROCESS_EXIT)?;
         self.exit_link = Some(self.attach_tracepoint(PROCESS_EXIT, "sched_process_exit")?);
@@ -101,7 +113,10 @@ impl Probes {
 
     /// Detaches every probe; the maps stay readable.
     pub fn detach(&mut self) {
-        let (on_cpu, switch) = if self.cfi() { (ON_CPU_UNWIND, SWITCH_UNWIND) } else { (ON_CPU, SCHED_SWITCH) };
+        let (on_cpu, switch, waking) = match self.cfi() {
+            true => (ON_CPU_UNWIND, SWITCH_UNWIND, WAKING_UNWIND),
+            false => (ON_CPU, SCHED_SWITCH, SCHED_WAKING),
+        };
         let fault = self.fault_program();
         for (name, links) in
             [(on_cpu, std::mem::take(&mut self.perf_links)), (fault, std::mem::take(&mut self.fault_links))]
@@ -112,7 +127,12 @@ impl Probes {
                 }
             }
         }
-        for (name, link) in [(switch, self.switch_link.take()), (PROCESS_EXIT, self.exit_link.take())] {
+        let links = [
+            (switch, self.switch_link.take()),
+            (waking, self.waking_link.take()),
+            (PROCESS_EXIT, self.exit_link.take()),
+        ];
+        for (name, link) in links {
             if let (Some(link), Ok(program)) = (link, program_mut::<BtfTracePoint>(&mut self.ebpf, name)) {
                 let _ = program.detach(link);
             }

@@ -44,6 +44,7 @@ pub(super) fn take_maps(ebpf: &mut Ebpf) -> Result<ProbeMaps, String> {
         cpu_counts: [take(ebpf, maps::CPU_COUNTS[0])?, take(ebpf, maps::CPU_COUNTS[1])?],
         fault_counts: [take(ebpf, maps::FAULT_COUNTS[0])?, take(ebpf, maps::FAULT_COUNTS[1])?],
         offcpu_totals: [take(ebpf, maps::OFFCPU_TOTALS[0])?, take(ebpf, maps::OFFCPU_TOTALS[1])?],
+        wakeup_totals: [take(ebpf, maps::WAKEUP_TOTALS[0])?, take(ebpf, maps::WAKEUP_TOTALS[1])?],
         kernel_stack_cache: [take(ebpf, maps::KERNEL_STACK_CACHE[0])?, take(ebpf, maps::KERNEL_STACK_CACHE[1])?],
         offcpu_start: take(ebpf, maps::OFFCPU_START)?,
         control: take(ebpf, maps::CONTROL)?,

@@ -13,7 +13,7 @@ pub mod targets;
 use autodump_common::{
     globals, maps,
     unwind::{UnwoundStack, MAX_MAPPINGS},
-    Control, FaultKey, OffCpuStart, OffCpuTotal, StackKey, OVERFLOW_SHARE,
+    Control, FaultKey, OffCpuStart, OffCpuTotal, StackKey, WakeKey, OVERFLOW_SHARE,
 };
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, StackTraceMap},
@@ -36,6 +36,8 @@ const PROCESS_EXIT: &str = "process_exit";
 const PAGE_FAULT: &str = "fault_sample";
 const PAGE_FAULT_UNWIND: &str = "fault_unwind";
 const SCHED_SWITCH_EMPTY: &str = "sched_switch_empty";
+const SCHED_WAKING: &str = "sched_waking";
+const WAKING_UNWIND: &str = "waking_unwind";
 
 /// How often the off-CPU probe walks the kernel stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -87,6 +89,8 @@ pub struct ProbeConfig {
     /// Run the page-fault probe every this many faults on a CPU (a prime, see
     /// [`prime_period`]); None: no page-fault probe.
     pub fault_period: Option<u64>,
+    /// Attach the wake-up probe.
+    pub wakeups: bool,
 }
 
 /// How user stacks are walked on this kernel, and why.
@@ -105,6 +109,7 @@ pub struct ProbeMaps {
     pub cpu_counts: [HashMap<MapData, StackKey, u64>; 2],
     pub fault_counts: [HashMap<MapData, FaultKey, u64>; 2],
     pub offcpu_totals: [HashMap<MapData, StackKey, OffCpuTotal>; 2],
+    pub wakeup_totals: [HashMap<MapData, WakeKey, OffCpuTotal>; 2],
     pub kernel_stack_cache: [HashMap<MapData, u64, i32>; 2],
     pub offcpu_start: HashMap<MapData, u32, OffCpuStart>,
     pub control: Array<MapData, Control>,
@@ -127,6 +132,8 @@ pub struct Probes {
     fault_period: Option<u64>,
     switch_link: Option<BtfTracePointLinkId>,
     exit_link: Option<BtfTracePointLinkId>,
+    waking_link: Option<BtfTracePointLinkId>,
+    wakeups: bool,
     empty_switch_probe: bool,
     skip: Vec<String>,
     features: KernelFeatures,
@@ -192,6 +199,10 @@ impl Probes {
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
+            .override_global(globals::FUTEX_SYSCALL, &syscalls::FUTEX, true)
+            .override_global(globals::PT_REGS_SYSCALL_OFFSET, &syscalls::PT_REGS_NR, true)
+            .override_global(globals::PT_REGS_ARG0_OFFSET, &syscalls::PT_REGS_ARG0, true)
+            .override_global(globals::PT_REGS_ARG1_OFFSET, &syscalls::PT_REGS_ARG1, true)
             .map_max_entries(maps::OFFCPU_START, config.thread_slots)
             .map_max_entries(maps::UNWIND_ROWS, rows)
             .map_max_entries(maps::PROC_MAPPINGS, processes)
@@ -206,6 +217,7 @@ impl Probes {
                     if config.fault_period.is_some() { config.count_slots } else { 1 },
                 )
                 .map_max_entries(maps::OFFCPU_TOTALS[gen], config.count_slots)
+                .map_max_entries(maps::WAKEUP_TOTALS[gen], if config.wakeups { config.count_slots } else { 1 })
                 .map_max_entries(maps::KERNEL_STACK_CACHE[gen], config.stack_slots)
                 .map_max_entries(maps::UNWOUND_STACKS[gen], unwound_slots);
         }
@@ -222,6 +234,8 @@ impl Probes {
             fault_period: config.fault_period,
             switch_link: None,
             exit_link: None,
+            waking_link: None,
+            wakeups: config.wakeups,
             empty_switch_probe: config.empty_switch_probe,
             skip: config.skip.clone(),
             features,
@@ -251,6 +265,7 @@ impl Probes {
             (ON_CPU, "the on-CPU profile (cpu.*)", self.attach_sampler(frequency_hz)),
             (PAGE_FAULT, "the page-fault profile (faults.*)", self.attach_faults()),
             (SCHED_SWITCH, "the off-CPU profile (offcpu.*)", self.attach_switch()),
+            (SCHED_WAKING, "who woke blocked threads (wakeups.*, locks.txt)", self.attach_waking()),
             (
                 PROCESS_EXIT,
                 "the target's exit code and signal, and the guard against a pid reused before the next tick",
@@ -343,6 +358,36 @@ impl Probes {
             false => Ok(()),
         }
     }
+}
+
+/// Where this architecture's `struct pt_regs` keeps a system call's number and first two
+/// arguments, and the futex call's number: the probes read which futex a thread waits on.
+mod syscalls {
+    #[cfg(target_arch = "x86_64")]
+    mod arch {
+        pub const FUTEX: u32 = 202;
+        /// `orig_ax`, `di`, `si`.
+        pub const PT_REGS_NR: u32 = 120;
+        pub const PT_REGS_ARG0: u32 = 112;
+        pub const PT_REGS_ARG1: u32 = 104;
+    }
+    #[cfg(target_arch = "aarch64")]
+    mod arch {
+        pub const FUTEX: u32 = 98;
+        /// `syscallno`, `orig_x0` (x0 holds the return value by then), `regs[1]`.
+        pub const PT_REGS_NR: u32 = 280;
+        pub const PT_REGS_ARG0: u32 = 272;
+        pub const PT_REGS_ARG1: u32 = 8;
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    mod arch {
+        /// Not known here: waits are not grouped by futex.
+        pub const FUTEX: u32 = 0;
+        pub const PT_REGS_NR: u32 = 0;
+        pub const PT_REGS_ARG0: u32 = 0;
+        pub const PT_REGS_ARG1: u32 = 0;
+    }
+    pub use arch::*;
 }
 
 /// The kernel's BTF in aya's form (for the loader and for attaching BTF tracepoints).

@@ -87,6 +87,20 @@ impl ProfileKind {
         root_label: "thread",
         memory: false,
     });
+    /// Time blocked until woken, by blocked stack and then the waker's stack (wake-up probe).
+    pub const WAKEUPS: ProfileKind = ProfileKind(&KindInfo {
+        order: 25,
+        name: "wakeups",
+        stem: "wakeups",
+        title: "wake-ups (blocked stack, --, waker) of",
+        heading: "Wake-ups (blocked stack below --, the stack that woke it above, leaf first)",
+        values: &[("wakeups", "count", Field::Count), ("blocked", "nanoseconds", Field::Nanos)],
+        period: ("blocked", "nanoseconds", Period::One),
+        weight: (Field::Micros, "us"),
+        palette: "wakeup",
+        root_label: "thread",
+        memory: false,
+    });
     /// Page faults: where the process first touched memory, so where its resident size grew.
     pub const FAULTS: ProfileKind = ProfileKind(&KindInfo {
         order: 30,

@@ -7,6 +7,7 @@ pub mod kind;
 pub mod naming;
 pub mod profile;
 mod set;
+pub mod wakeups;
 
 pub use set::Profiles;
 
@@ -149,6 +150,9 @@ impl Recorder {
             let value = SampleValue { count: sample.count * self.fault_period, nanos: 0, ..Default::default() };
             self.add_sample(profiles.get_mut(ProfileKind::FAULTS), sample, value);
         }
+        if !drained.wakeups.is_empty() {
+            self.add_wakeups(profiles.get_mut(ProfileKind::WAKEUPS), &drained.wakeups);
+        }
         profiles
     }
 
@@ -162,17 +166,8 @@ impl Recorder {
 
     fn add_sample(&mut self, profile: &mut Profile, sample: &RawSample, value: SampleValue) {
         let thread = self.thread_name(sample.tid);
-        let user = match &sample.user {
-            RawStack::Frames(ips) => {
-                let stack = self.symbolizer.user(&lookup_addresses(ips));
-                Some(self.symbolizer.tidy(stack))
-            }
-            RawStack::Lost => None,
-        };
-        let kernel = match &sample.kernel {
-            RawStack::Frames(ips) => Some(without_probe_frames(self.symbolizer.kernel(&lookup_addresses(ips)))),
-            RawStack::Lost => None,
-        };
+        let user = self.user_stack(&sample.user);
+        let kernel = self.kernel_stack(&sample.kernel);
         let mut parts = Vec::with_capacity(3);
         if sample.runnable {
             parts.push(StackPart::Pseudo(pseudo::RUNNABLE));
@@ -190,6 +185,25 @@ impl Recorder {
             }
         }
         profile.add(thread, &parts, value);
+    }
+
+    /// A user stack symbolized and tidied by the runtimes; None if the kernel lost it.
+    fn user_stack(&mut self, stack: &RawStack) -> Option<Vec<Arc<Location>>> {
+        match stack {
+            RawStack::Frames(ips) => {
+                let stack = self.symbolizer.user(&lookup_addresses(ips));
+                Some(self.symbolizer.tidy(stack))
+            }
+            RawStack::Lost => None,
+        }
+    }
+
+    /// A kernel stack symbolized, without the probe's own frames; None if the kernel lost it.
+    fn kernel_stack(&mut self, stack: &RawStack) -> Option<Vec<Arc<Location>>> {
+        match stack {
+            RawStack::Frames(ips) => Some(without_probe_frames(self.symbolizer.kernel(&lookup_addresses(ips)))),
+            RawStack::Lost => None,
+        }
     }
 
     /// The thread's name; a thread that lived and died between two reads of /proc is named

@@ -15,6 +15,13 @@ pub mod pseudo {
     pub const KERNEL_STACK_LOST: &str = "[kernel stack lost]";
     /// Off-CPU leaf: the thread was preempted or yielded, and waited for a CPU.
     pub const RUNNABLE: &str = "[runnable]";
+    /// Wake-ups: between the blocked thread's stack and its waker's (as offwaketime writes it).
+    pub const WOKEN_BY: &str = "--";
+    /// Wake-ups: the lock a thread waited on (a label that follows it: `[futex 0x7f…]`).
+    pub const FUTEX_PREFIX: &str = "[futex 0x";
+    /// Wake-ups: the waker was an interrupt, not a thread (its stack is the kernel's).
+    pub const TIMER: &str = "[timer]";
+    pub const INTERRUPT: &str = "[interrupt]";
 }
 
 /// One stack of one thread. Locations are indices into [`Profile::locations`], innermost first.
@@ -66,6 +73,8 @@ enum LocationKey {
     User(u64, u64),
     Kernel(u64),
     Pseudo(&'static str),
+    /// A label made when recorded (a waker's name, a lock's address), by the hash of its text.
+    Label(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -86,6 +95,22 @@ pub enum StackPart<'a> {
     User(&'a [Arc<Location>]),
     Kernel(&'a [Arc<Location>]),
     Pseudo(&'static str),
+    /// A pseudo frame whose name is made when recorded.
+    Label(&'a str),
+}
+
+/// A frame that names no code: address 0, no mapping.
+fn pseudo_location(name: &str, unnamed: Option<Arc<str>>) -> Location {
+    let frames = [Frame { function: Arc::from(name), file: None, line: None }].into();
+    Location { address: 0, kernel: false, mapping: None, frames, unnamed }
+}
+
+/// A label's key: the same in every profile and every run (SipHash with fixed keys).
+fn label_hash(name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    name.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Profile {
@@ -135,14 +160,16 @@ impl Profile {
                 }
                 StackPart::Pseudo(name) => {
                     let lost = [pseudo::USER_STACK_LOST, pseudo::KERNEL_STACK_LOST].contains(name);
-                    let loc = Location {
-                        address: 0,
-                        kernel: false,
-                        mapping: None,
-                        frames: [Frame { function: Arc::from(*name), file: None, line: None }].into(),
-                        unnamed: lost.then(|| "the kernel could not record this stack (see dropped)".into()),
-                    };
-                    stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(loc)));
+                    let why = lost.then(|| "the kernel could not record this stack (see dropped)".into());
+                    stack.push(self.intern(LocationKey::Pseudo(name), &Arc::new(pseudo_location(name, why))));
+                }
+                StackPart::Label(name) => {
+                    let key = LocationKey::Label(label_hash(name));
+                    if let Some(&id) = self.location_ids.get(&key) {
+                        stack.push(id);
+                    } else {
+                        stack.push(self.intern(key, &Arc::new(pseudo_location(name, None))));
+                    }
                 }
             }
         }

@@ -6,6 +6,7 @@ pub mod chart;
 pub mod diff;
 pub mod flamegraph;
 pub mod index;
+pub mod locks;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod retention;
@@ -147,6 +148,10 @@ pub fn write_bundle(out: &std::path::Path, rec: Recording<'_>) -> Result<Written
     let mut failures = Vec::new();
     for profile in rec.profiles.iter() {
         profile_files(&bundle, profile, &caption, &meta, &mut failures)?;
+    }
+    if !s.locks.is_empty() {
+        let render_err = |source| WriteError::Render { what: "locks.txt", source };
+        file(&bundle, "locks.txt", |w| locks::locks_txt(&s.locks, s.window.duration_s, w), render_err)?;
     }
     for extra in rec.files {
         let err = |source| WriteError::Render { what: extra.name, source };

@@ -1,0 +1,252 @@
+//! What threads waited on and who released them, read from the wake-up profile: waits grouped
+//! by the futex they blocked on (a contended mutex, a condition variable), each lock named by
+//! the program's code that takes it, with the code that released it (for a mutex, the code
+//! that held it) and the stacks of both sides.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::verdict::runtime_frame;
+use crate::{
+    record::profile::{pseudo, Profile, SampleKey},
+    symbolize::Location,
+};
+
+/// How many locks a bundle lists, heaviest first, and how many of each side's stacks.
+pub const TOP_LOCKS: usize = 10;
+pub const TOP_STACKS: usize = 3;
+
+/// Shared libraries whose frames are the locking machinery, not the program that locks.
+const SYSTEM_LIBRARIES: [&str; 5] = ["libc.so", "libpthread", "ld-linux", "libstdc++", "libgcc_s"];
+
+/// A name and the wait under it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Share {
+    pub name: String,
+    pub wait_us: u64,
+}
+
+/// One lock: the waits on one futex word of the process.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LockReport {
+    /// The futex word's address in the process.
+    pub address: String,
+    /// The program's innermost function under the heaviest waits: where the lock is taken.
+    pub taken_in: String,
+    /// Time threads blocked on it until woken, and how many blocks.
+    pub wait_us: u64,
+    pub waits: u64,
+    /// The threads that waited, heaviest first.
+    pub waiters: Vec<Share>,
+    /// What released the waiters: the program's innermost function in the waker's stack (for a
+    /// mutex, the code that held it), or the waker's name when none of its code is in it.
+    pub released_by: Vec<Share>,
+    /// The heaviest stacks on each side, root first, `;`-separated.
+    pub blocked_stacks: Vec<Share>,
+    pub waker_stacks: Vec<Share>,
+}
+
+/// The locks of `wakeups`, heaviest first.
+pub fn locks(wakeups: &Profile) -> Vec<LockReport> {
+    let mut by_lock: HashMap<&str, Lock> = HashMap::new();
+    for (key, value) in &wakeups.samples {
+        let Some(wake) = split(wakeups, key) else { continue };
+        let Some(lock) = wake.lock else { continue };
+        let us = (value.nanos + 500) / 1000;
+        let entry = by_lock.entry(lock).or_default();
+        entry.wait_us += us;
+        entry.waits += value.count;
+        *entry.taken_in.entry(program_function(wakeups, wake.blocked)).or_default() += us;
+        *entry.waiters.entry(key.thread.to_string()).or_default() += us;
+        let waker = program_function(wakeups, &wake.waker).or_else(|| wake.waker_name.map(String::from));
+        *entry.released_by.entry(waker).or_default() += us;
+        *entry.blocked_stacks.entry(root_first(wakeups, wake.blocked.iter().rev())).or_default() += us;
+        *entry.waker_stacks.entry(root_first(wakeups, wake.waker.iter().rev())).or_default() += us;
+    }
+    let mut locks: Vec<LockReport> = by_lock
+        .into_iter()
+        .map(|(address, lock)| LockReport {
+            address: address.trim_start_matches(pseudo::FUTEX_PREFIX).trim_end_matches(']').to_string(),
+            taken_in: heaviest(lock.taken_in).into_iter().next().map_or_else(|| "?".into(), |s| s.name),
+            wait_us: lock.wait_us,
+            waits: lock.waits,
+            waiters: heaviest(lock.waiters.into_iter().map(|(k, v)| (Some(k), v)).collect()),
+            released_by: heaviest(lock.released_by),
+            blocked_stacks: top(heaviest(lock.blocked_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
+            waker_stacks: top(heaviest(lock.waker_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
+        })
+        .collect();
+    locks.sort_by(|a, b| b.wait_us.cmp(&a.wait_us).then_with(|| a.address.cmp(&b.address)));
+    locks.truncate(TOP_LOCKS);
+    locks
+}
+
+#[derive(Default)]
+struct Lock {
+    wait_us: u64,
+    waits: u64,
+    taken_in: HashMap<Option<String>, u64>,
+    waiters: HashMap<String, u64>,
+    released_by: HashMap<Option<String>, u64>,
+    blocked_stacks: HashMap<String, u64>,
+    waker_stacks: HashMap<String, u64>,
+}
+
+/// A wake-up sample's parts (see `record::wakeups`), each stack innermost first.
+struct Wake<'a> {
+    /// The futex label, if the thread waited on one.
+    lock: Option<&'a str>,
+    blocked: &'a [u32],
+    /// The waker's kernel and user frames.
+    waker: Vec<u32>,
+    waker_name: Option<&'a str>,
+}
+
+fn split<'a>(profile: &'a Profile, key: &'a SampleKey) -> Option<Wake<'a>> {
+    let name = |i: u32| profile.locations[i as usize].frames.first().map(|f| &*f.function);
+    let separator = key.stack.iter().position(|&i| name(i) == Some(pseudo::WOKEN_BY))?;
+    let (waker_part, rest) = key.stack.split_at(separator);
+    let rest = &rest[1..];
+    let lock = rest.first().and_then(|&i| name(i)).filter(|n| n.starts_with(pseudo::FUTEX_PREFIX));
+    let blocked = if lock.is_some() { &rest[1..] } else { rest };
+    // The waker's part is stored root first under its name: [name, user..., kernel...].
+    let (waker_name, waker) = match waker_part.split_first() {
+        Some((&label, frames)) => (name(label), frames.iter().rev().copied().collect()),
+        None => (None, Vec::new()),
+    };
+    Some(Wake { lock, blocked, waker, waker_name })
+}
+
+/// The program's innermost function in `stack` (innermost first): the innermost frame a
+/// runtime named if there is one, else the innermost user frame outside the system's
+/// libraries, as `function (file:line)`.
+fn program_function(profile: &Profile, stack: &[u32]) -> Option<String> {
+    let leaf_first: Vec<&Location> = stack.iter().map(|&i| &*profile.locations[i as usize]).collect();
+    let user = |l: &Location| !l.kernel && l.address != 0;
+    let program = |l: &Location| user(l) && !l.mapping.as_ref().is_some_and(|m| system_library(m.module()));
+    let chosen = leaf_first
+        .iter()
+        .find(|l| runtime_frame(l))
+        .or_else(|| leaf_first.iter().find(|l| program(l)))
+        .or_else(|| leaf_first.iter().find(|l| user(l)))?;
+    let frame = chosen.frames.first()?;
+    Some(match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => {
+            format!("{} ({}:{line})", frame.function, file.rsplit('/').next().unwrap_or(file))
+        }
+        _ => frame.function.to_string(),
+    })
+}
+
+fn system_library(module: &str) -> bool {
+    SYSTEM_LIBRARIES.iter().any(|l| module.starts_with(l))
+}
+
+fn root_first<'a>(profile: &Profile, stack: impl Iterator<Item = &'a u32>) -> String {
+    let mut names = Vec::new();
+    for &i in stack {
+        let location = &profile.locations[i as usize];
+        for frame in location.frames.iter().rev() {
+            names.push(if location.kernel { format!("{}_[k]", frame.function) } else { frame.function.to_string() });
+        }
+    }
+    names.join(";")
+}
+
+fn heaviest(map: HashMap<Option<String>, u64>) -> Vec<Share> {
+    let mut shares: Vec<Share> = map.into_iter().filter_map(|(k, v)| Some(Share { name: k?, wait_us: v })).collect();
+    shares.sort_by(|a, b| b.wait_us.cmp(&a.wait_us).then_with(|| a.name.cmp(&b.name)));
+    shares
+}
+
+fn top(mut shares: Vec<Share>) -> Vec<Share> {
+    shares.truncate(TOP_STACKS);
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        collect::maps::Mapping,
+        record::{
+            profile::{ProfileKind, SampleValue},
+            wakeups::{add, Wake},
+        },
+        symbolize::Frame,
+    };
+
+    /// A user frame in `module`, with a line.
+    fn user(address: u64, function: &str, module: &str) -> Arc<Location> {
+        let path = format!("/usr/lib/{module}").into();
+        let mapping = Mapping { start: 0, end: u64::MAX, file_offset: 0, path, dev: 1, inode: 1 };
+        let frame = Frame { function: function.into(), file: Some("/src/store.c".into()), line: Some(address as u32) };
+        Arc::new(Location { address, kernel: false, mapping: Some(mapping), frames: [frame].into(), unnamed: None })
+    }
+
+    fn kernel(name: &str) -> Arc<Location> {
+        let address = 0xffff_0000 + name.bytes().map(u64::from).sum::<u64>();
+        crate::record::profile::tests::loc(address, name, true)
+    }
+
+    fn wake(profile: &mut Profile, thread: &str, futex: u64, holder: &str, ms: u64) {
+        let blocked_user =
+            vec![user(1, "__lll_lock_wait", "libc.so.6"), user(120, "put_entry", "app"), user(2, "main", "app")];
+        let waker_user = vec![
+            user(3, "__lll_lock_wake", "libc.so.6"),
+            user(if holder == "flush_log" { 88 } else { 89 }, holder, "app"),
+            user(4, "main", "app"),
+        ];
+        let wake = Wake {
+            blocked_user: Some(blocked_user),
+            blocked_kernel: Some(vec![kernel("schedule"), kernel("futex_wait")]),
+            futex,
+            waker: "[waker app]".into(),
+            waker_user: Some(waker_user),
+            waker_kernel: Some(vec![kernel("try_to_wake_up"), kernel("futex_wake")]),
+        };
+        add(profile, thread.into(), wake, SampleValue { count: 1, nanos: ms * 1_000_000, ..Default::default() });
+    }
+
+    #[test]
+    fn waits_are_grouped_by_futex_and_named_by_the_code_on_each_side() {
+        let mut profile = Profile::new(ProfileKind::WAKEUPS);
+        wake(&mut profile, "reader-1", 0x55aa, "flush_log", 60);
+        wake(&mut profile, "reader-2", 0x55aa, "flush_log", 30);
+        wake(&mut profile, "reader-2", 0x55aa, "put_entry", 10);
+        wake(&mut profile, "other", 0x77bb, "flush_log", 5);
+        // Not a futex wait (a pipe, a sleep): no lock.
+        wake(&mut profile, "sleeper", 0, "flush_log", 500);
+        let locks = locks(&profile);
+        assert_eq!(locks.len(), 2);
+        let store = &locks[0];
+        assert_eq!((store.address.as_str(), store.wait_us, store.waits), ("55aa", 100_000, 3));
+        // The program's innermost function, past libc's locking, with its line.
+        assert_eq!(store.taken_in, "put_entry (store.c:120)");
+        let released: Vec<(&str, u64)> = store.released_by.iter().map(|s| (s.name.as_str(), s.wait_us)).collect();
+        assert_eq!(released, [("flush_log (store.c:88)", 90_000), ("put_entry (store.c:89)", 10_000)]);
+        let waiters: Vec<&str> = store.waiters.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(waiters, ["reader-1", "reader-2"]);
+        assert_eq!(store.blocked_stacks[0].name, "main;put_entry;__lll_lock_wait;futex_wait_[k];schedule_[k]");
+        assert_eq!(store.waker_stacks[0].name, "main;flush_log;__lll_lock_wake;futex_wake_[k];try_to_wake_up_[k]");
+        assert_eq!(locks[1].address, "77bb");
+    }
+
+    #[test]
+    fn a_waker_with_no_code_of_the_program_is_named_by_its_label() {
+        let mut profile = Profile::new(ProfileKind::WAKEUPS);
+        let wake = Wake {
+            blocked_user: Some(vec![user(120, "put_entry", "app")]),
+            blocked_kernel: Some(vec![kernel("schedule")]),
+            futex: 0x10,
+            waker: "[timer]".into(),
+            waker_user: Some(Vec::new()),
+            waker_kernel: Some(vec![kernel("hrtimer_wakeup")]),
+        };
+        add(&mut profile, "t".into(), wake, SampleValue { count: 1, nanos: 1000, ..Default::default() });
+        assert_eq!(locks(&profile)[0].released_by[0].name, "[timer]");
+    }
+}
