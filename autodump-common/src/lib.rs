@@ -46,6 +46,12 @@ pub struct StackKey {
 /// picked from fewer bits of the same hash and hold only such stacks. Ids are below 2^30.
 pub const OVERFLOW_STACK_ID: u32 = 1 << 30;
 
+/// A stack id with this bit set (and neither [`OVERFLOW_STACK_ID`] nor
+/// `unwind::UNWOUND_STACK_ID`) names a stack the agent took itself, from outside the thread: a
+/// thread blocked since before the probes were attached (see `TaskRegs`). The agent seeds the
+/// thread's off-CPU slot with it; the probes carry it like any other id.
+pub const PRESEEDED_STACK_ID: u32 = 1 << 28;
+
 /// The overflow stack map has one slot for this many slots of the main one.
 pub const OVERFLOW_SHARE: u32 = 8;
 
@@ -127,6 +133,29 @@ pub struct WakeKey {
     pub zero: u32,
     /// The waker's `comm`: its process may be gone before the agent reads it.
     pub waker_comm: [u8; 16],
+}
+
+/// One thread of the process the agent asked about, as the `task_regs` iterator writes it: its
+/// state, the user registers it entered the kernel with, its system call, and its kernel
+/// stack. A thread blocked since before the probes were attached never switches; this is where
+/// the agent takes its stacks from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskRegs {
+    pub tid: u32,
+    /// `task_struct::__state`: 0 running, else sleeping (1 interruptible, 2 uninterruptible).
+    pub state: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The system call it is in (-1: none), and its first two arguments.
+    pub syscall: i64,
+    pub arg0: u64,
+    pub arg1: u64,
+    /// Valid entries of `kernel`, innermost first.
+    pub kernel_len: u32,
+    pub zero: u32,
+    pub kernel: [u64; MAX_STACK_DEPTH],
 }
 
 /// Off-CPU time summed per [`StackKey`].
@@ -274,6 +303,8 @@ pub mod maps {
     pub const MAPPING_ENTRIES: &str = "MAPPING_ENTRIES";
     pub const RUNTIME_PROCS: &str = "RUNTIME_PROCS";
     pub const RUNTIME_THREADS: &str = "RUNTIME_THREADS";
+    /// The process whose threads `task_regs` reports (entry 0).
+    pub const TASK_ITER_TARGET: &str = "TASK_ITER_TARGET";
 }
 
 /// Names of the read-only globals the agent sets before loading.
@@ -315,6 +346,7 @@ mod pod {
     unsafe impl aya::Pod for super::OffCpuStart {}
     unsafe impl aya::Pod for super::OffCpuTotal {}
     unsafe impl aya::Pod for super::WakeKey {}
+    unsafe impl aya::Pod for super::TaskRegs {}
     unsafe impl aya::Pod for super::Control {}
     unsafe impl aya::Pod for super::ExitInfo {}
     unsafe impl aya::Pod for super::unwind::UnwindRow {}

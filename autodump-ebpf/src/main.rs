@@ -19,6 +19,7 @@ mod runtimes;
 mod sampling;
 mod stacks;
 mod switch;
+mod tasks;
 mod unwind;
 mod wakeup;
 

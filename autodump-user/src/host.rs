@@ -109,6 +109,45 @@ impl ProbeHost {
         self.drainer.targets().add(pid).map_err(|e| internal(format!("cannot watch {pid}: {e}")))
     }
 
+    /// Threads of `pid` blocked since before the probes watched it never switch, so the probes
+    /// never take their stacks: they are taken here, from outside (the registers they entered
+    /// the kernel with, the CFI walk over their stack memory, their kernel stack), and their
+    /// time is counted from now until they run. Call right after `watch`. How many were seeded.
+    pub fn seed_blocked(&mut self, pid: u32) -> usize {
+        let tasks = match self.probes.task_regs(pid) {
+            Some(Ok(tasks)) => tasks,
+            Some(Err(e)) => {
+                tracing::debug!(pid, "cannot list the threads' registers: {e}");
+                return 0;
+            }
+            None => return 0,
+        };
+        let memory = crate::collect::remote::ProcessMemory::new(pid);
+        let now = crate::collect::monotonic_ns();
+        let mut seeded = 0;
+        // Sleeping (interruptible or not); a running or runnable thread will switch soon enough.
+        for task in tasks.iter().filter(|t| t.state & 3 != 0) {
+            let regs = crate::unwind::walk::Regs { pc: task.ip, sp: task.sp, bp: Some(task.bp) };
+            let user = match self.unwind.as_ref().and_then(|u| u.walk_view(pid)) {
+                Some((mappings, store)) => crate::unwind::walk::walk(mappings, store, regs, &memory),
+                None => vec![task.ip],
+            };
+            let thread = crate::collect::drain::Preblocked {
+                tgid: pid,
+                tid: task.tid,
+                user,
+                kernel: task.kernel[..(task.kernel_len as usize).min(task.kernel.len())].to_vec(),
+                futex: crate::probes::syscalls::futex_waited(task.syscall, task.arg0, task.arg1),
+            };
+            match self.drainer.preseed(thread, now) {
+                Ok(true) => seeded += 1,
+                Ok(false) => {}
+                Err(e) => tracing::debug!(pid, "cannot seed a blocked thread: {e}"),
+            }
+        }
+        seeded
+    }
+
     /// Stops recording process `pid` and frees what it held in the kernel.
     pub fn forget(&mut self, pid: u32) {
         if let Some(tables) = self.unwind.as_mut() {

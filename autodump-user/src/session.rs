@@ -7,17 +7,19 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::{
     cli::Cli,
     collect::{
-        drain::Drained,
+        drain::{Drained, RawSample},
         maps::MemoryMap,
         memory::MemoryWatch,
         metrics::RuntimeMetric,
         monotonic_ns,
         process::{ProcessError, Stat, Target},
-        unix_now,
+        unix_now, waits,
     },
     error::{internal, AgentError, ExitCode},
     host::ProbeHost,
     model::{
+        hangs::{deadlocks, Deadlock, WaitingThread},
+        locks::program_function_of,
         reports::{Reason, RuntimeReport},
         summary::Facts,
     },
@@ -42,6 +44,8 @@ pub struct Session {
     /// The process's /proc stat as read this interval (by the liveness check), and when, for the
     /// metrics and to tell whether its map or threads may have changed.
     pub stat: Option<(Stat, SystemTime)>,
+    /// Deadlocks among the threads blocked when a window last closed.
+    deadlocks: Vec<Deadlock>,
     /// (vsize, threads) when the map and thread names were last read, and when.
     observed: Option<((u64, u64), Instant)>,
 }
@@ -101,6 +105,7 @@ impl Session {
             host.runtime_code(pid, runtime.as_mut());
         }
         host.watch(pid)?;
+        let seeded = host.seed_blocked(pid);
         // The first snapshots once the probes record: growth and faults then cover one span.
         let mut memory = MemoryWatch::new(pid, cli.smaps_every, keep);
         let now = unix_now(SystemTime::now());
@@ -108,9 +113,9 @@ impl Session {
         for runtime in &mut runtimes {
             runtime.tick(&mut recorder, now);
         }
-        tracing::info!(pid, comm = %target.comm, frequency_hz = cli.frequency, "recording");
+        tracing::info!(pid, comm = %target.comm, frequency_hz = cli.frequency, blocked_before = seeded, "recording");
         let slice_start = unix_now(SystemTime::now());
-        Ok(Self { target, recorder, runtimes, slice_start, memory, stat: None, observed: None })
+        Ok(Self { target, recorder, runtimes, slice_start, memory, stat: None, observed: None, deadlocks: Vec::new() })
     }
 
     /// Before a drain: learns new threads and mappings (so that the drained stacks can be named).
@@ -198,7 +203,31 @@ impl Session {
         let blocked = host.still_blocked(self.target.pid, now_ns, floor_ns)?;
         let mut profile = Profile::new(ProfileKind::OFF_CPU);
         self.recorder.add_off_cpu(&mut profile, &blocked);
+        self.deadlocks = self.deadlocks_among(&blocked);
         Ok(profile)
+    }
+
+    /// Deadlocks among `blocked`: threads waiting on glibc mutexes whose holders wait too.
+    fn deadlocks_among(&mut self, blocked: &[RawSample]) -> Vec<Deadlock> {
+        let pid = self.target.pid;
+        let memory = crate::collect::remote::ProcessMemory::new(pid);
+        let mut waiting = Vec::new();
+        for sample in blocked.iter().filter(|s| s.futex != 0) {
+            let Some(user) = self.recorder.user_stack(&sample.user) else { continue };
+            if !waits::in_mutex_lock(user.iter().flat_map(|l| l.frames.iter().map(|f| &*f.function))) {
+                continue;
+            }
+            let Some(owner) = waits::mutex_owner(pid, sample.tid, sample.futex, &memory) else { continue };
+            let leaf_first: Vec<&crate::symbolize::Location> = user.iter().map(|l| &**l).collect();
+            waiting.push(WaitingThread {
+                tid: sample.tid,
+                thread: self.recorder.thread_name(sample.tid).to_string(),
+                lock: format!("{:x}", sample.futex),
+                waits_in: program_function_of(&leaf_first).unwrap_or_else(|| "?".into()),
+                held_by: owner,
+            });
+        }
+        deadlocks(&waiting)
     }
 
     /// A summary's facts about the target, the probes and the runtimes over `profiles` (after
@@ -234,6 +263,7 @@ impl Session {
             probes: host.report(),
             budget: host.budget.clone(),
             shed_before: None,
+            deadlocks: self.deadlocks.clone(),
         })
     }
 

@@ -70,9 +70,9 @@ pub const WALK_FAULT: u32 = 2;
 pub const WALK_WAKE: u32 = 3;
 
 /// Offsets in x86_64's `struct pt_regs`.
-const PT_REGS_BP: usize = 32;
-const PT_REGS_IP: usize = 128;
-const PT_REGS_SP: usize = 152;
+pub(crate) const PT_REGS_BP: usize = 32;
+pub(crate) const PT_REGS_IP: usize = 128;
+pub(crate) const PT_REGS_SP: usize = 152;
 /// Offsets from RSP in `__restore_rt` of the interrupted RBP, RSP and RIP: the `ucontext`'s
 /// `uc_mcontext` begins 40 bytes in, and holds r8-r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip.
 const SIGFRAME_BP: u64 = 40 + 10 * 8;

@@ -1,16 +1,21 @@
 //! Drains the probes' maps: flip the generation, wait for probes in flight, read and clear the
 //! retired one. Each sample and each microsecond blocked is read exactly once.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use autodump_common::{
     runtimes::{stat_slot, STAT_FRAMES, STAT_THREAD_MISSES},
     unwind::{UnwoundStack, UNWOUND_STACK_ID},
-    Control, OffCpuTotal, StackKey, Stat, WakeKey, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
+    Control, OffCpuStart, OffCpuTotal, StackKey, Stat, WakeKey, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
+    PRESEEDED_STACK_ID,
 };
 use aya::maps::{MapData, MapError, StackTraceMap};
-use serde::Serialize;
 
+pub use super::probe_stats::ProbeStats;
 use super::stack_tables::{Frames, StackRef, StackTables};
 use crate::probes::ProbeMaps;
 
@@ -54,6 +59,8 @@ pub struct RawSample {
     pub count: u64,
     /// Off-CPU only: time blocked.
     pub off_cpu_ns: u64,
+    /// Threads still blocked when a window closes: the futex word they wait on (0: none).
+    pub futex: u64,
 }
 
 /// Blocked time until a wake-up, by blocked stack and waker.
@@ -100,64 +107,70 @@ impl Drained {
     }
 }
 
-/// Totals of the probes' per-CPU `STATS` slots since load.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct ProbeStats {
-    pub cpu_samples: u64,
-    pub cpu_user_stack_errors: u64,
-    pub cpu_kernel_stack_errors: u64,
-    pub cpu_counts_full: u64,
-    pub offcpu_switches: u64,
-    pub offcpu_user_stack_errors: u64,
-    pub offcpu_kernel_stack_errors: u64,
-    pub offcpu_start_full: u64,
-    pub offcpu_totals_full: u64,
-    /// Stack walks that collided in the main stack map and were filed in the overflow map: not lost.
-    pub overflow_stacks: u64,
-    /// User stacks walked with CFI rows, and how the walks ended.
-    pub unwound_stacks: u64,
-    pub unwound_to_root: u64,
-    /// Stopped at code no file covers (JIT or anonymous memory).
-    pub unwind_unknown_code: u64,
-    /// Stopped at CFI the probes cannot follow or at an unreadable frame.
-    pub unwind_broken: u64,
-    /// Frames walked by frame pointer because no CFI row covered them (Go code, gaps).
-    pub unwind_frame_pointer_frames: u64,
-    /// Unwound stacks whose slot held another stack, or whose map was full.
-    pub unwound_stacks_lost: u64,
-    /// Page-fault samples counted (each stands for `--fault-period` faults), and losses.
-    pub fault_samples: u64,
-    pub fault_user_stack_errors: u64,
-    pub fault_kernel_stack_errors: u64,
-    pub fault_counts_full: u64,
-    /// Frames walked in JIT code, and walks that stopped there (see `Stat::JitWalkStops`).
-    pub jit_frames: u64,
-    pub jit_walk_stops: u64,
-    /// Walks stopped in code a JIT compiled after the agent last read its code region (the
-    /// agent reads it again at once: see `--code-check`).
-    pub new_code_stops: u64,
-    /// Wake-ups of blocked threads recorded with their waker, waker stacks not recorded, and
-    /// wake-ups lost to a full map.
-    pub wakeups: u64,
-    pub waker_user_stack_errors: u64,
-    pub waker_kernel_stack_errors: u64,
-    pub wakeup_totals_full: u64,
-    /// Each runtime's frames the walks emitted (`python_frames`), and walks through its
-    /// interpreter whose thread it could not find (`python_thread_misses`): its frames are
-    /// missing from that stack.
-    #[serde(flatten)]
-    pub runtimes: std::collections::BTreeMap<String, u64>,
-}
+/// `bpf_map_update_elem`'s flag: only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 pub struct Drainer {
     maps: ProbeMaps,
     epoch: u32,
     tables: StackTables,
+    /// Stacks the agent took of threads blocked before attach, by id (`PRESEEDED_STACK_ID`),
+    /// and each process's ids, freed when it is forgotten.
+    preseeded: HashMap<u32, Frames>,
+    preseeded_by_process: HashMap<u32, Vec<u32>>,
+    next_preseeded: u32,
+}
+
+/// A thread found blocked when its process was first watched, with its stacks.
+pub struct Preblocked {
+    pub tgid: u32,
+    pub tid: u32,
+    /// Innermost first.
+    pub user: Vec<u64>,
+    pub kernel: Vec<u64>,
+    pub futex: u64,
 }
 
 impl Drainer {
     pub fn new(maps: ProbeMaps) -> Self {
-        Self { maps, epoch: 0, tables: StackTables::default() }
+        Self {
+            maps,
+            epoch: 0,
+            tables: StackTables::default(),
+            preseeded: HashMap::new(),
+            preseeded_by_process: HashMap::new(),
+            next_preseeded: 0,
+        }
+    }
+
+    /// Counts `thread`'s blocked time from `start_ns` (CLOCK_MONOTONIC) under its stacks, as
+    /// if the probes had seen it block then: its slot is seeded, unless the thread has
+    /// switched since the probes started watching (it has a slot of its own). True if seeded.
+    pub fn preseed(&mut self, thread: Preblocked, start_ns: u64) -> Result<bool, DrainError> {
+        let mut id = || {
+            self.next_preseeded = (self.next_preseeded + 1) % PRESEEDED_STACK_ID;
+            PRESEEDED_STACK_ID | self.next_preseeded
+        };
+        let (user_id, kernel_id) = (id(), id());
+        let start = OffCpuStart {
+            start_ns,
+            user_stack_id: user_id as i32,
+            kernel_stack_id: kernel_id as i32,
+            stack_epoch: self.epoch,
+            flags: 0,
+            tgid: thread.tgid,
+            zero: 0,
+            futex: thread.futex,
+        };
+        match self.maps.offcpu_start.insert(thread.tid, start, BPF_NOEXIST) {
+            Ok(()) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => return Ok(false),
+            Err(source) => return Err(DrainError { map: "OFFCPU_START", source }),
+        }
+        self.preseeded.insert(user_id, thread.user.into());
+        self.preseeded.insert(kernel_id, thread.kernel.into());
+        self.preseeded_by_process.entry(thread.tgid).or_default().extend([user_id, kernel_id]);
+        Ok(true)
     }
 
     /// Switches the probes to the next generation, then reads and clears the one they wrote.
@@ -218,7 +231,8 @@ impl Drainer {
             if !start.is_blocked() || start.tgid != tgid {
                 continue;
             }
-            samples.push(self.sample(&start.key(tid), 1, now_ns.saturating_sub(start.start_ns.max(floor_ns))));
+            let blocked_ns = now_ns.saturating_sub(start.start_ns.max(floor_ns));
+            samples.push(RawSample { futex: start.futex, ..self.sample(&start.key(tid), 1, blocked_ns) });
         }
         Ok(samples)
     }
@@ -233,6 +247,9 @@ impl Drainer {
     /// taken the process out of the set.
     pub fn forget(&mut self, tgid: u32) -> Result<(), DrainError> {
         self.maps.targets.remove(tgid).map_err(map_err("TARGETS"))?;
+        for id in self.preseeded_by_process.remove(&tgid).unwrap_or_default() {
+            self.preseeded.remove(&id);
+        }
         let mut stale = Vec::new();
         for entry in self.maps.offcpu_start.iter() {
             let (tid, start) = entry.map_err(map_err("OFFCPU_START"))?;
@@ -259,37 +276,7 @@ impl Drainer {
         for stat in Stat::ALL {
             totals[stat as usize] = self.stat(stat)?;
         }
-        let t = |s: Stat| totals[s as usize];
-        Ok(ProbeStats {
-            cpu_samples: t(Stat::CpuSamples),
-            cpu_user_stack_errors: t(Stat::CpuUserStackErrors),
-            cpu_kernel_stack_errors: t(Stat::CpuKernelStackErrors),
-            cpu_counts_full: t(Stat::CpuCountsFull),
-            offcpu_switches: t(Stat::OffCpuSwitches),
-            offcpu_user_stack_errors: t(Stat::OffCpuUserStackErrors),
-            offcpu_kernel_stack_errors: t(Stat::OffCpuKernelStackErrors),
-            offcpu_start_full: t(Stat::OffCpuStartFull),
-            offcpu_totals_full: t(Stat::OffCpuTotalsFull),
-            overflow_stacks: t(Stat::OverflowStacks),
-            unwound_stacks: t(Stat::UnwoundStacks),
-            unwound_to_root: t(Stat::UnwoundToRoot),
-            unwind_unknown_code: t(Stat::UnwindUnknownCode),
-            unwind_broken: t(Stat::UnwindBroken),
-            unwind_frame_pointer_frames: t(Stat::UnwindFramePointerFrames),
-            unwound_stacks_lost: t(Stat::UnwoundStacksLost),
-            fault_samples: t(Stat::FaultSamples),
-            fault_user_stack_errors: t(Stat::FaultUserStackErrors),
-            fault_kernel_stack_errors: t(Stat::FaultKernelStackErrors),
-            fault_counts_full: t(Stat::FaultCountsFull),
-            jit_frames: t(Stat::JitFrames),
-            jit_walk_stops: t(Stat::JitWalkStops),
-            new_code_stops: t(Stat::NewCodeStops),
-            wakeups: t(Stat::Wakeups),
-            waker_user_stack_errors: t(Stat::WakerUserStackErrors),
-            waker_kernel_stack_errors: t(Stat::WakerKernelStackErrors),
-            wakeup_totals_full: t(Stat::WakeupTotalsFull),
-            runtimes: self.runtime_stats(runtimes)?,
-        })
+        Ok(ProbeStats::of(&totals, self.runtime_stats(runtimes)?))
     }
 
     /// Each runtime's counters, by name.
@@ -314,6 +301,7 @@ impl Drainer {
             fault_address: 0,
             count,
             off_cpu_ns,
+            futex: 0,
         }
     }
 
@@ -335,6 +323,9 @@ impl Drainer {
             // -EFAULT: nothing to walk (a user-mode sample has no kernel frames).
             Err(_) if id == -libc::EFAULT => RawStack::Frames(Arc::from([])),
             Err(_) => RawStack::Lost,
+            Ok(id) if id & (UNWOUND_STACK_ID | OVERFLOW_STACK_ID) == 0 && id & PRESEEDED_STACK_ID != 0 => {
+                self.preseeded.get(&id).map_or(RawStack::Lost, |frames| RawStack::Frames(frames.clone()))
+            }
             Ok(id) => match self.tables.get(epoch, id) {
                 Some(frames) => RawStack::Frames(frames.clone()),
                 None if epoch == self.epoch && id & (UNWOUND_STACK_ID | OVERFLOW_STACK_ID) == UNWOUND_STACK_ID => {

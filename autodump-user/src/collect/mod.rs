@@ -7,9 +7,11 @@ pub mod drain;
 pub mod maps;
 pub mod memory;
 pub mod metrics;
+pub mod probe_stats;
 pub mod process;
 pub mod remote;
 pub mod stack_tables;
+pub mod waits;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {

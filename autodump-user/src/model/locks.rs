@@ -123,6 +123,11 @@ fn split<'a>(profile: &'a Profile, key: &'a SampleKey) -> Option<Wake<'a>> {
 /// libraries, as `function (file:line)`.
 fn program_function(profile: &Profile, stack: &[u32]) -> Option<String> {
     let leaf_first: Vec<&Location> = stack.iter().map(|&i| &*profile.locations[i as usize]).collect();
+    program_function_of(&leaf_first)
+}
+
+/// [`program_function`] of a stack of locations, innermost first.
+pub fn program_function_of(leaf_first: &[&Location]) -> Option<String> {
     let user = |l: &Location| !l.kernel && l.address != 0;
     let program = |l: &Location| user(l) && !l.mapping.as_ref().is_some_and(|m| system_library(m.module()));
     let chosen = leaf_first

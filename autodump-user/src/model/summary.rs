@@ -44,6 +44,9 @@ pub struct Summary {
     /// `locks.txt` says the same with stacks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<super::locks::LockReport>,
+    /// Threads each waiting for a mutex the next one holds, when the window closed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deadlocks: Vec<super::hangs::Deadlock>,
     /// Every profile of the bundle: its files and totals.
     pub profiles: Vec<super::listing::ProfileListing>,
     /// Events the probes could not record (from their stats map).
@@ -164,6 +167,8 @@ pub struct Facts<'a> {
     pub budget: BudgetReport,
     /// The process's flight recorder was cut before this (Unix seconds) to keep the budget.
     pub shed_before: Option<f64>,
+    /// Deadlocks among the threads blocked when the window closed.
+    pub deadlocks: Vec<super::hangs::Deadlock>,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -217,7 +222,10 @@ pub fn build(f: Facts<'_>) -> Summary {
     }
     let idle: Vec<(&'static str, &'static str)> =
         f.runtimes.iter().filter_map(|r| r.idle.as_ref()).map(|i| (i.key, i.frame)).collect();
+    let locks = f.profiles.get(ProfileKind::WAKEUPS).map(super::locks::locks).unwrap_or_default();
     let verdict = super::verdict::verdict(&super::verdict::VerdictFacts {
+        lock: locks.first(),
+        deadlock: f.deadlocks.first(),
         reason: &f.reason,
         capacity: f.cpu_capacity.as_ref(),
         exit: f.exit.as_ref(),
@@ -256,7 +264,8 @@ pub fn build(f: Facts<'_>) -> Summary {
             distinct_stacks: f.profiles.offcpu().samples.len(),
             kernel_stacks: f.offcpu_kernel_stacks,
         },
-        locks: f.profiles.get(ProfileKind::WAKEUPS).map(super::locks::locks).unwrap_or_default(),
+        locks,
+        deadlocks: f.deadlocks.clone(),
         faults: super::listing::FaultTotals::of(
             f.profiles.get(ProfileKind::FAULTS).filter(|_| f.fault_period > 0),
             f.fault_period,

@@ -33,6 +33,7 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         target_info: None,
         budget: Default::default(),
         shed_before: None,
+        deadlocks: Vec::new(),
     }
 }
 

@@ -31,12 +31,20 @@ pub struct VerdictFacts<'a> {
     /// Frames at the root of off-CPU stacks of threads a runtime parked idle (not waiting for
     /// the program).
     pub idle_frames: Vec<&'static str>,
+    /// The lock threads waited on longest (from the wake-up probe): said instead of the
+    /// function they waited in when it holds at least as much of the off-CPU time.
+    pub lock: Option<&'a super::locks::LockReport>,
+    /// A deadlock among the threads blocked at the end: said first.
+    pub deadlock: Option<&'a super::hangs::Deadlock>,
     pub memory: Option<&'a MemoryReport>,
     pub duration_s: f64,
 }
 
 pub fn verdict(f: &VerdictFacts<'_>) -> String {
     let mut parts = vec![what_fired(f)];
+    if let Some(deadlock) = f.deadlock {
+        parts.push(format!("deadlock: {}", deadlock.describe()));
+    }
     if let Some((name, share)) = top_leaf(f.cpu, &[], Threads::All, |v| v.count) {
         parts.push(format!("{:.0}% of on-CPU in {name}", share * 100.0));
     }
@@ -44,8 +52,24 @@ pub fn verdict(f: &VerdictFacts<'_>) -> String {
     match &f.wait {
         Some(wait) => parts.push(wait.clone()),
         None => {
-            if let Some((name, share)) = top_leaf(f.offcpu, &f.idle_frames, Threads::Program, |v| v.nanos) {
-                parts.push(format!("{:.0}% of the time off-CPU waiting in {name}", share * 100.0));
+            let (by_leaf, total) = leaves(f.offcpu, &f.idle_frames, Threads::Program, |v| v.nanos);
+            let leaf = top(by_leaf, total);
+            let lock = f.lock.map(|l| (l, l.wait_us as f64 * 1e3 / total.max(1) as f64)).filter(|l| l.1 >= NAMED_SHARE);
+            match (lock, leaf) {
+                (Some((lock, share)), leaf) if leaf.as_ref().is_none_or(|l| share >= l.1) => {
+                    let released = lock.released_by.first().map(|r| format!(", released by {}", r.name));
+                    parts.push(format!(
+                        "{:.0}% of the time off-CPU waiting on lock 0x{} taken in {}{}",
+                        share.min(1.0) * 100.0,
+                        lock.address,
+                        lock.taken_in,
+                        released.unwrap_or_default()
+                    ));
+                }
+                (_, Some((name, share))) => {
+                    parts.push(format!("{:.0}% of the time off-CPU waiting in {name}", share * 100.0))
+                }
+                _ => {}
             }
         }
     }
@@ -106,6 +130,25 @@ fn top_leaf(
     threads: Threads,
     weight: impl Fn(&crate::record::profile::SampleValue) -> u64,
 ) -> Option<(String, f64)> {
+    let (by_leaf, total) = leaves(profile, idle_frames, threads, weight);
+    top(by_leaf, total)
+}
+
+/// The function with the most of `total` in `by_leaf`, and its share, if at least `NAMED_SHARE`.
+fn top(by_leaf: HashMap<&str, u64>, total: u64) -> Option<(String, f64)> {
+    let (name, w) = by_leaf.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
+    let share = w as f64 / total.max(1) as f64;
+    (share >= NAMED_SHARE).then(|| (name.to_string(), share))
+}
+
+/// `weight` by the innermost user function of each counted stack (see `top_leaf`), and the
+/// counted total.
+fn leaves<'a>(
+    profile: &'a Profile,
+    idle_frames: &[&str],
+    threads: Threads,
+    weight: impl Fn(&crate::record::profile::SampleValue) -> u64,
+) -> (HashMap<&'a str, u64>, u64) {
     let mut by_leaf: HashMap<&str, u64> = HashMap::new();
     let mut total = 0u64;
     let idle = |i: &u32| {
@@ -126,9 +169,7 @@ fn top_leaf(
             *by_leaf.entry(&frame.function).or_default() += w;
         }
     }
-    let (name, w) = by_leaf.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))?;
-    let share = w as f64 / total.max(1) as f64;
-    (share >= NAMED_SHARE).then(|| (name.to_string(), share))
+    (by_leaf, total)
 }
 
 fn trim(v: f64) -> String {
@@ -189,6 +230,8 @@ mod tests {
             offcpu: &offcpu,
             wait: None,
             idle_frames: Vec::new(),
+            lock: None,
+            deadlock: None,
             memory: Some(&memory),
             duration_s: 50.0,
         };
@@ -197,6 +240,27 @@ mod tests {
             "cpu 93% of 1.6 CPUs for 40 s; 71% of on-CPU in main.newPublisherPerMessage; \
              80% of the time off-CPU waiting in pthread_cond_wait; [heap] grew 1.5 GiB"
         );
+        // A lock that holds as much of the off-CPU time as the top function is said instead.
+        let share = |name: &str, wait_us| crate::model::locks::Share { name: name.into(), wait_us };
+        let lock = crate::model::locks::LockReport {
+            address: "55aa".into(),
+            taken_in: "put_entry (store.c:120)".into(),
+            wait_us: 9,
+            waits: 3,
+            waiters: vec![share("reader", 9)],
+            released_by: vec![share("flush_log (log.c:88)", 9)],
+            blocked_stacks: Vec::new(),
+            waker_stacks: Vec::new(),
+        };
+        let with_lock = VerdictFacts { lock: Some(&lock), memory: None, ..facts };
+        assert_eq!(
+            verdict(&with_lock),
+            "cpu 93% of 1.6 CPUs for 40 s; 71% of on-CPU in main.newPublisherPerMessage; \
+             90% of the time off-CPU waiting on lock 0x55aa taken in put_entry (store.c:120), \
+             released by flush_log (log.c:88)"
+        );
+        let small = crate::model::locks::LockReport { wait_us: 7, ..lock.clone() };
+        assert!(verdict(&VerdictFacts { lock: Some(&small), ..with_lock }).contains("waiting in pthread_cond_wait"));
     }
 
     #[test]
@@ -213,6 +277,8 @@ mod tests {
             offcpu: &empty,
             wait: None,
             idle_frames: Vec::new(),
+            lock: None,
+            deadlock: None,
             memory: None,
             duration_s: 30.0,
         };
@@ -265,6 +331,8 @@ mod tests {
             offcpu: &offcpu,
             wait: Some("60% of goroutine time waiting on [sync.Mutex.Lock] in main.holdLock".into()),
             idle_frames: vec!["[parked]"],
+            lock: None,
+            deadlock: None,
             memory: None,
             duration_s: 30.0,
         };

@@ -9,6 +9,7 @@ pub mod features;
 mod helpers;
 pub mod privilege;
 pub mod targets;
+mod tasks;
 
 use autodump_common::{
     globals, maps,
@@ -134,6 +135,8 @@ pub struct Probes {
     exit_link: Option<BtfTracePointLinkId>,
     waking_link: Option<BtfTracePointLinkId>,
     wakeups: bool,
+    /// The task iterator is loaded (see `tasks`).
+    task_iter: bool,
     empty_switch_probe: bool,
     skip: Vec<String>,
     features: KernelFeatures,
@@ -236,6 +239,7 @@ impl Probes {
             exit_link: None,
             waking_link: None,
             wakeups: config.wakeups,
+            task_iter: false,
             empty_switch_probe: config.empty_switch_probe,
             skip: config.skip.clone(),
             features,
@@ -282,6 +286,10 @@ impl Probes {
         }
         if self.perf_links.is_empty() && self.switch_link.is_none() {
             return Err(first_error.unwrap_or_else(|| AgentError::new(ExitCode::Internal, "no probe attached")));
+        }
+        if let Err(e) = self.load_task_iter() {
+            // Threads blocked before attach are then seen only once they run.
+            tracing::warn!("task iterator not loaded, so threads blocked before attach have no stacks: {}", e.message);
         }
         if self.empty_switch_probe {
             // Detached when the object is dropped, with the agent.
@@ -362,7 +370,23 @@ impl Probes {
 
 /// Where this architecture's `struct pt_regs` keeps a system call's number and first two
 /// arguments, and the futex call's number: the probes read which futex a thread waits on.
-mod syscalls {
+pub mod syscalls {
+    /// The futex commands that wait (`FUTEX_WAIT`, `_LOCK_PI`, `_WAIT_BITSET`,
+    /// `_WAIT_REQUEUE_PI`, `_LOCK_PI2`), as bits; the probes test the same.
+    const WAITING_OPS: u64 = 1 << 0 | 1 << 6 | 1 << 9 | 1 << 11 | 1 << 13;
+
+    /// The futex word a thread in system call `nr` with these first arguments waits on; 0 if
+    /// it is not in a waiting futex call.
+    pub fn futex_waited(nr: i64, arg0: u64, arg1: u64) -> u64 {
+        let cmd = arg1 & 0x7f;
+        let waits = FUTEX != 0 && nr == i64::from(FUTEX) && cmd < 64 && WAITING_OPS & 1 << cmd != 0;
+        if waits {
+            arg0
+        } else {
+            0
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     mod arch {
         pub const FUTEX: u32 = 202;

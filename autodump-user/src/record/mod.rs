@@ -188,7 +188,7 @@ impl Recorder {
     }
 
     /// A user stack symbolized and tidied by the runtimes; None if the kernel lost it.
-    fn user_stack(&mut self, stack: &RawStack) -> Option<Vec<Arc<Location>>> {
+    pub fn user_stack(&mut self, stack: &RawStack) -> Option<Vec<Arc<Location>>> {
         match stack {
             RawStack::Frames(ips) => {
                 let stack = self.symbolizer.user(&lookup_addresses(ips));
@@ -211,7 +211,7 @@ impl Recorder {
     /// The thread's name: as last read, or read now for a thread not seen yet (names are read
     /// for all threads only when their number changes, see `Session::observe`); a thread that
     /// lived and died between two reads is named by its tid.
-    fn thread_name(&mut self, tid: u32) -> Arc<str> {
+    pub fn thread_name(&mut self, tid: u32) -> Arc<str> {
         let pid = self.target.pid;
         self.threads
             .entry(tid)

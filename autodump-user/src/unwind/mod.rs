@@ -2,10 +2,11 @@
 //! probes' rows; `tables` keeps them in the kernel, once per file, with each target's mappings.
 
 pub mod code_rows;
-mod row_store;
+pub mod row_store;
 pub mod rows;
 pub mod runtime_tables;
 pub mod tables;
+pub mod walk;
 
 /// Row capacity of the kernel's unwind table unless `--unwind-table-rows` says otherwise:
 /// 16 bytes a row, so 64 MiB; a 50-library process needs about a tenth of it.

@@ -56,6 +56,14 @@ impl RowStore {
         Some(start)
     }
 
+    /// The rows `[start, start + count)`, if they were written.
+    pub fn rows(&self, start: u32, count: u32) -> Option<&[UnwindRow]> {
+        let end = start.checked_add(count).filter(|&end| end <= self.used)?;
+        // SAFETY: inside what was set aside, inside the mapping, which lives as long as `self`;
+        // the agent writes only through `&mut self`.
+        Some(unsafe { std::slice::from_raw_parts(self.rows.as_ptr().add(start as usize), (end - start) as usize) })
+    }
+
     /// Copies `rows` to index `start`, within what was set aside (the rest is dropped).
     pub fn write(&mut self, start: u32, rows: &[UnwindRow]) {
         let room = self.used.saturating_sub(start) as usize;

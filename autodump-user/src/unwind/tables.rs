@@ -218,6 +218,12 @@ impl UnwindTables {
         (0..self.slots).step_by(2).find(|s| self.written.values().all(|(_, used)| used & !1 != *s))
     }
 
+    /// `pid`'s mappings as the probes have them, and the rows they name: what a walk in the
+    /// agent reads (see `walk`).
+    pub fn walk_view(&self, pid: u32) -> Option<(&[MappingEntry], &RowStore)> {
+        Some((&self.written.get(&pid)?.0, self.store.as_ref()?))
+    }
+
     pub fn stats(&self) -> &TableStats {
         &self.stats
     }

@@ -168,6 +168,24 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
             true,
             "sched_switch",
         ),
+        // Each hop wakes the other thread: the waker's stacks are taken, and the blocked time added.
+        case("sched_waking, target woken", ToolKind::Autodump, "bench_pingpong", &pp_args, false, "waking_unwind"),
+        case(
+            "sched_waking, target woken",
+            ToolKind::AutodumpFramePointers,
+            "bench_pingpong",
+            &pp_args,
+            false,
+            "sched_waking",
+        ),
+        case(
+            "sched_waking, other threads woken",
+            ToolKind::Autodump,
+            "bench_pingpong",
+            &pp_args,
+            true,
+            "waking_unwind",
+        ),
     ];
     let mut md = String::from(
         "## 3. Probe cost (kernel.bpf_stats_enabled)\n\nRun time per program run as the kernel accounts it \
@@ -185,7 +203,9 @@ pub fn probe_costs(bench: &Bench) -> Result<String> {
             };
             per_run.0.push(ns as f64 / cnt as f64);
             runs = cnt;
+            // The empty program runs at sched_switch: the floor of the switch rows only.
             let empty = costs.iter().find(|(name, _)| name.starts_with(EMPTY_PROBE)).map(|(_, c)| *c);
+            let empty = empty.filter(|_| program.contains("switch"));
             if let Some((ns, cnt)) = empty.filter(|c| c.1 > 0) {
                 floor.0.push(ns as f64 / cnt as f64);
             }
