@@ -264,6 +264,7 @@ impl Session {
             budget: host.budget.clone(),
             shed_before: None,
             deadlocks: self.deadlocks.clone(),
+            named_locks: self.runtimes.iter().flat_map(|r| r.locks()).collect(),
         })
     }
 

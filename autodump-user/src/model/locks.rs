@@ -20,6 +20,14 @@ pub const TOP_STACKS: usize = 3;
 /// Shared libraries whose frames are the locking machinery, not the program that locks.
 const SYSTEM_LIBRARIES: [&str; 5] = ["libc.so", "libpthread", "ld-linux", "libstdc++", "libgcc_s"];
 
+/// A lock a runtime knows by name (CPython's GIL): every futex in `[start, end)` is it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedLock {
+    pub start: u64,
+    pub end: u64,
+    pub name: &'static str,
+}
+
 /// A name and the wait under it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Share {
@@ -30,8 +38,13 @@ pub struct Share {
 /// One lock: the waits on one futex word of the process.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LockReport {
-    /// The futex word's address in the process.
+    /// The futex word's address in the process (a named lock's first byte).
     pub address: String,
+    /// What its runtime calls it ("the GIL").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'static str>,
+    /// Of the time its waiters had over the window, the share they spent waiting on it.
+    pub waiting_share: f64,
     /// The program's innermost function under the heaviest waits: where the lock is taken.
     pub taken_in: String,
     /// Time threads blocked on it until woken, and how many blocks.
@@ -40,19 +53,28 @@ pub struct LockReport {
     /// The threads that waited, heaviest first.
     pub waiters: Vec<Share>,
     /// What released the waiters: the program's innermost function in the waker's stack (for a
-    /// mutex, the code that held it), or the waker's name when none of its code is in it.
+    /// mutex, the code that held it), or the waker's name when none of its code is in it. Waits
+    /// that ended at their own timeout are apart (`timed_out_us`) when others were released:
+    /// a timed wait (CPython's GIL asks its holder to drop it every switch interval) goes on
+    /// waiting for the same holder.
     pub released_by: Vec<Share>,
+    pub timed_out_us: u64,
     /// The heaviest stacks on each side, root first, `;`-separated.
     pub blocked_stacks: Vec<Share>,
     pub waker_stacks: Vec<Share>,
 }
 
-/// The locks of `wakeups`, heaviest first.
-pub fn locks(wakeups: &Profile) -> Vec<LockReport> {
-    let mut by_lock: HashMap<&str, Lock> = HashMap::new();
+/// The locks of `wakeups` over a window of `window_s`, heaviest first; a futex inside one of
+/// `named` is that lock.
+pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockReport> {
+    let mut by_lock: HashMap<(u64, Option<&'static str>), Lock> = HashMap::new();
     for (key, value) in &wakeups.samples {
         let Some(wake) = split(wakeups, key) else { continue };
-        let Some(lock) = wake.lock else { continue };
+        let Some(address) = wake.lock.and_then(futex_address) else { continue };
+        let lock = match named.iter().find(|n| (n.start..n.end).contains(&address)) {
+            Some(n) => (n.start, Some(n.name)),
+            None => (address, None),
+        };
         let us = (value.nanos + 500) / 1000;
         let entry = by_lock.entry(lock).or_default();
         entry.wait_us += us;
@@ -66,12 +88,15 @@ pub fn locks(wakeups: &Profile) -> Vec<LockReport> {
     }
     let mut locks: Vec<LockReport> = by_lock
         .into_iter()
-        .map(|(address, lock)| LockReport {
-            address: address.trim_start_matches(pseudo::FUTEX_PREFIX).trim_end_matches(']').to_string(),
+        .map(|((address, name), mut lock)| LockReport {
+            address: format!("{address:x}"),
+            name,
+            waiting_share: lock.wait_us as f64 / (window_s.max(1e-9) * 1e6 * lock.waiters.len().max(1) as f64),
             taken_in: heaviest(lock.taken_in).into_iter().next().map_or_else(|| "?".into(), |s| s.name),
             wait_us: lock.wait_us,
             waits: lock.waits,
             waiters: heaviest(lock.waiters.into_iter().map(|(k, v)| (Some(k), v)).collect()),
+            timed_out_us: timed_out(&mut lock.released_by),
             released_by: heaviest(lock.released_by),
             blocked_stacks: top(heaviest(lock.blocked_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
             waker_stacks: top(heaviest(lock.waker_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
@@ -80,6 +105,12 @@ pub fn locks(wakeups: &Profile) -> Vec<LockReport> {
     locks.sort_by(|a, b| b.wait_us.cmp(&a.wait_us).then_with(|| a.address.cmp(&b.address)));
     locks.truncate(TOP_LOCKS);
     locks
+}
+
+/// The address in a futex label (`[futex 0x7f…]`).
+fn futex_address(label: &str) -> Option<u64> {
+    let hex = label.strip_prefix(pseudo::FUTEX_PREFIX)?.strip_suffix(']')?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 #[derive(Default)]
@@ -159,6 +190,16 @@ fn root_first<'a>(profile: &Profile, stack: impl Iterator<Item = &'a u32>) -> St
     names.join(";")
 }
 
+/// Takes the timer's wakes out of `released_by` if anything else released waiters; their time.
+fn timed_out(released_by: &mut HashMap<Option<String>, u64>) -> u64 {
+    let timer = Some(pseudo::TIMER.to_string());
+    if released_by.keys().any(|k| k.is_some() && *k != timer) {
+        released_by.remove(&timer).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 fn heaviest(map: HashMap<Option<String>, u64>) -> Vec<Share> {
     let mut shares: Vec<Share> = map.into_iter().filter_map(|(k, v)| Some(Share { name: k?, wait_us: v })).collect();
     shares.sort_by(|a, b| b.wait_us.cmp(&a.wait_us).then_with(|| a.name.cmp(&b.name)));
@@ -225,7 +266,7 @@ mod tests {
         wake(&mut profile, "other", 0x77bb, "flush_log", 5);
         // Not a futex wait (a pipe, a sleep): no lock.
         wake(&mut profile, "sleeper", 0, "flush_log", 500);
-        let locks = locks(&profile);
+        let locks = locks(&profile, &[], 1.0);
         assert_eq!(locks.len(), 2);
         let store = &locks[0];
         assert_eq!((store.address.as_str(), store.wait_us, store.waits), ("55aa", 100_000, 3));
@@ -252,6 +293,6 @@ mod tests {
             waker_kernel: Some(vec![kernel("hrtimer_wakeup")]),
         };
         add(&mut profile, "t".into(), wake, SampleValue { count: 1, nanos: 1000, ..Default::default() });
-        assert_eq!(locks(&profile)[0].released_by[0].name, "[timer]");
+        assert_eq!(locks(&profile, &[], 1.0)[0].released_by[0].name, "[timer]");
     }
 }

@@ -169,6 +169,8 @@ pub struct Facts<'a> {
     pub shed_before: Option<f64>,
     /// Deadlocks among the threads blocked when the window closed.
     pub deadlocks: Vec<super::hangs::Deadlock>,
+    /// Locks the process's runtimes know by name (CPython's GIL).
+    pub named_locks: Vec<super::locks::NamedLock>,
 }
 
 pub fn build(f: Facts<'_>) -> Summary {
@@ -222,7 +224,8 @@ pub fn build(f: Facts<'_>) -> Summary {
     }
     let idle: Vec<(&'static str, &'static str)> =
         f.runtimes.iter().filter_map(|r| r.idle.as_ref()).map(|i| (i.key, i.frame)).collect();
-    let locks = f.profiles.get(ProfileKind::WAKEUPS).map(super::locks::locks).unwrap_or_default();
+    let wakeups = f.profiles.get(ProfileKind::WAKEUPS);
+    let locks = wakeups.map(|w| super::locks::locks(w, &f.named_locks, end - start)).unwrap_or_default();
     let verdict = super::verdict::verdict(&super::verdict::VerdictFacts {
         lock: locks.first(),
         deadlock: f.deadlocks.first(),

@@ -34,6 +34,7 @@ fn facts<'a>(profiles: &'a Profiles, threads: &'a BTreeMap<u32, Arc<str>>) -> Fa
         budget: Default::default(),
         shed_before: None,
         deadlocks: Vec::new(),
+        named_locks: Vec::new(),
     }
 }
 

@@ -56,12 +56,13 @@ pub fn verdict(f: &VerdictFacts<'_>) -> String {
             let leaf = top(by_leaf, total);
             let lock = f.lock.map(|l| (l, l.wait_us as f64 * 1e3 / total.max(1) as f64)).filter(|l| l.1 >= NAMED_SHARE);
             match (lock, leaf) {
-                (Some((lock, share)), leaf) if leaf.as_ref().is_none_or(|l| share >= l.1) => {
+                // A lock whose waits make up half of the top function's is what it waits for.
+                (Some((lock, share)), leaf) if leaf.as_ref().is_none_or(|l| share >= l.1 / 2.0) => {
                     let released = lock.released_by.first().map(|r| format!(", released by {}", r.name));
+                    let what = lock.name.map_or_else(|| format!("lock 0x{}", lock.address), str::to_string);
                     parts.push(format!(
-                        "{:.0}% of the time off-CPU waiting on lock 0x{} taken in {}{}",
+                        "{:.0}% of the time off-CPU waiting on {what} taken in {}{}",
                         share.min(1.0) * 100.0,
-                        lock.address,
                         lock.taken_in,
                         released.unwrap_or_default()
                     ));
@@ -244,11 +245,14 @@ mod tests {
         let share = |name: &str, wait_us| crate::model::locks::Share { name: name.into(), wait_us };
         let lock = crate::model::locks::LockReport {
             address: "55aa".into(),
+            name: None,
+            waiting_share: 0.9,
             taken_in: "put_entry (store.c:120)".into(),
             wait_us: 9,
             waits: 3,
             waiters: vec![share("reader", 9)],
             released_by: vec![share("flush_log (log.c:88)", 9)],
+            timed_out_us: 0,
             blocked_stacks: Vec::new(),
             waker_stacks: Vec::new(),
         };
@@ -259,7 +263,7 @@ mod tests {
              90% of the time off-CPU waiting on lock 0x55aa taken in put_entry (store.c:120), \
              released by flush_log (log.c:88)"
         );
-        let small = crate::model::locks::LockReport { wait_us: 7, ..lock.clone() };
+        let small = crate::model::locks::LockReport { wait_us: 3, ..lock.clone() };
         assert!(verdict(&VerdictFacts { lock: Some(&small), ..with_lock }).contains("waiting in pthread_cond_wait"));
     }
 

@@ -90,6 +90,10 @@ pub trait Instance {
     fn names(&mut self) -> Option<Box<dyn RuntimeNames>> {
         None
     }
+    /// Locks it knows by name, where they are in the process now (CPython's GIL).
+    fn locks(&self) -> Vec<crate::model::locks::NamedLock> {
+        Vec::new()
+    }
     /// Once an interval: what it keeps for bundles (snapshots over time).
     fn tick(&mut self, _recorder: &mut Recorder, _now: f64) {}
     /// Its metric and the value now, when it has one.

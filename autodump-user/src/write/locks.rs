@@ -10,18 +10,24 @@ pub fn locks_txt(locks: &[LockReport], window_s: f64, w: &mut dyn Write) -> std:
     writeln!(w, "For a mutex, the code that released it is the code that held it.")?;
     for (n, lock) in locks.iter().enumerate() {
         writeln!(w)?;
+        let what =
+            lock.name.map_or_else(|| format!("futex 0x{}", lock.address), |n| format!("{n} (0x{})", lock.address));
         writeln!(
             w,
-            "#{} futex {} taken in {}: {:.3} s in {} waits ({:.0}% of the window)",
+            "#{} {what} taken in {}: {:.3} s in {} waits ({:.0}% of its waiters' time)",
             n + 1,
-            lock.address,
             lock.taken_in,
             lock.wait_us as f64 / 1e6,
             lock.waits,
-            lock.wait_us as f64 / 1e4 / window_s.max(1e-9),
+            lock.waiting_share * 100.0,
         )?;
         shares(w, "waiters", &lock.waiters, lock.wait_us)?;
-        shares(w, "released by", &lock.released_by, lock.wait_us)?;
+        let released = lock.wait_us - lock.timed_out_us;
+        shares(w, "released by", &lock.released_by, released)?;
+        if lock.timed_out_us > 0 {
+            let share = lock.timed_out_us as f64 * 100.0 / lock.wait_us.max(1) as f64;
+            writeln!(w, "  ended by their own timeout, then waited again: {share:.0}% of the wait")?;
+        }
         stacks(w, "blocked stacks", &lock.blocked_stacks)?;
         stacks(w, "waker stacks", &lock.waker_stacks)?;
     }

@@ -111,6 +111,12 @@ impl Instance for PyInstance {
         Some(Box::new(PythonNames::new(rt.clone(), self.eval_frames)))
     }
 
+    fn locks(&self) -> Vec<crate::model::locks::NamedLock> {
+        let Ok(rt) = self.rt.as_ref() else { return Vec::new() };
+        let ranges = rt.gil_ranges().map_err(|e| tracing::debug!(pid = self.pid, "the GIL: {e}")).unwrap_or_default();
+        ranges.into_iter().map(|(start, end)| crate::model::locks::NamedLock { start, end, name: "the GIL" }).collect()
+    }
+
     fn metric(&self) -> Option<(&'static RuntimeMetric, u64)> {
         let rt = self.rt.as_ref().ok()?;
         let states = rt.thread_states().map_err(|e| tracing::debug!("Python threads: {e}")).ok()?;

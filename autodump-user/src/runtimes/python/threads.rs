@@ -68,6 +68,13 @@ pub struct CodeCache {
     codes: HashMap<[u64; 4], Arc<Code>>,
 }
 
+/// Bytes of CPython's `struct _gil_runtime_state` (3.11 to 3.14, 64-bit glibc): `interval`,
+/// `last_holder`, `locked`, `switch_number` (32), then the condition variable (48) and mutex
+/// (40) a thread waiting for the GIL blocks on, and the pair that forces a switch (88).
+const GIL_STATE_BYTES: u64 = 208;
+/// Where `last_holder` is in it.
+const GIL_HOLDER_OFFSET: u64 = 8;
+
 impl PyRuntime {
     /// Every thread's (tid, thread state address), for the probes (see `PyProc`).
     pub fn thread_states(&self) -> Result<Vec<(u32, u64)>, PyError> {
@@ -138,15 +145,40 @@ impl PyRuntime {
     /// The thread state holding `interp`'s GIL, or 0 if it is not held.
     fn gil_holder(&self, interp: u64) -> Result<u64, ReadError> {
         let m = &*self.memory;
-        let (holder, locked) = match self.off.gil {
+        let (holder, locked) = self.gil_fields(interp)?;
+        Ok(if m.i32(locked)? != 0 { m.u64(holder)? } else { 0 })
+    }
+
+    /// Where each interpreter's GIL lies, [start, end): the condition variable and mutex its
+    /// waiters block on are inside (see [`GIL_STATE_BYTES`]).
+    pub fn gil_ranges(&self) -> Result<Vec<(u64, u64)>, PyError> {
+        let (m, o) = (&*self.memory, &self.off);
+        let mut ranges = Vec::new();
+        let mut interp = m.u64(self.runtime.wrapping_add(o.interpreters_head))?;
+        for _ in 0..MAX_INTERPRETERS {
+            if interp == 0 {
+                return Ok(ranges);
+            }
+            let start = self.gil_fields(interp)?.0.wrapping_sub(GIL_HOLDER_OFFSET);
+            if !ranges.iter().any(|r: &(u64, u64)| r.0 == start) {
+                ranges.push((start, start.wrapping_add(GIL_STATE_BYTES)));
+            }
+            interp = m.u64(interp.wrapping_add(o.interp_next))?;
+        }
+        Err(PyError::Inconsistent("interpreter list does not end"))
+    }
+
+    /// The addresses of `interp`'s GIL's `last_holder` and `locked`.
+    fn gil_fields(&self, interp: u64) -> Result<(u64, u64), ReadError> {
+        let m = &*self.memory;
+        Ok(match self.off.gil {
             Gil::Runtime { holder, locked } => (self.runtime.wrapping_add(holder), self.runtime.wrapping_add(locked)),
             Gil::Pointer { at, holder, locked } => {
                 let gil = m.u64(interp.wrapping_add(at))?;
                 (gil.wrapping_add(holder), gil.wrapping_add(locked))
             }
             Gil::Interp { holder, locked } => (interp.wrapping_add(holder), interp.wrapping_add(locked)),
-        };
-        Ok(if m.i32(locked)? != 0 { m.u64(holder)? } else { 0 })
+        })
     }
 
     fn current_frame(&self, tstate: u64) -> Result<u64, ReadError> {
