@@ -200,6 +200,11 @@ impl ProbeHost {
         }
     }
 
+    /// Whether the wake-up probe records (the `lock_wait` metric has a value).
+    pub fn wakeups(&self) -> bool {
+        self.probes.wakeups_attached()
+    }
+
     /// Whether walks stopped in code a JIT compiled since its code was last read, since the last
     /// check: one counter read (a map lookup), cheap enough to do often.
     pub fn new_code(&mut self) -> bool {

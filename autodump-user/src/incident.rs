@@ -191,6 +191,7 @@ fn metric_charts(
                 Metric::Rss => "bytes",
                 Metric::Threads => "threads",
                 Metric::Fds => "open files",
+                Metric::LockWait => "s of lock wait per s",
                 Metric::Runtime(m) => m.unit,
             };
             Some(Series { name: metric.name().into(), unit: unit.into(), points, baseline_mean, threshold })

@@ -89,6 +89,7 @@ impl OffHost {
                 t.rss_bytes += m.rss_bytes.unwrap_or(0);
                 t.threads += m.threads.unwrap_or(0);
                 t.fds += m.fds.unwrap_or(0);
+                t.lock_wait += m.lock_wait.unwrap_or(0.0);
                 for (metric, value) in &m.runtime.0 {
                     *t.runtime.entry(metric.name).or_insert(0) += value;
                 }

@@ -90,12 +90,15 @@ impl Watcher {
 
     /// One interval: record the slice, sample the metrics, judge the rules, write a bundle due.
     pub fn tick(&mut self, host: &ProbeHost, cli: &Cli, slice: Slice, info: &TargetInfo) {
+        let lock_wait =
+            crate::model::locks::lock_wait_ns(&slice.profiles) as f64 / 1e9 / (slice.end - slice.start).max(1e-3);
         self.flight.push_slice(slice);
         let split = self.session.memory.latest_split();
         let Ok(mut sample) = self.sampler.sample(self.session.stat.as_ref(), split) else {
             return; // it just exited: next tick
         };
         sample.runtime.0 = self.session.runtime_metrics();
+        sample.lock_wait = host.wakeups().then_some(lock_wait);
         if sample.t - self.limits_read_at >= LIMITS_REFRESH_S {
             (self.limits, self.limits_read_at) = (Limits::read(self.pid()), sample.t);
         }

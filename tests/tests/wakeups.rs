@@ -127,3 +127,34 @@ fn compare_with_wakeuptime(wakes: &[Folded], theirs: HashMap<String, u64>) {
     }
     assert!(compared >= 2, "a futex wake and a timer at least: {ours:#?}");
 }
+
+/// Watch mode: readers that contend for seconds drive `lock_wait` (seconds of lock wait per
+/// second) over its rule, and `/metrics` shows it while they do.
+#[test]
+fn lock_contention_fires_the_lock_wait_rule() {
+    if !require_bpf("lock_contention_fires_the_lock_wait_rule") {
+        return;
+    }
+    let mut fixture = Fixture::start("locks", &["8"]);
+    let out = scratch_dir("lock_wait_rule");
+    let (pid, addr) = (fixture.pid.to_string(), format!("127.0.0.1:{}", autodump_tests::servers::free_port()));
+    let mut args = vec!["--pid", &pid, "--out", out.to_str().unwrap(), "--metrics-addr", &addr];
+    args.extend(["--interval", "500ms", "--warmup", "3s", "--baseline", "10s", "--lookback", "10s", "--after", "2s"]);
+    args.extend(["--rule", "cpu:off", "--rule", "lock_wait:min=0.5,diff=off,abs=1.5"]);
+    let mut agent = RunningAgent::start(&args);
+    agent.wait_recording(Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(4));
+    fixture.send("go");
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = ureq::get(&format!("http://{addr}/metrics")).call().unwrap().body_mut().read_to_string().unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("autodump_target_lock_wait{")).expect("a lock_wait gauge");
+    let value: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+    // Three readers, each waiting most of its time.
+    assert!(value > 1.5, "{line}");
+    let bundle = agent.expect_bundle(Duration::from_secs(20), "a lock_wait bundle");
+    let summary = bundle.summary();
+    assert_eq!(summary["reason"]["metric"], "lock_wait", "{}", summary["reason"]);
+    let verdict = summary["verdict"].as_str().unwrap();
+    assert!(verdict.starts_with("lock_wait ") && verdict.contains(" s of lock wait per s"), "{verdict}");
+    assert!(verdict.contains("taken in put_entry (locks.c:"), "{verdict}");
+}

@@ -20,6 +20,9 @@ pub enum Metric {
     Threads,
     /// Open file descriptors.
     Fds,
+    /// Seconds threads spent blocked on locks (futex waits until woken) per second of wall
+    /// time, from the wake-up probe.
+    LockWait,
     /// A count a runtime keeps (Go's goroutines, CPython's threads).
     Runtime(&'static RuntimeMetric),
 }
@@ -39,7 +42,7 @@ pub struct RuntimeMetric {
 
 impl Metric {
     /// The metrics every process has.
-    pub const ALL: [Metric; 4] = [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds];
+    pub const ALL: [Metric; 5] = [Metric::Cpu, Metric::Rss, Metric::Threads, Metric::Fds, Metric::LockWait];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +50,7 @@ impl Metric {
             Metric::Rss => "rss",
             Metric::Threads => "threads",
             Metric::Fds => "fds",
+            Metric::LockWait => "lock_wait",
             Metric::Runtime(m) => m.name,
         }
     }
@@ -108,6 +112,9 @@ pub struct MetricSample {
     pub rss_split: Option<super::memory::RssSplit>,
     pub threads: Option<u64>,
     pub fds: Option<u64>,
+    /// Seconds of lock wait per second over the last interval (see `Metric::LockWait`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_wait: Option<f64>,
     /// The runtimes' metrics the process has (`goroutines`, `python_threads`), by name.
     #[serde(flatten)]
     pub runtime: RuntimeValues,
@@ -141,6 +148,7 @@ impl MetricSample {
             Metric::Rss => self.rss_bytes.map(|v| v as f64),
             Metric::Threads => self.threads.map(|v| v as f64),
             Metric::Fds => self.fds.map(|v| v as f64),
+            Metric::LockWait => self.lock_wait,
             Metric::Runtime(m) => self.runtime.0.iter().find(|(r, _)| r.name == m.name).map(|(_, v)| *v as f64),
         }
     }
@@ -284,6 +292,7 @@ impl MetricSampler {
             rss_split: split,
             threads: Some(stat.threads),
             fds,
+            lock_wait: None,
             runtime: RuntimeValues::default(),
         })
     }

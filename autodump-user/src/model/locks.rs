@@ -107,6 +107,18 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
     locks
 }
 
+/// Time blocked on futexes until woken, over every wake-up of `profiles`: the `lock_wait`
+/// metric's numerator.
+pub fn lock_wait_ns(profiles: &crate::record::Profiles) -> u64 {
+    let Some(wakeups) = profiles.get(crate::record::profile::ProfileKind::WAKEUPS) else { return 0 };
+    wakeups
+        .samples
+        .iter()
+        .filter(|(k, _)| split(wakeups, k).is_some_and(|w| w.lock.is_some()))
+        .map(|(_, v)| v.nanos)
+        .sum()
+}
+
 /// The address in a futex label (`[futex 0x7f…]`).
 fn futex_address(label: &str) -> Option<u64> {
     let hex = label.strip_prefix(pseudo::FUTEX_PREFIX)?.strip_suffix(']')?;

@@ -89,6 +89,7 @@ fn what_fired(f: &VerdictFacts<'_>) -> String {
                 ("cpu", Some(c)) => format!("{value:.0}% of {} CPUs", trim(c.cores)),
                 ("cpu", None) => format!("{value:.0}%"),
                 ("rss", _) => bytes(value),
+                ("lock_wait", _) => format!("{value:.1} s of lock wait per s"),
                 _ => format!("{value:.0}"),
             };
             format!("{metric} {value}{held}")

@@ -317,6 +317,11 @@ impl Probes {
         &self.features
     }
 
+    /// Whether the wake-up probe is recording.
+    pub fn wakeups_attached(&self) -> bool {
+        self.waking_link.is_some()
+    }
+
     /// Whether the page-fault sampler is recording.
     pub fn faults_attached(&self) -> bool {
         !self.fault_links.is_empty()

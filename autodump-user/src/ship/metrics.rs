@@ -29,6 +29,8 @@ pub struct TargetSnapshot {
     pub rss_bytes: u64,
     pub threads: u64,
     pub fds: u64,
+    /// Seconds of lock wait per second, summed over the processes.
+    pub lock_wait: f64,
     /// The runtimes' metrics (`goroutines`, `python_threads`), by name, over the processes that
     /// have them.
     pub runtime: BTreeMap<&'static str, u64>,
@@ -189,6 +191,13 @@ impl Collector for Metrics {
             None,
             &per_target(&|t| Some(t.fds as f64)),
         )?;
+        family(
+            &mut e,
+            "autodump_target_lock_wait",
+            "Seconds the target's threads spent blocked on locks (futex waits until woken), per second",
+            None,
+            &per_target(&|t| Some(t.lock_wait)),
+        )?;
         for metric in crate::runtimes::metrics() {
             let name = format!("autodump_target_{}", metric.name);
             let values = per_target(&|t| t.runtime.get(metric.name).map(|&v| v as f64));
@@ -347,6 +356,7 @@ mod tests {
             rss_bytes: 1 << 20,
             threads: 8,
             fds: 20,
+            lock_wait: 0.75,
             runtime: BTreeMap::new(),
         });
         metrics.bundle_written("api", "cpu");
@@ -356,6 +366,7 @@ mod tests {
             "autodump_build_info{version=\"",
             "autodump_target_cpu_capacity_ratio{target=\"api\"} 0.25",
             "autodump_target_resident_memory_bytes{target=\"api\"} 1048576",
+            "autodump_target_lock_wait{target=\"api\"} 0.75",
             "autodump_bundles_total{target=\"api\",reason=\"cpu\"} 2",
             "# TYPE autodump_agent_cpu_seconds counter",
             "# EOF",

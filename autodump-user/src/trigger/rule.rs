@@ -35,7 +35,7 @@ impl Threshold {
             Threshold::PercentOfLimit(p) => match metric {
                 Metric::Rss => Some(p / 100.0 * limits.memory_bytes as f64),
                 Metric::Fds => limits.open_files.map(|l| p / 100.0 * l as f64),
-                Metric::Cpu | Metric::Threads | Metric::Runtime(_) => Some(p),
+                Metric::Cpu | Metric::Threads | Metric::LockWait | Metric::Runtime(_) => Some(p),
             },
         }
     }
@@ -62,6 +62,8 @@ impl Rule {
             Metric::Rss => (Threshold::PercentOfLimit(30.0), 25.0, Threshold::PercentOfLimit(80.0)),
             Metric::Threads => (Threshold::Value(50.0), 50.0, Threshold::Value(1000.0)),
             Metric::Fds => (Threshold::Value(64.0), 50.0, Threshold::PercentOfLimit(80.0)),
+            // Half a thread's time waiting on locks, doubled; or two threads' worth.
+            Metric::LockWait => (Threshold::Value(0.5), 100.0, Threshold::Value(2.0)),
             // The runtime's own (Go's goroutines: holmes's).
             Metric::Runtime(m) => (Threshold::Value(m.default.0), m.default.1, Threshold::Value(m.default.2)),
         };
@@ -71,7 +73,10 @@ impl Rule {
     /// Every metric's default rule, the runtimes' metrics `runtime` included.
     pub fn defaults(runtime: &[&'static RuntimeMetric]) -> Vec<Rule> {
         let runtime = runtime.iter().map(|&m| Metric::Runtime(m));
-        Metric::ALL.into_iter().chain(runtime).map(Rule::default_for).collect()
+        // lock_wait has a rule only when asked (`--rule lock_wait`): an idle pool's workers wait
+        // on a condition variable all the time, and that is no incident.
+        let every = Metric::ALL.into_iter().filter(|m| *m != Metric::LockWait);
+        every.chain(runtime).map(Rule::default_for).collect()
     }
 
     /// Parses a rule, or `METRIC:off`, which turns that metric's rule off (None); the metric is
@@ -134,7 +139,7 @@ fn parse_threshold(metric: Metric, text: &str) -> Result<Threshold, String> {
         (Metric::Rss, "MiB" | "M") => bytes(20),
         (Metric::Rss, "GiB" | "G") => bytes(30),
         (Metric::Rss, "TiB" | "T") => bytes(40),
-        (Metric::Threads | Metric::Fds | Metric::Runtime(_), "") => Ok(Threshold::Value(value)),
+        (Metric::Threads | Metric::Fds | Metric::LockWait | Metric::Runtime(_), "") => Ok(Threshold::Value(value)),
         (m, u) => Err(format!("unit '{u}' does not fit metric {}", m.name())),
     }
 }
