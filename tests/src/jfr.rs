@@ -65,3 +65,46 @@ fn iso_seconds(text: &str) -> f64 {
     let days = era * 146_097 + day_of_era - 719_468;
     (days * 86_400 + hour * 3600 + minute * 60) as f64 + second
 }
+
+/// One `jdk.JavaMonitorEnter` event: a thread that entered a contended monitor, when it began
+/// (Unix seconds), how long it took, and which thread held the monitor before it.
+pub struct MonitorEnter {
+    pub start: f64,
+    pub seconds: f64,
+    pub thread: String,
+    pub previous_owner: String,
+}
+
+/// The `jdk.JavaMonitorEnter` events of the recording at `file`, read by `tool`.
+pub fn monitor_enters(mut tool: Command, file: &Path) -> Vec<MonitorEnter> {
+    let out = tool
+        .args(["print", "--json", "--events", "jdk.JavaMonitorEnter"])
+        .arg(file)
+        .output()
+        .expect("jfr (the JDK's; setup installs it)");
+    assert!(out.status.success(), "jfr print failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("jfr's JSON");
+    let events = json["recording"]["events"].as_array().expect("events");
+    events
+        .iter()
+        .map(|e| {
+            let v = &e["values"];
+            MonitorEnter {
+                start: iso_seconds(v["startTime"].as_str().expect("a start time")),
+                seconds: duration_seconds(v["duration"].as_str().unwrap_or("PT0S")),
+                thread: v["eventThread"]["javaName"].as_str().unwrap_or_default().to_string(),
+                previous_owner: v["previousOwner"]["javaName"].as_str().unwrap_or_default().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Seconds of an ISO 8601 duration as JFR prints it (`PT0.020466931S`, `PT1M2.5S`).
+fn duration_seconds(text: &str) -> f64 {
+    let rest = text.strip_prefix("PT").unwrap_or(text);
+    let (minutes, rest) = match rest.split_once('M') {
+        Some((m, r)) => (m.parse::<f64>().unwrap_or(0.0), r),
+        None => (0.0, rest),
+    };
+    minutes * 60.0 + rest.trim_end_matches('S').parse::<f64>().unwrap_or(0.0)
+}

@@ -5,7 +5,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use autodump_tests::{
-    assert_close, host_tool_available, require_bpf, scratch_dir,
+    assert_close, host_tool_available,
+    java::{start_chain, Jdk},
+    jfr::monitor_enters,
+    require_bpf, scratch_dir,
     wakeuptime::{normalize, Wakeuptime, QUEUED},
     Fixture, Folded, RunningAgent,
 };
@@ -19,6 +22,10 @@ const PEER_TOLERANCE: f64 = 0.10;
 /// counts each block under its own waker, and a call can block twice (woken by a reader's
 /// release, it finds the writer took the lock first): ours reads 8-10% lower, every run.
 const RELEASER_TOLERANCE: f64 = 0.15;
+/// Monitor waits against JFR's: JFR times a whole contended enter, its spinning before it
+/// parks included, the probe each park until it is woken (1.2% apart, 0.9% for the holder's
+/// part, on JDK 17).
+const JFR_TOLERANCE: f64 = 0.10;
 /// Waker stacks compared: those with at least this share of the blocked time.
 const COMPARED_SHARE: f64 = 0.05;
 
@@ -157,4 +164,73 @@ fn lock_contention_fires_the_lock_wait_rule() {
     let verdict = summary["verdict"].as_str().unwrap();
     assert!(verdict.starts_with("lock_wait ") && verdict.contains(" s of lock wait per s"), "{verdict}");
     assert!(verdict.contains("taken in put_entry (locks.c:"), "{verdict}");
+}
+
+/// A contended `synchronized` block in a JVM run with no flag for us: the waits are named by
+/// the Java method that enters the monitor, released by the one that holds it, against JFR's
+/// `jdk.JavaMonitorEnter` events (every one: threshold 0) over the same seconds.
+#[test]
+fn a_contended_java_monitor_is_named_by_the_methods_on_both_sides_as_jfr_records_them() {
+    if !require_bpf("a_contended_java_monitor_is_named_by_the_methods_on_both_sides_as_jfr_records_them") {
+        return;
+    }
+    let jdk = Jdk::host();
+    let (dir, on_host) = jdk.scratch("wakeups-jfr");
+    let name = format!("contend-{}.jfr", std::process::id());
+    let (recording, on_host) = (format!("{dir}/{name}"), on_host.join(&name));
+    let jfr =
+        format!("-XX:StartFlightRecording=filename={recording},dumponexit=true,jdk.JavaMonitorEnter#threshold=0ms");
+    let mut java = start_chain(&jdk, &["-XX:+DisableAttachMechanism", "-Xlog:jfr+startup=off", &jfr], &["contend"]);
+    let pid = java.pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "4s"]);
+    agent.wait_recording(Duration::from_secs(60));
+    let from = autodump_tests::unix_now();
+    let run = agent.finish();
+    let to = autodump_tests::unix_now();
+    java.terminate();
+    let bundle = run.bundle();
+    let enters = monitor_enters(jdk.tool("jfr"), &on_host);
+    let _ = std::fs::remove_file(&on_host);
+    let within: Vec<_> = enters.iter().filter(|e| e.start >= from && e.start + e.seconds <= to).collect();
+    let theirs: f64 = within.iter().filter(|e| e.thread.starts_with("contender-")).map(|e| e.seconds).sum();
+    let by_holder: f64 = within
+        .iter()
+        .filter(|e| e.thread.starts_with("contender-") && e.previous_owner == "monitor-holder")
+        .map(|e| e.seconds)
+        .sum();
+
+    let wakes = bundle.folded("wakeups.folded");
+    let in_monitor = |w: &Wake<'_>| {
+        w.thread.starts_with("contender-")
+            && w.blocked.iter().any(|x| x.starts_with("Chain.enterMonitor("))
+            && w.blocked.iter().any(|x| x.contains("ObjectMonitor::"))
+    };
+    let ours = wakes.iter().filter(|f| in_monitor(&split(f))).map(|f| f.weight).sum::<u64>() as f64 / 1e6;
+    let ours_by_holder = wakes
+        .iter()
+        .filter(|f| in_monitor(&split(f)) && split(f).waker.iter().any(|x| x.starts_with("Chain.holdMonitor(")))
+        .map(|f| f.weight)
+        .sum::<u64>() as f64
+        / 1e6;
+    eprintln!(
+        "monitor waits: ours {ours:.3} s ({ours_by_holder:.3} s released by holdMonitor), JFR {theirs:.3} s \
+         ({by_holder:.3} s after monitor-holder) in {} events",
+        within.len()
+    );
+    let summary = bundle.summary();
+    let locks = summary["locks"].as_array().expect("a locks section");
+    let monitor = locks
+        .iter()
+        .find(|l| l["taken_in"].as_str().unwrap().starts_with("Chain.enterMonitor() (Chain.java:"))
+        .unwrap_or_else(|| panic!("no lock taken in Chain.enterMonitor: {locks:#?}"));
+    let released: Vec<&str> =
+        monitor["released_by"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(released.iter().any(|r| r.starts_with("Chain.holdMonitor() (Chain.java:")), "{monitor}");
+    assert_close("contenders' monitor waits against JFR", ours, theirs, JFR_TOLERANCE);
+    assert_close(
+        "the part monitor-holder released, against JFR's previous owner",
+        ours_by_holder,
+        by_holder,
+        JFR_TOLERANCE,
+    );
 }

@@ -71,9 +71,11 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
     for (key, value) in &wakeups.samples {
         let Some(wake) = split(wakeups, key) else { continue };
         let Some(address) = wake.lock.and_then(futex_address) else { continue };
+        // A condition variable's waiters block on one of two adjacent words (glibc's
+        // `__g_signals`), in one 8-byte word: one lock.
         let lock = match named.iter().find(|n| (n.start..n.end).contains(&address)) {
             Some(n) => (n.start, Some(n.name)),
-            None => (address, None),
+            None => (address & !7, None),
         };
         let us = (value.nanos + 500) / 1000;
         let entry = by_lock.entry(lock).or_default();
@@ -86,6 +88,9 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
         *entry.blocked_stacks.entry(root_first(wakeups, wake.blocked.iter().rev())).or_default() += us;
         *entry.waker_stacks.entry(root_first(wakeups, wake.waker.iter().rev())).or_default() += us;
     }
+    // A futex only its own timeouts ended is a timed sleep (Java's Thread.sleep parks on one),
+    // not a lock: nothing held it.
+    by_lock.retain(|_, lock| lock.released_by.keys().any(|k| k.as_deref() != Some(pseudo::TIMER)));
     let mut locks: Vec<LockReport> = by_lock
         .into_iter()
         .map(|((address, name), mut lock)| LockReport {
@@ -107,16 +112,12 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
     locks
 }
 
-/// Time blocked on futexes until woken, over every wake-up of `profiles`: the `lock_wait`
-/// metric's numerator.
+/// Time blocked on futexes until another thread woke them, over every wake-up of `profiles`:
+/// the `lock_wait` metric's numerator. A wait its own timeout ended waited for no one.
 pub fn lock_wait_ns(profiles: &crate::record::Profiles) -> u64 {
     let Some(wakeups) = profiles.get(crate::record::profile::ProfileKind::WAKEUPS) else { return 0 };
-    wakeups
-        .samples
-        .iter()
-        .filter(|(k, _)| split(wakeups, k).is_some_and(|w| w.lock.is_some()))
-        .map(|(_, v)| v.nanos)
-        .sum()
+    let released = |w: &Wake<'_>| w.lock.is_some() && w.waker_name != Some(pseudo::TIMER);
+    wakeups.samples.iter().filter(|(k, _)| split(wakeups, k).is_some_and(|w| released(&w))).map(|(_, v)| v.nanos).sum()
 }
 
 /// The address in a futex label (`[futex 0x7f…]`).
@@ -272,16 +273,16 @@ mod tests {
     #[test]
     fn waits_are_grouped_by_futex_and_named_by_the_code_on_each_side() {
         let mut profile = Profile::new(ProfileKind::WAKEUPS);
-        wake(&mut profile, "reader-1", 0x55aa, "flush_log", 60);
-        wake(&mut profile, "reader-2", 0x55aa, "flush_log", 30);
-        wake(&mut profile, "reader-2", 0x55aa, "put_entry", 10);
-        wake(&mut profile, "other", 0x77bb, "flush_log", 5);
+        wake(&mut profile, "reader-1", 0x55a8, "flush_log", 60);
+        wake(&mut profile, "reader-2", 0x55ac, "flush_log", 30);
+        wake(&mut profile, "reader-2", 0x55a8, "put_entry", 10);
+        wake(&mut profile, "other", 0x77b8, "flush_log", 5);
         // Not a futex wait (a pipe, a sleep): no lock.
         wake(&mut profile, "sleeper", 0, "flush_log", 500);
         let locks = locks(&profile, &[], 1.0);
         assert_eq!(locks.len(), 2);
         let store = &locks[0];
-        assert_eq!((store.address.as_str(), store.wait_us, store.waits), ("55aa", 100_000, 3));
+        assert_eq!((store.address.as_str(), store.wait_us, store.waits), ("55a8", 100_000, 3));
         // The program's innermost function, past libc's locking, with its line.
         assert_eq!(store.taken_in, "put_entry (store.c:120)");
         let released: Vec<(&str, u64)> = store.released_by.iter().map(|s| (s.name.as_str(), s.wait_us)).collect();
@@ -290,21 +291,33 @@ mod tests {
         assert_eq!(waiters, ["reader-1", "reader-2"]);
         assert_eq!(store.blocked_stacks[0].name, "main;put_entry;__lll_lock_wait;futex_wait_[k];schedule_[k]");
         assert_eq!(store.waker_stacks[0].name, "main;flush_log;__lll_lock_wake;futex_wake_[k];try_to_wake_up_[k]");
-        assert_eq!(locks[1].address, "77bb");
+        assert_eq!(locks[1].address, "77b8");
     }
 
     #[test]
-    fn a_waker_with_no_code_of_the_program_is_named_by_its_label() {
+    fn a_waker_with_no_code_of_the_program_is_named_by_its_label_and_timeouts_are_apart() {
         let mut profile = Profile::new(ProfileKind::WAKEUPS);
-        let wake = Wake {
-            blocked_user: Some(vec![user(120, "put_entry", "app")]),
-            blocked_kernel: Some(vec![kernel("schedule")]),
-            futex: 0x10,
-            waker: "[timer]".into(),
-            waker_user: Some(Vec::new()),
-            waker_kernel: Some(vec![kernel("hrtimer_wakeup")]),
+        let mut wake = |futex, waker: &str, nanos| {
+            let wake = Wake {
+                blocked_user: Some(vec![user(120, "put_entry", "app")]),
+                blocked_kernel: Some(vec![kernel("schedule")]),
+                futex,
+                waker: waker.into(),
+                waker_user: Some(Vec::new()),
+                waker_kernel: Some(vec![kernel("futex_wake")]),
+            };
+            add(&mut profile, "t".into(), wake, SampleValue { count: 1, nanos, ..Default::default() });
         };
-        add(&mut profile, "t".into(), wake, SampleValue { count: 1, nanos: 1000, ..Default::default() });
-        assert_eq!(locks(&profile, &[], 1.0)[0].released_by[0].name, "[timer]");
+        wake(0x10, "[waker other (pid 9)]", 3000);
+        wake(0x10, "[timer]", 1000);
+        // Only ever ended by its timeout: a timed sleep, not a lock.
+        wake(0x20, "[timer]", 5000);
+        let found = locks(&profile, &[], 1.0);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].released_by[0].name, "[waker other (pid 9)]");
+        assert_eq!((found[0].wait_us, found[0].timed_out_us), (4, 1));
+        let mut profiles = crate::record::Profiles::new();
+        profiles.insert(profile);
+        assert_eq!(lock_wait_ns(&profiles), 3000, "waits a thread released");
     }
 }
