@@ -129,8 +129,8 @@ pub struct WakeKey {
     pub waker_kernel_stack_id: i32,
     /// The generation the waker's stacks are filed in (the blocked stack's may be older).
     pub waker_epoch: u32,
-    /// Keeps the size a multiple of 8 with no implicit padding.
-    pub zero: u32,
+    /// `WAKER_*` bits.
+    pub waker_flags: u32,
     /// The waker's `comm`: its process may be gone before the agent reads it.
     pub waker_comm: [u8; 16],
 }
@@ -157,6 +157,10 @@ pub struct TaskRegs {
     pub zero: u32,
     pub kernel: [u64; MAX_STACK_DEPTH],
 }
+
+/// The wake-up came from an interrupt (a timer's expiry, a device): the probe ran off the current
+/// task's stack, and the current task is not the waker.
+pub const WAKER_INTERRUPT: u32 = 1;
 
 /// Off-CPU time summed per [`StackKey`].
 #[repr(C)]
@@ -336,6 +340,9 @@ pub mod globals {
     pub const PT_REGS_SYSCALL_OFFSET: &str = "PT_REGS_SYSCALL_OFFSET";
     pub const PT_REGS_ARG0_OFFSET: &str = "PT_REGS_ARG0_OFFSET";
     pub const PT_REGS_ARG1_OFFSET: &str = "PT_REGS_ARG1_OFFSET";
+    /// Offset of `stack` in `struct task_struct`, and the size of a task's kernel stack.
+    pub const TASK_STACK_OFFSET: &str = "TASK_STACK_OFFSET";
+    pub const THREAD_SIZE: &str = "THREAD_SIZE";
 }
 
 #[cfg(feature = "user")]

@@ -47,6 +47,30 @@ static PT_REGS_ARG0_OFFSET: u32 = 0;
 #[no_mangle]
 static PT_REGS_ARG1_OFFSET: u32 = 0;
 
+/// Offset of `stack` in `struct task_struct`, and the size of the kernel stack it points to.
+#[no_mangle]
+pub static TASK_STACK_OFFSET: u32 = 0;
+#[no_mangle]
+static THREAD_SIZE: u32 = 16384;
+
+/// True when the probe runs on another stack than the current task's: in an interrupt (x86_64
+/// and arm64 run hard and soft interrupts on per-CPU stacks of their own), where the current
+/// task is only what was interrupted.
+#[inline(always)]
+pub fn in_interrupt() -> bool {
+    if read(&TASK_STACK_OFFSET) == 0 {
+        return false;
+    }
+    let marker = 0u64;
+    let here = core::ptr::addr_of!(marker) as u64;
+    // SAFETY: the current task, a BTF pointer; `stack` is a pointer field of it.
+    let stack = unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task_btf() as *const u8;
+        field_ptr(task, &TASK_STACK_OFFSET) as u64
+    };
+    here.wrapping_sub(stack) >= read(&THREAD_SIZE) as u64
+}
+
 /// Where to read a blocked thread's system call, if the agent set it.
 pub struct SyscallLayout {
     pub futex: u64,

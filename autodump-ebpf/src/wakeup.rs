@@ -3,7 +3,7 @@
 //! waker is the current thread (the tracepoint runs in the context that wakes), or an interrupt
 //! (which the agent tells from the kernel stack).
 
-use autodump_common::{Stat, WakeKey, FLAG_RUNNABLE};
+use autodump_common::{Stat, WakeKey, FLAG_RUNNABLE, WAKER_INTERRUPT};
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::btf_tracepoint,
@@ -12,8 +12,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 
 use crate::{
-    config::{field_u32, TASK_PID_OFFSET, TASK_TGID_OFFSET},
-    maps::{add, count, entry, generation, is_target, now_ns, OFFCPU_START},
+    config::{field_u32, in_interrupt, TASK_PID_OFFSET, TASK_TGID_OFFSET},
+    maps::{add, count, entry, generation, is_target, now_ns, Generation, OFFCPU_START},
     stacks::{stack_id, user_stack_id},
     unwind::WALK_WAKE,
 };
@@ -58,9 +58,16 @@ fn on_waking(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
     let gen = generation();
     let waker = bpf_get_current_pid_tgid();
     let (waker_tgid, waker_tid) = ((waker >> 32) as u32, waker as u32);
-    let waker_user_stack_id = match waker_tgid != 0 && is_target(waker_tgid) {
-        true => user_stack_id(ctx, &gen, unwind, WALK_WAKE, Stat::WakerUserStackErrors),
-        false => NOT_TAKEN,
+    let interrupt = in_interrupt();
+    // A thread of the woken one's process, in its own context: its user stack (the CFI walk
+    // needs its process's tables), and its kernel path, walked once per user stack and
+    // generation (the same call site wakes by the same path).
+    let (waker_user_stack_id, waker_kernel_stack_id) = match !interrupt && waker_tgid == tgid {
+        true => {
+            let user = user_stack_id(ctx, &gen, unwind, WALK_WAKE, Stat::WakerUserStackErrors);
+            (user, cached_kernel_stack(ctx, &gen, user))
+        }
+        false => (NOT_TAKEN, stack_id(ctx, &gen, 0, Stat::WakerKernelStackErrors)),
     };
     let key = WakeKey {
         blocked: start.key(tid),
@@ -68,9 +75,9 @@ fn on_waking(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
         waker_tgid,
         waker_tid,
         waker_user_stack_id,
-        waker_kernel_stack_id: stack_id(ctx, &gen, 0, Stat::WakerKernelStackErrors),
+        waker_kernel_stack_id,
         waker_epoch: gen.epoch,
-        zero: 0,
+        waker_flags: if interrupt { WAKER_INTERRUPT } else { 0 },
         waker_comm: bpf_get_current_comm().unwrap_or_default(),
     };
     match entry(gen.wakeup_totals, key) {
@@ -89,4 +96,26 @@ fn on_waking(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
         }
     }
     0
+}
+
+/// Marks a waker's entries in the kernel stack cache apart from the switch's.
+const WAKER_CACHE_BIT: u64 = 1 << 63;
+
+/// The waker's kernel stack id, walked once per (user stack, generation) and reused: walking it
+/// costs about three times the rest of the probe.
+#[inline(always)]
+fn cached_kernel_stack(ctx: &BtfTracePointContext, gen: &Generation, user_stack_id: i32) -> i32 {
+    if user_stack_id < 0 {
+        return stack_id(ctx, gen, 0, Stat::WakerKernelStackErrors);
+    }
+    let cache_key = WAKER_CACHE_BIT | user_stack_id as u32 as u64;
+    // SAFETY: the value is copied out at once.
+    if let Some(id) = unsafe { gen.kernel_stack_cache.get(cache_key) } {
+        return *id;
+    }
+    let id = stack_id(ctx, gen, 0, Stat::WakerKernelStackErrors);
+    if id >= 0 {
+        let _ = gen.kernel_stack_cache.insert(cache_key, id, 0);
+    }
+    id
 }

@@ -11,7 +11,7 @@ use autodump_common::{
     runtimes::{stat_slot, STAT_FRAMES, STAT_THREAD_MISSES},
     unwind::{UnwoundStack, UNWOUND_STACK_ID},
     Control, OffCpuStart, OffCpuTotal, StackKey, Stat, WakeKey, FLAG_RUNNABLE, MAX_STACK_DEPTH, OVERFLOW_STACK_ID,
-    PRESEEDED_STACK_ID,
+    PRESEEDED_STACK_ID, WAKER_INTERRUPT,
 };
 use aya::maps::{MapData, MapError, StackTraceMap};
 
@@ -76,6 +76,8 @@ pub struct RawWakeup {
     /// Empty for a waker outside the watched processes (its kernel stack says the rest).
     pub waker_user: RawStack,
     pub waker_kernel: RawStack,
+    /// The waker was an interrupt (a timer's expiry, a device), not the thread it interrupted.
+    pub interrupt: bool,
 }
 
 /// Everything recorded in one generation.
@@ -315,6 +317,7 @@ impl Drainer {
             waker_comm: String::from_utf8_lossy(comm).into_owned(),
             waker_user: self.resolve(key.waker_epoch, key.waker_user_stack_id),
             waker_kernel: self.resolve(key.waker_epoch, key.waker_kernel_stack_id),
+            interrupt: key.waker_flags & WAKER_INTERRUPT != 0,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct TaskOffsets {
     /// `task_struct::thread.fsbase`: the user thread pointer, saved for the task (x86_64); 0
     /// where the kernel has no such field (runtimes that read thread-local state then cannot).
     pub tls_base: u32,
+    /// `task_struct::stack`: the task's kernel stack (a probe not on it runs in an interrupt).
+    pub stack: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -73,6 +75,7 @@ impl KernelFeatures {
                 .field_offset("task_struct", "thread")
                 .and_then(|thread| Ok(thread + btf.field_offset("thread_struct", "fsbase")?))
                 .unwrap_or(0),
+            stack: btf.field_offset("task_struct", "stack")?,
         };
         let switch_state = match btf.tracepoint_args("sched_switch")? {
             Some(n) if n >= 4 => SwitchState::Argument,

@@ -202,6 +202,7 @@ impl Probes {
             .override_global(globals::SWITCH_STATE_FROM_TASK, &from_task, true)
             .override_global(globals::GROUP_END_FROM_SIGNAL, &from_signal, true)
             .override_global(globals::KERNEL_STACK_EVERY_SWITCH, &every_switch, true)
+            .override_global(globals::TASK_STACK_OFFSET, &offsets.stack, true)
             .override_global(globals::FUTEX_SYSCALL, &syscalls::FUTEX, true)
             .override_global(globals::PT_REGS_SYSCALL_OFFSET, &syscalls::PT_REGS_NR, true)
             .override_global(globals::PT_REGS_ARG0_OFFSET, &syscalls::PT_REGS_ARG0, true)

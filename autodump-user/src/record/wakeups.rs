@@ -10,18 +10,9 @@ use super::{
 };
 use crate::{collect::drain::RawWakeup, symbolize::Location};
 
-/// Kernel functions that say the waker was not a thread but a timer's expiry or an interrupt
-/// (whatever thread it interrupted is not the waker), by prefix.
+/// Kernel functions that say a timer's expiry woke the thread (in an interrupt, or in a
+/// softirq thread): not the thread that ran the expiry.
 const TIMER_FRAMES: [&str; 3] = ["hrtimer_wakeup", "call_timer_fn", "process_timeout"];
-const INTERRUPT_FRAMES: [&str; 7] = [
-    "asm_sysvec_",
-    "asm_common_interrupt",
-    "sysvec_",
-    "common_interrupt",
-    "handle_softirqs",
-    "__do_softirq",
-    "irq_exit",
-];
 
 impl Recorder {
     /// Adds `wakeups` to `profile`: each under the blocked thread's name.
@@ -29,7 +20,12 @@ impl Recorder {
         for wakeup in wakeups {
             let blocked = &wakeup.blocked;
             let mut waker_kernel = self.kernel_stack(&wakeup.waker_kernel);
-            let context = waker_kernel.as_deref().and_then(interrupt_context);
+            let timer = waker_kernel.as_deref().is_some_and(timer_expiry);
+            let context = match (timer, wakeup.interrupt) {
+                (true, _) => Some(pseudo::TIMER),
+                (false, true) => Some(pseudo::INTERRUPT),
+                (false, false) => None,
+            };
             if let (Some(_), Some(stack)) = (context, waker_kernel.as_mut()) {
                 // What the interrupt interrupted did not wake anyone: its frames would split one
                 // timer into as many stacks as there were places it landed.
@@ -101,11 +97,7 @@ pub fn add(profile: &mut Profile, thread: Arc<str>, wake: Wake, value: SampleVal
     profile.add(thread, &parts, value);
 }
 
-/// `[timer]` or `[interrupt]` when a waker's kernel stack (innermost first) shows it ran in one.
-fn interrupt_context(kernel: &[Arc<Location>]) -> Option<&'static str> {
-    let names = || kernel.iter().flat_map(|l| l.frames.iter().map(|f| &*f.function));
-    if names().any(|n| TIMER_FRAMES.iter().any(|p| n.starts_with(p))) {
-        return Some(pseudo::TIMER);
-    }
-    names().any(|n| INTERRUPT_FRAMES.iter().any(|p| n.starts_with(p))).then_some(pseudo::INTERRUPT)
+/// True when a waker's kernel stack shows a timer's expiry.
+fn timer_expiry(kernel: &[Arc<Location>]) -> bool {
+    kernel.iter().flat_map(|l| l.frames.iter()).any(|f| TIMER_FRAMES.iter().any(|p| f.function.starts_with(p)))
 }
