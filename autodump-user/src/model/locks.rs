@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::verdict::runtime_frame;
+use super::frames::runtime_frame;
 use crate::{
     record::profile::{pseudo, Profile, SampleKey},
     symbolize::Location,

@@ -2,6 +2,7 @@
 //! below every stage that fills it (session, host, watcher) and every stage that reads it
 //! (writers, upload, alerts), so that neither imports the other.
 
+pub mod frames;
 pub mod hangs;
 pub mod listing;
 pub mod locks;

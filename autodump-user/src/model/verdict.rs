@@ -5,14 +5,11 @@
 
 use std::collections::HashMap;
 
-use autodump_common::runtimes::{frame_kind, kind};
-
-use super::reports::Reason;
+use super::{frames::runtime_frame, reports::Reason};
 use crate::{
     collect::{capacity::CpuCapacity, memory::MemoryReport},
     probes::targets::ExitStatus,
     record::profile::Profile,
-    symbolize::Location,
 };
 
 /// A function is named in the verdict when it holds at least this share of its profile.
@@ -115,14 +112,6 @@ enum Threads {
     Program,
 }
 
-/// A frame of the program's own code that a runtime named: an interpreted function (Python,
-/// Ruby, Java's interpreter) or JIT code (Java's compiled methods, a perf map's). The verdict
-/// names it rather than the interpreter's or the VM's native frames under it.
-pub(super) fn runtime_frame(location: &Location) -> bool {
-    let jit = || location.mapping.as_ref().is_some_and(|m| m.is_anonymous());
-    !location.kernel && location.address != 0 && (frame_kind(location.address) != kind::NATIVE || jit())
-}
-
 /// The innermost user function holding most of `profile`'s `weight` (the innermost a runtime
 /// named, in a stack that has one), and its share, if it holds at least `NAMED_SHARE`. Threads a runtime parked idle (their stack's root is one of
 /// `idle_frames`) are not waiting for the program.
@@ -194,7 +183,7 @@ mod tests {
         collect::{capacity::CapacitySource, memory::MappingGrowth},
         record::profile::{tests::loc, ProfileKind, SampleValue, StackPart},
     };
-    use autodump_common::runtimes::runtime_frame;
+    use autodump_common::runtimes::{kind, runtime_frame};
 
     fn profile(kind: ProfileKind, stacks: &[(&str, u64)]) -> Profile {
         let mut p = Profile::new(kind);
