@@ -15,16 +15,8 @@ pub struct JfrSample {
 
 /// The `jdk.ExecutionSample` events of the recording at `file` (as the tool sees it), read by
 /// `tool`, the `jfr` of the JDK that wrote it.
-pub fn execution_samples(mut tool: Command, file: &Path) -> Vec<JfrSample> {
-    let out = tool
-        .args(["print", "--json", "--events", "jdk.ExecutionSample"])
-        .arg(file)
-        .output()
-        .expect("jfr (the JDK's; setup installs it)");
-    assert!(out.status.success(), "jfr print failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("jfr's JSON");
-    let events = json["recording"]["events"].as_array().expect("events");
-    events
+pub fn execution_samples(tool: Command, file: &Path) -> Vec<JfrSample> {
+    events(tool, file, "jdk.ExecutionSample")
         .iter()
         .map(|e| {
             let v = &e["values"];
@@ -48,6 +40,21 @@ pub fn execution_samples(mut tool: Command, file: &Path) -> Vec<JfrSample> {
             }
         })
         .collect()
+}
+
+/// The events named `name` of the recording at `file`, as `jfr print --json` gives them.
+fn events(mut tool: Command, file: &Path, name: &str) -> Vec<serde_json::Value> {
+    let out = tool
+        .args(["print", "--json", "--events", name])
+        .arg(file)
+        .output()
+        .expect("jfr (the JDK's; setup installs it)");
+    assert!(out.status.success(), "jfr print failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("jfr's JSON");
+    match json["recording"]["events"].take() {
+        serde_json::Value::Array(events) => events,
+        other => panic!("no events in jfr's JSON: {other}"),
+    }
 }
 
 /// Unix seconds of an ISO 8601 UTC time as JFR prints it (`2026-12-06T22:58:14.750335410Z`).
@@ -76,16 +83,8 @@ pub struct MonitorEnter {
 }
 
 /// The `jdk.JavaMonitorEnter` events of the recording at `file`, read by `tool`.
-pub fn monitor_enters(mut tool: Command, file: &Path) -> Vec<MonitorEnter> {
-    let out = tool
-        .args(["print", "--json", "--events", "jdk.JavaMonitorEnter"])
-        .arg(file)
-        .output()
-        .expect("jfr (the JDK's; setup installs it)");
-    assert!(out.status.success(), "jfr print failed: {}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("jfr's JSON");
-    let events = json["recording"]["events"].as_array().expect("events");
-    events
+pub fn monitor_enters(tool: Command, file: &Path) -> Vec<MonitorEnter> {
+    events(tool, file, "jdk.JavaMonitorEnter")
         .iter()
         .map(|e| {
             let v = &e["values"];

@@ -124,6 +124,17 @@ pub fn host_tool_available(tool: &str) -> bool {
     !in_vm
 }
 
+/// Records `pid` for `duration` (`4s`) once the agent records (within a minute: a JVM in an
+/// emulated guest is slow to attach); the run, and the Unix seconds it recorded between.
+pub fn record_between(pid: u32, duration: &str) -> (AgentRun, f64, f64) {
+    let pid = pid.to_string();
+    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", duration]);
+    agent.wait_recording(Duration::from_secs(60));
+    let from = unix_now();
+    let run = agent.finish();
+    (run, from, unix_now())
+}
+
 /// A fresh, empty directory for one test's bundles.
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = workspace().join("target/test-scratch").join(name);

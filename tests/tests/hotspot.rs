@@ -272,12 +272,7 @@ fn stacks_read_as_jfr_records_them(jdk: &Jdk, flags: &[&str], inlining: bool) {
     all.extend_from_slice(flags);
     let mut java = start_java_of(jdk, &all);
     warm_up(java.pid, 4.0);
-    let pid = java.pid.to_string();
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "6s"]);
-    agent.wait_recording(Duration::from_secs(60));
-    let from = autodump_tests::unix_now();
-    let run = agent.finish();
-    let to = autodump_tests::unix_now();
+    let (run, from, to) = autodump_tests::record_between(java.pid, "6s");
     java.terminate();
     let bundle = run.bundle();
     let hotspot = &bundle.summary()["hotspot"];

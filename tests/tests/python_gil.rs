@@ -8,8 +8,9 @@ use autodump_tests::{
     scratch_dir,
 };
 
-/// Of the I/O thread's time, the share it must spend waiting for the GIL: it sleeps 2 ms, then
-/// waits up to the 5 ms switch interval and the CPU thread's next eval-breaker check.
+/// Of the window, the share the I/O thread (the one waiter) must spend waiting for the GIL: it
+/// sleeps 2 ms, then waits up to the 5 ms switch interval and the CPU thread's next eval-breaker
+/// check.
 const MIN_WAITING_SHARE: f64 = 0.3;
 /// py-spy's share of GIL-holding samples in cpu_heavy.
 const MIN_HOLDER_SHARE: f64 = 0.8;

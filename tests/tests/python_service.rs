@@ -227,4 +227,13 @@ fn http_server_reads_like_py_spy(python: &Python) {
     assert!(compared >= 5, "{compared} functions compared");
     let misses = bundle.summary()["dropped"]["python_thread_misses"].as_u64().unwrap_or(u64::MAX);
     assert_eq!(misses, 0, "every handler thread's Python frames were found");
+    // Two requests at a time: each handler waits for the GIL the other holds, in Python code on
+    // both sides (isdir's stat lets it go, and takes it back).
+    let summary = bundle.summary();
+    let locks = summary["locks"].as_array().cloned().unwrap_or_default();
+    let gil = locks.iter().find(|l| l["name"] == "the GIL").unwrap_or_else(|| panic!("no GIL: {locks:#?}"));
+    eprintln!("the GIL: {} waits, {} us", gil["waits"], gil["wait_us"]);
+    let python_function = |name: &str| name.contains(".py:") || name.contains("<frozen ");
+    assert!(python_function(gil["taken_in"].as_str().unwrap()), "{gil}");
+    assert!(python_function(gil["released_by"][0]["name"].as_str().unwrap()), "{gil}");
 }

@@ -184,12 +184,7 @@ fn a_contended_java_monitor_is_named_by_the_methods_on_both_sides_as_jfr_records
     let jfr =
         format!("-XX:StartFlightRecording=filename={recording},dumponexit=true,jdk.JavaMonitorEnter#threshold=0ms");
     let mut java = start_chain(&jdk, &["-XX:+DisableAttachMechanism", "-Xlog:jfr+startup=off", &jfr], &["contend"]);
-    let pid = java.pid.to_string();
-    let mut agent = RunningAgent::start(&["--pid", &pid, "--duration", "4s"]);
-    agent.wait_recording(Duration::from_secs(60));
-    let from = autodump_tests::unix_now();
-    let run = agent.finish();
-    let to = autodump_tests::unix_now();
+    let (run, from, to) = autodump_tests::record_between(java.pid, "4s");
     java.terminate();
     let bundle = run.bundle();
     let enters = monitor_enters(jdk.tool("jfr"), &on_host);

@@ -43,7 +43,8 @@ pub struct LockReport {
     /// What its runtime calls it ("the GIL").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'static str>,
-    /// Of the time its waiters had over the window, the share they spent waiting on it.
+    /// Its waits over the window's wall time: the share of the window a thread waited on it,
+    /// summed over threads (above 1: more than one at a time).
     pub waiting_share: f64,
     /// The program's innermost function under the heaviest waits: where the lock is taken.
     pub taken_in: String,
@@ -81,10 +82,12 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
         let entry = by_lock.entry(lock).or_default();
         entry.wait_us += us;
         entry.waits += value.count;
-        *entry.taken_in.entry(program_function(wakeups, wake.blocked)).or_default() += us;
+        let site = program_function(wakeups, wake.blocked);
+        *entry.taken_in.entry(site.clone()).or_default() += us;
         *entry.waiters.entry(key.thread.to_string()).or_default() += us;
         let waker = program_function(wakeups, &wake.waker).or_else(|| wake.waker_name.map(String::from));
-        *entry.released_by.entry(waker).or_default() += us;
+        *entry.released_by.entry(waker.clone()).or_default() += us;
+        *entry.by_site.entry((site, waker)).or_default() += us;
         *entry.blocked_stacks.entry(root_first(wakeups, wake.blocked.iter().rev())).or_default() += us;
         *entry.waker_stacks.entry(root_first(wakeups, wake.waker.iter().rev())).or_default() += us;
     }
@@ -93,15 +96,22 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
     by_lock.retain(|_, lock| lock.released_by.keys().any(|k| k.as_deref() != Some(pseudo::TIMER)));
     let mut locks: Vec<LockReport> = by_lock
         .into_iter()
-        .map(|((address, name), mut lock)| LockReport {
+        .map(|((address, name), mut lock)| {
+            let timed_out_us = timed_out(&mut lock.released_by);
+            if name.is_some() {
+                lock.released_by = held_through_timeouts(&lock.by_site);
+            }
+            (address, name, timed_out_us, lock)
+        })
+        .map(|(address, name, timed_out_us, lock)| LockReport {
             address: format!("{address:x}"),
             name,
-            waiting_share: lock.wait_us as f64 / (window_s.max(1e-9) * 1e6 * lock.waiters.len().max(1) as f64),
+            waiting_share: lock.wait_us as f64 / (window_s.max(1e-9) * 1e6),
             taken_in: heaviest(lock.taken_in).into_iter().next().map_or_else(|| "?".into(), |s| s.name),
             wait_us: lock.wait_us,
             waits: lock.waits,
             waiters: heaviest(lock.waiters.into_iter().map(|(k, v)| (Some(k), v)).collect()),
-            timed_out_us: timed_out(&mut lock.released_by),
+            timed_out_us,
             released_by: heaviest(lock.released_by),
             blocked_stacks: top(heaviest(lock.blocked_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
             waker_stacks: top(heaviest(lock.waker_stacks.into_iter().map(|(k, v)| (Some(k), v)).collect())),
@@ -135,6 +145,8 @@ struct Lock {
     released_by: HashMap<Option<String>, u64>,
     blocked_stacks: HashMap<String, u64>,
     waker_stacks: HashMap<String, u64>,
+    /// Waits by (where taken, what released them).
+    by_site: HashMap<(Option<String>, Option<String>), u64>,
 }
 
 /// A wake-up sample's parts (see `record::wakeups`), each stack innermost first.
@@ -201,6 +213,32 @@ fn root_first<'a>(profile: &Profile, stack: impl Iterator<Item = &'a u32>) -> St
         }
     }
     names.join(";")
+}
+
+/// What released a named lock's waiters, a runtime's lock whose waiters time out only to ask
+/// its holder to let go and wait on (CPython's GIL, every switch interval): the waits taken at
+/// one site that timed out are the holders' who released that site's other waits, in
+/// proportion. A site nothing else released keeps its timeouts as the timer's.
+fn held_through_timeouts(by_site: &HashMap<(Option<String>, Option<String>), u64>) -> HashMap<Option<String>, u64> {
+    let timer = Some(pseudo::TIMER.to_string());
+    let mut released: HashMap<Option<String>, u64> = HashMap::new();
+    let sites: std::collections::HashSet<&Option<String>> = by_site.keys().map(|(site, _)| site).collect();
+    for site in sites {
+        let of_site = || by_site.iter().filter(move |((s, _), _)| s == site);
+        let timed: u64 = of_site().filter(|((_, r), _)| *r == timer).map(|(_, us)| us).sum();
+        let others: u64 = of_site().filter(|((_, r), _)| *r != timer).map(|(_, us)| us).sum();
+        for ((_, releaser), &us) in of_site() {
+            match (releaser == &timer, others) {
+                (true, 0) => *released.entry(releaser.clone()).or_default() += us,
+                (true, _) => {}
+                (false, _) => {
+                    let share = (timed as f64 * us as f64 / others as f64).round() as u64;
+                    *released.entry(releaser.clone()).or_default() += us + share;
+                }
+            }
+        }
+    }
+    released
 }
 
 /// Takes the timer's wakes out of `released_by` if anything else released waiters; their time.
@@ -292,6 +330,19 @@ mod tests {
         assert_eq!(store.blocked_stacks[0].name, "main;put_entry;__lll_lock_wait;futex_wait_[k];schedule_[k]");
         assert_eq!(store.waker_stacks[0].name, "main;flush_log;__lll_lock_wake;futex_wake_[k];try_to_wake_up_[k]");
         assert_eq!(locks[1].address, "77b8");
+    }
+
+    #[test]
+    fn a_named_locks_timeouts_are_its_holders() {
+        let s = |x: &str| Some(x.to_string());
+        let by_site = HashMap::from([
+            ((s("io_loop"), s("[timer]")), 90),
+            ((s("io_loop"), s("cpu_heavy")), 10),
+            ((s("cpu_heavy"), s("io_loop")), 5),
+            ((s("lonely"), s("[timer]")), 7),
+        ]);
+        let released = held_through_timeouts(&by_site);
+        assert_eq!(released, HashMap::from([(s("cpu_heavy"), 100), (s("io_loop"), 5), (s("[timer]"), 7)]));
     }
 
     #[test]

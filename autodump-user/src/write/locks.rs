@@ -14,7 +14,7 @@ pub fn locks_txt(locks: &[LockReport], window_s: f64, w: &mut dyn Write) -> std:
             lock.name.map_or_else(|| format!("futex 0x{}", lock.address), |n| format!("{n} (0x{})", lock.address));
         writeln!(
             w,
-            "#{} {what} taken in {}: {:.3} s in {} waits ({:.0}% of its waiters' time)",
+            "#{} {what} taken in {}: {:.3} s in {} waits ({:.0}% of the window, summed over threads)",
             n + 1,
             lock.taken_in,
             lock.wait_us as f64 / 1e6,
