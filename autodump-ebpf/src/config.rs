@@ -61,12 +61,20 @@ pub fn in_interrupt() -> bool {
     if read(&TASK_STACK_OFFSET) == 0 {
         return false;
     }
+    // Where this program's stack is, as a number: read back through a helper, since the
+    // verifier of kernels before 6.18 rejects arithmetic on a stack pointer (6.12 did).
     let marker = 0u64;
-    let here = core::ptr::addr_of!(marker) as u64;
-    // SAFETY: the current task, a BTF pointer; `stack` is a pointer field of it.
-    let stack = unsafe {
+    let here_ptr: *const u64 = core::ptr::addr_of!(marker);
+    // SAFETY: plain helper calls; the first reads a pointer this program just stored on its own
+    // stack, the second a pointer field of the current task (a BTF pointer).
+    let (here, stack) = unsafe {
+        let here = aya_ebpf::helpers::bpf_probe_read_kernel(core::ptr::addr_of!(here_ptr) as *const u64);
         let task = aya_ebpf::helpers::bpf_get_current_task_btf() as *const u8;
-        field_ptr(task, &TASK_STACK_OFFSET) as u64
+        let stack = aya_ebpf::helpers::bpf_probe_read_kernel(task.add(read(&TASK_STACK_OFFSET) as usize) as *const u64);
+        (here, stack)
+    };
+    let (Ok(here), Ok(stack)) = (here, stack) else {
+        return false;
     };
     here.wrapping_sub(stack) >= read(&THREAD_SIZE) as u64
 }

@@ -18,6 +18,8 @@ pub const QUEUED: &str = "sched_ttwu_pending";
 
 pub struct Wakeuptime {
     child: Child,
+    /// Its output, read as it comes: a full pipe would stop it before it ends.
+    output: std::thread::JoinHandle<String>,
 }
 
 impl Wakeuptime {
@@ -34,7 +36,13 @@ impl Wakeuptime {
         let mut header = [0u8; 8];
         child.stdout.as_mut().expect("piped").read_exact(&mut header).expect("wakeuptime's header");
         assert_eq!(&header, b"Tracing ", "wakeuptime did not start");
-        Self { child }
+        let mut stdout = child.stdout.take().expect("piped");
+        let output = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stdout.read_to_string(&mut out);
+            out
+        });
+        Self { child, output }
     }
 
     /// Waits for it to end and returns its totals.
@@ -44,9 +52,7 @@ impl Wakeuptime {
             assert!(Instant::now() < deadline, "wakeuptime did not end");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut out = String::new();
-        self.child.stdout.take().expect("piped").read_to_string(&mut out).expect("wakeuptime's output");
-        parse(&out)
+        parse(&self.output.join().expect("wakeuptime's output"))
     }
 }
 

@@ -54,9 +54,20 @@ const GO_STACK_ROOTS: &[&str] = &["runtime.goexit", "runtime.mstart", "runtime.r
 
 /// Functions a Go thread sleeps in when the scheduler has nothing for it: an M parked without a
 /// P (`stopm`, `mPark`), one locked to a goroutine that is not running (`stoplockedm`), the
-/// monitor (`sysmon`) and the thread that starts threads (`templateThread`).
-const GO_IDLE_THREAD_FUNCTIONS: &[&str] =
-    &["runtime.stopm", "runtime.mPark", "runtime.stoplockedm", "runtime.sysmon", "runtime.templateThread"];
+/// monitor (`sysmon`), the thread that starts threads (`templateThread`), a scheduler that
+/// found nothing to run and blocks in the network poller (`findRunnable`), and the thread
+/// `os/signal` keeps waiting for signals (`signal_recv`). Threads blocked since before the
+/// agent attached are counted too (their stacks taken from outside): these are most of them.
+const GO_IDLE_THREAD_FUNCTIONS: &[&str] = &[
+    "runtime.stopm",
+    "runtime.mPark",
+    "runtime.stoplockedm",
+    "runtime.sysmon",
+    "runtime.templateThread",
+    "runtime.findRunnable",
+    "runtime.findrunnable",
+    "os/signal.signal_recv",
+];
 
 /// How deep an idle thread's telltale function sits at most (below it: futex, notesleep, usleep).
 const IDLE_DEPTH: usize = 8;
