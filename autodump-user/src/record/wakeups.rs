@@ -19,6 +19,12 @@ impl Recorder {
     pub fn add_wakeups(&mut self, profile: &mut Profile, wakeups: &[RawWakeup]) {
         for wakeup in wakeups {
             let blocked = &wakeup.blocked;
+            let blocked_user = self.user_stack(&blocked.user);
+            // A thread its runtime parked with nothing to run waits for no one: who woke it is the
+            // runtime's scheduling (Go's Ms), not a wait of the program's.
+            if blocked_user.as_deref().and_then(|u| self.symbolizer.idle_root(u)).is_some() {
+                continue;
+            }
             let mut waker_kernel = self.kernel_stack(&wakeup.waker_kernel);
             let timer = waker_kernel.as_deref().is_some_and(timer_expiry);
             let context = match (timer, wakeup.interrupt) {
@@ -40,7 +46,7 @@ impl Recorder {
                 None => format!("[waker {} (pid {})]", wakeup.waker_comm, wakeup.waker_tgid),
             };
             let wake = Wake {
-                blocked_user: self.user_stack(&blocked.user),
+                blocked_user,
                 blocked_kernel: self.kernel_stack(&blocked.kernel),
                 futex: wakeup.futex,
                 waker: name,
