@@ -69,8 +69,9 @@ pub struct LockReport {
 /// `named` is that lock.
 pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockReport> {
     let mut by_lock: HashMap<(u64, Option<&'static str>), Lock> = HashMap::new();
+    let program = program_waits(wakeups);
     for (key, value) in &wakeups.samples {
-        let Some(wake) = split(wakeups, key) else { continue };
+        let Some(wake) = split(wakeups, key).filter(&program) else { continue };
         let Some(address) = wake.lock.and_then(futex_address) else { continue };
         // A condition variable's waiters block on one of two adjacent words (glibc's
         // `__g_signals`), in one 8-byte word: one lock.
@@ -126,8 +127,18 @@ pub fn locks(wakeups: &Profile, named: &[NamedLock], window_s: f64) -> Vec<LockR
 /// the `lock_wait` metric's numerator. A wait its own timeout ended waited for no one.
 pub fn lock_wait_ns(profiles: &crate::record::Profiles) -> u64 {
     let Some(wakeups) = profiles.get(crate::record::profile::ProfileKind::WAKEUPS) else { return 0 };
-    let released = |w: &Wake<'_>| w.lock.is_some() && w.waker_name != Some(pseudo::TIMER);
+    let program = program_waits(wakeups);
+    let released = |w: &Wake<'_>| w.lock.is_some() && w.waker_name != Some(pseudo::TIMER) && program(w);
     wakeups.samples.iter().filter(|(k, _)| split(wakeups, k).is_some_and(|w| released(&w))).map(|(_, v)| v.nanos).sum()
+}
+
+/// Which waits are the program's: where a runtime named frames, only those of threads that run
+/// the program's code (a JVM's compiler threads wait on its compile queue, not for the
+/// program), as the verdict reads off-CPU time; else all.
+fn program_waits(wakeups: &Profile) -> impl Fn(&Wake<'_>) -> bool + '_ {
+    let runs_program = |w: &Wake<'_>| w.blocked.iter().any(|&i| runtime_frame(&wakeups.locations[i as usize]));
+    let any = wakeups.samples.keys().any(|k| split(wakeups, k).is_some_and(|w| runs_program(&w)));
+    move |w: &Wake<'_>| !any || runs_program(w)
 }
 
 /// The address in a futex label (`[futex 0x7f…]`).
@@ -330,6 +341,33 @@ mod tests {
         assert_eq!(store.blocked_stacks[0].name, "main;put_entry;__lll_lock_wait;futex_wait_[k];schedule_[k]");
         assert_eq!(store.waker_stacks[0].name, "main;flush_log;__lll_lock_wake;futex_wake_[k];try_to_wake_up_[k]");
         assert_eq!(locks[1].address, "77b8");
+    }
+
+    #[test]
+    fn where_a_runtime_named_frames_only_the_programs_threads_waits_count() {
+        use autodump_common::runtimes::{kind, runtime_frame};
+        let mut profile = Profile::new(ProfileKind::WAKEUPS);
+        let java = crate::record::profile::tests::loc(runtime_frame(kind::HOTSPOT, 7), "Chain.enter", false);
+        let mut wake = |blocked: Vec<Arc<Location>>, futex, us: u64| {
+            let wake = Wake {
+                blocked_user: Some(blocked),
+                blocked_kernel: Some(vec![kernel("schedule")]),
+                futex,
+                waker: "[waker java]".into(),
+                waker_user: Some(vec![user(88, "Chain.hold", "app")]),
+                waker_kernel: Some(vec![kernel("futex_wake")]),
+            };
+            add(&mut profile, "t".into(), wake, SampleValue { count: 1, nanos: us * 1000, ..Default::default() });
+        };
+        wake(vec![user(1, "__lll_lock_wait", "libc.so.6"), java], 0x10, 5);
+        // A compiler thread waiting on the VM's own monitor: no Java frame under it.
+        wake(vec![user(2, "PlatformMonitor::wait", "libjvm.so")], 0x20, 50);
+        let found = locks(&profile, &[], 1.0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].address, "10");
+        let mut profiles = crate::record::Profiles::new();
+        profiles.insert(profile);
+        assert_eq!(lock_wait_ns(&profiles), 5000);
     }
 
     #[test]
