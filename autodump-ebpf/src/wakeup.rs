@@ -5,7 +5,7 @@
 
 use autodump_common::{Stat, WakeKey, FLAG_RUNNABLE, WAKER_INTERRUPT};
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_current_comm},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -69,6 +69,11 @@ fn on_waking(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
         }
         false => (NOT_TAKEN, stack_id(ctx, &gen, 0, Stat::WakerKernelStackErrors)),
     };
+    // The raw helper: aya's wrapper, compiled as a function of its own that returns through a
+    // pointer, is a global function 5.10's verifier rejects ("arg#0 type is not a struct").
+    let mut waker_comm = [0u8; 16];
+    // SAFETY: a plain helper call into a buffer of its size.
+    unsafe { bpf_get_current_comm(waker_comm.as_mut_ptr().cast(), waker_comm.len() as u32) };
     let key = WakeKey {
         blocked: start.key(tid),
         futex: start.futex,
@@ -78,7 +83,7 @@ fn on_waking(ctx: &BtfTracePointContext, unwind: bool) -> u32 {
         waker_kernel_stack_id,
         waker_epoch: gen.epoch,
         waker_flags: if interrupt { WAKER_INTERRUPT } else { 0 },
-        waker_comm: bpf_get_current_comm().unwrap_or_default(),
+        waker_comm,
     };
     match entry(gen.wakeup_totals, key) {
         Some(total) => {

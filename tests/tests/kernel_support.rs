@@ -18,7 +18,11 @@ fn a_missing_exit_probe_costs_the_exit_code_only() {
     let args = ["--pid", &pid, "--duration", "2s", "--out", out.to_str().unwrap(), "--skip-probe", "process_exit"];
     let bundle = run_agent(&args).bundle();
     let summary = bundle.summary();
-    let degraded = summary["probes"]["degraded"].as_array().unwrap();
+    let mut degraded = summary["probes"]["degraded"].as_array().unwrap().clone();
+    // 5.10 (no bpf_loop) does not take the wake-up probe yet: said, and nothing else is lost.
+    if !autodump_tests::kernel_has_bpf_loop() {
+        degraded.retain(|d| d["probe"] != "sched_waking");
+    }
     assert_eq!(degraded.len(), 1, "{degraded:?}");
     assert_eq!(degraded[0]["probe"], "process_exit");
     assert!(degraded[0]["lost"].as_str().unwrap().contains("exit code"));
