@@ -158,6 +158,13 @@ pub struct TaskRegs {
     pub kernel: [u64; MAX_STACK_DEPTH],
 }
 
+/// The futex commands that wait (`FUTEX_WAIT`, `_LOCK_PI`, `_WAIT_BITSET`, `_WAIT_REQUEUE_PI`,
+/// `_LOCK_PI2`), as bits of the command (`op & FUTEX_CMD_MASK`): the probes and the agent read
+/// which futex a thread waits on alike.
+pub const FUTEX_WAITING_OPS: u64 = 1 << 0 | 1 << 6 | 1 << 9 | 1 << 11 | 1 << 13;
+/// The command bits of a futex operation (without the private and clock flags).
+pub const FUTEX_CMD_MASK: u64 = 0x7f;
+
 /// The wake-up came from an interrupt (a timer's expiry, a device): the probe ran off the current
 /// task's stack, and the current task is not the waker.
 pub const WAKER_INTERRUPT: u32 = 1;

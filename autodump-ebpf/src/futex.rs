@@ -5,11 +5,7 @@ use aya_ebpf::helpers::{bpf_get_current_task_btf, bpf_probe_read_kernel, generat
 
 use crate::config::syscall_layout;
 
-/// The futex operations that wait (`FUTEX_WAIT`, `FUTEX_LOCK_PI`, `FUTEX_WAIT_BITSET`,
-/// `FUTEX_WAIT_REQUEUE_PI`, `FUTEX_LOCK_PI2`), as bits of the command.
-const WAITING_OPS: u64 = 1 << 0 | 1 << 6 | 1 << 9 | 1 << 11 | 1 << 13;
-/// The command bits of a futex operation (without the private and clock flags).
-const FUTEX_CMD_MASK: u64 = 0x7f;
+use autodump_common::{FUTEX_CMD_MASK, FUTEX_WAITING_OPS as WAITING_OPS};
 
 /// The futex word the current thread waits on, if it is in a waiting futex call; else 0. Needs
 /// `bpf_task_pt_regs` (5.15+): only the probes that walk with CFI (5.17+) call it.

@@ -1,13 +1,12 @@
 //! Where this architecture's `struct pt_regs` keeps a system call's number and first two
 //! arguments, and the futex call's number: the probes read which futex a thread waits on.
-/// The futex commands that wait (`FUTEX_WAIT`, `_LOCK_PI`, `_WAIT_BITSET`,
-/// `_WAIT_REQUEUE_PI`, `_LOCK_PI2`), as bits; the probes test the same.
-const WAITING_OPS: u64 = 1 << 0 | 1 << 6 | 1 << 9 | 1 << 11 | 1 << 13;
+
+use autodump_common::{FUTEX_CMD_MASK, FUTEX_WAITING_OPS as WAITING_OPS};
 
 /// The futex word a thread in system call `nr` with these first arguments waits on; 0 if
 /// it is not in a waiting futex call.
 pub fn futex_waited(nr: i64, arg0: u64, arg1: u64) -> u64 {
-    let cmd = arg1 & 0x7f;
+    let cmd = arg1 & FUTEX_CMD_MASK;
     let waits = FUTEX != 0 && nr == i64::from(FUTEX) && cmd < 64 && WAITING_OPS & 1 << cmd != 0;
     if waits {
         arg0
