@@ -254,11 +254,14 @@ pub enum Stat {
     WakerKernelStackErrors,
     /// Wake-ups lost because the wake-up totals map was full.
     WakeupTotalsFull,
+    /// User-stack walks answered by the thread's last walk from the same registers, its stack
+    /// words re-read and unchanged (see `WalkMemo`); also counted in `UnwoundStacks`.
+    WalkMemoHits,
 }
 
 /// Each runtime's own counters follow these (see `runtimes::stat_slot`).
 impl Stat {
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
     pub const ALL: [Stat; Stat::COUNT as usize] = [
         Stat::CpuSamples,
         Stat::CpuUserStackErrors,
@@ -287,6 +290,7 @@ impl Stat {
         Stat::WakerUserStackErrors,
         Stat::WakerKernelStackErrors,
         Stat::WakeupTotalsFull,
+        Stat::WalkMemoHits,
     ];
 }
 
@@ -311,6 +315,7 @@ pub mod maps {
     pub const UNWOUND_STACKS: [&str; 2] = ["UNWOUND_STACKS_0", "UNWOUND_STACKS_1"];
     pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
     pub const PROC_MAPPINGS: &str = "PROC_MAPPINGS";
+    pub const WALK_MEMOS: &str = "WALK_MEMOS";
     pub const MAPPING_ENTRIES: &str = "MAPPING_ENTRIES";
     pub const RUNTIME_PROCS: &str = "RUNTIME_PROCS";
     pub const RUNTIME_THREADS: &str = "RUNTIME_THREADS";
@@ -350,6 +355,8 @@ pub mod globals {
     /// Offset of `stack` in `struct task_struct`, and the size of a task's kernel stack.
     pub const TASK_STACK_OFFSET: &str = "TASK_STACK_OFFSET";
     pub const THREAD_SIZE: &str = "THREAD_SIZE";
+    /// Nonzero: remember each thread's last user-stack walk per probe (`WALK_MEMOS`).
+    pub const WALK_MEMO: &str = "WALK_MEMO";
 }
 
 #[cfg(feature = "user")]

@@ -82,12 +82,15 @@ pub const JIT_CODE: u32 = u32::MAX;
 
 /// Where a process's executable mappings are: `MAPPING_ENTRIES[slot * MAX_MAPPINGS ..][..count]`,
 /// sorted by `start`. The agent writes a new table into the process's other slot, then points
-/// here, so that a probe never reads a table half written.
+/// here, so that a probe never reads a table half written. `version` changes with every table
+/// written for the process: a walk remembered under another version is walked again.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcMappings {
     pub slot: u32,
     pub count: u32,
+    pub version: u32,
+    pub reserved: u32,
 }
 
 /// Mapping-table slots: two per process.
@@ -118,3 +121,36 @@ pub const END_DEPTH: u32 = 8;
 /// low bits are part of the stack's hash) instead of the kernel's stack map. Below
 /// [`crate::OVERFLOW_STACK_ID`], above every id the kernel hands out.
 pub const UNWOUND_STACK_ID: u32 = 1 << 29;
+
+/// Stack words a remembered walk may have read (see [`WalkMemo`]); a walk that read more is not
+/// remembered.
+pub const MEMO_READS: usize = 32;
+
+/// A thread's last user-stack walk for one probe kind (`WALK_MEMOS`, by `tid << 8 | kind`):
+/// the registers it started from, each stack word it read and what it held, and the id it was
+/// filed under. The walk is a function of those alone (the rows are fixed by the process's
+/// mapping-table `version`, the ids by `epoch`), so a walk from the same registers whose words
+/// all still hold the same values would take the same steps: its id is reused. Walks through
+/// a runtime's frames or JIT code read more than stack words, and are not remembered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct WalkMemo {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub epoch: u32,
+    pub version: u32,
+    pub id: i32,
+    /// The walk's `END_*` bits, counted again on a hit as the walk counted them.
+    pub end: u32,
+    /// Words read; above [`MEMO_READS`]: too many, or one could not be read (not remembered).
+    pub reads: u32,
+    /// Nonzero: every address read lies a multiple of 8 bytes from `low` (the words can be
+    /// compared in one read of `low..=high`).
+    pub aligned: u32,
+    /// The lowest and highest address read.
+    pub low: u64,
+    pub high: u64,
+    pub addresses: [u64; MEMO_READS],
+    pub values: [u64; MEMO_READS],
+}

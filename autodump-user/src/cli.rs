@@ -26,6 +26,9 @@ pub mod defaults {
     pub const COUNT_SLOTS: u32 = 16384;
     /// Threads of the target that can be blocked at once and still be accounted.
     pub const THREAD_SLOTS: u32 = 16384;
+    /// Walks remembered: one per thread, probe (switch, wake-up) and place it entered the
+    /// kernel from (about 590 bytes each).
+    pub const WALK_MEMO_SLOTS: u32 = 4096;
     /// How far back before a trigger a bundle reaches.
     pub const LOOKBACK: &str = "30s";
     /// How long recording goes on after a trigger before the bundle is written.
@@ -162,6 +165,12 @@ pub struct Cli {
     /// How many of the target's threads can be blocked at once and still be accounted.
     #[arg(long, default_value_t = defaults::THREAD_SLOTS, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
     pub thread_slots: u32,
+
+    /// User-stack walks at switches and wake-ups are remembered, per thread and place it entered
+    /// the kernel from (kernel memory: about 590 bytes each), and reused while the stack words
+    /// they read are unchanged; the least recently used are forgotten first. 0: walk every time.
+    #[arg(long, default_value_t = defaults::WALK_MEMO_SLOTS, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub walk_memo_slots: u32,
 
     /// Off-CPU kernel stacks: walked once per user stack per interval and reused
     /// (per-user-stack, about 3x cheaper per context switch), or walked at every switch.

@@ -58,6 +58,7 @@ impl ProbeHost {
             unwind_processes: processes,
             fault_period: (cli.fault_period > 0).then(|| crate::probes::prime_period(cli.fault_period)),
             wakeups: cli.wakeups,
+            walk_memo_slots: cli.walk_memo_slots,
         };
         let mut tables = (cli.unwind == UnwindMode::Cfi).then(|| UnwindTables::new(cli.unwind_table_rows, processes));
         if let Some(tables) = tables.as_mut() {

@@ -115,10 +115,21 @@ fn culprits_show_under_glibc_wrappers_with_their_time() {
         let handler = f.iter().position(|x| x == "nap_in_handler");
         assert!(interrupted < handler && reaches_root(f), "through the signal frame: {f:?}");
     }
+    // The same PC, stack and frame pointer at every block, two callers: a walk remembered from
+    // one must not answer for the other (each had half the time).
+    for side in ["nap_left", "nap_right"] {
+        let under = |f: &&Folded| f.frames[0] == "alternator" && f.frames.iter().any(|x| x == side);
+        let seconds = offcpu.iter().filter(under).map(|f| f.weight).sum::<u64>() as f64 / 1e6;
+        assert_close(&format!("{side}, seconds"), seconds, window / 2.0, TIME_TOLERANCE);
+    }
     let main_thread: Vec<&Folded> = offcpu.iter().filter(|f| f.frames[0] == "libc_blocker").collect();
     assert!(main_thread.iter().all(|f| f.frames.iter().any(|x| x == "main")), "{main_thread:?}");
     let dropped = &bundle.summary()["dropped"];
     assert!(dropped["unwound_stacks"].as_u64().unwrap() > 0);
+    // Every thread here blocks from one or two call sites: most walks are remembered ones.
+    let (walks, hits) = (dropped["unwound_stacks"].as_u64().unwrap(), dropped["walk_memo_hits"].as_u64().unwrap());
+    eprintln!("{hits} of {walks} walks answered from memory");
+    assert!(hits * 2 > walks, "{hits} of {walks} walks answered from memory");
     assert_eq!(dropped["unwind_broken"], 0, "{dropped}");
 }
 

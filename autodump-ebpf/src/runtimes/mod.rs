@@ -63,6 +63,14 @@ pub enum Step {
     Done,
 }
 
+impl RuntimeWalk {
+    /// The process runs a runtime whose frames this walk follows.
+    #[inline(always)]
+    pub fn is_active(&self) -> bool {
+        self.active != 0
+    }
+}
+
 /// Prepares `rt` for a walk of process `tgid`: whether it runs a runtime, and which.
 #[inline(always)]
 pub fn start(rt: &mut RuntimeWalk, tgid: u32) {

@@ -13,6 +13,7 @@ use crate::maps::count;
 #[inline(always)]
 pub(super) fn jit_caller(walk: &mut Walk) -> Option<()> {
     count(Stat::JitFrames);
+    super::memo::forget(&mut walk.memo);
     walk.from_frame_pointer = 1;
     let stop = |walk: &mut Walk| {
         count(Stat::JitWalkStops);
@@ -42,6 +43,7 @@ const JIT_MAX_FRAME: u64 = 1 << 20;
 /// at RBP - 8, which must hold this frame (at or above RBP + 16, within `JIT_MAX_FRAME`).
 #[inline(always)]
 pub(super) fn sender_sp_caller(walk: &mut Walk) -> Option<()> {
+    super::memo::forget(&mut walk.memo);
     let (Some(caller_bp), Some(ra), Some(sp)) = (read(walk.bp), read(walk.bp + 8), read(walk.bp - 8)) else {
         walk.stack.end |= END_BROKEN;
         return None;

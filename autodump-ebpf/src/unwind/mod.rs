@@ -15,8 +15,8 @@ use core::ffi::c_void;
 
 use autodump_common::{
     unwind::{
-        cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, END_BROKEN, END_DEPTH, END_ROOT, END_UNKNOWN_CODE,
-        MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
+        cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, WalkMemo, END_BROKEN, END_DEPTH, END_ROOT,
+        END_UNKNOWN_CODE, MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
     },
     Stat, MAX_STACK_DEPTH,
 };
@@ -38,6 +38,7 @@ use crate::{
 mod fixed;
 mod jit;
 mod lookup;
+mod memo;
 use lookup::{find_row, Found};
 
 /// Default sizes; the agent sizes the rows to the files it loads, and the rest from its flags.
@@ -99,10 +100,15 @@ pub(super) struct Walk {
     /// A language runtime's frames (see `runtimes`), and the process (`rt.tgid`).
     pub(super) rt: RuntimeWalk,
     stack: UnwoundStack,
+    /// What this walk read, to be remembered for the thread's next (see `memo`).
+    memo: WalkMemo,
+    /// The words a remembered walk read, re-read at once.
+    span: [u64; memo::SPAN_BYTES / 8],
 }
 
 /// Walks the current thread's user stack and files it in this generation; returns its id, or a
-/// negative errno when it could not be filed (counted).
+/// negative errno when it could not be filed (counted). A switch's or a wake-up's walk is
+/// answered from the thread's last one when nothing it read has changed (`memo`).
 #[inline(always)]
 pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
     let Some(walk) = WALKS.get_ptr_mut(slot) else {
@@ -113,6 +119,17 @@ pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
     if !start(walk) {
         return -14;
     }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let remembers = slot == WALK_SWITCH || slot == WALK_WAKE;
+    if remembers {
+        if let Some((id, end)) = memo::recall(walk, tid, slot, gen.epoch) {
+            count(Stat::WalkMemoHits);
+            count_walk(end);
+            return id;
+        }
+    } else {
+        memo::forget(&mut walk.memo);
+    }
     walk.slot = slot;
     let mut slot_arg = slot;
     // SAFETY: `step` is a BPF subprogram taking (index, ctx) and returning 0 or 1, as bpf_loop
@@ -120,18 +137,26 @@ pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
     unsafe {
         bpf_loop(MAX_STACK_DEPTH as u32, step as *const () as *mut c_void, &raw mut slot_arg as *mut c_void, 0);
     }
-    let stack = &walk.stack;
+    count_walk(walk.stack.end);
+    let id = file(gen, &walk.stack);
+    if remembers {
+        memo::remember(walk, tid, slot, id);
+    }
+    id
+}
+
+#[inline(always)]
+fn count_walk(end: u32) {
     count(Stat::UnwoundStacks);
-    if stack.end & END_ROOT != 0 {
+    if end & END_ROOT != 0 {
         count(Stat::UnwoundToRoot);
     }
-    if stack.end & END_UNKNOWN_CODE != 0 {
+    if end & END_UNKNOWN_CODE != 0 {
         count(Stat::UnwindUnknownCode);
     }
-    if stack.end & END_BROKEN != 0 {
+    if end & END_BROKEN != 0 {
         count(Stat::UnwindBroken);
     }
-    file(gen, stack)
 }
 
 /// Files a walked stack under its id, unless it is there already.
@@ -299,14 +324,14 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
         cfa::RBP => walk.bp.wrapping_add(row.cfa_offset as i64 as u64),
         // Past the stub's `push` (from byte `cfa_offset` of its 16) the CFA is 8 further.
         cfa::PLT => walk.sp + 8 + if walk.ip & 15 >= row.cfa_offset as u64 { 8 } else { 0 },
-        cfa::DEREF_RBP => read(walk.bp.wrapping_add(row.cfa_offset as i64 as u64))?,
+        cfa::DEREF_RBP => walk.read(walk.bp.wrapping_add(row.cfa_offset as i64 as u64))?,
         cfa::END => {
             walk.stack.end |= END_ROOT;
             return None;
         }
         cfa::SIGNAL => {
             let (Some(bp), Some(sp), Some(ip)) =
-                (read(walk.sp + SIGFRAME_BP), read(walk.sp + SIGFRAME_SP), read(walk.sp + SIGFRAME_IP))
+                (walk.read(walk.sp + SIGFRAME_BP), walk.read(walk.sp + SIGFRAME_SP), walk.read(walk.sp + SIGFRAME_IP))
             else {
                 return broken(walk);
             };
@@ -328,13 +353,13 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
                 walk.stack.end |= END_ROOT;
                 return None;
             }
-            let Some(caller_bp) = read(walk.bp) else {
+            let Some(caller_bp) = walk.read(walk.bp) else {
                 return broken(walk);
             };
             // No check that the caller's frame is above this one: frame pointers cross stacks
             // (Go's cgo calls run on the system stack); the depth limit bounds a loop.
             let cfa = walk.bp + 16;
-            let Some(ra) = read(cfa - 8) else {
+            let Some(ra) = walk.read(cfa - 8) else {
                 return broken(walk);
             };
             walk.bp = caller_bp;
@@ -348,11 +373,11 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
     if cfa <= walk.sp {
         return broken(walk);
     }
-    let Some(ra) = read(cfa - 8) else {
+    let Some(ra) = walk.read(cfa - 8) else {
         return broken(walk);
     };
     if row.rbp_offset != RBP_UNCHANGED {
-        let Some(bp) = read(cfa.wrapping_add(row.rbp_offset as i64 as u64)) else {
+        let Some(bp) = walk.read(cfa.wrapping_add(row.rbp_offset as i64 as u64)) else {
             return broken(walk);
         };
         walk.bp = bp;
@@ -366,4 +391,14 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
 fn read(address: u64) -> Option<u64> {
     // SAFETY: bpf_probe_read_user checks the address; a fault is an error, not a crash.
     unsafe { bpf_probe_read_user(address as *const u64).ok() }
+}
+
+impl Walk {
+    /// A stack word, recorded for the memo.
+    #[inline(always)]
+    fn read(&mut self, address: u64) -> Option<u64> {
+        let value = read(address);
+        memo::record(&mut self.memo, address, value);
+        value
+    }
 }

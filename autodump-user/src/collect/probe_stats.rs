@@ -45,6 +45,9 @@ pub struct ProbeStats {
     pub waker_user_stack_errors: u64,
     pub waker_kernel_stack_errors: u64,
     pub wakeup_totals_full: u64,
+    /// Walks answered by the thread's last walk from the same registers (`--walk-memo-slots`);
+    /// counted in `unwound_stacks` too.
+    pub walk_memo_hits: u64,
     /// Each runtime's frames the walks emitted (`python_frames`), and walks through its
     /// interpreter whose thread it could not find (`python_thread_misses`): its frames are
     /// missing from that stack.
@@ -84,6 +87,7 @@ impl ProbeStats {
             waker_user_stack_errors: t(Stat::WakerUserStackErrors),
             waker_kernel_stack_errors: t(Stat::WakerKernelStackErrors),
             wakeup_totals_full: t(Stat::WakeupTotalsFull),
+            walk_memo_hits: t(Stat::WalkMemoHits),
             runtimes,
         }
     }

@@ -67,6 +67,8 @@ pub enum UnwindMode {
 pub struct MappingMaps {
     pub processes: aya::maps::HashMap<MapData, u32, autodump_common::unwind::ProcMappings>,
     pub entries: aya::maps::Array<MapData, autodump_common::unwind::MappingEntry>,
+    /// The last table version written (see `ProcMappings::version`).
+    pub version: u32,
 }
 
 /// What to load, from the command line.
@@ -93,6 +95,8 @@ pub struct ProbeConfig {
     pub fault_period: Option<u64>,
     /// Attach the wake-up probe.
     pub wakeups: bool,
+    /// Threads whose last switch and wake-up walks are remembered (0: none).
+    pub walk_memo_slots: u32,
 }
 
 /// How user stacks are walked on this kernel, and why.
@@ -183,6 +187,8 @@ impl Probes {
             UnwindMode::Cfi => (config.unwind_rows.unwrap_or(1), config.stack_slots, config.unwind_processes),
             UnwindMode::FramePointers => (1, 1, 1),
         };
+        let memo_slots = if unwinding.mode == UnwindMode::Cfi { config.walk_memo_slots } else { 0 };
+        let memo_on = u32::from(memo_slots > 0);
         // The loader reads the running kernel's BTF itself; another file replaces it.
         let custom = match config.btf.as_path() == std::path::Path::new(btf::VMLINUX_BTF) {
             true => None,
@@ -208,6 +214,8 @@ impl Probes {
             .override_global(globals::PT_REGS_SYSCALL_OFFSET, &syscalls::PT_REGS_NR, true)
             .override_global(globals::PT_REGS_ARG0_OFFSET, &syscalls::PT_REGS_ARG0, true)
             .override_global(globals::PT_REGS_ARG1_OFFSET, &syscalls::PT_REGS_ARG1, true)
+            .override_global(globals::WALK_MEMO, &memo_on, true)
+            .map_max_entries(maps::WALK_MEMOS, memo_slots.max(1))
             .map_max_entries(maps::OFFCPU_START, config.thread_slots)
             .map_max_entries(maps::UNWIND_ROWS, rows)
             .map_max_entries(maps::PROC_MAPPINGS, processes)
@@ -346,7 +354,7 @@ impl Probes {
         };
         let processes = HashMap::try_from(self.ebpf.take_map(maps::PROC_MAPPINGS)?).ok()?;
         let entries = Array::try_from(self.ebpf.take_map(maps::MAPPING_ENTRIES)?).ok()?;
-        Some((rows, MappingMaps { processes, entries }))
+        Some((rows, MappingMaps { processes, entries, version: 0 }))
     }
 
     /// A map the CFI walk reads, for the module that fills it; None without CFI unwinding.

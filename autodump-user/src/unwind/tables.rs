@@ -385,6 +385,9 @@ impl MappingMaps {
         for (i, entry) in entries.iter().enumerate() {
             self.entries.set(base + i as u32, entry, 0)?;
         }
-        self.processes.insert(pid, ProcMappings { slot, count: entries.len() as u32 }, 0)
+        // Never 0, which the probes read as "no table".
+        self.version = self.version.wrapping_add(1).max(1);
+        let table = ProcMappings { slot, count: entries.len() as u32, version: self.version, reserved: 0 };
+        self.processes.insert(pid, table, 0)
     }
 }
