@@ -291,6 +291,13 @@ pub struct Cli {
     #[arg(long, default_value = defaults::MEMORY_BUDGET, value_parser = parse_size)]
     pub memory_budget: u64,
 
+    /// Watched processes given their interval work (their /proc reads, symbolizing their part of
+    /// the drain, their metrics and rules) each interval; past this many, each has its turn
+    /// every few intervals and its slices and metrics cover those intervals (the probes still
+    /// record every event). 0: every process every interval.
+    #[arg(long, default_value_t = crate::cadence::PROCESSES_PER_INTERVAL)]
+    pub processes_per_interval: usize,
+
     /// Watched processes whose user stacks are walked with CFI at once (`--unwind cfi`); the
     /// rest by frame pointer, as the summary says. Each takes 16 KiB of kernel memory. With only
     /// `--pid` targets, their number.

@@ -2,6 +2,7 @@
 //! probes → collect (drain maps, read /proc) → symbolize → record (profiles) → write (bundle).
 
 pub mod budget;
+pub mod cadence;
 pub mod cli;
 pub mod collect;
 pub mod config;

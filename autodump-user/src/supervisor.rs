@@ -68,6 +68,12 @@ pub struct Supervisor {
     restarts: Restarts,
     /// Whether "nothing matches yet" has been said (it is said once).
     said_waiting: bool,
+    /// What scans learned of each process (see `Selector::scan_with`).
+    scan_memo: crate::select::ScanMemo,
+    /// Whose interval work is done this interval (see `cadence`): None, everyone's; else the
+    /// processes whose turn it is, fixed when `find_ended` starts the interval.
+    cadence: crate::cadence::Cadence,
+    turns: Option<HashSet<u32>>,
 }
 
 impl Supervisor {
@@ -75,6 +81,7 @@ impl Supervisor {
     /// output directory must be usable.
     pub fn new(cli: &Cli, config: TargetConfig, ship: Rc<Shipping>) -> Result<Self, AgentError> {
         let cli = Cli { out: config.out.clone(), ..cli.clone() };
+        let cadence = crate::cadence::Cadence::new(cli.processes_per_interval);
         config.selector.check()?;
         match config.selector {
             Selector::Pid(pid) => drop(Session::check(&cli, pid)?),
@@ -94,6 +101,9 @@ impl Supervisor {
             awaiting_exit: HashSet::new(),
             restarts: Restarts::default(),
             said_waiting: false,
+            scan_memo: Default::default(),
+            cadence,
+            turns: None,
         })
     }
 
@@ -107,9 +117,21 @@ impl Supervisor {
     /// A leader that has exited while its other threads are still exiting (a crash takes the
     /// whole group down) already reads as a zombie before the exit probe sees the group end: such
     /// a process is given one more interval for its exit status to arrive.
+    /// A process whose turn it is not (see `cadence`) is ended only once the probes saw its end.
     pub fn find_ended(&mut self, mut host: Option<&mut ProbeHost>) {
         let mut ended = Vec::new();
+        let watched = self.watchers.len();
+        self.turns = (self.cadence.stride(watched) > 1).then(|| {
+            let keys = self.watchers.keys().enumerate();
+            keys.filter(|(index, _)| self.cadence.is_turn(*index, watched)).map(|(_, pid)| *pid).collect()
+        });
         for (&pid, w) in self.watchers.iter_mut() {
+            if !self.turns.as_ref().is_none_or(|t| t.contains(&pid)) {
+                if host.as_mut().is_some_and(|h| h.exit_status(pid).is_some()) {
+                    ended.push(pid);
+                }
+                continue;
+            }
             if w.session.check_alive() {
                 continue;
             }
@@ -137,7 +159,7 @@ impl Supervisor {
         if !self.config.selector.follows_restarts() && !self.watchers.is_empty() {
             return Ok(());
         }
-        let matched = self.config.selector.scan();
+        let matched = self.config.selector.scan_with(&mut self.scan_memo);
         // A zombie still has a name and a cgroup: it is an instance that ended, not a new one. A
         // kernel thread (the root cgroup holds them) has no user space to profile.
         let live =
@@ -192,7 +214,7 @@ impl Supervisor {
     /// Before a drain: each live watcher learns its process's new threads and mappings.
     pub fn observe(&mut self, host: &mut ProbeHost) {
         for (pid, w) in self.watchers.iter_mut() {
-            if !self.ended.contains(pid) {
+            if !self.ended.contains(pid) && self.turns.as_ref().is_none_or(|t| t.contains(pid)) {
                 w.session.observe(host);
             }
         }
@@ -210,29 +232,39 @@ impl Supervisor {
     /// After a drain: exit bundles for the processes that ended, then every other watcher's tick.
     pub fn tick(&mut self, host: &mut ProbeHost, parts: &mut std::collections::HashMap<u32, Drained>) {
         self.restarts.prune();
+        let turns = self.turns.take();
+        let turn = |pid: &u32| turns.as_ref().is_none_or(|t| t.contains(pid));
         for pid in std::mem::take(&mut self.ended) {
             let Some(mut w) = self.watchers.remove(&pid) else { continue };
             let status = host.exit_status(pid);
-            let last = w.session.tick(&parts.remove(&pid).unwrap_or_default());
+            let last = w.session.tick(&self.cadence.take(pid, parts.remove(&pid).unwrap_or_default()));
             let info = self.info(&w);
             w.ended(host, &self.cli, last, status, &info);
             host.forget(pid);
         }
-        self.each(host, parts, |w, host, cli, slice, info| w.tick(host, cli, slice, info));
+        for pid in self.watchers.keys().filter(|pid| !turn(pid)) {
+            self.cadence.hold(*pid, parts.remove(pid).unwrap_or_default());
+        }
+        self.each(host, parts, |w, host, cli, slice, info| w.tick(host, cli, slice, info), |pid| turn(&pid));
+        self.cadence.retain(|pid| self.watchers.contains_key(&pid));
+        self.cadence.advance();
     }
 
     /// Hands each watcher its slice of a drain, with what summaries say of the target.
+    /// Those for which `now` holds, with what the drains held for them since their last turn.
     pub fn each(
         &mut self,
         host: &ProbeHost,
         parts: &mut std::collections::HashMap<u32, Drained>,
         mut f: impl FnMut(&mut Watcher, &ProbeHost, &Cli, Slice, &TargetInfo),
+        now: impl Fn(u32) -> bool,
     ) {
-        let pids: Vec<u32> = self.watchers.keys().copied().collect();
+        let pids: Vec<u32> = self.watchers.keys().copied().filter(|&pid| now(pid)).collect();
         for pid in pids {
             let info = self.info(&self.watchers[&pid]);
             let w = self.watchers.get_mut(&pid).expect("listed");
-            let slice = w.session.tick(&parts.remove(&pid).unwrap_or_default());
+            let part = self.cadence.take(pid, parts.remove(&pid).unwrap_or_default());
+            let slice = w.session.tick(&part);
             f(w, host, &self.cli, slice, &info);
         }
     }

@@ -55,7 +55,7 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
                 let Some(mut parts) = agent.drain()? else { continue };
                 let host = agent.host.as_ref().expect("drained");
                 for s in agent.supervisors.iter_mut() {
-                    s.each(host, &mut parts, |w, host, cli, slice, info| w.manual(host, cli, slice, info));
+                    s.each(host, &mut parts, |w, host, cli, slice, info| w.manual(host, cli, slice, info), |_| true);
                 }
             }
             Some(fired) = agent.off.fired.recv() => agent.alert(&fired)?,
@@ -73,7 +73,7 @@ pub async fn watch(cli: Cli, targets: Vec<TargetConfig>) -> anyhow::Result<()> {
     if let Some(host) = agent.host.as_mut() {
         let mut parts = host.stop()?;
         for s in agent.supervisors.iter_mut() {
-            s.each(host, &mut parts, |w, host, cli, slice, info| w.shutdown(host, cli, slice, info));
+            s.each(host, &mut parts, |w, host, cli, slice, info| w.shutdown(host, cli, slice, info), |_| true);
         }
     }
     tracing::info!(ticks = late.ticks, missed_intervals = late.missed, "stopping; probes detached");
@@ -137,9 +137,9 @@ impl Agent {
         let host = self.host.as_ref().expect("drained");
         for s in self.supervisors.iter_mut() {
             if s.config.name == fired.target {
-                s.each(host, &mut parts, |w, host, cli, slice, info| w.alert(host, cli, slice, info, fired));
+                s.each(host, &mut parts, |w, host, cli, slice, info| w.alert(host, cli, slice, info, fired), |_| true);
             } else {
-                s.each(host, &mut parts, |w, _, _, slice, _| w.record(slice));
+                s.each(host, &mut parts, |w, _, _, slice, _| w.record(slice), |_| true);
             }
         }
         Ok(())

@@ -90,6 +90,14 @@ pub struct Drained {
 }
 
 impl Drained {
+    /// Adds `other`'s samples to these (a later drain of the same process).
+    pub fn extend(&mut self, other: Drained) {
+        self.cpu.extend(other.cpu);
+        self.offcpu.extend(other.offcpu);
+        self.faults.extend(other.faults);
+        self.wakeups.extend(other.wakeups);
+    }
+
     /// Each process's part, by tgid.
     pub fn split(self) -> std::collections::HashMap<u32, Drained> {
         let mut parts: std::collections::HashMap<u32, Drained> = std::collections::HashMap::new();

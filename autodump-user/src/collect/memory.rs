@@ -100,6 +100,12 @@ pub fn read_split(pid: u32) -> Option<RssSplit> {
     parse_status_split(&read_bounded(&format!("/proc/{pid}/status"))?)
 }
 
+/// statm's resident and shared pages (its second and third fields).
+fn parse_statm_pages(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().skip(1).map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
+}
+
 fn read_bounded(path: &str) -> Option<String> {
     let mut text = String::new();
     fs::File::open(path).ok()?.take(MAX_PROC_FILE).read_to_string(&mut text).ok()?;
@@ -244,6 +250,8 @@ pub struct MemoryWatch {
     splits: std::collections::VecDeque<(f64, RssSplit)>,
     /// The resident size when smaps was last read.
     smaps_rss: Option<u64>,
+    /// /proc/PID/statm's resident and shared pages when status was last read.
+    statm: Option<(u64, u64)>,
     garbage: u64,
 }
 
@@ -259,6 +267,7 @@ impl MemoryWatch {
             snapshots: Default::default(),
             splits: Default::default(),
             smaps_rss: None,
+            statm: None,
             garbage: 0,
         }
     }
@@ -270,7 +279,7 @@ impl MemoryWatch {
 
     /// Reads the resident split, and smaps if the last snapshot is `every` old (call each tick).
     pub fn observe(&mut self, now: f64) {
-        if let Some(split) = read_split(self.pid) {
+        if let Some(split) = self.read_split() {
             self.splits.push_back((now, split));
         }
         while self.splits.front().is_some_and(|(t, _)| *t < now - self.keep_s) {
@@ -296,6 +305,21 @@ impl MemoryWatch {
         while self.snapshots.len() > 2 && self.snapshots.get(1).is_some_and(|(t, _)| *t < now - self.keep_s) {
             self.snapshots.pop_front();
         }
+    }
+
+    /// The resident split. status costs several times statm (it formats some fifty fields):
+    /// it is read again only once statm's resident or shared pages moved, whose sum and
+    /// difference the split is, else the last split still holds.
+    fn read_split(&mut self) -> Option<RssSplit> {
+        let statm = read_bounded(&format!("/proc/{}/statm", self.pid)).and_then(|t| parse_statm_pages(&t));
+        if let (Some(now), Some(then), Some(split)) = (statm, self.statm, self.latest_split()) {
+            if now == then {
+                return Some(split);
+            }
+        }
+        let split = read_split(self.pid)?;
+        self.statm = statm;
+        Some(split)
     }
 
     fn read(&mut self) -> Option<MappingRss> {

@@ -96,3 +96,24 @@ fn a_window_measures_growth_from_its_start() {
     assert!(report.rss_end.is_some());
     assert!(report.rss_start.unwrap().shmem_bytes + (7 << 20) <= report.rss_end.unwrap().shmem_bytes);
 }
+
+#[test]
+fn statm_gives_resident_and_shared_pages() {
+    assert_eq!(parse_statm_pages("1000 250 10 1 0 100 0\n"), Some((250, 10)));
+    assert_eq!(parse_statm_pages("1000 250"), None);
+    assert_eq!(parse_statm_pages("1000 x 10"), None);
+}
+
+#[test]
+fn a_calm_process_keeps_its_split_and_a_moved_one_is_read_again() {
+    let mut watch = MemoryWatch::new(std::process::id(), std::time::Duration::from_secs(3600), 60.0);
+    watch.observe(0.0);
+    let first = watch.latest_split().expect("our own status");
+    assert!(watch.statm.is_some());
+    // Grow by 64 MiB of touched anonymous memory: statm moves, and the split follows it.
+    let grown = vec![1u8; 64 << 20];
+    watch.observe(1.0);
+    let second = watch.latest_split().expect("our own status");
+    assert!(second.anon_bytes >= first.anon_bytes + (60 << 20), "{first:?} then {second:?}");
+    drop(grown);
+}

@@ -219,6 +219,16 @@ pub fn parse_open_files_limit(text: &str) -> Option<u64> {
 }
 
 /// Resident bytes from /proc/PID/statm (its second field counts pages).
+/// How many files `pid` has open: the size Linux 6.2+ gives its /proc/PID/fd directory (one
+/// stat, not a listing), else the listing's length.
+fn open_files(pid: u32) -> Option<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    match fs::metadata(&dir).ok()?.len() {
+        0 => fs::read_dir(&dir).ok().map(|d| d.count() as u64),
+        n => Some(n),
+    }
+}
+
 pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
     text.split_whitespace().nth(1)?.parse::<u64>().ok()?.checked_mul(page_size)
 }
@@ -282,7 +292,7 @@ impl MetricSampler {
                 .ok()
                 .and_then(|t| parse_statm_rss(&t, self.page_size)),
         };
-        let fds = fs::read_dir(format!("/proc/{}/fd", self.pid)).ok().map(|d| d.count() as u64);
+        let fds = open_files(self.pid);
         Ok(MetricSample {
             t: crate::collect::unix_now(now),
             cpu_percent,
@@ -313,6 +323,14 @@ mod tests {
         assert_eq!(Metric::from_name("disk", &runtime), None);
         assert_eq!(Metric::from_name("widgets", &[]), None, "only the runtimes given");
         assert!(Metric::Fds < Metric::Runtime(&COUNT));
+    }
+
+    #[test]
+    fn counts_open_files_as_a_listing_would() {
+        let listed = fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        // The listing opened one more (its own directory handle) while it ran.
+        let counted = open_files(std::process::id()).unwrap();
+        assert!(counted == listed || counted + 1 == listed, "{counted} against {listed}");
     }
 
     #[test]
