@@ -294,7 +294,8 @@ pub struct Cli {
     /// Watched processes given their interval work (their /proc reads, symbolizing their part of
     /// the drain, their metrics and rules) each interval; past this many, each has its turn
     /// every few intervals and its slices and metrics cover those intervals (the probes still
-    /// record every event). 0: every process every interval.
+    /// record every event, and an exit bundle comes at the process's turn). 0: every process
+    /// every interval.
     #[arg(long, default_value_t = crate::cadence::PROCESSES_PER_INTERVAL)]
     pub processes_per_interval: usize,
 

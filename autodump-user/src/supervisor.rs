@@ -117,7 +117,8 @@ impl Supervisor {
     /// A leader that has exited while its other threads are still exiting (a crash takes the
     /// whole group down) already reads as a zombie before the exit probe sees the group end: such
     /// a process is given one more interval for its exit status to arrive.
-    /// A process whose turn it is not (see `cadence`) is ended only once the probes saw its end.
+    /// A process whose turn it is not (see `cadence`) is looked at in its turn: its exit bundle
+    /// comes then.
     pub fn find_ended(&mut self, mut host: Option<&mut ProbeHost>) {
         let mut ended = Vec::new();
         let watched = self.watchers.len();
@@ -127,9 +128,6 @@ impl Supervisor {
         });
         for (&pid, w) in self.watchers.iter_mut() {
             if !self.turns.as_ref().is_none_or(|t| t.contains(&pid)) {
-                if host.as_mut().is_some_and(|h| h.exit_status(pid).is_some()) {
-                    ended.push(pid);
-                }
                 continue;
             }
             if w.session.check_alive() {
