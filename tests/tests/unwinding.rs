@@ -126,10 +126,13 @@ fn culprits_show_under_glibc_wrappers_with_their_time() {
     assert!(main_thread.iter().all(|f| f.frames.iter().any(|x| x == "main")), "{main_thread:?}");
     let dropped = &bundle.summary()["dropped"];
     assert!(dropped["unwound_stacks"].as_u64().unwrap() > 0);
-    // Every thread here blocks from one or two call sites: most walks are remembered ones.
+    // Every thread here blocks (and the main thread wakes the others) from the same places, over
+    // and over: past each place's first walk in an interval, the memo answers, but never for the
+    // alternator (its two places share one start and differ on the stack; about a third of the
+    // walks): about half were answered, here and in the kernel matrix's guests.
     let (walks, hits) = (dropped["unwound_stacks"].as_u64().unwrap(), dropped["walk_memo_hits"].as_u64().unwrap());
     eprintln!("{hits} of {walks} walks answered from memory");
-    assert!(hits * 2 > walks, "{hits} of {walks} walks answered from memory");
+    assert!(hits * 3 > walks, "{hits} of {walks} walks answered from memory");
     assert_eq!(dropped["unwind_broken"], 0, "{dropped}");
 }
 

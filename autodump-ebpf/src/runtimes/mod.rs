@@ -5,7 +5,7 @@
 //! the process's frame kind. Only addresses and offsets go into the stack: the agent names them.
 
 use autodump_common::runtimes::{kind, stat_slot, trailing_mark, RuntimeProc, STAT_FRAMES};
-use aya_ebpf::{macros::map, maps::HashMap};
+use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::map, maps::HashMap};
 
 use crate::maps::count_slot;
 
@@ -82,8 +82,18 @@ pub fn start(rt: &mut RuntimeWalk, tgid: u32) {
     // SAFETY: the value is copied out while this program runs.
     match unsafe { RUNTIME_PROCS.get(tgid) } {
         Some(proc) => {
-            rt.proc = *proc;
-            rt.active = 1;
+            // Copied by the helper: as an assignment, the compiler may call its own memmove
+            // with a map value as the argument, which 6.1's verifier refuses ("reg type
+            // unsupported for arg#0").
+            // SAFETY: both are `RuntimeProc`s in map memory, of the size given.
+            let copied = unsafe {
+                bpf_probe_read_kernel(
+                    (&raw mut rt.proc).cast(),
+                    core::mem::size_of::<RuntimeProc>() as u32,
+                    (proc as *const RuntimeProc).cast(),
+                )
+            };
+            rt.active = u32::from(copied == 0);
         }
         None => rt.active = 0,
     }

@@ -100,11 +100,22 @@ fn words_hold(last: &WalkMemo, now: impl Fn(usize) -> u64) -> bool {
         if i as u32 >= last.reads {
             return true;
         }
+        // The index through a volatile load, then masked: the compiler stepped a pointer along
+        // the array instead, and 6.1's verifier did not tie it to the loop's bound.
+        let i = opaque(i) & (MEMO_READS - 1);
         if now(i) != last.values[i] {
             return false;
         }
     }
     true
+}
+
+/// `i`, as a value the compiler cannot see through.
+#[inline(always)]
+fn opaque(i: usize) -> usize {
+    let slot = i;
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&slot) }
 }
 
 /// A stack word the walk read (None: it could not be read).

@@ -330,11 +330,12 @@ fn caller(walk: &mut Walk, found: Found, interrupted: bool) -> Option<()> {
             return None;
         }
         cfa::SIGNAL => {
-            let (Some(bp), Some(sp), Some(ip)) =
-                (walk.read(walk.sp + SIGFRAME_BP), walk.read(walk.sp + SIGFRAME_SP), walk.read(walk.sp + SIGFRAME_IP))
-            else {
-                return broken(walk);
-            };
+            // One read at a time, each checked: read as a tuple, 6.1's verifier found a path on
+            // which a register held no value (newer ones prune it).
+            let frame = walk.sp;
+            let Some(bp) = walk.read(frame + SIGFRAME_BP) else { return broken(walk) };
+            let Some(sp) = walk.read(frame + SIGFRAME_SP) else { return broken(walk) };
+            let Some(ip) = walk.read(frame + SIGFRAME_IP) else { return broken(walk) };
             walk.bp = bp;
             walk.sp = sp;
             walk.ip = ip;

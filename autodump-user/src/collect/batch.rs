@@ -8,11 +8,16 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd},
 };
 
-/// `enum bpf_cmd`'s BPF_MAP_LOOKUP_AND_DELETE_BATCH.
+/// `enum bpf_cmd`'s BPF_MAP_LOOKUP_BATCH and BPF_MAP_LOOKUP_AND_DELETE_BATCH.
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
-/// Entries moved per syscall. A hash bucket's entries must fit in one call, which any map of
-/// ours does many times over.
+/// Entries moved per syscall, at most. A hash bucket's entries must fit in one call, which any
+/// map of ours does many times over.
 const ENTRIES_PER_CALL: usize = 4096;
+/// The buffers of one call, at most: below the allocator's threshold for mapping memory of its
+/// own, so that each drain reuses heap pages rather than mapping and faulting in fresh ones
+/// (4096 unwound stacks of 1 KiB were 4 MiB mapped and unmapped every interval).
+const BYTES_PER_CALL: usize = 96 << 10;
 
 /// `union bpf_attr`'s batch member (include/uapi/linux/bpf.h).
 #[repr(C)]
@@ -31,9 +36,20 @@ struct BatchAttr {
 /// Reads and deletes every entry of the hash map `map`, whose keys are `K` and values `V`
 /// (plain `repr(C)` types of exactly the map's key and value sizes).
 pub fn take_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    batch(map, BPF_MAP_LOOKUP_AND_DELETE_BATCH)
+}
+
+/// Reads every entry of the hash map `map`, leaving them (a map the probes still write: an
+/// entry may change or come and go meanwhile).
+pub fn read_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    batch(map, BPF_MAP_LOOKUP_BATCH)
+}
+
+fn batch<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, command: libc::c_long) -> io::Result<Vec<(K, V)>> {
+    let per_call = (BYTES_PER_CALL / (size_of::<K>() + size_of::<V>())).clamp(64, ENTRIES_PER_CALL);
     let mut out = Vec::new();
-    let mut keys: Vec<MaybeUninit<K>> = (0..ENTRIES_PER_CALL).map(|_| MaybeUninit::uninit()).collect();
-    let mut values: Vec<MaybeUninit<V>> = (0..ENTRIES_PER_CALL).map(|_| MaybeUninit::uninit()).collect();
+    let mut keys: Vec<MaybeUninit<K>> = (0..per_call).map(|_| MaybeUninit::uninit()).collect();
+    let mut values: Vec<MaybeUninit<V>> = (0..per_call).map(|_| MaybeUninit::uninit()).collect();
     // The hash map's batch cursor is a bucket index.
     let (mut cursor, mut next) = (0u32, 0u32);
     let mut first = true;
@@ -43,15 +59,13 @@ pub fn take_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec
             out_batch: &raw mut next as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: ENTRIES_PER_CALL as u32,
+            count: per_call as u32,
             map_fd: map.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
         // SAFETY: `attr` points at buffers of `count` keys and values that outlive the call;
         // the kernel writes at most that many of each.
-        let ret = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_AND_DELETE_BATCH, &raw mut attr, size_of::<BatchAttr>())
-        };
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, command, &raw mut attr, size_of::<BatchAttr>()) };
         // ENOENT: the walk reached the end (the last entries may still come with it).
         let done = match ret {
             0 => false,
@@ -60,7 +74,7 @@ pub fn take_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec
                 e => return Err(e),
             },
         };
-        let filled = (attr.count as usize).min(ENTRIES_PER_CALL);
+        let filled = (attr.count as usize).min(per_call);
         // SAFETY: the kernel filled the first `filled` keys and values.
         out.extend((0..filled).map(|i| unsafe { (keys[i].assume_init(), values[i].assume_init()) }));
         if done {
