@@ -157,5 +157,7 @@ pub(super) fn remember(walk: &mut Walk, tid: u32, slot: u32, id: i32) {
     walk.memo.end = walk.stack.end;
     // A full map forgets its least recently used walk. The key is the walk's start (the walk
     // itself has moved on).
+    // By reference: a copy of the memo (560 bytes) would not fit on the BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     let _ = WALK_MEMOS.insert(key(tid, slot, walk.memo.ip, walk.memo.sp), &walk.memo, 0);
 }
