@@ -16,12 +16,12 @@ use core::ffi::c_void;
 use autodump_common::{
     unwind::{
         cfa, MappingEntry, ProcMappings, UnwindRow, UnwoundStack, WalkMemo, END_BROKEN, END_DEPTH, END_ROOT,
-        END_UNKNOWN_CODE, MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED, UNWOUND_STACK_ID,
+        END_UNKNOWN_CODE, MAPPING_SLOTS, MAX_MAPPINGS, RBP_UNCHANGED,
     },
     Stat, MAX_STACK_DEPTH,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
+    bindings::BPF_F_MMAPABLE,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{bpf_loop, bpf_task_pt_regs},
@@ -35,10 +35,12 @@ use crate::{
     runtimes::{self, RuntimeWalk},
 };
 
+mod filing;
 mod fixed;
 mod jit;
 mod lookup;
 mod memo;
+use filing::{count_walk, file};
 use lookup::{find_row, Found};
 
 /// Default sizes; the agent sizes the rows to the files it loads, and the rest from its flags.
@@ -143,54 +145,6 @@ pub fn user_stack_id(gen: &Generation, slot: u32) -> i32 {
         memo::remember(walk, tid, slot, id);
     }
     id
-}
-
-#[inline(always)]
-fn count_walk(end: u32) {
-    count(Stat::UnwoundStacks);
-    if end & END_ROOT != 0 {
-        count(Stat::UnwoundToRoot);
-    }
-    if end & END_UNKNOWN_CODE != 0 {
-        count(Stat::UnwindUnknownCode);
-    }
-    if end & END_BROKEN != 0 {
-        count(Stat::UnwindBroken);
-    }
-}
-
-/// Files a walked stack under its id, unless it is there already.
-#[inline(always)]
-fn file(gen: &Generation, stack: &UnwoundStack) -> i32 {
-    // The walk's hash multiplies, so its low bits depend only on the entries' low bits: Python
-    // frames that differ only in their instruction (high bits) would share an id. Fold the high
-    // bits down first (murmur3's finalizer).
-    let mut mixed = stack.hash ^ (stack.hash >> 33);
-    mixed = mixed.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    mixed ^= mixed >> 33;
-    let id = UNWOUND_STACK_ID | (mixed as u32 & (UNWOUND_STACK_ID - 1));
-    // SAFETY: the value is only compared.
-    if let Some(filed) = unsafe { gen.unwound.get(id) } {
-        if filed.hash == stack.hash {
-            return id as i32;
-        }
-        count(Stat::UnwoundStacksLost);
-        return -17;
-    }
-    match gen.unwound.insert(id, stack, BPF_NOEXIST as u64) {
-        Ok(()) => id as i32,
-        Err(e) => {
-            // Another CPU may have filed the same stack just now.
-            // SAFETY: as above.
-            if let Some(filed) = unsafe { gen.unwound.get(id) } {
-                if filed.hash == stack.hash {
-                    return id as i32;
-                }
-            }
-            count(Stat::UnwoundStacksLost);
-            e
-        }
-    }
 }
 
 /// Starts a walk from the registers the current thread entered the kernel with.

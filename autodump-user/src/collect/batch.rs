@@ -84,3 +84,13 @@ fn batch<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, command: libc::c_long) -
         first = false;
     }
 }
+
+/// `take_all` of an aya map: every entry of a map no probe writes to any more, deleted as read.
+pub fn take_map<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+) -> Result<Vec<(K, V)>, aya::maps::MapError> {
+    use std::os::fd::AsFd;
+    let data = aya::maps::IterableMap::<K, V>::map(map);
+    take_all(data.fd().as_fd())
+        .map_err(|io_error| aya::sys::SyscallError { call: "bpf_map_lookup_and_delete_batch", io_error }.into())
+}

@@ -15,6 +15,7 @@ use autodump_common::{
 };
 use aya::maps::{MapData, MapError, StackTraceMap};
 
+use super::batch::take_map as take_all;
 pub use super::probe_stats::ProbeStats;
 use super::stack_tables::{Frames, StackRef, StackTables};
 use crate::probes::ProbeMaps;
@@ -388,14 +389,4 @@ impl Drainer {
             map_err("OFFCPU_START")(aya::sys::SyscallError { call: "bpf_map_lookup_batch", io_error }.into())
         })
     }
-}
-
-/// Reads every entry of a map no probe writes to any more, deleting them as it goes.
-fn take_all<K: aya::Pod, V: aya::Pod>(
-    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
-) -> Result<Vec<(K, V)>, MapError> {
-    use std::os::fd::AsFd;
-    let data = aya::maps::IterableMap::<K, V>::map(map);
-    super::batch::take_all(data.fd().as_fd())
-        .map_err(|io_error| aya::sys::SyscallError { call: "bpf_map_lookup_and_delete_batch", io_error }.into())
 }
