@@ -33,10 +33,12 @@ fn share(folded: &[Folded], pred: impl Fn(&[String]) -> bool) -> f64 {
     with as f64 / total.max(1) as f64
 }
 
-/// Records `pid` with the agent and with perf at once; returns our bundle and perf's stacks.
+/// Records `pid` with the agent and with perf at once; returns our bundle and perf's stacks. Perf
+/// samples each CPU on its own clock, as the agent does: a per-process clock restarts at each
+/// switch-in, and its samples land on other phases of the fixture's rounds than ours.
 fn record_with_perf(pid: u32, name: &str) -> (Bundle, Vec<Vec<String>>) {
     let out = scratch_dir(name);
-    let perf = PerfRecording::start(pid, RECORD_S, FREQUENCY_HZ, &out);
+    let perf = PerfRecording::start_on_each_cpu(&[pid], RECORD_S, FREQUENCY_HZ, &out);
     let (duration, frequency) = (format!("{RECORD_S}s"), FREQUENCY_HZ.to_string());
     let pid = pid.to_string();
     let run =
