@@ -70,6 +70,11 @@ pub struct Supervisor {
     said_waiting: bool,
     /// What scans learned of each process (see `Selector::scan_with`).
     scan_memo: crate::select::ScanMemo,
+    /// Matched processes that are kernel threads or zombies, while they match: neither becomes
+    /// a process to watch, and on a whole host, reading each one's stat every interval was a
+    /// tenth of the agent's time. (Pids are handed out in turn, so one is not reused between
+    /// two scans.)
+    unwatchable: HashSet<u32>,
     /// Whose interval work is done this interval (see `cadence`): None, everyone's; else the
     /// processes whose turn it is, fixed when `find_ended` starts the interval.
     cadence: crate::cadence::Cadence,
@@ -102,6 +107,7 @@ impl Supervisor {
             restarts: Restarts::default(),
             said_waiting: false,
             scan_memo: Default::default(),
+            unwatchable: HashSet::new(),
             cadence,
             turns: None,
         })
@@ -162,7 +168,10 @@ impl Supervisor {
         // kernel thread (the root cgroup holds them) has no user space to profile.
         let live =
             |pid: &u32| read_stat(*pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X' && s.flags & PF_KTHREAD == 0);
-        let new: Vec<u32> = matched.iter().copied().filter(|p| !taken.contains(p) && live(p)).collect();
+        self.unwatchable.retain(|p| matched.binary_search(p).is_ok());
+        let candidates = matched.iter().filter(|p| !taken.contains(p) && !self.unwatchable.contains(p));
+        let (new, unwatchable): (Vec<u32>, Vec<u32>) = candidates.partition(|p| live(p));
+        self.unwatchable.extend(unwatchable);
         // Alive, but no longer matching (moved to another cgroup, or exec'd another program). A
         // process that ended no longer matches either (its executable's link is gone), whether
         // it awaits its exit status or ended since `find_ended` looked: it is not leaving, it
@@ -171,7 +180,7 @@ impl Supervisor {
             .watchers
             .keys()
             .copied()
-            .filter(|p| !matched.contains(p) && !self.ended.contains(p) && !self.awaiting_exit.contains(p))
+            .filter(|p| matched.binary_search(p).is_err() && !self.ended.contains(p) && !self.awaiting_exit.contains(p))
             .filter(|p| live(p))
             .collect();
         for pid in left {
