@@ -33,21 +33,22 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Reads and deletes every entry of the hash map `map`, whose keys are `K` and values `V`
-/// (plain `repr(C)` types of exactly the map's key and value sizes).
-pub fn take_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    batch(map, BPF_MAP_LOOKUP_AND_DELETE_BATCH)
-}
-
 /// Reads every entry of the hash map `map`, leaving them (a map the probes still write: an
 /// entry may change or come and go meanwhile).
 pub fn read_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    batch(map, BPF_MAP_LOOKUP_BATCH)
+    let mut out = Vec::new();
+    batch(map, BPF_MAP_LOOKUP_BATCH, |k, v| out.push((*k, *v)))?;
+    Ok(out)
 }
 
-fn batch<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, command: libc::c_long) -> io::Result<Vec<(K, V)>> {
+/// Hands each entry of `map` to `each` (by reference, from the call's buffer), `command`
+/// deleting them or not.
+fn batch<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    command: libc::c_long,
+    mut each: impl FnMut(&K, &V),
+) -> io::Result<()> {
     let per_call = (BYTES_PER_CALL / (size_of::<K>() + size_of::<V>())).clamp(64, ENTRIES_PER_CALL);
-    let mut out = Vec::new();
     let mut keys: Vec<MaybeUninit<K>> = (0..per_call).map(|_| MaybeUninit::uninit()).collect();
     let mut values: Vec<MaybeUninit<V>> = (0..per_call).map(|_| MaybeUninit::uninit()).collect();
     // The hash map's batch cursor is a bucket index.
@@ -75,22 +76,35 @@ fn batch<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, command: libc::c_long) -
             },
         };
         let filled = (attr.count as usize).min(per_call);
-        // SAFETY: the kernel filled the first `filled` keys and values.
-        out.extend((0..filled).map(|i| unsafe { (keys[i].assume_init(), values[i].assume_init()) }));
+        for i in 0..filled {
+            // SAFETY: the kernel filled the first `filled` keys and values.
+            unsafe { each(keys[i].assume_init_ref(), values[i].assume_init_ref()) };
+        }
         if done {
-            return Ok(out);
+            return Ok(());
         }
         cursor = next;
         first = false;
     }
 }
 
-/// `take_all` of an aya map: every entry of a map no probe writes to any more, deleted as read.
+/// Every entry of a map no probe writes to any more, deleted as read.
 pub fn take_map<K: aya::Pod, V: aya::Pod>(
     map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
 ) -> Result<Vec<(K, V)>, aya::maps::MapError> {
+    let mut out = Vec::new();
+    take_each(map, |k, v| out.push((*k, *v)))?;
+    Ok(out)
+}
+
+/// As `take_map`, handing each entry to `each` from the call's buffer: for large values (an
+/// unwound stack is 1 KiB), whose list would be mapped, faulted in and unmapped every drain.
+pub fn take_each<K: aya::Pod, V: aya::Pod>(
+    map: &mut aya::maps::HashMap<aya::maps::MapData, K, V>,
+    each: impl FnMut(&K, &V),
+) -> Result<(), aya::maps::MapError> {
     use std::os::fd::AsFd;
     let data = aya::maps::IterableMap::<K, V>::map(map);
-    take_all(data.fd().as_fd())
+    batch(data.fd().as_fd(), BPF_MAP_LOOKUP_AND_DELETE_BATCH, each)
         .map_err(|io_error| aya::sys::SyscallError { call: "bpf_map_lookup_and_delete_batch", io_error }.into())
 }

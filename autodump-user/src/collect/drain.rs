@@ -15,7 +15,7 @@ use autodump_common::{
 };
 use aya::maps::{MapData, MapError, StackTraceMap};
 
-use super::batch::take_map as take_all;
+use super::batch::{take_each, take_map as take_all};
 pub use super::probe_stats::ProbeStats;
 use super::stack_tables::{Frames, StackRef, StackTables};
 use crate::probes::ProbeMaps;
@@ -196,8 +196,8 @@ impl Drainer {
         table.extend(
             take_stacks(&mut self.maps.overflow_stacks[gen], OVERFLOW_STACK_ID).map_err(map_err("OVERFLOW_STACKS"))?,
         );
-        let unwound = take_all(&mut self.maps.unwound[gen]).map_err(map_err("UNWOUND_STACKS"))?;
-        table.extend(unwound.iter().map(|(id, stack)| (*id, unwound_frames(stack))));
+        take_each(&mut self.maps.unwound[gen], |id, stack| table.push((*id, unwound_frames(stack))))
+            .map_err(map_err("UNWOUND_STACKS"))?;
         self.tables.retire(retired, table);
 
         let mut drained = Drained::default();
@@ -215,7 +215,7 @@ impl Drainer {
             drained.wakeups.push(self.wakeup(&key, &total));
         }
         // Its kernel stack ids named stacks of the map just cleared.
-        take_all(&mut self.maps.kernel_stack_cache[gen]).map_err(map_err("KERNEL_STACK_CACHE"))?;
+        take_each(&mut self.maps.kernel_stack_cache[gen], |_, _| ()).map_err(map_err("KERNEL_STACK_CACHE"))?;
 
         let mut blocked_refs = HashSet::new();
         for (_, start) in self.starts()? {
