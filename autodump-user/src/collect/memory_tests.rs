@@ -72,8 +72,8 @@ fn memory_stat_keeps_numeric_keys() {
 fn a_window_measures_growth_from_its_start() {
     let me = std::process::id();
     let mut watch = MemoryWatch::new(me, Duration::from_secs(10), 60.0);
-    watch.observe(100.0);
-    watch.observe(105.0); // too soon: no second snapshot
+    watch.observe(100.0, None);
+    watch.observe(105.0, None); // too soon: no second snapshot
     assert_eq!(watch.snapshots.len(), 1);
     // A mapping of its own name: other tests in this process allocate and free at the same time.
     const SIZE: usize = 8 << 20;
@@ -107,13 +107,26 @@ fn statm_gives_resident_and_shared_pages() {
 #[test]
 fn a_calm_process_keeps_its_split_and_a_moved_one_is_read_again() {
     let mut watch = MemoryWatch::new(std::process::id(), std::time::Duration::from_secs(3600), 60.0);
-    watch.observe(0.0);
+    watch.observe(0.0, None);
     let first = watch.latest_split().expect("our own status");
     assert!(watch.statm.is_some());
     // Grow by 64 MiB of touched anonymous memory: statm moves, and the split follows it.
     let grown = vec![1u8; 64 << 20];
-    watch.observe(1.0);
+    watch.observe(1.0, None);
     let second = watch.latest_split().expect("our own status");
     assert!(second.anon_bytes >= first.anon_bytes + (60 << 20), "{first:?} then {second:?}");
     drop(grown);
+    // While the stat's size and resident pages stay, statm waits; past STATM_EVERY_S, or once
+    // they move, it is read.
+    watch.observe(2.0, Some((1, 1)));
+    let before = watch.latest_split().expect("our own status").anon_bytes;
+    let grown = vec![1u8; 64 << 20];
+    watch.observe(3.0, Some((1, 1)));
+    assert_eq!(watch.latest_split().unwrap().anon_bytes, before);
+    watch.observe(4.0, Some((1, 2)));
+    assert!(watch.latest_split().unwrap().anon_bytes >= before + (60 << 20));
+    drop(grown);
+    watch.observe(5.0, Some((1, 2)));
+    watch.observe(5.0 + STATM_EVERY_S, Some((1, 2)));
+    assert!(watch.latest_split().unwrap().anon_bytes < before + (30 << 20));
 }

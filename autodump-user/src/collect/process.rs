@@ -25,6 +25,8 @@ pub struct Stat {
     pub threads: u64,
     /// Virtual memory size in bytes: changes when the process maps or unmaps (a library loaded).
     pub vsize: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
     /// The kernel's `PF_*` flags (`PF_KTHREAD` marks a kernel thread).
     pub flags: u64,
 }
@@ -48,6 +50,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
         threads: field(20)?,
         start_ticks: field(22)?,
         vsize: field(23)?,
+        rss_pages: field(24)?,
         flags: field(9)?,
     })
 }
@@ -165,7 +168,7 @@ mod tests {
         assert_eq!(stat.cpu_ticks, 300);
         assert_eq!(stat.threads, 7);
         assert_eq!(stat.start_ticks, 123456);
-        assert_eq!((stat.vsize, stat.flags), (1000, 4194560));
+        assert_eq!((stat.vsize, stat.rss_pages, stat.flags), (1000, 100, 4194560));
     }
 
     #[test]
