@@ -98,7 +98,8 @@ fn add_sample(into: &mut RawSample, other: &RawSample) {
 
 /// Adds up the items of `items` with the same key, in the order each key first came.
 fn coalesce<T, K: Hash + Eq>(items: &mut Vec<T>, key: impl Fn(&T) -> K, add: impl Fn(&mut T, &T)) {
-    let mut first: HashMap<K, usize> = HashMap::with_capacity(items.len());
+    let mut first: foldhash::HashMap<K, usize> =
+        foldhash::HashMap::with_capacity_and_hasher(items.len(), Default::default());
     let mut kept: Vec<T> = Vec::with_capacity(items.len());
     for item in items.drain(..) {
         match first.entry(key(&item)) {

@@ -12,10 +12,7 @@
 //!
 //! Memory is bounded by the stacks of one interval plus one stack per blocked thread.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashSet, sync::Arc};
 
 /// A stack as the kernel recorded it: instruction pointers, innermost first.
 pub type Frames = Arc<[u64]>;
@@ -25,7 +22,7 @@ pub type StackRef = (u32, u32);
 
 #[derive(Debug, Default)]
 pub struct StackTables {
-    kept: HashMap<StackRef, Frames>,
+    kept: foldhash::HashMap<StackRef, Frames>,
     previous_refs: HashSet<StackRef>,
 }
 

@@ -1,7 +1,7 @@
 //! A symbolized profile: unique (thread, stack) pairs with their counts. Every writer (folded,
 //! flamegraph, pprof) reads from this one model.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use autodump_common::runtimes::{frame_kind, kind};
 
@@ -86,8 +86,8 @@ pub struct Profile {
     pub locations: Vec<Arc<Location>>,
     /// The key each location was interned under, by the same index.
     location_keys: Vec<LocationKey>,
-    location_ids: HashMap<LocationKey, u32>,
-    pub samples: HashMap<SampleKey, SampleValue>,
+    location_ids: foldhash::HashMap<LocationKey, u32>,
+    pub samples: foldhash::HashMap<SampleKey, SampleValue>,
 }
 
 /// A stack to add, innermost first, already symbolized.
@@ -144,8 +144,8 @@ impl Profile {
             period: 0,
             locations: Vec::new(),
             location_keys: Vec::new(),
-            location_ids: HashMap::new(),
-            samples: HashMap::new(),
+            location_ids: Default::default(),
+            samples: Default::default(),
         }
     }
 
@@ -191,7 +191,7 @@ impl Profile {
     /// Makes the profile as small as it can be, to be kept (a flight-recorder slice): it can still
     /// be merged from, and added to (the index it drops is rebuilt then).
     pub fn freeze(&mut self) {
-        self.location_ids = HashMap::new();
+        self.location_ids = Default::default();
         self.locations.shrink_to_fit();
         self.location_keys.shrink_to_fit();
         self.samples.shrink_to_fit();
