@@ -13,6 +13,7 @@ mod jit;
 mod memory;
 pub mod process;
 mod python;
+mod report;
 mod rows;
 mod ruby;
 mod services;
@@ -87,7 +88,8 @@ pub struct Options {
     /// Rounds of the Java CPU-bound loop (about 5 s of CPU alone here).
     #[arg(long, default_value_t = 2_000_000)]
     pub java_rounds: u64,
-    /// Only these rows (1 to 16, comma-separated); all by default.
+    /// Only these rows (1 to 16, comma-separated); all by default. Their sections replace the same
+    /// rows' in `--out`, whose other rows stay.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Where the markdown report goes.
@@ -130,7 +132,6 @@ pub fn run_all(opts: Options) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bench = Bench { scratch: bin.join("scratch"), opts, agent, bin, cpus };
 
-    let mut md = header(&bench);
     let wanted = |row: u8| bench.opts.rows.is_empty() || bench.opts.rows.contains(&row);
     type Row = fn(&Bench) -> Result<String>;
     let rows: [(u8, Row); 16] = [
@@ -151,12 +152,18 @@ pub fn run_all(opts: Options) -> Result<()> {
         (15, ruby::ruby_programs),
         (16, java::java_programs),
     ];
+    let mut measured = Vec::new();
     for (row, measure) in rows {
         if wanted(row) {
-            md += &measure(&bench)?;
+            measured.push((row, measure(&bench)?));
         }
     }
     let out = root().join(&bench.opts.out);
+    // Some rows: in place of theirs in the file, the others kept.
+    let md = match std::fs::read_to_string(&out) {
+        Ok(existing) if !bench.opts.rows.is_empty() => report::splice(&existing, &measured),
+        _ => header(&bench) + &measured.into_iter().map(|(_, section)| section).collect::<String>(),
+    };
     std::fs::write(&out, md).with_context(|| format!("cannot write {}", out.display()))?;
     step(&format!("wrote {}", out.display()));
     Ok(())
