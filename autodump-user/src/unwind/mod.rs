@@ -1,10 +1,12 @@
 //! Unwinding without frame pointers: the agent's side. `rows` compiles a file's CFI into the
-//! probes' rows; `tables` keeps them in the kernel, once per file, with each target's mappings.
+//! probes' rows; `tables` keeps them in the kernel, once per file, with each target's mappings
+//! (`slots`: their tables in the kernel).
 
 pub mod code_rows;
 pub mod row_store;
 pub mod rows;
 pub mod runtime_tables;
+pub mod slots;
 pub mod tables;
 pub mod walk;
 

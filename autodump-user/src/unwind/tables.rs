@@ -10,11 +10,12 @@
 
 use std::{collections::HashMap, fs::File, path::PathBuf, sync::Arc, time::Instant};
 
-use autodump_common::unwind::{MappingEntry, ProcMappings, UnwindRow, JIT_CODE, MAX_MAPPINGS};
+use autodump_common::unwind::{MappingEntry, UnwindRow, JIT_CODE, MAX_MAPPINGS};
 use aya::maps::MapData;
 use object::Object;
 use serde::Serialize;
 
+use super::slots::{MappingSlots, SlotError};
 use super::{
     code_rows::{CodeRowBlocks, CodeRows},
     row_store::RowStore,
@@ -82,20 +83,13 @@ type ProcessFiles = HashMap<(Arc<str>, u64), Option<FileKey>>;
 
 pub struct UnwindTables {
     cap_rows: u32,
-    /// Mapping-table slots in the kernel: two per process.
-    slots: u32,
-    /// The first slots of the pairs no process uses, lowest last: with more processes than
-    /// pairs, looking for one among every process's at each refresh was a fifth of the agent's
-    /// time on a host of 1,000.
-    free: Vec<u32>,
+    /// Each process's mapping table in the kernel.
+    slots: MappingSlots,
     files: HashMap<FileKey, FileEntry>,
     /// Per process, the file key of each of its mappings, by (path, mapping start); None: not
     /// a readable ELF file. Kept only for the mappings the process has now.
     mapped: HashMap<u32, ProcessFiles>,
     store: Option<RowStore>,
-    maps: Option<MappingMaps>,
-    /// Per tgid: the mappings last written, and the slot they are in.
-    written: HashMap<u32, (Vec<MappingEntry>, u32)>,
     code: CodeRowBlocks,
     stats: TableStats,
 }
@@ -105,13 +99,10 @@ impl UnwindTables {
     pub fn new(cap_rows: u32, processes: u32) -> Self {
         Self {
             cap_rows,
-            slots: 2 * processes,
-            free: (0..2 * processes).step_by(2).rev().collect(),
+            slots: MappingSlots::new(processes),
             files: HashMap::new(),
             mapped: HashMap::new(),
             store: None,
-            maps: None,
-            written: HashMap::new(),
             code: CodeRowBlocks::default(),
             stats: TableStats::default(),
         }
@@ -137,10 +128,9 @@ impl UnwindTables {
     /// written as each is watched (`refresh`).
     pub fn attach(&mut self, rows: MapData, maps: MappingMaps) -> std::io::Result<()> {
         let store = RowStore::map(rows, self.stats.capacity_rows as u32)?;
-        let mapping_bytes = self.slots as usize * MAX_MAPPINGS * size_of::<MappingEntry>();
-        self.stats.kernel_bytes = (store.bytes + mapping_bytes) as u64;
+        self.stats.kernel_bytes = (store.bytes + self.slots.kernel_bytes()) as u64;
         self.store = Some(store);
-        self.maps = Some(maps);
+        self.slots.attach(maps);
         self.flush_pending();
         Ok(())
     }
@@ -150,12 +140,7 @@ impl UnwindTables {
     pub fn forget(&mut self, pid: u32) {
         self.mapped.remove(&pid);
         self.stats.code_rows -= u64::from(self.code.forget(pid));
-        if let Some((_, slot)) = self.written.remove(&pid) {
-            self.free.push(slot & !1);
-            if let Some(maps) = self.maps.as_mut() {
-                let _ = maps.processes.remove(&pid);
-            }
-        }
+        self.slots.forget(pid);
     }
 
     /// Learns the files in `map` (`pid`'s, as read now) not seen before, and rewrites its
@@ -187,30 +172,10 @@ impl UnwindTables {
         entries.sort_by_key(|e| e.start);
         entries.dedup_by_key(|e| e.start);
         entries.truncate(MAX_MAPPINGS);
-        let previous_slot = match self.written.get(&pid) {
-            Some((written, _)) if *written == entries => return,
-            Some((_, slot)) => Some(*slot),
-            None => None,
-        };
-        let Some(slot) = previous_slot.map(|s| s ^ 1).or_else(|| self.free.pop()) else {
-            self.note("processes past --unwind-processes", "more watched processes than the mapping tables hold");
-            return;
-        };
-        let result = self.maps.as_mut().map(|maps| maps.write(pid, slot, &entries));
-        match result {
-            Some(Ok(())) => {
-                self.written.insert(pid, (entries, slot));
-            }
-            // Before the probes load (`attach` writes what `prepare` learned), or a failed write:
-            // the pair stays free.
-            failed => {
-                if previous_slot.is_none() {
-                    self.free.push(slot);
-                }
-                if let Some(Err(e)) = failed {
-                    tracing::warn!("cannot write the unwind mappings of {pid}: {e}");
-                }
-            }
+        match self.slots.write(pid, entries) {
+            Ok(()) => {}
+            Err(SlotError::Full) => self.note("processes past --unwind-processes", &SlotError::Full.to_string()),
+            Err(e) => tracing::warn!("cannot write the unwind mappings of {pid}: {e}"),
         }
     }
 
@@ -231,7 +196,7 @@ impl UnwindTables {
     /// `pid`'s mappings as the probes have them, and the rows they name: what a walk in the
     /// agent reads (see `walk`).
     pub fn walk_view(&self, pid: u32) -> Option<(&[MappingEntry], &RowStore)> {
-        Some((&self.written.get(&pid)?.0, self.store.as_ref()?))
+        Some((self.slots.entries(pid)?, self.store.as_ref()?))
     }
 
     pub fn stats(&self) -> &TableStats {
@@ -385,19 +350,5 @@ fn rows_of(rows: &FileRows) -> u64 {
         FileRows::Pending(rows) => rows.len() as u64,
         FileRows::Stored { count, .. } => u64::from(*count),
         FileRows::None => 0,
-    }
-}
-
-impl MappingMaps {
-    /// Writes `entries` into `slot`, then points `pid` at it.
-    fn write(&mut self, pid: u32, slot: u32, entries: &[MappingEntry]) -> Result<(), aya::maps::MapError> {
-        let base = slot * MAX_MAPPINGS as u32;
-        for (i, entry) in entries.iter().enumerate() {
-            self.entries.set(base + i as u32, entry, 0)?;
-        }
-        // Never 0, which the probes read as "no table".
-        self.version = self.version.wrapping_add(1).max(1);
-        let table = ProcMappings { slot, count: entries.len() as u32, version: self.version, reserved: 0 };
-        self.processes.insert(pid, table, 0)
     }
 }
